@@ -1,0 +1,48 @@
+# The two commands a new user needs:  make demo  and  make test  (see README.md).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.synced
+
+.PHONY: setup demo test sandbox up lock lint clean
+
+setup: $(STAMP) packer-check
+
+# Create the virtualenv with uv and install exactly the lock.
+$(STAMP): requirements.txt
+	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
+	@test -x $(VPY) || uv venv --quiet --python 3.11 $(VENV) || $(PY) -m uv venv --quiet --python 3.11 $(VENV)
+	uv pip sync --quiet --python $(VPY) --compile-bytecode requirements.txt || $(PY) -m uv pip sync --quiet --python $(VPY) --compile-bytecode requirements.txt
+	@touch $(STAMP)
+
+# Packer is Debian's package (1.6.6 runs our HCL2 templates); install it when missing.
+packer-check:
+	@command -v packer >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing packer (Debian package)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq packer) >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq packer) >/dev/null; \
+	  fi; }
+	@command -v packer >/dev/null 2>&1 || { echo "ERROR: packer not found. Install it (Debian/Ubuntu: 'apt-get install packer'; elsewhere: a packer binary >= 1.6 on PATH) and re-run."; exit 1; }
+.PHONY: packer-check
+
+test: setup
+	@$(VPY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
+
+demo: setup
+	$(VPY) -m sandbox demo
+
+sandbox: setup
+	$(VPY) -m sandbox up
+
+up: setup
+	$(VPY) -m sandbox airflow
+
+lock:
+	uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+
+clean:
+	rm -rf .sandbox .airflow .airflow-test

@@ -1,0 +1,1 @@
+default['demo_web']['version'] = '0.0.0'

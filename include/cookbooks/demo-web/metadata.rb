@@ -1,0 +1,6 @@
+name             'demo-web'
+maintainer       'Web Team'
+description      'The example web app used by the sandbox'
+version          '2.3.1'
+chef_version     '>= 17'
+depends          'linux-base'

@@ -1,0 +1,3 @@
+name 'demo-win'
+version '0.9.0'
+supports 'windows'

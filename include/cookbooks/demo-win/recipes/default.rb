@@ -1,0 +1,3 @@
+windows_feature 'IIS-WebServerRole' do
+  action :install
+end

@@ -1,0 +1,6 @@
+name             'linux-base'
+maintainer       'Platform Team'
+description      'Baseline for every Linux AMI: OS updates, time sync, SSM agent, hardening, log shipping'
+version          '1.4.0'
+chef_version     '>= 17'
+supports         'amazon'

@@ -1,0 +1,6 @@
+name             'windows-base'
+maintainer       'Platform Team'
+description      'Baseline for every Windows AMI: updates, SSM agent, time, hardening'
+version          '1.2.0'
+chef_version     '>= 17'
+supports         'windows'
