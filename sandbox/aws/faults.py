@@ -1,0 +1,152 @@
+"""Fault injection: make chosen AWS calls fail, throttle, refreshes fail, SSM commands fail.
+
+Faults are consumed by the WSGI middleware (``middleware.py``) before the call
+reaches moto, and rendered in the protocol the client used, so botocore
+raises a ``ClientError`` with the chosen code.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Throttling error codes AWS uses, per service (IAM-style service prefix).
+THROTTLE_CODES = {
+    "ec2": ("RequestLimitExceeded", 503),
+    "autoscaling": ("Throttling", 400),
+    "elasticloadbalancing": ("Throttling", 400),
+    "cloudwatch": ("Throttling", 400),
+    "sts": ("Throttling", 400),
+    "iam": ("Throttling", 400),
+}
+JSON_THROTTLE = ("ThrottlingException", 400)
+
+
+@dataclass
+class CallFault:
+    action: str
+    service: str | None
+    code: str
+    message: str | None
+    times: int
+    status: int
+    throttle: bool = False
+
+    def matches(self, service: str, action: str) -> bool:
+        return self.times > 0 and self.action == action and (self.service is None or self.service == service)
+
+
+@dataclass
+class RefreshFault:
+    asg_name: str
+    percent: int
+    reason: str
+
+
+@dataclass
+class SsmFault:
+    instance_id: str
+    exit_code: int = 1
+    stdout: str = ""
+    stderr: str = "boom"
+
+
+@dataclass
+class Faults:
+    calls: list[CallFault] = field(default_factory=list)
+    refreshes: dict[str, RefreshFault] = field(default_factory=dict)
+    ssm: dict[str, SsmFault] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    # -- the public control surface ------------------------------------------------
+    def fail(
+        self,
+        action: str,
+        code: str = "InternalError",
+        message: str | None = None,
+        times: int = 1,
+        status: int = 400,
+    ) -> None:
+        """The next ``times`` calls of ``action`` fail with ``code``.
+
+        ``action`` is the API action name (``"CreateTags"``) or prefixed with the
+        service (``"ec2:CreateTags"``) when the name is ambiguous.
+        """
+        service, _, name = action.rpartition(":")
+        with self._lock:
+            self.calls.append(CallFault(name, service or None, code, message, int(times), int(status)))
+
+    def throttle(self, action: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``action`` are throttled (code chosen per service)."""
+        service, _, name = action.rpartition(":")
+        with self._lock:
+            self.calls.append(CallFault(name, service or None, "", None, int(times), 0, throttle=True))
+
+    def fail_refresh_at(self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault).") -> None:
+        """The next instance refresh of ``asg_name`` fails when it reaches ``percent``."""
+        with self._lock:
+            self.refreshes[asg_name] = RefreshFault(asg_name, int(percent), reason)
+
+    def fail_ssm(self, instance_id: str, exit_code: int = 1, stdout: str = "", stderr: str = "boom") -> None:
+        """SSM commands sent to ``instance_id`` report Failed with that output."""
+        with self._lock:
+            self.ssm[instance_id] = SsmFault(instance_id, int(exit_code), stdout, stderr)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.refreshes.clear()
+            self.ssm.clear()
+
+    # -- used by the server --------------------------------------------------------
+    def take_call_fault(self, service: str, action: str, json_protocol: bool) -> tuple[str, str, int] | None:
+        with self._lock:
+            for fault in self.calls:
+                if fault.matches(service, action):
+                    fault.times -= 1
+                    if fault.throttle:
+                        code, status = JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
+                        message = "Rate exceeded"
+                    else:
+                        code, status = fault.code, fault.status
+                        message = fault.message or f"{action} failed (injected fault)."
+                    self.calls = [f for f in self.calls if f.times > 0]
+                    return code, message, status
+        return None
+
+    def take_refresh_fault(self, asg_name: str) -> RefreshFault | None:
+        with self._lock:
+            return self.refreshes.pop(asg_name, None)
+
+    def peek_refresh_fault(self, asg_name: str) -> RefreshFault | None:
+        with self._lock:
+            return self.refreshes.get(asg_name)
+
+    def ssm_fault(self, instance_id: str) -> SsmFault | None:
+        with self._lock:
+            return self.ssm.get(instance_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": [asdict(f) for f in self.calls],
+                "refreshes": [asdict(f) for f in self.refreshes.values()],
+                "ssm": [asdict(f) for f in self.ssm.values()],
+            }
+
+    def apply(self, spec: dict[str, Any]) -> None:
+        """Apply one fault given as JSON (the HTTP control surface)."""
+        spec = dict(spec)
+        kind = spec.pop("kind", "fail")
+        if kind == "fail":
+            self.fail(**spec)
+        elif kind == "throttle":
+            self.throttle(**spec)
+        elif kind == "refresh":
+            self.fail_refresh_at(**spec)
+        elif kind == "ssm":
+            self.fail_ssm(**spec)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, refresh or ssm")

@@ -1,0 +1,172 @@
+"""The WSGI middleware around moto's app: request counting, fault injection, /_sandbox control."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+from .state import LOCK, RUNTIME
+
+if TYPE_CHECKING:
+    from .sandbox import AwsSandbox
+
+INTERNAL_HEADER = "X-Sandbox-Internal"
+_CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/([^/]+)/")
+# signing name -> the IAM-style service prefix used in request counts and faults
+_SERVICE_ALIASES = {"monitoring": "cloudwatch"}
+
+
+def identify(environ: dict[str, Any], body: bytes) -> tuple[str, str | None, bool]:
+    """(service, action, json_protocol) of one AWS request."""
+    match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    service = match.group(2) if match else "unknown"
+    service = _SERVICE_ALIASES.get(service, service)
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return service, target.rsplit(".", 1)[-1], True
+    path = environ.get("PATH_INFO", "")
+    if "/operation/" in path:  # smithy rpc-v2
+        return service, path.rsplit("/operation/", 1)[-1].strip("/"), True
+    action = None
+    if "form-urlencoded" in environ.get("CONTENT_TYPE", "") and body:
+        action = (parse_qs(body.decode("utf-8", "replace")).get("Action") or [None])[0]
+    if not action:
+        action = (parse_qs(environ.get("QUERY_STRING", "")).get("Action") or [None])[0]
+    return service, action, False
+
+
+def error_body(service: str, json_protocol: bool, code: str, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+    request_id = str(uuid.uuid4())
+    if json_protocol:
+        body = json.dumps({"__type": code, "message": message}).encode()
+        return body, [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-query-error", f"{code};Sender"),
+        ]
+    code_x, message_x = escape(code), escape(message)
+    if service == "ec2":
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{code_x}</Code><Message>{message_x}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+    else:
+        xml = (
+            "<ErrorResponse><Error><Type>Sender</Type>"
+            f"<Code>{code_x}</Code><Message>{message_x}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+    return xml.encode(), [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+class SandboxMiddleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]], sandbox: "AwsSandbox") -> None:
+        self.app = app
+        self.sandbox = sandbox
+        self.counts: Counter[str] = Counter()
+        self.counts_lock = threading.Lock()
+
+    def reset_counts(self) -> None:
+        with self.counts_lock:
+            self.counts.clear()
+
+    def snapshot_counts(self) -> dict[str, int]:
+        with self.counts_lock:
+            return dict(sorted(self.counts.items()))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/_sandbox" or path.startswith("/_sandbox/"):
+            return self._control(environ, start_response)
+        body = self._read_body(environ)
+        internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
+        service, action, json_protocol = identify(environ, body)
+        if action and not internal:
+            with self.counts_lock:
+                self.counts[f"{service}:{action}"] += 1
+            fault = RUNTIME.faults.take_call_fault(service, action, json_protocol)
+            if fault is not None:
+                code, message, status = fault
+                payload, headers = error_body(service, json_protocol, code, message)
+                headers.append(("Content-Length", str(len(payload))))
+                start_response(_status_line(status), headers)
+                return [payload]
+        with LOCK:
+            result = self.app(environ, start_response)
+            try:
+                chunks = b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        return [chunks]
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any]) -> bytes:
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            body = stream.read(int(length))
+        elif environ.get("wsgi.input_terminated"):
+            body = stream.read()
+        else:
+            body = b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["wsgi.input_terminated"] = False
+        return body
+
+    def _control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        sub = environ.get("PATH_INFO", "")[len("/_sandbox") :].strip("/")
+        raw = self._read_body(environ)
+        try:
+            payload = json.loads(raw) if raw.strip() else {}
+            status, result = self.sandbox.handle_control(method, sub, payload)
+        except (TypeError, ValueError, KeyError) as err:
+            status, result = 400, {"error": f"{type(err).__name__}: {err}"}
+        except Exception as err:  # noqa: BLE001 - report any control failure to the caller
+            status, result = 500, {"error": f"{type(err).__name__}: {err}"}
+        body = json.dumps(result, default=str, indent=1).encode()
+        start_response(_status_line(status), [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+class QuietRequestHandler(MotoRequestHandler):
+    """No access log; remembers its connection so stop() can close idle keep-alive sockets."""
+
+    def setup(self) -> None:
+        super().setup()
+        conns = getattr(self.server, "sandbox_connections", None)
+        if conns is not None:
+            with self.server.sandbox_lock:  # type: ignore[attr-defined]
+                conns.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            conns = getattr(self.server, "sandbox_connections", None)
+            if conns is not None:
+                with self.server.sandbox_lock:  # type: ignore[attr-defined]
+                    conns.discard(self.connection)
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass

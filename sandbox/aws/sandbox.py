@@ -1,0 +1,436 @@
+"""AwsSandbox: an in-process moto server with the sandbox's extensions and a seeded account."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from botocore.config import Config as BotoConfig
+from moto.core.utils import utcnow
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami
+from moto.ec2.utils import random_ami_id
+from moto.moto_api._internal import moto_api_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+from . import patches, refresh, ssm
+from .faults import Faults
+from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
+from .state import LOCK, RUNTIME
+
+DEFAULT_ACCOUNT_FILE = Path(__file__).resolve().parents[1] / "account.yaml"
+MARK_TAG = "maid_status"
+
+
+def install_extensions() -> None:
+    """Idempotent: patch moto's classes in this process."""
+    patches.install()
+    refresh.install()
+    ssm.install()
+
+
+class AwsSandbox:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        account_file: str | Path | None = None,
+        refresh_batch_seconds: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.account_file = Path(account_file) if account_file else DEFAULT_ACCOUNT_FILE
+        self.spec: dict[str, Any] = yaml.safe_load(self.account_file.read_text())
+        self.region: str = self.spec.get("region", "us-east-1")
+        self.account_id: str = str(self.spec.get("account_id", "123456789012"))
+        self.account: dict[str, Any] = {}
+        self.faults: Faults = RUNTIME.faults
+        self._refresh_batch_seconds = refresh_batch_seconds
+        self._server: Any = None
+        self._server_thread: threading.Thread | None = None
+        self._ticker_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._middleware: SandboxMiddleware | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("AwsSandbox is not started")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def start(self) -> "AwsSandbox":
+        if self._server is not None:
+            return self
+        install_extensions()
+        self.configure(refresh_batch_seconds=self._refresh_batch_seconds)
+        app = DomainDispatcherApplication(create_backend_app)
+        self._middleware = SandboxMiddleware(app, self)
+        self._server = make_server(self.host, self.port, self._middleware, threaded=True, request_handler=QuietRequestHandler)
+        self._server.sandbox_connections = set()
+        self._server.sandbox_lock = threading.Lock()
+        self._stop.clear()
+        self._server_thread = threading.Thread(target=self._server.serve_forever, name="aws-sandbox-server", daemon=True)
+        self._server_thread.start()
+        self._ticker_thread = threading.Thread(target=self._tick_loop, name="aws-sandbox-ticker", daemon=True)
+        self._ticker_thread.start()
+        try:
+            self.reset()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker_thread is not None:
+            self._ticker_thread.join(timeout=5)
+            self._ticker_thread = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with self._server.sandbox_lock:
+                conns = list(self._server.sandbox_connections)
+            for conn in conns:  # idle keep-alive connections: wake their handler threads
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 5
+            while self._server.sandbox_connections and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._server = None
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=5)
+            self._server_thread = None
+        with LOCK:
+            refresh.reset()
+        RUNTIME.faults.clear()
+
+    def __enter__(self) -> "AwsSandbox":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            interval = max(0.02, min(0.1, RUNTIME.config.refresh_batch_seconds / 5))
+            if self._stop.wait(interval):
+                return
+            with LOCK:
+                refresh.tick_all()
+
+    def configure(self, refresh_batch_seconds: float | None = None, checkpoint_delay_scale: float | None = None) -> None:
+        if refresh_batch_seconds is not None:
+            RUNTIME.config.refresh_batch_seconds = float(refresh_batch_seconds)
+        if checkpoint_delay_scale is not None:
+            RUNTIME.config.checkpoint_delay_scale = float(checkpoint_delay_scale)
+
+    def reset(self) -> None:
+        with LOCK:
+            moto_api_backend.reset()
+            refresh.reset()
+            RUNTIME.faults.clear()
+            RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
+        self._seed()
+        self.reset_request_counts()
+
+    # -- counts ----------------------------------------------------------------------
+    def request_counts(self) -> dict[str, int]:
+        return self._middleware.snapshot_counts() if self._middleware else {}
+
+    def reset_request_counts(self) -> None:
+        if self._middleware:
+            self._middleware.reset_counts()
+
+    # -- clients -----------------------------------------------------------------------
+    def client(self, service: str, region: str | None = None, internal: bool = False) -> Any:
+        c = boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=region or self.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=BotoConfig(retries={"total_max_attempts": 1}) if internal else None,
+        )
+        if internal:
+            def _mark(request: Any, **_: Any) -> None:
+                request.headers[INTERNAL_HEADER] = "1"
+
+            c.meta.events.register("before-sign.*.*", _mark)
+        return c
+
+    # -- images -------------------------------------------------------------------------
+    def create_image(
+        self,
+        name: str,
+        *,
+        age_days: float | None = None,
+        creation_date: datetime | str | None = None,
+        tags: dict[str, str] | None = None,
+        region: str | None = None,
+        snapshot_ids: list[str] | None = None,
+        in_use: bool = False,
+        description: str | None = None,
+        platform: str | None = None,
+    ) -> str:
+        """Register an account-owned, EBS-backed AMI with a chosen CreationDate; return its id."""
+        region = region or self.region
+        if creation_date is None:
+            created = utcnow() - timedelta(days=float(age_days or 0))
+        elif isinstance(creation_date, str):
+            created = datetime.fromisoformat(creation_date.replace("Z", "+00:00"))
+        else:
+            created = creation_date
+        if created.tzinfo is not None:
+            created = created.astimezone(timezone.utc).replace(tzinfo=None)
+        with LOCK:
+            ec2 = ec2_backends[self.account_id][region]
+            ami = Ami(
+                ec2,
+                random_ami_id(),
+                name=name,
+                description=description if description is not None else name,
+                owner_id=self.account_id,
+                public=False,
+                virtualization_type="hvm",
+                architecture="x86_64",
+                hypervisor="xen",
+                platform=platform,
+                root_device_type="ebs",
+                root_device_name="/dev/sda1" if platform == "windows" else "/dev/xvda",
+                boot_mode="uefi-preferred",
+                creation_date=created,
+                region_name=f"{region}a",
+                tags=dict(tags or {}),
+            )
+            ami.ebs_snapshot.start_time = created
+            if snapshot_ids:
+                own = ami.ebs_snapshot
+                ami.ebs_snapshot = ec2.get_snapshot(snapshot_ids[0])
+                ec2.snapshots.pop(own.id, None)
+            ec2.amis[ami.id] = ami
+            if in_use:
+                subnet = (self.account.get("subnet_ids") or [None])[0] if region == self.region else None
+                ec2.run_instances(
+                    ami.id,
+                    1,
+                    None,
+                    [],
+                    instance_type="t3.micro",
+                    is_instance_type_default=False,
+                    subnet_id=subnet,
+                    placement=None if subnet else f"{region}a",
+                    tags={"instance": {"Name": f"uses-{name}"}},
+                )
+        return ami.id
+
+    def image_snapshot_id(self, image_id: str, region: str | None = None) -> str:
+        with LOCK:
+            return ec2_backends[self.account_id][region or self.region].amis[image_id].ebs_snapshot.id
+
+    # -- seeding -------------------------------------------------------------------------
+    def _seed(self) -> None:
+        spec = self.spec
+        ec2 = self.client("ec2", internal=True)
+        acct: dict[str, Any] = {"account_id": self.account_id, "region": self.region}
+
+        vpc_spec = spec["vpc"]
+        vpc_id = ec2.create_vpc(
+            CidrBlock=vpc_spec["cidr"],
+            TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": vpc_spec["name"]}]}],
+        )["Vpc"]["VpcId"]
+        subnet_ids = []
+        for sub in vpc_spec["subnets"]:
+            subnet_ids.append(
+                ec2.create_subnet(
+                    VpcId=vpc_id,
+                    CidrBlock=sub["cidr"],
+                    AvailabilityZone=sub["az"],
+                    TagSpecifications=[{"ResourceType": "subnet", "Tags": [{"Key": "Name", "Value": sub["name"]}]}],
+                )["Subnet"]["SubnetId"]
+            )
+        acct.update(vpc_id=vpc_id, subnet_ids=subnet_ids)
+        self.account = acct
+        sg = vpc_spec.get("security_group") or {"name": "demo-web-sg", "description": "demo", "port": 80}
+        sg_id = ec2.create_security_group(GroupName=sg["name"], Description=sg["description"], VpcId=vpc_id)["GroupId"]
+        ec2.authorize_security_group_ingress(
+            GroupId=sg_id,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": sg["port"], "ToPort": sg["port"], "IpRanges": [{"CidrIp": vpc_spec["cidr"]}]}],
+        )
+        acct["security_group_id"] = sg_id
+
+        vendor: dict[str, str] = {}
+        for key, v in (spec.get("vendor_images") or {}).items():
+            images = ec2.describe_images(Owners=[v["owner"]], Filters=[{"Name": "name", "Values": [v["name"]]}])["Images"]
+            if not images:
+                raise RuntimeError(f"vendor image {key} ({v['name']}) not found; is MOTO_AMIS_PATH set to sandbox/amis.json?")
+            vendor[key] = max(images, key=lambda i: i["CreationDate"])["ImageId"]
+        acct["vendor_images"] = vendor
+
+        lt_spec = spec.get("launch_template")
+        if lt_spec:
+            data: dict[str, Any] = {
+                "ImageId": vendor[lt_spec["image"]],
+                "InstanceType": lt_spec["instance_type"],
+                "SecurityGroupIds": [sg_id],
+            }
+            if lt_spec.get("tags"):
+                data["TagSpecifications"] = [
+                    {"ResourceType": "instance", "Tags": [{"Key": k, "Value": str(val)} for k, val in lt_spec["tags"].items()]}
+                ]
+            lt = ec2.create_launch_template(LaunchTemplateName=lt_spec["name"], LaunchTemplateData=data)["LaunchTemplate"]
+            acct["launch_template"] = {"id": lt["LaunchTemplateId"], "name": lt["LaunchTemplateName"]}
+
+        lb_spec = spec.get("load_balancer")
+        tg_arn = None
+        if lb_spec:
+            elb = self.client("elbv2", internal=True)
+            lb_arn = elb.create_load_balancer(
+                Name=lb_spec["name"], Subnets=subnet_ids, SecurityGroups=[sg_id], Type="application", Scheme="internal"
+            )["LoadBalancers"][0]["LoadBalancerArn"]
+            tg = lb_spec["target_group"]
+            tg_arn = elb.create_target_group(
+                Name=tg["name"],
+                Protocol="HTTP",
+                Port=tg["port"],
+                VpcId=vpc_id,
+                TargetType="instance",
+                HealthCheckPath=tg.get("health_check_path", "/"),
+            )["TargetGroups"][0]["TargetGroupArn"]
+            elb.create_listener(
+                LoadBalancerArn=lb_arn, Protocol="HTTP", Port=tg["port"], DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}]
+            )
+            acct.update(load_balancer_arn=lb_arn, target_group_arn=tg_arn)
+
+        asg_spec = spec.get("auto_scaling_group")
+        if asg_spec:
+            asg = self.client("autoscaling", internal=True)
+            lt_ref: dict[str, str] = {"LaunchTemplateName": lt_spec["name"]}
+            if asg_spec.get("launch_template_version"):
+                lt_ref["Version"] = str(asg_spec["launch_template_version"])
+            asg.create_auto_scaling_group(
+                AutoScalingGroupName=asg_spec["name"],
+                LaunchTemplate=lt_ref,
+                MinSize=asg_spec["min"],
+                MaxSize=asg_spec["max"],
+                DesiredCapacity=asg_spec["desired"],
+                VPCZoneIdentifier=",".join(subnet_ids),
+                TargetGroupARNs=[tg_arn] if tg_arn else [],
+                HealthCheckType=asg_spec.get("health_check_type", "EC2"),
+                HealthCheckGracePeriod=60,
+                Tags=[
+                    {"Key": k, "Value": str(val), "PropagateAtLaunch": True, "ResourceId": asg_spec["name"], "ResourceType": "auto-scaling-group"}
+                    for k, val in (asg_spec.get("tags") or {}).items()
+                ],
+            )
+            acct["asg_name"] = asg_spec["name"]
+
+        alarms = spec.get("alarms") or []
+        if alarms:
+            cw = self.client("cloudwatch", internal=True)
+            for alarm in alarms:
+                dims = []
+                if lb_spec:
+                    dims = [
+                        {"Name": "LoadBalancer", "Value": acct["load_balancer_arn"].split(":loadbalancer/")[-1]},
+                        {"Name": "TargetGroup", "Value": tg_arn.split(":")[-1]},
+                    ]
+                cw.put_metric_alarm(
+                    AlarmName=alarm["name"],
+                    Namespace=alarm["namespace"],
+                    MetricName=alarm["metric"],
+                    Statistic=alarm.get("statistic", "Sum"),
+                    Period=alarm.get("period", 60),
+                    EvaluationPeriods=alarm.get("evaluation_periods", 1),
+                    Threshold=float(alarm["threshold"]),
+                    ComparisonOperator=alarm.get("comparison", "GreaterThanThreshold"),
+                    Dimensions=dims,
+                    TreatMissingData="notBreaching",
+                )
+                cw.set_alarm_state(AlarmName=alarm["name"], StateValue="OK", StateReason="Seeded by the sandbox")
+            acct["alarm_names"] = [a["name"] for a in alarms]
+
+        aged = []
+        by_name: dict[str, str] = {}
+        for img in spec.get("aged_images") or []:
+            tags = {"App": img.get("app", "demo-web"), "Version": str(img.get("version", "")), "BuiltBy": "ami-release-pipeline"}
+            tags.update({k: str(val) for k, val in (img.get("tags") or {}).items()})
+            if img.get("mark_due_in_days") is not None:
+                due = utcnow() + timedelta(days=float(img["mark_due_in_days"]))
+                tags[MARK_TAG] = f"Resource does not meet policy: deregister@{due:%Y/%m/%d}"
+            snapshot_ids = None
+            if img.get("shares_snapshot_with"):
+                snapshot_ids = [self.image_snapshot_id(by_name[img["shares_snapshot_with"]])]
+            image_id = self.create_image(
+                img["name"], age_days=img["age_days"], tags=tags, snapshot_ids=snapshot_ids, in_use=bool(img.get("in_use"))
+            )
+            by_name[img["name"]] = image_id
+            aged.append(
+                {
+                    "name": img["name"],
+                    "image_id": image_id,
+                    "age_days": img["age_days"],
+                    "in_use": bool(img.get("in_use")),
+                    "tags": tags,
+                    "snapshot_id": self.image_snapshot_id(image_id),
+                }
+            )
+        acct["aged_images"] = aged
+        self.account = acct
+
+    # -- HTTP control surface ------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        with LOCK:
+            refreshes = [r.describe() for r in refresh.REFRESHES]
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "account_id": self.account_id,
+            "account": self.account,
+            "faults": self.faults.as_dict(),
+            "config": {
+                "refresh_batch_seconds": RUNTIME.config.refresh_batch_seconds,
+                "checkpoint_delay_scale": RUNTIME.config.checkpoint_delay_scale,
+            },
+            "instance_refreshes": refreshes,
+        }
+
+    def handle_control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        if path in ("", "state") and method == "GET":
+            return 200, self.state()
+        if path == "requests":
+            if method == "GET":
+                return 200, self.request_counts()
+            if method == "DELETE":
+                self.reset_request_counts()
+                return 200, {}
+        if path == "faults":
+            if method == "GET":
+                return 200, self.faults.as_dict()
+            if method == "POST":
+                specs = payload if isinstance(payload, list) else [payload]
+                for one in specs:
+                    self.faults.apply(one)
+                return 200, self.faults.as_dict()
+            if method == "DELETE":
+                self.faults.clear()
+                return 200, self.faults.as_dict()
+        if path == "images" and method == "POST":
+            payload = dict(payload)
+            name = payload.pop("name")
+            return 200, {"image_id": self.create_image(name, **payload)}
+        if path == "config" and method == "POST":
+            self.configure(**payload)
+            return 200, self.state()["config"]
+        if path == "reset" and method == "POST":
+            self.reset()
+            return 200, self.account
+        return 404, {"error": f"no control endpoint {method} /_sandbox/{path}"}

@@ -1,0 +1,31 @@
+"""Process-wide state shared by the moto extensions (moto's backends are process-wide too).
+
+``LOCK`` serialises every request that reaches moto and every tick of the
+instance-refresh state machine: moto's backends are not thread-safe and the
+server is threaded.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .faults import Faults
+
+LOCK = threading.RLock()
+
+
+@dataclass
+class Config:
+    refresh_batch_seconds: float = 1.0  # warm-up time of one refresh batch (new instances -> InService)
+    checkpoint_delay_scale: float = 1.0  # real seconds per CheckpointDelay second
+
+
+@dataclass
+class Runtime:
+    faults: Faults = field(default_factory=Faults)
+    config: Config = field(default_factory=Config)
+    ssm_rules: list[dict[str, Any]] = field(default_factory=list)
+
+
+RUNTIME = Runtime()

@@ -1,0 +1,222 @@
+"""`make demo` and `make up`: Airflow (standalone: scheduler, triggerer, dag processor, API
+server, LocalExecutor, SQLite) wired to the sandbox, and one real release through it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sandbox.runtime import REPO, SandboxRuntime
+
+AIRFLOW_HOME = REPO / ".airflow"
+
+
+def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    bindir = str(Path(sys.executable).parent)
+    env.update(
+        PATH=f"{bindir}:{env.get('PATH', '')}",
+        PYTHONPATH=f"{REPO / 'plugins'}:{REPO}",
+        AIRFLOW_HOME=str(AIRFLOW_HOME),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
+        AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
+    )
+    env.update(rt.env())
+    return env
+
+
+class Airflow:
+    """`airflow standalone` in its own process group, and a small REST client for it."""
+
+    def __init__(self, env: dict[str, str], api_port: int) -> None:
+        self.env = env
+        self.base = f"http://127.0.0.1:{api_port}"
+        self.proc: subprocess.Popen | None = None
+        self.token: str | None = None
+        self.log_path = AIRFLOW_HOME / "standalone.log"
+
+    def start(self, timeout: float = 240) -> None:
+        AIRFLOW_HOME.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("airflow")), "standalone"],
+            env=self.env, cwd=str(REPO), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=2) as r:
+                    if r.status == 200 and self.password():
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"Airflow did not become ready in {timeout:.0f}s; see {self.log_path}")
+
+    def password(self) -> str | None:
+        f = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
+        try:
+            return json.loads(f.read_text()).get("admin")
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        if self.token is None and not path.startswith("/auth"):
+            self.token = self.api("POST", "/auth/token", {"username": "admin", "password": self.password()})["access_token"]
+        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = r.read()
+            return json.loads(data) if data else {}
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+            time.sleep(2)
+        raise RuntimeError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; see {self.log_path}")
+
+
+def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float, keep_running: bool = False) -> int:
+    rt = SandboxRuntime(refresh_batch_seconds=refresh_batch_seconds)
+    t0 = time.monotonic()
+    print("== starting the sandbox (local AWS account + Vault)")
+    rt.start()
+    print(rt.describe())
+    af = Airflow(airflow_env(rt, api_port), api_port)
+    try:
+        print(f"== starting Airflow (standalone, log: {af.log_path.relative_to(REPO)})")
+        af.start()
+        af.wait_for_dag("ami_release")
+        af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
+        conf = {"app": app, "version": version, "notes": "make demo"}
+        run = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+        run_id = run["dag_run_id"]
+        print(f"== triggered ami_release {conf}  run {run_id}")
+        print(f"   watch it: {af.base}/dags/ami_release/runs/{run_id}  (admin / {af.password()})")
+        state = _follow(af, run_id)
+        ok = state == "success"
+        _summary(rt, af, run_id, ok)
+        print(f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, including startup)")
+        if keep_running:
+            print("== --keep: Airflow and the sandbox keep running; Ctrl-C stops them")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return 0 if ok else 1
+    finally:
+        af.stop()
+        rt.stop()
+        print("== stopped Airflow and the sandbox")
+
+
+def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in sorted(tis, key=lambda t: (t.get("start_date") or "9", t["task_id"])):
+            key = f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]
+            if ti.get("state") and seen.get(key) != ti["state"]:
+                seen[key] = ti["state"]
+                print(f"   {time.strftime('%H:%M:%S')}  {key:<32} {ti['state']}")
+        state = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return state
+        time.sleep(2)
+    return "timeout"
+
+
+def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1):
+    try:
+        return af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value?map_index={map_index}&deserialize=true")["value"]
+    except urllib.error.HTTPError:
+        return None
+
+
+def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
+    import boto3
+
+    record = _xcom(af, run_id, "record") or {}
+    plan = _xcom(af, run_id, "preflight") or {}
+    bake = _xcom(af, run_id, "baked") or {}
+    print("\n== summary")
+    print(f"   release id     {plan.get('release_id')}")
+    print(f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})")
+    print(f"   run list       {plan.get('run_list')}")
+    kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    for t in plan.get("targets", []):
+        asg = boto3.client("autoscaling", region_name=t["region"], **kw)
+        ec2 = boto3.client("ec2", region_name=t["region"], **kw)
+        g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"][0]
+        ids = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
+        images = [i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]] if ids else []
+        on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
+        print(f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on the new AMI")
+    for r in record.get("refreshes") or []:
+        print(f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {r['launch_template_id']} v{r['launch_template_version']}")
+    ver = record.get("verification") or {}
+    if ver:
+        print(f"   verification   {'passed' if ver.get('verified') else 'FAILED'}: " + "; ".join(
+            f"{g['auto_scaling_group']} {g['on_new_ami']}/{g['in_service']} on new AMI, targets healthy={g['target_groups_healthy']}, alarms={g['alarms']}" for g in ver.get("groups", [])))
+    if not ok:
+        tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
+        failed = [t["task_id"] for t in tis if t["state"] == "failed"]
+        print(f"   failed tasks   {failed}; task logs under {AIRFLOW_HOME.relative_to(REPO)}/logs/")
+
+
+def run_airflow(api_port: int, refresh_batch_seconds: float) -> int:
+    rt = SandboxRuntime(refresh_batch_seconds=refresh_batch_seconds)
+    rt.start()
+    print(rt.describe())
+    af = Airflow(airflow_env(rt, api_port), api_port)
+    try:
+        print(f"== starting Airflow (log: {af.log_path.relative_to(REPO)})")
+        af.start()
+        print(f"\nAirflow UI: {af.base}   login: admin / {af.password()}")
+        print(f"AWS CLI against the sandbox: source {rt.env_file.relative_to(REPO)}")
+        print("Ctrl-C stops Airflow and the sandbox.")
+        while af.proc and af.proc.poll() is None:
+            time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        af.stop()
+        rt.stop()
+        print("stopped")

@@ -1,0 +1,112 @@
+"""The whole sandbox in one object: the AWS account and Vault, plus the Airflow settings
+that point at them (connections as AIRFLOW_CONN_* environment variables)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STATE_DIR = REPO / ".sandbox"
+
+
+class SandboxRuntime:
+    def __init__(self, refresh_batch_seconds: float = 3.0, aws_port: int = 0, state_dir: Path = STATE_DIR) -> None:
+        self.refresh_batch_seconds = refresh_batch_seconds
+        self.aws_port = aws_port
+        self.state_dir = state_dir
+        self.env_file = state_dir / "env.sh"
+        self.aws = None
+        self.vault = None
+
+    def start(self) -> "SandboxRuntime":
+        from sandbox.aws import AwsSandbox
+        from sandbox.vault import VaultSandbox
+
+        self.state_dir.mkdir(exist_ok=True)
+        self.aws = AwsSandbox(port=self.aws_port, refresh_batch_seconds=self.refresh_batch_seconds).start()
+        try:
+            self.vault = VaultSandbox(log_path=self.state_dir / "openbao.log").start()
+        except BaseException:
+            self.aws.stop()
+            raise
+        self._write_env()
+        (self.state_dir / "sandbox.pid").write_text(str(os.getpid()))
+        return self
+
+    def stop(self) -> None:
+        if self.vault:
+            self.vault.stop()
+            self.vault = None
+        if self.aws:
+            self.aws.stop()
+            self.aws = None
+        for f in ("sandbox.pid", "env.sh"):
+            (self.state_dir / f).unlink(missing_ok=True)
+
+    def env(self) -> dict[str, str]:
+        """Environment for AWS clients and Airflow processes that use this sandbox."""
+        aws_conn = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"region_name": self.aws.region, "endpoint_url": self.aws.endpoint_url},
+        }
+        return {
+            "AWS_ENDPOINT_URL": self.aws.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": self.aws.region,
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
+            "AIRFLOW_CONN_VAULT_DEFAULT": self.vault.connection_uri(),
+            # The sandbox has no reachable hosts: build the template's no-communicator source.
+            "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
+            "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "3",
+        }
+
+    def _write_env(self) -> None:
+        lines = [f"export {k}={_shell_quote(v)}" for k, v in self.env().items()]
+        self.env_file.write_text("# written by `python -m sandbox up`; holds the sandbox AppRole secret_id\n" + "\n".join(lines) + "\n")
+        self.env_file.chmod(0o600)
+
+    def describe(self) -> str:
+        a = self.aws.account
+        lines = [
+            f"AWS (moto)   {self.aws.endpoint_url}  account {self.aws.account_id}  region {self.aws.region}",
+            f"Vault (bao)  {self.vault.url}  AppRole 'ami-pipeline' (policy: read secret/ami-pipeline/*)",
+            f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
+            f"  vendor images {a.get('vendor_images')}",
+            f"  launch template {a.get('launch_template')}  group {a.get('asg_name')}  target group {str(a.get('target_group_arn', '')).rsplit(':', 1)[-1]}",
+            f"  alarms {a.get('alarm_names')}",
+            f"  own aged AMIs: {len(a.get('aged_images', []))}",
+        ]
+        return "\n".join(lines)
+
+    @staticmethod
+    def stop_running(state_dir: Path = STATE_DIR) -> int:
+        pid_file = state_dir / "sandbox.pid"
+        if not pid_file.exists():
+            print("no sandbox running")
+            return 0
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid_file.unlink(missing_ok=True)
+            print("stale pid file removed")
+            return 0
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print("sandbox stopped")
+                return 0
+            time.sleep(0.1)
+        print(f"sandbox (pid {pid}) did not stop in 10 s")
+        return 1
+
+
+def _shell_quote(v: str) -> str:
+    return "'" + v.replace("'", "'\\''") + "'"

@@ -1,0 +1,116 @@
+"""Fault injection, in each protocol, and the HTTP control surface."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+NO_RETRY = Config(retries={"total_max_attempts": 1})
+
+
+def client(sb, service, config=NO_RETRY):
+    import boto3
+
+    return boto3.client(
+        service, endpoint_url=sb.endpoint_url, region_name=sb.region,
+        aws_access_key_id="testing", aws_secret_access_key="testing", config=config,
+    )
+
+
+def code_of(call):
+    with pytest.raises(ClientError) as err:
+        call()
+    return err.value.response["Error"]["Code"], err.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_fail_ec2_query_protocol_n_times_then_success(sandbox):
+    ec2 = client(sandbox, "ec2")
+    image = sandbox.account["aged_images"][0]["image_id"]
+    sandbox.faults.fail("CreateTags", code="UnauthorizedOperation", message="nope", times=2)
+    tag = lambda: ec2.create_tags(Resources=[image], Tags=[{"Key": "k", "Value": "v"}])  # noqa: E731
+    assert code_of(tag) == ("UnauthorizedOperation", 400)
+    assert code_of(tag) == ("UnauthorizedOperation", 400)
+    tag()
+    assert sandbox.request_counts()["ec2:CreateTags"] == 3
+
+
+def test_fail_autoscaling_and_elbv2_and_cloudwatch(sandbox):
+    sandbox.faults.fail("StartInstanceRefresh", code="ResourceContention")
+    sandbox.faults.fail("elasticloadbalancing:DescribeTargetHealth", code="TargetGroupNotFound")
+    sandbox.faults.fail("DescribeAlarms", code="InternalServiceError", status=500)
+    asg, elb, cw = client(sandbox, "autoscaling"), client(sandbox, "elbv2"), client(sandbox, "cloudwatch")
+    assert code_of(lambda: asg.start_instance_refresh(AutoScalingGroupName="demo-web-asg"))[0] == "ResourceContention"
+    assert code_of(lambda: elb.describe_target_health(TargetGroupArn=sandbox.account["target_group_arn"])) == (
+        "TargetGroupNotFound", 400)
+    assert code_of(lambda: cw.describe_alarms()) == ("InternalServiceError", 500)
+    alarms = cw.describe_alarms(AlarmNames=sandbox.account["alarm_names"])["MetricAlarms"]
+    assert {a["AlarmName"]: a["StateValue"] for a in alarms} == {"demo-web-5xx": "OK", "demo-web-latency": "OK"}
+
+
+def test_fail_ssm_json_protocol(sandbox):
+    ssm = client(sandbox, "ssm")
+    sandbox.faults.fail("SendCommand", code="InvalidInstanceId", message="not managed")
+    assert code_of(lambda: ssm.send_command(InstanceIds=["i-1"], DocumentName="AWS-RunShellScript",
+                                            Parameters={"commands": ["true"]})) == ("InvalidInstanceId", 400)
+
+
+def test_throttle_then_success_and_botocore_retries_it(sandbox):
+    ec2 = client(sandbox, "ec2")
+    sandbox.faults.throttle("DescribeImages", times=1)
+    assert code_of(lambda: ec2.describe_images(Owners=["self"])) == ("RequestLimitExceeded", 503)
+    assert ec2.describe_images(Owners=["self"])["Images"]
+    asg = client(sandbox, "autoscaling")
+    sandbox.faults.throttle("DescribeAutoScalingGroups", times=1)
+    assert code_of(lambda: asg.describe_auto_scaling_groups())[0] == "Throttling"
+    ssm = client(sandbox, "ssm")
+    sandbox.faults.throttle("ListCommands", times=1)
+    assert code_of(lambda: ssm.list_commands())[0] == "ThrottlingException"
+    # with botocore's default retries two throttles are absorbed
+    retrying = client(sandbox, "ec2", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    sandbox.reset_request_counts()
+    sandbox.faults.throttle("DescribeVpcs", times=2)
+    assert retrying.describe_vpcs()["Vpcs"]
+    assert sandbox.request_counts()["ec2:DescribeVpcs"] == 3
+
+
+def test_clear_faults(sandbox):
+    sandbox.faults.fail("DescribeVpcs", times=5)
+    sandbox.faults.clear()
+    client(sandbox, "ec2").describe_vpcs()
+
+
+def _http(sb, method, path, payload=None):
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(f"{sb.endpoint_url}/_sandbox/{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_http_control_surface(sandbox):
+    ec2 = client(sandbox, "ec2")
+    state = _http(sandbox, "GET", "state")
+    assert state["account"]["asg_name"] == "demo-web-asg" and state["endpoint_url"] == sandbox.endpoint_url
+    _http(sandbox, "POST", "faults", {"kind": "fail", "action": "DescribeVpcs", "code": "Boom", "times": 1})
+    assert code_of(lambda: ec2.describe_vpcs())[0] == "Boom"
+    _http(sandbox, "POST", "faults", [{"kind": "throttle", "action": "DescribeSubnets"},
+                                      {"kind": "refresh", "asg_name": "demo-web-asg", "percent": 50, "reason": "x"},
+                                      {"kind": "ssm", "instance_id": "i-123", "exit_code": 2}])
+    faults = _http(sandbox, "GET", "faults")
+    assert len(faults["calls"]) == 1 and faults["refreshes"][0]["percent"] == 50 and faults["ssm"][0]["exit_code"] == 2
+    assert _http(sandbox, "DELETE", "faults") == {"calls": [], "refreshes": [], "ssm": []}
+    ec2.describe_subnets()
+    counts = _http(sandbox, "GET", "requests")
+    assert counts["ec2:DescribeVpcs"] == 1 and counts["ec2:DescribeSubnets"] == 1
+    _http(sandbox, "DELETE", "requests")
+    assert _http(sandbox, "GET", "requests") == {}
+    image_id = _http(sandbox, "POST", "images", {"name": "via-http", "age_days": 70, "tags": {"App": "x"}})["image_id"]
+    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert img["Name"] == "via-http" and img["OwnerId"] == sandbox.account_id
+    assert _http(sandbox, "POST", "config", {"refresh_batch_seconds": 0.3})["refresh_batch_seconds"] == 0.3
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _http(sandbox, "POST", "faults", {"kind": "nonsense"})
+    assert err.value.code == 400
