@@ -63,6 +63,7 @@ class SandboxRuntime:
             "AIRFLOW_CONN_VAULT_DEFAULT": self.vault.connection_uri(),
             # The sandbox has no reachable hosts: build the template's no-communicator source.
             "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
+            "AIRFLOW__AMI_RELEASE__LEDGER_BUCKET": "ami-release-ledger-123456789012",
             "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "3",
         }
 

@@ -122,6 +122,8 @@ def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
     """Everything a release needs: the reset AWS sandbox, Vault, the DB, and the pipeline's
     deployment settings for an account with no reachable hosts (as the demo uses)."""
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__PACKER_SOURCE", "unprovisioned")
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", "ami-release-ledger-123456789012")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS", "1")
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LOCK_POKE_SECONDS", "1")
     sandbox.configure(checkpoint_delay_scale=0.02)  # the example app's 30 s checkpoint delay -> 0.6 s
     return sandbox

@@ -241,3 +241,33 @@ def toolchains(directory: Path | None = None) -> list[str]:
         if isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
             found.add(value)
     return sorted(found)
+
+
+def validate_run_list(app: App, run_list: list[str] | str) -> list[str]:
+    """A recorded run list (re-release): base cookbook first, then known cookbooks only."""
+    if isinstance(run_list, str):
+        run_list = [r for r in re.split(r"[,\s]+", run_list) if r]
+    entries = [r.removeprefix("recipe[").removesuffix("]") for r in run_list]
+    if not entries or entries[0] != app.base_cookbook:
+        raise ConfigError(f"run list {run_list} must start with {app.base_cookbook}", fix="the platform base cookbook always runs first")
+    stacked = stacked_run_list(app.platform, entries[1:])
+    cookbooks_dir = INCLUDE_DIR / "cookbooks"
+    for e in entries:
+        if not (cookbooks_dir / cookbook_name(e)).is_dir():
+            raise ConfigError(f"cookbook '{cookbook_name(e)}' of the run list is not in {cookbooks_dir}", fix="restore the cookbook (check out the release's git_ref) or choose another release")
+    return stacked
+
+
+def cookbook_versions(run_list: list[str]) -> dict[str, str]:
+    """name -> version: the pinned version, else the version in the cookbook's metadata.rb."""
+    out: dict[str, str] = {}
+    for entry in run_list:
+        e = entry.removeprefix("recipe[").removesuffix("]")
+        name = cookbook_name(e)
+        if "@" in e:
+            out[name] = e.split("@", 1)[1]
+            continue
+        meta = INCLUDE_DIR / "cookbooks" / name / "metadata.rb"
+        m = re.search(r"^\s*version\s+['\"]([^'\"]+)['\"]", meta.read_text(), re.M) if meta.exists() else None
+        out[name] = m.group(1) if m else "unknown"
+    return out

@@ -58,7 +58,7 @@ def build_ami_tags(
     re_release_of: str | None = None,
 ) -> dict[str, str]:
     """The release record on the AMI. Built from non-secret inputs only (nothing from Vault)."""
-    joined = ",".join(r.removeprefix("recipe[").removesuffix("]") for r in run_list)
+    joined = " ".join(r.removeprefix("recipe[").removesuffix("]") for r in run_list)
     tags = {
         TAG_APP: app,
         TAG_VERSION: version,

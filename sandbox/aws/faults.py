@@ -31,9 +31,16 @@ class CallFault:
     times: int
     status: int
     throttle: bool = False
+    match: str | None = None  # only requests whose (URL-decoded) body or query contains this
+    skip: int = 0             # let this many matching calls through first
 
-    def matches(self, service: str, action: str) -> bool:
-        return self.times > 0 and self.action == action and (self.service is None or self.service == service)
+    def matches(self, service: str, action: str, request_text: str = "") -> bool:
+        return (
+            self.times > 0
+            and self.action == action
+            and (self.service is None or self.service == service)
+            and (self.match is None or self.match in request_text)
+        )
 
 
 @dataclass
@@ -68,15 +75,19 @@ class Faults:
         message: str | None = None,
         times: int = 1,
         status: int = 400,
+        match: str | None = None,
+        skip: int = 0,
     ) -> None:
         """The next ``times`` calls of ``action`` fail with ``code``.
 
         ``action`` is the API action name (``"CreateTags"``) or prefixed with the
-        service (``"ec2:CreateTags"``) when the name is ambiguous.
+        service (``"ec2:CreateTags"``) when the name is ambiguous. ``match`` narrows the
+        fault to requests whose decoded parameters contain that text (e.g. a tag value);
+        ``skip`` lets that many matching calls succeed first.
         """
         service, _, name = action.rpartition(":")
         with self._lock:
-            self.calls.append(CallFault(name, service or None, code, message, int(times), int(status)))
+            self.calls.append(CallFault(name, service or None, code, message, int(times), int(status), match=match, skip=int(skip)))
 
     def throttle(self, action: str, times: int = 1) -> None:
         """The next ``times`` calls of ``action`` are throttled (code chosen per service)."""
@@ -90,7 +101,7 @@ class Faults:
             self.refreshes[asg_name] = RefreshFault(asg_name, int(percent), reason)
 
     def fail_ssm(self, instance_id: str, exit_code: int = 1, stdout: str = "", stderr: str = "boom") -> None:
-        """SSM commands sent to ``instance_id`` report Failed with that output."""
+        """SSM commands sent to ``instance_id`` ("*": any instance) report Failed with that output."""
         with self._lock:
             self.ssm[instance_id] = SsmFault(instance_id, int(exit_code), stdout, stderr)
 
@@ -101,10 +112,13 @@ class Faults:
             self.ssm.clear()
 
     # -- used by the server --------------------------------------------------------
-    def take_call_fault(self, service: str, action: str, json_protocol: bool) -> tuple[str, str, int] | None:
+    def take_call_fault(self, service: str, action: str, json_protocol: bool, request_text: str = "") -> tuple[str, str, int] | None:
         with self._lock:
             for fault in self.calls:
-                if fault.matches(service, action):
+                if fault.matches(service, action, request_text):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     if fault.throttle:
                         code, status = JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
@@ -125,8 +139,9 @@ class Faults:
             return self.refreshes.get(asg_name)
 
     def ssm_fault(self, instance_id: str) -> SsmFault | None:
+        """The fault for that instance, or the one registered for "*" (every instance)."""
         with self._lock:
-            return self.ssm.get(instance_id)
+            return self.ssm.get(instance_id) or self.ssm.get("*")
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:

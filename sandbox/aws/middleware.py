@@ -1,6 +1,8 @@
 """The WSGI middleware around moto's app: request counting, fault injection, /_sandbox control."""
 from __future__ import annotations
 
+import urllib.parse
+
 import io
 import json
 import re
@@ -101,7 +103,8 @@ class SandboxMiddleware:
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
-            fault = RUNTIME.faults.take_call_fault(service, action, json_protocol)
+            request_text = urllib.parse.unquote_plus(environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace"))
+            fault = RUNTIME.faults.take_call_fault(service, action, json_protocol, request_text)
             if fault is not None:
                 code, message, status = fault
                 payload, headers = error_body(service, json_protocol, code, message)

@@ -105,6 +105,9 @@ def uninstall_fast_tags() -> None:
 
 def install() -> None:
     install_fast_tags()
+    from . import fast
+
+    fast.install()  # compiled EC2 describe rendering + MaxResults paging (sandbox/aws/fast.py)
     if "block_device_mappings" not in _ORIGINAL:
         _ORIGINAL["block_device_mappings"] = _amis.Ami.block_device_mappings
         _amis.Ami.block_device_mappings = property(_ami_block_device_mappings)  # type: ignore[assignment]

@@ -384,6 +384,14 @@ class AwsSandbox:
                 }
             )
         acct["aged_images"] = aged
+
+        # S3 buckets (the release ledger lives in one), versioned as the product recommends.
+        for b in spec.get("buckets") or []:
+            s3 = self.client("s3", internal=True)
+            s3.create_bucket(Bucket=b["name"])
+            if b.get("versioning"):
+                s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
+        acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
         self.account = acct
 
     # -- HTTP control surface ------------------------------------------------------------

@@ -12,7 +12,9 @@ from amirelease.errors import ConfigError, PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.operators.base import RegionalHooksMixin, group_launch_template
-from amirelease.release import ami_name, newest_image, release_id
+from amirelease.ledger import Ledger, ledger_bucket
+from amirelease.release import ami_name, file_digest, newest_image, release_id
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -53,7 +55,7 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
     """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("app", "version", "git_ref", "notes", "re_release_of", "triggered_by")
+    template_fields: Sequence[str] = aws_template_fields("app", "version", "git_ref", "notes", "re_release_of", "triggered_by", "run_list")
     ui_color = "#e8f4fa"
 
     def __init__(
@@ -65,10 +67,12 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
         notes: str | None = None,
         re_release_of: str | None = None,
         triggered_by: str | None = None,
+        run_list: list[str] | str | None = None,
         vault_conn_id: str = "vault_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.run_list = run_list
         self.app = app
         self.version = version
         self.git_ref = git_ref
@@ -81,6 +85,11 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
         app = catalog.get_app(self.app)
         version = catalog.validate_version(self.version)
         self.log.info("Preflight for %s %s (%s, toolchain %s): no AWS resource is created here", app.name, version, app.platform, app.toolchain)
+
+        run_list = catalog.validate_run_list(app, self.run_list) if self.run_list else app.run_list
+        if self.run_list:
+            self.log.info("Using the recorded run list %s (catalog today: %s)", run_list, app.run_list)
+        Ledger(S3Hook(**self._common(None)).conn, ledger_bucket()).check()
 
         for t in app.targets:
             self._check_target(app, t)
@@ -102,7 +111,10 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
             "ami_name": ami_name(app.name, version, rid),
             "platform": app.platform,
             "toolchain": app.toolchain,
-            "run_list": app.run_list,
+            "run_list": run_list,
+            "cookbook_versions": catalog.cookbook_versions(run_list),
+            "packer_template": f"include/packer/{app.platform}.pkr.hcl",
+            "packer_template_digest": file_digest(catalog.INCLUDE_DIR / "packer" / f"{app.platform}.pkr.hcl"),
             "source_ami": base["ImageId"],
             "source_ami_name": base.get("Name", ""),
             "home_region": app.home_region,

@@ -1,0 +1,73 @@
+"""Helpers for end-to-end releases through Airflow's dag.test() against the sandbox."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import boto3
+import pytest
+
+from tests.conftest import REPO
+
+MUTATING = ("Create", "Run", "Start", "Put", "Delete", "Terminate", "Modify", "Register", "Deregister",
+            "Copy", "Update", "Attach", "Detach", "Cancel", "Rollback", "Send", "Authorize", "Import", "Stop")
+
+
+def mutations(sb) -> dict[str, int]:
+    """AWS calls that change something, as counted by the sandbox since its last reset."""
+    return {k: v for k, v in sb.request_counts().items() if k.split(":", 1)[1].startswith(MUTATING)}
+
+
+def load_dag(name: str = "ami_release"):
+    sys.modules.pop(name, None)
+    if str(REPO / "dags") not in sys.path:
+        sys.path.insert(0, str(REPO / "dags"))
+    module = importlib.import_module(name)
+    return module.dag
+
+
+def clients(sb, region="us-east-1"):
+    kw = dict(region_name=region, endpoint_url=sb.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client("ec2", **kw), boto3.client("autoscaling", **kw), boto3.client("s3", **kw)
+
+
+def group_images(sb, group="demo-web-asg") -> set[str]:
+    ec2, asg, _ = clients(sb)
+    g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    ids = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
+    return {i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+
+
+def running_instances(sb, purpose: str) -> list[str]:
+    ec2, _, _ = clients(sb)
+    res = ec2.describe_instances(Filters=[{"Name": "tag:Purpose", "Values": [purpose]},
+                                          {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    return [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]]
+
+
+def run_images(sb, run_id: str) -> list[dict]:
+    ec2, _, _ = clients(sb)
+    return ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:PipelineRun", "Values": [run_id]}])["Images"]
+
+
+def ledger_records(sb, app="demo-web") -> list[dict]:
+    _, _, s3 = clients(sb)
+    out = []
+    for obj in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix=f"releases/{app}/").get("Contents", []):
+        out.append(json.loads(s3.get_object(Bucket="ami-release-ledger-123456789012", Key=obj["Key"])["Body"].read()))
+    return out
+
+
+def task_states(dr) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id).all()
+        return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state for ti in tis}
+
+
+@pytest.fixture
+def release_dag(release_env):
+    return load_dag("ami_release")
