@@ -46,3 +46,9 @@ lock:
 
 clean:
 	rm -rf .sandbox .airflow .airflow-test
+
+# The release ledger of an app, against a running sandbox (make sandbox in another terminal).
+history: setup
+	@test -f .sandbox/env.sh || { echo "start the sandbox first: make sandbox"; exit 1; }
+	@. .sandbox/env.sh && PYTHONPATH=plugins $(VPY) -m amirelease.cli history $(APP)
+.PHONY: history

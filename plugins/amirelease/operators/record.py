@@ -39,6 +39,9 @@ def outcome_of(states: dict[str, str | None], order: list[str]) -> tuple[str, st
     for task_id in order:
         if "failed" in grouped.get(task_id, []):
             return "failed", task_id
+    for task_id, task_states in grouped.items():  # tasks before the pipeline (e.g. a rollback's)
+        if task_id not in order and "failed" in task_states:
+            return "failed", task_id
     for task_id in order:
         if any(s in FAILED_STATES for s in grouped.get(task_id, [])):
             return "failed", task_id

@@ -1,0 +1,72 @@
+"""Read the release ledger and manage forensic holds from a shell.
+
+  python -m amirelease.cli history APP [--json]
+  python -m amirelease.cli release-hold APP RELEASE_ID --reason "..."
+
+Uses the same Airflow connection as the DAGs (aws_default, e.g. AIRFLOW_CONN_AWS_DEFAULT)
+and [ami_release] ledger_bucket. `make history APP=demo-web` runs it against the sandbox.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+from amirelease.ledger import Ledger, ledger_bucket, utcnow
+from amirelease.operators.rollback import HOLD_REASON_TAG, HOLD_TAG
+
+
+def _ledger(conn_id: str) -> Ledger:
+    return Ledger(AwsBaseHook(aws_conn_id=conn_id, client_type="s3").conn, ledger_bucket())
+
+
+def format_history(records: list[dict]) -> str:
+    """A table, oldest first (pure)."""
+    head = ("started", "version", "release id", "kind", "outcome", "AMI", "hold", "reason / failure")
+    rows = [head]
+    for r in records:
+        amis = ",".join(f"{v}" for v in (r.get("amis") or {}).values()) or "-"
+        kind = r.get("kind", "release") + (f" of {r['re_release_of']}" if r.get("re_release_of") else "")
+        why = r.get("failure_reason") if r.get("outcome") == "failed" else r.get("reason")
+        hold = "held" if r.get("forensic_hold") and not r["forensic_hold"].get("released_at") else "-"
+        rows.append((r.get("started_at") or "-", r.get("version") or "-", r.get("release_id") or "-", kind,
+                     r.get("outcome") or "-", amis, hold, (why or "-")[:70]))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m amirelease.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--aws-conn-id", default="aws_default")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("history", help="an app's releases and rollbacks, oldest first")
+    h.add_argument("app")
+    h.add_argument("--json", action="store_true")
+    rh = sub.add_parser("release-hold", help="release the forensic hold on a release's AMI(s)")
+    rh.add_argument("app")
+    rh.add_argument("release_id")
+    rh.add_argument("--reason", required=True)
+    args = p.parse_args(argv)
+    ledger = _ledger(args.aws_conn_id)
+    if args.cmd == "history":
+        records = ledger.history(args.app)
+        print(json.dumps(records, indent=2) if args.json else format_history(records) if records else f"no releases of {args.app} in the ledger")
+        return 0
+    record = ledger.get(args.app, args.release_id)
+    if record is None:
+        print(f"no ledger record {args.release_id} for {args.app}", file=sys.stderr)
+        return 2
+    for region, ami in (record.get("amis") or {}).items():
+        ec2 = AwsBaseHook(aws_conn_id=args.aws_conn_id, client_type="ec2", region_name=region).conn
+        ec2.delete_tags(Resources=[ami], Tags=[{"Key": HOLD_TAG}, {"Key": HOLD_REASON_TAG}])
+        print(f"hold released on {ami} ({region}); the retention policy applies to it again")
+    hold = dict(record.get("forensic_hold") or {})
+    hold.update(released_at=utcnow(), release_reason=args.reason)
+    ledger.update(args.app, args.release_id, forensic_hold=hold)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
