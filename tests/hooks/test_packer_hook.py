@@ -1,0 +1,47 @@
+"""PackerHook against real Packer and the sandbox: an interrupt tears the builder down."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from amirelease.hooks.packer import PackerHook
+from tests.release.conftest import clients, running_instances
+
+
+def test_interrupt_makes_packer_terminate_its_builder(sandbox):
+    ec2, _, _ = clients(sandbox)
+    hook = PackerHook(interrupt_grace=60)
+    result: dict = {}
+    lines: list[str] = []
+    variables = {"region": "us-east-1", "ec2_endpoint": sandbox.endpoint_url,
+                 "source_ami": sandbox.account["vendor_images"]["amazon-linux"],
+                 "run_tags": {"Purpose": "ami-bake-builder", "ReleaseId": "interrupt-test"}}
+    aws_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    t = threading.Thread(target=lambda: result.update(r=hook.build(Path(__file__).with_name("slow.pkr.hcl"), variables,
+                                                                    secrets={"k": "sandbox-interrupt-secret"}, aws_env=aws_env,
+                                                                    on_line=lines.append)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not running_instances(sandbox, "ami-bake-builder"):
+        assert time.monotonic() < deadline, lines[-20:]
+        time.sleep(0.2)
+    assert running_instances(sandbox, "ami-bake-builder")
+    hook.interrupt()  # what on_kill does
+    t.join(timeout=90)
+    assert not t.is_alive()
+    res = result["r"]
+    assert res.returncode != 0 and res.artifacts == {}
+    assert running_instances(sandbox, "ami-bake-builder") == []  # Packer cleaned up after SIGINT
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("packer_")]
+    assert not [k for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("packer_")]
+    assert not any("sandbox-interrupt-secret" in line for line in lines)
+
+
+def test_missing_binary_is_a_clear_error():
+    from amirelease.errors import BakeError
+
+    with pytest.raises(BakeError, match="packer binary 'no-such-packer' not found"):
+        PackerHook(packer_bin="no-such-packer").binary()
