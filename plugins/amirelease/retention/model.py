@@ -1,0 +1,64 @@
+"""Plain data the decision function works on, and converters from EC2 API shapes."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Image:
+    image_id: str
+    owner_id: str
+    creation_date: datetime | None  # aware UTC; None when missing/unreadable (never eligible)
+    name: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    snapshot_ids: tuple[str, ...] = ()
+    state: str = "available"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What keeps an image alive, by image id.
+
+    ``instances``: ids of existing (non-terminated) instances running the image.
+    ``references``: readable descriptions of launch templates / configurations that name it.
+    """
+
+    instances: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    references: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def parse_creation_date(value: Any) -> datetime | None:
+    """EC2 gives ``2024-01-02T03:04:05.000Z``; None if absent or unreadable."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def image_from_api(item: Mapping[str, Any]) -> Image:
+    """Convert one ``DescribeImages`` item."""
+    snapshots = tuple(
+        dict.fromkeys(
+            bdm["Ebs"]["SnapshotId"]
+            for bdm in item.get("BlockDeviceMappings", []) or []
+            if isinstance(bdm.get("Ebs"), Mapping) and bdm["Ebs"].get("SnapshotId")
+        )
+    )
+    return Image(
+        image_id=item["ImageId"],
+        owner_id=str(item.get("OwnerId", "")),
+        creation_date=parse_creation_date(item.get("CreationDate")),
+        name=item.get("Name") or "",
+        tags={t["Key"]: t.get("Value", "") for t in item.get("Tags", []) or []},
+        snapshot_ids=snapshots,
+        state=item.get("State", "available"),
+    )

@@ -1,0 +1,104 @@
+"""The retention policy: a YAML file validated against a JSON schema when loaded."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amirelease.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_POLICY_PATH = REPO_ROOT / "include" / "policies" / "ami-retention.yaml"
+SCHEMA_PATH = REPO_ROOT / "include" / "policies" / "ami-retention.schema.json"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Plain data: everything the decision function needs to know about the rule."""
+
+    min_age_days: int = 60
+    grace_days: int = 7
+    regions: tuple[str, ...] = ("us-east-1",)
+    protect_tag_key: str = "RetainIndefinitely"
+    protect_tag_value: str = "true"
+    mark_tag: str = "maid_status"
+    mark_op: str = "deregister"
+    mark_message: str = "Resource does not meet policy"
+    accepted_ops: frozenset[str] = field(default_factory=lambda: frozenset({"deregister", "delete"}))
+    protect_launch_templates: bool = True
+    protect_launch_configurations: bool = True
+    hold_enabled: bool = True
+    hold_tag: str = "ForensicHold"
+    max_deregistrations_per_run: int = 50
+    dry_run: bool = False
+    report_max_items: int = 50
+    source: str = "<defaults>"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> RetentionPolicy:
+        """Build from an already validated mapping (see :func:`load_policy`)."""
+        mark = data["mark"]
+        prot = data["protections"]
+        op = mark["op"]
+        return cls(
+            min_age_days=data["min_age_days"],
+            grace_days=data["grace_days"],
+            regions=tuple(data["regions"]),
+            protect_tag_key=data["protect_tag"]["key"],
+            protect_tag_value=data["protect_tag"]["value"],
+            mark_tag=mark["tag"],
+            mark_op=op,
+            mark_message=mark.get("message", "Resource does not meet policy"),
+            accepted_ops=frozenset(mark.get("accepted_ops", [])) | {op},
+            protect_launch_templates=prot["launch_templates"],
+            protect_launch_configurations=prot["launch_configurations"],
+            hold_enabled=prot["forensic_hold"]["enabled"],
+            hold_tag=prot["forensic_hold"]["tag"],
+            max_deregistrations_per_run=data["max_deregistrations_per_run"],
+            dry_run=data["dry_run"],
+            report_max_items=data.get("report", {}).get("max_items", 50),
+            source=source,
+        )
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_policy_data(data: Any, *, source: str) -> None:
+    """Raise ConfigError naming the file and every offending field."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"{where}: {err.message}")
+        raise ConfigError(
+            f"retention policy is invalid: {'; '.join(lines)}",
+            resource=source,
+            fix=f"correct the field(s) named above; the schema is {SCHEMA_PATH.name}",
+        )
+
+
+def load_policy(path: str | Path | None = None) -> RetentionPolicy:
+    """Read, validate and return the policy at ``path`` (default: include/policies/ami-retention.yaml)."""
+    import yaml
+
+    path = Path(path) if path else DEFAULT_POLICY_PATH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read retention policy: {exc.strerror}", resource=str(path),
+            fix="check the policy_path of the retention task",
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"retention policy is not valid YAML: {exc}", resource=str(path)) from exc
+    validate_policy_data(data, source=str(path))
+    return RetentionPolicy.from_dict(data, source=str(path))

@@ -1,0 +1,254 @@
+"""The decision function: property-based over generated accounts, plus the edge cases."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amirelease.retention.decide import Action, decide
+from amirelease.retention.marks import parse_mark
+from amirelease.retention.model import Image, Usage
+from amirelease.retention.policy import RetentionPolicy
+
+UTC = timezone.utc
+ME, OTHER = "123456789012", "999999999999"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+POLICY = RetentionPolicy(max_deregistrations_per_run=10_000)
+
+PROTECT_VARIANTS = [
+    ("RetainIndefinitely", "true"),  # the only one that protects
+    ("retainindefinitely", "true"), ("RetainIndefinitely", "True"), ("RetainIndefinitely", "yes"),
+    ("RetainIndefinitely", " true"), ("RetainIndefinitely", "true "), ("RetainIndefinitely", "TRUE"),
+    ("Retainindefinitely", "true"), ("RetainIndefinitely ", "true"), ("RetainIndefinitely", ""),
+]
+HOLD_VARIANTS = [("ForensicHold", "rel-42"), ("ForensicHold", " "), ("ForensicHold", ""), ("forensichold", "x")]
+
+
+def _mark(due: datetime, fmt: int) -> str:
+    return [
+        f"Resource does not meet policy: deregister@{due:%Y/%m/%d}",
+        f"Resource does not meet policy: deregister@{due:%Y/%m/%d %H%M} UTC",
+        f"Resource does not meet policy: delete@{due:%Y/%m/%d}",
+        f"Resource does not meet policy: stop@{due:%Y/%m/%d}",  # other op: not ours
+        "garbage",
+    ][fmt]
+
+
+ages = st.one_of(
+    st.floats(min_value=0, max_value=59.9),
+    st.floats(min_value=59.9, max_value=60.1),
+    st.floats(min_value=60.1, max_value=400),
+    st.sampled_from([60.0, 60 + 1 / 24, 60 - 1 / 24]),
+).map(lambda d: None if d != d else d)
+
+
+@st.composite
+def accounts(draw):
+    n = draw(st.integers(min_value=0, max_value=25))
+    snapshot_pool = [f"snap-{i:04d}" for i in range(draw(st.integers(1, 30)))]
+    images, instances, references = [], {}, {}
+    for i in range(n):
+        image_id = f"ami-{i:08x}"
+        tags = {}
+        if draw(st.booleans()):
+            k, v = draw(st.sampled_from(PROTECT_VARIANTS))
+            tags[k] = v
+        if draw(st.integers(0, 4)) == 0:
+            k, v = draw(st.sampled_from(HOLD_VARIANTS))
+            tags[k] = v
+        if draw(st.booleans()):
+            due = NOW + timedelta(hours=draw(st.integers(-24 * 30, 24 * 30)))
+            tags["maid_status"] = _mark(due, draw(st.integers(0, 4)))
+        age = draw(ages)
+        created = None if draw(st.integers(0, 30)) == 0 else NOW - timedelta(days=age)
+        images.append(Image(
+            image_id=image_id,
+            owner_id=draw(st.sampled_from([ME, ME, ME, OTHER])),
+            creation_date=created,
+            name=f"app-{i}",
+            tags=tags,
+            snapshot_ids=tuple(draw(st.lists(st.sampled_from(snapshot_pool), max_size=3, unique=True))),
+        ))
+        if draw(st.integers(0, 3)) == 0:
+            instances[image_id] = [f"i-{i:04x}{j}" for j in range(draw(st.integers(1, 3)))]
+        if draw(st.integers(0, 5)) == 0:
+            references[image_id] = [f"referenced by launch template lt-{i:04x} v1 (ASG asg-{i})"]
+    return images, Usage(instances=instances, references=references)
+
+
+def oracle_eligible(image: Image, usage: Usage, now: datetime) -> bool:
+    """The rule, written out independently of the implementation."""
+    return (
+        image.owner_id == ME
+        and image.creation_date is not None
+        and (now - image.creation_date) > timedelta(days=60)
+        and not usage.instances.get(image.image_id)
+        and not usage.references.get(image.image_id)
+        and image.tags.get("RetainIndefinitely") != "true"
+        and image.tags.get("ForensicHold", "") == ""
+    )
+
+
+def oracle_mark(image: Image):
+    mark = parse_mark(image.tags.get("maid_status"))
+    return mark if mark is not None and mark.op in ("deregister", "delete") else None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(accounts(), st.integers(min_value=-48, max_value=48))
+def test_properties(account, hours):
+    images, usage = account
+    now = NOW + timedelta(hours=hours)
+    plan = decide(images, usage, now, POLICY, account_id=ME)
+    by_id = {d.image_id: d for d in plan.decisions}
+    assert len(by_id) == len(images) == len(plan.decisions)
+    leaving = {d.image_id for d in plan.of(Action.DEREGISTER)}
+
+    for image in images:
+        d = by_id[image.image_id]
+        eligible = oracle_eligible(image, usage, now)
+        mark = oracle_mark(image)
+        if d.action is Action.DEREGISTER:
+            # never deregister what is in use, protected, held, young, or not (due-)marked
+            assert eligible
+            assert not usage.instances.get(image.image_id)
+            assert image.tags.get("RetainIndefinitely") != "true"
+            assert not image.tags.get("ForensicHold")
+            assert now - image.creation_date > timedelta(days=60)
+            assert mark is not None and mark.due <= now
+            for snap in d.snapshot_ids:  # a snapshot goes only if every user goes
+                assert all(snap not in i.snapshot_ids or i.image_id in leaving for i in images)
+        else:
+            assert d.snapshot_ids == ()
+        # always mark what the rule says to mark (and only that)
+        assert (d.action is Action.MARK) == (eligible and mark is None)
+        assert (d.action is Action.UNMARK) == (image.owner_id == ME and not eligible and mark is not None)
+        assert (d.action is Action.DEREGISTER) == (eligible and mark is not None and mark.due <= now)
+        if image.owner_id != ME:
+            assert d.action is Action.SKIP
+        if d.action is Action.MARK:
+            written = parse_mark(d.mark_value)
+            assert d.mark_value.startswith("Resource does not meet policy: deregister@")
+            assert written.op == "deregister"
+            assert timedelta(days=7) <= written.due - now < timedelta(days=8)
+        assert d.reasons  # every decision says why
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(), st.integers(min_value=0, max_value=6))
+def test_cap_blocks_exactly_when_exceeded(account, cap):
+    images, usage = account
+    policy = RetentionPolicy(max_deregistrations_per_run=cap)
+    plan = decide(images, usage, NOW, policy, account_id=ME)
+    n = len(plan.of(Action.DEREGISTER))
+    assert (plan.blocked is not None) == (n > cap)
+
+
+# ------------------------------------------------------------------ edge cases
+
+def img(image_id="ami-1", age_days=90.0, tags=None, owner=ME, snaps=()):
+    return Image(image_id=image_id, owner_id=owner, creation_date=NOW - timedelta(days=age_days),
+                 name=image_id, tags=tags or {}, snapshot_ids=tuple(snaps))
+
+
+def one(image, usage=Usage(), now=NOW, policy=POLICY):
+    return decide([image], usage, now, policy, account_id=ME).decisions[0]
+
+
+@pytest.mark.parametrize(
+    ("age", "action"),
+    [(60, Action.SKIP), (60 - 1 / 24, Action.SKIP), (60 + 1 / 24, Action.MARK), (61, Action.MARK)],
+)
+def test_sixty_days_boundary(age, action):
+    d = one(img(age_days=age))
+    assert d.action is action
+    if action is Action.SKIP:
+        assert d.reason.startswith("too young")
+
+
+@pytest.mark.parametrize("tag", PROTECT_VARIANTS[1:])
+def test_near_miss_protect_tags_do_not_protect(tag):
+    assert one(img(tags={tag[0]: tag[1]})).action is Action.MARK
+
+
+def test_exact_protect_tag_protects_and_unmarks():
+    d = one(img(tags={"RetainIndefinitely": "true"}))
+    assert d.action is Action.SKIP and "protected by tag RetainIndefinitely=true" in d.reason
+    marked = {"RetainIndefinitely": "true", "maid_status": "Resource does not meet policy: deregister@2026/01/01"}
+    assert one(img(tags=marked)).action is Action.UNMARK
+
+
+def test_forensic_hold():
+    d = one(img(tags={"ForensicHold": "rel-2026-02-01-web-3"}))
+    assert d.action is Action.SKIP and "held: ForensicHold=rel-2026-02-01-web-3" in d.reason
+    assert one(img(tags={"ForensicHold": ""})).action is Action.MARK
+    no_holds = RetentionPolicy(hold_enabled=False)
+    assert one(img(tags={"ForensicHold": "x"}), policy=no_holds).action is Action.MARK
+
+
+def test_custodian_mark_due_is_honoured():
+    past = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+    assert one(img(tags=past)).action is Action.DEREGISTER
+    future = {"maid_status": "Resource does not meet policy: deregister@2026/03/05 1530 UTC"}
+    d = one(img(tags=future))
+    assert d.action is Action.SKIP and d.reason == "mark not due (due 2026/03/05 15:30 UTC)"
+    other_op = {"maid_status": "Resource does not meet policy: stop@2026/02/20"}
+    d = one(img(tags=other_op))
+    assert d.action is Action.MARK and "replaces unreadable" in d.reason
+
+
+def test_mark_due_at_exactly_now_is_due():
+    tags = {"maid_status": "Resource does not meet policy: deregister@2026/03/01 1200 UTC"}
+    assert one(img(tags=tags)).action is Action.DEREGISTER
+
+
+def test_marked_image_back_in_use_is_unmarked():
+    tags = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+    d = one(img(tags=tags), Usage(instances={"ami-1": ["i-0abc"]}))
+    assert d.action is Action.UNMARK and "in use by i-0abc" in d.reason
+
+
+def test_referenced_by_launch_template_is_protected():
+    ref = "referenced by launch template lt-0123 v4 (ASG web)"
+    d = one(img(), Usage(references={"ami-1": [ref]}))
+    assert d.action is Action.SKIP and ref in d.reason
+
+
+def test_shared_snapshot_stays_unless_both_go():
+    due = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+    a = img("ami-a", tags=due, snaps=["snap-own-a", "snap-shared"])
+    b = img("ami-b", snaps=["snap-shared"])  # not marked yet: stays this run
+    plan = decide([a, b], Usage(), NOW, POLICY, account_id=ME)
+    da = plan.decisions[0]
+    assert da.action is Action.DEREGISTER
+    assert da.snapshot_ids == ("snap-own-a",) and da.kept_snapshot_ids == ("snap-shared",)
+    assert "shared with ami-b" in da.reason
+    b2 = img("ami-b", tags=due, snaps=["snap-shared"])
+    plan = decide([a, b2], Usage(), NOW, POLICY, account_id=ME)
+    assert set(plan.decisions[0].snapshot_ids) | set(plan.decisions[1].snapshot_ids) == {"snap-own-a", "snap-shared"}
+
+
+def test_other_accounts_never_touched():
+    due = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+    d = one(img(owner=OTHER, tags=due))
+    assert d.action is Action.SKIP and "another account" in d.reason
+
+
+def test_unknown_creation_date_is_never_eligible():
+    image = Image(image_id="ami-1", owner_id=ME, creation_date=None)
+    assert one(image).action is Action.SKIP
+
+
+def test_cap():
+    due = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+    images = [img(f"ami-{i}", tags=due) for i in range(3)]
+    assert decide(images, Usage(), NOW, RetentionPolicy(max_deregistrations_per_run=3), account_id=ME).blocked is None
+    plan = decide(images, Usage(), NOW, RetentionPolicy(max_deregistrations_per_run=2), account_id=ME)
+    assert plan.blocked == "3 deregistrations exceed the cap of 2 per run"
+
+
+def test_naive_now_is_refused():
+    with pytest.raises(ValueError):
+        decide([], Usage(), datetime(2026, 1, 1), POLICY)
