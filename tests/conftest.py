@@ -125,5 +125,6 @@ def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", "ami-release-ledger-123456789012")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS", "1")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LOCK_POKE_SECONDS", "1")
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "1")
     sandbox.configure(checkpoint_delay_scale=0.02)  # the example app's 30 s checkpoint delay -> 0.6 s
     return sandbox

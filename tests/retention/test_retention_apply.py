@@ -1,97 +1,101 @@
-"""Applying a plan (batching, error codes, dry run, cap) with a recording fake EC2 client."""
+"""Applying a plan against the sandbox account: batching, error codes, dry run, cap.
+
+Failures come from the sandbox's fault injection (the same server as the happy path),
+not from a fake client.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from botocore.exceptions import ClientError
 
 from amirelease.errors import RetentionError
 from amirelease.retention import aws
 from amirelease.retention.decide import decide
-from amirelease.retention.model import Image, Usage, image_from_api
+from amirelease.retention.model import Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 
 UTC = timezone.utc
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 ME = "123456789012"
-DUE = {"maid_status": "Resource does not meet policy: deregister@2026/02/20"}
+PAST_DUE = "Resource does not meet policy: deregister@2020/01/01"
 
 
-class FakeEC2:
-    def __init__(self, fail=None):
-        self.calls = []
-        self.fail = fail or {}
-
-    def __getattr__(self, name):
-        def call(**kwargs):
-            self.calls.append((name, kwargs))
-            key = (name, kwargs.get("ImageId") or kwargs.get("SnapshotId"))
-            if key in self.fail:
-                raise ClientError({"Error": {"Code": self.fail[key], "Message": "x"}}, name)
-            return {}
-        return call
+def _mutations(sb):
+    return {k: v for k, v in sb.request_counts().items()
+            if k.split(":")[1].startswith(("CreateTags", "DeleteTags", "DeregisterImage", "DeleteSnapshot"))}
 
 
-def img(i, *, tags=None, snaps=(), age=90):
-    return Image(image_id=f"ami-{i}", owner_id=ME, creation_date=NOW - timedelta(days=age),
-                 tags=tags or {}, snapshot_ids=tuple(snaps))
+def _plan(sb, ids, policy, dry_run=False):
+    ec2 = sb.client("ec2")
+    images = [image_from_api(i) for i in ec2.describe_images(ImageIds=ids)["Images"]]
+    return decide(images, Usage(), datetime.now(UTC), policy, account_id=ME, dry_run=dry_run)
 
 
-def test_marks_are_batched_by_value():
+def _tags(sb, image_id):
+    return {t["Key"]: t["Value"] for t in sb.client("ec2").describe_images(ImageIds=[image_id])["Images"][0].get("Tags", [])}
+
+
+def test_marks_are_batched_by_value(sandbox, monkeypatch):
+    monkeypatch.setattr(aws, "TAG_BATCH", 2)  # the batch size, shrunk so five images make three calls
+    ids = [sandbox.create_image(f"batch-{i}", age_days=90) for i in range(5)]
     policy = RetentionPolicy()
-    images = [img(i) for i in range(1203)]
-    ec2 = FakeEC2()
-    aws.apply_plan(ec2, decide(images, Usage(), NOW, policy, account_id=ME), policy)
-    creates = [c for c in ec2.calls if c[0] == "create_tags"]
-    assert [len(c[1]["Resources"]) for c in creates] == [500, 500, 203]
-    assert creates[0][1]["Tags"] == [{"Key": "maid_status",
-                                      "Value": "Resource does not meet policy: deregister@2026/03/08"}]
+    plan = _plan(sandbox, ids, policy)
+    sandbox.reset_request_counts()
+    aws.apply_plan(sandbox.client("ec2"), plan, policy)
+    assert sandbox.request_counts()["ec2:CreateTags"] == 3
+    values = {_tags(sandbox, i)["maid_status"] for i in ids}
+    assert len(values) == 1 and values.pop().startswith("Resource does not meet policy: deregister@")
 
 
-def test_unmark_deletes_only_the_mark_key():
+def test_unmark_deletes_only_the_mark_key(sandbox):
+    image = sandbox.create_image("held", age_days=90, tags={"maid_status": PAST_DUE, "RetainIndefinitely": "true", "Team": "web"})
     policy = RetentionPolicy()
-    ec2 = FakeEC2()
-    plan = decide([img(1, tags={**DUE, "RetainIndefinitely": "true"})], Usage(), NOW, policy, account_id=ME)
-    aws.apply_plan(ec2, plan, policy)
-    assert ec2.calls == [("delete_tags", {"Resources": ["ami-1"], "Tags": [{"Key": "maid_status"}]})]
+    aws.apply_plan(sandbox.client("ec2"), _plan(sandbox, [image], policy), policy)
+    assert _tags(sandbox, image) == {"RetainIndefinitely": "true", "Team": "web"}
 
 
-@pytest.mark.parametrize("dry_run, cap", [(True, 50), (False, 1)])
-def test_dry_run_and_blocked_plans_make_no_calls(dry_run, cap):
+@pytest.mark.parametrize("dry_run, cap", [(True, 50), (False, 1)], ids=["dry-run", "cap"])
+def test_dry_run_and_blocked_plans_make_no_calls(sandbox, dry_run, cap):
+    ids = [sandbox.create_image("a", age_days=90, tags={"maid_status": PAST_DUE}),
+           sandbox.create_image("b", age_days=90, tags={"maid_status": PAST_DUE}),
+           sandbox.create_image("c", age_days=90),
+           sandbox.create_image("d", age_days=90, tags={"maid_status": PAST_DUE, "ForensicHold": "r1"})]
     policy = RetentionPolicy(max_deregistrations_per_run=cap)
-    images = [img(1, tags=DUE), img(2, tags=DUE), img(3), img(4, tags={**DUE, "ForensicHold": "r1"})]
-    plan = decide(images, Usage(), NOW, policy, account_id=ME, dry_run=dry_run)
-    ec2 = FakeEC2()
-    aws.apply_plan(ec2, plan, policy)
-    assert ec2.calls == []
+    plan = _plan(sandbox, ids, policy, dry_run=dry_run)
+    sandbox.reset_request_counts()
+    aws.apply_plan(sandbox.client("ec2"), plan, policy)
+    assert _mutations(sandbox) == {}
 
 
-def test_deregistration_errors_by_code_and_shared_snapshot_safety():
+def test_deregistration_errors_by_code_and_shared_snapshot_safety(sandbox):
+    ec2 = sandbox.client("ec2")
+    due = {"maid_status": PAST_DUE}
+    a1 = sandbox.create_image("one", age_days=90, tags=due)
+    shared = sandbox.image_snapshot_id(a1)
+    a2 = sandbox.create_image("two", age_days=90, tags=due, snapshot_ids=[shared])
+    a3 = sandbox.create_image("three", age_days=90, tags=due)
+    a4 = sandbox.create_image("four", age_days=90, tags=due)
+    snap3, snap4 = sandbox.image_snapshot_id(a3), sandbox.image_snapshot_id(a4)
     policy = RetentionPolicy()
-    images = [img(1, tags=DUE, snaps=["snap-1", "snap-s"]), img(2, tags=DUE, snaps=["snap-s", "snap-2"]),
-              img(3, tags=DUE, snaps=["snap-3"]), img(4, tags=DUE, snaps=["snap-4"])]
-    plan = decide(images, Usage(), NOW, policy, account_id=ME)
-    ec2 = FakeEC2(fail={("deregister_image", "ami-2"): "UnauthorizedOperation",
-                        ("deregister_image", "ami-3"): "InvalidAMIID.NotFound",
-                        ("delete_snapshot", "snap-4"): "InvalidSnapshot.InUse"})
+    plan = _plan(sandbox, [a1, a2, a3, a4], policy)
+    sandbox.faults.fail("DeregisterImage", code="UnauthorizedOperation", match=a2)
+    ec2.deregister_image(ImageId=a3)  # gone between the scan and the write
+    sandbox.faults.fail("DeleteSnapshot", code="InvalidSnapshot.InUse", match=snap4)
     applied = aws.apply_plan(ec2, plan, policy)
-    deleted = [c[1]["SnapshotId"] for c in ec2.calls if c[0] == "delete_snapshot"]
-    # snap-s shared with ami-2 whose deregistration failed: kept; ami-3 was already gone: its snapshot goes
-    assert "snap-s" not in deleted and "snap-2" not in deleted
-    assert set(deleted) == {"snap-1", "snap-3", "snap-4"}
-    assert applied["deregistered"] == 3 and applied["errors"] == ["deregister ami-2: UnauthorizedOperation"]
+    snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert shared in snaps          # still used by a2, whose deregistration was refused
+    assert snap3 not in snaps       # a3 was already gone: its snapshot goes
+    assert snap4 in snaps           # in use: kept, not an error
+    assert applied["deregistered"] == 3 and applied["errors"] == [f"deregister {a2}: UnauthorizedOperation"]
 
 
-def test_tag_failure_is_a_typed_error():
+def test_tag_failure_is_a_typed_error(sandbox):
+    image = sandbox.create_image("old", age_days=90)
     policy = RetentionPolicy()
-
-    class Denied(FakeEC2):
-        def create_tags(self, **kw):
-            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "CreateTags")
-
-    with pytest.raises(RetentionError, match="writing mark tags failed \\(UnauthorizedOperation\\)"):
-        aws.apply_plan(Denied(), decide([img(1)], Usage(), NOW, policy, account_id=ME), policy)
+    plan = _plan(sandbox, [image], policy)
+    sandbox.faults.fail("CreateTags", code="UnauthorizedOperation", message="no")
+    with pytest.raises(RetentionError, match=r"writing mark tags failed \(UnauthorizedOperation\)"):
+        aws.apply_plan(sandbox.client("ec2"), plan, policy)
 
 
 def test_image_from_api():

@@ -233,18 +233,13 @@ def test_dag_scheduled_run_marks_then_deregisters(sandbox, airflow_db):
 
 
 @pytest.mark.e2e
-def test_dag_fails_loudly_on_cap(sandbox, airflow_db, monkeypatch):
+def test_dag_fails_loudly_on_cap(sandbox, airflow_db, monkeypatch, tmp_path):
     from airflow.sdk import DagRunState
 
     now = _now().replace(second=0, microsecond=0)
     assert _fresh_dag().test(logical_date=now).state == DagRunState.SUCCESS
     before = {n: _tags(i) for n, i in _images(sandbox).items()}
-    import amirelease.retention.policy as policy_mod
-
-    orig = policy_mod.RetentionPolicy.from_dict
-    monkeypatch.setattr(policy_mod.RetentionPolicy, "from_dict",
-                        classmethod(lambda cls, d, source: orig.__func__(cls, {**d, "max_deregistrations_per_run": 1},
-                                                                          source=source)))
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__RETENTION_POLICY", _policy(tmp_path, max_deregistrations_per_run=1))
     dr = _fresh_dag().test(logical_date=now + timedelta(days=8))
     assert dr.state == DagRunState.FAILED
     assert {n: _tags(i) for n, i in _images(sandbox).items()} == before

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from botocore.exceptions import ClientError, WaiterError
@@ -9,6 +10,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk.configuration import conf
 
 from amirelease import catalog
 from amirelease.errors import SmokeTestError
@@ -42,7 +44,7 @@ class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
     template_fields: Sequence[str] = aws_template_fields("plan", "bake")
     ui_color = "#eaf7e6"
 
-    def __init__(self, *, plan: dict | str, bake: dict | str, poll_interval: float = 5.0, **kwargs: Any) -> None:
+    def __init__(self, *, plan: dict | str, bake: dict | str, poll_interval: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.bake = bake
@@ -55,6 +57,8 @@ class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
 
     def execute(self, context: Context) -> dict:
         plan, bake = self.plan, self.bake
+        if self.poll_interval is None:
+            self.poll_interval = conf.getfloat("ami_release", "smoke_poll_seconds", fallback=5.0)
         app = catalog.get_app(plan["app"])
         target = plan["targets"][0]
         region = target["region"]
@@ -100,7 +104,7 @@ class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
             ssm = SsmHook(aws_conn_id=self.aws_conn_id, region_name=region, verify=self.verify, config=self.botocore_config).conn
             failures = []
             for cmd in app.smoke_commands:
-                outcome = self._run(ssm, instance_id, app.platform, cmd)
+                outcome = self._run(ssm, instance_id, app.platform, cmd, register_timeout=app.smoke_boot_timeout)
                 results.append(outcome)
                 if outcome["problem"]:
                     failures.append(f"'{cmd.name}': {outcome['problem']}")
@@ -123,17 +127,26 @@ class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
             self._instance = None
         return {"ami_id": ami, "instance_id": instance_id, "passed": True, "commands": results}
 
-    def _run(self, ssm, instance_id: str, platform: str, cmd: catalog.SmokeCommand) -> dict:
-        try:
-            command_id = ssm.send_command(
-                InstanceIds=[instance_id],
-                DocumentName=DOCUMENT[platform],
-                Parameters={"commands": [cmd.run]},
-                TimeoutSeconds=max(30, cmd.timeout_seconds),
-                Comment=f"smoke: {cmd.name}"[:100],
-            )["Command"]["CommandId"]
-        except ClientError as exc:
-            return {"name": cmd.name, "problem": f"SendCommand failed: {exc.response['Error']['Code']}", "exit_code": None}
+    def _run(self, ssm, instance_id: str, platform: str, cmd: catalog.SmokeCommand, register_timeout: float = 300) -> dict:
+        deadline = time.monotonic() + register_timeout
+        while True:
+            try:
+                command_id = ssm.send_command(
+                    InstanceIds=[instance_id],
+                    DocumentName=DOCUMENT[platform],
+                    Parameters={"commands": [cmd.run]},
+                    TimeoutSeconds=max(30, cmd.timeout_seconds),
+                    Comment=f"smoke: {cmd.name}"[:100],
+                )["Command"]["CommandId"]
+                break
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                # A booting instance's SSM agent registers a little after 'running'.
+                if code == "InvalidInstanceId" and time.monotonic() < deadline:
+                    self.log.info("SSM agent on %s not registered yet; retrying", instance_id)
+                    time.sleep(self.poll_interval)
+                    continue
+                return {"name": cmd.name, "problem": f"SendCommand failed: {code}", "exit_code": None}
         try:
             ssm.get_waiter("command_executed").wait(
                 CommandId=command_id, InstanceId=instance_id,

@@ -85,10 +85,15 @@ def validate_policy_data(data: Any, *, source: str) -> None:
 
 
 def load_policy(path: str | Path | None = None) -> RetentionPolicy:
-    """Read, validate and return the policy at ``path`` (default: include/policies/ami-retention.yaml)."""
+    """Read, validate and return the policy at ``path``; default: the deployment setting
+    ``[ami_release] retention_policy``, else include/policies/ami-retention.yaml."""
     import yaml
 
-    path = Path(path) if path else DEFAULT_POLICY_PATH
+    if not path:
+        from airflow.sdk.configuration import conf
+
+        path = conf.get("ami_release", "retention_policy", fallback="") or DEFAULT_POLICY_PATH
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
