@@ -45,6 +45,7 @@ import bisect
 import copy
 import itertools
 import json
+import os
 import threading
 from typing import Any, Callable
 
@@ -61,7 +62,7 @@ from moto.ec2 import utils as _ec2_utils
 FAST_OPERATIONS = frozenset(
     {"DescribeImages", "DescribeInstances", "DescribeSnapshots", "DescribeLaunchTemplateVersions"}
 )
-VERIFY = False  # tests: render both ways and compare
+VERIFY = os.environ.get("SANDBOX_FAST_VERIFY") == "1"  # render both ways and raise on any difference
 
 _STATE = {"enabled": True, "installed": False}
 _ORIGINAL: dict[str, Any] = {}
@@ -151,24 +152,32 @@ class _Compiler:
             members.append(
                 _Member(member_key, member_shape, tag, self._transformer(f"{prefix}.{member_key}"), child, self.picker)
             )
-        plans: dict[type, list[tuple]] = {}
+        plans: dict[Any, list[tuple]] = {}
+        plain: dict[type, bool] = {}
 
         def render(obj: Any) -> str | None:
             if obj is None:
                 return None
-            plan = plans.get(type(obj))
+            cls = type(obj)
+            attrs = getattr(obj, "__dict__", None)
+            is_plain = plain.get(cls)
+            if is_plain is None:
+                is_plain = plain[cls] = attrs is not None and not hasattr(obj, "__getitem__") and _plain_attributes(cls)
+            if is_plain:
+                # resolved for this class *and* this set of instance attributes (see _Member.resolve)
+                signature = (cls, tuple(attrs))
+                plan = plans.get(signature)
+                if plan is None:
+                    plan = plans[signature] = [p for p in (m.resolve(obj, attrs) for m in members) if p is not None]
+                size = len(attrs)
+                content = _render_members(plan, obj, attrs)
+                if len(attrs) == size:
+                    return content
+                # a property added instance attributes while we read: redo it the general way
+            plan = plans.get(cls)
             if plan is None:
-                plan = plans[type(obj)] = [m.plan_for(obj) for m in members]
-            parts = []
-            for getter, transform, child_render, open_tag, close_tag, empty_tag in plan:
-                value = getter(obj)
-                if transform is not None:
-                    value = transform(value)
-                if value is None:
-                    continue
-                content = child_render(value)
-                parts.append(open_tag + content + close_tag if content else empty_tag)
-            return "".join(parts) if parts else None
+                plan = plans[cls] = [m.plan_for(obj) for m in members]
+            return _render_members(plan, obj, attrs)
 
         render.tags = tags  # type: ignore[attr-defined]
         return render
@@ -194,6 +203,19 @@ class _Compiler:
         return render
 
 
+def _render_members(plan: list[tuple], obj: Any, attrs: Any) -> str | None:
+    parts = []
+    for getter, key, transform, child_render, open_tag, close_tag, empty_tag in plan:
+        value = attrs[key] if getter is None else getter(obj, attrs)
+        if transform is not None:
+            value = transform(value)
+        if value is None:
+            continue
+        content = child_render(value)
+        parts.append(open_tag + content + close_tag if content else empty_tag)
+    return "".join(parts) if parts else None
+
+
 def _render_boolean(value: Any) -> str:
     return "true" if value is True or str(value).lower() == "true" else "false"
 
@@ -205,49 +227,107 @@ class _Member:
     def plan_for(self, obj: Any) -> tuple:
         context = AttributePickerContext(obj=obj, key=self.key, shape=self.shape)
         keys = list(self.picker.get_possible_keys(context))
-        getter = _make_getter(keys, hasattr(obj, "__getitem__"))
-        return (getter, self.transform, self.child, f"<{self.tag}>", f"</{self.tag}>", f"<{self.tag}/>")
+        getter = _make_getter(keys, obj)
+        return (getter, None, self.transform, self.child, f"<{self.tag}>", f"</{self.tag}>", f"<{self.tag}/>")
+
+    def resolve(self, obj: Any, attrs: dict[str, Any]) -> tuple | None:
+        """The plan for objects of this class with exactly these instance attributes.
+
+        For an ordinary class ``getattr(obj, k)`` is a class attribute (property, method,
+        constant: looked up at render time, it may still raise AttributeError and fall
+        through) or else ``obj.__dict__[k]`` (present or not: known from the key set).
+        So the candidate chain shrinks to: a direct dict read, a short getattr chain, or
+        nothing (member never present: skipped unless a transformer makes a value of None).
+        """
+        cls = type(obj)
+        context = AttributePickerContext(obj=obj, key=self.key, shape=self.shape)
+        steps = []
+        for k in self.picker.get_possible_keys(context):
+            if "." in k:
+                return self.plan_for(obj)
+            if any(k in vars(c) for c in cls.__mro__):
+                steps.append((True, k))
+            elif k in attrs:
+                steps.append((False, k))
+                break  # a certain hit
+        tags = (f"<{self.tag}>", f"</{self.tag}>", f"<{self.tag}/>")
+        if not steps:
+            if self.transform is None:
+                return None
+            return (lambda _o, _d: None, None, self.transform, self.child, *tags)
+        if len(steps) == 1 and not steps[0][0]:
+            return (None, steps[0][1], self.transform, self.child, *tags)
+        chain = tuple(steps)
+
+        def getter(o: Any, d: Any) -> Any:
+            for on_class, k in chain:
+                value = getattr(o, k, MISSING) if on_class else d[k]
+                if value is not MISSING:
+                    return value
+            return None
+        return (getter, None, self.transform, self.child, *tags)
 
 
-def _make_getter(keys: list[str], keyed: bool) -> Callable[[Any], Any]:
-    """moto's ``get_value(obj, key, MISSING)`` over the candidates, first hit wins, else None."""
+def _plain_attributes(cls: type) -> bool:
+    """Attribute lookup on instances of cls is "class attribute, else instance __dict__"."""
+    return (
+        cls.__getattribute__ is object.__getattribute__
+        and not any("__getattr__" in vars(c) for c in cls.__mro__)
+        and all("__slots__" not in vars(c) for c in cls.__mro__[:-1])
+    )
+
+
+def _make_getter(keys: list[str], obj: Any) -> Callable[[Any, Any], Any]:
+    """moto's ``get_value(obj, key, MISSING)`` over the candidate keys: first hit wins, else None.
+
+    Returns ``getter(obj, obj_dict)``.  For ordinary classes a candidate that is not a class
+    attribute can only come from the instance ``__dict__``, so it is a dict lookup instead of a
+    failing ``getattr`` (same answer, no AttributeError raised and caught per miss).
+    """
     if any("." in k for k in keys):
-        def dotted(obj: Any) -> Any:
+        def dotted(o: Any, _d: Any) -> Any:
             for k in keys:
-                value = _moto_get_value(obj, k, MISSING)
+                value = _moto_get_value(o, k, MISSING)
                 if value is not MISSING:
                     return value
             return None
         return dotted
-    if keyed:
-        def keyed_get(obj: Any) -> Any:
+    if hasattr(obj, "__getitem__"):
+        def keyed_get(o: Any, _d: Any) -> Any:
             for k in keys:
                 try:
-                    return obj[k]
+                    return o[k]
                 except _GETITEM_EXC:
                     continue
             return None
         return keyed_get
-    keys_t = tuple(keys)
-    if len(keys_t) == 2:
-        k0, k1 = keys_t
+    cls = type(obj)
+    if not _plain_attributes(cls):
+        def attr(o: Any, _d: Any) -> Any:
+            for k in keys:
+                value = getattr(o, k, MISSING)
+                if value is not MISSING:
+                    return value
+            return None
+        return attr
+    steps = tuple((any(k in vars(c) for c in cls.__mro__), k) for k in keys)
+    if len(steps) == 2 and not steps[0][0] and not steps[1][0]:
+        k0, k1 = keys
 
-        def attr2(obj: Any) -> Any:
-            value = getattr(obj, k0, MISSING)
+        def dict2(_o: Any, d: Any) -> Any:
+            value = d.get(k0, MISSING)
             if value is MISSING:
-                value = getattr(obj, k1, MISSING)
-                if value is MISSING:
-                    return None
+                value = d.get(k1)
             return value
-        return attr2
+        return dict2
 
-    def attr(obj: Any) -> Any:
-        for k in keys_t:
-            value = getattr(obj, k, MISSING)
+    def mixed(o: Any, d: Any) -> Any:
+        for on_class, k in steps:
+            value = getattr(o, k, MISSING) if on_class else d.get(k, MISSING)
             if value is not MISSING:
                 return value
         return None
-    return attr
+    return mixed
 
 
 def _document_renderer(serializer: EC2Serializer, transformers: dict[str, Any]) -> Callable[[Any], str]:
