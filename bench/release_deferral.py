@@ -42,11 +42,14 @@ def one_run(deferrable: bool, batch_seconds: float, port: int, version: str) -> 
         af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
         run_id = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": {"app": "demo-web", "version": version}})["dag_run_id"]
         busy, states_seen, last = 0.0, set(), time.monotonic()
+        per_task: dict[str, float] = {}
         while True:
             tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
             now = time.monotonic()
             running = [t for t in tis if t["state"] == "running"]
             busy += (now - last) * len(running)
+            for t in running:
+                per_task[t["task_id"]] = per_task.get(t["task_id"], 0.0) + (now - last)
             last = now
             states_seen |= {(t["task_id"], t["state"]) for t in tis}
             run = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}")
@@ -60,7 +63,8 @@ def one_run(deferrable: bool, batch_seconds: float, port: int, version: str) -> 
         ref = asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"][0]
         refresh = (ref["EndTime"] - ref["StartTime"]).total_seconds()
         return {"mode": "deferred" if deferrable else "blocking", "state": run["state"], "wall": wall, "slot": busy,
-                "refresh": refresh, "overhead": wall - refresh, "deferred_seen": ("wait_for_refresh", "deferred") in states_seen}
+                "refresh": refresh, "overhead": wall - refresh, "deferred_seen": ("wait_for_refresh", "deferred") in states_seen,
+                "per_task": {k: round(v, 1) for k, v in sorted(per_task.items(), key=lambda kv: -kv[1])}}
     finally:
         af.stop()
         rt.stop()
@@ -70,11 +74,15 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--batch-seconds", type=float, default=45.0, help="sandbox warm-up per refresh batch")
     p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--modes", default="deferred,blocking")
     args = p.parse_args()
-    rows = [one_run(True, args.batch_seconds, args.port, "9.0.0"), one_run(False, args.batch_seconds, args.port, "9.0.1")]
+    modes = args.modes.split(",")
+    rows = [one_run(m == "deferred", args.batch_seconds, args.port, f"9.0.{i}") for i, m in enumerate(modes)]
     print(f"\n{'mode':<9} {'state':<8} {'wall s':>7} {'refresh s':>9} {'slot s':>7} {'slot/wall':>9} {'overhead s':>10}  deferred?")
     for r in rows:
         print(f"{r['mode']:<9} {r['state']:<8} {r['wall']:>7.1f} {r['refresh']:>9.1f} {r['slot']:>7.1f} {100 * r['slot'] / r['wall']:>8.1f}% {r['overhead']:>10.1f}  {r['deferred_seen']}")
+    for r in rows:
+        print(f"{r['mode']} worker-slot seconds by task: {r['per_task']}")
     return 0 if all(r["state"] == "success" for r in rows) else 1
 
 
