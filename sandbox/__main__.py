@@ -49,9 +49,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     return SandboxRuntime.stop_running()
 
 
+def _sigterm_as_interrupt() -> None:
+    """`kill <pid>` stops Airflow and the sandbox as cleanly as Ctrl-C does."""
+    def _raise(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
+    _sigterm_as_interrupt()
     return run_demo(version=args.version, app=args.app, api_port=args.api_port,
                     refresh_batch_seconds=args.refresh_batch_seconds, keep_running=args.keep)
 
@@ -59,6 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_airflow(args: argparse.Namespace) -> int:
     from sandbox.demo import run_airflow
 
+    _sigterm_as_interrupt()
     return run_airflow(api_port=args.api_port, refresh_batch_seconds=args.refresh_batch_seconds)
 
 
