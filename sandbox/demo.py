@@ -179,6 +179,7 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     print(f"   release id     {plan.get('release_id')}")
     print(f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})")
     print(f"   run list       {plan.get('run_list')}")
+    print(f"   ledger         {record.get('outcome')}: s3://{os.environ.get('AIRFLOW__AMI_RELEASE__LEDGER_BUCKET', rt.env()['AIRFLOW__AMI_RELEASE__LEDGER_BUCKET'])}/releases/{plan.get('app')}/{plan.get('release_id')}.json")
     kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
     for t in plan.get("targets", []):
         asg = boto3.client("autoscaling", region_name=t["region"], **kw)
@@ -188,8 +189,10 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         images = [i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]] if ids else []
         on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
         print(f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on the new AMI")
+    versions = {v["auto_scaling_group"]: v for v in record.get("launch_template_versions") or []}
     for r in record.get("refreshes") or []:
-        print(f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {r['launch_template_id']} v{r['launch_template_version']}")
+        lt = versions.get(r["auto_scaling_group"], {})
+        print(f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {lt.get('launch_template_id')} v{lt.get('launch_template_version')}")
     ver = record.get("verification") or {}
     if ver:
         print(f"   verification   {'passed' if ver.get('verified') else 'FAILED'}: " + "; ".join(
