@@ -44,6 +44,17 @@ def test_rollback_re_releases_the_last_good_release_as_a_new_ami(release_env, ca
     assert rec3["kind"] == "re-release" and rec3["re_release_of"] == records[r1.run_id]["release_id"]
     assert "INC-4711" in rec3["reason"] and rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback"
 
+    # Retention, 100 days on: the held AMI is kept, the unused unheld 1.0.0 AMI is marked.
+    from datetime import datetime, timedelta, timezone
+
+    from amirelease.operators.retention import AmiRetentionOperator
+
+    later = datetime.now(timezone.utc) + timedelta(days=100)
+    AmiRetentionOperator(task_id="retention", region_name="us-east-1").execute({"data_interval_end": later, "logical_date": later})
+    assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])
+    assert "maid_status" in _tags(ec2.describe_images(ImageIds=[ami1["ImageId"]])["Images"][0])
+    assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami3["ImageId"]])["Images"][0])  # in use
+
     # The history CLI reads what the pipeline wrote; release-hold lifts the hold (tags + ledger).
     from amirelease import cli
 
