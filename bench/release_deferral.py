@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "plugins")]
 
-from sandbox.demo import Airflow, airflow_env  # noqa: E402
-from sandbox.runtime import SandboxRuntime  # noqa: E402
+from sandbox.demo import sandbox_with_airflow  # noqa: E402
 
 
 def _ts(s: str | None) -> float | None:
@@ -30,14 +29,8 @@ def _ts(s: str | None) -> float | None:
 
 
 def one_run(deferrable: bool, batch_seconds: float, port: int, version: str) -> dict:
-    rt = SandboxRuntime(refresh_batch_seconds=batch_seconds)
-    rt.start()
-    env = airflow_env(rt, port)
-    env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = str(deferrable)
-    env["AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS"] = "10"
-    af = Airflow(env, port)
-    try:
-        af.start()
+    overrides = {"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": str(deferrable), "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "10"}
+    with sandbox_with_airflow(port, batch_seconds, env_overrides=overrides, quiet=True) as (rt, af):
         af.wait_for_dag("ami_release")
         af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
         run_id = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": {"app": "demo-web", "version": version}})["dag_run_id"]
@@ -65,9 +58,6 @@ def one_run(deferrable: bool, batch_seconds: float, port: int, version: str) -> 
         return {"mode": "deferred" if deferrable else "blocking", "state": run["state"], "wall": wall, "slot": busy,
                 "refresh": refresh, "overhead": wall - refresh, "deferred_seen": ("wait_for_refresh", "deferred") in states_seen,
                 "per_task": {k: round(v, 1) for k, v in sorted(per_task.items(), key=lambda kv: -kv[1])}}
-    finally:
-        af.stop()
-        rt.stop()
 
 
 def main() -> int:

@@ -8,11 +8,8 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from amirelease.callbacks import remember_failure
-from amirelease.catalog import VERSION_PATTERN, app_names
-from amirelease.pipeline import PIPELINE_DOC, release_pipeline
-
-APPS = app_names()
+from amirelease.catalog import VERSION_PATTERN
+from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
 with DAG(
     dag_id="ami_release",
@@ -22,10 +19,9 @@ with DAG(
     catchup=False,
     max_active_runs=16,  # per-app serialisation is the release_lock task's job, not the DAG's
     tags=["ami", "release"],
-    default_args={"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure},
+    default_args=DEFAULT_ARGS,
     params={
-        "app": Param(APPS[0] if APPS else "", type="string", enum=APPS or [""], title="Application",
-                     description="An application from the catalog (include/apps/<app>.yaml)"),
+        "app": app_param(),
         "version": Param("", type="string", pattern=VERSION_PATTERN, minLength=5, maxLength=64, title="Version",
                          description="Semantic version of the release, e.g. 1.4.2 or 2.0.0-rc.1"),
         "git_ref": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9._/-]{1,128}$", title="Git ref (optional)",

@@ -10,12 +10,9 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from amirelease.callbacks import remember_failure
-from amirelease.catalog import app_names
 from amirelease.operators.rollback import ForensicHoldOperator, ResolveRollbackTargetOperator
-from amirelease.pipeline import PIPELINE_DOC, release_pipeline
+from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
-APPS = app_names()
 RESOLVED = "ti.xcom_pull(task_ids='resolve_target')"
 
 with DAG(
@@ -26,9 +23,9 @@ with DAG(
     catchup=False,
     max_active_runs=16,
     tags=["ami", "rollback"],
-    default_args={"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure},
+    default_args=DEFAULT_ARGS,
     params={
-        "app": Param(APPS[0] if APPS else "", type="string", enum=APPS or [""], title="Application"),
+        "app": app_param(),
         "reason": Param("", type="string", minLength=10, maxLength=500, title="Reason (required)",
                         description="What is wrong with the current release. Kept in the release ledger."),
         "target": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9.-]{1,128}$", title="Target release (optional)",

@@ -10,7 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sandbox.runtime import REPO, SandboxRuntime
 
@@ -110,16 +112,29 @@ class Airflow:
         raise RuntimeError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; see {self.log_path}")
 
 
-def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float, keep_running: bool = False) -> int:
+@contextmanager
+def sandbox_with_airflow(api_port: int, refresh_batch_seconds: float, env_overrides: dict[str, str] | None = None,
+                         quiet: bool = False) -> Iterator[tuple[SandboxRuntime, Airflow]]:
+    """The sandbox, then `airflow standalone` wired to it; both stopped on the way out."""
+    say = (lambda *_: None) if quiet else print
     rt = SandboxRuntime(refresh_batch_seconds=refresh_batch_seconds)
-    t0 = time.monotonic()
-    print("== starting the sandbox (local AWS account + Vault)")
+    say("== starting the sandbox (local AWS account + Vault)")
     rt.start()
-    print(rt.describe())
-    af = Airflow(airflow_env(rt, api_port), api_port)
+    say(rt.describe())
+    af = Airflow({**airflow_env(rt, api_port), **(env_overrides or {})}, api_port)
     try:
-        print(f"== starting Airflow (standalone, log: {af.log_path.relative_to(REPO)})")
+        say(f"== starting Airflow (standalone, log: {af.log_path.relative_to(REPO)})")
         af.start()
+        yield rt, af
+    finally:
+        af.stop()
+        rt.stop()
+        say("== stopped Airflow and the sandbox")
+
+
+def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float, keep_running: bool = False) -> int:
+    t0 = time.monotonic()
+    with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
         af.wait_for_dag("ami_release")
         af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
         conf = {"app": app, "version": version, "notes": "make demo"}
@@ -139,10 +154,6 @@ def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float
             except KeyboardInterrupt:
                 pass
         return 0 if ok else 1
-    finally:
-        af.stop()
-        rt.stop()
-        print("== stopped Airflow and the sandbox")
 
 
 def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
@@ -204,22 +215,13 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
 
 
 def run_airflow(api_port: int, refresh_batch_seconds: float) -> int:
-    rt = SandboxRuntime(refresh_batch_seconds=refresh_batch_seconds)
-    rt.start()
-    print(rt.describe())
-    af = Airflow(airflow_env(rt, api_port), api_port)
     try:
-        print(f"== starting Airflow (log: {af.log_path.relative_to(REPO)})")
-        af.start()
-        print(f"\nAirflow UI: {af.base}   login: admin / {af.password()}")
-        print(f"AWS CLI against the sandbox: source {rt.env_file.relative_to(REPO)}")
-        print("Ctrl-C stops Airflow and the sandbox.")
-        while af.proc and af.proc.poll() is None:
-            time.sleep(1)
-        return 0
+        with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
+            print(f"\nAirflow UI: {af.base}   login: admin / {af.password()}")
+            print(f"AWS CLI against the sandbox: source {rt.env_file.relative_to(REPO)}")
+            print("Ctrl-C stops Airflow and the sandbox.")
+            while af.proc and af.proc.poll() is None:
+                time.sleep(1)
     except KeyboardInterrupt:
-        return 0
-    finally:
-        af.stop()
-        rt.stop()
-        print("stopped")
+        pass
+    return 0

@@ -84,6 +84,11 @@ class App:
         return self.targets[0].region
 
 
+def packer_template(platform: str) -> Path:
+    """The Packer template a platform's AMIs are built with."""
+    return INCLUDE_DIR / "packer" / f"{platform}.pkr.hcl"
+
+
 def stacked_run_list(platform: str, cookbooks: tuple[str, ...] | list[str]) -> list[str]:
     """The Chef run list: the platform base cookbook first, then the app's cookbooks in order.
 

@@ -85,6 +85,17 @@ def pick_rollback_target(history: list[dict], current_release_id: str | None, wa
     return target
 
 
+def _read_json(s3, bucket: str, key: str) -> dict | None:
+    """An S3 JSON object, or None when the key does not exist."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
 class Ledger:
     def __init__(self, s3_client, bucket: str) -> None:
         self.s3 = s3_client
@@ -107,13 +118,7 @@ class Ledger:
         return key
 
     def get(self, app: str, release_id: str) -> dict | None:
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=record_key(app, release_id))["Body"].read()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return json.loads(body)
+        return _read_json(self.s3, self.bucket, record_key(app, release_id))
 
     def update(self, app: str, release_id: str, **changes: Any) -> dict | None:
         record = self.get(app, release_id)
@@ -142,14 +147,8 @@ class ReleaseLock:
         self.bucket = bucket
         self.key = f"locks/{app}.json"
 
-    def holder(self) -> tuple[dict | None, str | None]:
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None, None
-            raise
-        return json.loads(obj["Body"].read()), obj["ETag"]
+    def holder(self) -> dict | None:
+        return _read_json(self.s3, self.bucket, self.key)
 
     def try_acquire(self, holder: dict) -> tuple[bool, dict | None]:
         try:
@@ -158,18 +157,17 @@ class ReleaseLock:
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise
-        current, _ = self.holder()
+        current = self.holder()
         if current and current.get("run_id") == holder["run_id"] and current.get("dag_id") == holder["dag_id"]:
             return True, current  # ours, from an earlier try of this run
         return False, current
 
     def break_stale(self, expected: dict) -> None:
-        current, etag = self.holder()
-        if current == expected:
+        if self.holder() == expected:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key)
 
     def release(self, dag_id: str, run_id: str) -> bool:
-        current, _ = self.holder()
+        current = self.holder()
         if current and current.get("run_id") == run_id and current.get("dag_id") == dag_id:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key)
             return True

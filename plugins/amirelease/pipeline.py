@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import TaskGroup, TriggerRule, task
+from airflow.sdk import Param, TaskGroup, TriggerRule, task
 
-from amirelease.catalog import toolchains
+from amirelease.callbacks import remember_failure
+from amirelease.catalog import app_names, toolchains
 from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.lock import ReleaseLockSensor
 from amirelease.operators.preflight import ReleasePreflightOperator
@@ -26,6 +27,17 @@ instance, SSM checks, always terminated) → `roll_out` (launch-template version
 refresh per group) → `wait_for_refresh` (deferred to the triggerer) → `verify` → `record`
 (AMI tags + ledger + lock release, whatever happened).
 """
+
+
+# Shared by the DAGs that run the release pipeline.
+DEFAULT_ARGS = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure}
+
+
+def app_param() -> Param:
+    """The trigger form's application dropdown: the catalog's file names (no parsing, no I/O beyond a listing)."""
+    apps = app_names()
+    return Param(apps[0] if apps else "", type="string", enum=apps or [""], title="Application",
+                 description="An application from the catalog (include/apps/<app>.yaml)")
 
 
 def release_pipeline(*, app: str, version: str, git_ref: str = "", notes: str = "", re_release_of: str = "",

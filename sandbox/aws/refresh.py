@@ -367,20 +367,23 @@ def start_instance_refresh(backend: Any, name: str, strategy: str | None, desire
     return refresh
 
 
-def cancel_instance_refresh(backend: Any, name: str) -> InstanceRefresh:
+def _in_progress(backend: Any, name: str) -> InstanceRefresh:
+    """The group's pending/in-progress refresh, or AWS's ActiveInstanceRefreshNotFound."""
     _group(backend, name)
     refresh = _active(backend, name)
     if refresh is None or refresh.status not in ("Pending", "InProgress", "Baking"):
         raise ActiveInstanceRefreshNotFound("No in progress or pending Instance Refresh found for Auto Scaling group " + name)
+    return refresh
+
+
+def cancel_instance_refresh(backend: Any, name: str) -> InstanceRefresh:
+    refresh = _in_progress(backend, name)
     refresh.status = "Cancelling"
     return refresh
 
 
 def rollback_instance_refresh(backend: Any, name: str) -> InstanceRefresh:
-    _group(backend, name)
-    refresh = _active(backend, name)
-    if refresh is None or refresh.status not in ("Pending", "InProgress", "Baking"):
-        raise ActiveInstanceRefreshNotFound("No in progress or pending Instance Refresh found for Auto Scaling group " + name)
+    refresh = _in_progress(backend, name)
     if not refresh.desired_configuration:
         raise IrreversibleInstanceRefresh(
             "The instance refresh was started without a desired configuration and cannot be rolled back."

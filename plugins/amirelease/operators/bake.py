@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
@@ -14,22 +13,17 @@ from amirelease import catalog
 from amirelease.errors import BakeError
 from amirelease.hooks.packer import PackerHook
 from amirelease.hooks.vault import PipelineSecrets
-from amirelease.operators.base import RegionalHooksMixin, tag_list, tags_dict
+from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, tag_list, tags_dict
 from amirelease.release import (
     TAG_PURPOSE,
     TAG_RELEASE_ID,
     build_ami_tags,
-    file_digest,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 BUILDER_PURPOSE = "ami-bake-builder"
-
-
-def packer_template(platform: str) -> Path:
-    return catalog.INCLUDE_DIR / "packer" / f"{platform}.pkr.hcl"
 
 
 def packer_source() -> str:
@@ -41,7 +35,7 @@ def packer_source() -> str:
     return value
 
 
-class BakeAmiOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
+class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
     """Run Packer for a release plan and return the AMI id per region.
 
     Idempotent: a retry of the same DAG run first looks for the AMI an earlier try
@@ -60,9 +54,6 @@ class BakeAmiOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
         self.packer_timeout = packer_timeout
         self._packer: PackerHook | None = None
 
-    @property
-    def _hook_parameters(self) -> dict[str, Any]:
-        return {**super()._hook_parameters, "api_type": "client_type"}
 
     def execute(self, context: Context) -> dict:
         plan = self.plan
@@ -77,12 +68,11 @@ class BakeAmiOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
             return self._result(plan, existing, reused=True)
 
         self._terminate_leftover_builders(ec2, rid)
-        template = packer_template(app.platform)
+        template = catalog.packer_template(app.platform)
         source = packer_source()
-        digest = file_digest(template)
         tags = build_ami_tags(
             app=app.name, version=plan["version"], rid=rid, source_ami=plan["source_ami"], platform=app.platform,
-            run_list=plan["run_list"], pipeline_run=plan["pipeline_run"], template_digest=digest,
+            run_list=plan["run_list"], pipeline_run=plan["pipeline_run"], template_digest=plan["packer_template_digest"],
             git_ref=plan.get("git_ref"), re_release_of=plan.get("re_release_of"),
         )
         run_tags = {TAG_RELEASE_ID: rid, TAG_PURPOSE: BUILDER_PURPOSE, "App": app.name, "PipelineRun": tags["PipelineRun"], "Name": f"packer-builder {rid}"}

@@ -34,6 +34,15 @@ class RegionalHooksMixin:
         return AutoScalingHook(**self._common(region))
 
 
+class Ec2ClientHookMixin:
+    """For operators whose ``aws_hook_class`` is EC2Hook: build it as a client (the
+    provider's EC2Hook defaults to a boto3 resource). List before AwsBaseOperator."""
+
+    @property
+    def _hook_parameters(self) -> dict[str, Any]:
+        return {**super()._hook_parameters, "api_type": "client_type"}  # type: ignore[misc]
+
+
 def tags_dict(tags: list[dict] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
 

@@ -104,6 +104,7 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
 
         run_id = context["run_id"]
         rid = release_id(app.name, version, run_id)
+        template = catalog.packer_template(app.platform)
         plan = {
             "app": app.name,
             "version": version,
@@ -113,8 +114,8 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
             "toolchain": app.toolchain,
             "run_list": run_list,
             "cookbook_versions": catalog.cookbook_versions(run_list),
-            "packer_template": f"include/packer/{app.platform}.pkr.hcl",
-            "packer_template_digest": file_digest(catalog.INCLUDE_DIR / "packer" / f"{app.platform}.pkr.hcl"),
+            "packer_template": str(template.relative_to(catalog.INCLUDE_DIR.parent)),
+            "packer_template_digest": file_digest(template),
             "source_ami": base["ImageId"],
             "source_ami_name": base.get("Name", ""),
             "home_region": app.home_region,

@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease.errors import ConfigError, ReleaseError
 from amirelease.ledger import Ledger, ReleaseLock, ledger_bucket, utcnow
-from amirelease.operators.base import RegionalHooksMixin, tag_list
+from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, tag_list
 from amirelease.release import TAG_STATUS, tag_value
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def build_record(*, dag_id: str, run_id: str, params: dict, plan: dict | None, b
     return {
         "app": plan.get("app") or params.get("app"),
         "version": plan.get("version") or params.get("version"),
-        "release_id": plan.get("release_id") or f"{params.get('app')}-{params.get('version')}-unplanned-{abs(hash(run_id)) % 10**8}",
+        "release_id": plan.get("release_id"),
         "kind": "re-release" if plan.get("re_release_of") else "release",
         "re_release_of": plan.get("re_release_of"),
         "outcome": outcome,
@@ -89,7 +89,7 @@ def build_record(*, dag_id: str, run_id: str, params: dict, plan: dict | None, b
     }
 
 
-class RecordReleaseOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
+class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
     """Tag the AMI with the outcome, write the ledger record, release the app's lock and,
     on success, make the new launch-template version the default. Fails itself when the
     release failed, so the DAG run's state is the release's."""
@@ -109,9 +109,6 @@ class RecordReleaseOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
         self.verify_task_id = verify_task_id
         self.smoke_task_id = smoke_task_id
 
-    @property
-    def _hook_parameters(self) -> dict[str, Any]:
-        return {**super()._hook_parameters, "api_type": "client_type"}
 
     def execute(self, context: Context) -> dict:
         ti = context["ti"]

@@ -12,6 +12,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease.errors import ConfigError, RetentionError
+from amirelease.operators.base import Ec2ClientHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,7 +49,7 @@ def coerce_dry_run(value: Any) -> bool | None:
     raise ConfigError(f"dry_run must be true, false or empty, got {value!r}", resource="param dry_run")
 
 
-class AmiRetentionOperator(AwsBaseOperator[EC2Hook]):
+class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
     """
     Apply the AMI retention policy to one region.
 
@@ -71,9 +72,6 @@ class AmiRetentionOperator(AwsBaseOperator[EC2Hook]):
         self.policy_path = policy_path
         self.dry_run = dry_run
 
-    @property
-    def _hook_parameters(self) -> dict[str, Any]:
-        return {**super()._hook_parameters, "api_type": "client_type"}
 
     @cached_property
     def autoscaling_hook(self) -> AwsGenericHook:

@@ -78,7 +78,7 @@ class ResolveRollbackTargetOperator(RegionalHooksMixin, AwsBaseOperator[AutoScal
                 rid = tags_dict(image.get("Tags")).get(TAG_RELEASE_ID)
                 if rid:
                     rids.add(rid)
-        return {"amis": amis, "release_id": sorted(rids)[-1] if len(rids) == 1 else (sorted(rids)[-1] if rids else None)}
+        return {"amis": amis, "release_id": max(rids, default=None)}
 
 
 class ForensicHoldOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):

@@ -10,6 +10,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
 from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException
 
 from amirelease import catalog
 from amirelease.errors import RolloutError
@@ -202,11 +203,7 @@ class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoSca
                 status_message=f"Instance refresh {r['refresh_id']} of {r['auto_scaling_group']} [status, % complete, instances to update, reason]",
                 status_args=STATUS_QUERIES,
             )
-        except Exception as exc:  # AirflowException from the waiter helper; the real reason is on the refresh
-            from airflow.exceptions import AirflowException
-
-            if not isinstance(exc, AirflowException):
-                raise
+        except AirflowException:  # the waiter helper's terminal failure; the real reason is on the refresh
             self._fail(hook, r)
         return self._summary(hook, r)
 

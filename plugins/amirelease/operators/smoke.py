@@ -14,7 +14,7 @@ from airflow.sdk.configuration import conf
 
 from amirelease import catalog
 from amirelease.errors import SmokeTestError
-from amirelease.operators.base import RegionalHooksMixin, group_launch_template
+from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, group_launch_template
 from amirelease.release import TAG_PURPOSE, TAG_RELEASE_ID
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def check_invocation(cmd: catalog.SmokeCommand, status: str, exit_code: int | No
     return None
 
 
-class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
+class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
     """Launch one instance of the baked AMI from the app's own launch template (same
     profile, security groups, user data as production), run the smoke commands through
     SSM, and terminate it on success, failure, timeout and kill."""
@@ -51,9 +51,6 @@ class SmokeTestOperator(RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
         self.poll_interval = poll_interval
         self._instance: tuple[str, str] | None = None  # (region, instance id) while one is up
 
-    @property
-    def _hook_parameters(self) -> dict[str, Any]:
-        return {**super()._hook_parameters, "api_type": "client_type"}
 
     def execute(self, context: Context) -> dict:
         plan, bake = self.plan, self.bake

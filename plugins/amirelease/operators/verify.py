@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def _tg_name(arn: str) -> str:
+    """'arn:...:targetgroup/demo-web-tg/0830...' -> 'demo-web-tg'."""
+    return arn.rsplit("/", 2)[-2] if "/" in arn else arn
+
+
 def evaluate_group(
     *, group: str, ami: str, instances: list[dict], images: dict[str, str], target_health: dict[str, list[str]],
     alarms: dict[str, str], min_healthy_percent: int,
@@ -39,7 +44,7 @@ def evaluate_group(
     for arn, states in target_health.items():
         ok = states.count("healthy")
         if not states or 100 * ok < min_healthy_percent * len(states):
-            problems.append(f"{group}: target group {arn.rsplit('/', 2)[-2] if '/' in arn else arn}: {ok}/{len(states)} targets healthy")
+            problems.append(f"{group}: target group {_tg_name(arn)}: {ok}/{len(states)} targets healthy")
     for name, state in alarms.items():
         if state != "OK":
             problems.append(f"alarm {name} is {state}")
@@ -89,7 +94,7 @@ class VerifyReleaseOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]
             in_service = [i for i in instances if i.get("LifecycleState") == "InService"]
             on_new = sum(1 for i in in_service if images.get(i["InstanceId"]) == ami)
             self.log.info("%s/%s: %d/%d in-service instances on %s; target groups %s; alarms %s", region, group_name, on_new, len(in_service), ami,
-                          {a.rsplit('/', 2)[-2] if '/' in a else a: f"{s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items()} or "-", alarms or "-")
+                          {_tg_name(a): f"{s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items()} or "-", alarms or "-")
             summary["groups"].append({"region": region, "auto_scaling_group": group_name, "ami_id": ami, "in_service": len(in_service), "on_new_ami": on_new,
                                       "target_groups_healthy": all(s.count("healthy") == len(s) for s in tg_health.values()), "alarms": alarms})
             summary["problems"].extend(problems)
