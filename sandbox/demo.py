@@ -78,14 +78,28 @@ class Airflow:
         except (OSError, ValueError):
             return None
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+    def stop(self, timeout: float = 45) -> None:
+        """SIGTERM the whole process group and wait until every member (scheduler,
+        triggerer, dag processor, API server, their workers) has exited, not just standalone."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc.poll()  # reap standalone itself
             try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(pgid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+            time.sleep(0.2)
+        self.proc.wait()
         self.proc = None
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
