@@ -15,6 +15,7 @@ When the sandbox pages DescribeImages itself (sandbox/aws/fast.py does), the mea
 ec2:DescribeImages column matches it. DeregisterImage/DeleteSnapshot are one call per
 image/snapshot (no batch API exists) and bounded by the policy's cap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def populate(sb, n: int) -> None:
     """N own AMIs and 2N instances, written straight into the sandbox backend (fast)."""
     from moto.ec2.models import ec2_backends
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     due = f"Resource does not meet policy: deregister@{now - timedelta(days=1):%Y/%m/%d}"
     in_use = []
     for i in range(n):
@@ -62,10 +63,21 @@ def populate(sb, n: int) -> None:
     per_image = max(1, (2 * n) // max(1, len(in_use)))
     ec2 = sb.client("ec2", internal=True)  # internal: not counted
     vpc = ec2.create_vpc(CidrBlock="10.128.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.128.0.0/16", AvailabilityZone=f"{sb.region}a")["Subnet"]["SubnetId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.128.0.0/16", AvailabilityZone=f"{sb.region}a")["Subnet"][
+        "SubnetId"
+    ]
     for image_id in in_use:
-        backend.run_instances(image_id, per_image, None, [], instance_type="t3.micro",
-                              is_instance_type_default=False, subnet_id=subnet, placement=None, tags={})
+        backend.run_instances(
+            image_id,
+            per_image,
+            None,
+            [],
+            instance_type="t3.micro",
+            is_instance_type_default=False,
+            subnet_id=subnet,
+            placement=None,
+            tags={},
+        )
 
 
 def bench_policy() -> str:
@@ -100,12 +112,21 @@ def main() -> None:
     from sandbox.aws import AwsSandbox
 
     sb = AwsSandbox().start()
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": sb.region,
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
-                                                "extra": {"region_name": sb.region,
-                                                          "endpoint_url": sb.endpoint_url}}),
-    })
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": sb.region,
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "testing",
+                    "password": "testing",
+                    "extra": {"region_name": sb.region, "endpoint_url": sb.endpoint_url},
+                }
+            ),
+        }
+    )
     rows = []
     policy_path = bench_policy()
     try:
@@ -114,7 +135,7 @@ def main() -> None:
             t0 = time.perf_counter()
             populate(sb, n)
             setup = time.perf_counter() - t0
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for label, when in (("first", now), ("steady", now + timedelta(minutes=5))):
                 seconds, counts, summary = run_once(sb, when, policy_path)
                 rows.append((n, label, seconds, counts, summary["counts"], setup))
@@ -126,8 +147,10 @@ def main() -> None:
     table = [header]
     for n, label, seconds, counts, decided, _ in rows:
         recheck = 1 if decided.get("deregister") else 0
-        table.append([str(n), str(2 * n), label, f"{seconds:.2f}", str(sum(counts.values())),
-                      str(math.ceil(n / 1000) + recheck)] + [str(counts.get(a, 0)) for a in actions])
+        table.append(
+            [str(n), str(2 * n), label, f"{seconds:.2f}", str(sum(counts.values())), str(math.ceil(n / 1000) + recheck)]
+            + [str(counts.get(a, 0)) for a in actions]
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
     for i, r in enumerate(table):

@@ -9,6 +9,7 @@ and "parse" (botocore turning the XML into dicts, in this process).  The parse p
 client's cost and the same either way.  --unpatched also times moto's original tag scan
 (O(N^2): very slow at full size).  Takes a few minutes at full size (the "before" rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from botocore.config import Config  # noqa: E402
+from botocore.config import Config
 
-from sandbox.aws import AwsSandbox, fast, patches  # noqa: E402
-from sandbox.aws.state import LOCK  # noqa: E402
+from sandbox.aws import AwsSandbox, fast, patches
+from sandbox.aws.state import LOCK
 
 
 def populate(sb: AwsSandbox, images: int, instances: int) -> None:
@@ -36,8 +37,16 @@ def populate(sb: AwsSandbox, images: int, instances: int) -> None:
         left = instances
         while left > 0:
             batch = min(1000, left)
-            ec2.run_instances(ami, batch, None, [], instance_type="t3.micro", is_instance_type_default=False,
-                              tags={"instance": {"App": "scale"}}, placement="us-east-1a")
+            ec2.run_instances(
+                ami,
+                batch,
+                None,
+                [],
+                instance_type="t3.micro",
+                is_instance_type_default=False,
+                tags={"instance": {"App": "scale"}},
+                placement="us-east-1a",
+            )
             left -= batch
     print(f"populate: {images} images + {instances} instances in {time.perf_counter() - t:.1f} s")
 
@@ -73,8 +82,14 @@ def timings(sb: AwsSandbox, label: str) -> list[tuple]:
     import boto3
 
     cfg = Config(read_timeout=3600, retries={"total_max_attempts": 1})
-    ec2 = boto3.client("ec2", endpoint_url=sb.endpoint_url, region_name=sb.region,
-                       aws_access_key_id="testing", aws_secret_access_key="testing", config=cfg)
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=sb.endpoint_url,
+        region_name=sb.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=cfg,
+    )
     clock = _Clock(ec2)
     rows = []
 
@@ -84,28 +99,45 @@ def timings(sb: AwsSandbox, label: str) -> list[tuple]:
         count = fn()
         total = time.perf_counter() - t
         rows.append((label, name, count, clock.calls, clock.server, clock.parse, total))
-        print(f"  {label:7} {name:44} {count:6} items {clock.calls:3} calls  server {clock.server:7.2f} s"
-              f"  parse {clock.parse:7.2f} s  total {total:7.2f} s", flush=True)
+        print(
+            f"  {label:7} {name:44} {count:6} items {clock.calls:3} calls  server {clock.server:7.2f} s"
+            f"  parse {clock.parse:7.2f} s  total {total:7.2f} s",
+            flush=True,
+        )
 
     def images_one_call():
         return len(ec2.describe_images(Owners=["self"])["Images"])
 
     def images_paginated():
-        return sum(len(p["Images"]) for p in ec2.get_paginator("describe_images").paginate(
-            Owners=["self"], PaginationConfig={"PageSize": 1000}))
+        return sum(
+            len(p["Images"])
+            for p in ec2.get_paginator("describe_images").paginate(Owners=["self"], PaginationConfig={"PageSize": 1000})
+        )
 
     def images_by_tag():
-        return len(ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:Version", "Values": ["7", "77"]}])["Images"])
+        return len(
+            ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:Version", "Values": ["7", "77"]}])["Images"]
+        )
 
     def instances_paginated():
-        return sum(len(r["Instances"]) for p in ec2.get_paginator("describe_instances").paginate(
-            PaginationConfig={"PageSize": 1000}) for r in p["Reservations"])
+        return sum(
+            len(r["Instances"])
+            for p in ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 1000})
+            for r in p["Reservations"]
+        )
 
     def instances_running_by_image():
-        return sum(len(r["Instances"]) for p in ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": "instance-state-name", "Values": ["running", "pending"]},
-                     {"Name": "image-id", "Values": [sb.account["vendor_images"]["amazon-linux"]]}],
-            PaginationConfig={"PageSize": 1000}) for r in p["Reservations"])
+        return sum(
+            len(r["Instances"])
+            for p in ec2.get_paginator("describe_instances").paginate(
+                Filters=[
+                    {"Name": "instance-state-name", "Values": ["running", "pending"]},
+                    {"Name": "image-id", "Values": [sb.account["vendor_images"]["amazon-linux"]]},
+                ],
+                PaginationConfig={"PageSize": 1000},
+            )
+            for r in p["Reservations"]
+        )
 
     run("describe_images(Owners=['self'])", images_one_call)
     run("describe_images paginated (PageSize 1000)", images_paginated)

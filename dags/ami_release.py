@@ -2,6 +2,7 @@
 
 Wiring only; the behaviour lives in plugins/amirelease. Nothing here touches AWS or Vault.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -22,21 +23,35 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params={
         "app": app_param(),
-        "version": Param("", type="string", pattern=VERSION_PATTERN, minLength=5, maxLength=64, title="Version",
-                         description="Semantic version of the release, e.g. 1.4.2 or 2.0.0-rc.1"),
-        "git_ref": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9._/-]{1,128}$", title="Git ref (optional)",
-                         description="Commit, tag or branch of the app's cookbooks this release was cut from"),
+        "version": Param(
+            "",
+            type="string",
+            pattern=VERSION_PATTERN,
+            minLength=5,
+            maxLength=64,
+            title="Version",
+            description="Semantic version of the release, e.g. 1.4.2 or 2.0.0-rc.1",
+        ),
+        "git_ref": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9._/-]{1,128}$",
+            title="Git ref (optional)",
+            description="Commit, tag or branch of the app's cookbooks this release was cut from",
+        ),
         "notes": Param(None, type=["null", "string"], maxLength=500, title="Release notes (optional)"),
     },
     render_template_as_native_obj=True,
-    doc_md=__doc__ + """
+    doc_md=__doc__
+    + """
 ### Trigger
 Choose the **app** and type the **version**. Preflight checks the catalog, the groups, the
 vendor base image, the ledger bucket and the Vault secrets before anything is created.
 A second release of the same app waits at `release_lock` until the first one ends.
 
 ### Tasks
-""" + PIPELINE_DOC,
+"""
+    + PIPELINE_DOC,
 ) as dag:
     release_pipeline(
         app="{{ params.app }}",

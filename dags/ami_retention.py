@@ -28,9 +28,10 @@ task's log; the XCom carries counts and a bounded list.
 **Trigger with params**: `dry_run` = true to only report, false to force applying,
 empty to follow the policy. See `docs/retention.md`.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
@@ -42,7 +43,7 @@ with DAG(
     dag_id="ami_retention",
     description="Mark, unmark and deregister old unused AMIs (Custodian-compatible marks)",
     schedule="*/5 * * * *",
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=30),

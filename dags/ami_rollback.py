@@ -4,6 +4,7 @@ The recorded inputs of an earlier good release (version, run list, cookbook vers
 git ref) are baked again into a **new** AMI from today's vendor base image and rolled out
 through exactly the release tasks. The AMI being replaced is kept, under a forensic hold.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -26,27 +27,52 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params={
         "app": app_param(),
-        "reason": Param("", type="string", minLength=10, maxLength=500, title="Reason (required)",
-                        description="What is wrong with the current release. Kept in the release ledger."),
-        "target": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9.-]{1,128}$", title="Target release (optional)",
-                        description="Empty: the last good release before the current one. Or a version (1.4.2) or a release id."),
-        "forensic_hold": Param(True, type="boolean", title="Place a forensic hold on the AMI being replaced",
-                               description="The retention DAG will not deregister a held AMI until the hold is released."),
+        "reason": Param(
+            "",
+            type="string",
+            minLength=10,
+            maxLength=500,
+            title="Reason (required)",
+            description="What is wrong with the current release. Kept in the release ledger.",
+        ),
+        "target": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9.-]{1,128}$",
+            title="Target release (optional)",
+            description="Empty: the last good release before the current one. Or a version (1.4.2) or a release id.",
+        ),
+        "forensic_hold": Param(
+            True,
+            type="boolean",
+            title="Place a forensic hold on the AMI being replaced",
+            description="The retention DAG will not deregister a held AMI until the hold is released.",
+        ),
     },
     render_template_as_native_obj=True,
-    doc_md=__doc__ + """
+    doc_md=__doc__
+    + """
 ### Trigger (for the person on call)
 Pick the **app**, write the **reason**, leave **target** empty for the last good release.
 `resolve_target` refuses clearly when there is nothing to roll back to.
 
 ### Tasks
 `resolve_target` → `forensic_hold` → the release tasks:
-""" + PIPELINE_DOC,
+"""
+    + PIPELINE_DOC,
 ) as dag:
-    resolve = ResolveRollbackTargetOperator(task_id="resolve_target", app="{{ params.app }}", target="{{ params.target or '' }}",
-                                            reason="{{ params.reason }}")
-    hold = ForensicHoldOperator(task_id="forensic_hold", resolved=resolve.output, hold="{{ params.forensic_hold }}",
-                                reason="{{ params.reason }}")
+    resolve = ResolveRollbackTargetOperator(
+        task_id="resolve_target",
+        app="{{ params.app }}",
+        target="{{ params.target or '' }}",
+        reason="{{ params.reason }}",
+    )
+    hold = ForensicHoldOperator(
+        task_id="forensic_hold",
+        resolved=resolve.output,
+        hold="{{ params.forensic_hold }}",
+        reason="{{ params.reason }}",
+    )
     first, _last = release_pipeline(
         app="{{ %s['app'] }}" % RESOLVED,
         version="{{ %s['version'] }}" % RESOLVED,

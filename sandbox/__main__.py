@@ -9,17 +9,15 @@
 Everything runs on 127.0.0.1. State (env file, logs, pid) lives in .sandbox/ and Airflow's
 home in .airflow/ at the repository root.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-from sandbox.runtime import REPO, SandboxRuntime
+from sandbox.runtime import SandboxRuntime
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -51,6 +49,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _sigterm_as_interrupt() -> None:
     """`kill <pid>` stops Airflow and the sandbox as cleanly as Ctrl-C does."""
+
     def _raise(*_):
         raise KeyboardInterrupt
 
@@ -61,8 +60,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
     _sigterm_as_interrupt()
-    return run_demo(version=args.version, app=args.app, api_port=args.api_port,
-                    refresh_batch_seconds=args.refresh_batch_seconds, keep_running=args.keep)
+    return run_demo(
+        version=args.version,
+        app=args.app,
+        api_port=args.api_port,
+        refresh_batch_seconds=args.refresh_batch_seconds,
+        keep_running=args.keep,
+    )
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
@@ -73,7 +77,9 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the sandbox and block")
     up.add_argument("--refresh-batch-seconds", type=float, default=3.0)

@@ -1,5 +1,6 @@
 """`make demo` and `make up`: Airflow (standalone: scheduler, triggerer, dag processor, API
 server, LocalExecutor, SQLite) wired to the sandbox, and one real release through it."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sandbox.runtime import REPO, SandboxRuntime
 
@@ -55,7 +56,10 @@ class Airflow:
         AIRFLOW_HOME.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("airflow")), "standalone"],
-            env=self.env, cwd=str(REPO), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=str(REPO),
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -104,8 +108,12 @@ class Airflow:
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
         if self.token is None and not path.startswith("/auth"):
-            self.token = self.api("POST", "/auth/token", {"username": "admin", "password": self.password()})["access_token"]
-        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+            self.token = self.api("POST", "/auth/token", {"username": "admin", "password": self.password()})[
+                "access_token"
+            ]
+        req = urllib.request.Request(
+            self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None
+        )
         req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
@@ -127,8 +135,9 @@ class Airflow:
 
 
 @contextmanager
-def sandbox_with_airflow(api_port: int, refresh_batch_seconds: float, env_overrides: dict[str, str] | None = None,
-                         quiet: bool = False) -> Iterator[tuple[SandboxRuntime, Airflow]]:
+def sandbox_with_airflow(
+    api_port: int, refresh_batch_seconds: float, env_overrides: dict[str, str] | None = None, quiet: bool = False
+) -> Iterator[tuple[SandboxRuntime, Airflow]]:
     """The sandbox, then `airflow standalone` wired to it; both stopped on the way out."""
     say = (lambda *_: None) if quiet else print
     rt = SandboxRuntime(refresh_batch_seconds=refresh_batch_seconds)
@@ -159,7 +168,9 @@ def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float
         state = _follow(af, run_id)
         ok = state == "success"
         _summary(rt, af, run_id, ok)
-        print(f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, including startup)")
+        print(
+            f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, including startup)"
+        )
         if keep_running:
             print("== --keep: Airflow and the sandbox keep running; Ctrl-C stops them")
             try:
@@ -189,7 +200,10 @@ def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
 
 def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1):
     try:
-        return af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value?map_index={map_index}&deserialize=true")["value"]
+        return af.api(
+            "GET",
+            f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value?map_index={map_index}&deserialize=true",
+        )["value"]
     except urllib.error.HTTPError:
         return None
 
@@ -202,26 +216,43 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     bake = _xcom(af, run_id, "baked") or {}
     print("\n== summary")
     print(f"   release id     {plan.get('release_id')}")
-    print(f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})")
+    print(
+        f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})"
+    )
     print(f"   run list       {plan.get('run_list')}")
-    print(f"   ledger         {record.get('outcome')}: s3://{os.environ.get('AIRFLOW__AMI_RELEASE__LEDGER_BUCKET', rt.env()['AIRFLOW__AMI_RELEASE__LEDGER_BUCKET'])}/releases/{plan.get('app')}/{plan.get('release_id')}.json")
+    print(
+        f"   ledger         {record.get('outcome')}: s3://{os.environ.get('AIRFLOW__AMI_RELEASE__LEDGER_BUCKET', rt.env()['AIRFLOW__AMI_RELEASE__LEDGER_BUCKET'])}/releases/{plan.get('app')}/{plan.get('release_id')}.json"
+    )
     kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
     for t in plan.get("targets", []):
         asg = boto3.client("autoscaling", region_name=t["region"], **kw)
         ec2 = boto3.client("ec2", region_name=t["region"], **kw)
         g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"][0]
         ids = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
-        images = [i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]] if ids else []
+        images = (
+            [i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+            if ids
+            else []
+        )
         on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
-        print(f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on the new AMI")
+        print(
+            f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on the new AMI"
+        )
     versions = {v["auto_scaling_group"]: v for v in record.get("launch_template_versions") or []}
     for r in record.get("refreshes") or []:
         lt = versions.get(r["auto_scaling_group"], {})
-        print(f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {lt.get('launch_template_id')} v{lt.get('launch_template_version')}")
+        print(
+            f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {lt.get('launch_template_id')} v{lt.get('launch_template_version')}"
+        )
     ver = record.get("verification") or {}
     if ver:
-        print(f"   verification   {'passed' if ver.get('verified') else 'FAILED'}: " + "; ".join(
-            f"{g['auto_scaling_group']} {g['on_new_ami']}/{g['in_service']} on new AMI, targets healthy={g['target_groups_healthy']}, alarms={g['alarms']}" for g in ver.get("groups", [])))
+        print(
+            f"   verification   {'passed' if ver.get('verified') else 'FAILED'}: "
+            + "; ".join(
+                f"{g['auto_scaling_group']} {g['on_new_ami']}/{g['in_service']} on new AMI, targets healthy={g['target_groups_healthy']}, alarms={g['alarms']}"
+                for g in ver.get("groups", [])
+            )
+        )
     if not ok:
         tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
         failed = [t["task_id"] for t in tis if t["state"] == "failed"]

@@ -1,5 +1,6 @@
 """The whole sandbox in one object: the AWS account and Vault, plus the Airflow settings
 that point at them (connections as AIRFLOW_CONN_* environment variables)."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ class SandboxRuntime:
         self.aws = None
         self.vault = None
 
-    def start(self) -> "SandboxRuntime":
+    def start(self) -> SandboxRuntime:
         from sandbox.aws import AwsSandbox
         from sandbox.vault import VaultSandbox
 
@@ -69,7 +70,9 @@ class SandboxRuntime:
 
     def _write_env(self) -> None:
         lines = [f"export {k}={_shell_quote(v)}" for k, v in self.env().items()]
-        self.env_file.write_text("# written by `python -m sandbox up`; holds the sandbox AppRole secret_id\n" + "\n".join(lines) + "\n")
+        self.env_file.write_text(
+            "# written by `python -m sandbox up`; holds the sandbox AppRole secret_id\n" + "\n".join(lines) + "\n"
+        )
         self.env_file.chmod(0o600)
 
     def describe(self) -> str:

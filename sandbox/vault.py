@@ -5,6 +5,7 @@ never written to disk, printed or given to Airflow. Airflow logs in with the App
 (role_id + secret_id) of the ``ami-pipeline`` role, whose policy can read the pipeline's
 secret paths and nothing else.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ class VaultSandbox:
     seeded: dict = field(default_factory=dict)
     _proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 15.0) -> "VaultSandbox":
+    def start(self, timeout: float = 15.0) -> VaultSandbox:
         port = self.port or _free_port()
         self.url = f"http://127.0.0.1:{port}"
         root = secrets.token_hex(16)
@@ -118,8 +119,7 @@ class VaultSandbox:
         """The Airflow connection (vault_default) that logs in with the pipeline's AppRole."""
         host = self.url.split("://", 1)[1]
         return (
-            f"vault://{self.role_id}:{self.secret_id}@{host}/{self.mount_point}"
-            "?auth_type=approle&kv_engine_version=2"
+            f"vault://{self.role_id}:{self.secret_id}@{host}/{self.mount_point}?auth_type=approle&kv_engine_version=2"
         )
 
     def stop(self) -> None:
@@ -136,7 +136,7 @@ class VaultSandbox:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
-    def __enter__(self) -> "VaultSandbox":
+    def __enter__(self) -> VaultSandbox:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -2,6 +2,7 @@
 
 Set before anything imports airflow (pytest imports this conftest first).
 """
+
 from __future__ import annotations
 
 import os
@@ -87,8 +88,13 @@ def airflow_db():
         try:
             if not (db.exists() and marker.exists()):
                 airflow = Path(_sys.executable).with_name("airflow")
-                _subprocess.run([str(airflow), "db", "migrate"], check=True, env=os.environ.copy(),
-                                stdout=_subprocess.DEVNULL, timeout=300)
+                _subprocess.run(
+                    [str(airflow), "db", "migrate"],
+                    check=True,
+                    env=os.environ.copy(),
+                    stdout=_subprocess.DEVNULL,
+                    timeout=300,
+                )
                 marker.touch()
         finally:
             _fcntl.flock(lock, _fcntl.LOCK_UN)

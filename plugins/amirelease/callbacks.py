@@ -1,4 +1,5 @@
 """Task callbacks shared by the release DAGs."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,10 @@ def remember_failure(context) -> None:
     try:
         from airflow.sdk.log import redact  # the same masker that redacts task logs
     except ImportError:  # pragma: no cover - older SDKs
+
         def redact(v):
             return v
+
     message = str(redact(f"{type(exc).__name__}: {exc}"))[:2000]
     try:
         context["ti"].xcom_push(key="failure", value=message)

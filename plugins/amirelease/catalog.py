@@ -4,6 +4,7 @@ Loading validates each file against ``schemas/app.schema.json`` plus rules a sch
 say (name matches the file, the base cookbook is never listed by the app, cookbooks exist).
 Errors name the file, the field and the fix. Pure file I/O: safe at DAG parse time.
 """
+
 from __future__ import annotations
 
 import json
@@ -141,7 +142,10 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
         )
     stem = Path(source).stem
     if Path(source).suffix in (".yaml", ".yml") and data["name"] != stem:
-        raise ConfigError(f"{source}: name '{data['name']}' does not match the file name", fix=f"rename the file to {data['name']}.yaml or set name: {stem}")
+        raise ConfigError(
+            f"{source}: name '{data['name']}' does not match the file name",
+            fix=f"rename the file to {data['name']}.yaml or set name: {stem}",
+        )
     try:
         stacked_run_list(data["platform"], data["cookbooks"])
     except ConfigError as exc:
@@ -161,7 +165,9 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
     for t in data["targets"]:
         key = (t["region"], t["auto_scaling_group"])
         if key in seen:
-            raise ConfigError(f"{source}: targets: group {key[1]} in {key[0]} is listed twice", fix="list each group once")
+            raise ConfigError(
+                f"{source}: targets: group {key[1]} in {key[0]} is listed twice", fix="list each group once"
+            )
         seen.add(key)
     smoke = data["smoke_test"]
     for c in smoke["commands"]:
@@ -169,7 +175,9 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
             try:
                 re.compile(c["expect_output"])
             except re.error as exc:
-                raise ConfigError(f"{source}: smoke_test.commands[{c['name']}].expect_output is not a valid regex: {exc}") from None
+                raise ConfigError(
+                    f"{source}: smoke_test.commands[{c['name']}].expect_output is not a valid regex: {exc}"
+                ) from None
     base = data["base_image"]
     return App(
         name=data["name"],
@@ -254,12 +262,18 @@ def validate_run_list(app: App, run_list: list[str] | str) -> list[str]:
         run_list = [r for r in re.split(r"[,\s]+", run_list) if r]
     entries = [r.removeprefix("recipe[").removesuffix("]") for r in run_list]
     if not entries or entries[0] != app.base_cookbook:
-        raise ConfigError(f"run list {run_list} must start with {app.base_cookbook}", fix="the platform base cookbook always runs first")
+        raise ConfigError(
+            f"run list {run_list} must start with {app.base_cookbook}",
+            fix="the platform base cookbook always runs first",
+        )
     stacked = stacked_run_list(app.platform, entries[1:])
     cookbooks_dir = INCLUDE_DIR / "cookbooks"
     for e in entries:
         if not (cookbooks_dir / cookbook_name(e)).is_dir():
-            raise ConfigError(f"cookbook '{cookbook_name(e)}' of the run list is not in {cookbooks_dir}", fix="restore the cookbook (check out the release's git_ref) or choose another release")
+            raise ConfigError(
+                f"cookbook '{cookbook_name(e)}' of the run list is not in {cookbooks_dir}",
+                fix="restore the cookbook (check out the release's git_ref) or choose another release",
+            )
     return stacked
 
 

@@ -6,6 +6,7 @@
 Uses the same Airflow connection as the DAGs (aws_default, e.g. AIRFLOW_CONN_AWS_DEFAULT)
 and [ami_release] ledger_bucket. `make history APP=demo-web` runs it against the sandbox.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,26 @@ def format_history(records: list[dict]) -> str:
         kind = r.get("kind", "release") + (f" of {r['re_release_of']}" if r.get("re_release_of") else "")
         why = r.get("failure_reason") if r.get("outcome") == "failed" else r.get("reason")
         hold = "held" if r.get("forensic_hold") and not r["forensic_hold"].get("released_at") else "-"
-        rows.append((r.get("started_at") or "-", r.get("version") or "-", r.get("release_id") or "-", kind,
-                     r.get("outcome") or "-", amis, hold, (why or "-")[:70]))
+        rows.append(
+            (
+                r.get("started_at") or "-",
+                r.get("version") or "-",
+                r.get("release_id") or "-",
+                kind,
+                r.get("outcome") or "-",
+                amis,
+                hold,
+                (why or "-")[:70],
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m amirelease.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m amirelease.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--aws-conn-id", default="aws_default")
     sub = p.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("history", help="an app's releases and rollbacks, oldest first")
@@ -52,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ledger = _ledger(args.aws_conn_id)
     if args.cmd == "history":
         records = ledger.history(args.app)
-        print(json.dumps(records, indent=2) if args.json else format_history(records) if records else f"no releases of {args.app} in the ledger")
+        print(
+            json.dumps(records, indent=2)
+            if args.json
+            else format_history(records)
+            if records
+            else f"no releases of {args.app} in the ledger"
+        )
         return 0
     record = ledger.get(args.app, args.release_id)
     if record is None:

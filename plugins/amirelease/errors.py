@@ -1,4 +1,5 @@
 """Typed errors. Each says what failed, on which resource, and what to do about it."""
+
 from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException

@@ -10,14 +10,15 @@ and AWS's six-week instance-refresh history), versioning keeps every change to a
 AMIs point back at their record with the ReleaseId tag. Never a secret in a record: it is
 built only from the plan, the catalog and AWS ids.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
 from airflow.sdk.configuration import conf
+from botocore.exceptions import ClientError
 
 from amirelease.errors import ConfigError, PreflightError
 
@@ -26,7 +27,7 @@ REQUIRED_FOR_RE_RELEASE = ("app", "version", "release_id", "run_list", "platform
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ledger_bucket() -> str:
@@ -54,15 +55,23 @@ def pick_rollback_target(history: list[dict], current_release_id: str | None, wa
     wanted: a release id or a version; default: the newest good release older than the
     current one. Raises PreflightError with the reason when there is none.
     """
-    good = sorted((r for r in history if r.get("outcome") == "succeeded"), key=lambda r: r.get("finished_at") or r.get("started_at") or "")
+    good = sorted(
+        (r for r in history if r.get("outcome") == "succeeded"),
+        key=lambda r: r.get("finished_at") or r.get("started_at") or "",
+    )
     if wanted:
         matches = [r for r in good if wanted in (r.get("release_id"), r.get("version"))]
         if not matches:
             known = ", ".join(f"{r['version']} ({r['release_id']})" for r in good[-10:]) or "none"
-            raise PreflightError(f"no successful release '{wanted}' in the ledger", fix=f"choose one of the successful releases: {known}")
+            raise PreflightError(
+                f"no successful release '{wanted}' in the ledger", fix=f"choose one of the successful releases: {known}"
+            )
         target = matches[-1]
         if target.get("release_id") == current_release_id:
-            raise PreflightError(f"release '{wanted}' is the one running now", fix="choose an earlier release, or leave the target empty for the last good one before it")
+            raise PreflightError(
+                f"release '{wanted}' is the one running now",
+                fix="choose an earlier release, or leave the target empty for the last good one before it",
+            )
     else:
         if current_release_id:
             idx = next((i for i, r in enumerate(good) if r.get("release_id") == current_release_id), None)
@@ -113,8 +122,12 @@ class Ledger:
     def put(self, record: dict) -> str:
         record = {"schema": SCHEMA_VERSION, **record}
         key = record_key(record["app"], record["release_id"])
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
-                           ContentType="application/json")
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
+            ContentType="application/json",
+        )
         return key
 
     def get(self, app: str, release_id: str) -> dict | None:

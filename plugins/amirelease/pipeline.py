@@ -4,6 +4,7 @@
 (a re-release) runs exactly the tasks a release runs. Only wiring here: no I/O beyond
 listing the catalog's toolchains (local files) at parse time.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -36,20 +37,39 @@ DEFAULT_ARGS = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback
 def app_param() -> Param:
     """The trigger form's application dropdown: the catalog's file names (no parsing, no I/O beyond a listing)."""
     apps = app_names()
-    return Param(apps[0] if apps else "", type="string", enum=apps or [""], title="Application",
-                 description="An application from the catalog (include/apps/<app>.yaml)")
+    return Param(
+        apps[0] if apps else "",
+        type="string",
+        enum=apps or [""],
+        title="Application",
+        description="An application from the catalog (include/apps/<app>.yaml)",
+    )
 
 
-def release_pipeline(*, app: str, version: str, git_ref: str = "", notes: str = "", re_release_of: str = "",
-                     run_list: str | list | None = None, triggered_by: str = ""):
+def release_pipeline(
+    *,
+    app: str,
+    version: str,
+    git_ref: str = "",
+    notes: str = "",
+    re_release_of: str = "",
+    run_list: str | list | None = None,
+    triggered_by: str = "",
+):
     """Create the release tasks in the current DAG; return (first task, last task).
 
     Arguments are templates rendered at run time (params or XCom of an upstream task).
     """
     tcs = toolchains()
     preflight = ReleasePreflightOperator(
-        task_id="preflight", app=app, version=version, git_ref=git_ref, notes=notes,
-        re_release_of=re_release_of, run_list=run_list, triggered_by=triggered_by,
+        task_id="preflight",
+        app=app,
+        version=version,
+        git_ref=git_ref,
+        notes=notes,
+        re_release_of=re_release_of,
+        run_list=run_list,
+        triggered_by=triggered_by,
     )
     lock = ReleaseLockSensor(task_id="release_lock", app="{{ ti.xcom_pull(task_ids='preflight')['app'] }}")
 
@@ -65,8 +85,14 @@ def release_pipeline(*, app: str, version: str, git_ref: str = "", notes: str = 
 
     with TaskGroup("bake", tooltip="Packer + stacked Chef cookbooks, one task per toolchain queue") as bake_group:
         bakes = [
-            BakeAmiOperator(task_id=tc, plan=preflight.output, queue=tc, retries=1, retry_delay=timedelta(seconds=10),
-                            execution_timeout=timedelta(hours=3))
+            BakeAmiOperator(
+                task_id=tc,
+                plan=preflight.output,
+                queue=tc,
+                retries=1,
+                retry_delay=timedelta(seconds=10),
+                execution_timeout=timedelta(hours=3),
+            )
             for tc in tcs
         ]
     route >> bake_group
@@ -82,7 +108,9 @@ def release_pipeline(*, app: str, version: str, git_ref: str = "", notes: str = 
     ami = baked()
     bake_group >> ami
 
-    smoke = SmokeTestOperator(task_id="smoke_test", plan=preflight.output, bake=ami, execution_timeout=timedelta(minutes=45))
+    smoke = SmokeTestOperator(
+        task_id="smoke_test", plan=preflight.output, bake=ami, execution_timeout=timedelta(minutes=45)
+    )
     roll_out = RollOutOperator(task_id="roll_out", plan=preflight.output, bake=ami)
     smoke >> roll_out
     waits = WaitForInstanceRefreshOperator.partial(task_id="wait_for_refresh").expand(refresh=roll_out.output)
@@ -90,7 +118,17 @@ def release_pipeline(*, app: str, version: str, git_ref: str = "", notes: str = 
     record = RecordReleaseOperator(
         task_id="record",
         trigger_rule=TriggerRule.ALL_DONE,
-        task_order=["preflight", "release_lock", "route_toolchain", *[b.task_id for b in bakes], "baked", "smoke_test", "roll_out", "wait_for_refresh", "verify"],
+        task_order=[
+            "preflight",
+            "release_lock",
+            "route_toolchain",
+            *[b.task_id for b in bakes],
+            "baked",
+            "smoke_test",
+            "roll_out",
+            "wait_for_refresh",
+            "verify",
+        ],
         bake_task_ids=[b.task_id for b in bakes],
     )
     verify >> record

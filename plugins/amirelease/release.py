@@ -1,4 +1,5 @@
 """Pure release logic: release ids, AMI names and the tags that are the release record on AWS."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,8 @@ TAG_BUILT_BY = "BuiltBy"
 TAG_RE_RELEASE_OF = "ReReleaseOf"
 TAG_GIT_REF = "GitRef"
 TAG_TEMPLATE_DIGEST = "PackerTemplateDigest"
-TAG_STATUS = "ReleaseStatus"          # baked -> released | failed
-TAG_PURPOSE = "Purpose"               # on instances we launch: ami-bake-builder | ami-smoke-test
+TAG_STATUS = "ReleaseStatus"  # baked -> released | failed
+TAG_PURPOSE = "Purpose"  # on instances we launch: ami-bake-builder | ami-smoke-test
 BUILT_BY = "ami-release-pipeline"
 
 _TAG_VALUE_RE = re.compile(r"[^\w\s.:/=+\-@]")

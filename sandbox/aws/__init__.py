@@ -4,6 +4,7 @@ Importing this package points ``MOTO_AMIS_PATH`` at ``sandbox/amis.json`` (the
 vendor base images, EBS-backed) unless the variable is already set, so moto
 does not load its large default AMI list.  See docs/sandbox.md.
 """
+
 from __future__ import annotations
 
 import json

@@ -37,6 +37,7 @@ The module also makes ``DescribeImages`` honour ``MaxResults``/``NextToken``
 does (moto pages by reservation and, without ``MaxResults``, stops after 100
 reservations).  See docs/sandbox.md ("Speed").
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,17 +48,18 @@ import itertools
 import json
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from moto import settings as _moto_settings
 from moto.core import responses as _core_responses
 from moto.core.constants import MISSING
 from moto.core.serialize import AttributePickerContext, EC2Serializer, XFormedAttributePicker
 from moto.core.utils import get_value as _moto_get_value
+from moto.ec2 import utils as _ec2_utils
 from moto.ec2.exceptions import InvalidNextToken, InvalidParameterCombination, InvalidParameterValueError
 from moto.ec2.responses import amis as _amis_responses
 from moto.ec2.responses import instances as _instances_responses
-from moto.ec2 import utils as _ec2_utils
 
 FAST_OPERATIONS = frozenset(
     {"DescribeImages", "DescribeInstances", "DescribeSnapshots", "DescribeLaunchTemplateVersions"}
@@ -222,7 +224,14 @@ def _render_boolean(value: Any) -> str:
 
 class _Member:
     def __init__(self, key: str, shape: Any, tag: str, transform: Any, child: Renderer, picker: Any) -> None:
-        self.key, self.shape, self.tag, self.transform, self.child, self.picker = key, shape, tag, transform, child, picker
+        self.key, self.shape, self.tag, self.transform, self.child, self.picker = (
+            key,
+            shape,
+            tag,
+            transform,
+            child,
+            picker,
+        )
 
     def plan_for(self, obj: Any) -> tuple:
         context = AttributePickerContext(obj=obj, key=self.key, shape=self.shape)
@@ -265,6 +274,7 @@ class _Member:
                 if value is not MISSING:
                     return value
             return None
+
         return (getter, None, self.transform, self.child, *tags)
 
 
@@ -285,14 +295,17 @@ def _make_getter(keys: list[str], obj: Any) -> Callable[[Any, Any], Any]:
     failing ``getattr`` (same answer, no AttributeError raised and caught per miss).
     """
     if any("." in k for k in keys):
+
         def dotted(o: Any, _d: Any) -> Any:
             for k in keys:
                 value = _moto_get_value(o, k, MISSING)
                 if value is not MISSING:
                     return value
             return None
+
         return dotted
     if hasattr(obj, "__getitem__"):
+
         def keyed_get(o: Any, _d: Any) -> Any:
             for k in keys:
                 try:
@@ -300,15 +313,18 @@ def _make_getter(keys: list[str], obj: Any) -> Callable[[Any, Any], Any]:
                 except _GETITEM_EXC:
                     continue
             return None
+
         return keyed_get
     cls = type(obj)
     if not _plain_attributes(cls):
+
         def attr(o: Any, _d: Any) -> Any:
             for k in keys:
                 value = getattr(o, k, MISSING)
                 if value is not MISSING:
                     return value
             return None
+
         return attr
     steps = tuple((any(k in vars(c) for c in cls.__mro__), k) for k in keys)
     if len(steps) == 2 and not steps[0][0] and not steps[1][0]:
@@ -319,6 +335,7 @@ def _make_getter(keys: list[str], obj: Any) -> Callable[[Any, Any], Any]:
             if value is MISSING:
                 value = d.get(k1)
             return value
+
         return dict2
 
     def mixed(o: Any, d: Any) -> Any:
@@ -327,6 +344,7 @@ def _make_getter(keys: list[str], obj: Any) -> Callable[[Any, Any], Any]:
             if value is not MISSING:
                 return value
         return None
+
     return mixed
 
 
@@ -401,7 +419,7 @@ def _execute_result(self: Any, context: Any) -> Any:
 def _first_difference(expected: str, got: str) -> str:
     for i, (a, b) in enumerate(zip(expected, got)):
         if a != b:
-            return f"at {i}: moto {expected[max(0, i - 80):i + 80]!r}\n  fast {got[max(0, i - 80):i + 80]!r}"
+            return f"at {i}: moto {expected[max(0, i - 80) : i + 80]!r}\n  fast {got[max(0, i - 80) : i + 80]!r}"
     return f"length moto {len(expected)} fast {len(got)}"
 
 
@@ -493,7 +511,7 @@ def _describe_instances(self: Any) -> Any:
     if instance_ids:
         reservations = self.ec2_backend.get_reservations_by_instance_ids(instance_ids, filters=filter_dict)
         pairs = [(reservation, instance) for reservation in reservations for instance in reservation.instances]
-        matches: Callable[[Any], bool] = lambda instance: True  # noqa: E731 - already filtered
+        matches: Callable[[Any], bool] = lambda instance: True
     elif max_results is None and not token:
         # everything in one response (AWS without MaxResults), exactly moto's reservations
         reservations = self.ec2_backend.describe_instances(filters=filter_dict)
@@ -507,7 +525,7 @@ def _describe_instances(self: Any) -> Any:
             for instance in reservation.instances
         ]
         passes = _ec2_utils.passes_filter_dict
-        matches = lambda instance: passes(instance, filter_dict)  # noqa: E731
+        matches = lambda instance: passes(instance, filter_dict)
     if instance_ids:  # number every instance in moto's order first
         _sequence([i.id for r in list(self.ec2_backend.reservations.values()) for i in r.instances])
     seqs = _sequence([instance.id for _, instance in pairs])

@@ -4,6 +4,7 @@ Faults are consumed by the WSGI middleware (``middleware.py``) before the call
 reaches moto, and rendered in the protocol the client used, so botocore
 raises a ``ClientError`` with the chosen code.
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,7 +33,7 @@ class CallFault:
     status: int
     throttle: bool = False
     match: str | None = None  # only requests whose (URL-decoded) body or query contains this
-    skip: int = 0             # let this many matching calls through first
+    skip: int = 0  # let this many matching calls through first
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -87,7 +88,9 @@ class Faults:
         """
         service, _, name = action.rpartition(":")
         with self._lock:
-            self.calls.append(CallFault(name, service or None, code, message, int(times), int(status), match=match, skip=int(skip)))
+            self.calls.append(
+                CallFault(name, service or None, code, message, int(times), int(status), match=match, skip=int(skip))
+            )
 
     def throttle(self, action: str, times: int = 1) -> None:
         """The next ``times`` calls of ``action`` are throttled (code chosen per service)."""
@@ -95,7 +98,9 @@ class Faults:
         with self._lock:
             self.calls.append(CallFault(name, service or None, "", None, int(times), 0, throttle=True))
 
-    def fail_refresh_at(self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault).") -> None:
+    def fail_refresh_at(
+        self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault)."
+    ) -> None:
         """The next instance refresh of ``asg_name`` fails when it reaches ``percent``."""
         with self._lock:
             self.refreshes[asg_name] = RefreshFault(asg_name, int(percent), reason)
@@ -112,7 +117,9 @@ class Faults:
             self.ssm.clear()
 
     # -- used by the server --------------------------------------------------------
-    def take_call_fault(self, service: str, action: str, json_protocol: bool, request_text: str = "") -> tuple[str, str, int] | None:
+    def take_call_fault(
+        self, service: str, action: str, json_protocol: bool, request_text: str = ""
+    ) -> tuple[str, str, int] | None:
         with self._lock:
             for fault in self.calls:
                 if fault.matches(service, action, request_text):
@@ -121,7 +128,9 @@ class Faults:
                         continue
                     fault.times -= 1
                     if fault.throttle:
-                        code, status = JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
+                        code, status = (
+                            JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
+                        )
                         message = "Rate exceeded"
                     else:
                         code, status = fault.code, fault.status

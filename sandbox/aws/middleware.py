@@ -1,16 +1,17 @@
 """The WSGI middleware around moto's app: request counting, fault injection, /_sandbox control."""
-from __future__ import annotations
 
-import urllib.parse
+from __future__ import annotations
 
 import io
 import json
 import re
 import threading
+import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -79,7 +80,7 @@ def _status_line(status: int) -> str:
 
 
 class SandboxMiddleware:
-    def __init__(self, app: Callable[..., Iterable[bytes]], sandbox: "AwsSandbox") -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], sandbox: AwsSandbox) -> None:
         self.app = app
         self.sandbox = sandbox
         self.counts: Counter[str] = Counter()
@@ -103,7 +104,9 @@ class SandboxMiddleware:
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
-            request_text = urllib.parse.unquote_plus(environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace"))
+            request_text = urllib.parse.unquote_plus(
+                environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
+            )
             fault = RUNTIME.faults.take_call_fault(service, action, json_protocol, request_text)
             if fault is not None:
                 code, message, status = fault

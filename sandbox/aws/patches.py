@@ -16,15 +16,16 @@
   image still uses the snapshot (moto only looks at the image that created
   it).
 """
+
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from moto.ec2.exceptions import InvalidSnapshotInUse
 from moto.ec2.models import amis as _amis
 from moto.ec2.models import elastic_block_store as _ebs
 from moto.ec2.models import tags as _tags
-from moto.ec2.exceptions import InvalidSnapshotInUse
 
 _ORIGINAL: dict[str, Any] = {}
 _WILDCARD = re.compile(r"[*?\[]")
@@ -46,7 +47,9 @@ def _fast_describe_tags(self: Any, filters: dict[str, list[str]] | None = None) 
     return _ORIGINAL["describe_tags"](self, filters)
 
 
-def _fast_describe_images(self: Any, ami_ids: Any = None, filters: Any = None, exec_users: Any = None, owners: Any = None) -> Any:
+def _fast_describe_images(
+    self: Any, ami_ids: Any = None, filters: Any = None, exec_users: Any = None, owners: Any = None
+) -> Any:
     # moto's Instance() looks its image up with filters={"image-id": id}: a scan of every image.
     if not ami_ids and not exec_users and not owners and filters and len(filters) == 1 and "image-id" in filters:
         value = filters["image-id"]

@@ -8,6 +8,7 @@ replacements from the desired launch template version, and after
 ``refresh_batch_seconds`` of warm-up puts them InService and registers them
 with the group's target groups.  See docs/sandbox.md for the exact semantics.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ from moto.core.utils import utcnow
 from .state import RUNTIME
 
 ACTIVE = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
-REFRESHES: list["InstanceRefresh"] = []
+REFRESHES: list[InstanceRefresh] = []
 
 DEFAULT_PREFERENCES: dict[str, Any] = {
     "MinHealthyPercentage": 90,
@@ -73,7 +74,9 @@ class InstanceRefresh:
         self.rollback_details: dict[str, Any] | None = None
 
         if group.ec2_launch_template is None:
-            raise ValidationError("Instance refresh is only supported in the sandbox for groups that use a launch template.")
+            raise ValidationError(
+                "Instance refresh is only supported in the sandbox for groups that use a launch template."
+            )
         ec2 = backend.ec2_backend
         # configuration the group has now (restored by a rollback)
         self.prev_lt = group.ec2_launch_template
@@ -88,7 +91,9 @@ class InstanceRefresh:
             elif spec.get("LaunchTemplateName"):
                 self.target_lt = ec2.get_launch_template_by_name(spec["LaunchTemplateName"])
             else:
-                raise ValidationError("DesiredConfiguration.LaunchTemplate needs LaunchTemplateId or LaunchTemplateName.")
+                raise ValidationError(
+                    "DesiredConfiguration.LaunchTemplate needs LaunchTemplateId or LaunchTemplateName."
+                )
             self.target_version = spec.get("Version") or "$Default"
             self.target_provided_version = spec.get("Version")
         else:
@@ -122,7 +127,10 @@ class InstanceRefresh:
         instance = state.instance
         recorded = getattr(instance, "sandbox_launch_template", None)
         if recorded is None:  # launched by moto itself, from the group's configuration
-            recorded = (group.ec2_launch_template.id, _version_number(group.ec2_launch_template, group.launch_template_version))
+            recorded = (
+                group.ec2_launch_template.id,
+                _version_number(group.ec2_launch_template, group.launch_template_version),
+            )
         return recorded == (self.target_lt.id, self.target_number)
 
     @property
@@ -349,7 +357,9 @@ def _group(backend: Any, name: str) -> Any:
     return group
 
 
-def start_instance_refresh(backend: Any, name: str, strategy: str | None, desired: Any, preferences: Any) -> InstanceRefresh:
+def start_instance_refresh(
+    backend: Any, name: str, strategy: str | None, desired: Any, preferences: Any
+) -> InstanceRefresh:
     group = _group(backend, name)
     if strategy not in (None, "Rolling"):
         raise ValidationError(f"Strategy {strategy} is not supported; use Rolling.")
@@ -372,7 +382,9 @@ def _in_progress(backend: Any, name: str) -> InstanceRefresh:
     _group(backend, name)
     refresh = _active(backend, name)
     if refresh is None or refresh.status not in ("Pending", "InProgress", "Baking"):
-        raise ActiveInstanceRefreshNotFound("No in progress or pending Instance Refresh found for Auto Scaling group " + name)
+        raise ActiveInstanceRefreshNotFound(
+            "No in progress or pending Instance Refresh found for Auto Scaling group " + name
+        )
     return refresh
 
 

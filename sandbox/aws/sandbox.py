@@ -1,10 +1,11 @@
 """AwsSandbox: an in-process moto server with the sandbox's extensions and a seeded account."""
+
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,22 @@ class AwsSandbox:
             raise RuntimeError("AwsSandbox is not started")
         return f"http://{self.host}:{self._server.server_address[1]}"
 
-    def start(self) -> "AwsSandbox":
+    def start(self) -> AwsSandbox:
         if self._server is not None:
             return self
         install_extensions()
         self.configure(refresh_batch_seconds=self._refresh_batch_seconds)
         app = DomainDispatcherApplication(create_backend_app)
         self._middleware = SandboxMiddleware(app, self)
-        self._server = make_server(self.host, self.port, self._middleware, threaded=True, request_handler=QuietRequestHandler)
+        self._server = make_server(
+            self.host, self.port, self._middleware, threaded=True, request_handler=QuietRequestHandler
+        )
         self._server.sandbox_connections = set()
         self._server.sandbox_lock = threading.Lock()
         self._stop.clear()
-        self._server_thread = threading.Thread(target=self._server.serve_forever, name="aws-sandbox-server", daemon=True)
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever, name="aws-sandbox-server", daemon=True
+        )
         self._server_thread.start()
         self._ticker_thread = threading.Thread(target=self._tick_loop, name="aws-sandbox-ticker", daemon=True)
         self._ticker_thread.start()
@@ -113,7 +118,7 @@ class AwsSandbox:
             refresh.reset()
         RUNTIME.faults.clear()
 
-    def __enter__(self) -> "AwsSandbox":
+    def __enter__(self) -> AwsSandbox:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -127,7 +132,9 @@ class AwsSandbox:
             with LOCK:
                 refresh.tick_all()
 
-    def configure(self, refresh_batch_seconds: float | None = None, checkpoint_delay_scale: float | None = None) -> None:
+    def configure(
+        self, refresh_batch_seconds: float | None = None, checkpoint_delay_scale: float | None = None
+    ) -> None:
         if refresh_batch_seconds is not None:
             RUNTIME.config.refresh_batch_seconds = float(refresh_batch_seconds)
         if checkpoint_delay_scale is not None:
@@ -161,6 +168,7 @@ class AwsSandbox:
             config=BotoConfig(retries={"total_max_attempts": 1}) if internal else None,
         )
         if internal:
+
             def _mark(request: Any, **_: Any) -> None:
                 request.headers[INTERNAL_HEADER] = "1"
 
@@ -190,7 +198,7 @@ class AwsSandbox:
         else:
             created = creation_date
         if created.tzinfo is not None:
-            created = created.astimezone(timezone.utc).replace(tzinfo=None)
+            created = created.astimezone(UTC).replace(tzinfo=None)
         with LOCK:
             ec2 = ec2_backends[self.account_id][region]
             ami = Ami(
@@ -263,15 +271,26 @@ class AwsSandbox:
         sg_id = ec2.create_security_group(GroupName=sg["name"], Description=sg["description"], VpcId=vpc_id)["GroupId"]
         ec2.authorize_security_group_ingress(
             GroupId=sg_id,
-            IpPermissions=[{"IpProtocol": "tcp", "FromPort": sg["port"], "ToPort": sg["port"], "IpRanges": [{"CidrIp": vpc_spec["cidr"]}]}],
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": sg["port"],
+                    "ToPort": sg["port"],
+                    "IpRanges": [{"CidrIp": vpc_spec["cidr"]}],
+                }
+            ],
         )
         acct["security_group_id"] = sg_id
 
         vendor: dict[str, str] = {}
         for key, v in (spec.get("vendor_images") or {}).items():
-            images = ec2.describe_images(Owners=[v["owner"]], Filters=[{"Name": "name", "Values": [v["name"]]}])["Images"]
+            images = ec2.describe_images(Owners=[v["owner"]], Filters=[{"Name": "name", "Values": [v["name"]]}])[
+                "Images"
+            ]
             if not images:
-                raise RuntimeError(f"vendor image {key} ({v['name']}) not found; is MOTO_AMIS_PATH set to sandbox/amis.json?")
+                raise RuntimeError(
+                    f"vendor image {key} ({v['name']}) not found; is MOTO_AMIS_PATH set to sandbox/amis.json?"
+                )
             vendor[key] = max(images, key=lambda i: i["CreationDate"])["ImageId"]
         acct["vendor_images"] = vendor
 
@@ -284,9 +303,14 @@ class AwsSandbox:
             }
             if lt_spec.get("tags"):
                 data["TagSpecifications"] = [
-                    {"ResourceType": "instance", "Tags": [{"Key": k, "Value": str(val)} for k, val in lt_spec["tags"].items()]}
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [{"Key": k, "Value": str(val)} for k, val in lt_spec["tags"].items()],
+                    }
                 ]
-            lt = ec2.create_launch_template(LaunchTemplateName=lt_spec["name"], LaunchTemplateData=data)["LaunchTemplate"]
+            lt = ec2.create_launch_template(LaunchTemplateName=lt_spec["name"], LaunchTemplateData=data)[
+                "LaunchTemplate"
+            ]
             acct["launch_template"] = {"id": lt["LaunchTemplateId"], "name": lt["LaunchTemplateName"]}
 
         lb_spec = spec.get("load_balancer")
@@ -306,7 +330,10 @@ class AwsSandbox:
                 HealthCheckPath=tg.get("health_check_path", "/"),
             )["TargetGroups"][0]["TargetGroupArn"]
             elb.create_listener(
-                LoadBalancerArn=lb_arn, Protocol="HTTP", Port=tg["port"], DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}]
+                LoadBalancerArn=lb_arn,
+                Protocol="HTTP",
+                Port=tg["port"],
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
             )
             acct.update(load_balancer_arn=lb_arn, target_group_arn=tg_arn)
 
@@ -327,7 +354,13 @@ class AwsSandbox:
                 HealthCheckType=asg_spec.get("health_check_type", "EC2"),
                 HealthCheckGracePeriod=60,
                 Tags=[
-                    {"Key": k, "Value": str(val), "PropagateAtLaunch": True, "ResourceId": asg_spec["name"], "ResourceType": "auto-scaling-group"}
+                    {
+                        "Key": k,
+                        "Value": str(val),
+                        "PropagateAtLaunch": True,
+                        "ResourceId": asg_spec["name"],
+                        "ResourceType": "auto-scaling-group",
+                    }
                     for k, val in (asg_spec.get("tags") or {}).items()
                 ],
             )
@@ -361,7 +394,11 @@ class AwsSandbox:
         aged = []
         by_name: dict[str, str] = {}
         for img in spec.get("aged_images") or []:
-            tags = {"App": img.get("app", "demo-web"), "Version": str(img.get("version", "")), "BuiltBy": "ami-release-pipeline"}
+            tags = {
+                "App": img.get("app", "demo-web"),
+                "Version": str(img.get("version", "")),
+                "BuiltBy": "ami-release-pipeline",
+            }
             tags.update({k: str(val) for k, val in (img.get("tags") or {}).items()})
             if img.get("mark_due_in_days") is not None:
                 due = utcnow() + timedelta(days=float(img["mark_due_in_days"]))
@@ -370,7 +407,11 @@ class AwsSandbox:
             if img.get("shares_snapshot_with"):
                 snapshot_ids = [self.image_snapshot_id(by_name[img["shares_snapshot_with"]])]
             image_id = self.create_image(
-                img["name"], age_days=img["age_days"], tags=tags, snapshot_ids=snapshot_ids, in_use=bool(img.get("in_use"))
+                img["name"],
+                age_days=img["age_days"],
+                tags=tags,
+                snapshot_ids=snapshot_ids,
+                in_use=bool(img.get("in_use")),
             )
             by_name[img["name"]] = image_id
             aged.append(

@@ -9,6 +9,7 @@ line's (shell semantics without ``set -e``).  Unmatched lines succeed with no
 output.  ``faults.fail_ssm(instance_id, ...)`` overrides everything for that
 instance.  ``ListCommandInvocations`` (missing in moto) is added.
 """
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@
 instance-refresh state machine: moto's backends are not thread-safe and the
 server is threaded.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,10 +1,9 @@
 """Every DAG file imports cleanly, fast, and without touching the network (no AWS, no Vault)."""
+
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -33,10 +32,20 @@ print("SECONDS", round(time.monotonic() - t0, 2))
 def _parse(folder=None):
     import os
 
-    out = subprocess.run([sys.executable, "-c", PROBE, str(folder or REPO / "dags")], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(folder or REPO / "dags")],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = {l.split(" ", 1)[0]: l.split(" ", 1)[1] for l in out.stdout.splitlines() if l.split(" ", 1)[0] in ("ERRORS", "DAGS", "SECONDS")}
-    return eval(lines["ERRORS"]), eval(lines["DAGS"]), float(lines["SECONDS"])  # noqa: S307 - our own probe's repr output
+    lines = {
+        l.split(" ", 1)[0]: l.split(" ", 1)[1]
+        for l in out.stdout.splitlines()
+        if l.split(" ", 1)[0] in ("ERRORS", "DAGS", "SECONDS")
+    }
+    return eval(lines["ERRORS"]), eval(lines["DAGS"]), float(lines["SECONDS"])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Lint of the multi-machine deployment (no Docker engine here: the file is checked, not run)."""
+
 from __future__ import annotations
 
 import re
@@ -41,6 +42,6 @@ def test_airflow_roles_share_one_configuration_and_no_secret_literals():
 def test_dependencies_and_images():
     for name, svc in SERVICES.items():
         assert svc.get("image"), name
-        for dep in (svc.get("depends_on") or {}):
+        for dep in svc.get("depends_on") or {}:
             assert dep in SERVICES, f"{name} depends on unknown {dep}"
     assert (REPO / "Dockerfile").exists() and (REPO / "deploy/bao.hcl").exists()

@@ -1,4 +1,5 @@
 """PackerHook against real Packer and the sandbox: an interrupt tears the builder down."""
+
 from __future__ import annotations
 
 import threading
@@ -16,13 +17,24 @@ def test_interrupt_makes_packer_terminate_its_builder(sandbox):
     hook = PackerHook(interrupt_grace=60)
     result: dict = {}
     lines: list[str] = []
-    variables = {"region": "us-east-1", "ec2_endpoint": sandbox.endpoint_url,
-                 "source_ami": sandbox.account["vendor_images"]["amazon-linux"],
-                 "run_tags": {"Purpose": "ami-bake-builder", "ReleaseId": "interrupt-test"}}
+    variables = {
+        "region": "us-east-1",
+        "ec2_endpoint": sandbox.endpoint_url,
+        "source_ami": sandbox.account["vendor_images"]["amazon-linux"],
+        "run_tags": {"Purpose": "ami-bake-builder", "ReleaseId": "interrupt-test"},
+    }
     aws_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    t = threading.Thread(target=lambda: result.update(r=hook.build(Path(__file__).with_name("slow.pkr.hcl"), variables,
-                                                                    secrets={"k": "sandbox-interrupt-secret"}, aws_env=aws_env,
-                                                                    on_line=lines.append)))
+    t = threading.Thread(
+        target=lambda: result.update(
+            r=hook.build(
+                Path(__file__).with_name("slow.pkr.hcl"),
+                variables,
+                secrets={"k": "sandbox-interrupt-secret"},
+                aws_env=aws_env,
+                on_line=lines.append,
+            )
+        )
+    )
     t.start()
     deadline = time.monotonic() + 60
     while not running_instances(sandbox, "ami-bake-builder"):

@@ -1,4 +1,5 @@
 """Helpers for end-to-end releases through Airflow's dag.test() against the sandbox."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,8 +11,27 @@ import pytest
 
 from tests.conftest import REPO
 
-MUTATING = ("Create", "Run", "Start", "Put", "Delete", "Terminate", "Modify", "Register", "Deregister",
-            "Copy", "Update", "Attach", "Detach", "Cancel", "Rollback", "Send", "Authorize", "Import", "Stop")
+MUTATING = (
+    "Create",
+    "Run",
+    "Start",
+    "Put",
+    "Delete",
+    "Terminate",
+    "Modify",
+    "Register",
+    "Deregister",
+    "Copy",
+    "Update",
+    "Attach",
+    "Detach",
+    "Cancel",
+    "Rollback",
+    "Send",
+    "Authorize",
+    "Import",
+    "Stop",
+)
 
 
 def mutations(sb) -> dict[str, int]:
@@ -28,7 +48,9 @@ def load_dag(name: str = "ami_release"):
 
 
 def clients(sb, region="us-east-1"):
-    kw = dict(region_name=region, endpoint_url=sb.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    kw = dict(
+        region_name=region, endpoint_url=sb.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     return boto3.client("ec2", **kw), boto3.client("autoscaling", **kw), boto3.client("s3", **kw)
 
 
@@ -41,8 +63,12 @@ def group_images(sb, group="demo-web-asg") -> set[str]:
 
 def running_instances(sb, purpose: str) -> list[str]:
     ec2, _, _ = clients(sb)
-    res = ec2.describe_instances(Filters=[{"Name": "tag:Purpose", "Values": [purpose]},
-                                          {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    res = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Purpose", "Values": [purpose]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )
     return [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]]
 
 
@@ -54,7 +80,9 @@ def run_images(sb, run_id: str) -> list[dict]:
 def ledger_records(sb, app="demo-web") -> list[dict]:
     _, _, s3 = clients(sb)
     out = []
-    for obj in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix=f"releases/{app}/").get("Contents", []):
+    for obj in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix=f"releases/{app}/").get(
+        "Contents", []
+    ):
         out.append(json.loads(s3.get_object(Bucket="ami-release-ledger-123456789012", Key=obj["Key"])["Body"].read()))
     return out
 
@@ -64,7 +92,9 @@ def task_states(dr) -> dict[str, str]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id).all()
+        tis = (
+            session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id).all()
+        )
         return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state for ti in tis}
 
 

@@ -1,4 +1,5 @@
 """Bad input is refused before any AWS change, with a message that names the problem and the fix."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,19 +19,31 @@ GOOD = {"app": "demo-web", "version": "2.0.0"}
 @pytest.mark.parametrize(
     "conf",
     [
-        {"app": "demo-web", "version": "v2.0.0"},            # prefix
-        {"app": "demo-web", "version": "2.0"},               # two parts
-        {"app": "demo-web", "version": ""},                  # empty
-        {"app": "demo-web", "version": "2.0.0; rm -rf /"},   # injection
-        {"app": "demo-web", "version": "02.0.0"},            # leading zero
-        {"app": "demo-web", "version": "2.0.0-" + "a" * 60}, # too long
-        {"app": "demo-web", "version": 2},                   # not a string
-        {"app": "no-such-app", "version": "2.0.0"},          # unknown app
-        {"app": None, "version": "2.0.0"},                   # no app
-        {**GOOD, "git_ref": "main branch"},                  # space in git ref
-        {**GOOD, "notes": "x" * 501},                        # notes too long
+        {"app": "demo-web", "version": "v2.0.0"},  # prefix
+        {"app": "demo-web", "version": "2.0"},  # two parts
+        {"app": "demo-web", "version": ""},  # empty
+        {"app": "demo-web", "version": "2.0.0; rm -rf /"},  # injection
+        {"app": "demo-web", "version": "02.0.0"},  # leading zero
+        {"app": "demo-web", "version": "2.0.0-" + "a" * 60},  # too long
+        {"app": "demo-web", "version": 2},  # not a string
+        {"app": "no-such-app", "version": "2.0.0"},  # unknown app
+        {"app": None, "version": "2.0.0"},  # no app
+        {**GOOD, "git_ref": "main branch"},  # space in git ref
+        {**GOOD, "notes": "x" * 501},  # notes too long
     ],
-    ids=["v-prefix", "two-parts", "empty", "injection", "leading-zero", "too-long", "number", "unknown-app", "null-app", "git-ref-space", "long-notes"],
+    ids=[
+        "v-prefix",
+        "two-parts",
+        "empty",
+        "injection",
+        "leading-zero",
+        "too-long",
+        "number",
+        "unknown-app",
+        "null-app",
+        "git-ref-space",
+        "long-notes",
+    ],
 )
 def test_trigger_params_are_refused(release_env, conf):
     dag = load_dag()
@@ -54,15 +67,55 @@ def _catalog(tmp_path: Path, **changes) -> Path:
 
 
 CASES = {
-    "missing-asg": ({"targets.0.auto_scaling_group": "no-such-asg"}, None, "Auto Scaling group 'no-such-asg' does not exist in us-east-1", "create the group"),
-    "wrong-launch-template": ({"targets.0.launch_template": "other-lt"}, None, "uses launch template 'demo-web', not 'other-lt'", "point targets[].launch_template"),
-    "missing-vault-secret": ({"secrets": [{"path": "demo-web/nope", "keys": ["x"]}]}, None, "Vault secret 'ami-pipeline/demo-web/nope' needed by app 'demo-web' does not exist", "write it"),
-    "missing-secret-key": ({"secrets": [{"path": "demo-web/bake", "keys": ["db_password"]}]}, None, "lacks key(s) db_password", "add the key"),
-    "no-base-image": ({"base_image.name": "ubuntu-*"}, None, "no available base image named 'ubuntu-*'", "correct base_image"),
-    "own-base-image": ({"base_image.owners": ["123456789012"]}, None, "base_image.owners includes this account", "vendor base image"),
+    "missing-asg": (
+        {"targets.0.auto_scaling_group": "no-such-asg"},
+        None,
+        "Auto Scaling group 'no-such-asg' does not exist in us-east-1",
+        "create the group",
+    ),
+    "wrong-launch-template": (
+        {"targets.0.launch_template": "other-lt"},
+        None,
+        "uses launch template 'demo-web', not 'other-lt'",
+        "point targets[].launch_template",
+    ),
+    "missing-vault-secret": (
+        {"secrets": [{"path": "demo-web/nope", "keys": ["x"]}]},
+        None,
+        "Vault secret 'ami-pipeline/demo-web/nope' needed by app 'demo-web' does not exist",
+        "write it",
+    ),
+    "missing-secret-key": (
+        {"secrets": [{"path": "demo-web/bake", "keys": ["db_password"]}]},
+        None,
+        "lacks key(s) db_password",
+        "add the key",
+    ),
+    "no-base-image": (
+        {"base_image.name": "ubuntu-*"},
+        None,
+        "no available base image named 'ubuntu-*'",
+        "correct base_image",
+    ),
+    "own-base-image": (
+        {"base_image.owners": ["123456789012"]},
+        None,
+        "base_image.owners includes this account",
+        "vendor base image",
+    ),
     "bad-platform": ({"platform": "solaris"}, None, "platform: 'solaris' is not one of", "correct the field"),
-    "base-cookbook-listed": ({"cookbooks": ["linux-base", "demo-web::default"]}, None, "cookbook 'linux-base' is a platform base cookbook", "remove it"),
-    "no-ledger-bucket": ({}, "no-such-ledger-bucket", "release ledger bucket 'no-such-ledger-bucket' is not reachable", "create the bucket"),
+    "base-cookbook-listed": (
+        {"cookbooks": ["linux-base", "demo-web::default"]},
+        None,
+        "cookbook 'linux-base' is a platform base cookbook",
+        "remove it",
+    ),
+    "no-ledger-bucket": (
+        {},
+        "no-such-ledger-bucket",
+        "release ledger bucket 'no-such-ledger-bucket' is not reachable",
+        "create the bucket",
+    ),
 }
 
 

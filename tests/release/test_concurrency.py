@@ -1,4 +1,5 @@
 """One release per app at a time: a second release of the same app waits for the first."""
+
 from __future__ import annotations
 
 import json
@@ -28,16 +29,29 @@ def test_second_release_of_same_app_waits_for_the_first(release_env):
     sb.configure(refresh_batch_seconds=1.0)  # keep A's roll-out going long enough to overlap
     _, asg, s3 = clients(sb)
     code = RUN_A.format(plugins=str(REPO / "plugins"), dags=str(REPO / "dags"), repo=str(REPO))
-    a = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    a = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # wait until A holds the app's lock
-            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix="locks/").get("Contents", [])]
+            keys = [
+                o["Key"]
+                for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix="locks/").get(
+                    "Contents", []
+                )
+            ]
             if "locks/demo-web.json" in keys:
                 break
             assert a.poll() is None and time.monotonic() < deadline, "release A never took the lock"
             time.sleep(0.2)
-        holder = json.loads(s3.get_object(Bucket="ami-release-ledger-123456789012", Key="locks/demo-web.json")["Body"].read())
+        holder = json.loads(
+            s3.get_object(Bucket="ami-release-ledger-123456789012", Key="locks/demo-web.json")["Body"].read()
+        )
 
         b = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "5.1.0", "notes": "B"})
         out, _ = a.communicate(timeout=300)
@@ -51,7 +65,10 @@ def test_second_release_of_same_app_waits_for_the_first(release_env):
 
     records = {r["reason"]: r for r in ledger_records(sb)}
     ra, rb = records["A"], records["B"]
-    refreshes = {r["InstanceRefreshId"]: r for r in asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]}
+    refreshes = {
+        r["InstanceRefreshId"]: r
+        for r in asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]
+    }
     a_refresh, b_refresh = refreshes[ra["refreshes"][0]["refresh_id"]], refreshes[rb["refreshes"][0]["refresh_id"]]
     assert b_refresh["StartTime"] >= a_refresh["EndTime"]  # B rolled out only after A had finished
-    assert rb["started_at"] <= ra["finished_at"]             # ...although B was triggered while A ran
+    assert rb["started_at"] <= ra["finished_at"]  # ...although B was triggered while A ran

@@ -1,12 +1,19 @@
 """End-to-end releases through Airflow (dag.test) against the sandbox account and Vault."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from tests.release.conftest import (clients, group_images, ledger_records, mutations, run_images,
-                                    running_instances, task_states)
+from tests.release.conftest import (
+    clients,
+    group_images,
+    ledger_records,
+    run_images,
+    running_instances,
+    task_states,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +22,9 @@ def test_good_release_replaces_every_instance_and_records_it(release_env, releas
     sb = release_env
     before = group_images(sb)
     # the smoke instance's SSM agent "registers" only after two tries, as on a booting host
-    sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", message="Instances not in a valid state for account", times=2)
+    sb.faults.fail(
+        "ssm:SendCommand", code="InvalidInstanceId", message="Instances not in a valid state for account", times=2
+    )
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "notes": "e2e"})
     assert dr.state == "success", task_states(dr)
 
@@ -31,7 +40,9 @@ def test_good_release_replaces_every_instance_and_records_it(release_env, releas
 
     ec2, asg, s3 = clients(sb)
     lt = ec2.describe_launch_templates(LaunchTemplateNames=["demo-web"])["LaunchTemplates"][0]
-    default = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"], Versions=["$Default"])["LaunchTemplateVersions"][0]
+    default = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"], Versions=["$Default"])[
+        "LaunchTemplateVersions"
+    ][0]
     assert default["LaunchTemplateData"]["ImageId"] == ami["ImageId"]
     assert running_instances(sb, "ami-smoke-test") == [] and running_instances(sb, "ami-bake-builder") == []
 
@@ -40,7 +51,9 @@ def test_good_release_replaces_every_instance_and_records_it(release_env, releas
     assert record["cookbook_versions"] == {"linux-base": "1.4.0", "demo-web": "2.3.1"}
     assert record["verification"]["verified"] is True and record["refreshes"][0]["refresh_id"]
     # the lock is released
-    assert "locks/demo-web.json" not in [o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012").get("Contents", [])]
+    assert "locks/demo-web.json" not in [
+        o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012").get("Contents", [])
+    ]
 
 
 def test_failed_smoke_test_changes_nothing_downstream(release_env, release_dag):
@@ -54,7 +67,10 @@ def test_failed_smoke_test_changes_nothing_downstream(release_env, release_dag):
     states = task_states(dr)
     assert dr.state == "failed"
     assert states["smoke_test"] == "failed" and states["roll_out"] == "upstream_failed"
-    assert len(ec2.describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"]) == lt_versions
+    assert (
+        len(ec2.describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"])
+        == lt_versions
+    )
     assert asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"] == []
     assert group_images(sb) == before
     assert running_instances(sb, "ami-smoke-test") == []
@@ -83,14 +99,20 @@ def test_bake_retry_reuses_the_ami_of_the_first_try(release_env, release_dag):
     # Packer succeeds, then the bake task's own post-build check (the builder safety net,
     # the only DescribeInstances that filters on this purpose after Packer) fails once.
     # (a non-retryable code: botocore would silently retry a 5xx)
-    sb.faults.fail("ec2:DescribeInstances", code="UnauthorizedOperation", match="ami-bake-builder", skip=1, times=1, status=403)
+    sb.faults.fail(
+        "ec2:DescribeInstances", code="UnauthorizedOperation", match="ami-bake-builder", skip=1, times=1, status=403
+    )
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.5.0"})
     assert dr.state == "success", task_states(dr)
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        ti = session.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake.packer-chef-linux").one()
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake.packer-chef-linux")
+            .one()
+        )
         assert ti.try_number == 2
     assert len(run_images(sb, dr.run_id)) == 1  # the retry built nothing new
     assert sb.request_counts().get("ec2:CreateImage") == 1
@@ -115,6 +137,11 @@ def test_secrets_never_leave_vault_unmasked(release_env, release_dag, vault_sand
     tags = json.dumps([i.get("Tags") for i in run_images(sb, dr.run_id)])
     records = json.dumps(ledger_records(sb))
     for secret in secret_values:
-        for where, text in {"task logs": logs, "xcom": "\n".join(xcoms), "rendered fields": "\n".join(rendered),
-                            "AMI tags": tags, "ledger": records}.items():
+        for where, text in {
+            "task logs": logs,
+            "xcom": "\n".join(xcoms),
+            "rendered fields": "\n".join(rendered),
+            "AMI tags": tags,
+            "ledger": records,
+        }.items():
             assert secret not in text, f"secret leaked into {where}"

@@ -1,5 +1,8 @@
 """Rollback by roll-forward through Airflow against the sandbox (issue: rollback + ledger)."""
+
 from __future__ import annotations
+
+from datetime import UTC
 
 import pytest
 
@@ -28,13 +31,13 @@ def test_rollback_re_releases_the_last_good_release_as_a_new_ami(release_env, ca
 
     [ami3] = run_images(sb, rb.run_id)
     t3 = _tags(ami3)
-    assert ami3["ImageId"] not in (ami1["ImageId"], ami2["ImageId"])           # a new AMI, not a swap
+    assert ami3["ImageId"] not in (ami1["ImageId"], ami2["ImageId"])  # a new AMI, not a swap
     assert t3["ReReleaseOf"] == _tags(ami1)["ReleaseId"] and t3["Version"] == "1.0.0"
     assert t3["RunList"] == _tags(ami1)["RunList"]
     assert group_images(sb) == {ami3["ImageId"]}
 
     ec2, _, _ = clients(sb)
-    still = ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0]       # kept for forensics
+    still = ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0]  # kept for forensics
     assert "ForensicHold" in _tags(still) and "INC-4711" in _tags(still)["ForensicHoldReason"]
 
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
@@ -45,12 +48,14 @@ def test_rollback_re_releases_the_last_good_release_as_a_new_ami(release_env, ca
     assert "INC-4711" in rec3["reason"] and rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback"
 
     # Retention, 100 days on: the held AMI is kept, the unused unheld 1.0.0 AMI is marked.
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from amirelease.operators.retention import AmiRetentionOperator
 
-    later = datetime.now(timezone.utc) + timedelta(days=100)
-    AmiRetentionOperator(task_id="retention", region_name="us-east-1").execute({"data_interval_end": later, "logical_date": later})
+    later = datetime.now(UTC) + timedelta(days=100)
+    AmiRetentionOperator(task_id="retention", region_name="us-east-1").execute(
+        {"data_interval_end": later, "logical_date": later}
+    )
     assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])
     assert "maid_status" in _tags(ec2.describe_images(ImageIds=[ami1["ImageId"]])["Images"][0])
     assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami3["ImageId"]])["Images"][0])  # in use
@@ -61,7 +66,11 @@ def test_rollback_re_releases_the_last_good_release_as_a_new_ami(release_env, ca
     capsys.readouterr()
     assert cli.main(["history", "demo-web"]) == 0
     out = capsys.readouterr().out.splitlines()
-    table = [line for line in out[next(i for i, line in enumerate(out) if line.startswith("started")):] if "demo-web-" in line]
+    table = [
+        line
+        for line in out[next(i for i, line in enumerate(out) if line.startswith("started")) :]
+        if "demo-web-" in line
+    ]
     assert len(table) == 3
     assert "first" in table[0] and "held" in table[1] and "re-release of" in table[2] and "INC-4711" in table[2]
     rid2 = records[r2.run_id]["release_id"]
@@ -84,4 +93,3 @@ def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(rele
     with create_session() as session:
         msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="resolve_target", key="failure").one().value
     assert "no earlier successful release to roll back to" in msg and "release a fixed version" in msg
-

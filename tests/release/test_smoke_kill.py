@@ -1,10 +1,9 @@
 """A killed smoke test leaves no instance behind (Airflow calls on_kill on SIGTERM/timeout)."""
+
 from __future__ import annotations
 
 import threading
 import time
-
-import pytest
 
 from amirelease.operators.smoke import SmokeTestOperator
 from tests.release.conftest import running_instances
@@ -15,7 +14,11 @@ def test_on_kill_terminates_the_smoke_instance(release_env, monkeypatch):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "0.2")
     # The instance's SSM agent never registers, so the task is still busy when it is killed.
     sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", times=10_000)
-    plan = {"app": "demo-web", "release_id": "kill-test", "targets": [{"region": "us-east-1", "auto_scaling_group": "demo-web-asg"}]}
+    plan = {
+        "app": "demo-web",
+        "release_id": "kill-test",
+        "targets": [{"region": "us-east-1", "auto_scaling_group": "demo-web-asg"}],
+    }
     bake = {"amis": {"us-east-1": sb.account["vendor_images"]["amazon-linux"]}}
     op = SmokeTestOperator(task_id="smoke_test", plan=plan, bake=bake, region_name="us-east-1")
     errors: list[BaseException] = []

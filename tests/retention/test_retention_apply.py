@@ -3,9 +3,10 @@
 Failures come from the sandbox's fault injection (the same server as the happy path),
 not from a fake client.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,14 +16,17 @@ from amirelease.retention.decide import decide
 from amirelease.retention.model import Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 
-UTC = timezone.utc
+UTC = UTC
 ME = "123456789012"
 PAST_DUE = "Resource does not meet policy: deregister@2020/01/01"
 
 
 def _mutations(sb):
-    return {k: v for k, v in sb.request_counts().items()
-            if k.split(":")[1].startswith(("CreateTags", "DeleteTags", "DeregisterImage", "DeleteSnapshot"))}
+    return {
+        k: v
+        for k, v in sb.request_counts().items()
+        if k.split(":")[1].startswith(("CreateTags", "DeleteTags", "DeregisterImage", "DeleteSnapshot"))
+    }
 
 
 def _plan(sb, ids, policy, dry_run=False):
@@ -32,7 +36,9 @@ def _plan(sb, ids, policy, dry_run=False):
 
 
 def _tags(sb, image_id):
-    return {t["Key"]: t["Value"] for t in sb.client("ec2").describe_images(ImageIds=[image_id])["Images"][0].get("Tags", [])}
+    return {
+        t["Key"]: t["Value"] for t in sb.client("ec2").describe_images(ImageIds=[image_id])["Images"][0].get("Tags", [])
+    }
 
 
 def test_marks_are_batched_by_value(sandbox, monkeypatch):
@@ -48,7 +54,9 @@ def test_marks_are_batched_by_value(sandbox, monkeypatch):
 
 
 def test_unmark_deletes_only_the_mark_key(sandbox):
-    image = sandbox.create_image("held", age_days=90, tags={"maid_status": PAST_DUE, "RetainIndefinitely": "true", "Team": "web"})
+    image = sandbox.create_image(
+        "held", age_days=90, tags={"maid_status": PAST_DUE, "RetainIndefinitely": "true", "Team": "web"}
+    )
     policy = RetentionPolicy()
     aws.apply_plan(sandbox.client("ec2"), _plan(sandbox, [image], policy), policy)
     assert _tags(sandbox, image) == {"RetainIndefinitely": "true", "Team": "web"}
@@ -56,10 +64,12 @@ def test_unmark_deletes_only_the_mark_key(sandbox):
 
 @pytest.mark.parametrize("dry_run, cap", [(True, 50), (False, 1)], ids=["dry-run", "cap"])
 def test_dry_run_and_blocked_plans_make_no_calls(sandbox, dry_run, cap):
-    ids = [sandbox.create_image("a", age_days=90, tags={"maid_status": PAST_DUE}),
-           sandbox.create_image("b", age_days=90, tags={"maid_status": PAST_DUE}),
-           sandbox.create_image("c", age_days=90),
-           sandbox.create_image("d", age_days=90, tags={"maid_status": PAST_DUE, "ForensicHold": "r1"})]
+    ids = [
+        sandbox.create_image("a", age_days=90, tags={"maid_status": PAST_DUE}),
+        sandbox.create_image("b", age_days=90, tags={"maid_status": PAST_DUE}),
+        sandbox.create_image("c", age_days=90),
+        sandbox.create_image("d", age_days=90, tags={"maid_status": PAST_DUE, "ForensicHold": "r1"}),
+    ]
     policy = RetentionPolicy(max_deregistrations_per_run=cap)
     plan = _plan(sandbox, ids, policy, dry_run=dry_run)
     sandbox.reset_request_counts()
@@ -83,9 +93,9 @@ def test_deregistration_errors_by_code_and_shared_snapshot_safety(sandbox):
     sandbox.faults.fail("DeleteSnapshot", code="InvalidSnapshot.InUse", match=snap4)
     applied = aws.apply_plan(ec2, plan, policy)
     snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
-    assert shared in snaps          # still used by a2, whose deregistration was refused
-    assert snap3 not in snaps       # a3 was already gone: its snapshot goes
-    assert snap4 in snaps           # in use: kept, not an error
+    assert shared in snaps  # still used by a2, whose deregistration was refused
+    assert snap3 not in snaps  # a3 was already gone: its snapshot goes
+    assert snap4 in snaps  # in use: kept, not an error
     assert applied["deregistered"] == 3 and applied["errors"] == [f"deregister {a2}: UnauthorizedOperation"]
 
 
@@ -99,12 +109,20 @@ def test_tag_failure_is_a_typed_error(sandbox):
 
 
 def test_image_from_api():
-    image = image_from_api({
-        "ImageId": "ami-1", "OwnerId": ME, "CreationDate": "2025-12-01T10:00:00.000Z", "Name": "n",
-        "Tags": [{"Key": "RetainIndefinitely", "Value": "true"}],
-        "BlockDeviceMappings": [{"Ebs": {"SnapshotId": "snap-1"}}, {"VirtualName": "ephemeral0"},
-                                {"Ebs": {"SnapshotId": "snap-1"}}],
-    })
+    image = image_from_api(
+        {
+            "ImageId": "ami-1",
+            "OwnerId": ME,
+            "CreationDate": "2025-12-01T10:00:00.000Z",
+            "Name": "n",
+            "Tags": [{"Key": "RetainIndefinitely", "Value": "true"}],
+            "BlockDeviceMappings": [
+                {"Ebs": {"SnapshotId": "snap-1"}},
+                {"VirtualName": "ephemeral0"},
+                {"Ebs": {"SnapshotId": "snap-1"}},
+            ],
+        }
+    )
     assert image.creation_date == datetime(2025, 12, 1, 10, tzinfo=UTC)
     assert image.snapshot_ids == ("snap-1",) and image.tags == {"RetainIndefinitely": "true"}
     assert image_from_api({"ImageId": "ami-2", "CreationDate": "garbage"}).creation_date is None

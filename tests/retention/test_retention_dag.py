@@ -1,7 +1,9 @@
 """The ami_retention DAG file: wiring only, no I/O at parse time."""
+
 from __future__ import annotations
 
 import socket
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -54,9 +56,15 @@ def test_operator_style():
     assert {"aws_conn_id", "region_name", "verify", "policy_path", "dry_run"} <= set(op.template_fields)
     assert op._hook_parameters["api_type"] == "client_type"
     assert [coerce_dry_run(v) for v in (None, "", "None", True, "false", "true")] == [
-        None, None, None, True, False, True]
-    from datetime import datetime, timezone
+        None,
+        None,
+        None,
+        True,
+        False,
+        True,
+    ]
+    from datetime import datetime
 
-    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
     assert run_now({"data_interval_end": t, "logical_date": None}) == t
     assert run_now({"data_interval_end": None, "logical_date": t}) == t

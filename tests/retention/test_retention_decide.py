@@ -1,7 +1,8 @@
 """The decision function: property-based over generated accounts, plus the edge cases."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,16 +13,22 @@ from amirelease.retention.marks import parse_mark
 from amirelease.retention.model import Image, Usage
 from amirelease.retention.policy import RetentionPolicy
 
-UTC = timezone.utc
+UTC = UTC
 ME, OTHER = "123456789012", "999999999999"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = RetentionPolicy(max_deregistrations_per_run=10_000)
 
 PROTECT_VARIANTS = [
     ("RetainIndefinitely", "true"),  # the only one that protects
-    ("retainindefinitely", "true"), ("RetainIndefinitely", "True"), ("RetainIndefinitely", "yes"),
-    ("RetainIndefinitely", " true"), ("RetainIndefinitely", "true "), ("RetainIndefinitely", "TRUE"),
-    ("Retainindefinitely", "true"), ("RetainIndefinitely ", "true"), ("RetainIndefinitely", ""),
+    ("retainindefinitely", "true"),
+    ("RetainIndefinitely", "True"),
+    ("RetainIndefinitely", "yes"),
+    ("RetainIndefinitely", " true"),
+    ("RetainIndefinitely", "true "),
+    ("RetainIndefinitely", "TRUE"),
+    ("Retainindefinitely", "true"),
+    ("RetainIndefinitely ", "true"),
+    ("RetainIndefinitely", ""),
 ]
 HOLD_VARIANTS = [("ForensicHold", "rel-42"), ("ForensicHold", " "), ("ForensicHold", ""), ("forensichold", "x")]
 
@@ -63,14 +70,16 @@ def accounts(draw):
             tags["maid_status"] = _mark(due, draw(st.integers(0, 4)))
         age = draw(ages)
         created = None if draw(st.integers(0, 30)) == 0 else NOW - timedelta(days=age)
-        images.append(Image(
-            image_id=image_id,
-            owner_id=draw(st.sampled_from([ME, ME, ME, OTHER])),
-            creation_date=created,
-            name=f"app-{i}",
-            tags=tags,
-            snapshot_ids=tuple(draw(st.lists(st.sampled_from(snapshot_pool), max_size=3, unique=True))),
-        ))
+        images.append(
+            Image(
+                image_id=image_id,
+                owner_id=draw(st.sampled_from([ME, ME, ME, OTHER])),
+                creation_date=created,
+                name=f"app-{i}",
+                tags=tags,
+                snapshot_ids=tuple(draw(st.lists(st.sampled_from(snapshot_pool), max_size=3, unique=True))),
+            )
+        )
         if draw(st.integers(0, 3)) == 0:
             instances[image_id] = [f"i-{i:04x}{j}" for j in range(draw(st.integers(1, 3)))]
         if draw(st.integers(0, 5)) == 0:
@@ -148,9 +157,16 @@ def test_cap_blocks_exactly_when_exceeded(account, cap):
 
 # ------------------------------------------------------------------ edge cases
 
+
 def img(image_id="ami-1", age_days=90.0, tags=None, owner=ME, snaps=()):
-    return Image(image_id=image_id, owner_id=owner, creation_date=NOW - timedelta(days=age_days),
-                 name=image_id, tags=tags or {}, snapshot_ids=tuple(snaps))
+    return Image(
+        image_id=image_id,
+        owner_id=owner,
+        creation_date=NOW - timedelta(days=age_days),
+        name=image_id,
+        tags=tags or {},
+        snapshot_ids=tuple(snaps),
+    )
 
 
 def one(image, usage=Usage(), now=NOW, policy=POLICY):

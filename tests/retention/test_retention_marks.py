@@ -1,13 +1,14 @@
 """The mark tag: Custodian's maid_status format, read tolerantly, written exactly."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from amirelease.retention.marks import due_date_for, format_mark, parse_mark
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize(
@@ -15,8 +16,11 @@ UTC = timezone.utc
     [
         ("Resource does not meet policy: deregister@2026/01/02", "deregister", datetime(2026, 1, 2, tzinfo=UTC)),
         # Custodian with `hours:` writes '%Y/%m/%d %H%M %Z'
-        ("Resource does not meet policy: deregister@2026/01/02 1530 UTC", "deregister",
-         datetime(2026, 1, 2, 15, 30, tzinfo=UTC)),
+        (
+            "Resource does not meet policy: deregister@2026/01/02 1530 UTC",
+            "deregister",
+            datetime(2026, 1, 2, 15, 30, tzinfo=UTC),
+        ),
         ("Resource does not meet policy: delete@2026/1/2", "delete", datetime(2026, 1, 2, tzinfo=UTC)),
         ("custom msg: deregister@2026-01-02", "deregister", datetime(2026, 1, 2, tzinfo=UTC)),
         ("custom msg : deregister@2026/01/02 15:30", "deregister", datetime(2026, 1, 2, 15, 30, tzinfo=UTC)),
@@ -32,8 +36,15 @@ def test_reads_custodian_marks(value, op, due):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "true", "Resource does not meet policy", "deregister@", "deregister@soon", "deregister@2026/13/40",
-     "Resource does not meet policy: deregister 2026/01/02"],
+    [
+        "",
+        "true",
+        "Resource does not meet policy",
+        "deregister@",
+        "deregister@soon",
+        "deregister@2026/13/40",
+        "Resource does not meet policy: deregister 2026/01/02",
+    ],
 )
 def test_unreadable_marks_are_no_marks(value):
     assert parse_mark(value) is None

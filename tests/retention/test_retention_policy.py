@@ -1,4 +1,5 @@
 """The policy file: loaded, validated, errors name the file and the field."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,8 @@
 """Retention against the sandbox account (moto): operator runs and full DAG runs."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def _run(sb, now, **kwargs):
 
 
 def _now():
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _by_name(sb):
@@ -96,8 +97,9 @@ def test_shared_snapshot_stays_while_other_image_lives(sandbox):
     shared = seeded["demo-web-0.8.0"]["snapshot_id"]
     assert seeded["demo-web-0.8.0-copy"]["snapshot_id"] == shared
     ec2 = sandbox.client("ec2", internal=True)
-    ec2.create_tags(Resources=[seeded["demo-web-0.8.0-copy"]["image_id"]],
-                    Tags=[{"Key": "RetainIndefinitely", "Value": "true"}])
+    ec2.create_tags(
+        Resources=[seeded["demo-web-0.8.0-copy"]["image_id"]], Tags=[{"Key": "RetainIndefinitely", "Value": "true"}]
+    )
     now = _now()
     _run(sandbox, now)
     _run(sandbox, now + timedelta(days=8))
@@ -112,8 +114,9 @@ def test_image_back_in_use_is_unmarked_and_kept(sandbox):
     _run(sandbox, now)
     image_id = seeded["demo-web-0.9.5"]["image_id"]
     ec2 = sandbox.client("ec2", internal=True)
-    ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-                      SubnetId=sandbox.account["subnet_ids"][0])
+    ec2.run_instances(
+        ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=sandbox.account["subnet_ids"][0]
+    )
     summary = _run(sandbox, now + timedelta(days=8))
     imgs = _images(sandbox)
     assert MARK not in _tags(imgs["demo-web-0.9.5"])
@@ -132,30 +135,51 @@ def test_launch_template_and_configuration_references_protect(sandbox):
     lc_img = sb.create_image("lc", age_days=100)
     subnets = ",".join(sb.account["subnet_ids"])
 
-    lt = ec2.create_launch_template(LaunchTemplateName="ret-a",
-                                    LaunchTemplateData={"ImageId": lt_default, "InstanceType": "t3.micro"})
+    lt = ec2.create_launch_template(
+        LaunchTemplateName="ret-a", LaunchTemplateData={"ImageId": lt_default, "InstanceType": "t3.micro"}
+    )
     lt_id = lt["LaunchTemplate"]["LaunchTemplateId"]
     ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData={"ImageId": lt_old})
     ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData={"ImageId": lt_latest})
     for name, version in (("ret-latest", "$Latest"), ("ret-default", "$Default")):
-        asg.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0,
-                                      LaunchTemplate={"LaunchTemplateId": lt_id, "Version": version},
-                                      VPCZoneIdentifier=subnets)
-    lt2 = ec2.create_launch_template(LaunchTemplateName="ret-mixed",
-                                     LaunchTemplateData={"ImageId": mixed, "InstanceType": "t3.micro"})
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MinSize=0,
+            MaxSize=1,
+            DesiredCapacity=0,
+            LaunchTemplate={"LaunchTemplateId": lt_id, "Version": version},
+            VPCZoneIdentifier=subnets,
+        )
+    lt2 = ec2.create_launch_template(
+        LaunchTemplateName="ret-mixed", LaunchTemplateData={"ImageId": mixed, "InstanceType": "t3.micro"}
+    )
     asg.create_auto_scaling_group(
-        AutoScalingGroupName="ret-mixed", MinSize=0, MaxSize=1, DesiredCapacity=0, VPCZoneIdentifier=subnets,
-        MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": {
-            "LaunchTemplateName": "ret-mixed", "Version": "1"}}},
+        AutoScalingGroupName="ret-mixed",
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=subnets,
+        MixedInstancesPolicy={
+            "LaunchTemplate": {"LaunchTemplateSpecification": {"LaunchTemplateName": "ret-mixed", "Version": "1"}}
+        },
     )
     asg.create_launch_configuration(LaunchConfigurationName="ret-lc", ImageId=lc_img, InstanceType="t3.micro")
-    asg.create_auto_scaling_group(AutoScalingGroupName="ret-lc", LaunchConfigurationName="ret-lc",
-                                  MinSize=0, MaxSize=1, DesiredCapacity=0, VPCZoneIdentifier=subnets)
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="ret-lc",
+        LaunchConfigurationName="ret-lc",
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=subnets,
+    )
 
     sb.reset_request_counts()
     summary = _run(sb, _now())
     rows = {i["image_id"]: i for i in summary["items"]}
-    assert rows[lt_latest]["action"] == "skip" and f"launch template {lt_id} v3 (ASG ret-default, ret-latest)" in rows[lt_latest]["reason"]
+    assert (
+        rows[lt_latest]["action"] == "skip"
+        and f"launch template {lt_id} v3 (ASG ret-default, ret-latest)" in rows[lt_latest]["reason"]
+    )
     assert rows[lt_default]["action"] == "skip" and f"launch template {lt_id} v1" in rows[lt_default]["reason"]
     assert rows[mixed]["action"] == "skip" and lt2["LaunchTemplate"]["LaunchTemplateId"] in rows[mixed]["reason"]
     assert rows[lc_img]["action"] == "skip" and "launch configuration ret-lc (ASG ret-lc)" in rows[lc_img]["reason"]
@@ -193,8 +217,16 @@ def test_throttling_is_retried_and_failures_are_reported(sandbox):
     with pytest.raises(RetentionError, match="deregister ami-.*UnauthorizedOperation"):
         _run(sandbox, now + timedelta(days=8))
     # the other four went; the failed one is retried by the next run
-    assert len([n for n in ("demo-web-0.8.0", "demo-web-0.8.0-copy", "demo-web-0.9.1", "demo-web-0.9.2",
-                            "demo-web-0.9.5") if n in _images(sandbox)]) == 1
+    assert (
+        len(
+            [
+                n
+                for n in ("demo-web-0.8.0", "demo-web-0.8.0-copy", "demo-web-0.9.1", "demo-web-0.9.2", "demo-web-0.9.5")
+                if n in _images(sandbox)
+            ]
+        )
+        == 1
+    )
     _run(sandbox, now + timedelta(days=8, minutes=5))
     assert not {"demo-web-0.8.0", "demo-web-0.8.0-copy"} & set(_images(sandbox))
 

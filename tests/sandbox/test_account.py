@@ -1,16 +1,20 @@
 """The seeded account: vendor images, demo group, aged AMIs, SSM answers."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 
 def test_vendor_images_are_ebs_backed_and_findable(sandbox):
     ec2 = sandbox.client("ec2")
-    al = ec2.describe_images(Owners=["137112412989"], Filters=[{"Name": "name", "Values": ["al2023-ami-*-x86_64"]}])["Images"]
-    win = ec2.describe_images(Owners=["801119661308"],
-                              Filters=[{"Name": "name", "Values": ["Windows_Server-2022-English-Full-Base-*"]}])["Images"]
+    al = ec2.describe_images(Owners=["137112412989"], Filters=[{"Name": "name", "Values": ["al2023-ami-*-x86_64"]}])[
+        "Images"
+    ]
+    win = ec2.describe_images(
+        Owners=["801119661308"], Filters=[{"Name": "name", "Values": ["Windows_Server-2022-English-Full-Base-*"]}]
+    )["Images"]
     assert len(al) == 2 and len(win) == 1
     newest = max(al, key=lambda i: i["CreationDate"])
     assert newest["ImageId"] == sandbox.account["vendor_images"]["amazon-linux"]
@@ -31,7 +35,9 @@ def test_demo_group_and_alarms(sandbox):
     assert set(group["VPCZoneIdentifier"].split(",")) == set(acct["subnet_ids"])
     assert group["TargetGroupARNs"] == [acct["target_group_arn"]]
     assert group["LaunchTemplate"]["LaunchTemplateName"] == "demo-web"
-    lt = sandbox.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"]
+    lt = sandbox.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo-web")[
+        "LaunchTemplateVersions"
+    ]
     assert lt[0]["LaunchTemplateData"]["ImageId"] == acct["vendor_images"]["amazon-linux"]
     assert lt[0]["LaunchTemplateData"]["InstanceType"] == "t3.micro"
     health = sandbox.client("elbv2").describe_target_health(TargetGroupArn=acct["target_group_arn"])
@@ -45,7 +51,7 @@ def test_demo_group_and_alarms(sandbox):
 def test_aged_images(sandbox):
     ec2 = sandbox.client("ec2")
     own = {i["ImageId"]: i for i in ec2.describe_images(Owners=["self"])["Images"]}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     by_name = {a["name"]: a for a in sandbox.account["aged_images"]}
     assert len(own) == len(by_name)
     for aged in sandbox.account["aged_images"]:
@@ -55,7 +61,7 @@ def test_aged_images(sandbox):
         assert image["OwnerId"] == sandbox.account_id and image["RootDeviceType"] == "ebs"
         assert {t["Key"]: t["Value"] for t in image.get("Tags", [])} == aged["tags"]
     # protections and near misses
-    tags = lambda n: by_name[n]["tags"]  # noqa: E731
+    tags = lambda n: by_name[n]["tags"]
     assert tags("demo-web-0.9.0")["RetainIndefinitely"] == "true"
     assert tags("demo-web-0.9.1")["retainindefinitely"] == "true"
     assert tags("demo-web-0.9.2")["RetainIndefinitely"] == "True"
@@ -63,7 +69,9 @@ def test_aged_images(sandbox):
     # shared snapshot
     assert by_name["demo-web-0.8.0"]["snapshot_id"] == by_name["demo-web-0.8.0-copy"]["snapshot_id"]
     snap = by_name["demo-web-0.8.0"]["snapshot_id"]
-    users = [i for i in own.values() if any(m.get("Ebs", {}).get("SnapshotId") == snap for m in i["BlockDeviceMappings"])]
+    users = [
+        i for i in own.values() if any(m.get("Ebs", {}).get("SnapshotId") == snap for m in i["BlockDeviceMappings"])
+    ]
     assert len(users) == 2
     # in use by an instance
     running = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
@@ -99,16 +107,22 @@ def test_create_image_with_date_tags_and_in_use(sandbox):
 
 def test_create_image_from_instance_is_ebs_backed(sandbox):
     ec2 = sandbox.client("ec2")
-    inst = ec2.run_instances(ImageId=sandbox.account["vendor_images"]["amazon-linux"], MinCount=1, MaxCount=1,
-                             InstanceType="t3.micro", SubnetId=sandbox.account["subnet_ids"][0])["Instances"][0]
+    inst = ec2.run_instances(
+        ImageId=sandbox.account["vendor_images"]["amazon-linux"],
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.micro",
+        SubnetId=sandbox.account["subnet_ids"][0],
+    )["Instances"][0]
     image_id = ec2.create_image(InstanceId=inst["InstanceId"], Name="baked")["ImageId"]
     image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
     assert image["RootDeviceType"] == "ebs" and image["RootDeviceName"] == "/dev/xvda"
 
 
 def _run(ssm, instance_ids, commands):
-    cmd = ssm.send_command(InstanceIds=instance_ids, DocumentName="AWS-RunShellScript",
-                           Parameters={"commands": commands})["Command"]
+    cmd = ssm.send_command(
+        InstanceIds=instance_ids, DocumentName="AWS-RunShellScript", Parameters={"commands": commands}
+    )["Command"]
     return cmd["CommandId"]
 
 
@@ -135,7 +149,11 @@ def test_ssm_fault_and_list_command_invocations(sandbox):
     cid = _run(ssm, [good, bad], ["curl -fsS http://localhost/health"])
     inv = ssm.get_command_invocation(CommandId=cid, InstanceId=bad)
     assert (inv["Status"], inv["ResponseCode"], inv["StandardOutputContent"], inv["StandardErrorContent"]) == (
-        "Failed", 7, "partial", "boom")
+        "Failed",
+        7,
+        "partial",
+        "boom",
+    )
     listed = ssm.list_command_invocations(CommandId=cid, Details=True)["CommandInvocations"]
     by_id = {i["InstanceId"]: i for i in listed}
     assert by_id[good]["Status"] == "Success" and by_id[good]["CommandPlugins"][0]["Output"] == "ok\n"

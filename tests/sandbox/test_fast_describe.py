@@ -1,5 +1,6 @@
 """sandbox/aws/fast.py: the compiled describe rendering answers exactly like moto's serializer,
 sees every mutation, and pages DescribeImages / DescribeInstances by MaxResults/NextToken."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,9 +36,13 @@ def _build_account(sb):
     """Images (own/vendor, tagged, escaped text, deregistered) and instances in several states."""
     ec2 = sb.client("ec2")
     own = [
-        sb.create_image(f"fast-{n}", age_days=n * 3, in_use=n % 4 == 0,
-                        tags={"App": "web" if n % 2 else "api", "N": str(n), "Odd": "a&b<c>\"d'"},
-                        description=f"build {n} & <more>")
+        sb.create_image(
+            f"fast-{n}",
+            age_days=n * 3,
+            in_use=n % 4 == 0,
+            tags={"App": "web" if n % 2 else "api", "N": str(n), "Odd": "a&b<c>\"d'"},
+            description=f"build {n} & <more>",
+        )
         for n in range(12)
     ]
     ec2.deregister_image(ImageId=own[-1])
@@ -47,10 +52,14 @@ def _build_account(sb):
     subnet = sb.account["subnet_ids"][1]
     reservations = []
     for count, tags in [(1, {"Role": "solo"}), (3, {"Role": "trio", "App": "web"}), (5, {"Role": "five"})]:
-        resp = ec2.run_instances(ImageId=own[2] if count == 3 else ami, MinCount=count, MaxCount=count,
-                                 InstanceType="t3.small", SubnetId=subnet,
-                                 TagSpecifications=[{"ResourceType": "instance",
-                                                     "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        resp = ec2.run_instances(
+            ImageId=own[2] if count == 3 else ami,
+            MinCount=count,
+            MaxCount=count,
+            InstanceType="t3.small",
+            SubnetId=subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )
         reservations.append([i["InstanceId"] for i in resp["Instances"]])
     ec2.stop_instances(InstanceIds=[reservations[2][0], reservations[2][1]])
     ec2.terminate_instances(InstanceIds=[reservations[2][4]])
@@ -76,13 +85,15 @@ def _queries(sb, own, reservations):
         "instances": lambda: ec2.describe_instances(),
         "instances_big_page": lambda: ec2.describe_instances(MaxResults=1000),
         "instances_state": lambda: ec2.describe_instances(
-            Filters=[{"Name": "instance-state-name", "Values": ["stopped", "terminated"]}]),
+            Filters=[{"Name": "instance-state-name", "Values": ["stopped", "terminated"]}]
+        ),
         "instances_tag": lambda: ec2.describe_instances(Filters=[{"Name": "tag:Role", "Values": ["trio", "solo"]}]),
         "instances_tag_key": lambda: ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["Extra"]}]),
         "instances_image": lambda: ec2.describe_instances(Filters=[{"Name": "image-id", "Values": [own[2]]}]),
         "instances_ids": lambda: ec2.describe_instances(InstanceIds=[reservations[1][1], reservations[2][3]]),
         "instances_asg": lambda: ec2.describe_instances(
-            Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": ["demo-web-asg"]}]),
+            Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": ["demo-web-asg"]}]
+        ),
         "snapshots": lambda: ec2.describe_snapshots(OwnerIds=["self"]),
         "snapshots_all": lambda: ec2.describe_snapshots(),
         "lt_versions": lambda: ec2.describe_launch_template_versions(LaunchTemplateId=lt_id),
@@ -101,7 +112,10 @@ def test_fast_rendering_equals_moto(sandbox):
     assert len(moto["images_self"]["Images"]) == len(sandbox.account["aged_images"]) + 11
     assert {t["Value"] for i in moto["images_tag"]["Images"] for t in i["Tags"] if t["Key"] == "Odd"} == {"a&b<c>\"d'"}
     assert sorted(i["State"]["Name"] for r in moto["instances_state"]["Reservations"] for i in r["Instances"]) == [
-        "stopped", "stopped", "terminated"]
+        "stopped",
+        "stopped",
+        "terminated",
+    ]
     assert moto["instances_tag_key"]["Reservations"][0]["Instances"][0]["InstanceId"] == reservations[1][0]
 
 
@@ -154,9 +168,13 @@ def test_describe_images_pages_by_max_results(sandbox):
     pages = _pages(ec2, "describe_images", "Images", Owners=["self"], MaxResults=5)
     assert [len(p) for p in pages[:-1]] == [5] * (len(pages) - 1) and 1 <= len(pages[-1]) <= 5
     assert [i for p in pages for i in p] == everything
-    paginated = [i for page in ec2.get_paginator("describe_images").paginate(
-        Owners=["self"], Filters=[{"Name": "tag:App", "Values": ["web"]}], PaginationConfig={"PageSize": 2})
-        for i in page["Images"]]
+    paginated = [
+        i
+        for page in ec2.get_paginator("describe_images").paginate(
+            Owners=["self"], Filters=[{"Name": "tag:App", "Values": ["web"]}], PaginationConfig={"PageSize": 2}
+        )
+        for i in page["Images"]
+    ]
     assert paginated == ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:App", "Values": ["web"]}])["Images"]
     # an image deregistered between pages does not derail the listing
     first = ec2.describe_images(Owners=["self"], MaxResults=5)
@@ -188,15 +206,22 @@ def test_describe_instances_pages_by_instance(sandbox):
         for part in page:
             whole = by_id[part["ReservationId"]]
             assert {k: v for k, v in part.items() if k != "Instances"} == {
-                k: v for k, v in whole.items() if k != "Instances"}
-    filters = [{"Name": "instance-state-name", "Values": ["running", "pending"]},
-               {"Name": "tag:Role", "Values": ["trio", "five"]}]
+                k: v for k, v in whole.items() if k != "Instances"
+            }
+    filters = [
+        {"Name": "instance-state-name", "Values": ["running", "pending"]},
+        {"Name": "tag:Role", "Values": ["trio", "five"]},
+    ]
     paged = flat(_pages(ec2, "describe_instances", "Reservations", Filters=filters, MaxResults=2))
     assert paged == flat([ec2.describe_instances(Filters=filters)["Reservations"]])
     assert len(paged) == 3 + 2
     # the paginator (botocore's PageSize -> MaxResults) sees every instance once
-    paginated = [i["InstanceId"] for page in ec2.get_paginator("describe_instances").paginate(
-        PaginationConfig={"PageSize": 6}) for r in page["Reservations"] for i in r["Instances"]]
+    paginated = [
+        i["InstanceId"]
+        for page in ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 6})
+        for r in page["Reservations"]
+        for i in r["Instances"]
+    ]
     assert paginated == [i for _, i in flat([everything])]
     # an instance terminated between pages is still listed once, in place
     first = ec2.describe_instances(MaxResults=5)

@@ -1,4 +1,5 @@
 """Fault injection, in each protocol, and the HTTP control surface."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ def client(sb, service, config=NO_RETRY):
     import boto3
 
     return boto3.client(
-        service, endpoint_url=sb.endpoint_url, region_name=sb.region,
-        aws_access_key_id="testing", aws_secret_access_key="testing", config=config,
+        service,
+        endpoint_url=sb.endpoint_url,
+        region_name=sb.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
     )
 
 
@@ -30,7 +35,7 @@ def test_fail_ec2_query_protocol_n_times_then_success(sandbox):
     ec2 = client(sandbox, "ec2")
     image = sandbox.account["aged_images"][0]["image_id"]
     sandbox.faults.fail("CreateTags", code="UnauthorizedOperation", message="nope", times=2)
-    tag = lambda: ec2.create_tags(Resources=[image], Tags=[{"Key": "k", "Value": "v"}])  # noqa: E731
+    tag = lambda: ec2.create_tags(Resources=[image], Tags=[{"Key": "k", "Value": "v"}])
     assert code_of(tag) == ("UnauthorizedOperation", 400)
     assert code_of(tag) == ("UnauthorizedOperation", 400)
     tag()
@@ -44,7 +49,9 @@ def test_fail_autoscaling_and_elbv2_and_cloudwatch(sandbox):
     asg, elb, cw = client(sandbox, "autoscaling"), client(sandbox, "elbv2"), client(sandbox, "cloudwatch")
     assert code_of(lambda: asg.start_instance_refresh(AutoScalingGroupName="demo-web-asg"))[0] == "ResourceContention"
     assert code_of(lambda: elb.describe_target_health(TargetGroupArn=sandbox.account["target_group_arn"])) == (
-        "TargetGroupNotFound", 400)
+        "TargetGroupNotFound",
+        400,
+    )
     assert code_of(lambda: cw.describe_alarms()) == ("InternalServiceError", 500)
     alarms = cw.describe_alarms(AlarmNames=sandbox.account["alarm_names"])["MetricAlarms"]
     assert {a["AlarmName"]: a["StateValue"] for a in alarms} == {"demo-web-5xx": "OK", "demo-web-latency": "OK"}
@@ -53,8 +60,11 @@ def test_fail_autoscaling_and_elbv2_and_cloudwatch(sandbox):
 def test_fail_ssm_json_protocol(sandbox):
     ssm = client(sandbox, "ssm")
     sandbox.faults.fail("SendCommand", code="InvalidInstanceId", message="not managed")
-    assert code_of(lambda: ssm.send_command(InstanceIds=["i-1"], DocumentName="AWS-RunShellScript",
-                                            Parameters={"commands": ["true"]})) == ("InvalidInstanceId", 400)
+    assert code_of(
+        lambda: ssm.send_command(
+            InstanceIds=["i-1"], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}
+        )
+    ) == ("InvalidInstanceId", 400)
 
 
 def test_throttle_then_success_and_botocore_retries_it(sandbox):
@@ -84,8 +94,9 @@ def test_clear_faults(sandbox):
 
 def _http(sb, method, path, payload=None):
     data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(f"{sb.endpoint_url}/_sandbox/{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{sb.endpoint_url}/_sandbox/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -96,9 +107,16 @@ def test_http_control_surface(sandbox):
     assert state["account"]["asg_name"] == "demo-web-asg" and state["endpoint_url"] == sandbox.endpoint_url
     _http(sandbox, "POST", "faults", {"kind": "fail", "action": "DescribeVpcs", "code": "Boom", "times": 1})
     assert code_of(lambda: ec2.describe_vpcs())[0] == "Boom"
-    _http(sandbox, "POST", "faults", [{"kind": "throttle", "action": "DescribeSubnets"},
-                                      {"kind": "refresh", "asg_name": "demo-web-asg", "percent": 50, "reason": "x"},
-                                      {"kind": "ssm", "instance_id": "i-123", "exit_code": 2}])
+    _http(
+        sandbox,
+        "POST",
+        "faults",
+        [
+            {"kind": "throttle", "action": "DescribeSubnets"},
+            {"kind": "refresh", "asg_name": "demo-web-asg", "percent": 50, "reason": "x"},
+            {"kind": "ssm", "instance_id": "i-123", "exit_code": 2},
+        ],
+    )
     faults = _http(sandbox, "GET", "faults")
     assert len(faults["calls"]) == 1 and faults["refreshes"][0]["percent"] == 50 and faults["ssm"][0]["exit_code"] == 2
     assert _http(sandbox, "DELETE", "faults") == {"calls": [], "refreshes": [], "ssm": []}

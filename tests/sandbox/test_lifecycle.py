@@ -1,4 +1,5 @@
 """start() is quick; stop() leaves no thread and no open port (checked in a fresh process)."""
+
 from __future__ import annotations
 
 import json

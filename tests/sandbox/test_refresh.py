@@ -1,4 +1,5 @@
 """Instance refresh in the sandbox, observed with plain boto3."""
+
 from __future__ import annotations
 
 import time
@@ -106,7 +107,9 @@ def test_skip_matching_leaves_matching_instances(sandbox):
 def test_without_skip_matching_same_config_is_replaced(sandbox):
     ec2, asg = clients(sandbox)
     _, before, _ = group_images(ec2, asg)
-    rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, Preferences={"MinHealthyPercentage": 0})["InstanceRefreshId"]
+    rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, Preferences={"MinHealthyPercentage": 0})[
+        "InstanceRefreshId"
+    ]
     assert wait_done(asg, rid)["Status"] == "Successful"
     _, after, _ = group_images(ec2, asg)
     assert not set(after) & set(before) and set(after.values()) == set(before.values())

@@ -1,4 +1,5 @@
 """The tag index gives the same answers as moto's scan (small data), and is in place."""
+
 from __future__ import annotations
 
 from sandbox.aws import patches
@@ -13,11 +14,15 @@ def _snapshot(sb):
         "tag_key": ec2.describe_images(Filters=[{"Name": "tag-key", "Values": ["RetainIndefinitely"]}])["Images"],
         "instances": ec2.describe_instances()["Reservations"],
         "instances_by_tag": ec2.describe_instances(
-            Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": ["demo-web-asg"]}])["Reservations"],
+            Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": ["demo-web-asg"]}]
+        )["Reservations"],
         "instances_by_image": ec2.describe_instances(
-            Filters=[{"Name": "image-id", "Values": [sb.account["vendor_images"]["amazon-linux"]]}])["Reservations"],
+            Filters=[{"Name": "image-id", "Values": [sb.account["vendor_images"]["amazon-linux"]]}]
+        )["Reservations"],
         "tags": ec2.describe_tags()["Tags"],
-        "tags_of_one": ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [sb.account["aged_images"][2]["image_id"]]}])["Tags"],
+        "tags_of_one": ec2.describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [sb.account["aged_images"][2]["image_id"]]}]
+        )["Tags"],
         "tags_wild": ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ["ami-*"]}])["Tags"],
         "vpcs": ec2.describe_vpcs()["Vpcs"],
         "subnets": ec2.describe_subnets()["Subnets"],
@@ -28,8 +33,9 @@ def _snapshot(sb):
 
 def test_tag_index_answers_like_moto(sandbox):
     for n in range(20):
-        sandbox.create_image(f"eq-{n}", age_days=n, tags={"App": "demo-web" if n % 2 else "other", "N": str(n)},
-                             in_use=n % 5 == 0)
+        sandbox.create_image(
+            f"eq-{n}", age_days=n, tags={"App": "demo-web" if n % 2 else "other", "N": str(n)}, in_use=n % 5 == 0
+        )
     patched = _snapshot(sandbox)
     patches.uninstall_fast_tags()
     try:

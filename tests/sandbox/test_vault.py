@@ -1,4 +1,5 @@
 """The sandbox Vault: a real OpenBao server; the pipeline logs in with its AppRole, not root."""
+
 from __future__ import annotations
 
 import hvac
@@ -19,16 +20,22 @@ def test_approle_login_reads_the_pipeline_secrets(vault_sandbox):
     assert client.is_authenticated()
     policies = client.auth.token.lookup_self()["data"]["policies"]
     assert "ami-pipeline" in policies and "root" not in policies
-    data = client.secrets.kv.v2.read_secret_version(path="ami-pipeline/demo-web/bake", mount_point="secret", raise_on_deleted_version=True)
+    data = client.secrets.kv.v2.read_secret_version(
+        path="ami-pipeline/demo-web/bake", mount_point="secret", raise_on_deleted_version=True
+    )
     assert set(data["data"]["data"]) == {"chef_data_bag_secret", "artifact_token"}
 
 
 def test_approle_cannot_write_or_read_outside_its_paths(vault_sandbox):
     client = _login(vault_sandbox)
     with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.kv.v2.create_or_update_secret(path="ami-pipeline/demo-web/bake", secret={"x": "y"}, mount_point="secret")
+        client.secrets.kv.v2.create_or_update_secret(
+            path="ami-pipeline/demo-web/bake", secret={"x": "y"}, mount_point="secret"
+        )
     with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.kv.v2.read_secret_version(path="other-team/db", mount_point="secret", raise_on_deleted_version=True)
+        client.secrets.kv.v2.read_secret_version(
+            path="other-team/db", mount_point="secret", raise_on_deleted_version=True
+        )
     with pytest.raises(hvac.exceptions.Forbidden):
         client.sys.enable_auth_method(method_type="userpass")
 

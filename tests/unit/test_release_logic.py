@@ -1,4 +1,5 @@
 """Pure release logic: catalog validation, run-list stacking, tags, Packer output, checks."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,16 +26,19 @@ def test_shipped_catalog_validates_including_windows():
     assert apps["demo-web"].run_list == ["recipe[linux-base]", "recipe[demo-web::default@2.3.1]"]
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("platform", "bsd", "platform"),
-    ("toolchain", "Has Spaces", "toolchain"),
-    ("cookbooks", [], "cookbooks"),
-    ("targets", [], "targets"),
-    ("base_image", {"owners": ["not-an-owner"], "name": "x"}, "base_image.owners[0]"),
-    ("refresh", {"min_healthy_percentage": 150}, "refresh.min_healthy_percentage"),
-    ("smoke_test", {"commands": [{"name": "x"}]}, "smoke_test.commands[0]"),
-    ("surprise", 1, "Additional properties"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("platform", "bsd", "platform"),
+        ("toolchain", "Has Spaces", "toolchain"),
+        ("cookbooks", [], "cookbooks"),
+        ("targets", [], "targets"),
+        ("base_image", {"owners": ["not-an-owner"], "name": "x"}, "base_image.owners[0]"),
+        ("refresh", {"min_healthy_percentage": 150}, "refresh.min_healthy_percentage"),
+        ("smoke_test", {"commands": [{"name": "x"}]}, "smoke_test.commands[0]"),
+        ("surprise", 1, "Additional properties"),
+    ],
+)
 def test_schema_errors_name_the_file_and_field(field, value, needle):
     data = {**DEMO, field: value}
     with pytest.raises(ConfigError) as err:
@@ -68,10 +72,16 @@ def test_versions_refused(bad):
 
 def test_recorded_run_list_is_checked_and_versions_are_read():
     app = catalog.get_app("demo-web")
-    assert catalog.validate_run_list(app, ["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"])[1] == "recipe[demo-web::default@2.2.0]"
+    assert (
+        catalog.validate_run_list(app, ["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"])[1]
+        == "recipe[demo-web::default@2.2.0]"
+    )
     with pytest.raises(ConfigError, match="must start with linux-base"):
         catalog.validate_run_list(app, ["recipe[demo-web]"])
-    assert catalog.cookbook_versions(["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"]) == {"linux-base": "1.4.0", "demo-web": "2.2.0"}
+    assert catalog.cookbook_versions(["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"]) == {
+        "linux-base": "1.4.0",
+        "demo-web": "2.2.0",
+    }
 
 
 def test_release_id_is_stable_per_run_and_unique_across_runs():
@@ -81,16 +91,34 @@ def test_release_id_is_stable_per_run_and_unique_across_runs():
 
 
 def test_tags_hold_the_record_and_only_allowed_characters():
-    tags = build_ami_tags(app="demo-web", version="1.0.0", rid="r", source_ami="ami-1", platform="linux",
-                          run_list=["recipe[linux-base]", "recipe[x]"], pipeline_run="manual__2026-01-01T00:00:00+00:00",
-                          template_digest="abc", re_release_of="old")
-    assert {"App", "Version", "ReleaseId", "SourceAmi", "Platform", "RunList", "PipelineRun", "BuiltBy", "ReReleaseOf"} <= set(tags)
+    tags = build_ami_tags(
+        app="demo-web",
+        version="1.0.0",
+        rid="r",
+        source_ami="ami-1",
+        platform="linux",
+        run_list=["recipe[linux-base]", "recipe[x]"],
+        pipeline_run="manual__2026-01-01T00:00:00+00:00",
+        template_digest="abc",
+        re_release_of="old",
+    )
+    assert {
+        "App",
+        "Version",
+        "ReleaseId",
+        "SourceAmi",
+        "Platform",
+        "RunList",
+        "PipelineRun",
+        "BuiltBy",
+        "ReReleaseOf",
+    } <= set(tags)
     assert tags["PipelineRun"] == "manual__2026-01-01T00:00:00+00:00"
     assert tag_value("a,b;c$d" + "x" * 300) == "a_b_c_d" + "x" * 249
 
 
 def test_hcl_escaping_keeps_secrets_literal():
-    assert hcl_string("p${x}%{y}\"q") == '"p$${x}%%{y}\\"q"'
+    assert hcl_string('p${x}%{y}"q') == '"p$${x}%%{y}\\"q"'
     assert hcl_map({"k": "v"}) == '{"k" = "v"}'
 
 
@@ -120,31 +148,62 @@ def test_smoke_result_checks():
 
 def test_verification_rules():
     inst = [{"InstanceId": f"i-{n}", "LifecycleState": "InService", "HealthStatus": "Healthy"} for n in range(3)]
-    ok = dict(group="g", ami="ami-new", instances=inst, images={f"i-{n}": "ami-new" for n in range(3)},
-              target_health={"arn:tg/demo/1": ["healthy"] * 3}, alarms={"a": "OK"}, min_healthy_percent=100)
+    ok = dict(
+        group="g",
+        ami="ami-new",
+        instances=inst,
+        images={f"i-{n}": "ami-new" for n in range(3)},
+        target_health={"arn:tg/demo/1": ["healthy"] * 3},
+        alarms={"a": "OK"},
+        min_healthy_percent=100,
+    )
     assert evaluate_group(**ok) == []
-    assert "not on ami-new: i-2" in evaluate_group(**{**ok, "images": {"i-0": "ami-new", "i-1": "ami-new", "i-2": "ami-old"}})[0]
+    assert (
+        "not on ami-new: i-2"
+        in evaluate_group(**{**ok, "images": {"i-0": "ami-new", "i-1": "ami-new", "i-2": "ami-old"}})[0]
+    )
     assert "alarm a is ALARM" in evaluate_group(**{**ok, "alarms": {"a": "ALARM"}})
-    assert "2/3 targets healthy" in evaluate_group(**{**ok, "target_health": {"arn:tg/demo/1": ["healthy", "healthy", "unhealthy"]}})[0]
+    assert (
+        "2/3 targets healthy"
+        in evaluate_group(**{**ok, "target_health": {"arn:tg/demo/1": ["healthy", "healthy", "unhealthy"]}})[0]
+    )
     assert evaluate_group(**{**ok, "instances": []}) == ["g: no InService instance"]
 
 
 def test_outcome_follows_pipeline_order_and_mapped_keys():
     order = ["preflight", "bake", "wait_for_refresh", "verify"]
-    assert outcome_of({"preflight": "success", "wait_for_refresh_0": "success", "verify": "success"}, order) == ("succeeded", None)
-    assert outcome_of({"preflight": "success", "wait_for_refresh_0": "failed", "verify": "upstream_failed"}, order) == ("failed", "wait_for_refresh")
-    assert outcome_of({"resolve_target": "failed", "preflight": "upstream_failed"}, order) == ("failed", "resolve_target")
+    assert outcome_of({"preflight": "success", "wait_for_refresh_0": "success", "verify": "success"}, order) == (
+        "succeeded",
+        None,
+    )
+    assert outcome_of({"preflight": "success", "wait_for_refresh_0": "failed", "verify": "upstream_failed"}, order) == (
+        "failed",
+        "wait_for_refresh",
+    )
+    assert outcome_of({"resolve_target": "failed", "preflight": "upstream_failed"}, order) == (
+        "failed",
+        "resolve_target",
+    )
 
 
 def test_refresh_preferences_map_to_aws_names():
-    assert refresh_preferences({"min_healthy_percentage": 90, "checkpoint_percentages": [50, 100], "auto_rollback": True}) == {
-        "MinHealthyPercentage": 90, "CheckpointPercentages": [50, 100], "AutoRollback": True, "SkipMatching": True}
+    assert refresh_preferences(
+        {"min_healthy_percentage": 90, "checkpoint_percentages": [50, 100], "auto_rollback": True}
+    ) == {"MinHealthyPercentage": 90, "CheckpointPercentages": [50, 100], "AutoRollback": True, "SkipMatching": True}
 
 
 def test_rollback_target_selection():
     def rec(rid, version, outcome="succeeded", t="2026-01-0"):
-        return {"release_id": rid, "version": version, "outcome": outcome, "finished_at": t + rid[-1],
-                "app": "a", "run_list": ["recipe[linux-base]"], "platform": "linux"}
+        return {
+            "release_id": rid,
+            "version": version,
+            "outcome": outcome,
+            "finished_at": t + rid[-1],
+            "app": "a",
+            "run_list": ["recipe[linux-base]"],
+            "platform": "linux",
+        }
+
     h = [rec("r1", "1.0.0"), rec("r2", "1.1.0", "failed"), rec("r3", "1.2.0"), rec("r4", "1.3.0")]
     assert pick_rollback_target(h, "r4")["release_id"] == "r3"
     assert pick_rollback_target(h, "r4", "1.0.0")["release_id"] == "r1"

@@ -4,6 +4,7 @@ A thin AwsBaseHook over the ``autoscaling`` client, with our custom waiter
 (``instance_refresh_complete``, waiters/autoscaling.json) since botocore has none
 for instance refreshes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@
 * ``interrupt()`` sends SIGINT, which makes Packer tear down its builder instance,
   security group and key pair before exiting; it is called on kill, timeout and error.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from airflow.sdk import BaseHook
 
@@ -57,7 +58,9 @@ def parse_artifact_id(value: str) -> dict[str, str]:
             continue
         region, _, ami = part.partition(":")
         if not ami.startswith("ami-"):
-            raise BakeError(f"unexpected Packer artifact id '{value}'", fix="check the template's builder is amazon-ebs")
+            raise BakeError(
+                f"unexpected Packer artifact id '{value}'", fix="check the template's builder is amazon-ebs"
+            )
         out[region] = ami
     return out
 
@@ -111,7 +114,9 @@ class PackerHook(BaseHook):
             if only:
                 cmd.append(f"-only={only}")
             cmd.append(str(template))
-            on_line(f"$ {' '.join(cmd)}   (secrets via PKR_VAR_secrets in the environment: {sorted((secrets or {}).keys())})")
+            on_line(
+                f"$ {' '.join(cmd)}   (secrets via PKR_VAR_secrets in the environment: {sorted((secrets or {}).keys())})"
+            )
             self._proc = subprocess.Popen(
                 cmd,
                 cwd=str(template.parent),

@@ -3,6 +3,7 @@
 Every value read is registered with Airflow's secret masker before anything else can
 see it, so it is redacted from task logs even if a tool echoes it.
 """
+
 from __future__ import annotations
 
 from airflow.providers.hashicorp.hooks.vault import VaultHook
@@ -25,7 +26,9 @@ class PipelineSecrets:
     def _hook(self) -> VaultHook:
         return VaultHook(vault_conn_id=self.vault_conn_id)
 
-    def read(self, app_name: str, paths: tuple[tuple[str, tuple[str, ...]], ...], check_only: bool = False) -> dict[str, str]:
+    def read(
+        self, app_name: str, paths: tuple[tuple[str, tuple[str, ...]], ...], check_only: bool = False
+    ) -> dict[str, str]:
         """Return {key: value} for every key the app asks for; raise PreflightError naming what is missing."""
         if not paths:
             return {}
@@ -66,7 +69,10 @@ class PipelineSecrets:
                 value = str(data[k])
                 mask_secret(value)
                 if k in values and values[k] != value:
-                    raise PreflightError(f"secret key '{k}' is defined twice with different values for app '{app_name}'", fix="use distinct key names")
+                    raise PreflightError(
+                        f"secret key '{k}' is defined twice with different values for app '{app_name}'",
+                        fix="use distinct key names",
+                    )
                 values[k] = value
         if check_only:
             return {k: "***" for k in values}

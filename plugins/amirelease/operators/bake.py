@@ -1,8 +1,10 @@
 """Bake: Packer builds the AMI from the vendor base image with the stacked run list."""
+
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -31,7 +33,9 @@ def packer_source() -> str:
     'unprovisioned' (no communicator). Deployment configuration: [ami_release] packer_source."""
     value = conf.get("ami_release", "packer_source", fallback="provisioned")
     if value not in ("provisioned", "unprovisioned"):
-        raise BakeError(f"[ami_release] packer_source = {value!r} is not valid", fix="use 'provisioned' or 'unprovisioned'")
+        raise BakeError(
+            f"[ami_release] packer_source = {value!r} is not valid", fix="use 'provisioned' or 'unprovisioned'"
+        )
     return value
 
 
@@ -47,13 +51,14 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
     template_fields: Sequence[str] = aws_template_fields("plan")
     ui_color = "#fdf1e1"
 
-    def __init__(self, *, plan: dict | str, vault_conn_id: str = "vault_default", packer_timeout: float = 3 * 3600, **kwargs: Any) -> None:
+    def __init__(
+        self, *, plan: dict | str, vault_conn_id: str = "vault_default", packer_timeout: float = 3 * 3600, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.vault_conn_id = vault_conn_id
         self.packer_timeout = packer_timeout
         self._packer: PackerHook | None = None
-
 
     def execute(self, context: Context) -> dict:
         plan = self.plan
@@ -71,11 +76,24 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
         template = catalog.packer_template(app.platform)
         source = packer_source()
         tags = build_ami_tags(
-            app=app.name, version=plan["version"], rid=rid, source_ami=plan["source_ami"], platform=app.platform,
-            run_list=plan["run_list"], pipeline_run=plan["pipeline_run"], template_digest=plan["packer_template_digest"],
-            git_ref=plan.get("git_ref"), re_release_of=plan.get("re_release_of"),
+            app=app.name,
+            version=plan["version"],
+            rid=rid,
+            source_ami=plan["source_ami"],
+            platform=app.platform,
+            run_list=plan["run_list"],
+            pipeline_run=plan["pipeline_run"],
+            template_digest=plan["packer_template_digest"],
+            git_ref=plan.get("git_ref"),
+            re_release_of=plan.get("re_release_of"),
         )
-        run_tags = {TAG_RELEASE_ID: rid, TAG_PURPOSE: BUILDER_PURPOSE, "App": app.name, "PipelineRun": tags["PipelineRun"], "Name": f"packer-builder {rid}"}
+        run_tags = {
+            TAG_RELEASE_ID: rid,
+            TAG_PURPOSE: BUILDER_PURPOSE,
+            "App": app.name,
+            "PipelineRun": tags["PipelineRun"],
+            "Name": f"packer-builder {rid}",
+        }
         variables = {
             "region": region,
             "ami_regions": [r for r in plan["regions"] if r != region],
@@ -93,13 +111,19 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
         }
         secrets = PipelineSecrets(self.vault_conn_id).read(app.name, app.secrets)  # masked as read
         creds = self.hook.get_credentials(region_name=region)
-        aws_env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key, "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+        aws_env = {
+            "AWS_ACCESS_KEY_ID": creds.access_key,
+            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+        }
         if creds.token:
             aws_env["AWS_SESSION_TOKEN"] = creds.token
         if source == "unprovisioned":
             self.log.warning(
                 "Building source 'unprovisioned' ([ami_release] packer_source): Packer uses no communicator, so the Chef run list %s is NOT applied. "
-                "Set packer_source = provisioned for a real account.", plan["run_list"],
+                "Set packer_source = provisioned for a real account.",
+                plan["run_list"],
             )
         self._packer = PackerHook()
         started = time.monotonic()
@@ -177,7 +201,9 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
             missing = {k: v for k, v in tags.items() if have.get(k) != v}
             if missing:
                 ec2.create_tags(Resources=[ami], Tags=tag_list(missing))
-            self.log.info("AMI %s in %s tagged: %s", ami, region, ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+            self.log.info(
+                "AMI %s in %s tagged: %s", ami, region, ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+            )
 
     def _result(self, plan: dict, artifacts: dict[str, str], reused: bool) -> dict:
         return {

@@ -1,4 +1,5 @@
 """Shared pieces of the release operators (Amazon-provider style)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,9 @@
 """One release per app at a time: a sensor that waits for the app's lock in the ledger bucket."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
@@ -46,9 +48,20 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         except Exception as exc:  # noqa: BLE001 - an unknown run is as good as finished
             self.log.info("Holder run %s not found (%s)", holder.get("run_id"), type(exc).__name__)
         if state is None or str(state) in FINISHED:
-            self.log.warning("Release lock for %s is stale (holder %s is %s): taking it over", self.app, holder.get("run_id"), state or "gone")
+            self.log.warning(
+                "Release lock for %s is stale (holder %s is %s): taking it over",
+                self.app,
+                holder.get("run_id"),
+                state or "gone",
+            )
             lock.break_stale(holder)
             ok, _ = lock.try_acquire(me)
             return ok
-        self.log.info("Another release of %s is running (%s %s since %s): waiting", self.app, holder.get("dag_id"), holder.get("run_id"), holder.get("acquired_at"))
+        self.log.info(
+            "Another release of %s is running (%s %s since %s): waiting",
+            self.app,
+            holder.get("dag_id"),
+            holder.get("run_id"),
+            holder.get("acquired_at"),
+        )
         return False

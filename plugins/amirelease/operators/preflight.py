@@ -1,20 +1,22 @@
 """Preflight: every check that can fail, before anything is created in AWS."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from botocore.exceptions import ClientError
 
 from amirelease import catalog
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
-from amirelease.operators.base import RegionalHooksMixin, group_launch_template
 from amirelease.ledger import Ledger, ledger_bucket
+from amirelease.operators.base import RegionalHooksMixin, group_launch_template
 from amirelease.release import ami_name, file_digest, newest_image, release_id
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,7 +45,9 @@ def resolve_base_image(ec2, owners: Sequence[str], name_pattern: str, architectu
             fix="correct base_image in the app's catalog file, or check the region offers that image",
         )
     if best.get("RootDeviceType") != "ebs":
-        raise PreflightError(f"base image {best['ImageId']} is not EBS-backed", fix="amazon-ebs builds need an EBS-backed source image")
+        raise PreflightError(
+            f"base image {best['ImageId']} is not EBS-backed", fix="amazon-ebs builds need an EBS-backed source image"
+        )
     return best
 
 
@@ -55,7 +59,9 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
     """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("app", "version", "git_ref", "notes", "re_release_of", "triggered_by", "run_list")
+    template_fields: Sequence[str] = aws_template_fields(
+        "app", "version", "git_ref", "notes", "re_release_of", "triggered_by", "run_list"
+    )
     ui_color = "#e8f4fa"
 
     def __init__(
@@ -84,7 +90,13 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
     def execute(self, context: Context) -> dict:
         app = catalog.get_app(self.app)
         version = catalog.validate_version(self.version)
-        self.log.info("Preflight for %s %s (%s, toolchain %s): no AWS resource is created here", app.name, version, app.platform, app.toolchain)
+        self.log.info(
+            "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
+            app.name,
+            version,
+            app.platform,
+            app.toolchain,
+        )
 
         run_list = catalog.validate_run_list(app, self.run_list) if self.run_list else app.run_list
         if self.run_list:
@@ -97,7 +109,13 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
         own_account = self.hook.account_id
         ec2 = self.ec2(app.home_region)
         base = resolve_base_image(ec2, app.base_image_owners, app.base_image_name, app.architecture, own_account)
-        self.log.info("Base image: %s %s (owner %s, created %s)", base["ImageId"], base.get("Name"), base.get("OwnerId"), base.get("CreationDate"))
+        self.log.info(
+            "Base image: %s %s (owner %s, created %s)",
+            base["ImageId"],
+            base.get("Name"),
+            base.get("OwnerId"),
+            base.get("CreationDate"),
+        )
 
         keys = PipelineSecrets(self.vault_conn_id).read(app.name, app.secrets, check_only=True)
         self.log.info("Vault: %d secret key(s) present for %s: %s", len(keys), app.name, ", ".join(sorted(keys)) or "-")
@@ -155,7 +173,10 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
                 fix="point targets[].launch_template at the template the group uses (launch configurations are not supported: migrate the group to a launch template)",
             )
         try:
-            self.ec2(t.region).describe_launch_templates(LaunchTemplateNames=[spec["LaunchTemplateName"]] if spec.get("LaunchTemplateName") else [], LaunchTemplateIds=[spec["LaunchTemplateId"]] if not spec.get("LaunchTemplateName") else [])
+            self.ec2(t.region).describe_launch_templates(
+                LaunchTemplateNames=[spec["LaunchTemplateName"]] if spec.get("LaunchTemplateName") else [],
+                LaunchTemplateIds=[spec["LaunchTemplateId"]] if not spec.get("LaunchTemplateName") else [],
+            )
         except ClientError as exc:
             raise PreflightError(
                 f"launch template '{t.launch_template}' of group '{t.auto_scaling_group}' not found in {t.region} ({exc.response['Error']['Code']})",
@@ -165,6 +186,14 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
         if active:
             self.log.warning(
                 "Group %s already has instance refresh %s in state %s; the roll-out will attach to it only if it is this run's, otherwise fail",
-                t.auto_scaling_group, active["InstanceRefreshId"], active["Status"],
+                t.auto_scaling_group,
+                active["InstanceRefreshId"],
+                active["Status"],
             )
-        self.log.info("Target ok: %s/%s (%d instances, template %s)", t.region, t.auto_scaling_group, len(group.get("Instances", [])), t.launch_template)
+        self.log.info(
+            "Target ok: %s/%s (%d instances, template %s)",
+            t.region,
+            t.auto_scaling_group,
+            len(group.get("Instances", [])),
+            t.launch_template,
+        )

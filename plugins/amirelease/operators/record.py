@@ -1,8 +1,10 @@
 """Record: the release's outcome on the AMI (tags) and in the ledger (S3), then the lock
 is released. Runs whatever happened upstream (trigger_rule=all_done)."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -48,9 +50,21 @@ def outcome_of(states: dict[str, str | None], order: list[str]) -> tuple[str, st
     return "succeeded", None
 
 
-def build_record(*, dag_id: str, run_id: str, params: dict, plan: dict | None, bake: dict | None, smoke: dict | None,
-                 rollout: list | None, verify: dict | None, outcome: str, failed_task: str | None, reason: str | None,
-                 started_at: str | None) -> dict:
+def build_record(
+    *,
+    dag_id: str,
+    run_id: str,
+    params: dict,
+    plan: dict | None,
+    bake: dict | None,
+    smoke: dict | None,
+    rollout: list | None,
+    verify: dict | None,
+    outcome: str,
+    failed_task: str | None,
+    reason: str | None,
+    started_at: str | None,
+) -> dict:
     """The ledger document (pure). Only non-secret inputs: plan, AWS ids, results."""
     plan = plan or {}
     return {
@@ -74,7 +88,8 @@ def build_record(*, dag_id: str, run_id: str, params: dict, plan: dict | None, b
         "git_ref": plan.get("git_ref"),
         "targets": plan.get("targets"),
         "launch_template_versions": [
-            {k: r[k] for k in ("region", "auto_scaling_group", "launch_template_id", "launch_template_version")} for r in rollout or []
+            {k: r[k] for k in ("region", "auto_scaling_group", "launch_template_id", "launch_template_version")}
+            for r in rollout or []
         ],
         "refreshes": [{k: r.get(k) for k in ("region", "auto_scaling_group", "refresh_id")} for r in rollout or []],
         "smoke_test": smoke,
@@ -98,9 +113,17 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
     template_fields: Sequence[str] = aws_template_fields("task_order")
     ui_color = "#f0f0f0"
 
-    def __init__(self, *, task_order: list[str], bake_task_ids: list[str], plan_task_id: str = "preflight",
-                 rollout_task_id: str = "roll_out", verify_task_id: str = "verify", smoke_task_id: str = "smoke_test",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        task_order: list[str],
+        bake_task_ids: list[str],
+        plan_task_id: str = "preflight",
+        rollout_task_id: str = "roll_out",
+        verify_task_id: str = "verify",
+        smoke_task_id: str = "smoke_test",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.task_order = task_order
         self.bake_task_ids = bake_task_ids
@@ -108,7 +131,6 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
         self.rollout_task_id = rollout_task_id
         self.verify_task_id = verify_task_id
         self.smoke_task_id = smoke_task_id
-
 
     def execute(self, context: Context) -> dict:
         ti = context["ti"]
@@ -124,9 +146,20 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
         smoke = ti.xcom_pull(task_ids=self.smoke_task_id)
         dag_run = context["dag_run"]
         record = build_record(
-            dag_id=ti.dag_id, run_id=ti.run_id, params=dict(context["params"]), plan=plan, bake=bake, smoke=smoke,
-            rollout=rollout, verify=verify, outcome=outcome, failed_task=failed_task, reason=reason,
-            started_at=dag_run.start_date.strftime("%Y-%m-%dT%H:%M:%SZ") if getattr(dag_run, "start_date", None) else None,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            params=dict(context["params"]),
+            plan=plan,
+            bake=bake,
+            smoke=smoke,
+            rollout=rollout,
+            verify=verify,
+            outcome=outcome,
+            failed_task=failed_task,
+            reason=reason,
+            started_at=dag_run.start_date.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if getattr(dag_run, "start_date", None)
+            else None,
         )
         try:
             self._record(record, bake, rollout, outcome, failed_task, plan)
@@ -140,9 +173,14 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
             )
         return record
 
-    def _record(self, record: dict, bake: dict | None, rollout: list, outcome: str, failed_task: str | None, plan: dict | None) -> None:
+    def _record(
+        self, record: dict, bake: dict | None, rollout: list, outcome: str, failed_task: str | None, plan: dict | None
+    ) -> None:
         if bake:
-            tags = {TAG_STATUS: "released" if outcome == "succeeded" else "failed", "ReleaseOutcomeAt": record["finished_at"]}
+            tags = {
+                TAG_STATUS: "released" if outcome == "succeeded" else "failed",
+                "ReleaseOutcomeAt": record["finished_at"],
+            }
             if failed_task:
                 tags["FailedTask"] = tag_value(failed_task)
             for region, ami in bake["amis"].items():
@@ -150,8 +188,14 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
                 self.log.info("AMI %s (%s): %s", ami, region, tags)
         if outcome == "succeeded":
             for r in rollout:
-                self.ec2(r["region"]).modify_launch_template(LaunchTemplateId=r["launch_template_id"], DefaultVersion=str(r["launch_template_version"]))
-                self.log.info("Launch template %s default version is now %s", r["launch_template_id"], r["launch_template_version"])
+                self.ec2(r["region"]).modify_launch_template(
+                    LaunchTemplateId=r["launch_template_id"], DefaultVersion=str(r["launch_template_version"])
+                )
+                self.log.info(
+                    "Launch template %s default version is now %s",
+                    r["launch_template_id"],
+                    r["launch_template_version"],
+                )
         if plan is None:
             self.log.warning("No release plan (preflight failed): nothing was changed in AWS; no ledger record written")
             return
@@ -160,7 +204,12 @@ class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOpera
             self.log.info("Ledger record written: s3://%s/%s", ledger_bucket(), key)
         except ConfigError as exc:
             self.log.error("Ledger not written: %s", exc)
-        self.log.info("Release record: outcome=%s failed_task=%s amis=%s", record["outcome"], record["failed_task"], record["amis"])
+        self.log.info(
+            "Release record: outcome=%s failed_task=%s amis=%s",
+            record["outcome"],
+            record["failed_task"],
+            record["amis"],
+        )
 
     def _release_lock(self, app: str, ti) -> None:
         try:

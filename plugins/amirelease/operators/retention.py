@@ -1,8 +1,9 @@
 """AmiRetentionOperator: one region's retention run (list -> decide -> report -> apply)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,11 @@ def run_now(context: Context) -> datetime:
     for key in ("data_interval_end", "logical_date"):
         value = context.get(key)
         if value is not None:
-            return value.astimezone(timezone.utc)
+            return value.astimezone(UTC)
     dag_run = context.get("dag_run")
     if dag_run is not None and getattr(dag_run, "run_after", None) is not None:
-        return dag_run.run_after.astimezone(timezone.utc)
-    return datetime.now(timezone.utc)
+        return dag_run.run_after.astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def coerce_dry_run(value: Any) -> bool | None:
@@ -71,7 +72,6 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         super().__init__(**kwargs)
         self.policy_path = policy_path
         self.dry_run = dry_run
-
 
     @cached_property
     def autoscaling_hook(self) -> AwsGenericHook:

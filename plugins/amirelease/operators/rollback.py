@@ -1,7 +1,9 @@
 """Rollback by roll-forward: pick the release to bake again, and hold the AMI it replaces."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -40,16 +42,31 @@ class ResolveRollbackTargetOperator(RegionalHooksMixin, AwsBaseOperator[AutoScal
     def execute(self, context: Context) -> dict:
         app = catalog.get_app(self.app)
         if len((self.reason or "").strip()) < 10:
-            raise PreflightError("a rollback needs a reason of at least 10 characters", fix="say what is wrong with the current release; it goes in the ledger")
+            raise PreflightError(
+                "a rollback needs a reason of at least 10 characters",
+                fix="say what is wrong with the current release; it goes in the ledger",
+            )
         ledger = Ledger(S3Hook(**self._common(None)).conn, ledger_bucket())
         ledger.check()
         history = ledger.history(app.name)
         current = self._current(app)
         current_rid = current.get("release_id")
-        self.log.info("%s now runs %s (release %s)", app.name, current.get("amis"), current_rid or "unknown: not built by this pipeline")
+        self.log.info(
+            "%s now runs %s (release %s)",
+            app.name,
+            current.get("amis"),
+            current_rid or "unknown: not built by this pipeline",
+        )
         target = pick_rollback_target(history, current_rid, (self.target or "").strip() or None)
-        self.log.info("Rolling forward to a re-release of %s %s (%s, built %s from %s, run list %s)",
-                      app.name, target["version"], target["release_id"], target.get("finished_at"), target.get("source_ami"), target["run_list"])
+        self.log.info(
+            "Rolling forward to a re-release of %s %s (%s, built %s from %s, run list %s)",
+            app.name,
+            target["version"],
+            target["release_id"],
+            target.get("finished_at"),
+            target.get("source_ami"),
+            target["run_list"],
+        )
         return {
             "app": app.name,
             "version": target["version"],
@@ -67,12 +84,17 @@ class ResolveRollbackTargetOperator(RegionalHooksMixin, AwsBaseOperator[AutoScal
         for t in app.targets:
             group = self.autoscaling(t.region).describe_group(t.auto_scaling_group)
             if group is None:
-                raise PreflightError(f"Auto Scaling group '{t.auto_scaling_group}' does not exist in {t.region}", fix="correct the catalog")
+                raise PreflightError(
+                    f"Auto Scaling group '{t.auto_scaling_group}' does not exist in {t.region}",
+                    fix="correct the catalog",
+                )
             ids = [i["InstanceId"] for i in group.get("Instances", []) if i.get("LifecycleState") == "InService"]
             if not ids:
                 continue
             ec2 = self.ec2(t.region)
-            images = {i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+            images = {
+                i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]
+            }
             for image in ec2.describe_images(ImageIds=sorted(images))["Images"]:
                 amis[t.region] = image["ImageId"]
                 rid = tags_dict(image.get("Tags")).get(TAG_RELEASE_ID)
@@ -100,13 +122,21 @@ class ForensicHoldOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook])
         if str(self.hold).lower() not in ("true", "1"):
             self.log.info("No forensic hold requested: %s stays subject to the retention policy", r["current_amis"])
             return None
-        hold = {"placed_at": utcnow(), "by_run": context["run_id"], "dag_id": context["ti"].dag_id, "reason": self.reason}
+        hold = {
+            "placed_at": utcnow(),
+            "by_run": context["run_id"],
+            "dag_id": context["ti"].dag_id,
+            "reason": self.reason,
+        }
         tags = {HOLD_TAG: tag_value(f"rollback {hold['placed_at']}"), HOLD_REASON_TAG: tag_value(self.reason)}
         for region, ami in r["current_amis"].items():
             self.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
             self.log.info("Forensic hold placed on %s (%s): %s", ami, region, tags)
         if r.get("current_release_id"):
             ledger = Ledger(S3Hook(**self._common(None)).conn, ledger_bucket())
-            if ledger.update(r["app"], r["current_release_id"], forensic_hold={**hold, "amis": r["current_amis"]}) is None:
+            if (
+                ledger.update(r["app"], r["current_release_id"], forensic_hold={**hold, "amis": r["current_amis"]})
+                is None
+            ):
                 self.log.warning("No ledger record for %s; the hold is on the AMI tags only", r["current_release_id"])
         return {**hold, "amis": r["current_amis"]}

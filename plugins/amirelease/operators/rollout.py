@@ -1,16 +1,18 @@
 """Roll-out: a new launch-template version per group, then one instance refresh per group;
 and the wait for it, deferred to the triggerer or blocking, with the same result."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
+from botocore.exceptions import ClientError
 
 from amirelease import catalog
 from amirelease.errors import RolloutError
@@ -73,9 +75,16 @@ class RollOutOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
         ec2 = self.ec2(region)
         group = asg.describe_group(group_name)
         if group is None:
-            raise RolloutError(f"Auto Scaling group '{group_name}' disappeared from {region}", fix="restore it or correct the catalog")
+            raise RolloutError(
+                f"Auto Scaling group '{group_name}' disappeared from {region}", fix="restore it or correct the catalog"
+            )
         spec = group_launch_template(group) or {}
-        lt_id = spec.get("LaunchTemplateId") or ec2.describe_launch_templates(LaunchTemplateNames=[spec["LaunchTemplateName"]])["LaunchTemplates"][0]["LaunchTemplateId"]
+        lt_id = (
+            spec.get("LaunchTemplateId")
+            or ec2.describe_launch_templates(LaunchTemplateNames=[spec["LaunchTemplateName"]])["LaunchTemplates"][0][
+                "LaunchTemplateId"
+            ]
+        )
 
         version = self._find_version(ec2, lt_id, rid)
         if version is None:
@@ -86,16 +95,30 @@ class RollOutOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
                 VersionDescription=rid,
                 LaunchTemplateData={"ImageId": ami},
             )["LaunchTemplateVersion"]["VersionNumber"]
-            self.log.info("%s: launch template %s version %s created from %s with ImageId %s", group_name, lt_id, version, source_version, ami)
+            self.log.info(
+                "%s: launch template %s version %s created from %s with ImageId %s",
+                group_name,
+                lt_id,
+                version,
+                source_version,
+                ami,
+            )
         else:
-            self.log.info("%s: reusing launch template %s version %s made by an earlier try", group_name, lt_id, version)
+            self.log.info(
+                "%s: reusing launch template %s version %s made by an earlier try", group_name, lt_id, version
+            )
 
         refreshes = asg.refreshes(group_name)
         active = next((r for r in refreshes if r["Status"] in ACTIVE_REFRESH_STATES), None)
         mine = [r for r in refreshes if _desired_version(r) == str(version)]
         if active is not None:
             if _desired_version(active) == str(version):
-                self.log.info("%s: attaching to refresh %s (%s) started by an earlier try", group_name, active["InstanceRefreshId"], active["Status"])
+                self.log.info(
+                    "%s: attaching to refresh %s (%s) started by an earlier try",
+                    group_name,
+                    active["InstanceRefreshId"],
+                    active["Status"],
+                )
                 refresh_id = active["InstanceRefreshId"]
             else:
                 raise RolloutError(
@@ -114,9 +137,19 @@ class RollOutOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
                 if code == "InstanceRefreshInProgress":
-                    raise RolloutError(f"another instance refresh started on '{group_name}' meanwhile", resource=f"{region}/{group_name}", fix="wait for it, then retry this task") from None
-                raise RolloutError(f"StartInstanceRefresh on '{group_name}' failed: {code}: {exc.response['Error'].get('Message')}", resource=f"{region}/{group_name}", fix="check the group and the preferences in the catalog") from None
-            self.log.info("%s: instance refresh %s started to %s v%s with %s", group_name, refresh_id, lt_id, version, prefs)
+                    raise RolloutError(
+                        f"another instance refresh started on '{group_name}' meanwhile",
+                        resource=f"{region}/{group_name}",
+                        fix="wait for it, then retry this task",
+                    ) from None
+                raise RolloutError(
+                    f"StartInstanceRefresh on '{group_name}' failed: {code}: {exc.response['Error'].get('Message')}",
+                    resource=f"{region}/{group_name}",
+                    fix="check the group and the preferences in the catalog",
+                ) from None
+            self.log.info(
+                "%s: instance refresh %s started to %s v%s with %s", group_name, refresh_id, lt_id, version, prefs
+            )
         return {
             "region": region,
             "auto_scaling_group": group_name,
@@ -176,7 +209,15 @@ class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoSca
         r = self.refresh
         delay = self._delay()
         attempts = max(1, int(r.get("timeout_minutes", 60) * 60 / delay))
-        self.log.info("Waiting for refresh %s of %s in %s (%s, every %ss, up to %s tries)", r["refresh_id"], r["auto_scaling_group"], r["region"], "deferred" if self._deferrable() else "blocking", delay, attempts)
+        self.log.info(
+            "Waiting for refresh %s of %s in %s (%s, every %ss, up to %s tries)",
+            r["refresh_id"],
+            r["auto_scaling_group"],
+            r["region"],
+            "deferred" if self._deferrable() else "blocking",
+            delay,
+            attempts,
+        )
         if self._deferrable():
             self.defer(
                 trigger=InstanceRefreshCompleteTrigger(
@@ -218,7 +259,10 @@ class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoSca
     def _fail(self, hook: AutoScalingHook, r: dict) -> None:
         found = hook.refreshes(r["auto_scaling_group"], [r["refresh_id"]])
         if not found:
-            raise RolloutError(f"instance refresh {r['refresh_id']} of '{r['auto_scaling_group']}' not found", fix="AWS keeps refresh history for six weeks; check the id")
+            raise RolloutError(
+                f"instance refresh {r['refresh_id']} of '{r['auto_scaling_group']}' not found",
+                fix="AWS keeps refresh history for six weeks; check the id",
+            )
         ref = found[0]
         raise RolloutError(
             f"instance refresh {r['refresh_id']} of '{r['auto_scaling_group']}' ended {ref['Status']} at {ref.get('PercentageComplete', 0)}%: {ref.get('StatusReason') or 'no reason given'}",
@@ -230,5 +274,11 @@ class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoSca
         ref = hook.refreshes(r["auto_scaling_group"], [r["refresh_id"]])[0]
         if ref["Status"] != "Successful":
             self._fail(hook, r)
-        self.log.info("Refresh %s of %s: %s, %s%% complete", r["refresh_id"], r["auto_scaling_group"], ref["Status"], ref.get("PercentageComplete"))
+        self.log.info(
+            "Refresh %s of %s: %s, %s%% complete",
+            r["refresh_id"],
+            r["auto_scaling_group"],
+            ref["Status"],
+            ref.get("PercentageComplete"),
+        )
         return {**r, "status": ref["Status"], "percentage_complete": ref.get("PercentageComplete")}

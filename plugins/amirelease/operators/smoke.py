@@ -1,16 +1,18 @@
 """Smoke test: one instance of the new AMI, the app's SSM commands, always torn down."""
+
 from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError, WaiterError
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
+from botocore.exceptions import ClientError, WaiterError
 
 from amirelease import catalog
 from amirelease.errors import SmokeTestError
@@ -44,13 +46,14 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
     template_fields: Sequence[str] = aws_template_fields("plan", "bake")
     ui_color = "#eaf7e6"
 
-    def __init__(self, *, plan: dict | str, bake: dict | str, poll_interval: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, plan: dict | str, bake: dict | str, poll_interval: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.bake = bake
         self.poll_interval = poll_interval
         self._instance: tuple[str, str] | None = None  # (region, instance id) while one is up
-
 
     def execute(self, context: Context) -> dict:
         plan, bake = self.plan, self.bake
@@ -72,15 +75,17 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
             "InstanceType": app.smoke_instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "TagSpecifications": [{
-                "ResourceType": "instance",
-                "Tags": [
-                    {"Key": TAG_RELEASE_ID, "Value": rid},
-                    {"Key": TAG_PURPOSE, "Value": SMOKE_PURPOSE},
-                    {"Key": "App", "Value": app.name},
-                    {"Key": "Name", "Value": f"smoke-test {rid}"},
-                ],
-            }],
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": TAG_RELEASE_ID, "Value": rid},
+                        {"Key": TAG_PURPOSE, "Value": SMOKE_PURPOSE},
+                        {"Key": "App", "Value": app.name},
+                        {"Key": "Name", "Value": f"smoke-test {rid}"},
+                    ],
+                }
+            ],
         }
         if lt.get("LaunchTemplateId") or lt.get("LaunchTemplateName"):
             key = "LaunchTemplateId" if lt.get("LaunchTemplateId") else "LaunchTemplateName"
@@ -95,10 +100,17 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
         try:
             ec2.get_waiter("instance_running").wait(
                 InstanceIds=[instance_id],
-                WaiterConfig={"Delay": self.poll_interval, "MaxAttempts": max(1, int(app.smoke_boot_timeout / self.poll_interval))},
+                WaiterConfig={
+                    "Delay": self.poll_interval,
+                    "MaxAttempts": max(1, int(app.smoke_boot_timeout / self.poll_interval)),
+                },
             )
-            self.log.info("Instance %s is running; running %d smoke command(s) via SSM", instance_id, len(app.smoke_commands))
-            ssm = SsmHook(aws_conn_id=self.aws_conn_id, region_name=region, verify=self.verify, config=self.botocore_config).conn
+            self.log.info(
+                "Instance %s is running; running %d smoke command(s) via SSM", instance_id, len(app.smoke_commands)
+            )
+            ssm = SsmHook(
+                aws_conn_id=self.aws_conn_id, region_name=region, verify=self.verify, config=self.botocore_config
+            ).conn
             failures = []
             for cmd in app.smoke_commands:
                 outcome = self._run(ssm, instance_id, app.platform, cmd, register_timeout=app.smoke_boot_timeout)
@@ -124,7 +136,9 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
             self._instance = None
         return {"ami_id": ami, "instance_id": instance_id, "passed": True, "commands": results}
 
-    def _run(self, ssm, instance_id: str, platform: str, cmd: catalog.SmokeCommand, register_timeout: float = 300) -> dict:
+    def _run(
+        self, ssm, instance_id: str, platform: str, cmd: catalog.SmokeCommand, register_timeout: float = 300
+    ) -> dict:
         deadline = time.monotonic() + register_timeout
         while True:
             try:
@@ -146,8 +160,12 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
                 return {"name": cmd.name, "problem": f"SendCommand failed: {code}", "exit_code": None}
         try:
             ssm.get_waiter("command_executed").wait(
-                CommandId=command_id, InstanceId=instance_id,
-                WaiterConfig={"Delay": max(1, int(self.poll_interval)), "MaxAttempts": max(2, int(cmd.timeout_seconds / max(1, self.poll_interval)) + 1)},
+                CommandId=command_id,
+                InstanceId=instance_id,
+                WaiterConfig={
+                    "Delay": max(1, int(self.poll_interval)),
+                    "MaxAttempts": max(2, int(cmd.timeout_seconds / max(1, self.poll_interval)) + 1),
+                },
             )
         except WaiterError:
             pass  # a failed command ends the waiter too; the invocation below says how it ended
@@ -162,11 +180,13 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
         return {"name": cmd.name, "status": inv["Status"], "exit_code": exit_code, "problem": problem}
 
     def _leftovers(self, ec2, rid: str) -> list[str]:
-        res = ec2.describe_instances(Filters=[
-            {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
-            {"Name": f"tag:{TAG_PURPOSE}", "Values": [SMOKE_PURPOSE]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-        ])["Reservations"]
+        res = ec2.describe_instances(
+            Filters=[
+                {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
+                {"Name": f"tag:{TAG_PURPOSE}", "Values": [SMOKE_PURPOSE]},
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+            ]
+        )["Reservations"]
         return [i["InstanceId"] for r in res for i in r["Instances"]]
 
     def _terminate(self, ec2, ids: list[str], reason: str) -> None:

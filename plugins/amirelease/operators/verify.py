@@ -1,7 +1,9 @@
 """Verify: every in-service instance runs the new AMI, target groups are healthy, alarms OK."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -22,8 +24,14 @@ def _tg_name(arn: str) -> str:
 
 
 def evaluate_group(
-    *, group: str, ami: str, instances: list[dict], images: dict[str, str], target_health: dict[str, list[str]],
-    alarms: dict[str, str], min_healthy_percent: int,
+    *,
+    group: str,
+    ami: str,
+    instances: list[dict],
+    images: dict[str, str],
+    target_health: dict[str, list[str]],
+    alarms: dict[str, str],
+    min_healthy_percent: int,
 ) -> list[str]:
     """Problems with one rolled-out group (pure; [] means verified).
 
@@ -88,15 +96,42 @@ class VerifyReleaseOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]
             alarms: dict[str, str] = {}
             if alarm_names:
                 cw = AwsBaseHook(client_type="cloudwatch", **self._common(region)).conn
-                found = {a["AlarmName"]: a["StateValue"] for a in cw.describe_alarms(AlarmNames=alarm_names)["MetricAlarms"]}
+                found = {
+                    a["AlarmName"]: a["StateValue"] for a in cw.describe_alarms(AlarmNames=alarm_names)["MetricAlarms"]
+                }
                 alarms = {n: found.get(n, "MISSING") for n in alarm_names}
-            problems = evaluate_group(group=group_name, ami=ami, instances=instances, images=images, target_health=tg_health, alarms=alarms, min_healthy_percent=min_pct)
+            problems = evaluate_group(
+                group=group_name,
+                ami=ami,
+                instances=instances,
+                images=images,
+                target_health=tg_health,
+                alarms=alarms,
+                min_healthy_percent=min_pct,
+            )
             in_service = [i for i in instances if i.get("LifecycleState") == "InService"]
             on_new = sum(1 for i in in_service if images.get(i["InstanceId"]) == ami)
-            self.log.info("%s/%s: %d/%d in-service instances on %s; target groups %s; alarms %s", region, group_name, on_new, len(in_service), ami,
-                          {_tg_name(a): f"{s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items()} or "-", alarms or "-")
-            summary["groups"].append({"region": region, "auto_scaling_group": group_name, "ami_id": ami, "in_service": len(in_service), "on_new_ami": on_new,
-                                      "target_groups_healthy": all(s.count("healthy") == len(s) for s in tg_health.values()), "alarms": alarms})
+            self.log.info(
+                "%s/%s: %d/%d in-service instances on %s; target groups %s; alarms %s",
+                region,
+                group_name,
+                on_new,
+                len(in_service),
+                ami,
+                {_tg_name(a): f"{s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items()} or "-",
+                alarms or "-",
+            )
+            summary["groups"].append(
+                {
+                    "region": region,
+                    "auto_scaling_group": group_name,
+                    "ami_id": ami,
+                    "in_service": len(in_service),
+                    "on_new_ami": on_new,
+                    "target_groups_healthy": all(s.count("healthy") == len(s) for s in tg_health.values()),
+                    "alarms": alarms,
+                }
+            )
             summary["problems"].extend(problems)
         if summary["problems"]:
             raise VerificationError(

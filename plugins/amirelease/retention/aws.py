@@ -6,11 +6,12 @@ number of *pages* (1000 images/instances, 100 groups per page) and templates in
 use, never with the number of images; tags are written in batches grouped by
 identical value.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -52,9 +53,7 @@ def list_images(ec2, *, filters: list[dict] | None = None) -> list[Image]:
     if filters:
         kwargs["Filters"] = filters
     images = []
-    for page in ec2.get_paginator("describe_images").paginate(
-        **kwargs, PaginationConfig={"PageSize": 1000}
-    ):
+    for page in ec2.get_paginator("describe_images").paginate(**kwargs, PaginationConfig={"PageSize": 1000}):
         images.extend(image_from_api(item) for item in page.get("Images", []))
     return images
 
@@ -90,22 +89,33 @@ def _template_versions(ec2, template: tuple[str, str], versions: list[str]) -> l
     ident = {"LaunchTemplateId": template[1]} if template[0] == "id" else {"LaunchTemplateName": template[1]}
     try:
         return _paginate_all(
-            ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
-            **ident, Versions=versions, ResolveAlias=True,
+            ec2,
+            "describe_launch_template_versions",
+            "LaunchTemplateVersions",
+            **ident,
+            Versions=versions,
+            ResolveAlias=True,
         )
     except ClientError as exc:
         code = _code(exc)
-        if code in ("InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException",
-                    "InvalidLaunchTemplateId.Malformed"):
-            log.warning("Launch template %s used by an Auto Scaling group does not exist (%s); "
-                        "it references no image.", template[1], code)
+        if code in (
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidLaunchTemplateName.NotFoundException",
+            "InvalidLaunchTemplateId.Malformed",
+        ):
+            log.warning(
+                "Launch template %s used by an Auto Scaling group does not exist (%s); it references no image.",
+                template[1],
+                code,
+            )
             return []
         if code == "InvalidLaunchTemplateId.VersionNotFound" and len(versions) > 1:
             # One missing version fails the whole call: ask for each version alone.
             return [v for version in versions for v in _template_versions(ec2, template, [version])]
         if code == "InvalidLaunchTemplateId.VersionNotFound":
-            log.warning("Launch template %s has no version %s (used by an Auto Scaling group).",
-                        template[1], versions[0])
+            log.warning(
+                "Launch template %s has no version %s (used by an Auto Scaling group).", template[1], versions[0]
+            )
             return []
         raise RetentionError(
             f"could not read launch template versions ({code}): {exc}",
@@ -151,7 +161,9 @@ def recheck(ec2, plan: Plan, usage: Usage, policy: RetentionPolicy, *, account_i
     for batch in _chunks(ids, FILTER_BATCH):
         fresh_images.extend(list_images(ec2, filters=[{"Name": "image-id", "Values": batch}]))
     fresh_usage = Usage(instances=list_instance_usage(ec2, image_ids=ids), references=usage.references)
-    again = {d.image_id: d for d in decide(fresh_images, fresh_usage, plan.now, policy, account_id=account_id).decisions}
+    again = {
+        d.image_id: d for d in decide(fresh_images, fresh_usage, plan.now, policy, account_id=account_id).decisions
+    }
     decisions = []
     for d in plan.decisions:
         if d.action is Action.DEREGISTER:
@@ -159,8 +171,12 @@ def recheck(ec2, plan: Plan, usage: Usage, policy: RetentionPolicy, *, account_i
             if now_d is None:
                 d = replace(d, action=Action.SKIP, snapshot_ids=(), reasons=("image vanished during the run",))
             elif now_d.action is not Action.DEREGISTER:
-                d = replace(d, action=Action.SKIP, snapshot_ids=(),
-                            reasons=("kept: no longer eligible at deregistration time", *now_d.reasons))
+                d = replace(
+                    d,
+                    action=Action.SKIP,
+                    snapshot_ids=(),
+                    reasons=("kept: no longer eligible at deregistration time", *now_d.reasons),
+                )
         decisions.append(d)
     return replace(plan, decisions=tuple(decisions))
 
@@ -183,8 +199,14 @@ def apply_plan(ec2, plan: Plan, policy: RetentionPolicy) -> dict[str, Any]:
     Nothing happens on a dry run or a blocked plan. Per-image deregistration errors
     are collected and raised together at the end, after the rest was applied.
     """
-    applied: dict[str, Any] = {"unmarked": 0, "marked": 0, "deregistered": 0, "snapshots_deleted": 0,
-                               "snapshots_kept": 0, "errors": []}
+    applied: dict[str, Any] = {
+        "unmarked": 0,
+        "marked": 0,
+        "deregistered": 0,
+        "snapshots_deleted": 0,
+        "snapshots_kept": 0,
+        "errors": [],
+    }
     if plan.dry_run or plan.blocked:
         return applied
 

@@ -4,12 +4,13 @@ No AWS, no clock, no I/O: everything it needs is passed in, so it can be tested
 exhaustively. The operator lists the account, calls :func:`decide`, logs the
 report and applies the plan.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from amirelease.retention.marks import Mark, due_date_for, format_mark, parse_mark
@@ -118,7 +119,7 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     images = list(images)
     due_new = due_date_for(now, policy.grace_days)
     new_mark = format_mark(due_new, op=policy.mark_op, message=policy.mark_message)
@@ -133,29 +134,42 @@ def decide(
         age = None if image.creation_date is None else (now - image.creation_date).total_seconds() / 86400
         base = dict(image_id=image.image_id, name=image.name, age_days=age)
         if account_id is not None and image.owner_id != account_id:
-            decisions.append(Decision(**base, action=Action.SKIP,
-                                      reasons=(f"owned by another account ({image.owner_id})",)))
+            decisions.append(
+                Decision(**base, action=Action.SKIP, reasons=(f"owned by another account ({image.owner_id})",))
+            )
             continue
         blockers = protections(image, usage, now, policy)
         mark, raw = _mark_of(image, policy)
         if blockers:
             if mark is not None:
-                decisions.append(Decision(**base, action=Action.UNMARK, due=mark.due,
-                                          reasons=("unmarked", *blockers)))
+                decisions.append(Decision(**base, action=Action.UNMARK, due=mark.due, reasons=("unmarked", *blockers)))
             else:
                 decisions.append(Decision(**base, action=Action.SKIP, reasons=tuple(blockers)))
         elif mark is None:
             reasons = [f"marked (due {due_new:%Y/%m/%d})"]
             if raw is not None:
                 reasons.append(f"replaces unreadable {policy.mark_tag}={raw!r}")
-            decisions.append(Decision(**base, action=Action.MARK, mark_value=new_mark, due=due_new,
-                                      reasons=tuple(reasons)))
+            decisions.append(
+                Decision(**base, action=Action.MARK, mark_value=new_mark, due=due_new, reasons=tuple(reasons))
+            )
         elif mark.due > now:
-            decisions.append(Decision(**base, action=Action.SKIP, due=mark.due,
-                                      reasons=(f"mark not due (due {mark.due:%Y/%m/%d %H:%M} UTC)",)))
+            decisions.append(
+                Decision(
+                    **base,
+                    action=Action.SKIP,
+                    due=mark.due,
+                    reasons=(f"mark not due (due {mark.due:%Y/%m/%d %H:%M} UTC)",),
+                )
+            )
         else:
-            decisions.append(Decision(**base, action=Action.DEREGISTER, due=mark.due,
-                                      reasons=(f"deregistered (mark due {mark.due:%Y/%m/%d})",)))
+            decisions.append(
+                Decision(
+                    **base,
+                    action=Action.DEREGISTER,
+                    due=mark.due,
+                    reasons=(f"deregistered (mark due {mark.due:%Y/%m/%d})",),
+                )
+            )
 
     # Snapshots go only when every image that uses them is deregistered in this run.
     leaving = {d.image_id for d in decisions if d.action is Action.DEREGISTER}
@@ -175,9 +189,7 @@ def decide(
 
     blocked = None
     if len(leaving) > policy.max_deregistrations_per_run:
-        blocked = (
-            f"{len(leaving)} deregistrations exceed the cap of {policy.max_deregistrations_per_run} per run"
-        )
+        blocked = f"{len(leaving)} deregistrations exceed the cap of {policy.max_deregistrations_per_run} per run"
     return Plan(
         now=now,
         decisions=tuple(final),

@@ -6,11 +6,12 @@ the policy used ``hours``, ``%Y/%m/%d %H%M %Z``. Custodian itself reads the valu
 near relatives such as ISO dates and ``HH:MM``) without dateutil, and write exactly
 ``Resource does not meet policy: deregister@YYYY/MM/DD``.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 # the op is the word right before the last '@'; the date is everything after it
 _OP_AT_DATE = re.compile(r"([A-Za-z0-9_-]+)@([^@]*)$")
@@ -35,19 +36,24 @@ def parse_due(text: str) -> datetime | None:
     if not match:
         return None
     g = match.groupdict()
-    tz = timezone.utc
+    tz = UTC
     if g["tz"] and g["tz"].upper() not in ("Z", "UTC", "GMT"):
         sign = 1 if g["tz"][0] == "+" else -1
         digits = g["tz"][1:].replace(":", "")
         tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     try:
         due = datetime(
-            int(g["y"]), int(g["m"]), int(g["d"]),
-            int(g["H"] or 0), int(g["M"] or 0), int(g["S"] or 0), tzinfo=tz,
+            int(g["y"]),
+            int(g["m"]),
+            int(g["d"]),
+            int(g["H"] or 0),
+            int(g["M"] or 0),
+            int(g["S"] or 0),
+            tzinfo=tz,
         )
     except ValueError:
         return None
-    return due.astimezone(timezone.utc)
+    return due.astimezone(UTC)
 
 
 def parse_mark(value: str | None) -> Mark | None:
@@ -69,10 +75,10 @@ def due_date_for(now: datetime, grace_days: int) -> datetime:
     The mark carries only a date, so rounding *up* guarantees at least ``grace_days``
     between marking and deregistration (Custodian truncates, which can shorten it by a day).
     """
-    target = now.astimezone(timezone.utc) + timedelta(days=grace_days)
+    target = now.astimezone(UTC) + timedelta(days=grace_days)
     midnight = target.replace(hour=0, minute=0, second=0, microsecond=0)
     return midnight if midnight == target else midnight + timedelta(days=1)
 
 
 def format_mark(due: datetime, *, op: str = "deregister", message: str = "Resource does not meet policy") -> str:
-    return f"{message}: {op}@{due.astimezone(timezone.utc):%Y/%m/%d}"
+    return f"{message}: {op}@{due.astimezone(UTC):%Y/%m/%d}"

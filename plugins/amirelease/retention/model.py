@@ -1,9 +1,10 @@
 """Plain data the decision function works on, and converters from EC2 API shapes."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -33,7 +34,7 @@ class Usage:
 def parse_creation_date(value: Any) -> datetime | None:
     """EC2 gives ``2024-01-02T03:04:05.000Z``; None if absent or unreadable."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not value:
         return None
     text = value.strip().replace("Z", "+00:00")
@@ -41,7 +42,7 @@ def parse_creation_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def image_from_api(item: Mapping[str, Any]) -> Image:

@@ -1,4 +1,5 @@
 """The retention policy: a YAML file validated against a JSON schema when loaded."""
+
 from __future__ import annotations
 
 import json
@@ -98,7 +99,8 @@ def load_policy(path: str | Path | None = None) -> RetentionPolicy:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read retention policy: {exc.strerror}", resource=str(path),
+            f"cannot read retention policy: {exc.strerror}",
+            resource=str(path),
             fix="check the policy_path of the retention task",
         ) from exc
     try:

@@ -3,6 +3,7 @@
 The operator fetches the raw API pages; these functions turn them into
 ``image id -> [readable reason]``.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,4 +1,5 @@
 """The run report: a readable table for the task log and a small summary for XCom."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,9 +29,7 @@ def render_table(plan: Plan, *, region: str | None = None) -> str:
     for d in sorted(plan.decisions, key=_sort_key):
         rows.append((d.action.value, d.image_id, _clip(d.name, 40), _age(d), d.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
-    ]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows]
     mode = "DRY RUN - nothing changed. " if plan.dry_run else ""
     head = (
         f"AMI retention{' in ' + region if region else ''} at {plan.now:%Y-%m-%d %H:%M:%S} UTC: "

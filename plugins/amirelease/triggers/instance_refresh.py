@@ -1,4 +1,5 @@
 """Deferrable wait for an EC2 Auto Scaling instance refresh (runs on the triggerer)."""
+
 from __future__ import annotations
 
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
