@@ -1,6 +1,16 @@
-"""ami_release: bake -> smoke test -> roll out -> verify one application version.
+"""
+### Release an application
 
-Wiring only; the behaviour lives in plugins/amirelease. Nothing here touches AWS or Vault.
+Bakes a **new AMI** of the chosen version from today's vendor image with the app's Chef
+cookbooks, smoke-tests one instance of it, applies the app's **Terraform** definition with it
+(launch template, group, target group, alarms…), replaces every instance through an
+**instance refresh** and verifies the result. The release's exact inputs (catalog entry,
+cookbooks, Packer files, Terraform module) are kept with its ledger record, so it can be
+re-released exactly by `ami_rollback`.
+
+**Fill in:** the **application**, the **version** (e.g. `1.4.2` or `2.0.0-rc.1`), optionally
+the git ref it was cut from and release notes. Bad input is refused before anything is
+created. A second release of the same app waits at `release_lock` until the first ends.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_p
 
 with DAG(
     dag_id="ami_release",
-    description="Release an application version as a new AMI and roll it out to its Auto Scaling groups",
+    description="Release an application version as a new AMI, with its Terraform definition",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -30,28 +40,18 @@ with DAG(
             minLength=5,
             maxLength=64,
             title="Version",
-            description="Semantic version of the release, e.g. 1.4.2 or 2.0.0-rc.1",
+            description="MAJOR.MINOR.PATCH in plain digits, with an optional -prerelease: e.g. 1.4.2 or 2.0.0-rc.1",
         ),
         "git_ref": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9._/-]{1,128}$",
+            pattern=r"^[A-Za-z0-9._/-]{1,128}(?![\s\S])",
             title="Git ref (optional)",
-            description="Commit, tag or branch of the app's cookbooks this release was cut from",
+            description="Commit, tag or branch the release was cut from, e.g. v1.4.2 or 3f9c2ab",
         ),
         "notes": Param(None, type=["null", "string"], maxLength=500, title="Release notes (optional)"),
     },
-    render_template_as_native_obj=True,
-    doc_md=__doc__
-    + """
-### Trigger
-Choose the **app** and type the **version**. Preflight checks the catalog, the groups, the
-vendor base image, the ledger bucket and the Vault secrets before anything is created.
-A second release of the same app waits at `release_lock` until the first one ends.
-
-### Tasks
-"""
-    + PIPELINE_DOC,
+    doc_md=__doc__ + "\n### Steps\n" + PIPELINE_DOC,
 ) as dag:
     release_pipeline(
         app="{{ params.app }}",

@@ -1,8 +1,16 @@
-"""ami_rollback: roll back by rolling forward.
+"""
+### Roll back an application (by rolling forward)
 
-The recorded inputs of an earlier good release (version, run list, cookbook versions,
-git ref) are baked again into a **new** AMI from today's vendor base image and rolled out
-through exactly the release tasks. The AMI being replaced is kept, under a forensic hold.
+Nobody swaps an old AMI back in. This **re-releases an earlier good release exactly**: its
+recorded bundle (catalog entry, cookbooks, Packer files, Terraform module) is baked again into
+a **new** AMI on today's vendor image and its Terraform definition is applied again, so the
+environment is defined as it was. The release being replaced is recorded as **rolled back**
+and, unless you untick it, its AMI is kept under a **forensic hold**.
+
+**Fill in:** the **application** and the **reason** (kept in the ledger: include the incident
+number). Leave **target** empty for the newest good release that is not the one running now
+and was never rolled back, or type a version (`1.4.2`) or a release id. Rolling back to a
+release that was itself rolled back needs the confirmation box.
 """
 
 from __future__ import annotations
@@ -11,14 +19,13 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from amirelease.operators.rollback import ForensicHoldOperator, ResolveRollbackTargetOperator
+from amirelease.constants import TaskIds
+from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
-
-RESOLVED = "ti.xcom_pull(task_ids='resolve_target')"
 
 with DAG(
     dag_id="ami_rollback",
-    description="Roll back an app by re-releasing an earlier good release as a new AMI",
+    description="Roll back an app by re-releasing an earlier good release exactly, as a new AMI",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -33,53 +40,45 @@ with DAG(
             minLength=10,
             maxLength=500,
             title="Reason (required)",
-            description="What is wrong with the current release. Kept in the release ledger.",
+            description="What is wrong with the current release, e.g. 'INC-123: 5xx since 1.2.0'. Kept in the ledger.",
         ),
         "target": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9.-]{1,128}$",
+            pattern=r"^[A-Za-z0-9.-]{1,128}(?![\s\S])",
             title="Target release (optional)",
-            description="Empty: the last good release before the current one. Or a version (1.4.2) or a release id.",
+            description="Empty: the newest good release that is not running now and was never rolled back. "
+            "Or a version (1.4.2) or a release id.",
+        ),
+        "confirm_rolled_back": Param(
+            False,
+            type="boolean",
+            title="Roll back to a rolled-back release on purpose",
+            description="Only needed when the target you typed was itself rolled back.",
         ),
         "forensic_hold": Param(
             True,
             type="boolean",
-            title="Place a forensic hold on the AMI being replaced",
-            description="The retention DAG will not deregister a held AMI until the hold is released.",
+            title="Keep the replaced AMI under a forensic hold",
+            description="Retention will not deregister a held AMI until the hold is lifted.",
         ),
     },
-    render_template_as_native_obj=True,
-    doc_md=__doc__
-    + """
-### Trigger (for the person on call)
-Pick the **app**, write the **reason**, leave **target** empty for the last good release.
-`resolve_target` refuses clearly when there is nothing to roll back to.
-
-### Tasks
-`resolve_target` → `forensic_hold` → the release tasks:
-"""
-    + PIPELINE_DOC,
+    doc_md=__doc__ + "\n### Steps\n`resolve_target` → `mark_rolled_back` → the release steps:\n" + PIPELINE_DOC,
 ) as dag:
     resolve = ResolveRollbackTargetOperator(
-        task_id="resolve_target",
+        task_id=TaskIds.RESOLVE_TARGET,
         app="{{ params.app }}",
         target="{{ params.target or '' }}",
         reason="{{ params.reason }}",
+        confirm_rolled_back="{{ params.confirm_rolled_back }}",
     )
-    hold = ForensicHoldOperator(
-        task_id="forensic_hold",
-        resolved=resolve.output,
-        hold="{{ params.forensic_hold }}",
-        reason="{{ params.reason }}",
+    mark = MarkRolledBackOperator(
+        task_id=TaskIds.MARK_ROLLED_BACK, resolved=resolve.output, hold="{{ params.forensic_hold }}"
     )
     first, _last = release_pipeline(
-        app="{{ %s['app'] }}" % RESOLVED,
-        version="{{ %s['version'] }}" % RESOLVED,
-        git_ref="{{ %s['git_ref'] }}" % RESOLVED,
+        app="{{ params.app }}",
         notes="rollback: {{ params.reason }}",
-        re_release_of="{{ %s['target_release_id'] }}" % RESOLVED,
-        run_list="{{ %s['run_list'] }}" % RESOLVED,
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
+        re_release=resolve.output,
     )
-    resolve >> hold >> first
+    resolve >> mark >> first

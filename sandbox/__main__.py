@@ -2,7 +2,8 @@
 
   up       start the local AWS account (moto + extensions) and Vault (OpenBao); block until Ctrl-C
   down     stop a sandbox started with `up` in another terminal
-  demo     start the sandbox, run one real release of the example app through Airflow
+  demo     start the sandbox, run two real releases of the example app through Airflow (the first
+           creates its fleet with Terraform, the second rolls a new AMI out with an instance refresh)
            (airflow standalone: scheduler, triggerer, API server), print a summary, stop
   airflow  start the sandbox and `airflow standalone` wired to it; print the UI address and login
 
@@ -66,6 +67,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         refresh_batch_seconds=args.refresh_batch_seconds,
         keep_running=args.keep,
+        first_version=args.first_version,
     )
 
 
@@ -85,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--refresh-batch-seconds", type=float, default=3.0)
     up.add_argument("--aws-port", type=int, default=5055)
     sub.add_parser("down", help="stop a running sandbox")
-    demo = sub.add_parser("demo", help="run one release through Airflow against the sandbox")
+    demo = sub.add_parser("demo", help="run two releases through Airflow against the sandbox")
     demo.add_argument("--app", default="demo-web")
-    demo.add_argument("--version", default="1.1.0")
+    demo.add_argument("--first-version", default="1.0.0", help="the first release (creates the fleet)")
+    demo.add_argument("--version", default="1.1.0", help="the second release (a new image, an instance refresh)")
     demo.add_argument("--api-port", type=int, default=8080)
     demo.add_argument("--refresh-batch-seconds", type=float, default=3.0)
     demo.add_argument("--keep", action="store_true", help="leave Airflow and the sandbox running after the release")

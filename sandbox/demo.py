@@ -148,6 +148,8 @@ def sandbox_with_airflow(
     try:
         say(f"== starting Airflow (standalone, log: {af.log_path.relative_to(REPO)})")
         af.start()
+        assert af.proc is not None and rt.vault is not None
+        say(f"   processes: airflow standalone group {af.proc.pid}, openbao {rt.vault.pid}")
         yield rt, af
     finally:
         af.stop()
@@ -155,21 +157,41 @@ def sandbox_with_airflow(
         say("== stopped Airflow and the sandbox")
 
 
-def run_demo(version: str, app: str, api_port: int, refresh_batch_seconds: float, keep_running: bool = False) -> int:
+def run_demo(
+    version: str,
+    app: str,
+    api_port: int,
+    refresh_batch_seconds: float,
+    keep_running: bool = False,
+    first_version: str = "1.0.0",
+) -> int:
+    """Two releases on a fresh sandbox account: the first creates the app's fleet with its
+    Terraform module; the second changes its image and rolls it out with an instance refresh."""
     t0 = time.monotonic()
     with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
         af.wait_for_dag("ami_release")
         af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
-        conf = {"app": app, "version": version, "notes": "make demo"}
-        run = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
-        run_id = run["dag_run_id"]
-        print(f"== triggered ami_release {conf}  run {run_id}")
-        print(f"   watch it: {af.base}/dags/ami_release/runs/{run_id}  (admin / {af.password()})")
-        state = _follow(af, run_id)
-        ok = state == "success"
-        _summary(rt, af, run_id, ok)
+        ok = True
+        for n, (ver, what) in enumerate(
+            (
+                (first_version, "first release: Terraform creates the fleet"),
+                (version, "next release: a new image, rolled out by an instance refresh"),
+            ),
+            1,
+        ):
+            conf = {"app": app, "version": ver, "notes": f"make demo ({what})"}
+            run = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+            run_id = run["dag_run_id"]
+            print(f"\n== {n}/2 {what}: ami_release {app} {ver}  run {run_id}")
+            print(f"   watch it: {af.base}/dags/ami_release/runs/{run_id}  (admin / {af.password()})")
+            state = _follow(af, run_id)
+            ok = state == "success"
+            _summary(rt, af, run_id, ok)
+            if not ok:
+                break
         print(
-            f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, including startup)"
+            f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, both releases "
+            "and Airflow's start-up)"
         )
         if keep_running:
             print("== --keep: Airflow and the sandbox keep running; Ctrl-C stops them")
@@ -214,42 +236,54 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     record = _xcom(af, run_id, "record") or {}
     plan = _xcom(af, run_id, "preflight") or {}
     bake = _xcom(af, run_id, "baked") or {}
+    bucket = os.environ.get("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", rt.env()["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"])
     print("\n== summary")
     print(f"   release id     {plan.get('release_id')}")
     print(
         f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})"
     )
-    print(f"   run list       {plan.get('run_list')}")
+    print(f"   run list       {' '.join(plan.get('run_list') or [])}")
+    print(f"   bundle         s3://{bucket}/{(plan.get('bundle') or {}).get('key')}")
+    for applied in (record.get("infrastructure") or {}).get("applied") or []:
+        p = applied["plan"]
+        changed = ", ".join(f"{c['address']} ({c['action']})" for c in p["changes"] if c["action"] != "noop")
+        print(
+            f"   terraform      {applied['region']}: {p['add']} to add, {p['change']} to change, {p['destroy']} to "
+            f"destroy: {changed or 'no changes'}"
+        )
     print(
-        f"   ledger         {record.get('outcome')}: s3://{os.environ.get('AIRFLOW__AMI_RELEASE__LEDGER_BUCKET', rt.env()['AIRFLOW__AMI_RELEASE__LEDGER_BUCKET'])}/releases/{plan.get('app')}/{plan.get('release_id')}.json"
+        f"   ledger         {record.get('outcome')}: s3://{bucket}/releases/{plan.get('app')}/{plan.get('release_id')}.json"
     )
     kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
-    for t in plan.get("targets", []):
+    for t in record.get("targets") or []:
         asg = boto3.client("autoscaling", region_name=t["region"], **kw)
         ec2 = boto3.client("ec2", region_name=t["region"], **kw)
-        g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"][0]
-        ids = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
-        images = (
-            [i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
-            if ids
-            else []
-        )
+        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"]
+        if not groups:
+            print(f"   group          {t['region']}/{t['auto_scaling_group']}: does not exist")
+            continue
+        ids = [i["InstanceId"] for i in groups[0]["Instances"] if i["LifecycleState"] == "InService"]
+        reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"] if ids else []
+        images = [i["ImageId"] for r in reservations for i in r["Instances"]]
         on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
         print(
-            f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on the new AMI"
+            f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on "
+            "the new AMI"
         )
     versions = {v["auto_scaling_group"]: v for v in record.get("launch_template_versions") or []}
     for r in record.get("refreshes") or []:
         lt = versions.get(r["auto_scaling_group"], {})
         print(
-            f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template {lt.get('launch_template_id')} v{lt.get('launch_template_version')}"
+            f"   refresh        {r['auto_scaling_group']}: {r['refresh_id']} -> launch template "
+            f"{lt.get('launch_template_id')} v{lt.get('launch_template_version')}"
         )
     ver = record.get("verification") or {}
     if ver:
         print(
             f"   verification   {'passed' if ver.get('verified') else 'FAILED'}: "
             + "; ".join(
-                f"{g['auto_scaling_group']} {g['on_new_ami']}/{g['in_service']} on new AMI, targets healthy={g['target_groups_healthy']}, alarms={g['alarms']}"
+                f"{g['auto_scaling_group']} {g['on_new_ami']}/{g['in_service']} on new AMI, "
+                f"targets healthy={g['target_groups_healthy']}, alarms={g['alarms']}"
                 for g in ver.get("groups", [])
             )
         )
@@ -257,16 +291,3 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
         failed = [t["task_id"] for t in tis if t["state"] == "failed"]
         print(f"   failed tasks   {failed}; task logs under {AIRFLOW_HOME.relative_to(REPO)}/logs/")
-
-
-def run_airflow(api_port: int, refresh_batch_seconds: float) -> int:
-    try:
-        with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
-            print(f"\nAirflow UI: {af.base}   login: admin / {af.password()}")
-            print(f"AWS CLI against the sandbox: source {rt.env_file.relative_to(REPO)}")
-            print("Ctrl-C stops Airflow and the sandbox.")
-            while af.proc and af.proc.poll() is None:
-                time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    return 0

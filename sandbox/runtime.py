@@ -82,8 +82,8 @@ class SandboxRuntime:
             f"Vault (bao)  {self.vault.url}  AppRole 'ami-pipeline' (policy: read secret/ami-pipeline/*)",
             f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
             f"  vendor images {a.get('vendor_images')}",
-            f"  launch template {a.get('launch_template')}  group {a.get('asg_name')}  target group {str(a.get('target_group_arn', '')).rsplit(':', 1)[-1]}",
-            f"  alarms {a.get('alarm_names')}",
+            f"  shared load balancer {str(a.get('load_balancer_arn', '')).rsplit('/', 2)[-2:][0]} (apps add their rules)",
+            "  app fleets: none yet (each app's Terraform module creates its fleet in its first release)",
             f"  own aged AMIs: {len(a.get('aged_images', []))}",
         ]
         return "\n".join(lines)

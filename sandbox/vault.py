@@ -56,6 +56,10 @@ class VaultSandbox:
     seeded: dict = field(default_factory=dict)
     _proc: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout: float = 15.0) -> VaultSandbox:
         port = self.port or _free_port()
         self.url = f"http://127.0.0.1:{port}"

@@ -123,14 +123,88 @@ def vault_sandbox():
             os.environ["AIRFLOW_CONN_VAULT_DEFAULT"] = saved
 
 
-@pytest.fixture
-def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
-    """Everything a release needs: the reset AWS sandbox, Vault, the DB, and the pipeline's
-    deployment settings for an account with no reachable hosts (as the demo uses)."""
+def release_settings(monkeypatch) -> None:
+    """The pipeline's deployment settings for an account with no reachable hosts (as the demo uses)."""
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__PACKER_SOURCE", "unprovisioned")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", "ami-release-ledger-123456789012")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS", "1")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LOCK_POKE_SECONDS", "1")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "1")
+
+
+@pytest.fixture
+def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
+    """Everything a release needs: the reset AWS sandbox (a fresh account, no app fleet yet),
+    Vault, the DB, and the pipeline's settings."""
+    release_settings(monkeypatch)
     sandbox.configure(checkpoint_delay_scale=0.02)  # the example app's 30 s checkpoint delay -> 0.6 s
     return sandbox
+
+
+@pytest.fixture
+def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch):
+    """An account where demo-web already runs: its fleet made by a real first release (1.0.0)
+    and kept across tests (a release takes a minute; the tests that share it each release
+    on top of what is there). Made again whenever another test reset the account."""
+    sb = aws_sandbox
+    release_settings(monkeypatch)
+    sb.configure(refresh_batch_seconds=_SANDBOX_TEST_BATCH_SECONDS, checkpoint_delay_scale=0.02)
+    sb.faults.clear()
+    if not _demo_fleet_ready(sb):
+        sb.reset()
+        from tests.release.conftest import load_dag, task_states
+
+        dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "the fleet"})
+        assert dr.state == "success", f"the first release that makes the fleet failed: {task_states(dr)}"
+    sb.faults.clear()
+    sb.reset_request_counts()
+    return sb
+
+
+def _demo_fleet_ready(sb) -> bool:
+    asg, s3 = sb.client("autoscaling"), sb.client("s3")
+    if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"]:
+        return False
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012").get("Contents", [])}
+    return "terraform/demo-web/us-east-1/terraform.tfstate" in keys and "locks/demo-web.json" not in keys
+
+
+# --- a release plan for pure tests (no AWS) ------------------------------------------------
+@pytest.fixture
+def release_plan():
+    """A factory of ReleasePlans for demo-web, as preflight would make them."""
+    import yaml
+
+    from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan
+
+    entry = yaml.safe_load((REPO / "include/apps/demo-web.yaml").read_text())
+
+    def make(**overrides):
+        base = dict(
+            app="demo-web",
+            version="1.0.0",
+            release_id="demo-web-1.0.0-abc",
+            ami_name="demo-web-1.0.0-abc",
+            platform="linux",
+            toolchain="packer-chef-linux",
+            run_list=("recipe[linux-base]", "recipe[demo-web::default@2.3.1]"),
+            cookbook_versions={"linux-base": "1.4.0", "demo-web": "2.3.1"},
+            packer_template_digest="d" * 16,
+            source_ami="ami-0a11a2023b0000002",
+            source_ami_name="al2023-ami-2023.6-x86_64",
+            home_region="us-east-1",
+            regions=("us-east-1",),
+            networks=(
+                RegionNetwork(
+                    region="us-east-1", vpc_id="vpc-1", vpc_cidr="10.20.0.0/16", subnet_ids=("subnet-a", "subnet-b")
+                ),
+            ),
+            account_id="123456789012",
+            pipeline_run="manual__2026-01-01T00:00:00+00:00",
+            bundle=BundleRef(key="releases/demo-web/demo-web-1.0.0-abc/bundle.tar.gz", sha256="e" * 64),
+            catalog_entry=entry,
+        )
+        base.update(overrides)
+        return ReleasePlan(**base)
+
+    return make

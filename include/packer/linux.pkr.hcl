@@ -7,80 +7,52 @@
 #   amazon-ebs.unprovisioned  no communicator: the provisioners are skipped (`except`), for
 #                             accounts where no host is reachable (the local sandbox)
 
-variable "region" { type = string }
-variable "ami_regions" {
-  type    = list(string)
-  default = []
-}
-variable "ec2_endpoint" {
-  type    = string
-  default = ""
-}
-variable "source_ami" { type = string }
-variable "ami_name" { type = string }
-variable "ami_description" {
-  type    = string
-  default = ""
-}
-variable "instance_type" {
-  type    = string
-  default = "t3.micro"
-}
-variable "subnet_id" {
-  type    = string
-  default = ""
-}
+# Shared variables: variables.pkr.hcl. Only this platform's own here.
 variable "ssh_username" {
   type    = string
   default = "ec2-user"
 }
-variable "tags" { type = map(string) }
-variable "run_tags" { type = map(string) }
-variable "run_list" { type = list(string) }
-variable "cookbooks_dir" { type = string }
-variable "app_version" { type = string }
-variable "secrets" {
-  type      = map(string)
-  default   = {}
-  sensitive = true
-}
 
 source "amazon-ebs" "provisioned" {
-  region                 = var.region
-  ami_regions            = var.ami_regions
-  custom_endpoint_ec2    = var.ec2_endpoint
-  source_ami             = var.source_ami
-  ami_name               = var.ami_name
-  ami_description        = var.ami_description
-  instance_type          = var.instance_type
-  subnet_id              = var.subnet_id
-  communicator           = "ssh"
-  ssh_username           = var.ssh_username
-  ssh_timeout            = "10m"
-  tags                   = var.tags
-  snapshot_tags          = var.tags
-  run_tags               = var.run_tags
-  run_volume_tags        = var.run_tags
-  shutdown_behavior      = "terminate"
+  region                  = var.region
+  ami_regions             = var.ami_regions
+  custom_endpoint_ec2     = var.ec2_endpoint
+  source_ami              = var.source_ami
+  ami_name                = var.ami_name
+  ami_description         = var.ami_description
+  instance_type           = var.instance_type
+  subnet_id               = var.subnet_id
+  security_group_id       = var.security_group_id
+  temporary_key_pair_name = var.temporary_key_pair_name
+  communicator            = "ssh"
+  ssh_username            = var.ssh_username
+  ssh_timeout             = "10m"
+  tags                    = var.tags
+  snapshot_tags           = var.tags
+  run_tags                = var.run_tags
+  run_volume_tags         = var.run_tags
+  shutdown_behavior       = "terminate"
 }
 
 source "amazon-ebs" "unprovisioned" {
-  region                      = var.region
-  ami_regions                 = var.ami_regions
-  custom_endpoint_ec2         = var.ec2_endpoint
-  source_ami                  = var.source_ami
-  ami_name                    = var.ami_name
-  ami_description             = var.ami_description
-  instance_type               = var.instance_type
-  subnet_id                   = var.subnet_id
-  communicator                = "none"
-  skip_credential_validation  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-  tags                        = var.tags
-  snapshot_tags               = var.tags
-  run_tags                    = var.run_tags
-  shutdown_behavior           = "terminate"
+  region                     = var.region
+  ami_regions                = var.ami_regions
+  custom_endpoint_ec2        = var.ec2_endpoint
+  source_ami                 = var.source_ami
+  ami_name                   = var.ami_name
+  ami_description            = var.ami_description
+  instance_type              = var.instance_type
+  subnet_id                  = var.subnet_id
+  security_group_id          = var.security_group_id
+  temporary_key_pair_name    = var.temporary_key_pair_name
+  communicator               = "none"
+  skip_credential_validation = true
+  skip_metadata_api_check    = true
+  skip_region_validation     = true
+  tags                       = var.tags
+  snapshot_tags              = var.tags
+  run_tags                   = var.run_tags
+  shutdown_behavior          = "terminate"
 }
 
 build {
@@ -90,19 +62,19 @@ build {
   # and deletes (use_env_var_file: never on a command line), lands in the root-only path
   # Chef reads by default, and is shredded before the image is taken.
   provisioner "shell" {
-    except            = ["amazon-ebs.unprovisioned"]
-    use_env_var_file  = true
-    environment_vars  = ["CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}"]
-    execute_command   = "chmod +x {{.Path}}; sudo -E sh -c '. {{.EnvVarFile}} && {{.Path}}'"
-    inline            = [
+    except           = ["amazon-ebs.unprovisioned"]
+    use_env_var_file = true
+    environment_vars = ["CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}"]
+    execute_command  = "chmod +x {{.Path}}; sudo -E sh -c '. {{.EnvVarFile}} && {{.Path}}'"
+    inline = [
       "umask 077 && mkdir -p /etc/chef",
       "printf '%s' \"$CHEF_DATABAG_SECRET\" > /etc/chef/encrypted_data_bag_secret",
     ]
   }
   provisioner "chef-solo" {
-    except          = ["amazon-ebs.unprovisioned"]
-    cookbook_paths  = [var.cookbooks_dir]
-    run_list        = var.run_list
+    except         = ["amazon-ebs.unprovisioned"]
+    cookbook_paths = [var.cookbooks_dir]
+    run_list       = var.run_list
   }
   provisioner "shell" {
     except = ["amazon-ebs.unprovisioned"]

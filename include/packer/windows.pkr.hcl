@@ -2,63 +2,33 @@
 # Same variables and the same two sources as linux.pkr.hcl; the provisioned source talks
 # WinRM over HTTPS (enabled by the user-data script) and finishes with Sysprep via EC2Launch.
 
-variable "region" { type = string }
-variable "ami_regions" {
-  type    = list(string)
-  default = []
-}
-variable "ec2_endpoint" {
-  type    = string
-  default = ""
-}
-variable "source_ami" { type = string }
-variable "ami_name" { type = string }
-variable "ami_description" {
-  type    = string
-  default = ""
-}
-variable "instance_type" {
-  type    = string
-  default = "t3.large"
-}
-variable "subnet_id" {
-  type    = string
-  default = ""
-}
-variable "ssh_username" {
+# Shared variables: variables.pkr.hcl. Only this platform's own here.
+variable "winrm_username" {
   type    = string
   default = "Administrator"
 }
-variable "tags" { type = map(string) }
-variable "run_tags" { type = map(string) }
-variable "run_list" { type = list(string) }
-variable "cookbooks_dir" { type = string }
-variable "app_version" { type = string }
-variable "secrets" {
-  type      = map(string)
-  default   = {}
-  sensitive = true
-}
 
 source "amazon-ebs" "provisioned" {
-  region              = var.region
-  ami_regions         = var.ami_regions
-  custom_endpoint_ec2 = var.ec2_endpoint
-  source_ami          = var.source_ami
-  ami_name            = var.ami_name
-  ami_description     = var.ami_description
-  instance_type       = var.instance_type
-  subnet_id           = var.subnet_id
-  communicator        = "winrm"
-  winrm_username      = var.ssh_username
-  winrm_use_ssl       = true
-  winrm_insecure      = true
-  winrm_timeout       = "30m"
-  user_data_file      = "${path.root}/winrm_bootstrap.ps1"
-  tags                = var.tags
-  snapshot_tags       = var.tags
-  run_tags            = var.run_tags
-  run_volume_tags     = var.run_tags
+  region                  = var.region
+  ami_regions             = var.ami_regions
+  custom_endpoint_ec2     = var.ec2_endpoint
+  source_ami              = var.source_ami
+  ami_name                = var.ami_name
+  ami_description         = var.ami_description
+  instance_type           = var.instance_type
+  subnet_id               = var.subnet_id
+  security_group_id       = var.security_group_id
+  temporary_key_pair_name = var.temporary_key_pair_name
+  communicator            = "winrm"
+  winrm_username          = var.winrm_username
+  winrm_use_ssl           = true
+  winrm_insecure          = true
+  winrm_timeout           = "30m"
+  user_data_file          = "${path.root}/windows/winrm_bootstrap.ps1"
+  tags                    = var.tags
+  snapshot_tags           = var.tags
+  run_tags                = var.run_tags
+  run_volume_tags         = var.run_tags
 }
 
 source "amazon-ebs" "unprovisioned" {
@@ -70,6 +40,8 @@ source "amazon-ebs" "unprovisioned" {
   ami_description            = var.ami_description
   instance_type              = var.instance_type
   subnet_id                  = var.subnet_id
+  security_group_id          = var.security_group_id
+  temporary_key_pair_name    = var.temporary_key_pair_name
   communicator               = "none"
   skip_credential_validation = true
   skip_metadata_api_check    = true
@@ -83,7 +55,7 @@ build {
   sources = ["source.amazon-ebs.provisioned", "source.amazon-ebs.unprovisioned"]
 
   provisioner "powershell" {
-    except           = ["amazon-ebs.unprovisioned"]
+    except = ["amazon-ebs.unprovisioned"]
     # the powershell provisioner always passes environment_vars via an uploaded script, not argv
     environment_vars = ["CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}"]
     inline = [

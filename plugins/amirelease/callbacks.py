@@ -13,12 +13,7 @@ def remember_failure(context) -> None:
     exc = context.get("exception")
     if exc is None:
         return
-    try:
-        from airflow.sdk.log import redact  # the same masker that redacts task logs
-    except ImportError:  # pragma: no cover - older SDKs
-
-        def redact(v):
-            return v
+    from airflow.sdk.log import redact  # the same masker that redacts task logs
 
     message = str(redact(f"{type(exc).__name__}: {exc}"))[:2000]
     try:

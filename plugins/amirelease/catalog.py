@@ -1,8 +1,13 @@
 """The application catalog: one YAML file per application under include/apps/.
 
 Loading validates each file against ``schemas/app.schema.json`` plus rules a schema cannot
-say (name matches the file, the base cookbook is never listed by the app, cookbooks exist).
-Errors name the file, the field and the fix. Pure file I/O: safe at DAG parse time.
+say (name matches the file, the base cookbook is never listed by the app, cookbooks and the
+Terraform module exist). Errors name the file, the field and the fix. Pure file I/O: safe at
+DAG parse time.
+
+The same parser reads an app's entry from a release bundle (see bundle.py), so a
+re-release uses the catalog entry, cookbooks, template and module of the release it
+repeats, not whatever the worker has checked out today.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,12 +26,30 @@ import yaml
 from amirelease.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-INCLUDE_DIR = Path(os.environ.get("AMI_RELEASE_INCLUDE_DIR", REPO_ROOT / "include"))
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "app.schema.json"
 
 BASE_COOKBOOK = {"linux": "linux-base", "windows": "windows-base"}
-VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z]+(\.[0-9A-Za-z]+)*)?$")
-VERSION_PATTERN = VERSION_RE.pattern
+
+# Exactly ASCII semantic versions. Written for both Python's `re` (jsonschema, the REST API)
+# and the browser's RegExp (the trigger form): [0-9] not \d (which matches any Unicode digit
+# in Python), and `(?![\s\S])` (end of input) instead of `$`, which in Python also matches
+# before a trailing newline.
+VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z]+(\.[0-9A-Za-z]+)*)?(?![\s\S])"
+VERSION_RE = re.compile(VERSION_PATTERN, re.ASCII)
+VERSION_EXAMPLE = "1.4.2 or 2.0.0-rc.1"
+
+# Terraform variables the pipeline sets itself on every apply; the catalog may not set them.
+PIPELINE_TF_VARIABLES = ("app", "region", "release_id", "ami_id", "vpc_id", "vpc_cidr", "subnet_ids")
+DEFAULT_TF_OUTPUTS = {
+    "launch_template_id": "launch_template_id",
+    "launch_template_version": "launch_template_version",
+    "auto_scaling_groups": "auto_scaling_groups",
+}
+
+
+def include_dir() -> Path:
+    """The folder with apps/, cookbooks/, packer/, terraform/ (AMI_RELEASE_INCLUDE_DIR or include/)."""
+    return Path(os.environ.get("AMI_RELEASE_INCLUDE_DIR") or REPO_ROOT / "include")
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,33 @@ class SmokeCommand:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """Keys of one Vault KV secret under the pipeline's prefix."""
+
+    path: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where builders, smoke tests and the fleet run: the VPC and subnets by their Name tags."""
+
+    vpc: str
+    subnets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """The app's Terraform root module and how the pipeline drives it."""
+
+    module: str  # folder under include/ (or inside a bundle)
+    variables: dict[str, Any]
+    secrets: tuple[SecretRef, ...]  # each key reaches Terraform as TF_VAR_<key>
+    outputs: dict[str, str]  # launch_template_id / launch_template_version / auto_scaling_groups -> output name
+    allow_destroy: tuple[str, ...]  # resource types a plan may destroy or replace
+
+
+@dataclass(frozen=True)
 class App:
     name: str
     platform: str
@@ -55,7 +105,9 @@ class App:
     architecture: str
     instance_type: str
     cookbooks: tuple[str, ...]
-    secrets: tuple[tuple[str, tuple[str, ...]], ...]
+    secrets: tuple[SecretRef, ...]
+    network: Network
+    infrastructure: Infrastructure
     targets: tuple[Target, ...]
     refresh: dict[str, Any]
     smoke_commands: tuple[SmokeCommand, ...]
@@ -63,9 +115,6 @@ class App:
     smoke_boot_timeout: int
     verify: dict[str, Any]
     source_file: str
-    description: str = ""
-    owner: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def base_cookbook(self) -> str:
@@ -85,9 +134,24 @@ class App:
         return self.targets[0].region
 
 
-def packer_template(platform: str) -> Path:
-    """The Packer template a platform's AMIs are built with."""
-    return INCLUDE_DIR / "packer" / f"{platform}.pkr.hcl"
+def packer_files(platform: str, root: Path | None = None) -> list[str]:
+    """What one Packer build loads, relative to include/ (or a bundle): the shared variables,
+    the platform's template and its support folder (e.g. packer/windows/ for WinRM)."""
+    root = root or include_dir()
+    names = ["packer/variables.pkr.hcl", f"packer/{platform}.pkr.hcl"]
+    if (root / "packer" / platform).is_dir():
+        names.append(f"packer/{platform}")
+    return names
+
+
+def packer_file_paths(platform: str, root: Path | None = None) -> list[Path]:
+    """The files behind packer_files(), folders expanded."""
+    root = root or include_dir()
+    out: list[Path] = []
+    for rel in packer_files(platform, root):
+        path = root / rel
+        out.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return out
 
 
 def stacked_run_list(platform: str, cookbooks: tuple[str, ...] | list[str]) -> list[str]:
@@ -107,21 +171,22 @@ def stacked_run_list(platform: str, cookbooks: tuple[str, ...] | list[str]) -> l
 
 
 def cookbook_name(entry: str) -> str:
-    return entry.split("@", 1)[0].split("::", 1)[0]
+    return entry.removeprefix("recipe[").removesuffix("]").split("@", 1)[0].split("::", 1)[0]
 
 
-def validate_version(version: Any) -> str:
+def validate_version(version: object) -> str:
     if not isinstance(version, str) or not VERSION_RE.match(version):
         raise ConfigError(
             f"version {version!r} is not a semantic version",
-            fix="use MAJOR.MINOR.PATCH with an optional -prerelease, e.g. 1.4.2 or 2.0.0-rc.1",
+            fix=f"type MAJOR.MINOR.PATCH in ASCII digits with an optional -prerelease, e.g. {VERSION_EXAMPLE}",
         )
     return version
 
 
 @lru_cache(maxsize=1)
-def _schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
 
 
 def _field_path(err: jsonschema.ValidationError) -> str:
@@ -129,8 +194,16 @@ def _field_path(err: jsonschema.ValidationError) -> str:
     return path.lstrip(".") or "(top level)"
 
 
-def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
-    """Validate one catalog document and build an App. Raises ConfigError naming file and field."""
+def _secret_refs(items: list[dict[str, Any]]) -> tuple[SecretRef, ...]:
+    return tuple(SecretRef(path=s["path"], keys=tuple(s["keys"])) for s in items)
+
+
+def parse_app(data: Any, source: str, root: Path | None = None) -> App:
+    """Validate one catalog document and build an App. Raises ConfigError naming file and field.
+
+    root: the folder holding cookbooks/ and the Terraform modules (include/ or a bundle);
+    when given, they must exist.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level", fix="see include/apps/demo-web.yaml")
     errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -150,13 +223,33 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
         stacked_run_list(data["platform"], data["cookbooks"])
     except ConfigError as exc:
         raise ConfigError(f"{source}: cookbooks: {exc.problem}", fix=exc.fix) from None
-    if cookbooks_dir is not None:
+    infra = data["infrastructure"]
+    reserved = sorted(set(infra.get("variables", {})) & set(PIPELINE_TF_VARIABLES))
+    if reserved:
+        raise ConfigError(
+            f"{source}: infrastructure.variables sets {', '.join(reserved)}, which the pipeline sets on every apply",
+            fix=f"remove them; the pipeline passes {', '.join(PIPELINE_TF_VARIABLES)} itself",
+        )
+    secret_keys = [k for s in infra.get("secrets", []) for k in s["keys"]]
+    clash = sorted(set(secret_keys) & (set(infra.get("variables", {})) | set(PIPELINE_TF_VARIABLES)))
+    if clash:
+        raise ConfigError(
+            f"{source}: infrastructure.secrets key(s) {', '.join(clash)} are also plain variables",
+            fix="a Terraform variable comes either from Vault or from the catalog, not both",
+        )
+    if root is not None:
         for cb in [BASE_COOKBOOK[data["platform"]], *data["cookbooks"]]:
-            if not (cookbooks_dir / cookbook_name(cb)).is_dir():
+            if not (root / "cookbooks" / cookbook_name(cb)).is_dir():
                 raise ConfigError(
-                    f"{source}: cookbooks: '{cookbook_name(cb)}' not found in {cookbooks_dir}",
+                    f"{source}: cookbooks: '{cookbook_name(cb)}' not found in {root / 'cookbooks'}",
                     fix="add the cookbook there or correct its name",
                 )
+        module_dir = root / infra["module"]
+        if not module_dir.is_dir() or not any(module_dir.glob("*.tf")):
+            raise ConfigError(
+                f"{source}: infrastructure.module '{infra['module']}' is not a Terraform module folder under {root}",
+                fix="point it at a folder with the app's *.tf files (e.g. terraform/<app>)",
+            )
     refresh = dict(data.get("refresh", {}))
     cps = refresh.get("checkpoint_percentages")
     if cps and cps != sorted(set(cps)):
@@ -176,7 +269,8 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
                 re.compile(c["expect_output"])
             except re.error as exc:
                 raise ConfigError(
-                    f"{source}: smoke_test.commands[{c['name']}].expect_output is not a valid regex: {exc}"
+                    f"{source}: smoke_test.commands[{c['name']}].expect_output is not a valid regex: {exc}",
+                    fix="write a Python regular expression, e.g. ^ok$",
                 ) from None
     base = data["base_image"]
     return App(
@@ -188,7 +282,15 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
         architecture=base.get("architecture", "x86_64"),
         instance_type=data.get("instance_type", "t3.micro"),
         cookbooks=tuple(data["cookbooks"]),
-        secrets=tuple((s["path"], tuple(s["keys"])) for s in data.get("secrets", [])),
+        secrets=_secret_refs(data.get("secrets", [])),
+        network=Network(vpc=data["network"]["vpc"], subnets=tuple(data["network"]["subnets"])),
+        infrastructure=Infrastructure(
+            module=infra["module"],
+            variables=dict(infra.get("variables", {})),
+            secrets=_secret_refs(infra.get("secrets", [])),
+            outputs={**DEFAULT_TF_OUTPUTS, **infra.get("outputs", {})},
+            allow_destroy=tuple(infra.get("allow_destroy", [])),
+        ),
         targets=tuple(Target(**t) for t in data["targets"]),
         refresh=refresh,
         smoke_commands=tuple(SmokeCommand(**c) for c in smoke["commands"]),
@@ -196,29 +298,39 @@ def parse_app(data: Any, source: str, cookbooks_dir: Path | None = None) -> App:
         smoke_boot_timeout=smoke.get("boot_timeout_seconds", 300),
         verify=dict(data.get("verify", {})),
         source_file=source,
-        description=data.get("description", ""),
-        owner=data.get("owner", ""),
-        raw=data,
     )
 
 
 def apps_dir() -> Path:
-    return Path(os.environ.get("AMI_RELEASE_APPS_DIR", INCLUDE_DIR / "apps"))
+    return Path(os.environ.get("AMI_RELEASE_APPS_DIR") or include_dir() / "apps")
+
+
+def read_entry(path: Path) -> Any:
+    """One catalog file's document (YAML), or a ConfigError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax") from None
 
 
 def load_catalog(directory: Path | None = None) -> dict[str, App]:
     """Every app in the catalog, validated. Any invalid file is an error (a catalog is all-or-nothing)."""
     directory = directory or apps_dir()
-    cookbooks_dir = directory.parent / "cookbooks"
+    root = directory.parent
     apps: dict[str, App] = {}
     for path in sorted(directory.glob("*.y*ml")):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax") from None
-        app = parse_app(data, str(path), cookbooks_dir if cookbooks_dir.is_dir() else None)
+        app = parse_app(read_entry(path), str(path), root if (root / "cookbooks").is_dir() else None)
         apps[app.name] = app
     return apps
+
+
+def app_file(name: str, directory: Path | None = None) -> Path:
+    """The catalog file of an app (after get_app validated it)."""
+    directory = directory or apps_dir()
+    for suffix in (".yaml", ".yml"):
+        if (directory / f"{name}{suffix}").exists():
+            return directory / f"{name}{suffix}"
+    raise ConfigError(f"no catalog file for app '{name}' in {directory}", fix=f"add {directory}/{name}.yaml")
 
 
 def app_names(directory: Path | None = None) -> list[str]:
@@ -239,7 +351,7 @@ def get_app(name: str, directory: Path | None = None) -> App:
 
 
 def toolchains(directory: Path | None = None) -> list[str]:
-    """Distinct toolchain queues named by catalog files, for routing the bake task.
+    """Distinct toolchain queues named by catalog files, for routing the bake and Terraform tasks.
 
     Tolerant on purpose (used at DAG parse time): an unreadable file is skipped here and
     reported by preflight, so one broken file cannot take the release DAG down for every app.
@@ -256,28 +368,7 @@ def toolchains(directory: Path | None = None) -> list[str]:
     return sorted(found)
 
 
-def validate_run_list(app: App, run_list: list[str] | str) -> list[str]:
-    """A recorded run list (re-release): base cookbook first, then known cookbooks only."""
-    if isinstance(run_list, str):
-        run_list = [r for r in re.split(r"[,\s]+", run_list) if r]
-    entries = [r.removeprefix("recipe[").removesuffix("]") for r in run_list]
-    if not entries or entries[0] != app.base_cookbook:
-        raise ConfigError(
-            f"run list {run_list} must start with {app.base_cookbook}",
-            fix="the platform base cookbook always runs first",
-        )
-    stacked = stacked_run_list(app.platform, entries[1:])
-    cookbooks_dir = INCLUDE_DIR / "cookbooks"
-    for e in entries:
-        if not (cookbooks_dir / cookbook_name(e)).is_dir():
-            raise ConfigError(
-                f"cookbook '{cookbook_name(e)}' of the run list is not in {cookbooks_dir}",
-                fix="restore the cookbook (check out the release's git_ref) or choose another release",
-            )
-    return stacked
-
-
-def cookbook_versions(run_list: list[str]) -> dict[str, str]:
+def cookbook_versions(run_list: list[str], cookbooks_dir: Path) -> dict[str, str]:
     """name -> version: the pinned version, else the version in the cookbook's metadata.rb."""
     out: dict[str, str] = {}
     for entry in run_list:
@@ -286,7 +377,7 @@ def cookbook_versions(run_list: list[str]) -> dict[str, str]:
         if "@" in e:
             out[name] = e.split("@", 1)[1]
             continue
-        meta = INCLUDE_DIR / "cookbooks" / name / "metadata.rb"
+        meta = cookbooks_dir / name / "metadata.rb"
         m = re.search(r"^\s*version\s+['\"]([^'\"]+)['\"]", meta.read_text(), re.M) if meta.exists() else None
         out[name] = m.group(1) if m else "unknown"
     return out

@@ -13,14 +13,13 @@ import argparse
 import json
 import sys
 
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
+from amirelease.aws import AwsClients
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
-from amirelease.operators.rollback import HOLD_REASON_TAG, HOLD_TAG
 
 
 def _ledger(conn_id: str) -> Ledger:
-    return Ledger(AwsBaseHook(aws_conn_id=conn_id, client_type="s3").conn, ledger_bucket())
+    return Ledger(AwsClients(aws_conn_id=conn_id).s3(), ledger_bucket())
 
 
 def format_history(records: list[dict]) -> str:
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no ledger record {args.release_id} for {args.app}", file=sys.stderr)
         return 2
     for region, ami in (record.get("amis") or {}).items():
-        ec2 = AwsBaseHook(aws_conn_id=args.aws_conn_id, client_type="ec2", region_name=region).conn
+        ec2 = AwsClients(aws_conn_id=args.aws_conn_id).ec2(region)
         ec2.delete_tags(Resources=[ami], Tags=[{"Key": HOLD_TAG}, {"Key": HOLD_REASON_TAG}])
         print(f"hold released on {ami} ({region}); the retention policy applies to it again")
     hold = dict(record.get("forensic_hold") or {})

@@ -30,6 +30,10 @@ class BakeError(ReleaseError):
     """Packer failed or produced no AMI."""
 
 
+class InfrastructureError(ReleaseError):
+    """Terraform refused, failed, or would destroy what the catalog protects."""
+
+
 class SmokeTestError(ReleaseError):
     """The smoke-test instance did not pass its checks."""
 

@@ -1,19 +1,22 @@
 """The release ledger: one JSON document per release in S3, outside Airflow's metadata DB.
 
 Layout in the bucket ([ami_release] ledger_bucket, versioning on):
-  releases/<app>/<release_id>.json   the record of one release or re-release
-  locks/<app>.json                   the per-app release lock (see ReleaseLock)
+  releases/<app>/<release_id>.json              the record of one release or re-release
+  releases/<app>/<release_id>/bundle.tar.gz     its inputs (bundle.py), sha256 in the record
+  locks/<app>.json                              the per-app release lock (see ReleaseLock)
+  terraform/<app>/<region>/terraform.tfstate    the app's Terraform state (unless configured elsewhere)
 
 Why S3: it lives in the AWS account next to the AMIs (it outlives Airflow's DB cleanup
 and AWS's six-week instance-refresh history), versioning keeps every change to a record
-(an audit trail for holds), it needs no server, and conditional writes give a correct lock.
-AMIs point back at their record with the ReleaseId tag. Never a secret in a record: it is
-built only from the plan, the catalog and AWS ids.
+(an audit trail for holds and rollbacks), it needs no server, and conditional writes give a
+correct lock. AMIs point back at their record with the ReleaseId tag. Never a secret in a
+record: it is built only from the plan, the catalog and AWS ids.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +25,8 @@ from botocore.exceptions import ClientError
 
 from amirelease.errors import ConfigError, PreflightError
 
-SCHEMA_VERSION = 1
-REQUIRED_FOR_RE_RELEASE = ("app", "version", "release_id", "run_list", "platform")
+SCHEMA_VERSION = 2
+Record = dict[str, Any]
 
 
 def utcnow() -> str:
@@ -31,11 +34,12 @@ def utcnow() -> str:
 
 
 def ledger_bucket() -> str:
-    bucket = conf.get("ami_release", "ledger_bucket", fallback="").strip()
+    bucket = str(conf.get("ami_release", "ledger_bucket", fallback="")).strip()
     if not bucket:
         raise ConfigError(
             "no release ledger bucket is configured",
-            fix="set [ami_release] ledger_bucket (AIRFLOW__AMI_RELEASE__LEDGER_BUCKET) to a versioned S3 bucket in the account",
+            fix="set [ami_release] ledger_bucket (AIRFLOW__AMI_RELEASE__LEDGER_BUCKET) to a versioned S3 bucket in "
+            "the account",
         )
     return bucket
 
@@ -44,57 +48,113 @@ def record_key(app: str, release_id: str) -> str:
     return f"releases/{app}/{release_id}.json"
 
 
-def missing_inputs(record: dict) -> list[str]:
-    """Inputs a re-release needs that a record lacks (pure)."""
-    return [k for k in REQUIRED_FOR_RE_RELEASE if not record.get(k)]
+# --- rollback targets (pure) ----------------------------------------------------------------
 
 
-def pick_rollback_target(history: list[dict], current_release_id: str | None, wanted: str | None = None) -> dict:
+def _when(r: Record) -> str:
+    return str(r.get("finished_at") or r.get("started_at") or "")
+
+
+def discredited(history: Iterable[Record], being_rolled_back: str | None = None) -> set[str]:
+    """Release ids a rollback must not pick by default (pure).
+
+    A release is discredited when a rollback replaced it (``rolled_back`` in its record, or it
+    is the release being rolled back right now), when it is a re-release of a discredited
+    release, and when a re-release of it was rolled back (its code was bad the second time
+    too). Followed to a fixed point, so chains of re-releases are covered.
+    """
+    records = [r for r in history if r.get("release_id")]
+    bad = {str(r["release_id"]) for r in records if r.get("rolled_back")}
+    if being_rolled_back:
+        bad.add(being_rolled_back)
+    changed = True
+    while changed:
+        changed = False
+        for r in records:
+            rid, of = str(r["release_id"]), r.get("re_release_of")
+            if of and rid in bad and of not in bad:
+                bad.add(str(of))
+                changed = True
+            if of and of in bad and rid not in bad:
+                bad.add(rid)
+                changed = True
+    return bad
+
+
+def pick_rollback_target(
+    history: list[Record],
+    current_release_id: str | None,
+    wanted: str | None = None,
+    *,
+    allow_rolled_back: bool = False,
+) -> Record:
     """The release a rollback re-releases (pure). history: records of one app, any order.
 
-    wanted: a release id or a version; default: the newest good release older than the
-    current one. Raises PreflightError with the reason when there is none.
+    Default (wanted empty): the newest release that succeeded, is not the one running now,
+    and is not discredited (see :func:`discredited`). wanted: a version or a release id of a
+    successful release; a rolled-back one only with allow_rolled_back. Raises PreflightError
+    with the reason and the choices when there is none.
     """
-    good = sorted(
-        (r for r in history if r.get("outcome") == "succeeded"),
-        key=lambda r: r.get("finished_at") or r.get("started_at") or "",
-    )
+    good = sorted((r for r in history if r.get("outcome") == "succeeded"), key=_when)
+    bad = discredited(history, being_rolled_back=current_release_id)
     if wanted:
         matches = [r for r in good if wanted in (r.get("release_id"), r.get("version"))]
         if not matches:
             known = ", ".join(f"{r['version']} ({r['release_id']})" for r in good[-10:]) or "none"
             raise PreflightError(
-                f"no successful release '{wanted}' in the ledger", fix=f"choose one of the successful releases: {known}"
+                f"no successful release '{wanted}' in the ledger",
+                fix=f"type a version or release id of a successful release, e.g. one of: {known}",
             )
         target = matches[-1]
         if target.get("release_id") == current_release_id:
             raise PreflightError(
                 f"release '{wanted}' is the one running now",
-                fix="choose an earlier release, or leave the target empty for the last good one before it",
+                fix="choose an earlier release, or leave the target empty for the last good one",
+            )
+        if target["release_id"] in bad and not allow_rolled_back:
+            why = (target.get("rolled_back") or {}).get("reason")
+            raise PreflightError(
+                f"release '{wanted}' ({target['release_id']}) was rolled back"
+                + (f" ({why})" if why else "")
+                + " or is a re-release of a rolled-back release",
+                fix="choose another release, or tick 'Roll back to a rolled-back release on purpose' "
+                "(confirm_rolled_back) if you really mean it",
             )
     else:
-        if current_release_id:
-            idx = next((i for i, r in enumerate(good) if r.get("release_id") == current_release_id), None)
-            earlier = good[:idx] if idx is not None else good
-        else:
-            earlier = good
-        earlier = [r for r in earlier if r.get("release_id") != current_release_id]
-        if not earlier:
+        candidates = [r for r in good if r.get("release_id") != current_release_id and r["release_id"] not in bad]
+        if not candidates:
             raise PreflightError(
-                "there is no earlier successful release to roll back to",
-                fix="release a fixed version instead (ami_release), or name a target release id",
+                "there is no earlier good release to roll back to (every other successful release was rolled back "
+                "or is the one running now)",
+                fix="release a fixed version instead (ami_release), or name a target and confirm it",
             )
-        target = earlier[-1]
+        target = candidates[-1]
     missing = missing_inputs(target)
     if missing:
         raise PreflightError(
-            f"the ledger record of {target.get('release_id')} lacks inputs needed to bake it again: {', '.join(missing)}",
-            fix="choose another release, or release a fixed version with ami_release",
+            f"the ledger record of {target.get('release_id')} lacks what a re-release needs: {', '.join(missing)}",
+            fix="choose a release made with release bundles, or release a fixed version with ami_release",
         )
     return target
 
 
-def _read_json(s3, bucket: str, key: str) -> dict | None:
+def missing_inputs(record: Record) -> list[str]:
+    """What a re-release needs that a record lacks (pure): its identity and its bundle."""
+    missing = [k for k in ("app", "version", "release_id") if not record.get(k)]
+    b = record.get("bundle") or {}
+    if not (b.get("key") and b.get("sha256")):
+        missing.append("bundle (the record predates release bundles)")
+    return missing
+
+
+def rolled_back_entry(*, at: str, by_run: str, by_dag: str, by_release_id: str, reason: str) -> Record:
+    return {"at": at, "by_run": by_run, "by_dag": by_dag, "by_release_id": by_release_id, "reason": reason}
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+def _read_json(s3: Any, bucket: str, key: str) -> Record | None:
     """An S3 JSON object, or None when the key does not exist."""
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -102,11 +162,12 @@ def _read_json(s3, bucket: str, key: str) -> dict | None:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
             return None
         raise
-    return json.loads(body)
+    doc: Record = json.loads(body)
+    return doc
 
 
 class Ledger:
-    def __init__(self, s3_client, bucket: str) -> None:
+    def __init__(self, s3_client: Any, bucket: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
 
@@ -116,11 +177,12 @@ class Ledger:
         except ClientError as exc:
             raise PreflightError(
                 f"release ledger bucket '{self.bucket}' is not reachable ({exc.response['Error']['Code']})",
-                fix="create the bucket (with versioning) or correct [ami_release] ledger_bucket; grant s3:GetObject/PutObject/ListBucket",
+                fix="create the bucket (with versioning) or correct [ami_release] ledger_bucket; grant "
+                "s3:GetObject/PutObject/ListBucket",
             ) from None
 
-    def put(self, record: dict) -> str:
-        record = {"schema": SCHEMA_VERSION, **record}
+    def put(self, record: Record) -> str:
+        record = {**record, "schema": SCHEMA_VERSION}
         key = record_key(record["app"], record["release_id"])
         self.s3.put_object(
             Bucket=self.bucket,
@@ -130,10 +192,10 @@ class Ledger:
         )
         return key
 
-    def get(self, app: str, release_id: str) -> dict | None:
+    def get(self, app: str, release_id: str) -> Record | None:
         return _read_json(self.s3, self.bucket, record_key(app, release_id))
 
-    def update(self, app: str, release_id: str, **changes: Any) -> dict | None:
+    def update(self, app: str, release_id: str, **changes: Any) -> Record | None:
         record = self.get(app, release_id)
         if record is None:
             return None
@@ -141,12 +203,17 @@ class Ledger:
         self.put(record)
         return record
 
-    def history(self, app: str) -> list[dict]:
+    def history(self, app: str) -> list[Record]:
+        """Every record of an app, oldest first (bundles and other objects are skipped)."""
         out = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"releases/{app}/"):
             for obj in page.get("Contents", []):
-                out.append(json.loads(self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()))
-        return sorted(out, key=lambda r: r.get("started_at") or "")
+                key = obj["Key"]
+                if key.endswith(".json") and key.count("/") == 2:
+                    doc = _read_json(self.s3, self.bucket, key)
+                    if doc is not None:
+                        out.append(doc)
+        return sorted(out, key=lambda r: str(r.get("started_at") or ""))
 
 
 class ReleaseLock:
@@ -155,15 +222,15 @@ class ReleaseLock:
     The holder is a DAG run; a lock whose run has finished (or vanished) is stale and is
     taken over, so a killed run cannot block an app forever."""
 
-    def __init__(self, s3_client, bucket: str, app: str) -> None:
+    def __init__(self, s3_client: Any, bucket: str, app: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
         self.key = f"locks/{app}.json"
 
-    def holder(self) -> dict | None:
+    def holder(self) -> Record | None:
         return _read_json(self.s3, self.bucket, self.key)
 
-    def try_acquire(self, holder: dict) -> tuple[bool, dict | None]:
+    def try_acquire(self, holder: Record) -> tuple[bool, Record | None]:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(holder).encode(), IfNoneMatch="*")
             return True, holder
@@ -175,7 +242,7 @@ class ReleaseLock:
             return True, current  # ours, from an earlier try of this run
         return False, current
 
-    def break_stale(self, expected: dict) -> None:
+    def break_stale(self, expected: Record) -> None:
         if self.holder() == expected:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key)
 

@@ -3,17 +3,27 @@
 ``ami_release`` and ``ami_rollback`` both call :func:`release_pipeline`, so a rollback
 (a re-release) runs exactly the tasks a release runs. Only wiring here: no I/O beyond
 listing the catalog's toolchains (local files) at parse time.
+
+Toolchain routing: ``route_toolchain`` picks the app's toolchain; each toolchain has its
+own ``check_infrastructure.<tc>``, ``bake.<tc>`` and ``apply_infrastructure.<tc>`` tasks on
+that Airflow queue (the workers with Terraform, Packer and Chef). The unchosen toolchains'
+tasks are skipped by the scheduler (no worker needed); the joins (``release_lock``,
+``baked``, ``applied``) carry on with the chosen one.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from airflow.sdk import Param, TaskGroup, TriggerRule, task
 
 from amirelease.callbacks import remember_failure
 from amirelease.catalog import app_names, toolchains
+from amirelease.constants import TaskIds, toolchain_task
+from amirelease.handoffs import ReleasePlan
 from amirelease.operators.bake import BakeAmiOperator
+from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
 from amirelease.operators.lock import ReleaseLockSensor
 from amirelease.operators.preflight import ReleasePreflightOperator
 from amirelease.operators.record import RecordReleaseOperator
@@ -22,16 +32,22 @@ from amirelease.operators.smoke import SmokeTestOperator
 from amirelease.operators.verify import VerifyReleaseOperator
 
 PIPELINE_DOC = """
-`preflight` (checks only) → `release_lock` (one release per app) → `route_toolchain` →
-`bake.<toolchain>` (Packer, on that toolchain's queue) → `baked` → `smoke_test` (one
-instance, SSM checks, always terminated) → `roll_out` (launch-template version + instance
-refresh per group) → `wait_for_refresh` (deferred to the triggerer) → `verify` → `record`
-(AMI tags + ledger + lock release, whatever happened).
+| step | what it does |
+|---|---|
+| `preflight` | checks the inputs, the catalog, the network, the groups, the vendor base image, the ledger and every Vault secret; changes nothing |
+| `check_infrastructure` | `terraform init`, `validate` and `plan` of the app's module against its current state; refuses a plan that would destroy something the catalog does not allow; stores the release bundle |
+| `release_lock` | one release per app at a time: a second one waits here |
+| `bake` | Packer bakes the AMI from today's vendor image with the stacked Chef cookbooks |
+| `smoke_test` | one instance of the new AMI runs the app's checks, then is terminated |
+| `apply_infrastructure` | `terraform apply` of the app's module with the new AMI (launch template, group, target group, alarms…) |
+| `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
+| `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
+| `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
 """
 
 
 # Shared by the DAGs that run the release pipeline.
-DEFAULT_ARGS = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure}
+DEFAULT_ARGS: dict[str, Any] = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure}
 
 
 def app_param() -> Param:
@@ -46,90 +62,134 @@ def app_param() -> Param:
     )
 
 
+def task_order(tcs: list[str]) -> list[str]:
+    """The pipeline's task ids in execution order (record.py reports the first failed one)."""
+    per = lambda group: [toolchain_task(group, tc) for tc in tcs]
+    return [
+        TaskIds.PREFLIGHT,
+        TaskIds.ROUTE,
+        *per(TaskIds.CHECK_INFRA),
+        TaskIds.LOCK,
+        *per(TaskIds.BAKE),
+        TaskIds.BAKED,
+        TaskIds.SMOKE,
+        *per(TaskIds.APPLY_INFRA),
+        TaskIds.APPLIED,
+        TaskIds.ROLL_OUT,
+        TaskIds.WAIT,
+        TaskIds.VERIFY,
+    ]
+
+
 def release_pipeline(
     *,
     app: str,
-    version: str,
+    version: str = "",
     git_ref: str = "",
     notes: str = "",
-    re_release_of: str = "",
-    run_list: str | list | None = None,
     triggered_by: str = "",
-):
+    re_release: Any = None,
+) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
-    Arguments are templates rendered at run time (params or XCom of an upstream task).
+    Arguments are templates rendered at run time as text (params), or an upstream task's
+    output (``re_release``: resolve_target's RollbackTarget).
     """
     tcs = toolchains()
     preflight = ReleasePreflightOperator(
-        task_id="preflight",
+        task_id=TaskIds.PREFLIGHT,
         app=app,
         version=version,
         git_ref=git_ref,
         notes=notes,
-        re_release_of=re_release_of,
-        run_list=run_list,
         triggered_by=triggered_by,
+        re_release=re_release,
+    ).as_setup()
+    plan = preflight.output
+
+    @task.branch(task_id=TaskIds.ROUTE)
+    def route_toolchain(raw_plan: dict[str, Any]) -> list[str]:
+        """Send the Terraform and bake work to the queue whose workers have the app's toolchain."""
+        toolchain = ReleasePlan.from_xcom(raw_plan).toolchain
+        if toolchain not in tcs:
+            raise ValueError(f"no tasks for toolchain '{toolchain}'; known: {tcs}")
+        return [toolchain_task(TaskIds.CHECK_INFRA, toolchain)]
+
+    route = route_toolchain(plan)
+    lock = ReleaseLockSensor(
+        task_id=TaskIds.LOCK,
+        app="{{ ti.xcom_pull(task_ids='%s')['app'] }}" % TaskIds.PREFLIGHT,
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
-    lock = ReleaseLockSensor(task_id="release_lock", app="{{ ti.xcom_pull(task_ids='preflight')['app'] }}")
 
-    @task.branch(task_id="route_toolchain")
-    def route_toolchain(plan: dict) -> str:
-        """Send the bake to the queue whose workers have the app's toolchain."""
-        if plan["toolchain"] not in tcs:
-            raise ValueError(f"no bake task for toolchain '{plan['toolchain']}'; known: {tcs}")
-        return f"bake.{plan['toolchain']}"
-
-    route = route_toolchain(preflight.output)
-    preflight >> lock >> route
-
-    with TaskGroup("bake", tooltip="Packer + stacked Chef cookbooks, one task per toolchain queue") as bake_group:
-        bakes = [
-            BakeAmiOperator(
+    per_tc: dict[str, dict[str, Any]] = {}
+    with TaskGroup(TaskIds.CHECK_INFRA, tooltip="terraform init/validate/plan, one task per toolchain queue"):
+        for tc in tcs:
+            per_tc[tc] = {
+                "check": CheckInfrastructureOperator(
+                    task_id=tc, plan=plan, queue=tc, execution_timeout=timedelta(minutes=30)
+                )
+            }
+    with TaskGroup(TaskIds.BAKE, tooltip="Packer + stacked Chef cookbooks, one task per toolchain queue"):
+        for tc in tcs:
+            per_tc[tc]["bake"] = BakeAmiOperator(
                 task_id=tc,
-                plan=preflight.output,
+                plan=plan,
                 queue=tc,
                 retries=1,
                 retry_delay=timedelta(seconds=10),
                 execution_timeout=timedelta(hours=3),
             )
-            for tc in tcs
-        ]
-    route >> bake_group
 
-    @task(task_id="baked", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def baked(ti=None) -> dict:
+    @task(task_id=TaskIds.BAKED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def baked(ti: Any = None) -> Any:
         """The AMI from whichever toolchain's bake ran."""
-        results = [r for r in (ti.xcom_pull(task_ids=b.task_id) for b in bakes) if r]
+        results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(TaskIds.BAKE, tc)) for tc in tcs) if r]
         if len(results) != 1:
             raise ValueError(f"expected exactly one bake result, got {len(results)}")
         return results[0]
 
     ami = baked()
-    bake_group >> ami
+    smoke = SmokeTestOperator(task_id=TaskIds.SMOKE, plan=plan, bake=ami, execution_timeout=timedelta(minutes=45))
 
-    smoke = SmokeTestOperator(
-        task_id="smoke_test", plan=preflight.output, bake=ami, execution_timeout=timedelta(minutes=45)
-    )
-    roll_out = RollOutOperator(task_id="roll_out", plan=preflight.output, bake=ami)
-    smoke >> roll_out
-    waits = WaitForInstanceRefreshOperator.partial(task_id="wait_for_refresh").expand(refresh=roll_out.output)
-    verify = VerifyReleaseOperator(task_id="verify", plan=preflight.output, refreshes=waits.output)
+    with TaskGroup(TaskIds.APPLY_INFRA, tooltip="terraform apply with the new AMI, one task per toolchain queue"):
+        for tc in tcs:
+            per_tc[tc]["apply"] = ApplyInfrastructureOperator(
+                task_id=tc,
+                plan=plan,
+                bake=ami,
+                queue=tc,
+                retries=1,
+                retry_delay=timedelta(seconds=10),
+                execution_timeout=timedelta(hours=2),
+            )
+
+    @task(task_id=TaskIds.APPLIED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def applied(ti: Any = None) -> Any:
+        """The Terraform outputs from whichever toolchain's apply ran."""
+        results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(TaskIds.APPLY_INFRA, tc)) for tc in tcs) if r]
+        if len(results) != 1:
+            raise ValueError(f"expected exactly one apply result, got {len(results)}")
+        return results[0]
+
+    infra = applied()
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=ami, infrastructure=infra)
+    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT).expand(refresh=roll_out.output)
+    verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
-        task_id="record",
-        trigger_rule=TriggerRule.ALL_DONE,
-        task_order=[
-            "preflight",
-            "release_lock",
-            "route_toolchain",
-            *[b.task_id for b in bakes],
-            "baked",
-            "smoke_test",
-            "roll_out",
-            "wait_for_refresh",
-            "verify",
-        ],
-        bake_task_ids=[b.task_id for b in bakes],
+        task_id=TaskIds.RECORD,
+        task_order=task_order(tcs),
+        bake_task_ids=[toolchain_task(TaskIds.BAKE, tc) for tc in tcs],
+        check_task_ids=[toolchain_task(TaskIds.CHECK_INFRA, tc) for tc in tcs],
+        apply_task_ids=[toolchain_task(TaskIds.APPLY_INFRA, tc) for tc in tcs],
     )
-    verify >> record
+
+    preflight >> route
+    for tc in tcs:
+        route >> per_tc[tc]["check"] >> lock
+        [lock, per_tc[tc]["check"]] >> per_tc[tc]["bake"] >> ami
+        [smoke, per_tc[tc]["bake"]] >> per_tc[tc]["apply"] >> infra
+    ami >> smoke
+    infra >> roll_out
+    verify >> record.as_teardown(setups=preflight)
     return preflight, record

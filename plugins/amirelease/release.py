@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
-TAG_APP = "App"
-TAG_VERSION = "Version"
-TAG_RELEASE_ID = "ReleaseId"
-TAG_SOURCE_AMI = "SourceAmi"
-TAG_PLATFORM = "Platform"
-TAG_RUN_LIST = "RunList"
-TAG_RUN_LIST_DIGEST = "RunListDigest"
-TAG_PIPELINE_RUN = "PipelineRun"
-TAG_BUILT_BY = "BuiltBy"
-TAG_RE_RELEASE_OF = "ReReleaseOf"
-TAG_GIT_REF = "GitRef"
-TAG_TEMPLATE_DIGEST = "PackerTemplateDigest"
-TAG_STATUS = "ReleaseStatus"  # baked -> released | failed
-TAG_PURPOSE = "Purpose"  # on instances we launch: ami-bake-builder | ami-smoke-test
-BUILT_BY = "ami-release-pipeline"
+from amirelease.constants import (
+    BUILT_BY,
+    TAG_APP,
+    TAG_BUILT_BY,
+    TAG_BUNDLE_DIGEST,
+    TAG_GIT_REF,
+    TAG_NAME,
+    TAG_PIPELINE_RUN,
+    TAG_PLATFORM,
+    TAG_RE_RELEASE_OF,
+    TAG_RELEASE_ID,
+    TAG_RUN_LIST,
+    TAG_RUN_LIST_DIGEST,
+    TAG_SOURCE_AMI,
+    TAG_STATUS,
+    TAG_TEMPLATE_DIGEST,
+    TAG_VERSION,
+)
+from amirelease.handoffs import ReleasePlan
 
 _TAG_VALUE_RE = re.compile(r"[^\w\s.:/=+\-@]")
 
@@ -45,48 +50,38 @@ def run_list_digest(run_list: list[str]) -> str:
     return hashlib.sha256("\n".join(run_list).encode()).hexdigest()[:16]
 
 
-def build_ami_tags(
-    *,
-    app: str,
-    version: str,
-    rid: str,
-    source_ami: str,
-    platform: str,
-    run_list: list[str],
-    pipeline_run: str,
-    template_digest: str,
-    git_ref: str | None = None,
-    re_release_of: str | None = None,
-) -> dict[str, str]:
-    """The release record on the AMI. Built from non-secret inputs only (nothing from Vault)."""
-    joined = " ".join(r.removeprefix("recipe[").removesuffix("]") for r in run_list)
+def build_ami_tags(plan: ReleasePlan) -> dict[str, str]:
+    """The release record on the AMI. Built from the plan only (nothing from Vault)."""
+    joined = " ".join(r.removeprefix("recipe[").removesuffix("]") for r in plan.run_list)
     tags = {
-        TAG_APP: app,
-        TAG_VERSION: version,
-        TAG_RELEASE_ID: rid,
-        TAG_SOURCE_AMI: source_ami,
-        TAG_PLATFORM: platform,
-        TAG_RUN_LIST: joined if len(joined) <= 256 else f"sha256:{run_list_digest(run_list)}",
-        TAG_RUN_LIST_DIGEST: run_list_digest(run_list),
-        TAG_PIPELINE_RUN: pipeline_run,
+        TAG_APP: plan.app,
+        TAG_VERSION: plan.version,
+        TAG_RELEASE_ID: plan.release_id,
+        TAG_SOURCE_AMI: plan.source_ami,
+        TAG_PLATFORM: plan.platform,
+        TAG_RUN_LIST: joined if len(joined) <= 256 else f"sha256:{run_list_digest(list(plan.run_list))}",
+        TAG_RUN_LIST_DIGEST: run_list_digest(list(plan.run_list)),
+        TAG_PIPELINE_RUN: plan.pipeline_run,
         TAG_BUILT_BY: BUILT_BY,
-        TAG_TEMPLATE_DIGEST: template_digest,
+        TAG_TEMPLATE_DIGEST: plan.packer_template_digest,
+        TAG_BUNDLE_DIGEST: plan.bundle.sha256[:32],
         TAG_STATUS: "baked",
-        "Name": f"{app} {version}",
+        TAG_NAME: f"{plan.app} {plan.version}",
     }
-    if git_ref:
-        tags[TAG_GIT_REF] = git_ref
-    if re_release_of:
-        tags[TAG_RE_RELEASE_OF] = re_release_of
+    if plan.git_ref:
+        tags[TAG_GIT_REF] = plan.git_ref
+    if plan.re_release_of:
+        tags[TAG_RE_RELEASE_OF] = plan.re_release_of
     return {k: tag_value(v) for k, v in tags.items()}
 
 
-def newest_image(images: list[dict]) -> dict | None:
-    return max(images, key=lambda i: i.get("CreationDate", ""), default=None)
+def newest_image(images: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(images, key=lambda i: str(i.get("CreationDate", "")), default=None)
 
 
-def file_digest(*paths) -> str:
+def files_digest(paths: list[Path]) -> str:
+    """A short digest over the files' names and contents (e.g. the Packer files of a build)."""
     h = hashlib.sha256()
-    for p in paths:
-        h.update(open(p, "rb").read())
+    for p in sorted(paths):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]

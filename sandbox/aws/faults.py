@@ -34,6 +34,7 @@ class CallFault:
     throttle: bool = False
     match: str | None = None  # only requests whose (URL-decoded) body or query contains this
     skip: int = 0  # let this many matching calls through first
+    delay: float = 0.0  # > 0: not an error, the call is answered this many seconds late
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -98,6 +99,17 @@ class Faults:
         with self._lock:
             self.calls.append(CallFault(name, service or None, "", None, int(times), 0, throttle=True))
 
+    def delay(self, action: str, seconds: float, times: int = 1, match: str | None = None, skip: int = 0) -> None:
+        """The next ``times`` calls of ``action`` are answered ``seconds`` late (and then normally):
+        a slow AWS, so that a test can kill a task while a tool waits on it."""
+        service, _, name = action.rpartition(":")
+        with self._lock:
+            self.calls.append(
+                CallFault(
+                    name, service or None, "", None, int(times), 0, match=match, skip=int(skip), delay=float(seconds)
+                )
+            )
+
     def fail_refresh_at(
         self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault)."
     ) -> None:
@@ -117,12 +129,25 @@ class Faults:
             self.ssm.clear()
 
     # -- used by the server --------------------------------------------------------
+    def take_delay(self, service: str, action: str, request_text: str = "") -> float:
+        """Seconds to hold this call back (0: none)."""
+        with self._lock:
+            for fault in self.calls:
+                if fault.delay > 0 and fault.matches(service, action, request_text):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
+                    fault.times -= 1
+                    self.calls = [f for f in self.calls if f.times > 0]
+                    return fault.delay
+        return 0.0
+
     def take_call_fault(
         self, service: str, action: str, json_protocol: bool, request_text: str = ""
     ) -> tuple[str, str, int] | None:
         with self._lock:
             for fault in self.calls:
-                if fault.matches(service, action, request_text):
+                if fault.delay == 0 and fault.matches(service, action, request_text):
                     if fault.skip > 0:
                         fault.skip -= 1
                         continue
@@ -168,9 +193,11 @@ class Faults:
             self.fail(**spec)
         elif kind == "throttle":
             self.throttle(**spec)
+        elif kind == "delay":
+            self.delay(**spec)
         elif kind == "refresh":
             self.fail_refresh_at(**spec)
         elif kind == "ssm":
             self.fail_ssm(**spec)
         else:
-            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, refresh or ssm")
+            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, delay, refresh or ssm")

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import threading
+import time
 import urllib.parse
 import uuid
 from collections import Counter
@@ -107,6 +108,9 @@ class SandboxMiddleware:
             request_text = urllib.parse.unquote_plus(
                 environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
             )
+            held = RUNTIME.faults.take_delay(service, action, request_text)
+            if held:
+                time.sleep(held)
             fault = RUNTIME.faults.take_call_fault(service, action, json_protocol, request_text)
             if fault is not None:
                 code, message, status = fault

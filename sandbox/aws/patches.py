@@ -89,6 +89,21 @@ def _delete_snapshot(self: Any, snapshot_id: str) -> Any:
     return _ORIGINAL["delete_snapshot"](self, snapshot_id)
 
 
+def _create_launch_template(
+    self: Any, name: str, description: str, template_data: dict[str, Any], *args: Any, **kwargs: Any
+) -> Any:
+    """moto copies the tags of the launch template itself (TagSpecifications of CreateLaunchTemplate,
+    resource type launch-template) into the template *data*; AWS does not, and Terraform's
+    provider then sees a drift on every plan. Keep them out of the data."""
+    specs = template_data.get("TagSpecifications")
+    if specs:
+        template_data = {
+            **template_data,
+            "TagSpecifications": [t for t in specs if t.get("ResourceType") != "launch-template"],
+        }
+    return _ORIGINAL["create_launch_template"](self, name, description, template_data, *args, **kwargs)
+
+
 def install_fast_tags() -> None:
     if "describe_tags" not in _ORIGINAL:
         _ORIGINAL["describe_tags"] = _tags.TagBackend.describe_tags
@@ -117,6 +132,11 @@ def install() -> None:
     if "create_image" not in _ORIGINAL:
         _ORIGINAL["create_image"] = _amis.AmiBackend.create_image
         _amis.AmiBackend.create_image = _create_image  # type: ignore[method-assign]
+    if "create_launch_template" not in _ORIGINAL:
+        from moto.ec2.models import launch_templates as _lt
+
+        _ORIGINAL["create_launch_template"] = _lt.LaunchTemplateBackend.create_launch_template
+        _lt.LaunchTemplateBackend.create_launch_template = _create_launch_template  # type: ignore[method-assign]
     if "delete_snapshot" not in _ORIGINAL:
         _ORIGINAL["delete_snapshot"] = _ebs.EBSBackend.delete_snapshot
         _ebs.EBSBackend.delete_snapshot = _delete_snapshot  # type: ignore[method-assign]

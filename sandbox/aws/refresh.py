@@ -12,6 +12,7 @@ with the group's target groups.  See docs/sandbox.md for the exact semantics.
 from __future__ import annotations
 
 import math
+import traceback
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -416,7 +417,12 @@ def tick_all() -> None:
     now = utcnow()
     for refresh in list(REFRESHES):
         if refresh.status in ACTIVE:
-            refresh.tick(now)
+            try:
+                refresh.tick(now)
+            except Exception as exc:  # noqa: BLE001 - a bug of the sandbox must fail the refresh, not stall it
+                traceback.print_exc()
+                refresh.status_reason = f"sandbox error while refreshing: {type(exc).__name__}: {exc}"
+                refresh._finish("Failed", now)
 
 
 def reset() -> None:
@@ -471,7 +477,26 @@ def _instance_launch_template(self: Any) -> dict[str, Any] | None:
     return {"LaunchTemplateId": lt.id, "LaunchTemplateName": lt.name, "Version": str(number)}
 
 
+_ORIGINAL_REPLACE = as_models.FakeAutoScalingGroup.replace_autoscaling_group_instances
+
+
+def _replace_instances(self: Any, count_needed: int, propagated_tags: dict[str, str]) -> None:
+    """Instances moto launches for a group (scale-out, health replacement) remember the
+    template version they were launched from, as on AWS: a later change of the group's
+    version (an UpdateAutoScalingGroup, e.g. by Terraform) does not make them "match" it."""
+    before = {s.instance.id for s in self.instance_states}
+    _ORIGINAL_REPLACE(self, count_needed, propagated_tags)
+    lt = self.ec2_launch_template
+    if lt is None:
+        return
+    number = _version_number(lt, self.launch_template_version)
+    for state in self.instance_states:
+        if state.instance.id not in before and getattr(state.instance, "sandbox_launch_template", None) is None:
+            state.instance.sandbox_launch_template = (lt.id, number)
+
+
 def install() -> None:
+    as_models.FakeAutoScalingGroup.replace_autoscaling_group_instances = _replace_instances  # type: ignore[method-assign]
     AutoScalingResponse.start_instance_refresh = _start  # type: ignore[attr-defined]
     AutoScalingResponse.describe_instance_refreshes = _describe  # type: ignore[attr-defined]
     AutoScalingResponse.cancel_instance_refresh = _cancel  # type: ignore[attr-defined]

@@ -58,6 +58,7 @@ class AwsSandbox:
         self._ticker_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._middleware: SandboxMiddleware | None = None
+        self.generation = 0
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -147,6 +148,7 @@ class AwsSandbox:
             RUNTIME.faults.clear()
             RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
         self._seed()
+        self.generation += 1  # fixtures that build on the account (a fleet) know it was wiped
         self.reset_request_counts()
 
     # -- counts ----------------------------------------------------------------------
@@ -240,6 +242,23 @@ class AwsSandbox:
                 )
         return ami.id
 
+    def age_images(self, image_ids: list[str], days: float, region: str | None = None) -> None:
+        """Make images (and their snapshots) `days` older: how tests let time pass for retention,
+        instead of running it in the future."""
+        with LOCK:
+            ec2 = ec2_backends[self.account_id][region or self.region]
+            for image_id in image_ids:
+                ami = ec2.amis[image_id]
+                created = ami.creation_date
+                if isinstance(created, str):
+                    created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+                if created.tzinfo is not None:
+                    created = created.astimezone(timezone.utc).replace(tzinfo=None)
+                older = created - timedelta(days=days)
+                ami.creation_date = older
+                if getattr(ami, "ebs_snapshot", None) is not None:
+                    ami.ebs_snapshot.start_time = older
+
     def image_snapshot_id(self, image_id: str, region: str | None = None) -> str:
         with LOCK:
             return ec2_backends[self.account_id][region or self.region].amis[image_id].ebs_snapshot.id
@@ -265,22 +284,8 @@ class AwsSandbox:
                     TagSpecifications=[{"ResourceType": "subnet", "Tags": [{"Key": "Name", "Value": sub["name"]}]}],
                 )["Subnet"]["SubnetId"]
             )
-        acct.update(vpc_id=vpc_id, subnet_ids=subnet_ids)
+        acct.update(vpc_id=vpc_id, subnet_ids=subnet_ids, vpc_cidr=vpc_spec["cidr"])
         self.account = acct
-        sg = vpc_spec.get("security_group") or {"name": "demo-web-sg", "description": "demo", "port": 80}
-        sg_id = ec2.create_security_group(GroupName=sg["name"], Description=sg["description"], VpcId=vpc_id)["GroupId"]
-        ec2.authorize_security_group_ingress(
-            GroupId=sg_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": sg["port"],
-                    "ToPort": sg["port"],
-                    "IpRanges": [{"CidrIp": vpc_spec["cidr"]}],
-                }
-            ],
-        )
-        acct["security_group_id"] = sg_id
 
         vendor: dict[str, str] = {}
         for key, v in (spec.get("vendor_images") or {}).items():
@@ -294,102 +299,43 @@ class AwsSandbox:
             vendor[key] = max(images, key=lambda i: i["CreationDate"])["ImageId"]
         acct["vendor_images"] = vendor
 
-        lt_spec = spec.get("launch_template")
-        if lt_spec:
-            data: dict[str, Any] = {
-                "ImageId": vendor[lt_spec["image"]],
-                "InstanceType": lt_spec["instance_type"],
-                "SecurityGroupIds": [sg_id],
-            }
-            if lt_spec.get("tags"):
-                data["TagSpecifications"] = [
-                    {
-                        "ResourceType": "instance",
-                        "Tags": [{"Key": k, "Value": str(val)} for k, val in lt_spec["tags"].items()],
-                    }
-                ]
-            lt = ec2.create_launch_template(LaunchTemplateName=lt_spec["name"], LaunchTemplateData=data)[
-                "LaunchTemplate"
-            ]
-            acct["launch_template"] = {"id": lt["LaunchTemplateId"], "name": lt["LaunchTemplateName"]}
-
-        lb_spec = spec.get("load_balancer")
-        tg_arn = None
+        lb_spec = spec.get("shared_load_balancer")
         if lb_spec:
+            sg = lb_spec["security_group"]
+            sg_id = ec2.create_security_group(GroupName=sg["name"], Description=sg["description"], VpcId=vpc_id)[
+                "GroupId"
+            ]
+            ec2.authorize_security_group_ingress(
+                GroupId=sg_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": sg["port"],
+                        "ToPort": sg["port"],
+                        "IpRanges": [{"CidrIp": vpc_spec["cidr"]}],
+                    }
+                ],
+            )
             elb = self.client("elbv2", internal=True)
             lb_arn = elb.create_load_balancer(
                 Name=lb_spec["name"], Subnets=subnet_ids, SecurityGroups=[sg_id], Type="application", Scheme="internal"
             )["LoadBalancers"][0]["LoadBalancerArn"]
-            tg = lb_spec["target_group"]
-            tg_arn = elb.create_target_group(
-                Name=tg["name"],
-                Protocol="HTTP",
-                Port=tg["port"],
-                VpcId=vpc_id,
-                TargetType="instance",
-                HealthCheckPath=tg.get("health_check_path", "/"),
-            )["TargetGroups"][0]["TargetGroupArn"]
-            elb.create_listener(
+            listener_arn = elb.create_listener(
                 LoadBalancerArn=lb_arn,
                 Protocol="HTTP",
-                Port=tg["port"],
-                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
-            )
-            acct.update(load_balancer_arn=lb_arn, target_group_arn=tg_arn)
-
-        asg_spec = spec.get("auto_scaling_group")
-        if asg_spec:
-            asg = self.client("autoscaling", internal=True)
-            lt_ref: dict[str, str] = {"LaunchTemplateName": lt_spec["name"]}
-            if asg_spec.get("launch_template_version"):
-                lt_ref["Version"] = str(asg_spec["launch_template_version"])
-            asg.create_auto_scaling_group(
-                AutoScalingGroupName=asg_spec["name"],
-                LaunchTemplate=lt_ref,
-                MinSize=asg_spec["min"],
-                MaxSize=asg_spec["max"],
-                DesiredCapacity=asg_spec["desired"],
-                VPCZoneIdentifier=",".join(subnet_ids),
-                TargetGroupARNs=[tg_arn] if tg_arn else [],
-                HealthCheckType=asg_spec.get("health_check_type", "EC2"),
-                HealthCheckGracePeriod=60,
-                Tags=[
+                Port=sg["port"],
+                DefaultActions=[
                     {
-                        "Key": k,
-                        "Value": str(val),
-                        "PropagateAtLaunch": True,
-                        "ResourceId": asg_spec["name"],
-                        "ResourceType": "auto-scaling-group",
+                        "Type": "fixed-response",
+                        "FixedResponseConfig": {
+                            "StatusCode": "404",
+                            "ContentType": "text/plain",
+                            "MessageBody": "no app",
+                        },
                     }
-                    for k, val in (asg_spec.get("tags") or {}).items()
                 ],
-            )
-            acct["asg_name"] = asg_spec["name"]
-
-        alarms = spec.get("alarms") or []
-        if alarms:
-            cw = self.client("cloudwatch", internal=True)
-            for alarm in alarms:
-                dims = []
-                if lb_spec:
-                    dims = [
-                        {"Name": "LoadBalancer", "Value": acct["load_balancer_arn"].split(":loadbalancer/")[-1]},
-                        {"Name": "TargetGroup", "Value": tg_arn.split(":")[-1]},
-                    ]
-                cw.put_metric_alarm(
-                    AlarmName=alarm["name"],
-                    Namespace=alarm["namespace"],
-                    MetricName=alarm["metric"],
-                    Statistic=alarm.get("statistic", "Sum"),
-                    Period=alarm.get("period", 60),
-                    EvaluationPeriods=alarm.get("evaluation_periods", 1),
-                    Threshold=float(alarm["threshold"]),
-                    ComparisonOperator=alarm.get("comparison", "GreaterThanThreshold"),
-                    Dimensions=dims,
-                    TreatMissingData="notBreaching",
-                )
-                cw.set_alarm_state(AlarmName=alarm["name"], StateValue="OK", StateReason="Seeded by the sandbox")
-            acct["alarm_names"] = [a["name"] for a in alarms]
+            )["Listeners"][0]["ListenerArn"]
+            acct.update(load_balancer_arn=lb_arn, listener_arn=listener_arn, load_balancer_security_group=sg_id)
 
         aged = []
         by_name: dict[str, str] = {}
@@ -434,6 +380,86 @@ class AwsSandbox:
                 s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
         acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
         self.account = acct
+
+    # -- a fleet for the sandbox's own tests ---------------------------------------------------
+    def create_fleet(
+        self,
+        name: str = "sbx-web",
+        *,
+        image: str | None = None,
+        desired: int = 3,
+        min_size: int = 2,
+        max_size: int = 6,
+        alarms: bool = True,
+    ) -> dict[str, Any]:
+        """A launch template, target group, group and alarms made straight through the API (no
+        Terraform): for tests of the sandbox itself (instance refresh, faults, fast describe).
+        The apps' fleets are made by their Terraform modules, not by this."""
+        ec2 = self.client("ec2", internal=True)
+        image_id = image or self.account["vendor_images"]["amazon-linux"]
+        lt = ec2.create_launch_template(
+            LaunchTemplateName=name,
+            LaunchTemplateData={
+                "ImageId": image_id,
+                "InstanceType": "t3.micro",
+                "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "App", "Value": name}]}],
+            },
+        )["LaunchTemplate"]
+        elb = self.client("elbv2", internal=True)
+        tg_arn = elb.create_target_group(
+            Name=f"{name}-tg",
+            Protocol="HTTP",
+            Port=80,
+            VpcId=self.account["vpc_id"],
+            TargetType="instance",
+            HealthCheckPath="/health",
+        )["TargetGroups"][0]["TargetGroupArn"]
+        group = f"{name}-asg"
+        self.client("autoscaling", internal=True).create_auto_scaling_group(
+            AutoScalingGroupName=group,
+            LaunchTemplate={"LaunchTemplateName": name, "Version": "$Default"},
+            MinSize=min_size,
+            MaxSize=max_size,
+            DesiredCapacity=desired,
+            VPCZoneIdentifier=",".join(self.account["subnet_ids"]),
+            TargetGroupARNs=[tg_arn],
+            HealthCheckType="ELB",
+            HealthCheckGracePeriod=60,
+            Tags=[
+                {
+                    "Key": "App",
+                    "Value": name,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": group,
+                    "ResourceType": "auto-scaling-group",
+                }
+            ],
+        )
+        alarm_names = []
+        if alarms:
+            cw = self.client("cloudwatch", internal=True)
+            for suffix, metric in (("5xx", "HTTPCode_Target_5XX_Count"), ("latency", "TargetResponseTime")):
+                alarm = f"{name}-{suffix}"
+                cw.put_metric_alarm(
+                    AlarmName=alarm,
+                    Namespace="AWS/ApplicationELB",
+                    MetricName=metric,
+                    Statistic="Sum",
+                    Period=60,
+                    EvaluationPeriods=1,
+                    Threshold=10.0,
+                    ComparisonOperator="GreaterThanThreshold",
+                    TreatMissingData="notBreaching",
+                )
+                cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="made by the sandbox")
+                alarm_names.append(alarm)
+        return {
+            "launch_template": {"id": lt["LaunchTemplateId"], "name": name},
+            "asg_name": group,
+            "target_group_arn": tg_arn,
+            "alarm_names": alarm_names,
+            "image": image_id,
+        }
 
     # -- HTTP control surface ------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -78,11 +78,19 @@ def test_release_dag_shape_and_params():
 
     dag = ami_release.dag
     assert dag.params["app"] and set(dag.params.get_param("app").schema["enum"]) == {"demo-web", "demo-win"}
-    bake = [t for t in dag.tasks if t.task_id.startswith("bake.")]
-    assert {t.queue for t in bake} == {"packer-chef-linux", "packer-chef-windows"}  # routed by toolchain
-    assert dag.get_task("record").trigger_rule == "all_done"
+    for group in ("check_infrastructure.", "bake.", "apply_infrastructure."):  # Terraform and Packer: on the
+        tasks = [t for t in dag.tasks if t.task_id.startswith(group)]  # queue of the app's toolchain
+        assert {t.queue for t in tasks} == {"packer-chef-linux", "packer-chef-windows"}, group
+    assert dag.get_task("record").is_teardown and dag.get_task("preflight").is_setup
     assert dag.get_task("release_lock").mode == "reschedule"
-    assert dag.get_task("smoke_test").downstream_task_ids == {"roll_out"}
+    assert dag.get_task("smoke_test").downstream_task_ids == {
+        "apply_infrastructure.packer-chef-linux",
+        "apply_infrastructure.packer-chef-windows",
+    }
+    assert not dag.render_template_as_native_obj  # text parameters stay text (1.10 is not 1.1)
+    rollback = __import__("ami_rollback").dag
+    assert not rollback.render_template_as_native_obj
+    assert {"resolve_target", "mark_rolled_back"} == rollback.get_task("preflight").upstream_task_ids
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

@@ -42,7 +42,15 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
     assert re.search(r"demo-web-asg: 3/3 in-service instances on the new AMI", text)
     assert "verification   passed" in text and "release SUCCEEDED" in text
     assert "ledger         succeeded: s3://" in text
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"{REPO}/.venv/bin/airflow|bao server"], capture_output=True, text=True
-    ).stdout
-    assert "airflow standalone" not in leftovers
+    # the first release made the fleet with Terraform, the second changed only its image
+    assert re.search(r"terraform\s+us-east-1: \d+ to add, 0 to change, 0 to destroy", text), text[-3000:]
+    assert re.search(
+        r"terraform\s+us-east-1: 0 to add, [1-9]\d* to change, 0 to destroy: .*aws_launch_template\.web", text
+    )
+    # nothing the demo started is left: not Airflow's process group, not OpenBao
+    m = re.search(r"processes: airflow standalone group (\d+), openbao (\d+)", text)
+    assert m, "the demo did not say which processes it started"
+    group, bao = int(m.group(1)), int(m.group(2))
+    left = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    mine = [line for line in left if line.split()[1] == str(group) or line.split()[0] == str(bao)]
+    assert mine == [], f"the demo left processes running: {mine}"

@@ -57,3 +57,24 @@ def test_missing_binary_is_a_clear_error():
 
     with pytest.raises(BakeError, match="packer binary 'no-such-packer' not found"):
         PackerHook(packer_bin="no-such-packer").binary()
+
+
+NASTY = {
+    "controls": "bell \b formfeed \f soh \x01 del \x7f tab \t newline \n cr \r",
+    "quotes": "double \" single ' backslash \\ and \\n literally",
+    "templates": "${var.x} %{ if true }y%{ endif } $${z} %%{w}",
+    "unicode": "é ☃ 𝄞 🚀",
+}
+
+
+def test_secrets_reach_packer_exactly():
+    """A Vault value with \\b or \\f broke the bake (JSON escapes HCL does not have). Every value
+    must reach Packer as it is in Vault: control characters, quotes, backslashes, templates, unicode."""
+    import base64
+    import json
+
+    lines: list[str] = []
+    res = PackerHook().build(Path(__file__).with_name("roundtrip.pkr.hcl"), {}, secrets=NASTY, on_line=lines.append)
+    assert res.returncode == 0, lines[-20:]
+    [encoded] = [line.split("SECRETS_B64=", 1)[1].split()[0] for line in lines if "SECRETS_B64=" in line]
+    assert json.loads(base64.b64decode(encoded)) == NASTY

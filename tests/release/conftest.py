@@ -87,6 +87,17 @@ def ledger_records(sb, app="demo-web") -> list[dict]:
     return out
 
 
+def task_durations(dr) -> dict[str, float]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = (
+            session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id).all()
+        )
+        return {ti.task_id: round(ti.duration or 0, 1) for ti in tis}
+
+
 def task_states(dr) -> dict[str, str]:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -99,5 +110,6 @@ def task_states(dr) -> dict[str, str]:
 
 
 @pytest.fixture
-def release_dag(release_env):
+def release_dag():
+    """The release DAG (the test also asks for the account it needs: release_env or fleet_env)."""
     return load_dag("ami_release")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ GOOD = {"app": "demo-web", "version": "2.0.0"}
         {"app": None, "version": "2.0.0"},  # no app
         {**GOOD, "git_ref": "main branch"},  # space in git ref
         {**GOOD, "notes": "x" * 501},  # notes too long
+        {"app": "demo-web", "version": "2.0.0\n"},  # a trailing newline ($ in Python lets it through)
+        {"app": "demo-web", "version": "2.\u0663.0"},  # an Arabic-Indic digit (\\d in Python lets it through)
+        {**GOOD, "git_ref": "v1\n"},  # a trailing newline in the git ref
     ],
     ids=[
         "v-prefix",
@@ -43,6 +47,9 @@ GOOD = {"app": "demo-web", "version": "2.0.0"}
         "null-app",
         "git-ref-space",
         "long-notes",
+        "trailing-newline",
+        "non-ascii-digit",
+        "git-ref-newline",
     ],
 )
 def test_trigger_params_are_refused(release_env, conf):
@@ -53,6 +60,9 @@ def test_trigger_params_are_refused(release_env, conf):
 
 
 def _catalog(tmp_path: Path, **changes) -> Path:
+    """A copy of include/ whose demo-web entry has the given changes; returns the copy."""
+    root = tmp_path / "include"
+    shutil.copytree(REPO / "include", root)
     data = yaml.safe_load((REPO / "include/apps/demo-web.yaml").read_text())
     for dotted, value in changes.items():
         node = data
@@ -60,24 +70,35 @@ def _catalog(tmp_path: Path, **changes) -> Path:
         for p in parents:
             node = node[int(p)] if p.isdigit() else node[p]
         node[int(leaf) if leaf.isdigit() else leaf] = value
-    d = tmp_path / "apps"
-    d.mkdir()
-    (d / "demo-web.yaml").write_text(yaml.safe_dump(data))
-    return d
+    (root / "apps" / "demo-web.yaml").write_text(yaml.safe_dump(data))
+    return root
 
 
 CASES = {
-    "missing-asg": (
-        {"targets.0.auto_scaling_group": "no-such-asg"},
-        None,
-        "Auto Scaling group 'no-such-asg' does not exist in us-east-1",
-        "create the group",
-    ),
     "wrong-launch-template": (
         {"targets.0.launch_template": "other-lt"},
         None,
         "uses launch template 'demo-web', not 'other-lt'",
         "point targets[].launch_template",
+    ),
+    "missing-vpc": (
+        {"network.vpc": "no-such-vpc"},
+        None,
+        "no VPC(s) named 'no-such-vpc' in us-east-1",
+        "tag exactly one",
+    ),
+    "missing-subnet": ({"network.subnets": ["demo-a", "demo-z"]}, None, "subnet(s) demo-z not found", "create them"),
+    "missing-terraform-secret": (
+        {"infrastructure.secrets": [{"path": "demo-web/runtime", "keys": ["db_password"]}]},
+        None,
+        "Vault secret 'ami-pipeline/demo-web/runtime' lacks key(s) db_password",
+        "add the key",
+    ),
+    "missing-module": (
+        {"infrastructure.module": "terraform/no-such-module"},
+        None,
+        "infrastructure.module 'terraform/no-such-module' is not a Terraform module folder",
+        "point it at a folder",
     ),
     "missing-vault-secret": (
         {"secrets": [{"path": "demo-web/nope", "keys": ["x"]}]},
@@ -122,14 +143,17 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_deeper_problems_fail_preflight_and_change_nothing(release_env, tmp_path, monkeypatch, case):
     changes, bucket, problem, fix = CASES[case]
-    monkeypatch.setenv("AMI_RELEASE_APPS_DIR", str(_catalog(tmp_path, **changes)))
+    if case == "wrong-launch-template":
+        release_env.create_fleet("demo-web")  # a group that uses another template than the catalog says
+        release_env.reset_request_counts()
+    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(_catalog(tmp_path, **changes)))
     if bucket:
         monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", bucket)
     dag = load_dag()
     dr = dag.test(run_conf=GOOD)
     states = task_states(dr)
     assert dr.state == "failed" and states["preflight"] == "failed", states
-    assert states["release_lock"] == "upstream_failed"
+    assert states["release_lock"] == "upstream_failed" and states["record"] == "skipped"
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

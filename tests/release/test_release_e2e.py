@@ -1,4 +1,5 @@
-"""End-to-end releases through Airflow (dag.test) against the sandbox account and Vault."""
+"""End-to-end releases through Airflow (dag.test) against the sandbox account, Vault and real
+Packer and Terraform, on an account where demo-web already runs (the `fleet_env` fixture)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tests.release.conftest import (
     clients,
     group_images,
     ledger_records,
+    mutations,
     run_images,
     running_instances,
     task_states,
@@ -17,72 +19,90 @@ from tests.release.conftest import (
 
 pytestmark = pytest.mark.e2e
 
+STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"
+LEDGER = "ami-release-ledger-123456789012"
 
-def test_good_release_replaces_every_instance_and_records_it(release_env, release_dag):
-    sb = release_env
+
+def _lt_latest(sb):
+    ec2, _, _ = clients(sb)
+    lt = ec2.describe_launch_templates(LaunchTemplateNames=["demo-web"])["LaunchTemplates"][0]
+    return lt, ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"], Versions=["$Latest"])[
+        "LaunchTemplateVersions"
+    ][0]
+
+
+def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, release_dag):
+    sb = fleet_env
     before = group_images(sb)
     # the smoke instance's SSM agent "registers" only after two tries, as on a booting host
-    sb.faults.fail(
-        "ssm:SendCommand", code="InvalidInstanceId", message="Instances not in a valid state for account", times=2
-    )
-    dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "notes": "e2e"})
+    sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", message="Instances not in a valid state", times=2)
+    dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "git_ref": "1.10", "notes": "0"})
     assert dr.state == "success", task_states(dr)
 
-    images = run_images(sb, dr.run_id)
-    assert len(images) == 1
-    ami = images[0]
+    [ami] = run_images(sb, dr.run_id)
     tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
     assert tags["App"] == "demo-web" and tags["Version"] == "1.2.0" and tags["ReleaseStatus"] == "released"
     assert tags["SourceAmi"] == sb.account["vendor_images"]["amazon-linux"]
     assert tags["RunList"] == "linux-base demo-web::default@2.3.1"
     assert tags["PipelineRun"] == dr.run_id and tags["BuiltBy"] == "ami-release-pipeline"
+    assert tags["GitRef"] == "1.10"  # typed as text, kept as text (not 1.1)
     assert group_images(sb) == {ami["ImageId"]} != before
 
-    ec2, asg, s3 = clients(sb)
-    lt = ec2.describe_launch_templates(LaunchTemplateNames=["demo-web"])["LaunchTemplates"][0]
-    default = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"], Versions=["$Default"])[
-        "LaunchTemplateVersions"
-    ][0]
-    assert default["LaunchTemplateData"]["ImageId"] == ami["ImageId"]
+    # Terraform owns the launch template: the apply made its new version with the new AMI
+    lt, latest = _lt_latest(sb)
+    assert latest["LaunchTemplateData"]["ImageId"] == ami["ImageId"]
+    assert lt["DefaultVersionNumber"] == lt["LatestVersionNumber"] == latest["VersionNumber"]
     assert running_instances(sb, "ami-smoke-test") == [] and running_instances(sb, "ami-bake-builder") == []
 
     [record] = [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
     assert record["outcome"] == "succeeded" and record["amis"] == {"us-east-1": ami["ImageId"]}
+    assert record["git_ref"] == "1.10" and record["reason"] == "0"
     assert record["cookbook_versions"] == {"linux-base": "1.4.0", "demo-web": "2.3.1"}
     assert record["verification"]["verified"] is True and record["refreshes"][0]["refresh_id"]
-    # the lock is released
-    assert "locks/demo-web.json" not in [
-        o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012").get("Contents", [])
-    ]
+    [applied] = record["infrastructure"]["applied"]
+    plan = applied["plan"]
+    # the next release of an existing fleet changes the image only: nothing added, nothing destroyed
+    assert plan["add"] == 0 and plan["destroy"] == 0 and plan["change"] >= 1, plan
+    changed = {c["address"] for c in plan["changes"] if c["action"] != "noop"}
+    assert "aws_launch_template.web" in changed and not [c for c in plan["changes"] if c["action"] == "create"]
+    assert record["launch_template_versions"][0]["launch_template_version"] == latest["VersionNumber"]
+    assert record["bundle"]["sha256"] and tags["BundleDigest"] == record["bundle"]["sha256"][:32]
+    _, _, s3 = clients(sb)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=LEDGER).get("Contents", [])]
+    assert record["bundle"]["key"] in keys
+    assert "locks/demo-web.json" not in keys  # the lock is released
+    assert not [k for k in keys if k.endswith(".tflock")]  # and so is Terraform's
 
 
-def test_failed_smoke_test_changes_nothing_downstream(release_env, release_dag):
-    sb = release_env
+def test_failed_smoke_test_changes_nothing_downstream(fleet_env, release_dag):
+    sb = fleet_env
     sb.faults.fail_ssm("*", exit_code=7, stdout="", stderr="nginx: [emerg] bind() failed")
-    ec2, asg, _ = clients(sb)
-    lt_versions = len(ec2.describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"])
+    _, asg, _ = clients(sb)
+    _, latest_before = _lt_latest(sb)
+    refreshes_before = len(asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"])
     before = group_images(sb)
 
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.3.0"})
     states = task_states(dr)
     assert dr.state == "failed"
-    assert states["smoke_test"] == "failed" and states["roll_out"] == "upstream_failed"
-    assert (
-        len(ec2.describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"])
-        == lt_versions
+    assert states["smoke_test"] == "failed" and states["apply_infrastructure.packer-chef-linux"] == "upstream_failed"
+    assert states["record"] == "success"  # it recorded the failure; the run's state is the release's
+    assert _lt_latest(sb)[1]["VersionNumber"] == latest_before["VersionNumber"]  # Terraform never applied
+    assert len(asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]) == (
+        refreshes_before
     )
-    assert asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"] == []
     assert group_images(sb) == before
     assert running_instances(sb, "ami-smoke-test") == []
     [record] = [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
     assert record["outcome"] == "failed" and record["failed_task"] == "smoke_test"
     assert "exit code 7, expected 0" in record["failure_reason"] and "bind() failed" in record["failure_reason"]
+    assert record["infrastructure"]["applied"] == [] and record["infrastructure"]["check"]["regions"]
     tags = {t["Key"]: t["Value"] for t in run_images(sb, dr.run_id)[0]["Tags"]}
     assert tags["ReleaseStatus"] == "failed" and tags["FailedTask"] == "smoke_test"
 
 
-def test_refresh_failing_midway_fails_the_wait_with_aws_reason(release_env, release_dag):
-    sb = release_env
+def test_refresh_failing_midway_fails_the_wait_with_aws_reason(fleet_env, release_dag):
+    sb = fleet_env
     sb.faults.fail_refresh_at("demo-web-asg", 50, reason="Instance i-0bad failed ELB health checks (injected)")
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.4.0"})
     states = task_states(dr)
@@ -94,8 +114,8 @@ def test_refresh_failing_midway_fails_the_wait_with_aws_reason(release_env, rele
     assert "ended Rollback" in record["failure_reason"] or "ended Failed" in record["failure_reason"]
 
 
-def test_bake_retry_reuses_the_ami_of_the_first_try(release_env, release_dag):
-    sb = release_env
+def test_bake_retry_reuses_the_ami_of_the_first_try(fleet_env, release_dag):
+    sb = fleet_env
     # Packer succeeds, then the bake task's own post-build check (the builder safety net,
     # the only DescribeInstances that filters on this purpose after Packer) fails once.
     # (a non-retryable code: botocore would silently retry a 5xx)
@@ -116,16 +136,21 @@ def test_bake_retry_reuses_the_ami_of_the_first_try(release_env, release_dag):
         assert ti.try_number == 2
     assert len(run_images(sb, dr.run_id)) == 1  # the retry built nothing new
     assert sb.request_counts().get("ec2:CreateImage") == 1
+    # the builder security group of the first try was removed by the retry
+    assert mutations(sb).get("ec2:CreateSecurityGroup") == mutations(sb).get("ec2:DeleteSecurityGroup") == 1
 
 
-def test_secrets_never_leave_vault_unmasked(release_env, release_dag, vault_sandbox, capfd, caplog):
-    sb = release_env
+def test_secrets_never_leave_vault_unmasked(fleet_env, release_dag, vault_sandbox, capfd, caplog):
+    sb = fleet_env
     secret_values = [v for values in vault_sandbox.seeded.values() for v in values.values() if v.startswith("sandbox-")]
+    terraform_secret = vault_sandbox.seeded["ami-pipeline/demo-web/runtime"]["api_token"]
+    assert terraform_secret in secret_values
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.6.0"})
     assert dr.state == "success", task_states(dr)
     out, err = capfd.readouterr()
     logs = out + err + caplog.text
     assert "PKR_VAR_secrets" in logs  # the bake did run Packer with secrets in its environment
+    assert "terraform | $ terraform apply" in logs  # and Terraform with the module's secret
     from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -136,6 +161,10 @@ def test_secrets_never_leave_vault_unmasked(release_env, release_dag, vault_sand
     assert xcoms and rendered
     tags = json.dumps([i.get("Tags") for i in run_images(sb, dr.run_id)])
     records = json.dumps(ledger_records(sb))
+    _, _, s3 = clients(sb)
+    state = s3.get_object(Bucket=LEDGER, Key=STATE_KEY)
+    state_text = state["Body"].read().decode()
+    assert state["ServerSideEncryption"] == "AES256"  # the state object is encrypted at rest
     for secret in secret_values:
         for where, text in {
             "task logs": logs,
@@ -143,5 +172,9 @@ def test_secrets_never_leave_vault_unmasked(release_env, release_dag, vault_sand
             "rendered fields": "\n".join(rendered),
             "AMI tags": tags,
             "ledger": records,
+            "Terraform state": state_text,  # write-only argument + ephemeral variable: not even there
         }.items():
             assert secret not in text, f"secret leaked into {where}"
+    # ...and yet it reached AWS through Terraform, intact
+    ssm = sb.client("ssm")
+    assert ssm.get_parameter(Name="/demo-web/api-token", WithDecryption=True)["Parameter"]["Value"] == terraform_secret

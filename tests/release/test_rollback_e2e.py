@@ -1,11 +1,16 @@
-"""Rollback by roll-forward through Airflow against the sandbox (issue: rollback + ledger)."""
+"""Rollback by roll-forward through Airflow against the sandbox: the old release's bundle is
+baked again on today's base image and its Terraform module applied again."""
 
 from __future__ import annotations
 
-from datetime import UTC
+import shutil
+from datetime import UTC, datetime
 
 import pytest
 
+from amirelease.handoffs import RollbackTarget
+from amirelease.operators.rollback import ResolveRollbackTargetOperator
+from tests.conftest import REPO
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, mutations, run_images, task_states
 
 pytestmark = pytest.mark.e2e
@@ -15,81 +20,144 @@ def _tags(image: dict) -> dict:
     return {t["Key"]: t["Value"] for t in image.get("Tags", [])}
 
 
-def test_rollback_re_releases_the_last_good_release_as_a_new_ami(release_env, capsys):
-    sb = release_env
+def _failure(dr, task_id: str) -> str:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
+
+
+def _instance_types(sb) -> set[str]:
+    ec2, asg, _ = clients(sb)
+    ids = [
+        i["InstanceId"]
+        for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0][
+            "Instances"
+        ]
+        if i["LifecycleState"] == "InService"
+    ]
+    return {i["InstanceType"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+
+
+def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp_path, monkeypatch, capsys):
+    sb = fleet_env
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(include))
     release = load_dag("ami_release")
-    r1 = release.test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "first"})
-    r2 = release.test(run_conf={"app": "demo-web", "version": "1.1.0", "notes": "second"})
-    assert r1.state == r2.state == "success"
-    ami1 = run_images(sb, r1.run_id)[0]
-    ami2 = run_images(sb, r2.run_id)[0]
-    assert group_images(sb) == {ami2["ImageId"]}
+    r1 = release.test(run_conf={"app": "demo-web", "version": "3.0.0", "notes": "A"})
+    assert r1.state == "success", task_states(r1)
+    assert _instance_types(sb) == {"t3.micro"}
+
+    # B: the module's instance type and a cookbook both change in the checkout
+    entry = include / "apps" / "demo-web.yaml"
+    entry.write_text(entry.read_text().replace("    instance_type: t3.micro\n", "    instance_type: t3.small\n", 1))
+    recipe = include / "cookbooks" / "demo-web" / "recipes" / "default.rb"
+    recipe.write_text(recipe.read_text() + "\n# B's change\n")
+    r2 = release.test(run_conf={"app": "demo-web", "version": "3.1.0", "notes": "B"})
+    assert r2.state == "success", task_states(r2)
+    ami1, ami2 = run_images(sb, r1.run_id)[0], run_images(sb, r2.run_id)[0]
+    assert group_images(sb) == {ami2["ImageId"]} and _instance_types(sb) == {"t3.small"}
+    records = {r["pipeline_run"]: r for r in ledger_records(sb)}
+    rec1, rec2 = records[r1.run_id], records[r2.run_id]
+    assert rec1["bundle"]["sha256"] != rec2["bundle"]["sha256"]
 
     rollback = load_dag("ami_rollback")
-    rb = rollback.test(run_conf={"app": "demo-web", "reason": "1.1.0 leaks memory under load (INC-4711)"})
+    rb = rollback.test(run_conf={"app": "demo-web", "reason": "3.1.0 leaks memory under load (INC-4711)"})
     assert rb.state == "success", task_states(rb)
 
     [ami3] = run_images(sb, rb.run_id)
     t3 = _tags(ami3)
     assert ami3["ImageId"] not in (ami1["ImageId"], ami2["ImageId"])  # a new AMI, not a swap
-    assert t3["ReReleaseOf"] == _tags(ami1)["ReleaseId"] and t3["Version"] == "1.0.0"
-    assert t3["RunList"] == _tags(ami1)["RunList"]
+    assert t3["ReReleaseOf"] == rec1["release_id"] and t3["Version"] == "3.0.0"
+    assert t3["BundleDigest"] == _tags(ami1)["BundleDigest"]  # A's cookbooks, template and module, not today's
+    assert t3["SourceAmi"] == sb.account["vendor_images"]["amazon-linux"]  # today's vendor image
     assert group_images(sb) == {ami3["ImageId"]}
+    assert _instance_types(sb) == {"t3.micro"}  # A's Terraform definition was applied again
 
     ec2, _, _ = clients(sb)
     still = ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0]  # kept for forensics
     assert "ForensicHold" in _tags(still) and "INC-4711" in _tags(still)["ForensicHoldReason"]
 
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
-    assert records[r1.run_id]["reason"] == "first" and records[r1.run_id]["forensic_hold"] is None
-    assert records[r2.run_id]["forensic_hold"]["reason"].startswith("1.1.0 leaks memory")
-    rec3 = records[rb.run_id]
-    assert rec3["kind"] == "re-release" and rec3["re_release_of"] == records[r1.run_id]["release_id"]
-    assert "INC-4711" in rec3["reason"] and rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback"
+    rec2, rec3 = records[r2.run_id], records[rb.run_id]
+    assert rec2["rolled_back"]["by_release_id"] == rec3["release_id"] and "INC-4711" in rec2["rolled_back"]["reason"]
+    assert rec2["rolled_back"]["by_run"] == rb.run_id and rec2["forensic_hold"]["reason"].startswith("3.1.0 leaks")
+    assert rec3["kind"] == "re-release" and rec3["re_release_of"] == rec1["release_id"]
+    assert rec3["source_bundle"] == {"release_id": rec1["release_id"], **rec1["bundle"]}
+    assert rec3["bundle"]["sha256"] == rec1["bundle"]["sha256"]  # both digests in the record: the same inputs
+    assert rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback" and "INC-4711" in rec3["reason"]
 
-    # Retention, 100 days on: the held AMI is kept, the unused unheld 1.0.0 AMI is marked.
-    from datetime import datetime, timedelta
+    # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release
+    # is what runs now and is being rolled back); the newest release before them instead.
+    resolved = RollbackTarget.from_xcom(
+        ResolveRollbackTargetOperator(
+            task_id="resolve_target",
+            app="demo-web",
+            target="",
+            reason="still 5xx after the rollback",
+            region_name="us-east-1",
+        ).execute({"run_id": "manual__second"})
+    )
+    assert resolved.current_release_id == rec3["release_id"]
+    assert resolved.version not in ("3.1.0", "3.0.0"), resolved
+    assert resolved.target_release_id not in (rec1["release_id"], rec2["release_id"], rec3["release_id"])
+    # naming the rolled-back release needs the confirmation
+    refused = rollback.test(run_conf={"app": "demo-web", "reason": "1234567890 (numbers only)", "target": "3.1.0"})
+    states = task_states(refused)
+    assert refused.state == "failed" and states["resolve_target"] == "failed"
+    assert states["record"] == "skipped", states  # refused once, clearly: record adds nothing to contradict
+    assert "was rolled back" in _failure(refused, "resolve_target") and "confirm" in _failure(refused, "resolve_target")
+    assert mutations(sb).get("ec2:CreateTags", 0) == mutations(sb).get("ec2:CreateTags", 0)
 
+    # Retention: once everything is 100 days old, the held AMI is kept, unused unheld ones are marked.
     from amirelease.operators.retention import AmiRetentionOperator
 
-    later = datetime.now(UTC) + timedelta(days=100)
+    sb.age_images([ami1["ImageId"], ami2["ImageId"], ami3["ImageId"]], days=100)
+    now = datetime.now(UTC)
     AmiRetentionOperator(task_id="retention", region_name="us-east-1").execute(
-        {"data_interval_end": later, "logical_date": later}
+        {"data_interval_end": now, "logical_date": now}
     )
-    assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])
+    assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])  # held
     assert "maid_status" in _tags(ec2.describe_images(ImageIds=[ami1["ImageId"]])["Images"][0])
     assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami3["ImageId"]])["Images"][0])  # in use
 
-    # The history CLI reads what the pipeline wrote; release-hold lifts the hold (tags + ledger).
+    # The history CLI reads what the pipeline wrote.
     from amirelease import cli
 
     capsys.readouterr()
     assert cli.main(["history", "demo-web"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    table = [
-        line
-        for line in out[next(i for i, line in enumerate(out) if line.startswith("started")) :]
-        if "demo-web-" in line
-    ]
-    assert len(table) == 3
-    assert "first" in table[0] and "held" in table[1] and "re-release of" in table[2] and "INC-4711" in table[2]
-    rid2 = records[r2.run_id]["release_id"]
-    assert cli.main(["release-hold", "demo-web", rid2, "--reason", "forensics done"]) == 0
-    assert "ForensicHold" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])
-    hold = next(r for r in ledger_records(sb) if r["pipeline_run"] == r2.run_id)["forensic_hold"]
-    assert hold["release_reason"] == "forensics done" and hold["released_at"]
+    out = capsys.readouterr().out
+    line2 = next(line for line in out.splitlines() if rec2["release_id"] in line)
+    assert "rolled back" in line2 and "held" in line2
+
+
+@pytest.mark.parametrize(
+    "target,needle",
+    [
+        ("0", "no successful release '0'"),
+        ("00", "no successful release '00'"),
+        ("1.10", "no successful release '1.10'"),
+    ],
+)
+def test_rollback_targets_are_text_and_refused_when_unknown(release_env, target, needle):
+    """`0` once behaved as empty and `1.10` crashed: targets stay text; an unknown one is refused
+    before anything changes, with the releases one could choose."""
+    sb = release_env
+    rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "0123456789", "target": target})
+    states = task_states(rb)
+    assert rb.state == "failed" and states["resolve_target"] == "failed", states
+    assert needle in _failure(rb, "resolve_target")
+    assert mutations(sb) == {}
 
 
 def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(release_env):
     sb = release_env
-    rollback = load_dag("ami_rollback")
-    rb = rollback.test(run_conf={"app": "demo-web", "reason": "nothing to go back to, on purpose"})
+    rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "nothing to go back to, on purpose"})
     states = task_states(rb)
     assert rb.state == "failed" and states["resolve_target"] == "failed", states
+    assert states["record"] == "skipped" and states["preflight"] == "upstream_failed"
     assert mutations(sb) == {}
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="resolve_target", key="failure").one().value
-    assert "no earlier successful release to roll back to" in msg and "release a fixed version" in msg
+    msg = _failure(rb, "resolve_target")
+    assert "no earlier good release to roll back to" in msg and "release a fixed version" in msg

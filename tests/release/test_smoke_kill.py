@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from amirelease.handoffs import BakeResult
+from amirelease.operators.preflight import ReleasePreflightOperator
 from amirelease.operators.smoke import SmokeTestOperator
 from tests.release.conftest import running_instances
 
@@ -14,12 +16,13 @@ def test_on_kill_terminates_the_smoke_instance(release_env, monkeypatch):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "0.2")
     # The instance's SSM agent never registers, so the task is still busy when it is killed.
     sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", times=10_000)
-    plan = {
-        "app": "demo-web",
-        "release_id": "kill-test",
-        "targets": [{"region": "us-east-1", "auto_scaling_group": "demo-web-asg"}],
-    }
-    bake = {"amis": {"us-east-1": sb.account["vendor_images"]["amazon-linux"]}}
+    plan = ReleasePreflightOperator(
+        task_id="preflight", app="demo-web", version="6.6.6", region_name="us-east-1"
+    ).execute({"run_id": "manual__smoke-kill"})
+    ami = sb.account["vendor_images"]["amazon-linux"]
+    bake = BakeResult(
+        release_id="kill-test", ami_id=ami, amis={"us-east-1": ami}, source_ami=ami, reused=False
+    ).to_xcom()
     op = SmokeTestOperator(task_id="smoke_test", plan=plan, bake=bake, region_name="us-east-1")
     errors: list[BaseException] = []
 

@@ -27,23 +27,21 @@ def test_vendor_images_are_ebs_backed_and_findable(sandbox):
     assert len(ec2.describe_images()["Images"]) < 100
 
 
-def test_demo_group_and_alarms(sandbox):
-    acct = sandbox.account
-    asg = sandbox.client("autoscaling")
+def test_create_fleet_makes_a_group_with_template_target_group_and_alarms(fleet):
+    acct = fleet.account
+    asg = fleet.client("autoscaling")
     group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0]
     assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (2, 3, 6)
     assert set(group["VPCZoneIdentifier"].split(",")) == set(acct["subnet_ids"])
     assert group["TargetGroupARNs"] == [acct["target_group_arn"]]
     assert group["LaunchTemplate"]["LaunchTemplateName"] == "demo-web"
-    lt = sandbox.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo-web")[
-        "LaunchTemplateVersions"
-    ]
+    lt = fleet.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo-web")["LaunchTemplateVersions"]
     assert lt[0]["LaunchTemplateData"]["ImageId"] == acct["vendor_images"]["amazon-linux"]
     assert lt[0]["LaunchTemplateData"]["InstanceType"] == "t3.micro"
-    health = sandbox.client("elbv2").describe_target_health(TargetGroupArn=acct["target_group_arn"])
+    health = fleet.client("elbv2").describe_target_health(TargetGroupArn=acct["target_group_arn"])
     assert len(health["TargetHealthDescriptions"]) == 3
     assert {d["TargetHealth"]["State"] for d in health["TargetHealthDescriptions"]} == {"healthy"}
-    alarms = sandbox.client("cloudwatch").describe_alarms(AlarmNames=acct["alarm_names"])["MetricAlarms"]
+    alarms = fleet.client("cloudwatch").describe_alarms(AlarmNames=acct["alarm_names"])["MetricAlarms"]
     assert sorted(a["AlarmName"] for a in alarms) == ["demo-web-5xx", "demo-web-latency"]
     assert {a["StateValue"] for a in alarms} == {"OK"}
 

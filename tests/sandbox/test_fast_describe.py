@@ -101,15 +101,15 @@ def _queries(sb, own, reservations):
     return {name: _strip(call()) for name, call in calls.items()}
 
 
-def test_fast_rendering_equals_moto(sandbox):
-    own, reservations = _build_account(sandbox)
+def test_fast_rendering_equals_moto(fleet):
+    own, reservations = _build_account(fleet)
     with _fast(False):
-        moto = _queries(sandbox, own, reservations)
+        moto = _queries(fleet, own, reservations)
     # VERIFY renders every fast response with moto's serializer as well and fails on any byte difference
     with _fast(True, verify=True):
-        quick = _queries(sandbox, own, reservations)
+        quick = _queries(fleet, own, reservations)
     assert quick == moto
-    assert len(moto["images_self"]["Images"]) == len(sandbox.account["aged_images"]) + 11
+    assert len(moto["images_self"]["Images"]) == len(fleet.account["aged_images"]) + 11
     assert {t["Value"] for i in moto["images_tag"]["Images"] for t in i["Tags"] if t["Key"] == "Odd"} == {"a&b<c>\"d'"}
     assert sorted(i["State"]["Name"] for r in moto["instances_state"]["Reservations"] for i in r["Instances"]) == [
         "stopped",

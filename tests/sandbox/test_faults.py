@@ -42,18 +42,18 @@ def test_fail_ec2_query_protocol_n_times_then_success(sandbox):
     assert sandbox.request_counts()["ec2:CreateTags"] == 3
 
 
-def test_fail_autoscaling_and_elbv2_and_cloudwatch(sandbox):
-    sandbox.faults.fail("StartInstanceRefresh", code="ResourceContention")
-    sandbox.faults.fail("elasticloadbalancing:DescribeTargetHealth", code="TargetGroupNotFound")
-    sandbox.faults.fail("DescribeAlarms", code="InternalServiceError", status=500)
-    asg, elb, cw = client(sandbox, "autoscaling"), client(sandbox, "elbv2"), client(sandbox, "cloudwatch")
+def test_fail_autoscaling_and_elbv2_and_cloudwatch(fleet):
+    fleet.faults.fail("StartInstanceRefresh", code="ResourceContention")
+    fleet.faults.fail("elasticloadbalancing:DescribeTargetHealth", code="TargetGroupNotFound")
+    fleet.faults.fail("DescribeAlarms", code="InternalServiceError", status=500)
+    asg, elb, cw = client(fleet, "autoscaling"), client(fleet, "elbv2"), client(fleet, "cloudwatch")
     assert code_of(lambda: asg.start_instance_refresh(AutoScalingGroupName="demo-web-asg"))[0] == "ResourceContention"
-    assert code_of(lambda: elb.describe_target_health(TargetGroupArn=sandbox.account["target_group_arn"])) == (
+    assert code_of(lambda: elb.describe_target_health(TargetGroupArn=fleet.account["target_group_arn"])) == (
         "TargetGroupNotFound",
         400,
     )
     assert code_of(lambda: cw.describe_alarms()) == ("InternalServiceError", 500)
-    alarms = cw.describe_alarms(AlarmNames=sandbox.account["alarm_names"])["MetricAlarms"]
+    alarms = cw.describe_alarms(AlarmNames=fleet.account["alarm_names"])["MetricAlarms"]
     assert {a["AlarmName"]: a["StateValue"] for a in alarms} == {"demo-web-5xx": "OK", "demo-web-latency": "OK"}
 
 
@@ -101,14 +101,14 @@ def _http(sb, method, path, payload=None):
         return json.loads(resp.read())
 
 
-def test_http_control_surface(sandbox):
-    ec2 = client(sandbox, "ec2")
-    state = _http(sandbox, "GET", "state")
-    assert state["account"]["asg_name"] == "demo-web-asg" and state["endpoint_url"] == sandbox.endpoint_url
-    _http(sandbox, "POST", "faults", {"kind": "fail", "action": "DescribeVpcs", "code": "Boom", "times": 1})
+def test_http_control_surface(fleet):
+    ec2 = client(fleet, "ec2")
+    state = _http(fleet, "GET", "state")
+    assert state["account"]["asg_name"] == "demo-web-asg" and state["endpoint_url"] == fleet.endpoint_url
+    _http(fleet, "POST", "faults", {"kind": "fail", "action": "DescribeVpcs", "code": "Boom", "times": 1})
     assert code_of(lambda: ec2.describe_vpcs())[0] == "Boom"
     _http(
-        sandbox,
+        fleet,
         "POST",
         "faults",
         [
@@ -117,18 +117,18 @@ def test_http_control_surface(sandbox):
             {"kind": "ssm", "instance_id": "i-123", "exit_code": 2},
         ],
     )
-    faults = _http(sandbox, "GET", "faults")
+    faults = _http(fleet, "GET", "faults")
     assert len(faults["calls"]) == 1 and faults["refreshes"][0]["percent"] == 50 and faults["ssm"][0]["exit_code"] == 2
-    assert _http(sandbox, "DELETE", "faults") == {"calls": [], "refreshes": [], "ssm": []}
+    assert _http(fleet, "DELETE", "faults") == {"calls": [], "refreshes": [], "ssm": []}
     ec2.describe_subnets()
-    counts = _http(sandbox, "GET", "requests")
+    counts = _http(fleet, "GET", "requests")
     assert counts["ec2:DescribeVpcs"] == 1 and counts["ec2:DescribeSubnets"] == 1
-    _http(sandbox, "DELETE", "requests")
-    assert _http(sandbox, "GET", "requests") == {}
-    image_id = _http(sandbox, "POST", "images", {"name": "via-http", "age_days": 70, "tags": {"App": "x"}})["image_id"]
+    _http(fleet, "DELETE", "requests")
+    assert _http(fleet, "GET", "requests") == {}
+    image_id = _http(fleet, "POST", "images", {"name": "via-http", "age_days": 70, "tags": {"App": "x"}})["image_id"]
     img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
-    assert img["Name"] == "via-http" and img["OwnerId"] == sandbox.account_id
-    assert _http(sandbox, "POST", "config", {"refresh_batch_seconds": 0.3})["refresh_batch_seconds"] == 0.3
+    assert img["Name"] == "via-http" and img["OwnerId"] == fleet.account_id
+    assert _http(fleet, "POST", "config", {"refresh_batch_seconds": 0.3})["refresh_batch_seconds"] == 0.3
     with pytest.raises(urllib.error.HTTPError) as err:
-        _http(sandbox, "POST", "faults", {"kind": "nonsense"})
+        _http(fleet, "POST", "faults", {"kind": "nonsense"})
     assert err.value.code == 400

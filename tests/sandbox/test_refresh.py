@@ -44,10 +44,10 @@ def group_images(ec2, asg):
     return group, {i["InstanceId"]: i["ImageId"] for i in instances}, instances
 
 
-def test_refresh_replaces_every_instance_with_new_ami(sandbox):
-    ec2, asg = clients(sandbox)
+def test_refresh_replaces_every_instance_with_new_ami(fleet):
+    ec2, asg = clients(fleet)
     _, before, _ = group_images(ec2, asg)
-    ami, desired = new_version(sandbox, ec2)
+    ami, desired = new_version(fleet, ec2)
     rid = asg.start_instance_refresh(
         AutoScalingGroupName=ASG, DesiredConfiguration=desired, Preferences={"MinHealthyPercentage": 66}
     )["InstanceRefreshId"]
@@ -65,16 +65,16 @@ def test_refresh_replaces_every_instance_with_new_ami(sandbox):
     assert group["LaunchTemplate"]["Version"] == desired["LaunchTemplate"]["Version"]
     old = ec2.describe_instances(InstanceIds=list(before))["Reservations"]
     assert {i["State"]["Name"] for res in old for i in res["Instances"]} == {"terminated"}
-    health = sandbox.client("elbv2").describe_target_health(TargetGroupArn=sandbox.account["target_group_arn"])
+    health = fleet.client("elbv2").describe_target_health(TargetGroupArn=fleet.account["target_group_arn"])
     assert {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in health["TargetHealthDescriptions"]} == {
         i: "healthy" for i in after
     }
 
 
-def test_second_start_refused_and_cancel(sandbox):
-    ec2, asg = clients(sandbox)
-    sandbox.configure(refresh_batch_seconds=1.0)
-    _, desired = new_version(sandbox, ec2)
+def test_second_start_refused_and_cancel(fleet):
+    ec2, asg = clients(fleet)
+    fleet.configure(refresh_batch_seconds=1.0)
+    _, desired = new_version(fleet, ec2)
     rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, DesiredConfiguration=desired)["InstanceRefreshId"]
     with pytest.raises(ClientError) as err:
         asg.start_instance_refresh(AutoScalingGroupName=ASG, DesiredConfiguration=desired)
@@ -89,9 +89,9 @@ def test_second_start_refused_and_cancel(sandbox):
     assert group["LaunchTemplate"].get("Version") == "$Default"  # desired config applies only on success
 
 
-def test_skip_matching_leaves_matching_instances(sandbox):
-    ec2, asg = clients(sandbox)
-    lt = sandbox.account["launch_template"]
+def test_skip_matching_leaves_matching_instances(fleet):
+    ec2, asg = clients(fleet)
+    lt = fleet.account["launch_template"]
     _, before, _ = group_images(ec2, asg)
     rid = asg.start_instance_refresh(
         AutoScalingGroupName=ASG,
@@ -104,8 +104,8 @@ def test_skip_matching_leaves_matching_instances(sandbox):
     assert after == before  # nothing replaced
 
 
-def test_without_skip_matching_same_config_is_replaced(sandbox):
-    ec2, asg = clients(sandbox)
+def test_without_skip_matching_same_config_is_replaced(fleet):
+    ec2, asg = clients(fleet)
     _, before, _ = group_images(ec2, asg)
     rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, Preferences={"MinHealthyPercentage": 0})[
         "InstanceRefreshId"
@@ -115,9 +115,9 @@ def test_without_skip_matching_same_config_is_replaced(sandbox):
     assert not set(after) & set(before) and set(after.values()) == set(before.values())
 
 
-def test_checkpoint_pauses_for_checkpoint_delay(sandbox):
-    ec2, asg = clients(sandbox)
-    ami, desired = new_version(sandbox, ec2)
+def test_checkpoint_pauses_for_checkpoint_delay(fleet):
+    ec2, asg = clients(fleet)
+    ami, desired = new_version(fleet, ec2)
     rid = asg.start_instance_refresh(
         AutoScalingGroupName=ASG,
         DesiredConfiguration=desired,
@@ -134,10 +134,10 @@ def test_checkpoint_pauses_for_checkpoint_delay(sandbox):
     assert set(after.values()) == {ami}
 
 
-def test_failure_at_percent_reports_reason(sandbox):
-    ec2, asg = clients(sandbox)
-    ami, desired = new_version(sandbox, ec2)
-    sandbox.faults.fail_refresh_at(ASG, 50, reason="Health checks failed on i-new")
+def test_failure_at_percent_reports_reason(fleet):
+    ec2, asg = clients(fleet)
+    ami, desired = new_version(fleet, ec2)
+    fleet.faults.fail_refresh_at(ASG, 50, reason="Health checks failed on i-new")
     rid = asg.start_instance_refresh(
         AutoScalingGroupName=ASG, DesiredConfiguration=desired, Preferences={"MinHealthyPercentage": 66}
     )["InstanceRefreshId"]
@@ -152,12 +152,12 @@ def test_failure_at_percent_reports_reason(sandbox):
     assert wait_done(asg, rid2)["Status"] == "Successful"
 
 
-def test_auto_rollback_restores_old_ami(sandbox):
-    ec2, asg = clients(sandbox)
+def test_auto_rollback_restores_old_ami(fleet):
+    ec2, asg = clients(fleet)
     _, before, _ = group_images(ec2, asg)
     old_ami = set(before.values())
-    _, desired = new_version(sandbox, ec2)
-    sandbox.faults.fail_refresh_at(ASG, 60, reason="Alarm demo-web-5xx in ALARM")
+    _, desired = new_version(fleet, ec2)
+    fleet.faults.fail_refresh_at(ASG, 60, reason="Alarm demo-web-5xx in ALARM")
     rid = asg.start_instance_refresh(
         AutoScalingGroupName=ASG,
         DesiredConfiguration=desired,
@@ -174,11 +174,11 @@ def test_auto_rollback_restores_old_ami(sandbox):
     assert group["LaunchTemplate"]["Version"] == "$Default"
 
 
-def test_manual_rollback(sandbox):
-    ec2, asg = clients(sandbox)
-    sandbox.configure(refresh_batch_seconds=0.5)
+def test_manual_rollback(fleet):
+    ec2, asg = clients(fleet)
+    fleet.configure(refresh_batch_seconds=0.5)
     _, before, _ = group_images(ec2, asg)
-    _, desired = new_version(sandbox, ec2)
+    _, desired = new_version(fleet, ec2)
     rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, DesiredConfiguration=desired)["InstanceRefreshId"]
     time.sleep(0.7)
     assert asg.rollback_instance_refresh(AutoScalingGroupName=ASG)["InstanceRefreshId"] == rid

@@ -31,19 +31,19 @@ def _snapshot(sb):
     return out
 
 
-def test_tag_index_answers_like_moto(sandbox):
+def test_tag_index_answers_like_moto(fleet):
     for n in range(20):
-        sandbox.create_image(
+        fleet.create_image(
             f"eq-{n}", age_days=n, tags={"App": "demo-web" if n % 2 else "other", "N": str(n)}, in_use=n % 5 == 0
         )
-    patched = _snapshot(sandbox)
+    patched = _snapshot(fleet)
     patches.uninstall_fast_tags()
     try:
-        unpatched = _snapshot(sandbox)
+        unpatched = _snapshot(fleet)
     finally:
         patches.install_fast_tags()
     assert patched == unpatched
-    assert len(patched["images"]) == len(sandbox.account["aged_images"]) + 20
+    assert len(patched["images"]) == len(fleet.account["aged_images"]) + 20
     assert patched["tags_of_one"] and patched["by_tag"]
 
 

@@ -6,6 +6,7 @@ import hvac
 import pytest
 
 from amirelease.errors import PreflightError
+from amirelease.catalog import SecretRef
 from amirelease.hooks.vault import PipelineSecrets
 
 
@@ -48,11 +49,12 @@ def test_wrong_secret_id_is_refused(vault_sandbox):
 
 def test_airflow_vault_connection_uses_the_approle(vault_sandbox):
     """The provider's VaultHook, through AIRFLOW_CONN_VAULT_DEFAULT, as the DAGs use it."""
-    got = PipelineSecrets("vault_default").read("demo-web", (("demo-web/bake", ("artifact_token",)),))
-    assert got == {"artifact_token": vault_sandbox.seeded["ami-pipeline/demo-web/bake"]["artifact_token"]}
+    got = PipelineSecrets("vault_default").read("demo-web", (SecretRef("demo-web/bake", ("artifact_token",)),))
+    assert got.values == {"artifact_token": vault_sandbox.seeded["ami-pipeline/demo-web/bake"]["artifact_token"]}
+    assert got.versions == {"artifact_token": 1}  # KV v2 metadata: Terraform rewrites a secret when it changes
     assert "approle" in vault_sandbox.connection_uri() and "root" not in vault_sandbox.connection_uri()
     with pytest.raises(PreflightError, match="does not exist"):
-        PipelineSecrets("vault_default").read("demo-web", (("demo-web/missing", ("x",)),))
+        PipelineSecrets("vault_default").read("demo-web", (SecretRef("demo-web/missing", ("x",)),))
 
 
 def test_stop_leaves_no_server(vault_sandbox):

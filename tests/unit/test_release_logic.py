@@ -8,7 +8,6 @@ import yaml
 from amirelease import catalog
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.hooks.packer import PackerHook, PackerResult, hcl_map, hcl_string, parse_artifact_id
-from amirelease.ledger import pick_rollback_target
 from amirelease.operators.record import outcome_of
 from amirelease.operators.rollout import refresh_preferences
 from amirelease.operators.smoke import check_invocation
@@ -36,6 +35,10 @@ def test_shipped_catalog_validates_including_windows():
         ("base_image", {"owners": ["not-an-owner"], "name": "x"}, "base_image.owners[0]"),
         ("refresh", {"min_healthy_percentage": 150}, "refresh.min_healthy_percentage"),
         ("smoke_test", {"commands": [{"name": "x"}]}, "smoke_test.commands[0]"),
+        ("network", {"vpc": "v"}, "network"),
+        ("infrastructure", {"variables": {}}, "infrastructure"),
+        ("infrastructure", {"module": "../outside"}, "infrastructure.module"),
+        ("infrastructure", {"module": "m", "allow_destroy": ["Not A Type"]}, "infrastructure.allow_destroy[0]"),
         ("surprise", 1, "Additional properties"),
     ],
 )
@@ -56,7 +59,16 @@ def test_rules_beyond_the_schema():
     with pytest.raises(ConfigError, match="listed twice"):
         catalog.parse_app({**DEMO, "targets": DEMO["targets"] * 2}, "x/demo-web.yaml")
     with pytest.raises(ConfigError, match="not found in"):
-        catalog.parse_app({**DEMO, "cookbooks": ["no-such-cookbook"]}, "x/demo-web.yaml", REPO / "include/cookbooks")
+        catalog.parse_app({**DEMO, "cookbooks": ["no-such-cookbook"]}, "x/demo-web.yaml", REPO / "include")
+    with pytest.raises(ConfigError, match="is not a Terraform module folder"):
+        catalog.parse_app({**DEMO, "infrastructure": {"module": "terraform/nope"}}, "x/demo-web.yaml", REPO / "include")
+    with pytest.raises(ConfigError, match="which the pipeline sets on every apply"):
+        catalog.parse_app(
+            {**DEMO, "infrastructure": {**DEMO["infrastructure"], "variables": {"ami_id": "ami-1"}}}, "x/demo-web.yaml"
+        )
+    with pytest.raises(ConfigError, match="also plain variables"):
+        infra = {**DEMO["infrastructure"], "variables": {"api_token": "x"}}
+        catalog.parse_app({**DEMO, "infrastructure": infra}, "x/demo-web.yaml")
 
 
 @pytest.mark.parametrize("good", ["1.0.0", "0.0.1", "10.20.30", "2.0.0-rc.1", "1.2.3-alpha"])
@@ -64,24 +76,30 @@ def test_versions_accepted(good):
     assert catalog.validate_version(good) == good
 
 
-@pytest.mark.parametrize("bad", ["1.0", "v1.0.0", "01.0.0", "1.0.0-", "1.0.0 ", "", None, 1])
+@pytest.mark.parametrize(
+    "bad", ["1.0", "v1.0.0", "01.0.0", "1.0.0-", "1.0.0 ", "", None, 1, 1.1, "1.0.0\n", "1\u0663.0.0", "1.0.0\r"]
+)
 def test_versions_refused(bad):
-    with pytest.raises(ConfigError, match="semantic version"):
+    with pytest.raises(ConfigError, match="semantic version") as err:
         catalog.validate_version(bad)
+    assert "e.g. 1.4.2" in str(err.value)  # the message shows a valid example
 
 
-def test_recorded_run_list_is_checked_and_versions_are_read():
-    app = catalog.get_app("demo-web")
-    assert (
-        catalog.validate_run_list(app, ["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"])[1]
-        == "recipe[demo-web::default@2.2.0]"
-    )
-    with pytest.raises(ConfigError, match="must start with linux-base"):
-        catalog.validate_run_list(app, ["recipe[demo-web]"])
-    assert catalog.cookbook_versions(["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"]) == {
-        "linux-base": "1.4.0",
-        "demo-web": "2.2.0",
-    }
+@pytest.mark.parametrize("bad", ["1.0.0\n", "1\u0663.0.0", "\u0661.0.0"])
+def test_the_form_pattern_refuses_what_python_regexes_let_through(bad):
+    """The trigger form and the REST API validate with jsonschema (Python re): `$` matches
+    before a trailing newline and `\\d` matches any Unicode digit. The pattern avoids both."""
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, {"type": "string", "pattern": catalog.VERSION_PATTERN})
+    jsonschema.validate("1.10.0-rc.1", {"type": "string", "pattern": catalog.VERSION_PATTERN})
+
+
+def test_cookbook_versions_are_pinned_or_read_from_metadata():
+    assert catalog.cookbook_versions(
+        ["recipe[linux-base]", "recipe[demo-web::default@2.2.0]"], REPO / "include" / "cookbooks"
+    ) == {"linux-base": "1.4.0", "demo-web": "2.2.0"}
 
 
 def test_release_id_is_stable_per_run_and_unique_across_runs():
@@ -90,18 +108,9 @@ def test_release_id_is_stable_per_run_and_unique_across_runs():
     assert a.startswith("demo-web-1.0.0-")
 
 
-def test_tags_hold_the_record_and_only_allowed_characters():
-    tags = build_ami_tags(
-        app="demo-web",
-        version="1.0.0",
-        rid="r",
-        source_ami="ami-1",
-        platform="linux",
-        run_list=["recipe[linux-base]", "recipe[x]"],
-        pipeline_run="manual__2026-01-01T00:00:00+00:00",
-        template_digest="abc",
-        re_release_of="old",
-    )
+def test_tags_hold_the_record_and_only_allowed_characters(release_plan):
+    plan = release_plan(re_release_of="old", git_ref="1.10")
+    tags = build_ami_tags(plan)
     assert {
         "App",
         "Version",
@@ -112,14 +121,18 @@ def test_tags_hold_the_record_and_only_allowed_characters():
         "PipelineRun",
         "BuiltBy",
         "ReReleaseOf",
+        "BundleDigest",
     } <= set(tags)
-    assert tags["PipelineRun"] == "manual__2026-01-01T00:00:00+00:00"
+    assert tags["PipelineRun"] == plan.pipeline_run and tags["GitRef"] == "1.10"
+    assert tags["BundleDigest"] == plan.bundle.sha256[:32]
     assert tag_value("a,b;c$d" + "x" * 300) == "a_b_c_d" + "x" * 249
 
 
 def test_hcl_escaping_keeps_secrets_literal():
     assert hcl_string('p${x}%{y}"q') == '"p$${x}%%{y}\\"q"'
     assert hcl_map({"k": "v"}) == '{"k" = "v"}'
+    # HCL has no \\b or \\f escape (JSON escaping broke the bake): control characters as \\uNNNN
+    assert hcl_string("a\bb\fc\x00\x7f\n") == '"a\\u0008b\\u000cc\\u0000\\u007f\\n"'
 
 
 def test_packer_machine_readable_parsing():
@@ -190,28 +203,3 @@ def test_refresh_preferences_map_to_aws_names():
     assert refresh_preferences(
         {"min_healthy_percentage": 90, "checkpoint_percentages": [50, 100], "auto_rollback": True}
     ) == {"MinHealthyPercentage": 90, "CheckpointPercentages": [50, 100], "AutoRollback": True, "SkipMatching": True}
-
-
-def test_rollback_target_selection():
-    def rec(rid, version, outcome="succeeded", t="2026-01-0"):
-        return {
-            "release_id": rid,
-            "version": version,
-            "outcome": outcome,
-            "finished_at": t + rid[-1],
-            "app": "a",
-            "run_list": ["recipe[linux-base]"],
-            "platform": "linux",
-        }
-
-    h = [rec("r1", "1.0.0"), rec("r2", "1.1.0", "failed"), rec("r3", "1.2.0"), rec("r4", "1.3.0")]
-    assert pick_rollback_target(h, "r4")["release_id"] == "r3"
-    assert pick_rollback_target(h, "r4", "1.0.0")["release_id"] == "r1"
-    with pytest.raises(PreflightError, match="no successful release '1.1.0'"):
-        pick_rollback_target(h, "r4", "1.1.0")
-    with pytest.raises(PreflightError, match="no earlier successful release"):
-        pick_rollback_target([rec("r1", "1.0.0")], "r1")
-    with pytest.raises(PreflightError, match="lacks inputs"):
-        pick_rollback_target([{**rec("r1", "1.0.0"), "run_list": None}, rec("r2", "2.0.0")], "r2")
-    with pytest.raises(PreflightError, match="is the one running now"):
-        pick_rollback_target(h, "r4", "r4")

@@ -12,8 +12,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-ACTIVE_REFRESH_STATES = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
-FAILED_REFRESH_STATES = ("Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
+from amirelease.constants import ACTIVE_REFRESH_STATES
 
 
 class AutoScalingHook(AwsBaseHook):
@@ -28,31 +27,29 @@ class AutoScalingHook(AwsBaseHook):
         path = Path(__file__).parents[1] / "waiters" / "autoscaling.json"
         return path if path.exists() else None
 
-    def describe_group(self, name: str) -> dict | None:
+    def describe_group(self, name: str) -> dict[str, Any] | None:
         groups = self.conn.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
         return groups[0] if groups else None
 
-    def describe_groups(self) -> list[dict]:
-        pages = self.conn.get_paginator("describe_auto_scaling_groups").paginate()
-        return [g for page in pages for g in page["AutoScalingGroups"]]
-
-    def refreshes(self, group: str, refresh_ids: list[str] | None = None) -> list[dict]:
+    def refreshes(self, group: str, refresh_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Refreshes of a group, newest first (AWS returns them so)."""
         kwargs: dict[str, Any] = {"AutoScalingGroupName": group}
         if refresh_ids:
             kwargs["InstanceRefreshIds"] = refresh_ids
-        return self.conn.describe_instance_refreshes(**kwargs).get("InstanceRefreshes", [])
+        found: list[dict[str, Any]] = self.conn.describe_instance_refreshes(**kwargs).get("InstanceRefreshes", [])
+        return found
 
-    def active_refresh(self, group: str) -> dict | None:
+    def active_refresh(self, group: str) -> dict[str, Any] | None:
         for r in self.refreshes(group):
             if r["Status"] in ACTIVE_REFRESH_STATES:
                 return r
         return None
 
-    def start_refresh(self, group: str, desired_launch_template: dict, preferences: dict) -> str:
-        return self.conn.start_instance_refresh(
+    def start_refresh(self, group: str, desired_launch_template: dict[str, Any], preferences: dict[str, Any]) -> str:
+        refresh_id: str = self.conn.start_instance_refresh(
             AutoScalingGroupName=group,
             Strategy="Rolling",
             DesiredConfiguration={"LaunchTemplate": desired_launch_template},
             Preferences=preferences,
         )["InstanceRefreshId"]
+        return refresh_id

@@ -1,10 +1,12 @@
-"""Run ``packer build -machine-readable`` as a subprocess.
+"""Run ``packer build -machine-readable`` on a folder of HCL2 files.
 
-* Non-secret variables go in a JSON var file; secrets only in Packer's environment as
-  ``PKR_VAR_secrets`` (never argv, which any local user can read in /proc).
+* Non-secret variables go in a JSON var file (in a private working folder); secrets only in
+  Packer's environment as ``PKR_VAR_secrets`` (never argv, which any local user can read in
+  /proc, and never a file).
 * Packer's output is parsed line by line and streamed to the task log as it comes.
-* ``interrupt()`` sends SIGINT, which makes Packer tear down its builder instance,
-  security group and key pair before exiting; it is called on kill, timeout and error.
+* Packer runs under the tool runner (hooks/tool.py): ``interrupt()`` sends SIGINT, which
+  makes Packer tear down its builder instance, security group and key pair before exiting;
+  it is called on kill, timeout and error; and Packer dies with its task if the task dies.
 """
 
 from __future__ import annotations
@@ -13,24 +15,34 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import BaseHook
 
 from amirelease.errors import BakeError
+from amirelease.hooks.tool import ToolProcess, workdir
 
 log = logging.getLogger(__name__)
 
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 
 def hcl_string(value: str) -> str:
-    """Quote a string for HCL: JSON escaping plus HCL's template sequences (${ and %{)."""
-    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+    """A string literal HCL reads back exactly: quotes and backslashes escaped, every other
+    control character as \\uNNNN (HCL has no \\b or \\f, which JSON escaping would produce),
+    and HCL's template sequences ${ and %{ doubled so they stay literal."""
+    out = []
+    for ch in value:
+        if ch in _HCL_ESCAPES:
+            out.append(_HCL_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out).replace("${", "$${").replace("%{", "%%{") + '"'
 
 
 def hcl_map(values: dict[str, str]) -> str:
@@ -66,15 +78,14 @@ def parse_artifact_id(value: str) -> dict[str, str]:
 
 
 class PackerHook(BaseHook):
-    """Packer on this worker (the bake task's toolchain queue guarantees it is installed)."""
+    """Packer on this worker (the task's toolchain queue guarantees it is installed)."""
 
     hook_name = "Packer"
 
     def __init__(self, packer_bin: str = "packer", interrupt_grace: float = 120.0) -> None:
         super().__init__()
         self.packer_bin = packer_bin
-        self.interrupt_grace = interrupt_grace
-        self._proc: subprocess.Popen | None = None
+        self._tool = ToolProcess(interrupt_grace=interrupt_grace, death_grace=5.0)
 
     def binary(self) -> str:
         path = shutil.which(self.packer_bin)
@@ -85,13 +96,10 @@ class PackerHook(BaseHook):
             )
         return path
 
-    def version(self) -> str:
-        return subprocess.run([self.binary(), "version"], capture_output=True, text=True, check=False).stdout.strip()
-
     def build(
         self,
-        template: Path,
-        variables: dict,
+        template_dir: Path,
+        variables: dict[str, Any],
         *,
         secrets: dict[str, str] | None = None,
         only: str | None = None,
@@ -99,7 +107,8 @@ class PackerHook(BaseHook):
         on_line: Callable[[str], None] | None = None,
         timeout: float | None = None,
     ) -> PackerResult:
-        on_line = on_line or log.info
+        """Build every *.pkr.hcl in template_dir (or one template file)."""
+        emit = on_line or log.info
         env = {k: v for k, v in os.environ.items() if not k.startswith("PKR_VAR_")}
         env.update(aws_env or {})
         env["CHECKPOINT_DISABLE"] = "1"  # no phone-home
@@ -107,44 +116,22 @@ class PackerHook(BaseHook):
         if secrets is not None:
             env["PKR_VAR_secrets"] = hcl_map(secrets)
         result = PackerResult(returncode=-1)
-        with tempfile.TemporaryDirectory(prefix="packer-") as tmp:
-            var_file = Path(tmp) / "release.pkrvars.json"
+        with workdir("packer") as tmp:
+            var_file = tmp / "release.pkrvars.json"
             var_file.write_text(json.dumps(variables, indent=2))
             cmd = [self.binary(), "build", "-machine-readable", "-color=false", f"-var-file={var_file}"]
             if only:
                 cmd.append(f"-only={only}")
-            cmd.append(str(template))
-            on_line(
+            cmd.append(str(template_dir))
+            emit(
                 f"$ {' '.join(cmd)}   (secrets via PKR_VAR_secrets in the environment: {sorted((secrets or {}).keys())})"
             )
-            self._proc = subprocess.Popen(
-                cmd,
-                cwd=str(template.parent),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,  # our signals go to Packer and its plugins only
+            cwd = template_dir if template_dir.is_dir() else template_dir.parent
+            run = self._tool.run(
+                cmd, cwd=cwd, env=env, on_line=lambda line: self._handle_line(line, result, emit), timeout=timeout
             )
-            deadline = time.monotonic() + timeout if timeout else None
-            try:
-                assert self._proc.stdout is not None
-                for raw in self._proc.stdout:
-                    self._handle_line(raw.rstrip("\n"), result, on_line)
-                    if deadline and time.monotonic() > deadline:
-                        on_line(f"packer exceeded {timeout:.0f}s: interrupting")
-                        self.interrupt()
-                        result.interrupted = True
-                        break
-                result.returncode = self._proc.wait()
-            finally:
-                # Any exit from this block other than Packer finishing (task timeout, kill,
-                # a bug of ours) must still let Packer clean up its builder.
-                if self._proc.poll() is None:
-                    result.interrupted = True
-                    self.interrupt()
-                self._proc = None
+        result.returncode = run.returncode
+        result.interrupted = run.interrupted
         return result
 
     def _handle_line(self, line: str, result: PackerResult, on_line: Callable[[str], None]) -> None:
@@ -152,7 +139,7 @@ class PackerHook(BaseHook):
         if len(parts) < 3 or not parts[0].isdigit():
             on_line(line)
             return
-        _ts, target, kind = parts[0], parts[1], parts[2]
+        kind = parts[2]
         data = parts[3] if len(parts) > 3 else ""
         if kind == "ui":
             level, _, message = data.partition(",")
@@ -168,20 +155,5 @@ class PackerHook(BaseHook):
             result.errors.append(unescape(data).strip())
 
     def interrupt(self) -> None:
-        """SIGINT Packer (it then deletes its builder instance etc.), escalate if it hangs."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        log.warning("Interrupting packer (pid %s) so it tears down its builder instance", proc.pid)
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=self.interrupt_grace)
-        except subprocess.TimeoutExpired:
-            log.error("packer did not exit %ss after SIGINT; terminating", self.interrupt_grace)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGINT Packer (it then deletes its builder instance etc.), SIGKILL if it hangs."""
+        self._tool.interrupt()

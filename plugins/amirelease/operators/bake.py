@@ -10,22 +10,30 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
+from botocore.exceptions import ClientError, WaiterError
 
-from amirelease import catalog
-from amirelease.errors import BakeError
-from amirelease.hooks.packer import PackerHook
-from amirelease.hooks.vault import PipelineSecrets
-from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, tag_list, tags_dict
-from amirelease.release import (
+from amirelease import bundle
+from amirelease.constants import (
+    PURPOSE_BUILDER,
+    TAG_APP,
+    TAG_NAME,
+    TAG_PIPELINE_RUN,
     TAG_PURPOSE,
     TAG_RELEASE_ID,
-    build_ami_tags,
+    TERMINABLE_INSTANCE_STATES,
 )
+from amirelease.errors import BakeError
+from amirelease.handoffs import BakeResult, ReleasePlan
+from amirelease.hooks.packer import PackerHook
+from amirelease.hooks.vault import PipelineSecrets
+from amirelease.ledger import ledger_bucket
+from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list, tags_dict
+from amirelease.release import build_ami_tags
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-BUILDER_PURPOSE = "ami-bake-builder"
+COMMUNICATOR_PORT = {"linux": 22, "windows": 5986}
 
 
 def packer_source() -> str:
@@ -36,23 +44,68 @@ def packer_source() -> str:
         raise BakeError(
             f"[ami_release] packer_source = {value!r} is not valid", fix="use 'provisioned' or 'unprovisioned'"
         )
-    return value
+    return str(value)
 
 
-class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
-    """Run Packer for a release plan and return the AMI id per region.
+def key_pair_name(rid: str) -> str:
+    """The builder's temporary key pair, named after the release so a retry can find it."""
+    return f"packer-{rid}"[:255]
 
-    Idempotent: a retry of the same DAG run first looks for the AMI an earlier try
-    built (by its ReleaseId tag) and reuses it. Secrets are read from Vault here, at
-    bake time, and reach Packer only through its environment.
+
+class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook]):
+    """
+    Run Packer on the release's bundle and return the AMI per region.
+
+    Packer builds the bundle's Packer files with the bundle's cookbooks (never this worker's
+    checkout), from the vendor image preflight chose. Secrets are read from Vault here, at bake
+    time, and reach Packer only through its environment. The builder runs in a security group
+    this task makes for the release (no port opened for the no-communicator source; the
+    communicator port from ``[ami_release] builder_ingress_cidrs`` otherwise) with a key pair
+    named after the release.
+
+    Idempotent: a retry of the same DAG run first looks for the AMI an earlier try built (by
+    its ReleaseId tag) and reuses it; before and after Packer, it removes what a killed try may
+    have left (builder instances, the key pair, the security group).
+
+    :param plan: the ReleasePlan from preflight.
+    :param vault_conn_id: the Vault connection (AppRole) the bake secrets are read with.
+    :param packer_timeout: seconds before Packer is interrupted (it then cleans up).
     """
 
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields("plan")
     ui_color = "#fdf1e1"
+    iam_role = "bake"
+    iam_actions = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "ec2:AuthorizeSecurityGroupIngress",
+        "ec2:CopyImage",
+        "ec2:CreateImage",
+        "ec2:CreateKeyPair",
+        "ec2:CreateSecurityGroup",
+        "ec2:CreateTags",
+        "ec2:DeleteKeyPair",
+        "ec2:DeleteSecurityGroup",
+        "ec2:DeleteSnapshot",
+        "ec2:DeregisterImage",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstances",
+        "ec2:DescribeKeyPairs",
+        "ec2:DescribeRegions",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeVpcs",
+        "ec2:ModifyImageAttribute",
+        "ec2:RunInstances",
+        "ec2:StopInstances",
+        "ec2:TerminateInstances",
+        "s3:GetObject",
+    )
 
     def __init__(
-        self, *, plan: dict | str, vault_conn_id: str = "vault_default", packer_timeout: float = 3 * 3600, **kwargs: Any
+        self, *, plan: Any, vault_conn_id: str = "vault_default", packer_timeout: float = 3 * 3600, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
@@ -60,96 +113,81 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
         self.packer_timeout = packer_timeout
         self._packer: PackerHook | None = None
 
-    def execute(self, context: Context) -> dict:
-        plan = self.plan
-        app = catalog.get_app(plan["app"])
-        region = plan["home_region"]
-        ec2 = self.ec2(region)
-        rid = plan["release_id"]
+    def execute(self, context: Context) -> dict[str, Any]:
+        plan = ReleasePlan.from_xcom(self.plan)
+        app = plan.app_spec
+        region = plan.home_region
+        ec2 = self.clients.ec2(region)
+        rid = plan.release_id
 
         existing = self._find_release_amis(plan)
-        if existing and set(existing) >= set(plan["regions"]):
+        if existing and set(existing) >= set(plan.regions):
             self.log.info("Reusing AMI(s) %s built for release %s by an earlier try of this run", existing, rid)
+            self._cleanup(ec2, rid, "left by an earlier try")
             return self._result(plan, existing, reused=True)
 
-        self._terminate_leftover_builders(ec2, rid)
-        template = catalog.packer_template(app.platform)
+        self._cleanup(ec2, rid, "left by an earlier try")
         source = packer_source()
-        tags = build_ami_tags(
-            app=app.name,
-            version=plan["version"],
-            rid=rid,
-            source_ami=plan["source_ami"],
-            platform=app.platform,
-            run_list=plan["run_list"],
-            pipeline_run=plan["pipeline_run"],
-            template_digest=plan["packer_template_digest"],
-            git_ref=plan.get("git_ref"),
-            re_release_of=plan.get("re_release_of"),
-        )
-        run_tags = {
-            TAG_RELEASE_ID: rid,
-            TAG_PURPOSE: BUILDER_PURPOSE,
-            "App": app.name,
-            "PipelineRun": tags["PipelineRun"],
-            "Name": f"packer-builder {rid}",
-        }
-        variables = {
-            "region": region,
-            "ami_regions": [r for r in plan["regions"] if r != region],
-            "ec2_endpoint": self.hook.conn_config.get_service_endpoint_url("ec2") or "",
-            "source_ami": plan["source_ami"],
-            "ami_name": plan["ami_name"],
-            "ami_description": f"{app.name} {plan['version']} ({rid}) built from {plan['source_ami']}",
-            "instance_type": app.instance_type,
-            "subnet_id": self._builder_subnet(plan),
-            "tags": tags,
-            "run_tags": run_tags,
-            "run_list": plan["run_list"],
-            "cookbooks_dir": str(catalog.INCLUDE_DIR / "cookbooks"),
-            "app_version": plan["version"],
-        }
+        tags = build_ami_tags(plan)
+        net = plan.network(region)
+        store = bundle.BundleStore(self.clients.s3(), ledger_bucket())
         secrets = PipelineSecrets(self.vault_conn_id).read(app.name, app.secrets)  # masked as read
-        creds = self.hook.get_credentials(region_name=region)
-        aws_env = {
-            "AWS_ACCESS_KEY_ID": creds.access_key,
-            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-        }
-        if creds.token:
-            aws_env["AWS_SESSION_TOKEN"] = creds.token
         if source == "unprovisioned":
             self.log.warning(
-                "Building source 'unprovisioned' ([ami_release] packer_source): Packer uses no communicator, so the Chef run list %s is NOT applied. "
-                "Set packer_source = provisioned for a real account.",
-                plan["run_list"],
+                "Building source 'unprovisioned' ([ami_release] packer_source): Packer uses no communicator, so the "
+                "Chef run list %s is NOT applied. Set packer_source = provisioned for a real account.",
+                " ".join(plan.run_list),
             )
         self._packer = PackerHook()
         started = time.monotonic()
         try:
-            result = self._packer.build(
-                template,
-                variables,
-                secrets=secrets,
-                only=f"amazon-ebs.{source}",
-                aws_env=aws_env,
-                on_line=lambda line: self.log.info("packer | %s", line),
-                timeout=self.packer_timeout,
-            )
+            with bundle.unpacked(store, plan.bundle.key, plan.bundle.sha256) as root:
+                group_id = self._builder_security_group(ec2, plan, source)
+                variables = {
+                    "region": region,
+                    "ami_regions": [r for r in plan.regions if r != region],
+                    "ec2_endpoint": self.hook.conn_config.get_service_endpoint_url("ec2") or "",
+                    "source_ami": plan.source_ami,
+                    "ami_name": plan.ami_name,
+                    "ami_description": f"{app.name} {plan.version} ({rid}) built from {plan.source_ami}",
+                    "instance_type": app.instance_type,
+                    "subnet_id": net.subnet_ids[0],
+                    "security_group_id": group_id,
+                    "temporary_key_pair_name": key_pair_name(rid),
+                    "tags": tags,
+                    "run_tags": {
+                        TAG_RELEASE_ID: rid,
+                        TAG_PURPOSE: PURPOSE_BUILDER,
+                        TAG_APP: app.name,
+                        TAG_PIPELINE_RUN: tags[TAG_PIPELINE_RUN],
+                        TAG_NAME: f"packer-builder {rid}",
+                    },
+                    "run_list": list(plan.run_list),
+                    "cookbooks_dir": str(root / "cookbooks"),
+                    "app_version": plan.version,
+                }
+                result = self._packer.build(
+                    root / "packer",
+                    variables,
+                    secrets=secrets.values,
+                    only=f"amazon-ebs.{source}",
+                    aws_env=self._aws_env(region),
+                    on_line=lambda line: self.log.info("packer | %s", line),
+                    timeout=self.packer_timeout,
+                )
         finally:
             self._packer = None
             secrets.clear()
-            # Packer removes its builder on success, error and SIGINT; this is the safety net
-            # for a Packer that was SIGKILLed or crashed.
-            self._terminate_leftover_builders(ec2, rid)
+            # Packer removes its builder on success, error and SIGINT; this is the safety net for a
+            # Packer that was killed, and it removes the security group and key pair of this release.
+            self._cleanup(ec2, rid, "after the build")
         self.log.info("packer finished in %.1fs with exit code %s", time.monotonic() - started, result.returncode)
         if result.returncode != 0 or not result.artifacts:
             raise BakeError(
-                f"Packer failed for {app.name} {plan['version']} (exit {result.returncode}"
+                f"Packer failed for {app.name} {plan.version} (exit {result.returncode}"
                 f"{', interrupted' if result.interrupted else ''}): {result.errors[-1] if result.errors else 'no artifact'}",
-                resource=str(template),
-                fix="read the 'packer |' lines above; fix the template, cookbooks or base image and re-run",
+                resource=f"bundle {plan.bundle.key}",
+                fix="read the 'packer |' lines above; fix the template, cookbooks or base image and release again",
             )
         self._ensure_tags(result.artifacts, tags)
         return self._result(plan, result.artifacts, reused=False)
@@ -158,44 +196,140 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
         if self._packer is not None:
             self._packer.interrupt()
 
-    # -- helpers ---------------------------------------------------------------------
-    def _find_release_amis(self, plan: dict) -> dict[str, str]:
+    # -- helpers ---------------------------------------------------------------------------
+    def _aws_env(self, region: str) -> dict[str, str]:
+        creds = self.hook.get_credentials(region_name=region)
+        env = {
+            "AWS_ACCESS_KEY_ID": creds.access_key,
+            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+        }
+        if creds.token:
+            env["AWS_SESSION_TOKEN"] = creds.token
+        return env
+
+    def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:
         found: dict[str, str] = {}
-        for region in plan["regions"]:
-            images = self.ec2(region).describe_images(
-                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan["release_id"]]}]
+        for region in plan.regions:
+            ec2 = self.clients.ec2(region)
+            images = ec2.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan.release_id]}]
             )["Images"]
             images = [i for i in images if i["State"] in ("available", "pending")]
             if images:
                 img = max(images, key=lambda i: i.get("CreationDate", ""))
                 if img["State"] == "pending":
                     self.log.info("AMI %s from an earlier try is still pending; waiting", img["ImageId"])
-                    self.ec2(region).get_waiter("image_available").wait(ImageIds=[img["ImageId"]])
+                    ec2.get_waiter("image_available").wait(ImageIds=[img["ImageId"]])
                 found[region] = img["ImageId"]
         return found
 
-    def _terminate_leftover_builders(self, ec2, rid: str) -> None:
+    def _release_filters(self, rid: str) -> list[dict[str, Any]]:
+        return [
+            {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
+            {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE_BUILDER]},
+        ]
+
+    def _builder_security_group(self, ec2: Any, plan: ReleasePlan, source: str) -> str:
+        """The builder's security group: no ingress without a communicator; the communicator port
+        from the configured CIDRs (default: the VPC's) otherwise. Never 0.0.0.0/0 by default."""
+        net = plan.network(plan.home_region)
+        group_id: str = ec2.create_security_group(
+            GroupName=f"ami-builder-{plan.release_id}"[:255],
+            Description=f"Packer builder of {plan.release_id} (deleted after the bake)",
+            VpcId=net.vpc_id,
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": tag_list(
+                        {
+                            TAG_RELEASE_ID: plan.release_id,
+                            TAG_PURPOSE: PURPOSE_BUILDER,
+                            TAG_APP: plan.app,
+                            TAG_NAME: f"packer-builder {plan.release_id}",
+                        }
+                    ),
+                }
+            ],
+        )["GroupId"]
+        if source == "provisioned":
+            cidrs = [
+                c.strip() for c in conf.get("ami_release", "builder_ingress_cidrs", fallback="").split(",") if c.strip()
+            ] or [net.vpc_cidr]
+            port = COMMUNICATOR_PORT[plan.platform]
+            ec2.authorize_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": c} for c in cidrs]}
+                ],
+            )
+            self.log.info("Builder security group %s: tcp/%s from %s", group_id, port, ", ".join(cidrs))
+        else:
+            self.log.info("Builder security group %s: no ingress (no communicator)", group_id)
+        return group_id
+
+    def _cleanup(self, ec2: Any, rid: str, why: str) -> None:
+        """Builder instances, the key pair and the security group of this release, if any. Every
+        step is tried; the first error is raised at the end (a retry finishes the job)."""
+        errors: list[ClientError] = []
+        for step in (self._cleanup_instances, self._cleanup_key_pair, self._cleanup_groups):
+            try:
+                step(ec2, rid, why)
+            except ClientError as exc:
+                self.log.warning("Cleanup of %s (%s) incomplete: %s", rid, why, exc.response["Error"]["Code"])
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _cleanup_instances(self, ec2: Any, rid: str, why: str) -> None:
         reservations = ec2.describe_instances(
             Filters=[
-                {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
-                {"Name": f"tag:{TAG_PURPOSE}", "Values": [BUILDER_PURPOSE]},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                *self._release_filters(rid),
+                {"Name": "instance-state-name", "Values": list(TERMINABLE_INSTANCE_STATES)},
             ]
         )["Reservations"]
         ids = [i["InstanceId"] for r in reservations for i in r["Instances"]]
         if ids:
-            self.log.warning("Terminating leftover Packer builder instance(s) of %s: %s", rid, ids)
+            self.log.warning("Terminating Packer builder instance(s) of %s (%s): %s", rid, why, ids)
             ec2.terminate_instances(InstanceIds=ids)
+            try:
+                ec2.get_waiter("instance_terminated").wait(
+                    InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
+                )
+            except WaiterError:
+                self.log.warning("Builder instance(s) %s not terminated yet; the next try removes the rest", ids)
 
-    def _builder_subnet(self, plan: dict) -> str:
-        t = plan["targets"][0]
-        group = self.autoscaling(t["region"]).describe_group(t["auto_scaling_group"]) or {}
-        subnets = [s for s in (group.get("VPCZoneIdentifier") or "").split(",") if s]
-        return subnets[0] if subnets else ""
+    def _cleanup_key_pair(self, ec2: Any, rid: str, why: str) -> None:
+        name = key_pair_name(rid)
+        if ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]:
+            self.log.warning("Deleting the builder key pair %s (%s)", name, why)
+            ec2.delete_key_pair(KeyName=name)
+
+    def _cleanup_groups(self, ec2: Any, rid: str, why: str) -> None:
+        for g in ec2.describe_security_groups(Filters=self._release_filters(rid))["SecurityGroups"]:
+            self._delete_group(ec2, g["GroupId"], why)
+
+    def _delete_group(self, ec2: Any, group_id: str, why: str) -> None:
+        for attempt in range(15):
+            try:
+                ec2.delete_security_group(GroupId=group_id)
+                self.log.info("Builder security group %s deleted (%s)", group_id, why)
+                return
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                if code == "InvalidGroup.NotFound":
+                    return
+                if code != "DependencyViolation" or attempt == 14:
+                    self.log.warning(
+                        "Builder security group %s not deleted (%s); the next try removes it", group_id, code
+                    )
+                    return
+                time.sleep(2)
 
     def _ensure_tags(self, artifacts: dict[str, str], tags: dict[str, str]) -> None:
         for region, ami in artifacts.items():
-            ec2 = self.ec2(region)
+            ec2 = self.clients.ec2(region)
             image = ec2.describe_images(ImageIds=[ami])["Images"][0]
             have = tags_dict(image.get("Tags"))
             missing = {k: v for k, v in tags.items() if have.get(k) != v}
@@ -205,11 +339,11 @@ class BakeAmiOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC
                 "AMI %s in %s tagged: %s", ami, region, ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
             )
 
-    def _result(self, plan: dict, artifacts: dict[str, str], reused: bool) -> dict:
-        return {
-            "release_id": plan["release_id"],
-            "ami_id": artifacts[plan["home_region"]],
-            "amis": artifacts,
-            "source_ami": plan["source_ami"],
-            "reused": reused,
-        }
+    def _result(self, plan: ReleasePlan, artifacts: dict[str, str], reused: bool) -> dict[str, Any]:
+        return BakeResult(
+            release_id=plan.release_id,
+            ami_id=artifacts[plan.home_region],
+            amis=dict(artifacts),
+            source_ami=plan.source_ami,
+            reused=reused,
+        ).to_xcom()

@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-
-from amirelease.hooks.autoscaling import AutoScalingHook
+from amirelease.aws import AwsClients
 
 
-class RegionalHooksMixin:
-    """Build hooks for other regions with the operator's connection settings.
+class ReleaseOperatorMixin:
+    """What every operator of this package has besides AwsBaseOperator.
 
-    An app's groups may live in several regions; ``self.hook`` is the operator's own
-    region, these give the same connection in another one.
+    ``clients``: the package's one way to get AWS clients (aws.py), with the operator's
+    connection settings, in any region (an app's groups may live in several).
+    ``iam_actions``: the IAM actions the operator may call, printed as a policy by
+    ``python -m amirelease.cli iam-policy`` and checked against what the end-to-end tests
+    really called (tests/test_iam_policy.py). ``iam_role``: which worker role needs them.
     """
 
     aws_conn_id: str | None
     verify: Any
-    botocore_config: dict | None
+    botocore_config: dict[str, Any] | None
+    region_name: str | None
 
-    def _common(self, region: str | None) -> dict[str, Any]:
-        return {
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": region,
-            "verify": self.verify,
-            "config": self.botocore_config,
-        }
+    iam_role: ClassVar[str] = "deploy"
+    iam_actions: ClassVar[tuple[str, ...]] = ()
 
-    def ec2(self, region: str | None = None):
-        return EC2Hook(api_type="client_type", **self._common(region)).conn
-
-    def autoscaling(self, region: str | None = None) -> AutoScalingHook:
-        return AutoScalingHook(**self._common(region))
+    @property
+    def clients(self) -> AwsClients:
+        return AwsClients(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+        )
 
 
 class Ec2ClientHookMixin:
@@ -41,10 +41,11 @@ class Ec2ClientHookMixin:
 
     @property
     def _hook_parameters(self) -> dict[str, Any]:
-        return {**super()._hook_parameters, "api_type": "client_type"}  # type: ignore[misc]
+        params: dict[str, Any] = {**super()._hook_parameters, "api_type": "client_type"}  # type: ignore[misc]
+        return params
 
 
-def tags_dict(tags: list[dict] | None) -> dict[str, str]:
+def tags_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
 
 
@@ -52,9 +53,11 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def group_launch_template(group: dict) -> dict | None:
+def group_launch_template(group: dict[str, Any]) -> dict[str, Any] | None:
     """The launch template spec a group uses (plain or in a mixed-instances policy)."""
     if group.get("LaunchTemplate"):
-        return group["LaunchTemplate"]
+        spec: dict[str, Any] = group["LaunchTemplate"]
+        return spec
     mip = group.get("MixedInstancesPolicy") or {}
-    return (mip.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+    found: dict[str, Any] | None = (mip.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+    return found

@@ -21,10 +21,16 @@ FINISHED = ("success", "failed")
 class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
     """Acquire the per-app release lock, waiting (reschedule mode: no worker slot held)
     while another run of the same app holds it. Different apps never wait for each other.
-    The lock is released by the pipeline's last task, whatever the outcome."""
+    The lock is released by the pipeline's last task, whatever the outcome.
+
+    :param app: the application (rendered from the plan; a text template, so the sensor's own
+        trigger rule is free of the setup task's constraints).
+    """
 
     aws_hook_class = S3Hook
     template_fields: Sequence[str] = aws_template_fields("app")
+    iam_role = "deploy"
+    iam_actions = ("s3:DeleteObject", "s3:GetObject", "s3:PutObject")
     ui_color = "#fff7d6"
 
     def __init__(self, *, app: str, **kwargs: Any) -> None:
@@ -36,11 +42,12 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
 
     def poke(self, context: Context) -> bool:
         ti = context["ti"]
-        lock = ReleaseLock(self.hook.conn, ledger_bucket(), self.app)
-        me = {"dag_id": ti.dag_id, "run_id": ti.run_id, "app": self.app, "acquired_at": utcnow()}
+        app = self.app
+        lock = ReleaseLock(self.hook.conn, ledger_bucket(), app)
+        me = {"dag_id": ti.dag_id, "run_id": ti.run_id, "app": app, "acquired_at": utcnow()}
         ok, holder = lock.try_acquire(me)
         if ok:
-            self.log.info("Release lock for %s acquired by %s", self.app, ti.run_id)
+            self.log.info("Release lock for %s acquired by %s", app, ti.run_id)
             return True
         state = None
         try:
@@ -50,7 +57,7 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         if state is None or str(state) in FINISHED:
             self.log.warning(
                 "Release lock for %s is stale (holder %s is %s): taking it over",
-                self.app,
+                app,
                 holder.get("run_id"),
                 state or "gone",
             )
@@ -59,7 +66,7 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
             return ok
         self.log.info(
             "Another release of %s is running (%s %s since %s): waiting",
-            self.app,
+            app,
             holder.get("dag_id"),
             holder.get("run_id"),
             holder.get("acquired_at"),

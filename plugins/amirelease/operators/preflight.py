@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import ClientError
 
-from amirelease import catalog
+from amirelease import bundle, catalog
 from amirelease.errors import ConfigError, PreflightError
+from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import Ledger, ledger_bucket
-from amirelease.operators.base import RegionalHooksMixin, group_launch_template
-from amirelease.release import ami_name, file_digest, newest_image, release_id
+from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
+from amirelease.release import ami_name, files_digest, newest_image, release_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+GIT_REF_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}", re.ASCII)
+MAX_NOTES = 500
 
-def resolve_base_image(ec2, owners: Sequence[str], name_pattern: str, architecture: str, own_account: str) -> dict:
+
+def resolve_base_image(
+    ec2: Any, owners: Sequence[str], name_pattern: str, architecture: str, own_account: str
+) -> dict[str, Any]:
     """Newest available vendor image matching the catalog; never one of our own AMIs."""
     if own_account in owners:
         raise ConfigError(
@@ -51,64 +59,181 @@ def resolve_base_image(ec2, owners: Sequence[str], name_pattern: str, architectu
     return best
 
 
-class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
-    """Validate the app, version, targets, base image and Vault secrets; return the release plan.
+def text_param(name: str, value: object, *, example: str) -> str:
+    """A trigger parameter as the string the person typed (never a number or a list)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"parameter '{name}' must be text, got {type(value).__name__} {value!r}",
+            fix=f"type it as text, e.g. {example}",
+        )
+    return value
 
-    The plan (plain data, no secrets) is what the later tasks act on. Nothing in AWS or
-    Vault is changed here.
+
+def check_git_ref(value: str) -> str | None:
+    if not value:
+        return None
+    if not GIT_REF_RE.fullmatch(value):
+        raise ConfigError(
+            f"git ref {value!r} is not a commit, tag or branch name",
+            fix="use letters, digits and . _ / - only (at most 128), e.g. v1.4.2 or 3f9c2ab",
+        )
+    return value
+
+
+def resolve_network(ec2: Any, net: catalog.Network, region: str) -> RegionNetwork:
+    """The VPC and subnets named in the catalog (Name tags), in one region."""
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [net.vpc]}])["Vpcs"]
+    if len(vpcs) != 1:
+        raise PreflightError(
+            f"{'no' if not vpcs else len(vpcs)} VPC(s) named '{net.vpc}' in {region}",
+            fix="tag exactly one VPC with Name=" + net.vpc + " or correct network.vpc in the app's catalog file",
+        )
+    vpc = vpcs[0]
+    subnets = ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}, {"Name": "tag:Name", "Values": list(net.subnets)}]
+    )["Subnets"]
+    by_name: dict[str, str] = {}
+    for s in subnets:
+        name = next((t["Value"] for t in s.get("Tags", []) if t["Key"] == "Name"), "")
+        by_name.setdefault(name, s["SubnetId"])
+    missing = [n for n in net.subnets if n not in by_name]
+    if missing:
+        raise PreflightError(
+            f"subnet(s) {', '.join(missing)} not found in VPC {net.vpc} ({vpc['VpcId']}) in {region}",
+            fix="create them or correct network.subnets in the app's catalog file",
+        )
+    return RegionNetwork(
+        region=region,
+        vpc_id=vpc["VpcId"],
+        vpc_cidr=vpc["CidrBlock"],
+        subnet_ids=tuple(by_name[n] for n in net.subnets),
+    )
+
+
+class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Validate a release (or a rollback's re-release) and return its plan.
+
+    Checks the parameters, the app's catalog entry, the ledger bucket, the network, the
+    target groups, the newest vendor base image and every Vault secret the bake and the
+    Terraform module need. Nothing in AWS or Vault is changed here. The plan (plain data, no
+    secret) is what every later task acts on. Its bundle digest is computed from this
+    worker's checkout (a release) or is the digest of the release a rollback repeats.
+
+    :param app: the application (a catalog name).
+    :param version: the version to release (ASCII semantic version); ignored for a re-release.
+    :param git_ref: optional commit, tag or branch the release was cut from.
+    :param notes: optional release notes (kept in the ledger).
+    :param triggered_by: who triggered the run (kept in the ledger).
+    :param re_release: for a rollback, the output of ``resolve_target`` (a RollbackTarget).
+    :param vault_conn_id: the Vault connection (AppRole) the secrets are read with.
     """
 
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields(
-        "app", "version", "git_ref", "notes", "re_release_of", "triggered_by", "run_list"
+        "app", "version", "git_ref", "notes", "triggered_by", "re_release"
     )
     ui_color = "#e8f4fa"
+    iam_actions = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeInstanceRefreshes",
+        "ec2:DescribeImages",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeVpcs",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "sts:GetCallerIdentity",
+    )
 
     def __init__(
         self,
         *,
         app: str,
-        version: str,
+        version: str = "",
         git_ref: str | None = None,
         notes: str | None = None,
-        re_release_of: str | None = None,
         triggered_by: str | None = None,
-        run_list: list[str] | str | None = None,
+        re_release: Any = None,
         vault_conn_id: str = "vault_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.run_list = run_list
         self.app = app
         self.version = version
         self.git_ref = git_ref
         self.notes = notes
-        self.re_release_of = re_release_of
         self.triggered_by = triggered_by
+        self.re_release = re_release
         self.vault_conn_id = vault_conn_id
 
-    def execute(self, context: Context) -> dict:
-        app = catalog.get_app(self.app)
-        version = catalog.validate_version(self.version)
-        self.log.info(
-            "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
-            app.name,
-            version,
-            app.platform,
-            app.toolchain,
-        )
+    def execute(self, context: Context) -> dict[str, Any]:
+        app_name = text_param("app", self.app, example="demo-web")
+        notes = text_param("notes", self.notes, example="INC-123: fixes the login page")
+        if len(notes) > MAX_NOTES:
+            raise ConfigError(f"notes are {len(notes)} characters long", fix=f"keep them under {MAX_NOTES}")
+        target = RollbackTarget.from_xcom(self.re_release) if self.re_release else None
+        if target is None:
+            version = catalog.validate_version(text_param("version", self.version, example=catalog.VERSION_EXAMPLE))
+            git_ref = check_git_ref(text_param("git_ref", self.git_ref, example="v1.4.2"))
+        else:
+            version, git_ref = target.version, target.git_ref
+        ledger = Ledger(self.clients.s3(), ledger_bucket())
+        ledger.check()
+        run_id = context["run_id"]
 
-        run_list = catalog.validate_run_list(app, self.run_list) if self.run_list else app.run_list
-        if self.run_list:
-            self.log.info("Using the recorded run list %s (catalog today: %s)", run_list, app.run_list)
-        Ledger(S3Hook(**self._common(None)).conn, ledger_bucket()).check()
-
-        for t in app.targets:
-            self._check_target(app, t)
+        with TemporaryDirectory(prefix="release-preflight-") as tmp:
+            if target is None:
+                app = catalog.get_app(app_name)
+                root = catalog.include_dir()
+                packed = bundle.pack_app(app, root, Path(app.source_file))
+                source_bundle = None
+                self.log.info(
+                    "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
+                    app.name,
+                    version,
+                    app.platform,
+                    app.toolchain,
+                )
+            else:
+                if target.app != app_name:
+                    raise PreflightError(f"rollback target is an app '{target.app}', not '{app_name}'", fix="retrigger")
+                root = Path(tmp)
+                bundle.unpack(
+                    bundle.BundleStore(self.clients.s3(), ledger_bucket()).get(target.bundle.key, target.bundle.sha256),
+                    root,
+                )
+                app = bundle.load_app(root, app_name)
+                packed = bundle.pack_app(app, root)
+                source_bundle = target.bundle
+                if packed.sha256 != target.bundle.sha256:
+                    raise PreflightError(
+                        f"repacking the bundle of {target.target_release_id} gave another digest",
+                        fix="report this: bundles are deterministic; the stored bundle may be damaged",
+                    )
+                self.log.info(
+                    "Re-release of %s %s (%s) from its bundle %s…: its catalog entry, cookbooks, "
+                    "Packer files and Terraform module, on today's vendor base image",
+                    app.name,
+                    version,
+                    target.target_release_id,
+                    target.bundle.sha256[:16],
+                )
+            entry = catalog.read_entry(Path(app.source_file) if target is None else root / "apps" / f"{app.name}.yaml")
+            cookbook_versions = catalog.cookbook_versions(app.run_list, root / "cookbooks")
+            packer_digest = files_digest(catalog.packer_file_paths(app.platform, root))
 
         own_account = self.hook.account_id
-        ec2 = self.ec2(app.home_region)
-        base = resolve_base_image(ec2, app.base_image_owners, app.base_image_name, app.architecture, own_account)
+        networks = []
+        for region in app.regions:
+            networks.append(resolve_network(self.clients.ec2(region), app.network, region))
+        for t in app.targets:
+            self._check_target(app, t)
+        base = resolve_base_image(
+            self.clients.ec2(app.home_region), app.base_image_owners, app.base_image_name, app.architecture, own_account
+        )
         self.log.info(
             "Base image: %s %s (owner %s, created %s)",
             base["ImageId"],
@@ -117,75 +242,88 @@ class ReleasePreflightOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHo
             base.get("CreationDate"),
         )
 
-        keys = PipelineSecrets(self.vault_conn_id).read(app.name, app.secrets, check_only=True)
-        self.log.info("Vault: %d secret key(s) present for %s: %s", len(keys), app.name, ", ".join(sorted(keys)) or "-")
+        vault = PipelineSecrets(self.vault_conn_id)
+        for label, refs in (("bake", app.secrets), ("Terraform", app.infrastructure.secrets)):
+            found = vault.read(app.name, refs)
+            self.log.info(
+                "Vault: %d %s secret key(s) present for %s: %s",
+                len(found.values),
+                label,
+                app.name,
+                ", ".join(sorted(found.values)) or "-",
+            )
+            found.clear()
 
-        run_id = context["run_id"]
         rid = release_id(app.name, version, run_id)
-        template = catalog.packer_template(app.platform)
-        plan = {
-            "app": app.name,
-            "version": version,
-            "release_id": rid,
-            "ami_name": ami_name(app.name, version, rid),
-            "platform": app.platform,
-            "toolchain": app.toolchain,
-            "run_list": run_list,
-            "cookbook_versions": catalog.cookbook_versions(run_list),
-            "packer_template": str(template.relative_to(catalog.INCLUDE_DIR.parent)),
-            "packer_template_digest": file_digest(template),
-            "source_ami": base["ImageId"],
-            "source_ami_name": base.get("Name", ""),
-            "home_region": app.home_region,
-            "regions": app.regions,
-            "targets": [t.__dict__ for t in app.targets],
-            "account_id": own_account,
-            "pipeline_run": run_id,
-            "git_ref": self.git_ref or None,
-            "notes": self.notes or None,
-            "re_release_of": self.re_release_of or None,
-            "triggered_by": self.triggered_by or None,
-        }
-        self.log.info("Release plan: %s", {k: v for k, v in plan.items() if k != "targets"})
-        return plan
+        plan = ReleasePlan(
+            app=app.name,
+            version=version,
+            release_id=rid,
+            ami_name=ami_name(app.name, version, rid),
+            platform=app.platform,
+            toolchain=app.toolchain,
+            run_list=tuple(app.run_list),
+            cookbook_versions=cookbook_versions,
+            packer_template_digest=packer_digest,
+            source_ami=base["ImageId"],
+            source_ami_name=base.get("Name", ""),
+            home_region=app.home_region,
+            regions=tuple(app.regions),
+            networks=tuple(networks),
+            account_id=own_account,
+            pipeline_run=run_id,
+            bundle=BundleRef(key=bundle.bundle_key(app.name, rid), sha256=packed.sha256),
+            catalog_entry=entry,
+            git_ref=git_ref,
+            notes=notes or None,
+            triggered_by=text_param("triggered_by", self.triggered_by, example="alice") or None,
+            re_release_of=target.target_release_id if target else None,
+            source_bundle=source_bundle,
+        )
+        self.log.info(
+            "Release plan: %s %s, release id %s, run list %s, bundle %s… (%d files), base image %s, regions %s",
+            plan.app,
+            plan.version,
+            plan.release_id,
+            " ".join(plan.run_list),
+            packed.sha256[:16],
+            len(packed.files),
+            plan.source_ami,
+            ", ".join(plan.regions),
+        )
+        return plan.to_xcom()
 
     def _check_target(self, app: catalog.App, t: catalog.Target) -> None:
-        asg = self.autoscaling(t.region)
+        asg = self.clients.autoscaling(t.region)
         try:
             group = asg.describe_group(t.auto_scaling_group)
         except ClientError as exc:
             raise PreflightError(
-                f"cannot describe Auto Scaling group '{t.auto_scaling_group}' in {t.region}: {exc.response['Error']['Code']}",
+                f"cannot describe Auto Scaling group '{t.auto_scaling_group}' in {t.region}: "
+                f"{exc.response['Error']['Code']}",
                 fix="check the AWS connection's permissions (autoscaling:Describe*) and region",
             ) from None
         if group is None:
-            raise PreflightError(
-                f"Auto Scaling group '{t.auto_scaling_group}' does not exist in {t.region}",
-                resource=app.source_file,
-                fix="create the group, or correct targets[].auto_scaling_group in the app's catalog file",
+            self.log.info(
+                "Target %s/%s does not exist yet: the app's Terraform module creates it in this release",
+                t.region,
+                t.auto_scaling_group,
             )
+            return
         spec = group_launch_template(group)
         if not spec or t.launch_template not in (spec.get("LaunchTemplateName"), spec.get("LaunchTemplateId")):
             used = (spec or {}).get("LaunchTemplateName") or group.get("LaunchConfigurationName") or "nothing"
             raise PreflightError(
                 f"group '{t.auto_scaling_group}' in {t.region} uses launch template '{used}', not '{t.launch_template}'",
                 resource=app.source_file,
-                fix="point targets[].launch_template at the template the group uses (launch configurations are not supported: migrate the group to a launch template)",
+                fix="point targets[].launch_template at the template the group uses (launch configurations are "
+                "not supported: migrate the group to a launch template)",
             )
-        try:
-            self.ec2(t.region).describe_launch_templates(
-                LaunchTemplateNames=[spec["LaunchTemplateName"]] if spec.get("LaunchTemplateName") else [],
-                LaunchTemplateIds=[spec["LaunchTemplateId"]] if not spec.get("LaunchTemplateName") else [],
-            )
-        except ClientError as exc:
-            raise PreflightError(
-                f"launch template '{t.launch_template}' of group '{t.auto_scaling_group}' not found in {t.region} ({exc.response['Error']['Code']})",
-                fix="create the launch template or correct the catalog",
-            ) from None
         active = asg.active_refresh(t.auto_scaling_group)
         if active:
             self.log.warning(
-                "Group %s already has instance refresh %s in state %s; the roll-out will attach to it only if it is this run's, otherwise fail",
+                "Group %s already has instance refresh %s in state %s; the roll-out will attach to it only if it is "
+                "this run's, otherwise fail",
                 t.auto_scaling_group,
                 active["InstanceRefreshId"],
                 active["Status"],

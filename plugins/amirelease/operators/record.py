@@ -1,5 +1,6 @@
-"""Record: the release's outcome on the AMI (tags) and in the ledger (S3), then the lock
-is released. Runs whatever happened upstream (trigger_rule=all_done)."""
+"""Record: the release's outcome on the AMI (tags) and in the ledger (S3), then the app's
+lock is released. The pipeline's teardown: it runs whatever happened after preflight, and the
+DAG run's state is the release's (its own success does not hide a failed release)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.errors import ConfigError, ReleaseError
-from amirelease.ledger import Ledger, ReleaseLock, ledger_bucket, utcnow
-from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, tag_list
-from amirelease.release import TAG_STATUS, tag_value
+from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
+from amirelease.errors import ConfigError
+from amirelease.handoffs import (
+    BakeResult,
+    InfrastructureCheck,
+    InfrastructureResult,
+    RefreshHandle,
+    ReleasePlan,
+    SmokeResult,
+    VerifySummary,
+    from_xcom_list,
+)
+from amirelease.ledger import Ledger, Record, ReleaseLock, ledger_bucket, utcnow
+from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list
+from amirelease.release import tag_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -22,9 +33,9 @@ if TYPE_CHECKING:
 FAILED_STATES = ("failed", "upstream_failed")
 
 
-def _by_task(states: dict[str, str | None], order: list[str]) -> dict[str, list]:
+def _by_task(states: dict[str, str | None], order: list[str]) -> dict[str, list[str | None]]:
     """Group states by task id; mapped task instances come keyed '<task_id>_<map_index>'."""
-    out: dict[str, list] = {}
+    out: dict[str, list[str | None]] = {}
     for key, state in states.items():
         task_id = key
         if key not in order:
@@ -54,166 +65,192 @@ def build_record(
     *,
     dag_id: str,
     run_id: str,
-    params: dict,
-    plan: dict | None,
-    bake: dict | None,
-    smoke: dict | None,
-    rollout: list | None,
-    verify: dict | None,
+    plan: ReleasePlan,
+    bake: BakeResult | None,
+    check: InfrastructureCheck | None,
+    infrastructure: InfrastructureResult | None,
+    smoke: SmokeResult | None,
+    rollout: list[RefreshHandle],
+    verify: VerifySummary | None,
     outcome: str,
     failed_task: str | None,
     reason: str | None,
     started_at: str | None,
-) -> dict:
+) -> Record:
     """The ledger document (pure). Only non-secret inputs: plan, AWS ids, results."""
-    plan = plan or {}
+    app = plan.app_spec
     return {
-        "app": plan.get("app") or params.get("app"),
-        "version": plan.get("version") or params.get("version"),
-        "release_id": plan.get("release_id"),
-        "kind": "re-release" if plan.get("re_release_of") else "release",
-        "re_release_of": plan.get("re_release_of"),
+        "app": plan.app,
+        "version": plan.version,
+        "release_id": plan.release_id,
+        "kind": "re-release" if plan.re_release_of else "release",
+        "re_release_of": plan.re_release_of,
         "outcome": outcome,
         "failed_task": failed_task,
         "failure_reason": reason,
-        "amis": (bake or {}).get("amis", {}),
-        "source_ami": plan.get("source_ami"),
-        "source_ami_name": plan.get("source_ami_name"),
-        "platform": plan.get("platform"),
-        "toolchain": plan.get("toolchain"),
-        "run_list": plan.get("run_list"),
-        "cookbook_versions": plan.get("cookbook_versions"),
-        "packer_template": plan.get("packer_template"),
-        "packer_template_digest": plan.get("packer_template_digest"),
-        "git_ref": plan.get("git_ref"),
-        "targets": plan.get("targets"),
+        "amis": dict(bake.amis) if bake else {},
+        "source_ami": plan.source_ami,
+        "source_ami_name": plan.source_ami_name,
+        "platform": plan.platform,
+        "toolchain": plan.toolchain,
+        "run_list": list(plan.run_list),
+        "cookbook_versions": plan.cookbook_versions,
+        "packer_template_digest": plan.packer_template_digest,
+        "bundle": plan.bundle.to_xcom(),
+        "source_bundle": (
+            {"release_id": plan.re_release_of, **plan.source_bundle.to_xcom()} if plan.source_bundle else None
+        ),
+        "git_ref": plan.git_ref,
+        "targets": [t.__dict__ for t in plan.targets],
+        "infrastructure": {
+            "module": app.infrastructure.module,
+            "check": check.to_xcom() if check else None,
+            "applied": infrastructure.to_xcom()["regions"] if infrastructure else [],
+        },
         "launch_template_versions": [
-            {k: r[k] for k in ("region", "auto_scaling_group", "launch_template_id", "launch_template_version")}
-            for r in rollout or []
+            {
+                "region": r.region,
+                "auto_scaling_group": r.auto_scaling_group,
+                "launch_template_id": r.launch_template_id,
+                "launch_template_version": r.launch_template_version,
+            }
+            for r in rollout
         ],
-        "refreshes": [{k: r.get(k) for k in ("region", "auto_scaling_group", "refresh_id")} for r in rollout or []],
-        "smoke_test": smoke,
-        "verification": verify,
-        "triggered_by": plan.get("triggered_by"),
-        "reason": plan.get("notes") or params.get("notes") or params.get("reason"),
+        "refreshes": [
+            {"region": r.region, "auto_scaling_group": r.auto_scaling_group, "refresh_id": r.refresh_id}
+            for r in rollout
+        ],
+        "smoke_test": smoke.to_xcom() if smoke else None,
+        "verification": verify.to_xcom() if verify else None,
+        "triggered_by": plan.triggered_by,
+        "reason": plan.notes,
         "dag_id": dag_id,
         "pipeline_run": run_id,
         "started_at": started_at,
         "finished_at": utcnow(),
         "forensic_hold": None,
+        "rolled_back": None,
     }
 
 
-class RecordReleaseOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
-    """Tag the AMI with the outcome, write the ledger record, release the app's lock and,
-    on success, make the new launch-template version the default. Fails itself when the
-    release failed, so the DAG run's state is the release's."""
+class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook]):
+    """
+    Record what happened: tag the AMI with the outcome (ReleaseStatus released/failed), write
+    the ledger record (plan, bundle, Terraform plan summaries, AMIs, refreshes, smoke and
+    verification results, the failed task and its error), release the app's lock.
+
+    The pipeline's teardown task: it runs after preflight succeeded, whatever happened later,
+    and it succeeds when it has recorded the release, failed or not (the DAG run's state
+    comes from the release's own tasks).
+
+    :param task_order: the pipeline's task ids in order (the first failed one is "the" failure).
+    :param bake_task_ids / check_task_ids / apply_task_ids: the per-toolchain task ids.
+    """
 
     aws_hook_class = EC2Hook
-    template_fields: Sequence[str] = aws_template_fields("task_order")
+    template_fields: Sequence[str] = aws_template_fields()
     ui_color = "#f0f0f0"
+    iam_actions = ("ec2:CreateTags", "s3:DeleteObject", "s3:GetObject", "s3:PutObject")
 
     def __init__(
         self,
         *,
         task_order: list[str],
         bake_task_ids: list[str],
-        plan_task_id: str = "preflight",
-        rollout_task_id: str = "roll_out",
-        verify_task_id: str = "verify",
-        smoke_task_id: str = "smoke_test",
+        check_task_ids: list[str],
+        apply_task_ids: list[str],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.task_order = task_order
         self.bake_task_ids = bake_task_ids
-        self.plan_task_id = plan_task_id
-        self.rollout_task_id = rollout_task_id
-        self.verify_task_id = verify_task_id
-        self.smoke_task_id = smoke_task_id
+        self.check_task_ids = check_task_ids
+        self.apply_task_ids = apply_task_ids
+        # tasks that only check: failing there means the release was refused, nothing happened
+        self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.ROUTE, *check_task_ids}
 
-    def execute(self, context: Context) -> dict:
+    def _first(self, ti: Any, task_ids: list[str]) -> Any:
+        return next((x for x in (ti.xcom_pull(task_ids=t) for t in task_ids) if x), None)
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
         ti = context["ti"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
         outcome, failed_task = outcome_of(states, self.task_order)
+        raw_plan = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
+        if not raw_plan:
+            self.log.info("Preflight produced no plan, so nothing was built or changed: no ledger record")
+            return None
+        plan = ReleasePlan.from_xcom(raw_plan)
         reason = ti.xcom_pull(task_ids=failed_task, key="failure") if failed_task else None
         if isinstance(reason, list):
             reason = next((r for r in reason if r), None)
-        plan = ti.xcom_pull(task_ids=self.plan_task_id)
-        bake = next((b for b in (ti.xcom_pull(task_ids=t) for t in self.bake_task_ids) if b), None)
-        rollout = ti.xcom_pull(task_ids=self.rollout_task_id) or []
-        verify = ti.xcom_pull(task_ids=self.verify_task_id)
-        smoke = ti.xcom_pull(task_ids=self.smoke_task_id)
+        if failed_task in self.refusal_task_ids:
+            self.log.info(
+                "Release %s %s was refused at '%s' before anything was built or changed (no ledger record): %s",
+                plan.app,
+                plan.version,
+                failed_task,
+                reason or "see that task's log",
+            )
+            return None
+        raw_bake = self._first(ti, self.bake_task_ids)
+        raw_check = self._first(ti, self.check_task_ids)
+        raw_infra = self._first(ti, self.apply_task_ids)
+        raw_smoke = ti.xcom_pull(task_ids=TaskIds.SMOKE)
+        raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
+        bake = BakeResult.from_xcom(raw_bake) if raw_bake else None
         dag_run = context["dag_run"]
+        started = dag_run.start_date.strftime("%Y-%m-%dT%H:%M:%SZ") if getattr(dag_run, "start_date", None) else None
         record = build_record(
             dag_id=ti.dag_id,
             run_id=ti.run_id,
-            params=dict(context["params"]),
             plan=plan,
             bake=bake,
-            smoke=smoke,
-            rollout=rollout,
-            verify=verify,
+            check=InfrastructureCheck.from_xcom(raw_check) if raw_check else None,
+            infrastructure=InfrastructureResult.from_xcom(raw_infra) if raw_infra else None,
+            smoke=SmokeResult.from_xcom(raw_smoke) if raw_smoke else None,
+            rollout=from_xcom_list(RefreshHandle, ti.xcom_pull(task_ids=TaskIds.ROLL_OUT)),
+            verify=VerifySummary.from_xcom(raw_verify) if raw_verify else None,
             outcome=outcome,
             failed_task=failed_task,
             reason=reason,
-            started_at=dag_run.start_date.strftime("%Y-%m-%dT%H:%M:%SZ")
-            if getattr(dag_run, "start_date", None)
-            else None,
+            started_at=started,
         )
         try:
-            self._record(record, bake, rollout, outcome, failed_task, plan)
+            self._tag(bake, outcome, failed_task, record["finished_at"])
+            key = Ledger(self.clients.s3(), ledger_bucket()).put(record)
+            self.log.info("Ledger record written: s3://%s/%s", ledger_bucket(), key)
         finally:
-            if plan:
-                self._release_lock(plan["app"], ti)
-        if outcome != "succeeded":
-            raise ReleaseError(
-                f"release {record['release_id']} failed at task '{failed_task}': {reason or 'see that task’s log'}",
-                fix=f"open the log of '{failed_task}'; the ledger record says the same",
+            self._release_lock(plan.app, ti)
+        if outcome == "succeeded":
+            self.log.info(
+                "Release %s %s (%s) SUCCEEDED: recorded in the ledger", plan.app, plan.version, plan.release_id
+            )
+        else:
+            self.log.error(
+                "Release %s %s (%s) FAILED at '%s': %s. Recorded in the ledger%s.",
+                plan.app,
+                plan.version,
+                plan.release_id,
+                failed_task,
+                reason or "see that task's log",
+                "; the AMI is tagged ReleaseStatus=failed and kept" if bake else "",
             )
         return record
 
-    def _record(
-        self, record: dict, bake: dict | None, rollout: list, outcome: str, failed_task: str | None, plan: dict | None
-    ) -> None:
-        if bake:
-            tags = {
-                TAG_STATUS: "released" if outcome == "succeeded" else "failed",
-                "ReleaseOutcomeAt": record["finished_at"],
-            }
-            if failed_task:
-                tags["FailedTask"] = tag_value(failed_task)
-            for region, ami in bake["amis"].items():
-                self.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
-                self.log.info("AMI %s (%s): %s", ami, region, tags)
-        if outcome == "succeeded":
-            for r in rollout:
-                self.ec2(r["region"]).modify_launch_template(
-                    LaunchTemplateId=r["launch_template_id"], DefaultVersion=str(r["launch_template_version"])
-                )
-                self.log.info(
-                    "Launch template %s default version is now %s",
-                    r["launch_template_id"],
-                    r["launch_template_version"],
-                )
-        if plan is None:
-            self.log.warning("No release plan (preflight failed): nothing was changed in AWS; no ledger record written")
+    def _tag(self, bake: BakeResult | None, outcome: str, failed_task: str | None, at: str) -> None:
+        if not bake:
             return
-        try:
-            key = Ledger(S3Hook(**self._common(None)).conn, ledger_bucket()).put(record)
-            self.log.info("Ledger record written: s3://%s/%s", ledger_bucket(), key)
-        except ConfigError as exc:
-            self.log.error("Ledger not written: %s", exc)
-        self.log.info(
-            "Release record: outcome=%s failed_task=%s amis=%s",
-            record["outcome"],
-            record["failed_task"],
-            record["amis"],
-        )
+        tags = {TAG_STATUS: "released" if outcome == "succeeded" else "failed", TAG_OUTCOME_AT: at}
+        if failed_task:
+            tags[TAG_FAILED_TASK] = tag_value(failed_task)
+        for region, ami in bake.amis.items():
+            self.clients.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
+            self.log.info("AMI %s (%s) tagged %s", ami, region, ", ".join(f"{k}={v}" for k, v in tags.items()))
 
-    def _release_lock(self, app: str, ti) -> None:
+    def _release_lock(self, app: str, ti: Any) -> None:
         try:
-            lock = ReleaseLock(S3Hook(**self._common(None)).conn, ledger_bucket(), app)
+            lock = ReleaseLock(self.clients.s3(), ledger_bucket(), app)
             if lock.release(ti.dag_id, ti.run_id):
                 self.log.info("Release lock for %s released", app)
         except ConfigError:

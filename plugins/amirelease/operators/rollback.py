@@ -1,52 +1,93 @@
-"""Rollback by roll-forward: pick the release to bake again, and hold the AMI it replaces."""
+"""Rollback by roll-forward: pick the release to bake again, record the one it replaces as
+rolled back, and hold that one's AMI for forensics."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease import catalog
-from amirelease.errors import PreflightError
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, TAG_RELEASE_ID, TAG_VERSION
+from amirelease.errors import ConfigError, PreflightError
+from amirelease.handoffs import BundleRef, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.ledger import Ledger, ledger_bucket, pick_rollback_target, utcnow
-from amirelease.operators.base import RegionalHooksMixin, tag_list, tags_dict
-from amirelease.release import TAG_RELEASE_ID, tag_value
+from amirelease.ledger import Ledger, ledger_bucket, pick_rollback_target, rolled_back_entry, utcnow
+from amirelease.operators.base import ReleaseOperatorMixin, tag_list, tags_dict
+from amirelease.operators.preflight import text_param
+from amirelease.release import release_id, tag_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-HOLD_TAG = "ForensicHold"
-HOLD_REASON_TAG = "ForensicHoldReason"
+MIN_REASON = 10
 
 
-class ResolveRollbackTargetOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
-    """Find what the app's groups run now and the earlier good release to bake again.
+def flag(name: str, value: object) -> bool:
+    """A boolean trigger parameter, rendered as text by the templates: exactly true or false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0", "", "none"):
+        return False
+    raise ConfigError(f"parameter '{name}' must be true or false, got {value!r}", fix="tick or untick the box")
 
-    Refuses (before any change) when there is no earlier good release or its recorded
-    inputs are incomplete."""
+
+class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Find what the app's groups run now and the release to bake again.
+
+    Default target: the newest release that succeeded, is not the one running now, was never
+    rolled back and is not a re-release of a rolled-back release. An explicit target (version
+    or release id) that was rolled back needs ``confirm_rolled_back``. Refuses, before any
+    change, when there is nothing to roll back to or the target has no release bundle.
+
+    :param app: the application.
+    :param target: empty, a version or a release id.
+    :param reason: why (at least 10 characters; kept in the ledger).
+    :param confirm_rolled_back: allow an explicit target that was rolled back.
+    """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("app", "target", "reason")
+    template_fields: Sequence[str] = aws_template_fields("app", "target", "reason", "confirm_rolled_back")
     ui_color = "#fde8e8"
+    iam_actions = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstances",
+        "s3:GetObject",
+        "s3:ListBucket",
+    )
 
-    def __init__(self, *, app: str, target: str | None = None, reason: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        app: str,
+        target: str | None = None,
+        reason: str = "",
+        confirm_rolled_back: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.target = target
         self.reason = reason
+        self.confirm_rolled_back = confirm_rolled_back
 
-    def execute(self, context: Context) -> dict:
-        app = catalog.get_app(self.app)
-        if len((self.reason or "").strip()) < 10:
+    def execute(self, context: Context) -> dict[str, Any]:
+        app = catalog.get_app(text_param("app", self.app, example="demo-web"))
+        reason = text_param("reason", self.reason, example="INC-123: 5xx since 1.2.0").strip()
+        wanted = text_param("target", self.target, example="1.1.0").strip() or None
+        if len(reason) < MIN_REASON:
             raise PreflightError(
-                "a rollback needs a reason of at least 10 characters",
-                fix="say what is wrong with the current release; it goes in the ledger",
+                f"a rollback needs a reason of at least {MIN_REASON} characters",
+                fix="say what is wrong with the current release (e.g. 'INC-123: 5xx since 1.2.0'); it goes in the ledger",
             )
-        ledger = Ledger(S3Hook(**self._common(None)).conn, ledger_bucket())
+        ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
         history = ledger.history(app.name)
         current = self._current(app)
@@ -54,89 +95,121 @@ class ResolveRollbackTargetOperator(RegionalHooksMixin, AwsBaseOperator[AutoScal
         self.log.info(
             "%s now runs %s (release %s)",
             app.name,
-            current.get("amis"),
+            current.get("amis") or "nothing",
             current_rid or "unknown: not built by this pipeline",
         )
-        target = pick_rollback_target(history, current_rid, (self.target or "").strip() or None)
+        target = pick_rollback_target(
+            history, current_rid, wanted, allow_rolled_back=flag("confirm_rolled_back", self.confirm_rolled_back)
+        )
         self.log.info(
-            "Rolling forward to a re-release of %s %s (%s, built %s from %s, run list %s)",
+            "Rolling %s forward to a re-release of %s (%s, finished %s, bundle %s…)",
             app.name,
             target["version"],
             target["release_id"],
             target.get("finished_at"),
-            target.get("source_ami"),
-            target["run_list"],
+            target["bundle"]["sha256"][:16],
         )
-        return {
-            "app": app.name,
-            "version": target["version"],
-            "target_release_id": target["release_id"],
-            "run_list": target["run_list"],
-            "git_ref": target.get("git_ref") or "",
-            "current_release_id": current_rid,
-            "current_amis": current.get("amis", {}),
-        }
+        return RollbackTarget(
+            app=app.name,
+            version=str(target["version"]),
+            target_release_id=str(target["release_id"]),
+            bundle=BundleRef(key=target["bundle"]["key"], sha256=target["bundle"]["sha256"]),
+            git_ref=target.get("git_ref") or None,
+            current_release_id=current_rid,
+            current_version=current.get("version"),
+            current_amis=current.get("amis", {}),
+            reason=reason,
+        ).to_xcom()
 
-    def _current(self, app: catalog.App) -> dict:
+    def _current(self, app: catalog.App) -> dict[str, Any]:
         """The AMI(s) in service in the app's groups and the release they belong to."""
         amis: dict[str, str] = {}
-        rids = set()
+        found: dict[str, str] = {}
         for t in app.targets:
-            group = self.autoscaling(t.region).describe_group(t.auto_scaling_group)
+            group = self.clients.autoscaling(t.region).describe_group(t.auto_scaling_group)
             if group is None:
-                raise PreflightError(
-                    f"Auto Scaling group '{t.auto_scaling_group}' does not exist in {t.region}",
-                    fix="correct the catalog",
-                )
+                self.log.info("Group %s does not exist in %s: nothing runs there", t.auto_scaling_group, t.region)
+                continue
             ids = [i["InstanceId"] for i in group.get("Instances", []) if i.get("LifecycleState") == "InService"]
             if not ids:
                 continue
-            ec2 = self.ec2(t.region)
+            ec2 = self.clients.ec2(t.region)
             images = {
                 i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]
             }
             for image in ec2.describe_images(ImageIds=sorted(images))["Images"]:
                 amis[t.region] = image["ImageId"]
-                rid = tags_dict(image.get("Tags")).get(TAG_RELEASE_ID)
-                if rid:
-                    rids.add(rid)
-        return {"amis": amis, "release_id": max(rids, default=None)}
+                tags = tags_dict(image.get("Tags"))
+                if tags.get(TAG_RELEASE_ID):
+                    found[tags[TAG_RELEASE_ID]] = tags.get(TAG_VERSION, "")
+        rid = max(found, default=None)
+        return {"amis": amis, "release_id": rid, "version": found.get(rid) if rid else None}
 
 
-class ForensicHoldOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
-    """Tag the AMI(s) being replaced with ForensicHold (the retention DAG never touches a held
-    AMI) and note the hold in their ledger record. Skipped when the operator says no hold."""
+class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Record the release being replaced as rolled back (by this rollback, when, why) in its
+    ledger record, so no later rollback picks it by default; and, unless turned off, place a
+    forensic hold on its AMI(s) (tags ForensicHold/ForensicHoldReason, which the retention DAG
+    honours) and note the hold in the same record.
+
+    :param resolved: the RollbackTarget from resolve_target.
+    :param hold: place the forensic hold (true/false).
+    """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("resolved", "hold", "reason")
+    template_fields: Sequence[str] = aws_template_fields("resolved", "hold")
     ui_color = "#fde8e8"
+    iam_actions = ("ec2:CreateTags", "s3:GetObject", "s3:PutObject")
 
-    def __init__(self, *, resolved: dict | str, hold: bool | str = True, reason: str = "", **kwargs: Any) -> None:
+    def __init__(self, *, resolved: Any, hold: bool | str = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
         self.hold = hold
-        self.reason = reason
 
-    def execute(self, context: Context) -> dict | None:
-        r = self.resolved
-        if str(self.hold).lower() not in ("true", "1"):
-            self.log.info("No forensic hold requested: %s stays subject to the retention policy", r["current_amis"])
-            return None
-        hold = {
-            "placed_at": utcnow(),
-            "by_run": context["run_id"],
-            "dag_id": context["ti"].dag_id,
-            "reason": self.reason,
-        }
-        tags = {HOLD_TAG: tag_value(f"rollback {hold['placed_at']}"), HOLD_REASON_TAG: tag_value(self.reason)}
-        for region, ami in r["current_amis"].items():
-            self.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
-            self.log.info("Forensic hold placed on %s (%s): %s", ami, region, tags)
-        if r.get("current_release_id"):
-            ledger = Ledger(S3Hook(**self._common(None)).conn, ledger_bucket())
-            if (
-                ledger.update(r["app"], r["current_release_id"], forensic_hold={**hold, "amis": r["current_amis"]})
-                is None
-            ):
-                self.log.warning("No ledger record for %s; the hold is on the AMI tags only", r["current_release_id"])
-        return {**hold, "amis": r["current_amis"]}
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        r = RollbackTarget.from_xcom(self.resolved)
+        ti = context["ti"]
+        now = utcnow()
+        hold = None
+        if flag("forensic_hold", self.hold):
+            hold = {
+                "placed_at": now,
+                "by_run": context["run_id"],
+                "dag_id": ti.dag_id,
+                "reason": r.reason,
+                "amis": r.current_amis,
+            }
+            tags = {HOLD_TAG: tag_value(f"rollback {now}"), HOLD_REASON_TAG: tag_value(r.reason)}
+            for region, ami in r.current_amis.items():
+                self.clients.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
+                self.log.info(
+                    "Forensic hold placed on %s (%s): retention keeps it until the hold is lifted", ami, region
+                )
+        else:
+            self.log.info("No forensic hold requested: %s stays subject to the retention policy", r.current_amis)
+        if not r.current_release_id:
+            self.log.warning("What runs now was not built by this pipeline: no ledger record to mark as rolled back")
+            return hold
+        entry = rolled_back_entry(
+            at=now,
+            by_run=context["run_id"],
+            by_dag=ti.dag_id,
+            by_release_id=release_id(r.app, r.version, context["run_id"]),
+            reason=r.reason,
+        )
+        changes: dict[str, Any] = {"rolled_back": entry}
+        if hold:
+            changes["forensic_hold"] = hold
+        if Ledger(self.clients.s3(), ledger_bucket()).update(r.app, r.current_release_id, **changes) is None:
+            self.log.warning("No ledger record for %s; the hold is on the AMI tags only", r.current_release_id)
+        else:
+            self.log.info(
+                "Ledger: %s %s is recorded as rolled back by this run (re-release of %s %s): %s",
+                r.app,
+                r.current_version or "",
+                r.version,
+                r.target_release_id,
+                r.reason,
+            )
+        return hold

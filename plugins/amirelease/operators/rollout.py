@@ -1,5 +1,6 @@
-"""Roll-out: a new launch-template version per group, then one instance refresh per group;
-and the wait for it, deferred to the triggerer or blocking, with the same result."""
+"""Roll-out: one instance refresh per group, to the launch-template version the release's
+Terraform apply produced; and the wait for it, deferred to the triggerer or blocking, with
+the same result."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowException
 from botocore.exceptions import ClientError
 
-from amirelease import catalog
+from amirelease.constants import ACTIVE_REFRESH_STATES
 from amirelease.errors import RolloutError
-from amirelease.hooks.autoscaling import ACTIVE_REFRESH_STATES, AutoScalingHook
-from amirelease.operators.base import RegionalHooksMixin, group_launch_template
-from amirelease.triggers.instance_refresh import STATUS_QUERIES, InstanceRefreshCompleteTrigger
+from amirelease.handoffs import BakeResult, InfrastructureResult, RefreshHandle, ReleasePlan
+from amirelease.hooks.autoscaling import AutoScalingHook
+from amirelease.operators.base import ReleaseOperatorMixin
+from amirelease.triggers.instance_refresh import InstanceRefreshCompleteTrigger, refresh_line, wait_blocking
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -34,161 +35,145 @@ PREFERENCE_KEYS = {
 }
 
 
-def refresh_preferences(refresh: dict) -> dict:
+def refresh_preferences(refresh: dict[str, Any]) -> dict[str, Any]:
     """Catalog refresh settings -> StartInstanceRefresh Preferences (pure)."""
     prefs = {aws: refresh[ours] for ours, aws in PREFERENCE_KEYS.items() if ours in refresh}
     prefs.setdefault("SkipMatching", True)
     return prefs
 
 
-def _desired_version(refresh: dict) -> str | None:
+def _desired_version(refresh: dict[str, Any]) -> str | None:
     return str(((refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate") or {}).get("Version") or "") or None
 
 
-class RollOutOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
-    """For every target group: a launch-template version with the new AMI and an instance
-    refresh to it (DesiredConfiguration). Never starts a second refresh on a group: an
-    active refresh is attached to when it is this release's, and is an error otherwise."""
+class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Start one instance refresh per target group, to the launch template and version the
+    release's Terraform apply output (Terraform owns the template: no version is made here).
+
+    Never starts a second refresh on a group: an active refresh is attached to when it is
+    this release's (same desired version), and is an error otherwise; a refresh of this
+    release that already succeeded is reused.
+
+    :param plan: the ReleasePlan from preflight.
+    :param bake: the BakeResult (the AMI per region).
+    :param infrastructure: the InfrastructureResult of apply_infrastructure.
+    """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("plan", "bake")
+    template_fields: Sequence[str] = aws_template_fields("plan", "bake", "infrastructure")
     ui_color = "#f3e8fb"
+    iam_actions = ("autoscaling:DescribeInstanceRefreshes", "autoscaling:StartInstanceRefresh")
 
-    def __init__(self, *, plan: dict | str, bake: dict | str, **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, bake: Any, infrastructure: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.bake = bake
+        self.infrastructure = infrastructure
 
-    def execute(self, context: Context) -> list[dict]:
-        plan, bake = self.plan, self.bake
-        app = catalog.get_app(plan["app"])
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        plan = ReleasePlan.from_xcom(self.plan)
+        baked = BakeResult.from_xcom(self.bake)
+        infra = InfrastructureResult.from_xcom(self.infrastructure)
+        app = plan.app_spec
         prefs = refresh_preferences(app.refresh)
         timeout = int(app.refresh.get("timeout_minutes", 60))
-        out = []
-        for t in plan["targets"]:
-            out.append(self._roll_out(plan, t, bake["amis"][t["region"]], prefs, timeout))
-        return out
+        return [
+            self._roll_out(plan, t.region, t.auto_scaling_group, baked.amis[t.region], infra, prefs, timeout).to_xcom()
+            for t in plan.targets
+        ]
 
-    def _roll_out(self, plan: dict, t: dict, ami: str, prefs: dict, timeout: int) -> dict:
-        region, group_name, rid = t["region"], t["auto_scaling_group"], plan["release_id"]
-        asg = self.autoscaling(region)
-        ec2 = self.ec2(region)
-        group = asg.describe_group(group_name)
-        if group is None:
-            raise RolloutError(
-                f"Auto Scaling group '{group_name}' disappeared from {region}", fix="restore it or correct the catalog"
-            )
-        spec = group_launch_template(group) or {}
-        lt_id = (
-            spec.get("LaunchTemplateId")
-            or ec2.describe_launch_templates(LaunchTemplateNames=[spec["LaunchTemplateName"]])["LaunchTemplates"][0][
-                "LaunchTemplateId"
-            ]
-        )
-
-        version = self._find_version(ec2, lt_id, rid)
-        if version is None:
-            source_version = spec.get("Version") or "$Default"
-            version = ec2.create_launch_template_version(
-                LaunchTemplateId=lt_id,
-                SourceVersion=source_version,
-                VersionDescription=rid,
-                LaunchTemplateData={"ImageId": ami},
-            )["LaunchTemplateVersion"]["VersionNumber"]
-            self.log.info(
-                "%s: launch template %s version %s created from %s with ImageId %s",
-                group_name,
-                lt_id,
-                version,
-                source_version,
-                ami,
-            )
-        else:
-            self.log.info(
-                "%s: reusing launch template %s version %s made by an earlier try", group_name, lt_id, version
-            )
-
-        refreshes = asg.refreshes(group_name)
+    def _roll_out(
+        self,
+        plan: ReleasePlan,
+        region: str,
+        group: str,
+        ami: str,
+        infra: InfrastructureResult,
+        prefs: dict[str, Any],
+        timeout: int,
+    ) -> RefreshHandle:
+        applied = infra.region(region)
+        lt_id, version = applied.launch_template_id, str(applied.launch_template_version)
+        asg = self.clients.autoscaling(region)
+        refreshes = asg.refreshes(group)
         active = next((r for r in refreshes if r["Status"] in ACTIVE_REFRESH_STATES), None)
-        mine = [r for r in refreshes if _desired_version(r) == str(version)]
+        mine = [r for r in refreshes if _desired_version(r) == version]
         if active is not None:
-            if _desired_version(active) == str(version):
-                self.log.info(
-                    "%s: attaching to refresh %s (%s) started by an earlier try",
-                    group_name,
-                    active["InstanceRefreshId"],
-                    active["Status"],
-                )
-                refresh_id = active["InstanceRefreshId"]
-            else:
+            if _desired_version(active) != version:
                 raise RolloutError(
-                    f"an instance refresh ({active['InstanceRefreshId']}, {active['Status']}, started {active.get('StartTime')}) "
-                    f"is already in progress on group '{group_name}' and is not this release's",
-                    resource=f"{region}/{group_name}",
-                    fix=f"wait for it to finish, or cancel it (aws autoscaling cancel-instance-refresh --auto-scaling-group-name {group_name}), then retry this task",
+                    f"an instance refresh ({active['InstanceRefreshId']}, {active['Status']}, started "
+                    f"{active.get('StartTime')}) is already in progress on group '{group}' and is not this release's",
+                    resource=f"{region}/{group}",
+                    fix=f"wait for it to finish, or cancel it (aws autoscaling cancel-instance-refresh "
+                    f"--auto-scaling-group-name {group}), then retry this task",
                 )
+            self.log.info(
+                "%s: attaching to refresh %s (%s) started by an earlier try",
+                group,
+                active["InstanceRefreshId"],
+                active["Status"],
+            )
+            refresh_id = active["InstanceRefreshId"]
         elif mine and mine[0]["Status"] == "Successful":
             refresh_id = mine[0]["InstanceRefreshId"]
-            self.log.info("%s: refresh %s of this release already succeeded", group_name, refresh_id)
+            self.log.info("%s: refresh %s of this release already succeeded", group, refresh_id)
         else:
-            desired = {"LaunchTemplateId": lt_id, "Version": str(version)}
             try:
-                refresh_id = asg.start_refresh(group_name, desired, prefs)
+                refresh_id = asg.start_refresh(group, {"LaunchTemplateId": lt_id, "Version": version}, prefs)
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
                 if code == "InstanceRefreshInProgress":
                     raise RolloutError(
-                        f"another instance refresh started on '{group_name}' meanwhile",
-                        resource=f"{region}/{group_name}",
+                        f"another instance refresh started on '{group}' meanwhile",
+                        resource=f"{region}/{group}",
                         fix="wait for it, then retry this task",
                     ) from None
                 raise RolloutError(
-                    f"StartInstanceRefresh on '{group_name}' failed: {code}: {exc.response['Error'].get('Message')}",
-                    resource=f"{region}/{group_name}",
-                    fix="check the group and the preferences in the catalog",
+                    f"StartInstanceRefresh on '{group}' failed: {code}: {exc.response['Error'].get('Message')}",
+                    resource=f"{region}/{group}",
+                    fix="check the group and the refresh preferences in the catalog",
                 ) from None
             self.log.info(
-                "%s: instance refresh %s started to %s v%s with %s", group_name, refresh_id, lt_id, version, prefs
+                "%s: instance refresh %s started to launch template %s version %s (AMI %s)",
+                group,
+                refresh_id,
+                lt_id,
+                version,
+                ami,
             )
-        return {
-            "region": region,
-            "auto_scaling_group": group_name,
-            "refresh_id": refresh_id,
-            "launch_template_id": lt_id,
-            "launch_template_version": int(version),
-            "ami_id": ami,
-            "timeout_minutes": timeout,
-        }
-
-    @staticmethod
-    def _find_version(ec2, lt_id: str, rid: str) -> int | None:
-        pages = ec2.get_paginator("describe_launch_template_versions").paginate(LaunchTemplateId=lt_id)
-        for page in pages:
-            for v in page["LaunchTemplateVersions"]:
-                if v.get("VersionDescription") == rid:
-                    return int(v["VersionNumber"])
-        return None
+        return RefreshHandle(
+            region=region,
+            auto_scaling_group=group,
+            refresh_id=refresh_id,
+            launch_template_id=lt_id,
+            launch_template_version=int(version),
+            ami_id=ami,
+            timeout_minutes=timeout,
+        )
 
 
-class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
-    """Wait for one group's refresh: deferred to the triggerer (default) or blocking.
+class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Wait for one group's refresh: deferred to the triggerer (default) or blocking.
 
-    Both modes use the same waiter (waiters/autoscaling.json) and end the same way:
-    Successful returns a summary; Failed, Cancelled or a rollback fails the task with
-    AWS's StatusReason.
+    Both modes poll the same waiter (waiters/autoscaling.json), log one short line per poll
+    ("demo-web-asg 66 % · 1 to update · waiting at checkpoint 34 %") and end the same way:
+    Successful returns the handle with its status; Failed, Cancelled or a rollback fails the
+    task with AWS's StatusReason.
+
+    :param refresh: a RefreshHandle from roll_out (one element of its list: this task is mapped).
+    :param waiter_delay: seconds between polls (default ``[ami_release] refresh_poll_seconds``).
+    :param deferrable: defer to the triggerer (default ``[operators] default_deferrable``).
     """
 
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields("refresh")
     ui_color = "#f3e8fb"
+    iam_actions = ("autoscaling:DescribeInstanceRefreshes",)
 
     def __init__(
-        self,
-        *,
-        refresh: dict | str,
-        waiter_delay: int | None = None,
-        deferrable: bool | None = None,
-        **kwargs: Any,
+        self, *, refresh: Any, waiter_delay: int | None = None, deferrable: bool | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.refresh = refresh
@@ -205,80 +190,61 @@ class WaitForInstanceRefreshOperator(RegionalHooksMixin, AwsBaseOperator[AutoSca
             return bool(self.deferrable)
         return conf.getboolean("operators", "default_deferrable", fallback=True)
 
-    def execute(self, context: Context) -> dict | None:
-        r = self.refresh
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        r = RefreshHandle.from_xcom(self.refresh)
         delay = self._delay()
-        attempts = max(1, int(r.get("timeout_minutes", 60) * 60 / delay))
+        attempts = max(1, int(r.timeout_minutes * 60 / delay))
         self.log.info(
-            "Waiting for refresh %s of %s in %s (%s, every %ss, up to %s tries)",
-            r["refresh_id"],
-            r["auto_scaling_group"],
-            r["region"],
+            "Waiting for %s to finish its instance refresh (%s, every %ss, up to %s min; refresh %s)",
+            r.auto_scaling_group,
             "deferred" if self._deferrable() else "blocking",
             delay,
-            attempts,
+            r.timeout_minutes,
+            r.refresh_id,
         )
         if self._deferrable():
             self.defer(
                 trigger=InstanceRefreshCompleteTrigger(
-                    auto_scaling_group=r["auto_scaling_group"],
-                    refresh_id=r["refresh_id"],
+                    auto_scaling_group=r.auto_scaling_group,
+                    refresh_id=r.refresh_id,
                     waiter_delay=delay,
                     waiter_max_attempts=attempts,
                     aws_conn_id=self.aws_conn_id,
-                    region_name=r["region"],
+                    region_name=r.region,
                     verify=self.verify,
                     botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=delay * attempts + 300),
             )
-        hook = self.autoscaling(r["region"])
-        try:
-            wait(
-                waiter=hook.get_waiter("instance_refresh_complete"),
-                waiter_delay=delay,
-                waiter_max_attempts=attempts,
-                args={"AutoScalingGroupName": r["auto_scaling_group"], "InstanceRefreshIds": [r["refresh_id"]]},
-                failure_message=f"Instance refresh {r['refresh_id']} of {r['auto_scaling_group']} did not succeed",
-                status_message=f"Instance refresh {r['refresh_id']} of {r['auto_scaling_group']} [status, % complete, instances to update, reason]",
-                status_args=STATUS_QUERIES,
-            )
-        except AirflowException:  # the waiter helper's terminal failure; the real reason is on the refresh
-            self._fail(hook, r)
+        hook = self.clients.autoscaling(r.region)
+        wait_blocking(hook, r.auto_scaling_group, r.refresh_id, delay, attempts, lambda line: self.log.info("%s", line))
         return self._summary(hook, r)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
-        r = self.refresh
-        hook = self.autoscaling(r["region"])
-        if not event or event.get("status") != "success":
-            self.log.error("Trigger reported: %s", (event or {}).get("message"))
-            self._fail(hook, r)
-        return self._summary(hook, r)
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        event = validate_execute_complete_event(event)
+        r = RefreshHandle.from_xcom(self.refresh)
+        if event.get("status") != "success":
+            self.log.error("%s", event.get("message"))
+        return self._summary(self.clients.autoscaling(r.region), r)
 
-    def _fail(self, hook: AutoScalingHook, r: dict) -> None:
-        found = hook.refreshes(r["auto_scaling_group"], [r["refresh_id"]])
+    def _summary(self, hook: AutoScalingHook, r: RefreshHandle) -> dict[str, Any]:
+        found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
         if not found:
             raise RolloutError(
-                f"instance refresh {r['refresh_id']} of '{r['auto_scaling_group']}' not found",
+                f"instance refresh {r.refresh_id} of '{r.auto_scaling_group}' not found",
                 fix="AWS keeps refresh history for six weeks; check the id",
             )
         ref = found[0]
-        raise RolloutError(
-            f"instance refresh {r['refresh_id']} of '{r['auto_scaling_group']}' ended {ref['Status']} at {ref.get('PercentageComplete', 0)}%: {ref.get('StatusReason') or 'no reason given'}",
-            resource=f"{r['region']}/{r['auto_scaling_group']}",
-            fix="read the group's activity history; the AMI is kept. Release a fixed version or roll back (ami_rollback)",
-        )
-
-    def _summary(self, hook: AutoScalingHook, r: dict) -> dict:
-        ref = hook.refreshes(r["auto_scaling_group"], [r["refresh_id"]])[0]
         if ref["Status"] != "Successful":
-            self._fail(hook, r)
-        self.log.info(
-            "Refresh %s of %s: %s, %s%% complete",
-            r["refresh_id"],
-            r["auto_scaling_group"],
-            ref["Status"],
-            ref.get("PercentageComplete"),
-        )
-        return {**r, "status": ref["Status"], "percentage_complete": ref.get("PercentageComplete")}
+            raise RolloutError(
+                f"instance refresh {r.refresh_id} of '{r.auto_scaling_group}' ended {ref['Status']} at "
+                f"{ref.get('PercentageComplete', 0)}%: {ref.get('StatusReason') or 'no reason given'}",
+                resource=f"{r.region}/{r.auto_scaling_group}",
+                fix="read the group's activity history; the AMI is kept. Release a fixed version or roll back "
+                "(ami_rollback)",
+            )
+        self.log.info("%s", refresh_line(r.auto_scaling_group, {"InstanceRefreshes": [ref]}))
+        return RefreshHandle(
+            **{**r.to_xcom(), "status": ref["Status"], "percentage_complete": ref.get("PercentageComplete")}
+        ).to_xcom()

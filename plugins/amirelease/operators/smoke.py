@@ -8,21 +8,27 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError, WaiterError
 
 from amirelease import catalog
+from amirelease.constants import (
+    PURPOSE_SMOKE,
+    TAG_APP,
+    TAG_NAME,
+    TAG_PURPOSE,
+    TAG_RELEASE_ID,
+    TERMINABLE_INSTANCE_STATES,
+)
 from amirelease.errors import SmokeTestError
-from amirelease.operators.base import Ec2ClientHookMixin, RegionalHooksMixin, group_launch_template
-from amirelease.release import TAG_PURPOSE, TAG_RELEASE_ID
+from amirelease.handoffs import BakeResult, ReleasePlan, SmokeCommandResult, SmokeResult
+from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-SMOKE_PURPOSE = "ami-smoke-test"
 DOCUMENT = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
 
 
@@ -37,108 +43,138 @@ def check_invocation(cmd: catalog.SmokeCommand, status: str, exit_code: int | No
     return None
 
 
-class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[EC2Hook]):
-    """Launch one instance of the baked AMI from the app's own launch template (same
-    profile, security groups, user data as production), run the smoke commands through
-    SSM, and terminate it on success, failure, timeout and kill."""
+class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook]):
+    """
+    Launch one instance of the baked AMI, run the app's smoke commands through SSM, and
+    terminate it on success, failure, timeout and kill.
+
+    The instance comes from the app's own launch template when it exists (same profile,
+    security groups and user data as production, with the new image); on an app's first
+    release, before Terraform has created the template, from the catalog's smoke instance
+    type in the app's first subnet.
+
+    :param plan: the ReleasePlan from preflight.
+    :param bake: the BakeResult (the AMI to test).
+    :param poll_interval: seconds between polls of the instance and SSM
+        (default ``[ami_release] smoke_poll_seconds``).
+    """
 
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields("plan", "bake")
     ui_color = "#eaf7e6"
+    iam_actions = (
+        "ec2:CreateTags",
+        "ec2:DescribeInstances",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:RunInstances",
+        "ec2:TerminateInstances",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommandInvocations",
+        "ssm:SendCommand",
+    )
 
-    def __init__(
-        self, *, plan: dict | str, bake: dict | str, poll_interval: float | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, plan: Any, bake: Any, poll_interval: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.bake = bake
         self.poll_interval = poll_interval
         self._instance: tuple[str, str] | None = None  # (region, instance id) while one is up
 
-    def execute(self, context: Context) -> dict:
-        plan, bake = self.plan, self.bake
-        if self.poll_interval is None:
-            self.poll_interval = conf.getfloat("ami_release", "smoke_poll_seconds", fallback=5.0)
-        app = catalog.get_app(plan["app"])
-        target = plan["targets"][0]
-        region = target["region"]
-        ami = bake["amis"][region]
-        ec2 = self.ec2(region)
-        rid = plan["release_id"]
+    def execute(self, context: Context) -> dict[str, Any]:
+        plan = ReleasePlan.from_xcom(self.plan)
+        baked = BakeResult.from_xcom(self.bake)
+        poll = self.poll_interval or conf.getfloat("ami_release", "smoke_poll_seconds", fallback=5.0)
+        app = plan.app_spec
+        target = plan.targets[0]
+        region = target.region
+        ami = baked.amis[region]
+        ec2 = self.clients.ec2(region)
+        rid = plan.release_id
         self._terminate(ec2, self._leftovers(ec2, rid), reason="left by an earlier try")
 
-        group = self.autoscaling(region).describe_group(target["auto_scaling_group"]) or {}
-        lt = group_launch_template(group) or {}
-        subnets = [s for s in (group.get("VPCZoneIdentifier") or "").split(",") if s]
         run_args: dict[str, Any] = {
             "ImageId": ami,
-            "InstanceType": app.smoke_instance_type,
             "MinCount": 1,
             "MaxCount": 1,
+            "SubnetId": plan.network(region).subnet_ids[0],
             "TagSpecifications": [
                 {
                     "ResourceType": "instance",
-                    "Tags": [
-                        {"Key": TAG_RELEASE_ID, "Value": rid},
-                        {"Key": TAG_PURPOSE, "Value": SMOKE_PURPOSE},
-                        {"Key": "App", "Value": app.name},
-                        {"Key": "Name", "Value": f"smoke-test {rid}"},
-                    ],
+                    "Tags": tag_list(
+                        {
+                            TAG_RELEASE_ID: rid,
+                            TAG_PURPOSE: PURPOSE_SMOKE,
+                            TAG_APP: app.name,
+                            TAG_NAME: f"smoke-test {rid}",
+                        }
+                    ),
                 }
             ],
         }
-        if lt.get("LaunchTemplateId") or lt.get("LaunchTemplateName"):
-            key = "LaunchTemplateId" if lt.get("LaunchTemplateId") else "LaunchTemplateName"
-            run_args["LaunchTemplate"] = {key: lt[key], "Version": lt.get("Version", "$Default")}
-        if subnets:
-            run_args["SubnetId"] = subnets[0]
+        templates = ec2.describe_launch_templates(
+            Filters=[{"Name": "launch-template-name", "Values": [target.launch_template]}]
+        )["LaunchTemplates"]
+        if templates:
+            run_args["LaunchTemplate"] = {"LaunchTemplateId": templates[0]["LaunchTemplateId"], "Version": "$Default"}
+            launched_from = f"launch template {target.launch_template} ($Default, image replaced by {ami})"
+        else:
+            run_args["InstanceType"] = app.smoke_instance_type
+            launched_from = (
+                f"{app.smoke_instance_type} in subnet {run_args['SubnetId']} (launch template "
+                f"{target.launch_template} does not exist yet: the first apply creates it)"
+            )
 
         instance_id = ec2.run_instances(**run_args)["Instances"][0]["InstanceId"]
         self._instance = (region, instance_id)
-        self.log.info("Smoke-test instance %s of %s launched in %s", instance_id, ami, region)
-        results: list[dict] = []
+        self.log.info("Smoke-test instance %s of %s launched in %s from %s", instance_id, ami, region, launched_from)
+        results: list[SmokeCommandResult] = []
         try:
             ec2.get_waiter("instance_running").wait(
                 InstanceIds=[instance_id],
-                WaiterConfig={
-                    "Delay": self.poll_interval,
-                    "MaxAttempts": max(1, int(app.smoke_boot_timeout / self.poll_interval)),
-                },
+                WaiterConfig={"Delay": poll, "MaxAttempts": max(1, int(app.smoke_boot_timeout / poll))},
             )
             self.log.info(
                 "Instance %s is running; running %d smoke command(s) via SSM", instance_id, len(app.smoke_commands)
             )
-            ssm = SsmHook(
-                aws_conn_id=self.aws_conn_id, region_name=region, verify=self.verify, config=self.botocore_config
-            ).conn
+            ssm = self.clients.ssm(region)
             failures = []
             for cmd in app.smoke_commands:
-                outcome = self._run(ssm, instance_id, app.platform, cmd, register_timeout=app.smoke_boot_timeout)
+                outcome = self._run(ssm, instance_id, app.platform, cmd, poll, register_timeout=app.smoke_boot_timeout)
                 results.append(outcome)
-                if outcome["problem"]:
-                    failures.append(f"'{cmd.name}': {outcome['problem']}")
-                    self.log.error("FAIL  %s: %s", cmd.name, outcome["problem"])
+                if outcome.problem:
+                    failures.append(f"'{cmd.name}': {outcome.problem}")
+                    self.log.error("FAIL  %s: %s", cmd.name, outcome.problem)
                 else:
                     self.log.info("PASS  %s", cmd.name)
             if failures:
                 raise SmokeTestError(
                     f"smoke test of {ami} failed: " + "; ".join(failures),
                     resource=f"instance {instance_id}",
-                    fix="nothing was rolled out; fix the cookbook or the smoke command in the app's catalog file and release again",
+                    fix="nothing was rolled out; fix the cookbook or the smoke command in the app's catalog file and "
+                    "release again",
                 )
         except WaiterError as exc:
             raise SmokeTestError(
-                f"smoke-test instance {instance_id} of {ami} did not reach 'running': {exc.last_response.get('Error', exc)}",
+                f"smoke-test instance {instance_id} of {ami} did not reach 'running': "
+                f"{exc.last_response.get('Error', exc)}",
                 fix="check the AMI boots (console output) and the launch template; nothing was rolled out",
             ) from None
         finally:
             self._terminate(ec2, [instance_id], reason="smoke test finished")
             self._instance = None
-        return {"ami_id": ami, "instance_id": instance_id, "passed": True, "commands": results}
+        return SmokeResult(
+            ami_id=ami, instance_id=instance_id, passed=True, commands=tuple(results), launched_from=launched_from
+        ).to_xcom()
 
     def _run(
-        self, ssm, instance_id: str, platform: str, cmd: catalog.SmokeCommand, register_timeout: float = 300
-    ) -> dict:
+        self,
+        ssm: Any,
+        instance_id: str,
+        platform: str,
+        cmd: catalog.SmokeCommand,
+        poll: float,
+        register_timeout: float = 300,
+    ) -> SmokeCommandResult:
         deadline = time.monotonic() + register_timeout
         while True:
             try:
@@ -155,16 +191,16 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
                 # A booting instance's SSM agent registers a little after 'running'.
                 if code == "InvalidInstanceId" and time.monotonic() < deadline:
                     self.log.info("SSM agent on %s not registered yet; retrying", instance_id)
-                    time.sleep(self.poll_interval)
+                    time.sleep(poll)
                     continue
-                return {"name": cmd.name, "problem": f"SendCommand failed: {code}", "exit_code": None}
+                return SmokeCommandResult(name=cmd.name, exit_code=None, problem=f"SendCommand failed: {code}")
         try:
             ssm.get_waiter("command_executed").wait(
                 CommandId=command_id,
                 InstanceId=instance_id,
                 WaiterConfig={
-                    "Delay": max(1, int(self.poll_interval)),
-                    "MaxAttempts": max(2, int(cmd.timeout_seconds / max(1, self.poll_interval)) + 1),
+                    "Delay": max(1, int(poll)),
+                    "MaxAttempts": max(2, int(cmd.timeout_seconds / max(1, poll)) + 1),
                 },
             )
         except WaiterError:
@@ -177,19 +213,19 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
         problem = check_invocation(cmd, inv["Status"], exit_code, stdout)
         if problem and inv.get("StandardErrorContent"):
             problem += f"; stderr: {inv['StandardErrorContent'].strip()[:200]}"
-        return {"name": cmd.name, "status": inv["Status"], "exit_code": exit_code, "problem": problem}
+        return SmokeCommandResult(name=cmd.name, status=inv["Status"], exit_code=exit_code, problem=problem)
 
-    def _leftovers(self, ec2, rid: str) -> list[str]:
+    def _leftovers(self, ec2: Any, rid: str) -> list[str]:
         res = ec2.describe_instances(
             Filters=[
                 {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
-                {"Name": f"tag:{TAG_PURPOSE}", "Values": [SMOKE_PURPOSE]},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE_SMOKE]},
+                {"Name": "instance-state-name", "Values": list(TERMINABLE_INSTANCE_STATES)},
             ]
         )["Reservations"]
         return [i["InstanceId"] for r in res for i in r["Instances"]]
 
-    def _terminate(self, ec2, ids: list[str], reason: str) -> None:
+    def _terminate(self, ec2: Any, ids: list[str], reason: str) -> None:
         if not ids:
             return
         self.log.info("Terminating smoke-test instance(s) %s (%s)", ids, reason)
@@ -202,4 +238,4 @@ class SmokeTestOperator(Ec2ClientHookMixin, RegionalHooksMixin, AwsBaseOperator[
     def on_kill(self) -> None:
         if self._instance:
             region, instance_id = self._instance
-            self._terminate(self.ec2(region), [instance_id], reason="task killed")
+            self._terminate(self.clients.ec2(region), [instance_id], reason="task killed")

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease import catalog
 from amirelease.errors import VerificationError
+from amirelease.handoffs import GroupCheck, RefreshHandle, ReleasePlan, VerifySummary, from_xcom_list
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.operators.base import RegionalHooksMixin
+from amirelease.operators.base import ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -27,7 +26,7 @@ def evaluate_group(
     *,
     group: str,
     ami: str,
-    instances: list[dict],
+    instances: list[dict[str, Any]],
     images: dict[str, str],
     target_health: dict[str, list[str]],
     alarms: dict[str, str],
@@ -54,90 +53,116 @@ def evaluate_group(
         if not states or 100 * ok < min_healthy_percent * len(states):
             problems.append(f"{group}: target group {_tg_name(arn)}: {ok}/{len(states)} targets healthy")
     for name, state in alarms.items():
-        if state != "OK":
+        if state not in ("OK", "INSUFFICIENT_DATA"):
             problems.append(f"alarm {name} is {state}")
     return problems
 
 
-class VerifyReleaseOperator(RegionalHooksMixin, AwsBaseOperator[AutoScalingHook]):
+def alarm_warnings(alarms: dict[str, str]) -> list[str]:
+    """A new alarm has no data until its first period ends: a warning, not a failure (pure)."""
+    return [f"alarm {n} has no data yet (INSUFFICIENT_DATA)" for n, s in alarms.items() if s == "INSUFFICIENT_DATA"]
+
+
+class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+    """
+    Verify the release in every refreshed group: each in-service instance runs the new AMI,
+    enough of them are healthy (``verify.min_healthy_percent``), the group's target groups
+    are healthy (``verify.target_group_health``) and the app's alarms (``verify.alarms``) are
+    not in ALARM. A new alarm without data yet (INSUFFICIENT_DATA) is a warning.
+
+    :param plan: the ReleasePlan from preflight.
+    :param refreshes: the RefreshHandles from wait_for_refresh (its mapped outputs).
+    """
+
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields("plan", "refreshes")
     ui_color = "#e6f7ee"
+    iam_actions = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "cloudwatch:DescribeAlarms",
+        "ec2:DescribeInstances",
+        "elasticloadbalancing:DescribeTargetHealth",
+    )
 
-    def __init__(self, *, plan: dict | str, refreshes: list | str, **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, refreshes: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.refreshes = refreshes
 
-    def execute(self, context: Context) -> dict:
-        plan = self.plan
-        app = catalog.get_app(plan["app"])
+    def execute(self, context: Context) -> dict[str, Any]:
+        plan = ReleasePlan.from_xcom(self.plan)
+        app = plan.app_spec
         want_tg = app.verify.get("target_group_health", True)
         min_pct = int(app.verify.get("min_healthy_percent", 100))
         alarm_names = list(app.verify.get("alarms", []))
-        summary: dict[str, Any] = {"groups": [], "problems": []}
-        for r in self.refreshes:
-            region, group_name, ami = r["region"], r["auto_scaling_group"], r["ami_id"]
-            group = self.autoscaling(region).describe_group(group_name) or {}
+        checks: list[GroupCheck] = []
+        problems: list[str] = []
+        warnings: list[str] = []
+        for r in from_xcom_list(RefreshHandle, self.refreshes):
+            group = self.clients.autoscaling(r.region).describe_group(r.auto_scaling_group) or {}
             instances = group.get("Instances", [])
-            ec2 = self.ec2(region)
             ids = [i["InstanceId"] for i in instances]
-            images = {}
+            images: dict[str, str] = {}
             if ids:
-                for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
+                pages = self.clients.ec2(r.region).get_paginator("describe_instances").paginate(InstanceIds=ids)
+                for page in pages:
                     for res in page["Reservations"]:
                         images.update({i["InstanceId"]: i["ImageId"] for i in res["Instances"]})
             tg_health: dict[str, list[str]] = {}
             if want_tg and group.get("TargetGroupARNs"):
-                elb = AwsBaseHook(client_type="elbv2", **self._common(region)).conn
+                elb = self.clients.elbv2(r.region)
                 for arn in group["TargetGroupARNs"]:
                     desc = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
                     tg_health[arn] = [d["TargetHealth"]["State"] for d in desc]
             alarms: dict[str, str] = {}
             if alarm_names:
-                cw = AwsBaseHook(client_type="cloudwatch", **self._common(region)).conn
                 found = {
-                    a["AlarmName"]: a["StateValue"] for a in cw.describe_alarms(AlarmNames=alarm_names)["MetricAlarms"]
+                    a["AlarmName"]: a["StateValue"]
+                    for a in self.clients.cloudwatch(r.region).describe_alarms(AlarmNames=alarm_names)["MetricAlarms"]
                 }
                 alarms = {n: found.get(n, "MISSING") for n in alarm_names}
-            problems = evaluate_group(
-                group=group_name,
-                ami=ami,
+            problems += evaluate_group(
+                group=r.auto_scaling_group,
+                ami=r.ami_id,
                 instances=instances,
                 images=images,
                 target_health=tg_health,
                 alarms=alarms,
                 min_healthy_percent=min_pct,
             )
+            warnings += alarm_warnings(alarms)
             in_service = [i for i in instances if i.get("LifecycleState") == "InService"]
-            on_new = sum(1 for i in in_service if images.get(i["InstanceId"]) == ami)
+            on_new = sum(1 for i in in_service if images.get(i["InstanceId"]) == r.ami_id)
+            check = GroupCheck(
+                region=r.region,
+                auto_scaling_group=r.auto_scaling_group,
+                ami_id=r.ami_id,
+                in_service=len(in_service),
+                on_new_ami=on_new,
+                target_groups_healthy=all(s.count("healthy") == len(s) for s in tg_health.values()),
+                alarms=alarms,
+            )
+            checks.append(check)
+            tgs = ", ".join(f"{_tg_name(a)} {s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items())
             self.log.info(
-                "%s/%s: %d/%d in-service instances on %s; target groups %s; alarms %s",
-                region,
-                group_name,
+                "%s/%s: %d/%d in-service instances on the new AMI %s · target groups: %s · alarms: %s",
+                r.region,
+                r.auto_scaling_group,
                 on_new,
                 len(in_service),
-                ami,
-                {_tg_name(a): f"{s.count('healthy')}/{len(s)} healthy" for a, s in tg_health.items()} or "-",
-                alarms or "-",
+                r.ami_id,
+                tgs or "none checked",
+                ", ".join(f"{n} {s}" for n, s in alarms.items()) or "none checked",
             )
-            summary["groups"].append(
-                {
-                    "region": region,
-                    "auto_scaling_group": group_name,
-                    "ami_id": ami,
-                    "in_service": len(in_service),
-                    "on_new_ami": on_new,
-                    "target_groups_healthy": all(s.count("healthy") == len(s) for s in tg_health.values()),
-                    "alarms": alarms,
-                }
-            )
-            summary["problems"].extend(problems)
-        if summary["problems"]:
+        for w in warnings:
+            self.log.warning("%s", w)
+        if problems:
             raise VerificationError(
-                "release verification failed: " + "; ".join(summary["problems"]),
-                fix="investigate the groups above; the previous AMI is not swapped back: release a fix or roll back (ami_rollback)",
+                "release verification failed: " + "; ".join(problems),
+                fix="investigate the groups above; the previous AMI is not swapped back: release a fix or roll back "
+                "(ami_rollback)",
             )
-        summary["verified"] = True
-        self.log.info("Verified: %s", summary)
-        return summary
+        self.log.info("Verified: %s %s runs in %d group(s), all checks passed", plan.app, plan.version, len(checks))
+        return VerifySummary(
+            groups=tuple(checks), problems=tuple(problems), warnings=tuple(warnings), verified=True
+        ).to_xcom()

@@ -1,21 +1,66 @@
-"""Deferrable wait for an EC2 Auto Scaling instance refresh (runs on the triggerer)."""
+"""Waiting for an EC2 Auto Scaling instance refresh: one waiter, polled the same way blocking
+(in a worker slot) and deferred (on the triggerer), with one short status line per poll."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.triggers.base import TriggerEvent
+from botocore.exceptions import WaiterError
 
 from amirelease.hooks.autoscaling import AutoScalingHook
 
-STATUS_QUERIES = [
-    "InstanceRefreshes[0].Status",
-    "InstanceRefreshes[0].PercentageComplete",
-    "InstanceRefreshes[0].InstancesToUpdate",
-    "InstanceRefreshes[0].StatusReason",
-]
+WAITER = "instance_refresh_complete"
+
+
+def refresh_line(group: str, response: dict[str, Any]) -> str:
+    """'demo-web-asg 66 % · 1 to update · waiting at checkpoint 34 %' (pure)."""
+    refreshes = response.get("InstanceRefreshes") or []
+    if not refreshes:
+        return f"{group}: refresh not found"
+    r = refreshes[0]
+    status = r.get("Status", "?")
+    parts = [f"{group} {r.get('PercentageComplete', 0)} %", f"{r.get('InstancesToUpdate', '?')} to update"]
+    reason = (r.get("StatusReason") or "").strip()
+    if status == "InProgress" and "checkpoint" in reason.lower():
+        cps = (r.get("Preferences") or {}).get("CheckpointPercentages") or []
+        reached = [c for c in cps if c <= int(r.get("PercentageComplete") or 0)]
+        parts.append(f"waiting at checkpoint {reached[-1]} %" if reached else "waiting at a checkpoint")
+    elif status != "InProgress":
+        parts.append(status + (f": {reason}" if reason and status not in ("Successful", "Pending") else ""))
+    return " · ".join(parts)
+
+
+def wait_blocking(
+    hook: AutoScalingHook, group: str, refresh_id: str, delay: int, attempts: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Poll until the refresh ends; returns the last DescribeInstanceRefreshes response.
+    Success and failure are the waiter's acceptors (waiters/autoscaling.json)."""
+    waiter = hook.get_waiter(WAITER)
+    args = {"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]}
+    for attempt in range(attempts):
+        try:
+            waiter.wait(**args, WaiterConfig={"MaxAttempts": 1})
+            response = hook.conn.describe_instance_refreshes(**args)
+            say(refresh_line(group, response))
+            return dict(response)
+        except WaiterError as err:
+            response = err.last_response or {}
+            say(refresh_line(group, response))
+            if "terminal failure" in str(err):
+                return dict(response)
+        if attempt + 1 < attempts:
+            time.sleep(delay)
+    return {"TimedOut": True}
 
 
 class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
-    """Fires when the refresh is Successful; errors on Failed, Cancelled, RollbackSuccessful/Failed."""
+    """Fires when the refresh ends: status "success" when Successful, "error" otherwise
+    (Failed, Cancelled, RollbackSuccessful/Failed, gone, or out of attempts)."""
 
     aws_hook_class = AutoScalingHook
 
@@ -29,15 +74,15 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
-        botocore_config: dict | None = None,
+        botocore_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             serialized_fields={"auto_scaling_group": auto_scaling_group, "refresh_id": refresh_id},
-            waiter_name="instance_refresh_complete",
+            waiter_name=WAITER,
             waiter_args={"AutoScalingGroupName": auto_scaling_group, "InstanceRefreshIds": [refresh_id]},
             failure_message=f"Instance refresh {refresh_id} of {auto_scaling_group} did not succeed",
-            status_message=f"Instance refresh {refresh_id} of {auto_scaling_group} [status, % complete, instances to update, reason]",
-            status_queries=STATUS_QUERIES,
+            status_message=f"{auto_scaling_group}",
+            status_queries=["InstanceRefreshes[0].Status"],
             return_key="refresh_id",
             return_value=refresh_id,
             waiter_delay=waiter_delay,
@@ -46,4 +91,36 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
             region_name=region_name,
             verify=verify,
             botocore_config=botocore_config,
+        )
+        self.auto_scaling_group = auto_scaling_group
+        self.refresh_id = refresh_id
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self.hook()
+        group = self.auto_scaling_group
+        async with await hook.get_async_conn() as client:
+            waiter = hook.get_waiter(WAITER, deferrable=True, client=client)
+            for attempt in range(self.attempts):
+                try:
+                    await waiter.wait(**self.waiter_args, WaiterConfig={"MaxAttempts": 1})
+                    response = await client.describe_instance_refreshes(**self.waiter_args)
+                    self.log.info("%s", refresh_line(group, response))
+                    yield TriggerEvent({"status": "success", "refresh_id": self.refresh_id})
+                    return
+                except WaiterError as err:
+                    response = err.last_response or {}
+                    self.log.info("%s", refresh_line(group, response))
+                    if "terminal failure" in str(err):
+                        yield TriggerEvent(
+                            {"status": "error", "message": refresh_line(group, response), "refresh_id": self.refresh_id}
+                        )
+                        return
+                if attempt + 1 < self.attempts:
+                    await asyncio.sleep(self.waiter_delay)
+        yield TriggerEvent(
+            {
+                "status": "error",
+                "message": f"{group}: still not finished after {self.attempts} polls",
+                "refresh_id": self.refresh_id,
+            }
         )

@@ -1,0 +1,43 @@
+# Variables shared by every platform's template (packer build loads this file and the
+# platform's <platform>.pkr.hcl from one folder; Packer 1.6 has no include of its own).
+# Values come from the pipeline in a JSON var file; secrets only through var.secrets, from
+# Packer's environment (PKR_VAR_secrets), sensitive, never argv, tags or the var file.
+
+variable "region" { type = string }
+variable "ami_regions" {
+  type    = list(string)
+  default = []
+}
+variable "ec2_endpoint" {
+  type    = string
+  default = ""
+}
+variable "source_ami" { type = string }
+variable "ami_name" { type = string }
+variable "ami_description" {
+  type    = string
+  default = ""
+}
+variable "instance_type" { type = string }
+variable "subnet_id" {
+  type    = string
+  default = ""
+}
+variable "security_group_id" {
+  type        = string
+  description = "The builder's security group, made (and deleted) by the pipeline, tagged with the release"
+}
+variable "temporary_key_pair_name" {
+  type        = string
+  description = "Named after the release, so a retry can delete what a killed build left"
+}
+variable "tags" { type = map(string) }
+variable "run_tags" { type = map(string) }
+variable "run_list" { type = list(string) }
+variable "cookbooks_dir" { type = string }
+variable "app_version" { type = string }
+variable "secrets" {
+  type      = map(string)
+  default   = {}
+  sensitive = true
+}

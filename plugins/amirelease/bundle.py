@@ -1,0 +1,185 @@
+"""Release bundles: the exact inputs of one release in one content-addressed archive.
+
+A bundle holds the app's catalog entry, the cookbooks of its run list, the Packer files and
+the Terraform module, laid out like include/:
+
+    apps/<app>.yaml
+    cookbooks/<name>/...            (the platform base cookbook and the app's)
+    packer/variables.pkr.hcl, packer/<platform>.pkr.hcl
+    <infrastructure.module>/...     (e.g. terraform/demo-web/*.tf)
+
+The archive is deterministic (sorted entries, no timestamps, owners or modes beyond x), so
+identical inputs give identical bytes and the same sha256, whichever worker packs them. It is
+stored next to the ledger record, ``releases/<app>/<release_id>/bundle.tar.gz``, its sha256 in
+the record; bake and apply unpack it instead of reading the worker's checkout, and a rollback
+bakes and applies the bundle of the release it repeats.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from amirelease import catalog
+from amirelease.errors import ConfigError, PreflightError
+
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+_SKIP_DIRS = {".terraform", "__pycache__", ".git", ".kitchen"}
+_SKIP_FILES = {".terraform.lock.hcl", "terraform.tfstate", "terraform.tfstate.backup"}
+
+
+def bundle_key(app: str, release_id: str) -> str:
+    return f"releases/{app}/{release_id}/bundle.tar.gz"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A packed bundle in memory."""
+
+    data: bytes
+    sha256: str
+    files: tuple[str, ...]
+
+
+def _files_under(root: Path, rel: str) -> list[tuple[str, Path]]:
+    base = root / rel
+    if base.is_file():
+        return [(rel, base)]
+    out = []
+    for path in sorted(base.rglob("*")):
+        parts = path.relative_to(root).parts
+        if any(p in _SKIP_DIRS for p in parts) or path.name in _SKIP_FILES or not path.is_file():
+            continue
+        out.append((PurePosixPath(*parts).as_posix(), path))
+    return out
+
+
+def members(app: catalog.App, root: Path, entry_file: Path) -> list[tuple[str, Path]]:
+    """(name in the archive, file on disk) for every input of a release of `app`."""
+    found: dict[str, Path] = {f"apps/{app.name}.yaml": entry_file}
+    for cb in app.run_list:
+        found.update(_files_under(root, f"cookbooks/{catalog.cookbook_name(cb)}"))
+    for rel in catalog.packer_files(app.platform, root):
+        found.update(_files_under(root, rel) or [(rel, root / rel)])
+    found.update(_files_under(root, app.infrastructure.module))
+    missing = [name for name, path in found.items() if not path.is_file()]
+    if missing:
+        raise ConfigError(
+            f"release inputs of {app.name} are incomplete: {', '.join(missing)} not found under {root}",
+            fix="restore the files (check the worker's checkout) or correct the catalog entry",
+        )
+    return sorted(found.items())
+
+
+def pack(files: list[tuple[str, Path]]) -> Bundle:
+    """A deterministic .tar.gz of the given files."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    data = out.getvalue()
+    return Bundle(data=data, sha256=hashlib.sha256(data).hexdigest(), files=tuple(name for name, _ in files))
+
+
+def pack_app(app: catalog.App, root: Path | None = None, entry_file: Path | None = None) -> Bundle:
+    """The bundle of `app` from a checkout (include/ and the catalog folder by default)."""
+    if entry_file is None:
+        entry_file = catalog.app_file(app.name, root / "apps" if root else None)
+    return pack(members(app, root or catalog.include_dir(), entry_file))
+
+
+def unpack(data: bytes, dest: Path) -> list[str]:
+    """Extract a bundle into dest; refuses anything but plain files inside dest."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise ConfigError(f"bundle is {len(data)} bytes, more than {MAX_BUNDLE_BYTES}", fix="keep inputs small")
+    names = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for info in tar.getmembers():
+            if not info.isfile():
+                raise ConfigError(f"bundle member {info.name!r} is not a plain file", fix="rebuild the bundle")
+            tar.extract(info, dest, filter="data")
+            names.append(info.name)
+    return names
+
+
+def load_app(root: Path, app_name: str) -> catalog.App:
+    """The App as recorded in an unpacked bundle (validated against today's schema)."""
+    entry = root / "apps" / f"{app_name}.yaml"
+    if not entry.is_file():
+        raise ConfigError(f"the bundle has no catalog entry for {app_name}", fix="choose another release")
+    return catalog.parse_app(catalog.read_entry(entry), str(entry), root)
+
+
+class BundleStore:
+    """Bundles in the ledger bucket (S3 client from the provider's S3Hook)."""
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self.s3 = s3_client
+        self.bucket = bucket
+
+    def exists(self, key: str, sha256: str) -> bool:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return bool(head.get("Metadata", {}).get("sha256") == sha256)
+
+    def put(self, key: str, bundle: Bundle) -> None:
+        """Store a bundle; a retry finds it already there (same key, same digest) and writes nothing."""
+        if self.exists(key, bundle.sha256):
+            return
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=bundle.data,
+            ContentType="application/gzip",
+            Metadata={"sha256": bundle.sha256},
+            ChecksumAlgorithm="SHA256",
+        )
+
+    def get(self, key: str, sha256: str) -> bytes:
+        """The bundle's bytes, verified against the digest recorded in the ledger."""
+        try:
+            data: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise PreflightError(
+                f"release bundle s3://{self.bucket}/{key} cannot be read ({exc.response['Error']['Code']})",
+                fix="check the ledger bucket and the worker's s3:GetObject permission; a bundle is never rebuilt",
+            ) from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise PreflightError(
+                f"release bundle s3://{self.bucket}/{key} has sha256 {actual[:16]}…, the ledger says {sha256[:16]}…",
+                fix="the bundle was changed after the release; restore it from the bucket's versions",
+            )
+        return data
+
+
+@contextmanager
+def unpacked(store: BundleStore, key: str, sha256: str) -> Iterator[Path]:
+    """A temporary folder with the verified bundle's files, removed afterwards."""
+    with TemporaryDirectory(prefix="release-bundle-") as tmp:
+        unpack(store.get(key, sha256), Path(tmp))
+        yield Path(tmp)

@@ -1,0 +1,67 @@
+"""Names shared by the DAGs, the operators, the CLI and the retention code: tag keys,
+resource states and task ids. One place, so a rename is one edit the type checker follows."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- AMI tags: the release record on AWS (never a secret) ------------------------------
+TAG_APP: Final = "App"
+TAG_VERSION: Final = "Version"
+TAG_RELEASE_ID: Final = "ReleaseId"
+TAG_SOURCE_AMI: Final = "SourceAmi"
+TAG_PLATFORM: Final = "Platform"
+TAG_RUN_LIST: Final = "RunList"
+TAG_RUN_LIST_DIGEST: Final = "RunListDigest"
+TAG_PIPELINE_RUN: Final = "PipelineRun"
+TAG_BUILT_BY: Final = "BuiltBy"
+TAG_RE_RELEASE_OF: Final = "ReReleaseOf"
+TAG_GIT_REF: Final = "GitRef"
+TAG_TEMPLATE_DIGEST: Final = "PackerTemplateDigest"
+TAG_BUNDLE_DIGEST: Final = "BundleDigest"
+TAG_STATUS: Final = "ReleaseStatus"  # baked -> released | failed
+TAG_FAILED_TASK: Final = "FailedTask"
+TAG_OUTCOME_AT: Final = "ReleaseOutcomeAt"
+TAG_NAME: Final = "Name"
+TAG_PURPOSE: Final = "Purpose"  # on what a task launches: PURPOSE_BUILDER | PURPOSE_SMOKE
+BUILT_BY: Final = "ami-release-pipeline"
+
+# Forensic hold (placed by a rollback on the AMI it replaces; retention never touches it).
+HOLD_TAG: Final = "ForensicHold"
+HOLD_REASON_TAG: Final = "ForensicHoldReason"
+
+# What our tasks launch, found again by these tags on a retry or after a kill.
+PURPOSE_BUILDER: Final = "ami-bake-builder"
+PURPOSE_SMOKE: Final = "ami-smoke-test"
+
+# --- States -------------------------------------------------------------------------------
+# EC2 instances that exist (all but terminated): they keep their AMI "in use".
+LIVE_INSTANCE_STATES: Final = ("pending", "running", "shutting-down", "stopping", "stopped")
+# Instances of ours that still need terminating (shutting-down is already on its way).
+TERMINABLE_INSTANCE_STATES: Final = ("pending", "running", "stopping", "stopped")
+# Instance refreshes that still hold the group (AWS allows one at a time).
+ACTIVE_REFRESH_STATES: Final = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+
+
+# --- Task ids of the release pipeline (pipeline.py wires them, record.py reads them) ------
+class TaskIds:
+    RESOLVE_TARGET: Final = "resolve_target"
+    MARK_ROLLED_BACK: Final = "mark_rolled_back"
+    PREFLIGHT: Final = "preflight"
+    ROUTE: Final = "route_toolchain"
+    CHECK_INFRA: Final = "check_infrastructure"  # a task group: one task per toolchain queue
+    LOCK: Final = "release_lock"
+    BAKE: Final = "bake"  # a task group: one task per toolchain queue
+    BAKED: Final = "baked"
+    SMOKE: Final = "smoke_test"
+    APPLY_INFRA: Final = "apply_infrastructure"  # a task group: one task per toolchain queue
+    APPLIED: Final = "applied"
+    ROLL_OUT: Final = "roll_out"
+    WAIT: Final = "wait_for_refresh"
+    VERIFY: Final = "verify"
+    RECORD: Final = "record"
+
+
+def toolchain_task(group: str, toolchain: str) -> str:
+    """The id of a toolchain's task in a per-toolchain group, e.g. ``bake.packer-chef-linux``."""
+    return f"{group}.{toolchain}"

@@ -1,0 +1,381 @@
+"""What one release task hands to the next, as typed records.
+
+Each record is a frozen dataclass the operators read by attribute (so the type checker
+follows a rename), serialised to plain JSON-able dicts at the XCom boundary (``to_xcom``)
+and read back strictly (``from_xcom``): a missing or unknown key is a clear error naming the
+record, not a KeyError three tasks later. Never a secret in any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Self, TypeVar
+
+from amirelease import catalog
+from amirelease.errors import ReleaseError
+
+T = TypeVar("T", bound="Handoff")
+
+
+class HandoffError(ReleaseError):
+    """An upstream task's XCom does not have the shape this task expects."""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Base: strict dict round trip for flat records (nested records override from_xcom)."""
+
+    def to_xcom(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        fields = _check(cls, data)
+        return cls(**{k: _tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuple(value: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuple(v) if isinstance(v, list) else v for v in value)
+
+
+def _check(cls: type, data: Any) -> set[str]:
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    if not isinstance(data, dict):
+        raise HandoffError(
+            f"{cls.__name__}: expected a mapping from the upstream task, got {type(data).__name__}",
+            fix="clear the upstream task so it runs again with this version of the pipeline",
+        )
+    missing = sorted(required - set(data))
+    unknown = sorted(set(data) - names)
+    if missing or unknown:
+        raise HandoffError(
+            f"{cls.__name__} from the upstream task has missing {missing or '-'} / unknown {unknown or '-'} keys",
+            fix="the upstream task ran with another version of the pipeline: clear it so it runs again",
+        )
+    return names
+
+
+# --- preflight -> everyone --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegionNetwork(Handoff):
+    region: str
+    vpc_id: str
+    vpc_cidr: str
+    subnet_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BundleRef(Handoff):
+    """Where a release's bundle is (ledger bucket) and its sha256."""
+
+    key: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReleasePlan(Handoff):
+    """The release as decided by preflight: every later task acts on this, nothing else.
+
+    ``catalog_entry`` is the app's catalog document as bundled; ``app_spec`` parses it, so a
+    re-release's tasks use the recorded entry, not today's catalog.
+    """
+
+    app: str
+    version: str
+    release_id: str
+    ami_name: str
+    platform: str
+    toolchain: str
+    run_list: tuple[str, ...]
+    cookbook_versions: dict[str, str]
+    packer_template_digest: str
+    source_ami: str
+    source_ami_name: str
+    home_region: str
+    regions: tuple[str, ...]
+    networks: tuple[RegionNetwork, ...]
+    account_id: str
+    pipeline_run: str
+    bundle: BundleRef
+    catalog_entry: dict[str, Any]
+    git_ref: str | None = None
+    notes: str | None = None
+    triggered_by: str | None = None
+    re_release_of: str | None = None
+    source_bundle: BundleRef | None = None  # a re-release: the bundle of the release it repeats
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        d = dict(data)
+        d["networks"] = tuple(RegionNetwork.from_xcom(n) for n in d["networks"])
+        d["bundle"] = BundleRef.from_xcom(d["bundle"])
+        if d.get("source_bundle") is not None:
+            d["source_bundle"] = BundleRef.from_xcom(d["source_bundle"])
+        d["run_list"] = tuple(d["run_list"])
+        d["regions"] = tuple(d["regions"])
+        return cls(**d)
+
+    @cached_property
+    def app_spec(self) -> catalog.App:
+        return catalog.parse_app(self.catalog_entry, f"{self.app}.yaml (bundle {self.bundle.sha256[:12]})")
+
+    @property
+    def targets(self) -> tuple[catalog.Target, ...]:
+        return self.app_spec.targets
+
+    def network(self, region: str) -> RegionNetwork:
+        for n in self.networks:
+            if n.region == region:
+                return n
+        raise HandoffError(f"the plan has no network for region {region}", fix="clear preflight so it runs again")
+
+
+# --- bake -> smoke test, apply, roll-out, record ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BakeResult(Handoff):
+    release_id: str
+    ami_id: str  # in the home region
+    amis: dict[str, str]  # region -> AMI id
+    source_ami: str
+    reused: bool
+
+
+# --- smoke test -> record ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeCommandResult(Handoff):
+    name: str
+    exit_code: int | None
+    problem: str | None
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class SmokeResult(Handoff):
+    ami_id: str
+    instance_id: str
+    passed: bool
+    commands: tuple[SmokeCommandResult, ...]
+    launched_from: str  # "launch template <name>" or "plain run_instances"
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(**{**data, "commands": tuple(SmokeCommandResult.from_xcom(c) for c in data["commands"])})
+
+
+# --- Terraform: check + apply ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceChange(Handoff):
+    address: str
+    resource_type: str
+    action: str  # create | update | delete | replace | read | noop | move | import
+
+
+@dataclass(frozen=True)
+class PlanSummary(Handoff):
+    add: int
+    change: int
+    destroy: int
+    changes: tuple[ResourceChange, ...] = ()
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(**{**data, "changes": tuple(ResourceChange.from_xcom(c) for c in data.get("changes", []))})
+
+    def line(self) -> str:
+        return f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
+
+
+@dataclass(frozen=True)
+class RegionPlan(Handoff):
+    """One region's Terraform plan (check_infrastructure: a stand-in AMI, nothing applied)."""
+
+    region: str
+    state_key: str
+    plan: PlanSummary
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(**{**data, "plan": PlanSummary.from_xcom(data["plan"])})
+
+
+@dataclass(frozen=True)
+class InfrastructureCheck(Handoff):
+    regions: tuple[RegionPlan, ...]
+    terraform_version: str
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(
+            regions=tuple(RegionPlan.from_xcom(r) for r in data["regions"]), terraform_version=data["terraform_version"]
+        )
+
+
+@dataclass(frozen=True)
+class RegionInfrastructure(Handoff):
+    """One region's apply: the plan applied and what the roll-out refreshes."""
+
+    region: str
+    state_key: str
+    plan: PlanSummary
+    launch_template_id: str
+    launch_template_version: int
+    auto_scaling_groups: tuple[str, ...]
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(
+            **{
+                **data,
+                "plan": PlanSummary.from_xcom(data["plan"]),
+                "auto_scaling_groups": tuple(data["auto_scaling_groups"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class InfrastructureResult(Handoff):
+    regions: tuple[RegionInfrastructure, ...]
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(regions=tuple(RegionInfrastructure.from_xcom(r) for r in data["regions"]))
+
+    def region(self, region: str) -> RegionInfrastructure:
+        for r in self.regions:
+            if r.region == region:
+                return r
+        raise HandoffError(f"no Terraform apply for region {region}", fix="clear apply_infrastructure")
+
+
+# --- roll-out -> wait -> verify -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshHandle(Handoff):
+    """One group's instance refresh, as started by roll_out and finished by wait_for_refresh."""
+
+    region: str
+    auto_scaling_group: str
+    refresh_id: str
+    launch_template_id: str
+    launch_template_version: int
+    ami_id: str
+    timeout_minutes: int
+    status: str | None = None  # set by wait_for_refresh
+    percentage_complete: int | None = None
+
+
+# --- verify -> record ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupCheck(Handoff):
+    region: str
+    auto_scaling_group: str
+    ami_id: str
+    in_service: int
+    on_new_ami: int
+    target_groups_healthy: bool
+    alarms: dict[str, str]
+
+
+@dataclass(frozen=True)
+class VerifySummary(Handoff):
+    groups: tuple[GroupCheck, ...]
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+    verified: bool
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(
+            groups=tuple(GroupCheck.from_xcom(g) for g in data["groups"]),
+            problems=tuple(data["problems"]),
+            warnings=tuple(data["warnings"]),
+            verified=bool(data["verified"]),
+        )
+
+
+# --- rollback: resolve_target -> forensic_hold -> preflight ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollbackTarget(Handoff):
+    """What a rollback re-releases, and what it replaces."""
+
+    app: str
+    version: str
+    target_release_id: str
+    bundle: BundleRef
+    git_ref: str | None
+    current_release_id: str | None
+    current_version: str | None
+    current_amis: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @classmethod
+    def from_xcom(cls, data: Any) -> Self:
+        if isinstance(data, cls):
+            return data
+        _check(cls, data)
+        return cls(**{**data, "bundle": BundleRef.from_xcom(data["bundle"])})
+
+
+def from_xcom_list(kind: type[T], items: Any) -> list[T]:
+    """A mapped task's XComs (or a list XCom) as typed records."""
+    if items is None:
+        return []
+    if isinstance(items, dict):
+        items = [items]
+    if hasattr(items, "__len__") and hasattr(items, "__getitem__"):  # a mapped task's lazy XCom sequence:
+        return [kind.from_xcom(items[i]) for i in range(len(items))]  # index it (iterating probes past the end)
+    return [kind.from_xcom(i) for i in items]

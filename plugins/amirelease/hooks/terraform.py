@@ -1,0 +1,381 @@
+"""Run Terraform (init / validate / plan / apply) on an app's root module.
+
+* The module is copied into a private working folder (hooks/tool.py), so a bundle or a
+  checkout is never written to, and a killed task leaves nothing behind for long.
+* State: the S3 backend, settings given at init (-backend-config): the bucket, one key per
+  app and region, server-side encryption, and S3-native locking (``use_lockfile``).
+* Where the AWS connection names a custom endpoint (the sandbox, a VPC endpoint), the
+  backend gets it at init and the AWS provider through a generated override file
+  (``zz_pipeline_override.tf``): the module itself never knows where it runs.
+* Providers come from a local filesystem mirror when one is configured or found
+  ([ami_release] terraform_plugin_dir); otherwise ``init`` downloads them as usual.
+* Non-secret variables go in a JSON var file; secrets only as ``TF_VAR_<name>`` in the
+  environment (declare them ``sensitive`` and ``ephemeral`` and use them in write-only
+  arguments: then they are in no plan file and no state either).
+* Output is machine-readable (``-json``): the plan summary, each resource change and each
+  error with its file and line come from Terraform's own JSON messages.
+* SIGINT on interrupt (Terraform stops cleanly and releases its state lock), SIGKILL after
+  the grace period; Terraform dies with its task (see hooks/_reaper.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.configuration import conf
+
+from amirelease.errors import InfrastructureError
+from amirelease.handoffs import PlanSummary, ResourceChange
+from amirelease.hooks.tool import ToolProcess
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (1, 10)  # S3-native state locking (use_lockfile)
+OVERRIDE_FILE = "zz_pipeline_override.tf"
+# Services an app module may use; each gets the custom endpoint when the connection has one.
+PROVIDER_ENDPOINT_SERVICES = (
+    "autoscaling", "cloudwatch", "ec2", "elbv2", "iam", "kms", "logs", "s3", "sns", "ssm", "sts",
+)  # fmt: skip
+MIRROR_CANDIDATES = (
+    "/opt/tf-plugins",
+    "~/.terraform.d/plugins",
+    "~/.local/share/terraform/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
+)
+_DESTROYING = ("delete", "replace")
+# Warnings that say nothing to the person reading the log: with a local provider mirror,
+# Terraform can only hash providers for this platform, and says so on every init.
+QUIET_WARNINGS = ("Incomplete lock file information for providers",)
+
+
+def plugin_dir() -> Path | None:
+    """The provider mirror: [ami_release] terraform_plugin_dir, else a known location that has
+    the AWS provider, else None (init downloads providers)."""
+    configured = conf.get("ami_release", "terraform_plugin_dir", fallback="").strip()
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_dir():
+            raise InfrastructureError(
+                f"[ami_release] terraform_plugin_dir = {configured} is not a folder",
+                fix="point it at a Terraform provider mirror (…/registry.terraform.io/hashicorp/aws/<version>/…) "
+                "or unset it to let terraform init download providers",
+            )
+        return path
+    for candidate in MIRROR_CANDIDATES:
+        path = Path(candidate).expanduser()
+        if (path / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+            return path
+    return None
+
+
+def hcl_quote(value: str) -> str:
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def override_file(endpoint_url: str) -> str:
+    """Provider settings for a custom AWS endpoint (merged into the module's provider block)."""
+    endpoints = "\n".join(f"    {svc} = {hcl_quote(endpoint_url)}" for svc in PROVIDER_ENDPOINT_SERVICES)
+    return (
+        "# Written by the release pipeline: the AWS connection names a custom endpoint.\n"
+        'provider "aws" {\n'
+        "  s3_use_path_style = true\n"
+        "  endpoints {\n"
+        f"{endpoints}\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+@dataclass(frozen=True)
+class Backend:
+    bucket: str
+    key: str
+    region: str
+    endpoint_url: str | None = None
+    kms_key_id: str | None = None
+
+    def init_args(self) -> list[str]:
+        cfg = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "region": self.region,
+            "encrypt": "true",
+            "use_lockfile": "true",
+        }
+        if self.kms_key_id:
+            cfg["kms_key_id"] = self.kms_key_id
+        if self.endpoint_url:
+            cfg["use_path_style"] = "true"
+            cfg["endpoints"] = f"{{s3={hcl_quote(self.endpoint_url)},sts={hcl_quote(self.endpoint_url)}}}"
+        return [f"-backend-config={k}={v}" for k, v in cfg.items()]
+
+    @property
+    def lock_key(self) -> str:
+        return f"{self.key}.tflock"
+
+
+@dataclass
+class Diagnostic:
+    severity: str
+    summary: str
+    detail: str = ""
+    where: str = ""  # file:line
+
+    def __str__(self) -> str:
+        text = f"{self.summary}" + (f" ({self.where})" if self.where else "")
+        return text + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class TerraformRun:
+    returncode: int
+    interrupted: bool
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    changes: list[ResourceChange] = field(default_factory=list)
+    summary: dict[str, int] | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    lock_id: str | None = None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def plan_summary(self) -> PlanSummary:
+        s = self.summary or {}
+        return PlanSummary(
+            add=int(s.get("add", 0)),
+            change=int(s.get("change", 0)),
+            destroy=int(s.get("remove", 0)),
+            changes=tuple(self.changes),
+        )
+
+
+def destroys(summary: PlanSummary, allowed_types: tuple[str, ...]) -> list[ResourceChange]:
+    """The changes that would destroy (or replace) a resource whose type is not allowed (pure)."""
+    return [c for c in summary.changes if c.action in _DESTROYING and c.resource_type not in allowed_types]
+
+
+class TerraformHook(BaseHook):
+    """Terraform on this worker (the task's toolchain queue guarantees it is installed)."""
+
+    hook_name = "Terraform"
+
+    def __init__(self, terraform_bin: str = "terraform", interrupt_grace: float = 60.0) -> None:
+        super().__init__()
+        self.terraform_bin = terraform_bin
+        self._tool = ToolProcess(interrupt_grace=interrupt_grace, death_grace=10.0)
+
+    # -- setup ------------------------------------------------------------------------------
+    def binary(self) -> str:
+        path = shutil.which(self.terraform_bin)
+        if not path:
+            raise InfrastructureError(
+                f"terraform binary '{self.terraform_bin}' not found on this worker",
+                fix="install Terraform >= 1.10 on the workers of this toolchain queue "
+                "(https://developer.hashicorp.com/terraform/install), or route the app to a queue that has it",
+            )
+        return path
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary(), "version", "-json"], capture_output=True, text=True, check=False)
+        try:
+            version = str(json.loads(out.stdout)["terraform_version"])
+        except (ValueError, KeyError):
+            raise InfrastructureError(
+                f"cannot read the Terraform version: {out.stderr.strip()[:200]}", fix="check the terraform binary"
+            ) from None
+        nums = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+        if nums < MIN_VERSION:
+            raise InfrastructureError(
+                f"Terraform {version} is too old: state locking in S3 (use_lockfile) needs 1.10 or newer",
+                fix="install Terraform >= 1.10 on this toolchain's workers",
+            )
+        return version
+
+    def prepare(self, module_dir: Path, workdir: Path, endpoint_url: str | None) -> Path:
+        """Copy the module into workdir/module and add the pipeline's files; return the folder."""
+        wd = workdir / "module"
+        shutil.copytree(module_dir, wd, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan"))
+        if endpoint_url:
+            (wd / OVERRIDE_FILE).write_text(override_file(endpoint_url))
+        mirror = plugin_dir()
+        cli = workdir / "terraform.tfrc"
+        if mirror is not None:
+            cli.write_text(
+                f"provider_installation {{\n  filesystem_mirror {{\n    path = {hcl_quote(str(mirror))}\n  }}\n}}\n"
+            )
+        else:
+            cli.write_text("# no provider mirror: providers are downloaded from their registries\n")
+        return wd
+
+    def environment(
+        self, workdir: Path, aws_env: Mapping[str, str], secrets: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_VAR_", "TF_CLI_ARGS", "AWS_"))}
+        env.update(aws_env)
+        env.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            TF_CLI_CONFIG_FILE=str(workdir / "terraform.tfrc"),
+            TF_DATA_DIR=str(workdir / "data"),
+        )
+        for name, value in (secrets or {}).items():
+            if "\x00" in value:
+                raise InfrastructureError(
+                    f"the Vault value for Terraform variable '{name}' contains a NUL character",
+                    fix="an environment variable cannot carry NUL; store the value without it (e.g. base64) in Vault",
+                )
+            env[f"TF_VAR_{name}"] = value  # a string variable from the environment is taken literally
+        return env
+
+    # -- commands -----------------------------------------------------------------------------
+    def run(
+        self,
+        args: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+    ) -> TerraformRun:
+        """Run one terraform command with -json output (when it has one), parsing its messages."""
+        result = TerraformRun(returncode=-1, interrupted=False)
+        cmd = [self.binary(), *args]
+        on_line(f"$ terraform {' '.join(args)}")
+        run = self._tool.run(
+            cmd, cwd=cwd, env=env, on_line=lambda line: self._handle(line, result, on_line), timeout=timeout
+        )
+        result.returncode, result.interrupted = run.returncode, run.interrupted
+        return result
+
+    def init(
+        self, cwd: Path, backend: Backend | None, env: Mapping[str, str], on_line: Callable[[str], None]
+    ) -> TerraformRun:
+        args = ["init", "-input=false", "-no-color"]
+        args += backend.init_args() if backend else ["-backend=false"]
+        return self.run(args, cwd=cwd, env=env, on_line=on_line, timeout=600)
+
+    def validate(self, cwd: Path, env: Mapping[str, str], on_line: Callable[[str], None]) -> TerraformRun:
+        """``validate -json`` prints one JSON document over many lines: collect it, then report."""
+        lines: list[str] = []
+        run = self.run(["validate", "-json", "-no-color"], cwd=cwd, env=env, on_line=lines.append, timeout=300)
+        if lines and lines[0].startswith("$ "):
+            on_line(lines[0])
+        try:
+            doc = json.loads("\n".join(line for line in lines if not line.startswith("$ ")))
+        except ValueError:
+            for line in lines[1:]:
+                on_line(line)
+            return run
+        for d in doc.get("diagnostics", []):
+            self._diagnostic(d, run, on_line)
+        if doc.get("valid"):
+            on_line("The module is valid.")
+        return run
+
+    def plan(
+        self,
+        cwd: Path,
+        var_file: Path,
+        env: Mapping[str, str],
+        on_line: Callable[[str], None],
+        *,
+        out: Path | None = None,
+        lock: bool = True,
+        lock_timeout: int = 300,
+    ) -> TerraformRun:
+        args = ["plan", "-json", "-input=false", f"-var-file={var_file}"]
+        args += [f"-lock-timeout={lock_timeout}s"] if lock else ["-lock=false"]
+        if out is not None:
+            args.append(f"-out={out}")
+        return self.run(args, cwd=cwd, env=env, on_line=on_line, timeout=1800)
+
+    def apply(self, cwd: Path, plan_file: Path, env: Mapping[str, str], on_line: Callable[[str], None]) -> TerraformRun:
+        return self.run(
+            ["apply", "-json", "-input=false", str(plan_file)], cwd=cwd, env=env, on_line=on_line, timeout=3600
+        )
+
+    def force_unlock(
+        self, cwd: Path, lock_id: str, env: Mapping[str, str], on_line: Callable[[str], None]
+    ) -> TerraformRun:
+        return self.run(["force-unlock", "-force", lock_id], cwd=cwd, env=env, on_line=on_line, timeout=120)
+
+    def interrupt(self) -> None:
+        """SIGINT Terraform (it stops cleanly and releases its state lock), SIGKILL if it hangs."""
+        self._tool.interrupt()
+
+    # -- output parsing ---------------------------------------------------------------------------
+    def _handle(self, line: str, result: TerraformRun, on_line: Callable[[str], None]) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            if line.strip():
+                on_line(line)
+            return
+        if not isinstance(msg, dict):
+            on_line(line)
+            return
+        if "valid" in msg and "diagnostics" in msg:  # validate -json: one document
+            for d in msg["diagnostics"]:
+                self._diagnostic(d, result, on_line)
+            return
+        kind = msg.get("type")
+        if kind == "diagnostic":
+            self._diagnostic(msg.get("diagnostic", {}), result, on_line)
+        elif kind == "planned_change":
+            change = msg.get("change", {})
+            res = change.get("resource", {})
+            rc = ResourceChange(
+                address=str(res.get("addr", "?")),
+                resource_type=str(res.get("resource_type", "?")),
+                action=str(change.get("action", "?")),
+            )
+            result.changes.append(rc)
+            on_line(f"  {_SYMBOL.get(rc.action, '?')} {rc.address} ({rc.action})")
+        elif kind == "change_summary":
+            result.summary = msg.get("changes", {})
+            on_line(str(msg.get("@message", "")))
+        elif kind == "outputs":
+            result.outputs = {
+                k: v.get("value") for k, v in (msg.get("outputs") or {}).items() if not v.get("sensitive")
+            }
+        elif kind in ("apply_complete", "apply_errored", "resource_drift", "refresh_complete") or kind == "version":
+            if kind != "refresh_complete":
+                on_line(str(msg.get("@message", "")))
+        elif kind in ("apply_start", "apply_progress", "refresh_start", "provision_start"):
+            return  # one line per resource is enough: apply_complete says it
+        elif msg.get("@message"):
+            on_line(str(msg["@message"]))
+
+    @staticmethod
+    def _diagnostic(d: dict[str, Any], result: TerraformRun, on_line: Callable[[str], None]) -> None:
+        if str(d.get("summary", "")).startswith(QUIET_WARNINGS) and d.get("severity") == "warning":
+            return
+        rng = d.get("range") or {}
+        where = f"{rng['filename']}:{rng.get('start', {}).get('line', '?')}" if rng.get("filename") else ""
+        diag = Diagnostic(
+            severity=str(d.get("severity", "error")),
+            summary=str(d.get("summary", "")),
+            detail=str(d.get("detail", "")).strip(),
+            where=where,
+        )
+        result.diagnostics.append(diag)
+        m = re.search(r"ID:\s+([0-9a-f-]{36})", diag.detail)
+        if m and "lock" in diag.summary.lower():
+            result.lock_id = m.group(1)
+        on_line(f"{diag.severity.upper()}: {diag}")
+
+
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "read": "<=", "noop": " ", "move": "->"}

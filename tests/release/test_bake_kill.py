@@ -1,0 +1,82 @@
+"""kill -9 of the bake task while Packer runs: no Packer process survives the task, and the
+retry removes everything the killed try left (builder, key pair, security group, var files)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from amirelease import bundle, catalog
+from amirelease.handoffs import BakeResult, ReleasePlan
+from amirelease.ledger import ledger_bucket
+from amirelease.operators.bake import BakeAmiOperator, key_pair_name
+from amirelease.operators.preflight import ReleasePreflightOperator
+from tests.release.conftest import clients, run_images, running_instances
+
+pytestmark = pytest.mark.e2e
+
+RUN_ID = "manual__kill-9-test"
+
+
+def _bake(plan: dict) -> None:
+    BakeAmiOperator(task_id="bake", plan=plan, region_name="us-east-1").execute({"run_id": RUN_ID})
+
+
+def _packer_processes(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"amirelease-packer-{pid}-" in line and "packer" in line]
+
+
+def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env):
+    sb = fleet_env
+    ec2, _, _ = clients(sb)
+    plan = ReleasePreflightOperator(
+        task_id="preflight", app="demo-web", version="8.8.8", region_name="us-east-1"
+    ).execute({"run_id": RUN_ID})
+    rp = ReleasePlan.from_xcom(plan)
+    store = bundle.BundleStore(sb.client("s3"), ledger_bucket())
+    store.put(rp.bundle.key, bundle.pack_app(catalog.get_app("demo-web")))  # what check_infrastructure stores
+    # Packer stops the builder before taking the image: hold that call back, so the task is
+    # killed while Packer waits, with its builder, key pair and security group in place.
+    sb.faults.delay("ec2:StopInstances", seconds=25, times=1)
+
+    task = multiprocessing.get_context("fork").Process(target=_bake, args=(plan,))
+    task.start()
+    deadline = time.monotonic() + 90
+    while sb.request_counts().get("ec2:StopInstances", 0) < 1:
+        assert task.is_alive() and time.monotonic() < deadline, "Packer never got to stopping its builder"
+        time.sleep(0.2)
+    assert _packer_processes(task.pid) and running_instances(sb, "ami-bake-builder")
+    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [rp.release_id]}])
+    assert groups["SecurityGroups"] and not groups["SecurityGroups"][0]["IpPermissions"]  # no port opened
+    os.kill(task.pid, signal.SIGKILL)
+    task.join(timeout=10)
+    deadline = time.monotonic() + 20
+    while _packer_processes(task.pid):
+        assert time.monotonic() < deadline, f"Packer outlived its task: {_packer_processes(task.pid)}"
+        time.sleep(0.2)
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"amirelease-packer-{task.pid}-*"))
+    assert leftovers, "the killed try's working folder is still there (nothing ran after the kill)"
+
+    result = BakeResult.from_xcom(
+        BakeAmiOperator(task_id="bake", plan=plan, region_name="us-east-1").execute({"run_id": RUN_ID})
+    )  # the retry
+    assert not result.reused and len(run_images(sb, RUN_ID)) == 1
+    assert running_instances(sb, "ami-bake-builder") == []
+    assert (
+        ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [rp.release_id]}])["SecurityGroups"]
+        == []
+    )
+    assert (
+        ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_pair_name(rp.release_id)]}])["KeyPairs"]
+        == []
+    )
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("packer_")]
+    assert not [p for p in leftovers if p.exists()], "the retry removes a dead task's var files"

@@ -1,0 +1,227 @@
+"""One release = code + infrastructure: the app's Terraform module, applied with real Terraform
+against the sandbox in every release."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from amirelease import bundle, catalog
+from amirelease.handoffs import BakeResult, InfrastructureResult, ReleasePlan
+from amirelease.ledger import ReleaseLock, ledger_bucket
+from amirelease.operators.infrastructure import ApplyInfrastructureOperator
+from amirelease.operators.preflight import ReleasePreflightOperator
+from tests.conftest import REPO
+from tests.release.conftest import (
+    clients,
+    group_images,
+    ledger_records,
+    load_dag,
+    mutations,
+    run_images,
+    task_states,
+)
+
+pytestmark = pytest.mark.e2e
+
+LEDGER = "ami-release-ledger-123456789012"
+STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"
+
+
+def _record(sb, dr):
+    return next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)
+
+
+def _failure(dr, task_id: str) -> str:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
+
+
+@pytest.fixture
+def include(tmp_path, monkeypatch):
+    """A copy of include/ the test may edit; the pipeline reads it (AMI_RELEASE_INCLUDE_DIR)."""
+    root = tmp_path / "include"
+    shutil.copytree(REPO / "include", root)
+    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(root))
+    return root
+
+
+def test_first_release_creates_the_fleet_and_the_next_changes_only_the_image(release_env):
+    sb = release_env
+    _, asg, _ = clients(sb)
+    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"] == []
+    release = load_dag("ami_release")
+    first = release.test(run_conf={"app": "demo-web", "version": "1.0.0"})
+    assert first.state == "success", task_states(first)
+    [plan1] = _record(sb, first)["infrastructure"]["applied"]
+    assert plan1["plan"]["add"] >= 8 and plan1["plan"]["destroy"] == 0  # the whole fleet
+    created = {c["resource_type"] for c in plan1["plan"]["changes"] if c["action"] == "create"}
+    assert {
+        "aws_launch_template",
+        "aws_autoscaling_group",
+        "aws_lb_target_group",
+        "aws_lb_listener_rule",
+        "aws_cloudwatch_metric_alarm",
+        "aws_security_group",
+        "aws_ssm_parameter",
+    } <= created
+    [ami1] = run_images(sb, first.run_id)
+    assert group_images(sb) == {ami1["ImageId"]}
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0]
+    assert len(group["Instances"]) == 3 and group["TargetGroupARNs"]  # desired capacity from the catalog
+
+    second = release.test(run_conf={"app": "demo-web", "version": "1.1.0"})
+    assert second.state == "success", task_states(second)
+    [plan2] = _record(sb, second)["infrastructure"]["applied"]
+    assert (plan2["plan"]["add"], plan2["plan"]["destroy"]) == (0, 0) and plan2["plan"]["change"] >= 1, plan2
+    [ami2] = run_images(sb, second.run_id)
+    assert group_images(sb) == {ami2["ImageId"]}  # the refresh replaced every instance
+    assert len(asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"]) == 1
+
+
+def test_a_module_change_ships_with_the_new_ami_in_one_release(fleet_env, include):
+    sb = fleet_env
+    entry = include / "apps" / "demo-web.yaml"
+    entry.write_text(entry.read_text().replace("    instance_type: t3.micro\n", "    instance_type: t3.small\n", 1))
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.0.0"})
+    assert dr.state == "success", task_states(dr)
+    ec2, _, _ = clients(sb)
+    [ami] = run_images(sb, dr.run_id)
+    latest = ec2.describe_launch_template_versions(LaunchTemplateName="demo-web", Versions=["$Latest"])[
+        "LaunchTemplateVersions"
+    ][0]["LaunchTemplateData"]
+    assert (latest["InstanceType"], latest["ImageId"]) == ("t3.small", ami["ImageId"])
+    assert group_images(sb) == {ami["ImageId"]}
+    _, asg, _ = clients(sb)
+    ids = [
+        i["InstanceId"]
+        for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0][
+            "Instances"
+        ]
+    ]
+    types = {i["InstanceType"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+    assert types == {"t3.small"}
+    [applied] = _record(sb, dr)["infrastructure"]["applied"]
+    assert {"address": "aws_launch_template.web", "resource_type": "aws_launch_template", "action": "update"} in (
+        applied["plan"]["changes"]
+    )
+
+
+def test_a_plan_that_would_destroy_the_group_is_refused_before_anything_changes(fleet_env, include):
+    sb = fleet_env
+    main = include / "terraform" / "demo-web" / "main.tf"
+    main.write_text(
+        main.read_text()
+        .replace('resource "aws_autoscaling_group" "web"', 'resource "aws_autoscaling_group" "app"')
+        .replace("aws_autoscaling_group.web.", "aws_autoscaling_group.app.")
+    )
+    (include / "terraform" / "demo-web" / "outputs.tf").write_text(
+        (include / "terraform" / "demo-web" / "outputs.tf")
+        .read_text()
+        .replace("aws_autoscaling_group.web", "aws_autoscaling_group.app")
+    )
+    before = group_images(sb)
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.1.0"})
+    states = task_states(dr)
+    assert dr.state == "failed" and states["check_infrastructure.packer-chef-linux"] == "failed", states
+    assert states["release_lock"] == states["bake.packer-chef-linux"] == "upstream_failed"
+    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert "would destroy 1 resource(s): aws_autoscaling_group.web (delete)" in msg, msg
+    assert "allow_destroy" in msg and "Fix:" in msg and "moved" in msg
+    assert mutations(sb) == {}, "a refused release changes nothing"
+    assert group_images(sb) == before and not [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
+
+
+def test_an_invalid_module_fails_the_check_with_terraform_s_file_and_line(fleet_env, include):
+    sb = fleet_env
+    main = include / "terraform" / "demo-web" / "main.tf"
+    text = main.read_text().replace("  image_id               = var.ami_id", "  imge_id                = var.ami_id")
+    main.write_text(text)
+    line = text.splitlines().index("  imge_id                = var.ami_id") + 1
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.2.0"})
+    assert dr.state == "failed" and task_states(dr)["check_infrastructure.packer-chef-linux"] == "failed"
+    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert "terraform validate failed" in msg and f"main.tf:{line}" in msg and "imge_id" in msg, msg
+    assert mutations(sb) == {}
+
+
+def _apply(plan: dict, bake: dict, ti: SimpleNamespace, started) -> dict:
+    op = ApplyInfrastructureOperator(
+        task_id="apply_infrastructure.packer-chef-linux", plan=plan, bake=bake, region_name="us-east-1", lock_timeout=5
+    )
+    return op.execute({"ti": ti, "dag_run": SimpleNamespace(start_date=started), "run_id": ti.run_id})
+
+
+def _terraform_processes(marker: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"amirelease-terraform-{marker}-" in line]
+
+
+def test_a_killed_apply_leaves_no_terraform_and_the_retry_converges(fleet_env):
+    sb = fleet_env
+    ti = SimpleNamespace(dag_id="ami_release", run_id="manual__kill-apply", try_number=1)
+    plan = ReleasePreflightOperator(
+        task_id="preflight", app="demo-web", version="9.9.9", region_name="us-east-1"
+    ).execute({"run_id": ti.run_id})
+    rp = ReleasePlan.from_xcom(plan)
+    bundle.BundleStore(sb.client("s3"), ledger_bucket()).put(
+        rp.bundle.key, bundle.pack_app(catalog.get_app("demo-web"))
+    )
+    assert ReleaseLock(sb.client("s3"), ledger_bucket(), "demo-web").try_acquire(
+        {"dag_id": ti.dag_id, "run_id": ti.run_id, "app": "demo-web", "acquired_at": "2000-01-01T00:00:00Z"}
+    )[0]
+    ami = sb.create_image("demo-web-9.9.9", tags={"App": "demo-web", "ReleaseId": rp.release_id})
+    bake = BakeResult(
+        release_id=rp.release_id, ami_id=ami, amis={"us-east-1": ami}, source_ami=rp.source_ami, reused=False
+    ).to_xcom()
+    # Terraform hangs in the middle of the apply (a slow AWS), holding the state lock, when the task dies
+    sb.faults.delay("ec2:CreateLaunchTemplateVersion", seconds=30, times=1)
+    task = multiprocessing.get_context("fork").Process(target=_apply, args=(plan, bake, ti, None))
+    task.start()
+    deadline = time.monotonic() + 120
+    while sb.request_counts().get("ec2:CreateLaunchTemplateVersion", 0) < 1:
+        assert task.is_alive() and time.monotonic() < deadline, "the apply never reached the launch template"
+        time.sleep(0.2)
+    assert _terraform_processes(task.pid)
+    os.kill(task.pid, signal.SIGKILL)  # kill -9 of the task process
+    task.join(timeout=10)
+    deadline = time.monotonic() + 30
+    while _terraform_processes(task.pid):
+        assert time.monotonic() < deadline, f"Terraform outlived its task: {_terraform_processes(task.pid)}"
+        time.sleep(0.5)
+    time.sleep(30)  # the held-back call lands after all, as a late AWS answer would
+
+    ti.try_number = 2  # the retry: releases the lock its earlier try left, re-plans and applies
+    result = InfrastructureResult.from_xcom(_apply(plan, bake, ti, None))
+    ec2, asg, s3 = clients(sb)
+    assert not [o for o in s3.list_objects_v2(Bucket=LEDGER).get("Contents", []) if o["Key"].endswith(".tflock")]
+    assert (
+        len(
+            ec2.describe_launch_templates(Filters=[{"Name": "launch-template-name", "Values": ["demo-web"]}])[
+                "LaunchTemplates"
+            ]
+        )
+        == 1
+    )
+    assert len(asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"]) == 1
+    latest = ec2.describe_launch_template_versions(LaunchTemplateName="demo-web", Versions=["$Latest"])[
+        "LaunchTemplateVersions"
+    ][0]
+    assert latest["LaunchTemplateData"]["ImageId"] == ami
+    assert result.regions[0].launch_template_version == latest["VersionNumber"]
+    ti.try_number = 3  # and the same inputs once more: "No changes"
+    again = InfrastructureResult.from_xcom(_apply(plan, bake, ti, None))
+    assert again.regions[0].plan.line() == "0 to add, 0 to change, 0 to destroy"
+    ReleaseLock(sb.client("s3"), ledger_bucket(), "demo-web").release(ti.dag_id, ti.run_id)
+    json.dumps(result.to_xcom())

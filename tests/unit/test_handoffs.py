@@ -1,0 +1,64 @@
+"""Typed hand-offs between tasks: exact round trips through XCom's JSON, strict on the way in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amirelease.handoffs import (
+    BakeResult,
+    HandoffError,
+    InfrastructureResult,
+    PlanSummary,
+    RefreshHandle,
+    RegionInfrastructure,
+    ReleasePlan,
+    ResourceChange,
+    from_xcom_list,
+)
+
+
+def test_plan_survives_xcom_json_exactly(release_plan):
+    plan = release_plan(git_ref="1.10", notes="0", re_release_of=None)
+    wire = json.loads(json.dumps(plan.to_xcom()))  # what XCom stores and gives back
+    back = ReleasePlan.from_xcom(wire)
+    assert back == plan
+    assert back.git_ref == "1.10" and isinstance(back.git_ref, str)  # strings stay strings
+    assert back.app_spec.targets[0].auto_scaling_group == "demo-web-asg"
+    assert back.network("us-east-1").subnet_ids == ("subnet-a", "subnet-b")
+
+
+def test_a_renamed_or_missing_key_is_a_clear_error(release_plan):
+    wire = release_plan().to_xcom()
+    wire["app_name"] = wire.pop("app")
+    with pytest.raises(HandoffError, match=r"ReleasePlan .* missing \['app'\] / unknown \['app_name'\]") as err:
+        ReleasePlan.from_xcom(wire)
+    assert "clear" in str(err.value)
+    with pytest.raises(HandoffError, match="expected a mapping"):
+        BakeResult.from_xcom("ami-123")
+
+
+def test_nested_records_round_trip():
+    summary = PlanSummary(
+        add=0,
+        change=2,
+        destroy=0,
+        changes=(ResourceChange("aws_launch_template.web", "aws_launch_template", "update"),),
+    )
+    infra = InfrastructureResult(
+        regions=(
+            RegionInfrastructure(
+                region="us-east-1",
+                state_key="k",
+                plan=summary,
+                launch_template_id="lt-1",
+                launch_template_version=3,
+                auto_scaling_groups=("demo-web-asg",),
+            ),
+        )
+    )
+    assert InfrastructureResult.from_xcom(json.loads(json.dumps(infra.to_xcom()))) == infra
+    handles = [RefreshHandle("us-east-1", "g", "r-1", "lt-1", 3, "ami-1", 60).to_xcom()]
+    assert from_xcom_list(RefreshHandle, handles)[0].launch_template_version == 3
+    assert from_xcom_list(RefreshHandle, None) == []
