@@ -11,6 +11,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
+from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.operators.rollback import ForensicHoldOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
@@ -24,6 +25,7 @@ with DAG(
     catchup=False,
     max_active_runs=16,
     tags=["ami", "rollback"],
+    access_control=RELEASE_MANAGERS_TRIGGER,  # who may trigger: plugins/amirelease/access.py
     default_args=DEFAULT_ARGS,
     params={
         "app": app_param(),
