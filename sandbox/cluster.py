@@ -35,6 +35,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -242,6 +243,7 @@ class Cluster:
     sandbox_env: dict[str, str] = field(default_factory=dict)
     venv: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    pg_root: Path | None = None
 
     # -- layout ------------------------------------------------------------------------------
     @property
@@ -289,7 +291,6 @@ class Cluster:
     def start(self) -> Cluster:
         t0 = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)  # the postgres user (when we are root) must reach its data dir
         self.logs.mkdir(parents=True, exist_ok=True)
         self.compose = load_compose()
         self.services = airflow_services(self.compose)
@@ -357,8 +358,12 @@ class Cluster:
 
     def _start_postgres(self) -> None:
         as_pg = self._as_postgres_user()
-        data, sock = self.root / "pg-data", self.root / "pg-sock"
-        pwfile = self.root / "pg-pw"
+        # Its own directory outside self.root: when we are root, PostgreSQL runs as 'postgres',
+        # which must reach its data dir (pytest's and mkdtemp's parents are private).
+        self.pg_root = Path(tempfile.mkdtemp(prefix="ami-cluster-pg-"))
+        self.pg_root.chmod(0o711)
+        data, sock = self.pg_root / "data", self.pg_root / "sock"
+        pwfile = self.pg_root / "pw"
         pwfile.write_text(self.keys["POSTGRES_PASSWORD"] + "\n")
         for d in (data, sock):
             d.mkdir(exist_ok=True)
@@ -613,7 +618,7 @@ class Cluster:
 
         for svc in self.services:
             if not self.procs[svc].alive():
-                raise RuntimeError(f"{svc} exited; see {self.log_of(svc)}")
+                raise RuntimeError(f"{svc} exited ({self.procs[svc].popen.returncode}); see {self.log_of(svc)}")
         self._wait("api-server health (scheduler, triggerer, dag processor)", healthy, timeout, proc="api-server")
         for svc in self.services:
             if "worker" in self.role_command(svc):
@@ -631,6 +636,8 @@ class Cluster:
             p = self.procs.get(name)
             if p:
                 p.stop(timeout=45 if "worker" in name else 20)
+        if self.pg_root:
+            shutil.rmtree(self.pg_root, ignore_errors=True)
 
     def listening(self) -> list[str]:
         return [f"{name}:{port}" for name, port in self.ports.items() if port_open(port)]
