@@ -18,7 +18,6 @@ import argparse
 import signal
 import sys
 import time
-
 from pathlib import Path
 
 from sandbox.runtime import STATE_DIR, SandboxRuntime
@@ -103,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--aws-port", type=int, default=5055, help="0: any free port (see env.sh)")
     up.add_argument("--state-dir", default=str(STATE_DIR), help="where env.sh, the pid and logs go")
     up.add_argument("--no-vault", dest="vault", action="store_false", help="AWS only, no OpenBao dev server")
-    up.add_argument("--checkpoint-delay-scale", type=float, default=1.0, help="scale instance-refresh checkpoint delays")
+    up.add_argument(
+        "--checkpoint-delay-scale", type=float, default=1.0, help="scale instance-refresh checkpoint delays"
+    )
     sub.add_parser("down", help="stop a running sandbox")
     demo = sub.add_parser("demo", help="run one release through Airflow against the sandbox")
     demo.add_argument("--app", default="demo-web")

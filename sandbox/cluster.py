@@ -170,11 +170,16 @@ class Proc:
             return True
         return True
 
+    signalled: bool = False
+
+    def signal(self) -> None:
+        if not self.signalled:
+            self.signalled = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, self.stop_signal)
+
     def stop(self, timeout: float = 30) -> None:
-        try:
-            os.killpg(self.popen.pid, self.stop_signal)
-        except ProcessLookupError:
-            pass
+        self.signal()
         deadline = time.monotonic() + timeout
         while self.group_alive():
             self.popen.poll()
@@ -316,8 +321,8 @@ class Cluster:
         self.say("== starting the Airflow roles: " + ", ".join(self.services))
         for svc in self.services:
             self._start_role(svc)
-        self._create_users()
         self._wait_roles()
+        self._create_users()
         self.timings["ready"] = time.monotonic() - t0
         self.say(f"   cluster ready in {self.timings['ready']:.0f}s")
         return self
@@ -469,7 +474,9 @@ class Cluster:
         argv = [str(venv / "bin" / argv[0]), *argv[1:]] if (venv / "bin" / argv[0]).exists() else argv
         res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=str(self.root))
         if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:4])} failed ({res.returncode}):\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(argv[:4])} failed ({res.returncode}):\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+            )
         return res.stdout if capture else ""
 
     def _base_env(self) -> dict[str, str]:
@@ -592,20 +599,22 @@ class Cluster:
         self._spawn(service, self.role_command(service), env=self.role_env(service))
 
     def _create_users(self) -> None:
-        env = self.role_env("airflow-init")
-        procs = []
+        """The release manager and the viewer, created by the admin through the FAB users API."""
+        admin = self.api("admin")
         for username, role in (("release-manager", "release-manager"), ("viewer", "Viewer")):
             user = User(username, secrets.token_urlsafe(12), role)
+            body = {
+                "username": username,
+                "password": user.password,
+                "first_name": username,
+                "last_name": "User",
+                "email": f"{username}@example.invalid",
+                "roles": [{"name": role}],
+            }
+            status, resp = admin.call("POST", "/auth/fab/v1/users", body)
+            if status not in (200, 201):
+                raise RuntimeError(f"creating user {username} ({role}) failed: {status} {resp}")
             self.users[username] = user
-            argv = ["airflow", "users", "create", "--role", role, "--username", username, "--password"]
-            argv += [user.password, "--firstname", username, "--lastname", "User", "--email", f"{username}@example.invalid"]
-            procs.append(
-                subprocess.Popen(argv, env=env, cwd=str(self.root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            )
-        for p in procs:
-            out = p.communicate(timeout=120)[0].decode()
-            if p.returncode != 0:
-                raise RuntimeError(f"airflow users create failed:\n{out[-2000:]}")
 
     def _wait_roles(self, timeout: float = 150) -> None:
         def healthy() -> bool:
@@ -631,11 +640,15 @@ class Cluster:
 
     # -- stop ------------------------------------------------------------------------------------
     def stop(self) -> None:
-        order = [*reversed(self.services), "vault", "sandbox", "redis", "postgres"]
-        for name in order + [n for n in self.procs if n not in order]:
-            p = self.procs.get(name)
-            if p:
-                p.stop(timeout=45 if "worker" in name else 20)
+        # the Airflow roles together (SIGTERM to each process group, then wait), then the servers
+        roles = [self.procs[s] for s in self.services if s in self.procs]
+        for p in roles:
+            p.signal()
+        for p in roles:
+            p.stop(timeout=45)
+        for name in ("vault", "sandbox", "redis", "postgres", *self.procs):
+            if name in self.procs:
+                self.procs[name].stop(timeout=20)
         if self.pg_root:
             shutil.rmtree(self.pg_root, ignore_errors=True)
 
@@ -663,7 +676,9 @@ class Api:
         self.token: str | None = None
 
     def login(self) -> str:
-        status, body = self.call("POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False)
+        status, body = self.call(
+            "POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False
+        )
         if status not in (200, 201):
             raise RuntimeError(f"login as {self.username} failed: {status} {body}")
         self.token = str(body["access_token"])

@@ -11,7 +11,10 @@ anonymous call gets 401; every process stops and no port stays open.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,9 +95,11 @@ def _log_text(body: Any) -> str:
     return str(content)
 
 
-def test_compose_shape_releases_rolls_back_and_enforces_roles(tmp_path):
+def test_compose_shape_releases_rolls_back_and_enforces_roles():
     t0 = time.monotonic()
-    cl = Cluster(root=tmp_path / "cluster", say=lambda *a: print(*a, flush=True))
+    # Not pytest's tmp_path: a concurrent pytest run on the machine may prune it while we run.
+    root = Path(tempfile.mkdtemp(prefix="ami-cluster-test-"))
+    cl = Cluster(root=root, say=lambda *a: print(*a, flush=True))
     try:
         cl.start()
         anonymous, admin = Api(cl.base, None, None), cl.api("admin")
@@ -152,7 +157,9 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles(tmp_path):
         assert f.wait("ami_rollback", rb) == "success", _failure_report(cl, admin, "ami_rollback", rb)
         run = admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}")
         assert run["triggering_user_name"] == "release-manager"
-        hold = admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/resolve_target/xcomEntries/return_value")
+        hold = admin.get(
+            f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/resolve_target/xcomEntries/return_value"
+        )
         assert "1.0.0" in str(hold["value"]), hold
 
         assert f.wait("ami_retention", ret, timeout=60) == "success", _failure_report(cl, admin, "ami_retention", ret)
@@ -183,9 +190,7 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles(tmp_path):
         seeded = VaultSandbox().secrets_file
         import yaml
 
-        secret_values = [
-            v for vals in yaml.safe_load(seeded.read_text())["secrets"].values() for v in vals.values()
-        ]
+        secret_values = [v for vals in yaml.safe_load(seeded.read_text())["secrets"].values() for v in vals.values()]
         read = 0
         for dag_id, run_id in (("ami_release", r1), ("ami_rollback", rb), ("ami_retention", ret)):
             for ti in _tis(admin, dag_id, run_id):
@@ -214,3 +219,4 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles(tmp_path):
     elapsed = time.monotonic() - t0
     print(f"cluster test wall time {elapsed:.0f}s; timings {cl.timings}")
     assert elapsed < BUDGET_SECONDS, f"the cluster test took {elapsed:.0f}s (budget {BUDGET_SECONDS}s)"
+    shutil.rmtree(root, ignore_errors=True)  # kept when anything above failed, for its logs
