@@ -646,7 +646,7 @@ class Cluster:
             p.signal()
         for p in roles:
             p.stop(timeout=45)
-        for name in ("vault", "sandbox", "redis", "postgres", *self.procs):
+        for name in ("vault", "sandbox", "postgres"):
             if name in self.procs:
                 self.procs[name].stop(timeout=20)
         if self.pg_root:
