@@ -89,6 +89,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         return 1
     print("== unsealed")
     client.token = root
+    wait_until_active(client)
     configure(client, args.prefix)
     print(f"== KV v2 at {KV_MOUNT}/, AppRole auth, policy {POLICY_NAME} (read {KV_MOUNT}/data/{args.prefix}/* only)")
     if args.seed:
@@ -98,6 +99,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME)["data"]["secret_id"]
     _print_connection(args, role_id, secret_id)
     return 0
+
+
+def wait_until_active(client: Any, timeout: float = 60.0) -> None:
+    """After unsealing, integrated storage elects its leader; requests fail until it has."""
+    import hvac.exceptions
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            leader = client.sys.read_leader_status()
+            if not leader.get("ha_enabled") or leader.get("is_self"):
+                client.sys.list_mounted_secrets_engines()
+                return
+        except (hvac.exceptions.VaultError, OSError) as exc:  # not active yet (requests' errors are OSErrors)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not become active in {timeout:.0f}s: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not become active in {timeout:.0f}s")
+        time.sleep(0.25)
 
 
 def configure(client: Any, prefix: str) -> None:
