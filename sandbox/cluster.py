@@ -79,6 +79,11 @@ def hostname():
 '''
 
 
+def _redact(text: str) -> str:
+    """The bootstrap's one-time unseal keys and root token never go into an error message or log."""
+    return re.sub(r"(?m)^(\s*(unseal key \d+|initial root token):).*$", r"\1 <redacted>", text)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -475,7 +480,7 @@ class Cluster:
         res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=str(self.root))
         if res.returncode != 0:
             raise RuntimeError(
-                f"{' '.join(argv[:4])} failed ({res.returncode}):\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+                f"{' '.join(argv[:4])} failed ({res.returncode}):\n{_redact(res.stdout[-3000:])}{res.stderr[-3000:]}"
             )
         return res.stdout if capture else ""
 
@@ -646,7 +651,7 @@ class Cluster:
             p.signal()
         for p in roles:
             p.stop(timeout=45)
-        for name in ("vault", "sandbox", "postgres"):
+        for name in ("vault", "sandbox", "redis", "postgres", *self.procs):
             if name in self.procs:
                 self.procs[name].stop(timeout=20)
         if self.pg_root:
