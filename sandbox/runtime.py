@@ -98,7 +98,8 @@ class SandboxRuntime:
             else "Vault        not started (--no-vault)",
             f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
             f"  vendor images {a.get('vendor_images')}",
-            f"  launch template {a.get('launch_template')}  group {a.get('asg_name')}  target group {str(a.get('target_group_arn', '')).rsplit(':', 1)[-1]}",
+            f"  launch template {a.get('launch_template')}  group {a.get('asg_name')}"
+            f"  target group {str(a.get('target_group_arn', '')).rsplit(':', 1)[-1]}",
             f"  alarms {a.get('alarm_names')}",
             f"  own aged AMIs: {len(a.get('aged_images', []))}",
         ]
