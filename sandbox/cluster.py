@@ -727,7 +727,7 @@ def run_cluster(api_port: int = 0) -> int:
         cl.start()
         print("\n" + cl.describe())
         print(
-            f"\nTrigger a release: log in as release-manager at {cl.base}, DAG ami_release, Trigger.\n"
+            f"\nTrigger a release: log in as release-manager at {cl.base}, DAG ami_release: unpause it, Trigger.\n"
             f"Stop: Ctrl-C here, or kill {os.getpid()}. Everything stops; nothing stays on a port."
         )
         while all(cl.procs[s].alive() for s in cl.services):
