@@ -1,6 +1,8 @@
 # One image for every Airflow role; the bake workers add the deployment toolchain.
 # Build:  docker build -t ami-release .            (base roles)
 #         docker build -t ami-release-bake --build-arg TOOLCHAIN=packer-chef .
+# Installs the runtime lock (requirements.txt) only: no moto, pytest, OpenBao CLI or linters
+# (those are in requirements-dev.txt, for development and the tests).
 FROM python:3.11-slim-bookworm
 
 ARG TOOLCHAIN=none
@@ -15,7 +17,10 @@ RUN pip install --no-cache-dir uv \
       apt-get update && apt-get install -y --no-install-recommends packer openssh-client ca-certificates \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
- && useradd --create-home --uid 50000 airflow
+ # uid 50000 owns AIRFLOW_HOME (its home directory) and the logs folder the logs volume mounts on
+ && useradd --uid 50000 --gid 0 --home-dir /opt/airflow --create-home --shell /bin/bash airflow \
+ && mkdir -p /opt/airflow/logs \
+ && chown -R 50000:0 /opt/airflow && chmod -R g+rwX /opt/airflow
 
 WORKDIR /opt/ami-release
 COPY requirements.txt .
@@ -23,4 +28,5 @@ RUN uv pip install --system --no-cache --compile-bytecode -r requirements.txt
 COPY dags ./dags
 COPY plugins ./plugins
 COPY include ./include
-USER airflow
+USER 50000
+WORKDIR /opt/airflow

@@ -5,15 +5,17 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced
 
-.PHONY: setup demo test sandbox up lock lint clean
+.PHONY: setup demo test sandbox up lock lint clean cluster
 
-setup: $(STAMP) packer-check
+# Two locks: requirements.txt is the runtime (what the image and every Airflow role install);
+# requirements-dev.txt adds the sandbox, tests and linters. .venv holds the dev lock.
+setup: $(STAMP) packer-check cluster-servers-check
 
-# Create the virtualenv with uv and install exactly the lock.
-$(STAMP): requirements.txt
+# Create the virtualenv with uv and install exactly the dev lock.
+$(STAMP): requirements-dev.txt requirements.txt
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
 	@test -x $(VPY) || uv venv --quiet --python 3.11 $(VENV) || $(PY) -m uv venv --quiet --python 3.11 $(VENV)
-	uv pip sync --quiet --python $(VPY) --compile-bytecode requirements.txt || $(PY) -m uv pip sync --quiet --python $(VPY) --compile-bytecode requirements.txt
+	uv pip sync --quiet --python $(VPY) --compile-bytecode requirements-dev.txt || $(PY) -m uv pip sync --quiet --python $(VPY) --compile-bytecode requirements-dev.txt
 	@touch $(STAMP)
 
 # Packer is Debian's package (1.6.6 runs our HCL2 templates); install it when missing.
@@ -27,6 +29,27 @@ packer-check:
 	  fi; }
 	@command -v packer >/dev/null 2>&1 || { echo "ERROR: packer not found. Install it (Debian/Ubuntu: 'apt-get install packer'; elsewhere: a packer binary >= 1.6 on PATH) and re-run."; exit 1; }
 .PHONY: packer-check
+
+# The cluster test (tests/deploy/test_cluster.py) and `make cluster` run real PostgreSQL and
+# Redis servers: install Debian's packages when their binaries are missing (services are not
+# started by the package; the test starts its own on free ports).
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) $(shell command -v pg_ctl 2>/dev/null))
+cluster-servers-check:
+	@missing=""; command -v redis-server >/dev/null 2>&1 || missing="redis-server"; \
+	test -n "$(PG_CTL)" || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages, sudo)"; \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  else \
+	    echo "ERROR: the cluster test needs$$missing. Install them as root (Debian/Ubuntu: 'apt-get install$$missing') and re-run."; exit 1; \
+	  fi; fi
+	@command -v redis-server >/dev/null 2>&1 || { echo "ERROR: redis-server not found after install; install Redis >= 6 and re-run."; exit 1; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { echo "ERROR: PostgreSQL server binaries (pg_ctl, initdb) not found; install PostgreSQL >= 13 and re-run."; exit 1; }
+.PHONY: cluster-servers-check
 
 test: setup
 	@$(VPY) -m pytest; rc=$$?; \
@@ -43,9 +66,15 @@ up: setup
 
 lock:
 	uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	uv pip compile --quiet --python-version 3.11 requirements-dev.in -c requirements.txt -o requirements-dev.txt
+
+# The multi-machine shape as processes on this machine (Postgres, Redis, OpenBao with TLS,
+# the sandbox AWS account, every Airflow role from docker-compose.yaml); Ctrl-C stops it.
+cluster: setup
+	$(VPY) -m sandbox cluster
 
 clean:
-	rm -rf .sandbox .airflow .airflow-test
+	rm -rf .sandbox .airflow .airflow-test .cluster
 
 # The release ledger of an app, against a running sandbox (make sandbox in another terminal).
 history: setup

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
+from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.catalog import VERSION_PATTERN
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
@@ -30,6 +31,7 @@ with DAG(
     catchup=False,
     max_active_runs=16,  # per-app serialisation is the release_lock task's job, not the DAG's
     tags=["ami", "release"],
+    access_control=RELEASE_MANAGERS_TRIGGER,  # who may trigger: plugins/amirelease/access.py
     default_args=DEFAULT_ARGS,
     params={
         "app": app_param(),

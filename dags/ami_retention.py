@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
+from amirelease.access import RELEASE_MANAGERS_READ
 from amirelease.operators.retention import AmiRetentionOperator
 
 POLICY_PATH = None  # None: include/policies/ami-retention.yaml next to the plugins
@@ -50,6 +51,7 @@ with DAG(
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],
+    access_control=RELEASE_MANAGERS_READ,  # who may trigger: plugins/amirelease/access.py
     default_args={"owner": "platform", "retries": 0},
     params={
         "dry_run": Param(

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
+from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.constants import TaskIds
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
@@ -31,6 +32,7 @@ with DAG(
     catchup=False,
     max_active_runs=16,
     tags=["ami", "rollback"],
+    access_control=RELEASE_MANAGERS_TRIGGER,  # who may trigger: plugins/amirelease/access.py
     default_args=DEFAULT_ARGS,
     params={
         "app": app_param(),

@@ -6,6 +6,8 @@
            creates its fleet with Terraform, the second rolls a new AMI out with an instance refresh)
            (airflow standalone: scheduler, triggerer, API server), print a summary, stop
   airflow  start the sandbox and `airflow standalone` wired to it; print the UI address and login
+  cluster  the docker-compose.yaml shape as processes (Postgres, Redis, OpenBao with TLS, every
+           Airflow role with CeleryExecutor and the FAB auth manager); print URLs and users
 
 Everything runs on 127.0.0.1. State (env file, logs, pid) lives in .sandbox/ and Airflow's
 home in .airflow/ at the repository root.
@@ -17,12 +19,19 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
-from sandbox.runtime import SandboxRuntime
+from sandbox.runtime import STATE_DIR, SandboxRuntime
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    rt = SandboxRuntime(refresh_batch_seconds=args.refresh_batch_seconds, aws_port=args.aws_port)
+    rt = SandboxRuntime(
+        refresh_batch_seconds=args.refresh_batch_seconds,
+        aws_port=args.aws_port,
+        state_dir=Path(args.state_dir),
+        with_vault=args.vault,
+        checkpoint_delay_scale=args.checkpoint_delay_scale,
+    )
     t0 = time.monotonic()
     rt.start()
     print(f"sandbox ready in {time.monotonic() - t0:.1f}s")
@@ -46,6 +55,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     return SandboxRuntime.stop_running()
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from sandbox.cluster import run_cluster
+
+    _sigterm_as_interrupt()
+    return run_cluster(api_port=args.api_port)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -85,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the sandbox and block")
     up.add_argument("--refresh-batch-seconds", type=float, default=3.0)
-    up.add_argument("--aws-port", type=int, default=5055)
+    up.add_argument("--aws-port", type=int, default=5055, help="0: any free port (see env.sh)")
+    up.add_argument("--state-dir", default=str(STATE_DIR), help="where env.sh, the pid and logs go")
+    up.add_argument("--no-vault", dest="vault", action="store_false", help="AWS only, no OpenBao dev server")
+    up.add_argument(
+        "--checkpoint-delay-scale", type=float, default=1.0, help="scale instance-refresh checkpoint delays"
+    )
     sub.add_parser("down", help="stop a running sandbox")
     demo = sub.add_parser("demo", help="run two releases through Airflow against the sandbox")
     demo.add_argument("--app", default="demo-web")
@@ -97,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     af = sub.add_parser("airflow", help="sandbox + airflow standalone")
     af.add_argument("--api-port", type=int, default=8080)
     af.add_argument("--refresh-batch-seconds", type=float, default=3.0)
+    cl = sub.add_parser("cluster", help="the docker-compose shape as processes: Postgres, Redis, OpenBao, every role")
+    cl.add_argument("--api-port", type=int, default=0, help="0: a free port")
     args = p.parse_args(argv)
-    return {"up": cmd_up, "down": cmd_down, "demo": cmd_demo, "airflow": cmd_airflow}[args.cmd](args)
+    cmds = {"up": cmd_up, "down": cmd_down, "demo": cmd_demo, "airflow": cmd_airflow, "cluster": cmd_cluster}
+    return cmds[args.cmd](args)
 
 
 if __name__ == "__main__":

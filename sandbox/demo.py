@@ -18,6 +18,11 @@ from pathlib import Path
 from sandbox.runtime import REPO, SandboxRuntime
 
 AIRFLOW_HOME = REPO / ".airflow"
+SIMPLE_AUTH_NOTICE = (
+    "== NOTE: this sandbox Airflow uses the SIMPLE auth manager (one 'admin' user, no roles, no\n"
+    "   DAG-level permissions): fine on your machine, not for production. The production shape\n"
+    "   (FAB auth manager; roles Admin, release-manager, Viewer) is docker-compose.yaml: `make cluster`."
+)
 
 
 def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
@@ -150,6 +155,7 @@ def sandbox_with_airflow(
         af.start()
         assert af.proc is not None and rt.vault is not None
         say(f"   processes: airflow standalone group {af.proc.pid}, openbao {rt.vault.pid}")
+        say(SIMPLE_AUTH_NOTICE)
         yield rt, af
     finally:
         af.stop()
@@ -291,3 +297,16 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
         failed = [t["task_id"] for t in tis if t["state"] == "failed"]
         print(f"   failed tasks   {failed}; task logs under {AIRFLOW_HOME.relative_to(REPO)}/logs/")
+
+
+def run_airflow(api_port: int, refresh_batch_seconds: float) -> int:
+    try:
+        with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
+            print(f"\nAirflow UI: {af.base}   login: admin / {af.password()}  (simple auth manager: sandbox only)")
+            print(f"AWS CLI against the sandbox: source {rt.env_file.relative_to(REPO)}")
+            print("Ctrl-C stops Airflow and the sandbox.")
+            while af.proc and af.proc.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    return 0

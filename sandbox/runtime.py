@@ -14,10 +14,19 @@ STATE_DIR = REPO / ".sandbox"
 
 
 class SandboxRuntime:
-    def __init__(self, refresh_batch_seconds: float = 3.0, aws_port: int = 0, state_dir: Path = STATE_DIR) -> None:
+    def __init__(
+        self,
+        refresh_batch_seconds: float = 3.0,
+        aws_port: int = 0,
+        state_dir: Path = STATE_DIR,
+        with_vault: bool = True,
+        checkpoint_delay_scale: float = 1.0,
+    ) -> None:
         self.refresh_batch_seconds = refresh_batch_seconds
         self.aws_port = aws_port
         self.state_dir = state_dir
+        self.with_vault = with_vault  # False: AWS only (the cluster brings its own Vault)
+        self.checkpoint_delay_scale = checkpoint_delay_scale
         self.env_file = state_dir / "env.sh"
         self.aws = None
         self.vault = None
@@ -26,10 +35,13 @@ class SandboxRuntime:
         from sandbox.aws import AwsSandbox
         from sandbox.vault import VaultSandbox
 
-        self.state_dir.mkdir(exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.aws = AwsSandbox(port=self.aws_port, refresh_batch_seconds=self.refresh_batch_seconds).start()
+        if self.checkpoint_delay_scale != 1.0:
+            self.aws.configure(checkpoint_delay_scale=self.checkpoint_delay_scale)
         try:
-            self.vault = VaultSandbox(log_path=self.state_dir / "openbao.log").start()
+            if self.with_vault:
+                self.vault = VaultSandbox(log_path=self.state_dir / "openbao.log").start()
         except BaseException:
             self.aws.stop()
             raise
@@ -55,18 +67,20 @@ class SandboxRuntime:
             "password": "testing",
             "extra": {"region_name": self.aws.region, "endpoint_url": self.aws.endpoint_url},
         }
-        return {
+        env = {
             "AWS_ENDPOINT_URL": self.aws.endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": self.aws.region,
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
-            "AIRFLOW_CONN_VAULT_DEFAULT": self.vault.connection_uri(),
             # The sandbox has no reachable hosts: build the template's no-communicator source.
             "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
             "AIRFLOW__AMI_RELEASE__LEDGER_BUCKET": "ami-release-ledger-123456789012",
             "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "3",
         }
+        if self.vault:
+            env["AIRFLOW_CONN_VAULT_DEFAULT"] = self.vault.connection_uri()
+        return env
 
     def _write_env(self) -> None:
         lines = [f"export {k}={_shell_quote(v)}" for k, v in self.env().items()]
@@ -79,7 +93,9 @@ class SandboxRuntime:
         a = self.aws.account
         lines = [
             f"AWS (moto)   {self.aws.endpoint_url}  account {self.aws.account_id}  region {self.aws.region}",
-            f"Vault (bao)  {self.vault.url}  AppRole 'ami-pipeline' (policy: read secret/ami-pipeline/*)",
+            f"Vault (bao)  {self.vault.url}  AppRole 'ami-pipeline' (policy: read secret/ami-pipeline/*)"
+            if self.vault
+            else "Vault        not started (--no-vault)",
             f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
             f"  vendor images {a.get('vendor_images')}",
             f"  shared load balancer {str(a.get('load_balancer_arn', '')).rsplit('/', 2)[-2:][0]} (apps add their rules)",
