@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 
 .PHONY: setup demo test sandbox up lock lint clean
 
-setup: $(STAMP) packer-check
+setup: $(STAMP) packer-check chromium-check
 
 # Create the virtualenv with uv and install exactly the lock.
 $(STAMP): requirements.txt
@@ -27,6 +27,20 @@ packer-check:
 	  fi; }
 	@command -v packer >/dev/null 2>&1 || { echo "ERROR: packer not found. Install it (Debian/Ubuntu: 'apt-get install packer'; elsewhere: a packer binary >= 1.6 on PATH) and re-run."; exit 1; }
 .PHONY: packer-check
+
+# Debian's chromium: the UI tests (tests/ui) drive it headless with Playwright; no browser download.
+CHROMIUM ?= /usr/bin/chromium
+chromium-check:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package, for the UI tests)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package, for the UI tests; sudo)"; \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; \
+	  fi; }
+	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) not found. Install Debian's chromium as root ('apt-get install chromium'; the UI tests drive it headless) and re-run, or set CHROMIUM=/path/to/chromium."; exit 1; }
+.PHONY: chromium-check
 
 test: setup
 	@$(VPY) -m pytest; rc=$$?; \
@@ -52,3 +66,4 @@ history: setup
 	@test -f .sandbox/env.sh || { echo "start the sandbox first: make sandbox"; exit 1; }
 	@. .sandbox/env.sh && PYTHONPATH=plugins $(VPY) -m amirelease.cli history $(APP)
 .PHONY: history
+
