@@ -67,3 +67,19 @@ history: setup
 	@. .sandbox/env.sh && PYTHONPATH=plugins $(VPY) -m amirelease.cli history $(APP)
 .PHONY: history
 
+# Lift the forensic hold on a release's AMI(s), recorded in the ledger with the reason:
+#   make release-hold APP=demo-web RELEASE=<release id> REASON="INC-123 closed, forensics done"
+# Against the sandbox when it runs (.sandbox/env.sh, or SANDBOX_ENV=<file>); otherwise against
+# the AWS account of the Airflow connection aws_default and [ami_release] ledger_bucket from
+# this shell's environment (AIRFLOW_CONN_AWS_DEFAULT, AIRFLOW__AMI_RELEASE__LEDGER_BUCKET).
+SANDBOX_ENV ?= .sandbox/env.sh
+release-hold: export HOLD_APP := $(value APP)
+release-hold: export HOLD_RELEASE := $(value RELEASE)
+release-hold: export HOLD_REASON := $(value REASON)
+release-hold: $(STAMP)
+	@if [ -z "$$HOLD_APP" ] || [ -z "$$HOLD_RELEASE" ] || [ -z "$$HOLD_REASON" ]; then \
+	  echo 'usage: make release-hold APP=demo-web RELEASE=<release id> REASON="INC-123 closed, forensics done"'; \
+	  echo '       (release ids: make history APP=demo-web, or the Releases page in Airflow)'; exit 2; fi
+	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; fi; \
+	  PYTHONPATH=plugins $(VPY) -m amirelease.cli release-hold "$$HOLD_APP" "$$HOLD_RELEASE" --reason "$$HOLD_REASON"
+.PHONY: release-hold
