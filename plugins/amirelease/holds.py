@@ -90,7 +90,7 @@ def _existing_tags(ec2: Any, ami: str) -> dict[str, str] | None:
         if exc.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
             return None
         raise
-    if not images:
+    if not images or images[0].get("State") == "deregistered":  # AWS lists a deregistered AMI for a while
         return None
     return {t["Key"]: t["Value"] for t in images[0].get("Tags") or []}
 

@@ -100,8 +100,13 @@ def test_the_page_reads_only_release_records_from_the_ledger_prefix(writer: Stor
     old = held_release(w)
     w.s3.put_object(Bucket=LEDGER_BUCKET, Key=f"releases/{APP}/{old.release_id}/bundle.tar.gz", Body=b"\x1f\x8b")
     w.s3.put_object(Bucket=LEDGER_BUCKET, Key=f"releases/{APP}-other/x.json", Body=b"{}")
-    records = read_history(w.s3, LEDGER_BUCKET, APP)
+    w.s3.put_object(Bucket=LEDGER_BUCKET, Key=f"releases/{APP}/broken.json", Body=b"{not json")
+    problems: list[str] = []
+    records = read_history(w.s3, LEDGER_BUCKET, APP, problems)
     assert [r["version"] for r in records] == ["1.0.0", "1.1.0"]
+    assert problems == [
+        f"Ledger record s3://{LEDGER_BUCKET}/releases/{APP}/broken.json is not a JSON object; it is left out"
+    ]
 
 
 # -- pure parts of the page ------------------------------------------------------------------------
@@ -139,6 +144,7 @@ def test_retention_from_tags_says_when_an_unused_ami_becomes_eligible() -> None:
 
 def test_durations_and_times_read_as_a_person_says_them() -> None:
     assert present.duration("2026-11-26T10:00:00Z", "2026-11-26T10:17:05Z") == "17 min 5 s"
+    assert present.duration("2026-11-26T10:00:00Z", "2026-11-26T10:17:00Z") == "17 min"
     assert present.duration("2026-11-26T10:00:00Z", "2026-11-26T12:05:00Z") == "2 h 5 min"
     assert present.duration("2026-11-26T10:00:00Z", None) == ""
     assert present.when("2026-11-23T12:00:00Z", NOW) == "2026-11-23 12:00 UTC (3 days ago)"

@@ -90,9 +90,10 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
-def read_history(s3: Any, bucket: str, app: str) -> list[dict[str, Any]]:
+def read_history(s3: Any, bucket: str, app: str, problems: list[str] | None = None) -> list[dict[str, Any]]:
     """The app's ledger records, oldest first. Only releases/<app>/<release_id>.json: other
-    objects under the prefix (release bundles) are not records."""
+    objects under the prefix (release bundles) are not records. A record that is not JSON is
+    left out and named in ``problems``."""
     prefix = f"releases/{app}/"
     out = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -100,9 +101,15 @@ def read_history(s3: Any, bucket: str, app: str) -> list[dict[str, Any]]:
             rest = obj["Key"][len(prefix) :]
             if "/" in rest or not rest.endswith(".json"):
                 continue
-            record = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            try:
+                record = json.loads(body)
+            except ValueError:
+                record = None
             if isinstance(record, dict):
                 out.append(record)
+            elif problems is not None:
+                problems.append(f"Ledger record s3://{bucket}/{obj['Key']} is not a JSON object; it is left out")
     return sorted(out, key=lambda r: r.get("started_at") or r.get("finished_at") or "")
 
 
@@ -212,7 +219,9 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
     s3 = S3Hook(aws_conn_id=aws_conn_id).conn if bucket else None
     if s3 is not None:
         history = reader.attempt(
-            f"the release ledger (s3://{bucket}/releases/{app.name}/)", partial(read_history, s3, bucket, app.name), []
+            f"the release ledger (s3://{bucket}/releases/{app.name}/)",
+            partial(read_history, s3, bucket, app.name, reader.problems),
+            [],
         )
 
     groups = []

@@ -81,7 +81,7 @@ def duration(start: Any, end: Any) -> str:
     if s < 60:
         return f"{s} s"
     if s < 3600:
-        return f"{s // 60} min {s % 60} s"
+        return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
     return f"{s // 3600} h {(s % 3600) // 60} min"
 
 
