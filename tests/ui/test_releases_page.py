@@ -293,7 +293,12 @@ def test_lifting_a_hold_from_the_page_records_it_and_shows_it(
 
     reason.fill("INC-4711 closed: forensics done, the AMI may go")
     row.get_by_role("button", name="Lift hold").click()
-    page.get_by_text(f"Hold lifted on release {held.release_id}").wait_for()
+    banner = page.get_by_role("status")
+    banner.wait_for()
+    assert banner.inner_text().startswith(f"1.3.1 ({held.release_id}): hold lifted ")
+    assert "by admin: INC-4711 closed: forensics done, the AMI may go. Recorded in the release ledger." in (
+        banner.inner_text()
+    )
     page.screenshot(path=str(artifacts / "04-hold-lifted.png"), full_page=True)
 
     row = page.locator(f"#holds tr[data-ami='{held.ami}']")

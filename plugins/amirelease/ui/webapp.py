@@ -141,7 +141,7 @@ def _error_page(request: Request, status_code: int, message: str) -> HTMLRespons
 
 
 def _app_page(
-    request: Request, app_name: str, user: Any, *, message: str = "", error: str = "", status_code: int = 200
+    request: Request, app_name: str, user: Any, *, lifted: str = "", error: str = "", status_code: int = 200
 ) -> HTMLResponse:
     from amirelease.ui import present
     from amirelease.ui.collect import read_app
@@ -149,6 +149,12 @@ def _app_page(
     here, airflow_root = _roots(request)
     apps = catalog.app_names()
     snap = read_app(app_name)
+    message = ""
+    if lifted:  # after a lift: say what the ledger now says (not what the URL says)
+        record = next((r for r in snap.history if r.get("release_id") == lifted), None)
+        text, state = present.hold_text((record or {}).get("forensic_hold"), snap.read_at)
+        if record and state == "lifted":
+            message = f"{record.get('version')} ({lifted}): {text}. Recorded in the release ledger."
     return _render(
         "releases.html",
         status_code=status_code,
@@ -215,11 +221,7 @@ def create_app() -> FastAPI:
 
     @app.get("/apps/{app_name}", response_class=HTMLResponse)
     def app_page(request: Request, app_name: str, user: ReaderDep, lifted: str = "") -> Response:
-        name = _known_app(app_name)
-        message = ""
-        if lifted:
-            message = f"Hold lifted on release {lifted}. It is recorded in the ledger; see the tables below."
-        return _app_page(request, name, user, message=message)
+        return _app_page(request, _known_app(app_name), user, lifted=lifted)
 
     @app.post("/apps/{app_name}/holds/{release_id}/lift", response_class=HTMLResponse)
     async def lift(request: Request, app_name: str, release_id: str, user: UserDep) -> Response:
