@@ -305,6 +305,7 @@ def test_lifting_a_hold_from_the_page_records_it_and_shows_it(
     text = row.inner_text()
     assert "hold lifted" in text and "by admin: INC-4711 closed: forensics done, the AMI may go" in text
     assert row.get_by_role("button", name="Lift hold").count() == 0
+    assert "kept: held" not in text and "too young (1.0 days)" in text  # the report predates the lift
     timeline = row_text(page, "timeline", "release", held.release_id)
     assert "lifted" in timeline and "by admin" in timeline
 

@@ -507,6 +507,9 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
         report_row = reports.get((region, ami))
         if report_row:
             row, report = report_row
+            if not hold_tagged and any(str(p).startswith("held") for p in row.get("protections") or []):
+                # the hold was lifted after the report: it no longer keeps the AMI
+                row = {**row, "protections": [p for p in row["protections"] if not str(p).startswith("held")]}
             retention, cls, eligible = _retention_from_report(row, report, now)
             warnings = [str(w) for w in row.get("warnings") or []] or warnings
             source = f"retention report of {when(report.get('now') or report.get('wall_clock'), now)}"
