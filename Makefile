@@ -80,6 +80,7 @@ release-hold: $(STAMP)
 	@if [ -z "$$HOLD_APP" ] || [ -z "$$HOLD_RELEASE" ] || [ -z "$$HOLD_REASON" ]; then \
 	  echo 'usage: make release-hold APP=demo-web RELEASE=<release id> REASON="INC-123 closed, forensics done"'; \
 	  echo '       (release ids: make history APP=demo-web, or the Releases page in Airflow)'; exit 2; fi
-	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; fi; \
+	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; \
+	  else echo "(no sandbox running: using aws_default and ledger_bucket from this shell's environment)"; fi; \
 	  PYTHONPATH=plugins $(VPY) -m amirelease.cli release-hold "$$HOLD_APP" "$$HOLD_RELEASE" --reason "$$HOLD_REASON"
 .PHONY: release-hold

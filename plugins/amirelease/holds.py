@@ -79,7 +79,8 @@ def _ec2(aws_conn_id: str | None, region: str) -> Any:
 def _ledger(aws_conn_id: str | None) -> Ledger:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return Ledger(S3Hook(aws_conn_id=aws_conn_id).conn, ledger_bucket())
+    bucket = ledger_bucket()  # a missing setting is said before any AWS call
+    return Ledger(S3Hook(aws_conn_id=aws_conn_id).conn, bucket)
 
 
 def _existing_tags(ec2: Any, ami: str) -> dict[str, str] | None:
