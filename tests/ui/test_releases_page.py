@@ -213,12 +213,12 @@ def test_holds_and_retention_per_ami(admin: Any, api_server: ApiServer, story: S
     held = page.locator(f"#holds tr[data-ami='{story['1.3.1'].ami}']")
     text = held.inner_text()
     assert background(held.locator(".hold .status")) == AMBER
-    assert "held since" in text and "INC-4711 5xx after 1.3.1" in text
+    assert "held since" in text and "by erin's rollback: INC-4711 5xx after 1.3.1" in text
     assert held.get_by_role("button", name="Lift hold").is_visible()
     assert "from retention report of" in text and "kept: held: ForensicHold" in text
 
     old_held = row_text(page, "holds", "ami", story["1.1.0"].ami)
-    assert "held since" in old_held and "(79 days ago)" in old_held and "INC-1001 memory leak" in old_held
+    assert "held since" in old_held and "(79 days ago) by carol's rollback: INC-1001 memory leak" in old_held
 
     marked = page.locator(f"#holds tr[data-ami='{story['1.0.0'].ami}']")
     assert f"marked: deregister on {due} (unused for 100 days)" in marked.inner_text()

@@ -307,8 +307,17 @@ class TimelineRow:
     infrastructure: str
 
 
-def hold_text(hold: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
-    """('held since … by run …: reason', 'held') or ('hold lifted … by …: reason', 'lifted') or ('', '')."""
+def hold_placer(hold: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
+    """Who placed a hold: "erin's rollback" (the rollback run's ledger record), else ''."""
+    if not hold or not hold.get("by_run"):
+        return ""
+    run = next((r for r in history if r.get("pipeline_run") == hold["by_run"]), None)
+    by = (run or {}).get("triggered_by")
+    return f"{by}'s rollback" if by else f"rollback run {hold['by_run']}"
+
+
+def hold_text(hold: dict[str, Any] | None, now: datetime, placed_by: str = "") -> tuple[str, str]:
+    """('held since … by …: reason', 'held') or ('hold lifted … by …: reason', 'lifted') or ('', '')."""
     if not hold:
         return "", ""
     if hold.get("released_at"):
@@ -317,6 +326,8 @@ def hold_text(hold: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
             text += f": {hold['release_reason']}"
         return text, "lifted"
     text = f"held since {when(hold.get('placed_at'), now)}"
+    if placed_by:
+        text += f" by {placed_by}"
     if hold.get("reason"):
         text += f": {hold['reason']}"
     return text, "held"
@@ -342,7 +353,7 @@ def timeline(snap: AppSnapshot, root: str) -> list[TimelineRow]:
         if plan:
             infra = f"Terraform: {plan.get('add', 0)} to add, {plan.get('change', 0)} to change, "
             infra += f"{plan.get('destroy', 0)} to destroy"
-        held, held_class = hold_text(r.get("forensic_hold"), now)
+        held, held_class = hold_text(r.get("forensic_hold"), now, hold_placer(r.get("forensic_hold"), snap.history))
         rows.append(
             TimelineRow(
                 started=when(r.get("started_at"), now),
@@ -491,7 +502,8 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
         hold_tagged = HOLD_TAG in tags or HOLD_REASON_TAG in tags
         ledger_hold = (record or {}).get("forensic_hold") or None
         if hold_tagged:
-            text, _ = hold_text(ledger_hold if ledger_hold and not ledger_hold.get("released_at") else None, now)
+            current = ledger_hold if ledger_hold and not ledger_hold.get("released_at") else None
+            text, _ = hold_text(current, now, hold_placer(current, snap.history))
             if not text:
                 text = f"held ({tags.get(HOLD_TAG, '')})"
                 if tags.get(HOLD_REASON_TAG):
