@@ -9,7 +9,7 @@ STAMP := $(VENV)/.synced
 
 # Two locks: requirements.txt is the runtime (what the image and every Airflow role install);
 # requirements-dev.txt adds the sandbox, tests and linters. .venv holds the dev lock.
-setup: $(STAMP) packer-check cluster-servers-check
+setup: $(STAMP) packer-check terraform-check cluster-servers-check chromium-check
 
 # Create the virtualenv with uv and install exactly the dev lock.
 $(STAMP): requirements-dev.txt requirements.txt
@@ -51,6 +51,20 @@ cluster-servers-check:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { echo "ERROR: PostgreSQL server binaries (pg_ctl, initdb) not found; install PostgreSQL >= 13 and re-run."; exit 1; }
 .PHONY: cluster-servers-check
 
+# Debian's chromium: the UI tests (tests/ui) drive it headless with Playwright; no browser download.
+CHROMIUM ?= /usr/bin/chromium
+chromium-check:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package, for the UI tests)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package, for the UI tests; sudo)"; \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; \
+	  fi; }
+	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) not found. Install Debian's chromium as root ('apt-get install chromium'; the UI tests drive it headless) and re-run, or set CHROMIUM=/path/to/chromium."; exit 1; }
+.PHONY: chromium-check
+
 test: setup
 	@$(VPY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
@@ -81,3 +95,21 @@ history: setup
 	@test -f .sandbox/env.sh || { echo "start the sandbox first: make sandbox"; exit 1; }
 	@. .sandbox/env.sh && PYTHONPATH=plugins $(VPY) -m amirelease.cli history $(APP)
 .PHONY: history
+
+# Lift the forensic hold on a release's AMI(s), recorded in the ledger with the reason:
+#   make release-hold APP=demo-web RELEASE=<release id> REASON="INC-123 closed, forensics done"
+# Against the sandbox when it runs (.sandbox/env.sh, or SANDBOX_ENV=<file>); otherwise against
+# the AWS account of the Airflow connection aws_default and [ami_release] ledger_bucket from
+# this shell's environment (AIRFLOW_CONN_AWS_DEFAULT, AIRFLOW__AMI_RELEASE__LEDGER_BUCKET).
+SANDBOX_ENV ?= .sandbox/env.sh
+release-hold: export HOLD_APP := $(value APP)
+release-hold: export HOLD_RELEASE := $(value RELEASE)
+release-hold: export HOLD_REASON := $(value REASON)
+release-hold: $(STAMP)
+	@if [ -z "$$HOLD_APP" ] || [ -z "$$HOLD_RELEASE" ] || [ -z "$$HOLD_REASON" ]; then \
+	  echo 'usage: make release-hold APP=demo-web RELEASE=<release id> REASON="INC-123 closed, forensics done"'; \
+	  echo '       (release ids: make history APP=demo-web, or the Releases page in Airflow)'; exit 2; fi
+	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; \
+	  else echo "(no sandbox running: using aws_default and ledger_bucket from this shell's environment)"; fi; \
+	  PYTHONPATH=plugins $(VPY) -m amirelease.cli release-hold "$$HOLD_APP" "$$HOLD_RELEASE" --reason "$$HOLD_REASON"
+.PHONY: release-hold

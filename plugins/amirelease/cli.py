@@ -10,19 +10,31 @@ and [ami_release] ledger_bucket. `make history APP=demo-web` runs it against the
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+from typing import Any
 
 from amirelease.aws import AwsClients
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
-from amirelease.ledger import Ledger, ledger_bucket, utcnow
+from amirelease.errors import ReleaseError
+from amirelease.holds import lift_hold
+from amirelease.ledger import Ledger, ledger_bucket
 
 
 def _ledger(conn_id: str) -> Ledger:
     return Ledger(AwsClients(aws_conn_id=conn_id).s3(), ledger_bucket())
 
 
-def format_history(records: list[dict]) -> str:
+def _shell_user() -> str:
+    """Who lifts a hold from a shell, as the ledger records it."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{name} (command line)"
+
+
+def format_history(records: list[dict[str, Any]]) -> str:
     """A table, oldest first (pure)."""
     head = ("started", "version", "release id", "kind", "outcome", "AMI", "hold", "reason / failure")
     rows = [head]
@@ -44,7 +56,7 @@ def format_history(records: list[dict]) -> str:
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("history", help="an app's releases and rollbacks, oldest first")
     h.add_argument("app")
     h.add_argument("--json", action="store_true")
-    rh = sub.add_parser("release-hold", help="release the forensic hold on a release's AMI(s)")
+    rh = sub.add_parser(
+        "release-hold", help="lift the forensic hold on a release's AMI(s); recorded in the ledger with the reason"
+    )
     rh.add_argument("app")
     rh.add_argument("release_id")
     rh.add_argument("--reason", required=True)
     args = p.parse_args(argv)
-    ledger = _ledger(args.aws_conn_id)
     if args.cmd == "history":
+        ledger = _ledger(args.aws_conn_id)
         records = ledger.history(args.app)
         print(
             json.dumps(records, indent=2)
@@ -72,17 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             else f"no releases of {args.app} in the ledger"
         )
         return 0
-    record = ledger.get(args.app, args.release_id)
-    if record is None:
-        print(f"no ledger record {args.release_id} for {args.app}", file=sys.stderr)
+    try:
+        lifted = lift_hold(
+            app=args.app, release_id=args.release_id, reason=args.reason, by=_shell_user(), aws_conn_id=args.aws_conn_id
+        )
+    except ReleaseError as exc:
+        print(f"hold not lifted: {exc}", file=sys.stderr)
         return 2
-    for region, ami in (record.get("amis") or {}).items():
-        ec2 = AwsClients(aws_conn_id=args.aws_conn_id).ec2(region)
-        ec2.delete_tags(Resources=[ami], Tags=[{"Key": HOLD_TAG}, {"Key": HOLD_REASON_TAG}])
-        print(f"hold released on {ami} ({region}); the retention policy applies to it again")
-    hold = dict(record.get("forensic_hold") or {})
-    hold.update(released_at=utcnow(), release_reason=args.reason)
-    ledger.update(args.app, args.release_id, forensic_hold=hold)
+    for region, ami in sorted(lifted.gone.items()):
+        print(f"{ami} ({region}) no longer exists; nothing to untag there")
+    print(lifted.summary())
     return 0
 
 

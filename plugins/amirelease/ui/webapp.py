@@ -1,0 +1,257 @@
+"""The Releases page: a FastAPI app that Airflow's API server mounts (see releases_plugin.py).
+
+Authentication and permissions are Airflow's own. A FastAPI app from a plugin is mounted
+as it is: Airflow does not protect it. Each route therefore depends on Airflow's
+``get_user`` (airflow.api_fastapi.core_api.security), which accepts the JWT of the UI's
+session cookie (``_token``, set at login) or an ``Authorization: Bearer`` token, and then asks
+the configured auth manager:
+
+- to see the page: may the user read the DAG runs of ``ami_release``;
+- to lift a hold: may the user trigger ``ami_rollback`` (create a DAG run), the same check
+  Airflow makes for the trigger button. Viewers see the holds but get 403 on a lift.
+
+A browser without a valid session is sent to Airflow's login page; other clients get 401.
+Every page request is read-only in AWS; the only write is lifting a hold (amirelease.holds).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
+
+from amirelease import catalog
+from amirelease.errors import ConfigError, ReleaseError
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/releases"
+RELEASE_DAG = "ami_release"
+ROLLBACK_DAG = "ami_rollback"
+TEMPLATES = Path(__file__).with_name("templates")
+RETENTION_LABELS = {
+    "kept": "kept",
+    "marked": "marked",
+    "eligible": "eligible",
+    "young": "too young",
+    "gone": "deregistered",
+}
+
+_env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+# -- who may do what (the auth manager decides) ------------------------------------------------
+def _dag_details(dag_id: str) -> Any:
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.configuration import conf
+
+    team = None
+    if conf.getboolean("core", "multi_team", fallback=False):
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(dag_id)
+    return DagDetails(id=dag_id, team_name=team)
+
+
+def _is_authorized_dag_run(user: Any, method: str, dag_id: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+
+    return bool(
+        get_auth_manager().is_authorized_dag(
+            method=method,  # type: ignore[arg-type]
+            access_entity=DagAccessEntity.RUN,
+            details=_dag_details(dag_id),
+            user=user,
+        )
+    )
+
+
+def may_read(user: Any) -> bool:
+    """May see the Releases page: may read ami_release's DAG runs."""
+    return _is_authorized_dag_run(user, "GET", RELEASE_DAG)
+
+
+def may_lift_holds(user: Any) -> bool:
+    """May lift a forensic hold: may trigger ami_rollback (POST a DAG run), as for its trigger form."""
+    return _is_authorized_dag_run(user, "POST", ROLLBACK_DAG)
+
+
+async def _user(request: Request) -> Any:
+    """Airflow's own authentication (cookie or bearer token); 401 without one."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" else None
+    return await get_user(request, None, bearer)
+
+
+UserDep = Annotated[Any, Depends(_user)]
+
+
+def _reader(user: UserDep) -> Any:
+    if not may_read(user):
+        raise HTTPException(
+            403,
+            "You may not see the Releases page: it needs permission to read the runs of ami_release. "
+            "Ask an Airflow admin for it.",
+        )
+    return user
+
+
+ReaderDep = Annotated[Any, Depends(_reader)]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _roots(request: Request) -> tuple[str, str]:
+    """(this app's URL path, Airflow's URL path): links work under any [api] base_url."""
+    here = str(request.scope.get("root_path") or URL_PREFIX).rstrip("/")
+    airflow_root = here[: -len(URL_PREFIX)] if here.endswith(URL_PREFIX) else ""
+    return here, airflow_root
+
+
+def _render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(name).render(**context), status_code=status_code)
+
+
+def _error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    here, airflow_root = _roots(request)
+    titles = {400: "Not done", 401: "Please log in", 403: "Not allowed", 404: "Not found"}
+    return _render(
+        "error.html",
+        status_code=status_code,
+        title=titles.get(status_code, "Something went wrong"),
+        message=message,
+        here=here,
+        airflow_root=airflow_root,
+    )
+
+
+def _app_page(
+    request: Request, app_name: str, user: Any, *, lifted: str = "", error: str = "", status_code: int = 200
+) -> HTMLResponse:
+    from amirelease.ui import present
+    from amirelease.ui.collect import read_app
+
+    here, airflow_root = _roots(request)
+    apps = catalog.app_names()
+    snap = read_app(app_name)
+    message = ""
+    if lifted:  # after a lift: say what the ledger now says (not what the URL says)
+        record = next((r for r in snap.history if r.get("release_id") == lifted), None)
+        text, state = present.hold_text((record or {}).get("forensic_hold"), snap.read_at)
+        if record and state == "lifted":
+            message = f"{record.get('version')} ({lifted}): {text}. Recorded in the release ledger."
+    return _render(
+        "releases.html",
+        status_code=status_code,
+        here=here,
+        airflow_root=airflow_root,
+        apps=apps,
+        app=snap.app,
+        snap=snap,
+        read_at=present.when(snap.read_at, snap.read_at),
+        live=present.live_groups(snap, airflow_root),
+        timeline=present.timeline(snap, airflow_root),
+        amis=present.ami_rows(snap),
+        preview=present.rollback_preview(snap, airflow_root),
+        reports={
+            r: present.when(rep.get("now") or rep.get("wall_clock"), snap.read_at) for r, rep in snap.reports.items()
+        },
+        may_lift=may_lift_holds(user),
+        user_name=user.get_name() if hasattr(user, "get_name") else "",
+        message=message,
+        error=error,
+        lift_href=lambda rid: f"{here}/apps/{quote(snap.app, safe='')}/holds/{quote(rid, safe='')}/lift",
+        min_reason=_min_reason(),
+        retention_labels=RETENTION_LABELS,
+    )
+
+
+def _min_reason() -> int:
+    from amirelease.holds import MIN_REASON_CHARS
+
+    return MIN_REASON_CHARS
+
+
+def _known_app(app: str) -> str:
+    try:
+        return catalog.get_app(app).name
+    except ConfigError:
+        raise HTTPException(404, f"There is no app '{app}' in the catalog (include/apps/).") from None
+
+
+# -- the app -------------------------------------------------------------------------------------
+def create_app() -> FastAPI:
+    app = FastAPI(title="Releases", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        no_session = exc.status_code == 401 or exc.detail == "Invalid JWT token"
+        if no_session and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            from airflow.api_fastapi.app import get_auth_manager
+
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=target), status_code=303)
+        message = exc.detail if isinstance(exc.detail, str) else "Request refused."
+        if no_session:
+            message = "You are not logged in to Airflow (or the session expired). Log in and try again."
+        return _error_page(request, exc.status_code, message)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request, user: ReaderDep) -> Response:
+        here, airflow_root = _roots(request)
+        apps = catalog.load_catalog()
+        if len(apps) == 1:
+            return RedirectResponse(f"{here}/apps/{quote(next(iter(apps)), safe='')}", status_code=303)
+        return _render("index.html", here=here, airflow_root=airflow_root, apps=list(apps.values()))
+
+    @app.get("/apps/{app_name}", response_class=HTMLResponse)
+    def app_page(request: Request, app_name: str, user: ReaderDep, lifted: str = "") -> Response:
+        return _app_page(request, _known_app(app_name), user, lifted=lifted)
+
+    @app.post("/apps/{app_name}/holds/{release_id}/lift", response_class=HTMLResponse)
+    async def lift(request: Request, app_name: str, release_id: str, user: UserDep) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        from amirelease.holds import lift_hold
+
+        if not may_lift_holds(user):
+            raise HTTPException(
+                403,
+                "You may not lift a forensic hold: it needs the permission to trigger ami_rollback. "
+                "Ask somebody on call who has it, or an Airflow admin.",
+            )
+        name = _known_app(app_name)
+        form = await request.form()
+        reason = str(form.get("reason") or "")
+        who = user.get_name() if hasattr(user, "get_name") else str(user)
+        try:
+            done = await run_in_threadpool(lift_hold, app=name, release_id=release_id, reason=reason, by=who)
+        except ReleaseError as exc:
+            return await run_in_threadpool(
+                _app_page, request, name, user, error=f"Hold not lifted: {exc}", status_code=400
+            )
+        log.info("Releases page: %s", done.summary())
+        here, _ = _roots(request)
+        return RedirectResponse(
+            f"{here}/apps/{quote(name, safe='')}?lifted={quote(release_id, safe='')}#holds", status_code=303
+        )
+
+    return app
+
+
+app = create_app()

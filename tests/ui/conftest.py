@@ -1,0 +1,96 @@
+"""Fixtures for the Releases page tests: the sandbox with a release history, a real Airflow
+API server with this repo's plugins, and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.ui.server import LEDGER_BUCKET, ApiServer
+from tests.ui.story import Story, write
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / ".artifacts" / "ui"
+
+
+@pytest.fixture(scope="module")
+def ledger_setting() -> Iterator[None]:
+    saved = os.environ.get("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET")
+    os.environ["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"] = LEDGER_BUCKET
+    yield
+    if saved is None:
+        os.environ.pop("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", None)
+    else:
+        os.environ["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"] = saved
+
+
+@pytest.fixture(scope="module")
+def api_server(aws_sandbox: Any, airflow_db: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """`airflow api-server` with the plugins folder of this repo, aws_default -> the sandbox."""
+    server = ApiServer(tmp_path_factory.mktemp("api-server")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def story(aws_sandbox: Any, ledger_setting: None, api_server: ApiServer) -> Story:
+    """The sandbox reset and filled with demo-web's history (while the API server starts)."""
+    aws_sandbox.configure(refresh_batch_seconds=0.2, checkpoint_delay_scale=1.0)
+    aws_sandbox.reset()
+    s = write(aws_sandbox)
+    api_server.wait_ready()
+    return s
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make setup` (it installs Debian's chromium) or set CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # Playwright starts Chromium with a fresh temporary --user-data-dir of its own.
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """Screenshots, kept after the run (gitignored): .artifacts/ui/<test module>/."""
+    path = ARTIFACTS / Path(str(request.node.name)).stem
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def login(browser: Any, server: ApiServer, user: str) -> Any:
+    """A browser context logged in through Airflow's own login form."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{server.base}/auth/login?next={server.base}/releases/")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(server.passwords[user])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.base}/releases/**")
+    return context
