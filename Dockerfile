@@ -1,4 +1,6 @@
-# One image for every Airflow role; the bake workers add the deployment toolchain.
+# One image for every Airflow role; the bake workers add the deployment toolchain (Packer,
+# Terraform; the AWS provider is downloaded by `terraform init`, or mirror it into the image
+# and set AIRFLOW__AMI_RELEASE__TERRAFORM_PLUGIN_DIR).
 # Build:  docker build -t ami-release .            (base roles)
 #         docker build -t ami-release-bake --build-arg TOOLCHAIN=packer-chef .
 # Installs the runtime lock (requirements.txt) only: no moto, pytest, OpenBao CLI or linters
@@ -6,6 +8,9 @@
 FROM python:3.11-slim-bookworm
 
 ARG TOOLCHAIN=none
+# Terraform for the toolchain image (check_infrastructure / apply_infrastructure run there),
+# checked against HashiCorp's published SHA256SUMS for that version.
+ARG TERRAFORM_VERSION=1.11.4
 ENV AIRFLOW_HOME=/opt/airflow \
     PYTHONPATH=/opt/ami-release/plugins \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/ami-release/dags \
@@ -14,7 +19,13 @@ ENV AIRFLOW_HOME=/opt/airflow \
 
 RUN pip install --no-cache-dir uv \
  && if [ "$TOOLCHAIN" = "packer-chef" ]; then \
-      apt-get update && apt-get install -y --no-install-recommends packer openssh-client ca-certificates \
+      apt-get update && apt-get install -y --no-install-recommends packer openssh-client ca-certificates curl unzip \
+      && cd /tmp && base="https://releases.hashicorp.com/terraform/${TERRAFORM_VERSION}" \
+      && curl -fsSLO "$base/terraform_${TERRAFORM_VERSION}_linux_amd64.zip" \
+      && curl -fsSLO "$base/terraform_${TERRAFORM_VERSION}_SHA256SUMS" \
+      && sha256sum -c --ignore-missing "terraform_${TERRAFORM_VERSION}_SHA256SUMS" \
+      && unzip -q "terraform_${TERRAFORM_VERSION}_linux_amd64.zip" terraform -d /usr/local/bin \
+      && rm -f terraform_* && cd / \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  # uid 50000 owns AIRFLOW_HOME (its home directory) and the logs folder the logs volume mounts on

@@ -65,7 +65,22 @@ chromium-check:
 	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) not found. Install Debian's chromium as root ('apt-get install chromium'; the UI tests drive it headless) and re-run, or set CHROMIUM=/path/to/chromium."; exit 1; }
 .PHONY: chromium-check
 
-test: setup
+# Terraform >= 1.10 (S3-native state locking) on PATH, and the AWS provider: from a local
+# filesystem mirror where one exists ([ami_release] terraform_plugin_dir, or found in the usual
+# places), else `terraform init` downloads it from the registry.
+terraform-check:
+	@command -v terraform >/dev/null 2>&1 || { echo "ERROR: terraform not found. Install Terraform >= 1.10 (https://developer.hashicorp.com/terraform/install: a single binary on PATH) and re-run."; exit 1; }
+	@TF_CLI_CONFIG_FILE=/dev/null terraform version -json | $(PY) -c 'import json,sys; v=json.load(sys.stdin)["terraform_version"]; t=tuple(int(x) for x in v.split(".")[:2]); sys.exit(0 if t >= (1,10) else "ERROR: Terraform "+v+" is too old: install 1.10 or newer (S3 state locking)")'
+	@{ test -n "$$AIRFLOW__AMI_RELEASE__TERRAFORM_PLUGIN_DIR" || for d in /opt/tf-plugins $$HOME/.terraform.d/plugins $$HOME/.local/share/terraform/plugins /usr/local/share/terraform/plugins /usr/share/terraform/plugins; do test -d $$d/registry.terraform.io/hashicorp/aws && exit 0; done; curl -sfI --max-time 5 https://registry.terraform.io/.well-known/terraform.json >/dev/null; } || { echo "ERROR: no Terraform AWS provider: no local mirror (set AIRFLOW__AMI_RELEASE__TERRAFORM_PLUGIN_DIR to one, e.g. made by 'terraform providers mirror <dir>') and registry.terraform.io is not reachable."; exit 1; }
+.PHONY: terraform-check
+
+# Static checks: ruff (lint + format) over the tree, mypy (strict on plugins/amirelease).
+lint: setup
+	$(VPY) -m ruff check plugins dags sandbox tests bench deploy
+	$(VPY) -m ruff format --check plugins dags sandbox tests bench deploy
+	$(VPY) -m mypy
+
+test: setup lint
 	@$(VPY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
 

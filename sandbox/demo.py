@@ -246,7 +246,8 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     print("\n== summary")
     print(f"   release id     {plan.get('release_id')}")
     print(
-        f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} {plan.get('source_ami_name')})"
+        f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} "
+        f"{plan.get('source_ami_name')})"
     )
     print(f"   run list       {' '.join(plan.get('run_list') or [])}")
     print(f"   bundle         s3://{bucket}/{(plan.get('bundle') or {}).get('key')}")

@@ -77,6 +77,8 @@ class SandboxRuntime:
             "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
             "AIRFLOW__AMI_RELEASE__LEDGER_BUCKET": "ami-release-ledger-123456789012",
             "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "3",
+            # the provider says "credentials retrieved" at INFO for every client: not for people
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "airflow.providers.amazon.aws.utils.connection_wrapper=WARNING",
         }
         if self.vault:
             env["AIRFLOW_CONN_VAULT_DEFAULT"] = self.vault.connection_uri()
@@ -98,7 +100,8 @@ class SandboxRuntime:
             else "Vault        not started (--no-vault)",
             f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
             f"  vendor images {a.get('vendor_images')}",
-            f"  shared load balancer {str(a.get('load_balancer_arn', '')).rsplit('/', 2)[-2:][0]} (apps add their rules)",
+            f"  shared load balancer {str(a.get('load_balancer_arn', '')).rsplit('/', 2)[-2:][0]} "
+            "(apps add their rules)",
             "  app fleets: none yet (each app's Terraform module creates its fleet in its first release)",
             f"  own aged AMIs: {len(a.get('aged_images', []))}",
         ]

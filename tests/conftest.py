@@ -56,6 +56,9 @@ def aws_sandbox():
     try:
         yield sb
     finally:
+        calls = REPO / ".artifacts" / "aws-calls.json"  # every call of the session, by sender (for iam.py)
+        calls.parent.mkdir(exist_ok=True)
+        calls.write_text(_json.dumps(sorted([*k, v] for k, v in sb.callers().items()), indent=1))
         sb.stop()
         for k, v in saved.items():
             if v is None:

@@ -2,7 +2,7 @@
 # Rendered variables come from the pipeline (PKR_VAR_* in Packer's environment); secrets
 # only ever arrive through `var.secrets`, which is sensitive and never in argv or tags.
 #
-# Two sources, one build:
+# One base source, two named variants in the build:
 #   amazon-ebs.provisioned    SSH to the builder and run chef-solo (real AWS)
 #   amazon-ebs.unprovisioned  no communicator: the provisioners are skipped (`except`), for
 #                             accounts where no host is reachable (the local sandbox)
@@ -13,7 +13,7 @@ variable "ssh_username" {
   default = "ec2-user"
 }
 
-source "amazon-ebs" "provisioned" {
+source "amazon-ebs" "base" {
   region                  = var.region
   ami_regions             = var.ami_regions
   custom_endpoint_ec2     = var.ec2_endpoint
@@ -24,39 +24,29 @@ source "amazon-ebs" "provisioned" {
   subnet_id               = var.subnet_id
   security_group_id       = var.security_group_id
   temporary_key_pair_name = var.temporary_key_pair_name
-  communicator            = "ssh"
-  ssh_username            = var.ssh_username
-  ssh_timeout             = "10m"
   tags                    = var.tags
   snapshot_tags           = var.tags
   run_tags                = var.run_tags
-  run_volume_tags         = var.run_tags
   shutdown_behavior       = "terminate"
 }
 
-source "amazon-ebs" "unprovisioned" {
-  region                     = var.region
-  ami_regions                = var.ami_regions
-  custom_endpoint_ec2        = var.ec2_endpoint
-  source_ami                 = var.source_ami
-  ami_name                   = var.ami_name
-  ami_description            = var.ami_description
-  instance_type              = var.instance_type
-  subnet_id                  = var.subnet_id
-  security_group_id          = var.security_group_id
-  temporary_key_pair_name    = var.temporary_key_pair_name
-  communicator               = "none"
-  skip_credential_validation = true
-  skip_metadata_api_check    = true
-  skip_region_validation     = true
-  tags                       = var.tags
-  snapshot_tags              = var.tags
-  run_tags                   = var.run_tags
-  shutdown_behavior          = "terminate"
-}
-
 build {
-  sources = ["source.amazon-ebs.provisioned", "source.amazon-ebs.unprovisioned"]
+  # The two sources share source.amazon-ebs.base; each adds only what differs (Packer 1.6 can
+  # add arguments to a source in a build block, not override them).
+  source "source.amazon-ebs.base" {
+    name            = "provisioned"
+    communicator    = "ssh"
+    ssh_username    = var.ssh_username
+    ssh_timeout     = "10m"
+    run_volume_tags = var.run_tags
+  }
+  source "source.amazon-ebs.base" {
+    name                       = "unprovisioned"
+    communicator               = "none"
+    skip_credential_validation = true
+    skip_metadata_api_check    = true
+    skip_region_validation     = true
+  }
 
   # The data-bag secret reaches the builder through an env-var file that Packer uploads
   # and deletes (use_env_var_file: never on a command line), lands in the root-only path

@@ -8,7 +8,7 @@ variable "winrm_username" {
   default = "Administrator"
 }
 
-source "amazon-ebs" "provisioned" {
+source "amazon-ebs" "base" {
   region                  = var.region
   ami_regions             = var.ami_regions
   custom_endpoint_ec2     = var.ec2_endpoint
@@ -19,40 +19,31 @@ source "amazon-ebs" "provisioned" {
   subnet_id               = var.subnet_id
   security_group_id       = var.security_group_id
   temporary_key_pair_name = var.temporary_key_pair_name
-  communicator            = "winrm"
-  winrm_username          = var.winrm_username
-  winrm_use_ssl           = true
-  winrm_insecure          = true
-  winrm_timeout           = "30m"
-  user_data_file          = "${path.root}/windows/winrm_bootstrap.ps1"
   tags                    = var.tags
   snapshot_tags           = var.tags
   run_tags                = var.run_tags
-  run_volume_tags         = var.run_tags
-}
-
-source "amazon-ebs" "unprovisioned" {
-  region                     = var.region
-  ami_regions                = var.ami_regions
-  custom_endpoint_ec2        = var.ec2_endpoint
-  source_ami                 = var.source_ami
-  ami_name                   = var.ami_name
-  ami_description            = var.ami_description
-  instance_type              = var.instance_type
-  subnet_id                  = var.subnet_id
-  security_group_id          = var.security_group_id
-  temporary_key_pair_name    = var.temporary_key_pair_name
-  communicator               = "none"
-  skip_credential_validation = true
-  skip_metadata_api_check    = true
-  skip_region_validation     = true
-  tags                       = var.tags
-  snapshot_tags              = var.tags
-  run_tags                   = var.run_tags
 }
 
 build {
-  sources = ["source.amazon-ebs.provisioned", "source.amazon-ebs.unprovisioned"]
+  # The two sources share source.amazon-ebs.base; each adds only what differs (Packer 1.6 can
+  # add arguments to a source in a build block, not override them).
+  source "source.amazon-ebs.base" {
+    name            = "provisioned"
+    communicator    = "winrm"
+    winrm_username  = var.winrm_username
+    winrm_use_ssl   = true
+    winrm_insecure  = true
+    winrm_timeout   = "30m"
+    user_data_file  = "${path.root}/windows/winrm_bootstrap.ps1"
+    run_volume_tags = var.run_tags
+  }
+  source "source.amazon-ebs.base" {
+    name                       = "unprovisioned"
+    communicator               = "none"
+    skip_credential_validation = true
+    skip_metadata_api_check    = true
+    skip_region_validation     = true
+  }
 
   provisioner "powershell" {
     except = ["amazon-ebs.unprovisioned"]

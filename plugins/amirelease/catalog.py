@@ -93,6 +93,7 @@ class Infrastructure:
     secrets: tuple[SecretRef, ...]  # each key reaches Terraform as TF_VAR_<key>
     outputs: dict[str, str]  # launch_template_id / launch_template_version / auto_scaling_groups -> output name
     allow_destroy: tuple[str, ...]  # resource types a plan may destroy or replace
+    iam_actions: tuple[str, ...] = ()  # what the module's resources need (printed by `cli iam-policy`)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class App:
     smoke_boot_timeout: int
     verify: dict[str, Any]
     source_file: str
+    description: str = ""  # shown on the Releases page
+    owner: str = ""
 
     @property
     def base_cookbook(self) -> str:
@@ -290,6 +293,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
             secrets=_secret_refs(infra.get("secrets", [])),
             outputs={**DEFAULT_TF_OUTPUTS, **infra.get("outputs", {})},
             allow_destroy=tuple(infra.get("allow_destroy", [])),
+            iam_actions=tuple(infra.get("iam_actions", [])),
         ),
         targets=tuple(Target(**t) for t in data["targets"]),
         refresh=refresh,
@@ -298,6 +302,8 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         smoke_boot_timeout=smoke.get("boot_timeout_seconds", 300),
         verify=dict(data.get("verify", {})),
         source_file=source,
+        description=str(data.get("description", "")),
+        owner=str(data.get("owner", "")),
     )
 
 

@@ -2,6 +2,7 @@
 
   python -m amirelease.cli history APP [--json]
   python -m amirelease.cli release-hold APP RELEASE_ID --reason "..."
+  python -m amirelease.cli iam-policy [--role bake|deploy|retention|console] [--bucket LEDGER] [--markdown]
 
 Uses the same Airflow connection as the DAGs (aws_default, e.g. AIRFLOW_CONN_AWS_DEFAULT)
 and [ami_release] ledger_bucket. `make history APP=demo-web` runs it against the sandbox.
@@ -15,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from amirelease import iam
 from amirelease.aws import AwsClients
 from amirelease.errors import ReleaseError
 from amirelease.holds import lift_hold
@@ -49,7 +51,7 @@ def format_history(records: list[dict[str, Any]]) -> str:
                 r.get("version") or "-",
                 r.get("release_id") or "-",
                 kind,
-                r.get("outcome") or "-",
+                (r.get("outcome") or "-") + (" (rolled back)" if r.get("rolled_back") else ""),
                 amis,
                 hold,
                 (why or "-")[:70],
@@ -74,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     rh.add_argument("app")
     rh.add_argument("release_id")
     rh.add_argument("--reason", required=True)
+    ip = sub.add_parser("iam-policy", help="the IAM policy documents the workers' roles need (JSON)")
+    ip.add_argument("--role", choices=list(iam.ROLES))
+    ip.add_argument("--bucket", help="the ledger bucket, to scope the S3 statements to it")
+    ip.add_argument("--markdown", action="store_true", help="the table the README shows")
     args = p.parse_args(argv)
+    if args.cmd == "iam-policy":
+        print(iam.markdown() if args.markdown else iam.documents(args.role, args.bucket))
+        return 0
     if args.cmd == "history":
         ledger = _ledger(args.aws_conn_id)
         records = ledger.history(args.app)

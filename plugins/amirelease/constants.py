@@ -41,6 +41,8 @@ LIVE_INSTANCE_STATES: Final = ("pending", "running", "shutting-down", "stopping"
 TERMINABLE_INSTANCE_STATES: Final = ("pending", "running", "stopping", "stopped")
 # Instance refreshes that still hold the group (AWS allows one at a time).
 ACTIVE_REFRESH_STATES: Final = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+# Refreshes that ended without replacing the instances as asked.
+FAILED_REFRESH_STATES: Final = ("Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
 
 
 # --- Task ids of the release pipeline (pipeline.py wires them, record.py reads them) ------

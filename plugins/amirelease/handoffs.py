@@ -28,7 +28,8 @@ class Handoff:
     """Base: strict dict round trip for flat records (nested records override from_xcom)."""
 
     def to_xcom(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:

@@ -16,9 +16,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
 
 MIN_REASON_CHARS = 10
 

@@ -34,12 +34,15 @@ from amirelease.operators.verify import VerifyReleaseOperator
 PIPELINE_DOC = """
 | step | what it does |
 |---|---|
-| `preflight` | checks the inputs, the catalog, the network, the groups, the vendor base image, the ledger and every Vault secret; changes nothing |
-| `check_infrastructure` | `terraform init`, `validate` and `plan` of the app's module against its current state; refuses a plan that would destroy something the catalog does not allow; stores the release bundle |
+| `preflight` | checks the inputs, catalog, network, groups, vendor base image, ledger and Vault secrets; \
+changes nothing |
+| `check_infrastructure` | `terraform init`, `validate`, `plan` of the app's module against its current state; \
+refuses a plan that would destroy what the catalog does not allow; stores the release bundle |
 | `release_lock` | one release per app at a time: a second one waits here |
 | `bake` | Packer bakes the AMI from today's vendor image with the stacked Chef cookbooks |
 | `smoke_test` | one instance of the new AMI runs the app's checks, then is terminated |
-| `apply_infrastructure` | `terraform apply` of the app's module with the new AMI (launch template, group, target group, alarms…) |
+| `apply_infrastructure` | `terraform apply` of the app's module with the new AMI (launch template, group, \
+target group, alarms…) |
 | `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
@@ -64,7 +67,10 @@ def app_param() -> Param:
 
 def task_order(tcs: list[str]) -> list[str]:
     """The pipeline's task ids in execution order (record.py reports the first failed one)."""
-    per = lambda group: [toolchain_task(group, tc) for tc in tcs]
+
+    def per(group: str) -> list[str]:
+        return [toolchain_task(group, tc) for tc in tcs]
+
     return [
         TaskIds.PREFLIGHT,
         TaskIds.ROUTE,
@@ -104,7 +110,7 @@ def release_pipeline(
         notes=notes,
         triggered_by=triggered_by,
         re_release=re_release,
-    ).as_setup()
+    ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)
     plan = preflight.output
 
     @task.branch(task_id=TaskIds.ROUTE)
@@ -118,7 +124,7 @@ def release_pipeline(
     route = route_toolchain(plan)
     lock = ReleaseLockSensor(
         task_id=TaskIds.LOCK,
-        app="{{ ti.xcom_pull(task_ids='%s')['app'] }}" % TaskIds.PREFLIGHT,
+        app="{{ ti.xcom_pull(task_ids='" + TaskIds.PREFLIGHT + "')['app'] }}",
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
 

@@ -417,7 +417,7 @@ def _execute_result(self: Any, context: Any) -> Any:
 
 
 def _first_difference(expected: str, got: str) -> str:
-    for i, (a, b) in enumerate(zip(expected, got)):
+    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
         if a != b:
             return f"at {i}: moto {expected[max(0, i - 80) : i + 80]!r}\n  fast {got[max(0, i - 80) : i + 80]!r}"
     return f"length moto {len(expected)} fast {len(got)}"

@@ -29,6 +29,47 @@ _CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/([^/]+)/")
 _SERVICE_ALIASES = {"monitoring": "cloudwatch"}
 
 
+def s3_action(environ: dict[str, Any]) -> str:
+    """The S3 API operation of a REST request (path-style: /bucket[/key])."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    parts = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)
+    has_key = len(parts) > 1 and parts[1] != ""
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if not parts[0]:
+        return "ListBuckets"
+    if has_key:
+        if method in ("GET", "HEAD"):
+            return "GetObjectTagging" if "tagging" in query else ("HeadObject" if method == "HEAD" else "GetObject")
+        if method == "PUT":
+            return "CopyObject" if environ.get("HTTP_X_AMZ_COPY_SOURCE") else "PutObject"
+        if method == "DELETE":
+            return "DeleteObject"
+        return f"{method.title()}Object"
+    for sub in ("versioning", "encryption", "policy", "acl", "tagging", "lifecycle", "versions", "location"):
+        if sub in query:
+            return {"GET": "GetBucket", "PUT": "PutBucket", "DELETE": "DeleteBucket"}.get(method, method) + sub.title()
+    if method == "GET":
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+    if method == "HEAD":
+        return "HeadBucket"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    return {"PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(method, method)
+
+
+def agent_of(environ: dict[str, Any]) -> str:
+    """Who sent a request, from its User-Agent: terraform, packer, airflow (the provider's hooks) or other."""
+    ua = environ.get("HTTP_USER_AGENT", "")
+    low = ua.lower()
+    if "terraform" in low:
+        return "terraform"
+    if "packer" in low:
+        return "packer"
+    if "airflow" in low:
+        return "airflow"
+    return "other"
+
+
 def identify(environ: dict[str, Any], body: bytes) -> tuple[str, str | None, bool]:
     """(service, action, json_protocol) of one AWS request."""
     match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
@@ -45,6 +86,8 @@ def identify(environ: dict[str, Any], body: bytes) -> tuple[str, str | None, boo
         action = (parse_qs(body.decode("utf-8", "replace")).get("Action") or [None])[0]
     if not action:
         action = (parse_qs(environ.get("QUERY_STRING", "")).get("Action") or [None])[0]
+    if not action and service == "s3":
+        action = s3_action(environ)
     return service, action, False
 
 
@@ -86,10 +129,16 @@ class SandboxMiddleware:
         self.sandbox = sandbox
         self.counts: Counter[str] = Counter()
         self.counts_lock = threading.Lock()
+        # every call since start, by sender (not reset with the account): what the IAM check reads
+        self.callers: Counter[tuple[str, str]] = Counter()
 
     def reset_counts(self) -> None:
         with self.counts_lock:
             self.counts.clear()
+
+    def snapshot_callers(self) -> dict[tuple[str, str], int]:
+        with self.counts_lock:
+            return dict(self.callers)
 
     def snapshot_counts(self) -> dict[str, int]:
         with self.counts_lock:
@@ -105,6 +154,7 @@ class SandboxMiddleware:
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
+                self.callers[(agent_of(environ), f"{service}:{action}")] += 1
             request_text = urllib.parse.unquote_plus(
                 environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
             )

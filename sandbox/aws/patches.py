@@ -104,6 +104,19 @@ def _create_launch_template(
     return _ORIGINAL["create_launch_template"](self, name, description, template_data, *args, **kwargs)
 
 
+def _create_lt_version(self: Any, data: dict[str, Any], description: str) -> Any:
+    """moto parses UserData into its Base64EncodedString only in CreateLaunchTemplate; a version
+    made with CreateLaunchTemplateVersion (how Terraform updates a template) keeps the raw
+    string, and moto's own launch path then fails an assertion. Parse it here too."""
+    from moto.core.types import Base64EncodedString
+    from moto.ec2.utils import parse_user_data
+
+    user_data = data.get("UserData")
+    if user_data is not None and not isinstance(user_data, Base64EncodedString):
+        data = {**data, "UserData": parse_user_data(user_data) if user_data else None}
+    return _ORIGINAL["create_lt_version"](self, data, description)
+
+
 def install_fast_tags() -> None:
     if "describe_tags" not in _ORIGINAL:
         _ORIGINAL["describe_tags"] = _tags.TagBackend.describe_tags
@@ -132,6 +145,11 @@ def install() -> None:
     if "create_image" not in _ORIGINAL:
         _ORIGINAL["create_image"] = _amis.AmiBackend.create_image
         _amis.AmiBackend.create_image = _create_image  # type: ignore[method-assign]
+    if "create_lt_version" not in _ORIGINAL:
+        from moto.ec2.models import launch_templates as _ltm
+
+        _ORIGINAL["create_lt_version"] = _ltm.LaunchTemplate.create_version
+        _ltm.LaunchTemplate.create_version = _create_lt_version  # type: ignore[method-assign]
     if "create_launch_template" not in _ORIGINAL:
         from moto.ec2.models import launch_templates as _lt
 

@@ -155,6 +155,11 @@ class AwsSandbox:
     def request_counts(self) -> dict[str, int]:
         return self._middleware.snapshot_counts() if self._middleware else {}
 
+    def callers(self) -> dict[tuple[str, str], int]:
+        """Every AWS call since start by (sender, "service:Action"); senders: terraform, packer,
+        airflow (the provider's hooks) or other (e.g. a test's own boto3). Kept across resets."""
+        return self._middleware.snapshot_callers() if self._middleware else {}
+
     def reset_request_counts(self) -> None:
         if self._middleware:
             self._middleware.reset_counts()
@@ -253,7 +258,7 @@ class AwsSandbox:
                 if isinstance(created, str):
                     created = datetime.fromisoformat(created.replace("Z", "+00:00"))
                 if created.tzinfo is not None:
-                    created = created.astimezone(timezone.utc).replace(tzinfo=None)
+                    created = created.astimezone(UTC).replace(tzinfo=None)
                 older = created - timedelta(days=days)
                 ami.creation_date = older
                 if getattr(ami, "ebs_snapshot", None) is not None:

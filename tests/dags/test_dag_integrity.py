@@ -41,9 +41,9 @@ def _parse(folder=None):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = {
-        l.split(" ", 1)[0]: l.split(" ", 1)[1]
-        for l in out.stdout.splitlines()
-        if l.split(" ", 1)[0] in ("ERRORS", "DAGS", "SECONDS")
+        line.split(" ", 1)[0]: line.split(" ", 1)[1]
+        for line in out.stdout.splitlines()
+        if line.split(" ", 1)[0] in ("ERRORS", "DAGS", "SECONDS")
     }
     return eval(lines["ERRORS"]), eval(lines["DAGS"]), float(lines["SECONDS"])
 

@@ -78,3 +78,44 @@ def test_secrets_reach_packer_exactly():
     assert res.returncode == 0, lines[-20:]
     [encoded] = [line.split("SECRETS_B64=", 1)[1].split()[0] for line in lines if "SECRETS_B64=" in line]
     assert json.loads(base64.b64decode(encoded)) == NASTY
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_the_shipped_packer_files_validate(platform, tmp_path):
+    """What a bake loads (the shared variables + the platform's template + its folder) is valid
+    for real Packer, with the variables the bake task passes."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    from amirelease import catalog
+
+    for rel in catalog.packer_files(platform):
+        src = catalog.include_dir() / rel
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / Path(rel).relative_to("packer"))
+    var_file = tmp_path / "v.pkrvars.json"
+    var_file.write_text(
+        json.dumps(
+            {
+                "region": "us-east-1",
+                "source_ami": "ami-0a11a2023b0000002",
+                "ami_name": "demo-1.0.0-abc",
+                "instance_type": "t3.micro",
+                "security_group_id": "sg-1",
+                "temporary_key_pair_name": "packer-r",
+                "tags": {"App": "demo"},
+                "run_tags": {"App": "demo"},
+                "run_list": ["recipe[linux-base]"],
+                "cookbooks_dir": str(tmp_path),
+                "app_version": "1.0.0",
+            }
+        )
+    )
+    out = subprocess.run(
+        ["packer", "validate", f"-var-file={var_file}", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -83,7 +83,9 @@ def ledger_records(sb, app="demo-web") -> list[dict]:
     for obj in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012", Prefix=f"releases/{app}/").get(
         "Contents", []
     ):
-        out.append(json.loads(s3.get_object(Bucket="ami-release-ledger-123456789012", Key=obj["Key"])["Body"].read()))
+        if obj["Key"].endswith(".json") and obj["Key"].count("/") == 2:  # records, not bundles
+            body = s3.get_object(Bucket="ami-release-ledger-123456789012", Key=obj["Key"])["Body"].read()
+            out.append(json.loads(body))
     return out
 
 

@@ -195,3 +195,26 @@ def test_refresh_unknown_group_and_plain_boto3_client(sandbox, aws_sandbox):
         asg.start_instance_refresh(AutoScalingGroupName="nope")
     assert err.value.response["Error"]["Code"] == "ValidationError"
     assert asg.describe_instance_refreshes(AutoScalingGroupName=ASG)["InstanceRefreshes"] == []
+
+
+def test_refresh_after_the_group_itself_moved_to_the_new_version(fleet):
+    """How Terraform releases: a new template version (UserData given as in CreateLaunchTemplateVersion),
+    the group updated to it, then a refresh with SkipMatching. The running instances were launched
+    from the old version, so they do not match and are replaced (on AWS too)."""
+    ec2, asg = clients(fleet)
+    lt = fleet.account["launch_template"]
+    ami = fleet.create_image("demo-web-3.0.0")
+    version = ec2.create_launch_template_version(
+        LaunchTemplateId=lt["id"], SourceVersion="1", LaunchTemplateData={"ImageId": ami, "UserData": ""}
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    asg.update_auto_scaling_group(
+        AutoScalingGroupName=ASG, LaunchTemplate={"LaunchTemplateId": lt["id"], "Version": str(version)}
+    )
+    desired = {"LaunchTemplate": {"LaunchTemplateId": lt["id"], "Version": str(version)}}
+    rid = asg.start_instance_refresh(
+        AutoScalingGroupName=ASG, DesiredConfiguration=desired, Preferences={"SkipMatching": True}
+    )["InstanceRefreshId"]
+    r = wait_done(asg, rid)
+    assert r["Status"] == "Successful", r
+    _, after, _ = group_images(ec2, asg)
+    assert set(after.values()) == {ami}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hvac
 import pytest
 
-from amirelease.errors import PreflightError
 from amirelease.catalog import SecretRef
+from amirelease.errors import PreflightError
 from amirelease.hooks.vault import PipelineSecrets
 
 

@@ -107,16 +107,34 @@ class StoryWriter:
         run_id = f"manual__{started.isoformat()}"
         rid = release_id(APP, version, run_id)
         plan = ReleasePlan(
-            app=APP, version=version, release_id=rid, ami_name=ami_name(APP, version, rid),
-            platform=self.app.platform, toolchain=self.app.toolchain, run_list=tuple(self.app.run_list),
+            app=APP,
+            version=version,
+            release_id=rid,
+            ami_name=ami_name(APP, version, rid),
+            platform=self.app.platform,
+            toolchain=self.app.toolchain,
+            run_list=tuple(self.app.run_list),
             cookbook_versions=catalog.cookbook_versions(self.app.run_list, REPO / "include" / "cookbooks"),
-            packer_template_digest="3f9c2a1b7d4e5f60", source_ami=self.vendor,
-            source_ami_name="al2023-ami-2026.11-x86_64", home_region=REGION, regions=(REGION,),
-            networks=(RegionNetwork(region=REGION, vpc_id=self.sb.account["vpc_id"], vpc_cidr="10.20.0.0/16",
-                                    subnet_ids=tuple(self.sb.account["subnet_ids"])),),
-            account_id=self.sb.account_id, pipeline_run=run_id,
+            packer_template_digest="3f9c2a1b7d4e5f60",
+            source_ami=self.vendor,
+            source_ami_name="al2023-ami-2026.11-x86_64",
+            home_region=REGION,
+            regions=(REGION,),
+            networks=(
+                RegionNetwork(
+                    region=REGION,
+                    vpc_id=self.sb.account["vpc_id"],
+                    vpc_cidr="10.20.0.0/16",
+                    subnet_ids=tuple(self.sb.account["subnet_ids"]),
+                ),
+            ),
+            account_id=self.sb.account_id,
+            pipeline_run=run_id,
             bundle=BundleRef(key=f"releases/{APP}/{rid}/bundle.tar.gz", sha256="5" * 64),
-            catalog_entry=self.entry, notes=notes, triggered_by=by, re_release_of=re_release_of,
+            catalog_entry=self.entry,
+            notes=notes,
+            triggered_by=by,
+            re_release_of=re_release_of,
         )
         tags = build_ami_tags(plan)
         tags[TAG_STATUS] = "failed" if failed_task else "released"
@@ -147,8 +165,13 @@ class StoryWriter:
             bake=BakeResult(release_id=rid, ami_id=ami, amis={REGION: ami}, source_ami=self.vendor, reused=False),
             check=None,
             infrastructure=None,
-            smoke=SmokeResult(ami_id=ami, instance_id="i-0smoke", passed=failed_task != "smoke_test", commands=(),
-                              launched_from="launch template demo-web"),
+            smoke=SmokeResult(
+                ami_id=ami,
+                instance_id="i-0smoke",
+                passed=failed_task != "smoke_test",
+                commands=(),
+                launched_from="launch template demo-web",
+            ),
             rollout=rollout,
             verify=VerifySummary(groups=(), problems=(), warnings=(), verified=True) if failed_task is None else None,
             outcome="failed" if failed_task else "succeeded",
@@ -166,12 +189,22 @@ class StoryWriter:
         from amirelease.handoffs import RollbackTarget
         from amirelease.operators.rollback import MarkRolledBackOperator
 
-        target = RollbackTarget(app=APP, version=held.version, target_release_id="-",
-                                bundle=BundleRef(key="-", sha256="-"), git_ref=None,
-                                current_release_id=held.release_id, current_version=held.version,
-                                current_amis={REGION: held.ami}, reason=reason)
+        target = RollbackTarget(
+            app=APP,
+            version=held.version,
+            target_release_id="-",
+            bundle=BundleRef(key="-", sha256="-"),
+            git_ref=None,
+            current_release_id=held.release_id,
+            current_version=held.version,
+            current_amis={REGION: held.ami},
+            reason=reason,
+        )
         MarkRolledBackOperator(
-            task_id="mark_rolled_back", region_name=REGION, resolved=target.to_xcom(), hold=True,
+            task_id="mark_rolled_back",
+            region_name=REGION,
+            resolved=target.to_xcom(),
+            hold=True,
         ).execute({"run_id": rollback.run_id, "ti": SimpleNamespace(dag_id=rollback.dag_id)})  # type: ignore[arg-type]
         hold = self.ledger.get(APP, held.release_id)["forensic_hold"]  # type: ignore[index]
         self.ledger.update(APP, held.release_id, forensic_hold={**hold, "placed_at": iso(placed)})

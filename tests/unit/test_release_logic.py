@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from amirelease import catalog
-from amirelease.errors import ConfigError, PreflightError
+from amirelease.errors import ConfigError
 from amirelease.hooks.packer import PackerHook, PackerResult, hcl_map, hcl_string, parse_artifact_id
 from amirelease.operators.record import outcome_of
 from amirelease.operators.rollout import refresh_preferences

@@ -27,6 +27,23 @@ from amirelease.hooks.tool import ToolProcess, workdir
 
 log = logging.getLogger(__name__)
 
+# What Packer's amazon-ebs builder calls during a bake (the bake task's own calls are declared
+# on BakeAmiOperator): checked against what Packer really called in the tests (iam.py).
+PACKER_IAM_ACTIONS: tuple[str, ...] = (
+    "ec2:CreateImage",
+    "ec2:CreateKeyPair",
+    "ec2:CreateTags",
+    "ec2:DeleteKeyPair",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeRegions",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:RunInstances",
+    "ec2:StopInstances",
+    "ec2:TerminateInstances",
+)
+
 _HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -92,7 +109,8 @@ class PackerHook(BaseHook):
         if not path:
             raise BakeError(
                 f"packer binary '{self.packer_bin}' not found on this worker",
-                fix="install Packer >= 1.6 on the workers of this toolchain queue, or route the app to a queue that has it",
+                fix="install Packer >= 1.6 on the workers of this toolchain queue, or route the app to a queue "
+                "that has it",
             )
         return path
 
@@ -124,7 +142,8 @@ class PackerHook(BaseHook):
                 cmd.append(f"-only={only}")
             cmd.append(str(template_dir))
             emit(
-                f"$ {' '.join(cmd)}   (secrets via PKR_VAR_secrets in the environment: {sorted((secrets or {}).keys())})"
+                f"$ {' '.join(cmd)}   (secrets via PKR_VAR_secrets in the environment: "
+                f"{sorted((secrets or {}).keys())})"
             )
             cwd = template_dir if template_dir.is_dir() else template_dir.parent
             run = self._tool.run(
@@ -150,7 +169,10 @@ class PackerHook(BaseHook):
         elif kind == "artifact":
             fields = data.split(",", 2)
             if len(fields) == 3 and fields[1] == "id":
-                result.artifacts.update(parse_artifact_id(unescape(fields[2])))
+                try:
+                    result.artifacts.update(parse_artifact_id(unescape(fields[2])))
+                except BakeError as exc:  # not an AMI (another builder): the bake reports "no artifact"
+                    result.errors.append(exc.problem)
         elif kind == "error":
             result.errors.append(unescape(data).strip())
 

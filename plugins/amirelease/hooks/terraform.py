@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ from amirelease.hooks.tool import ToolProcess
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (1, 10)  # S3-native state locking (use_lockfile)
+# The S3 state backend's own calls (state object and its .tflock lock object), for every module.
+BACKEND_IAM_ACTIONS = ("s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject")
 OVERRIDE_FILE = "zz_pipeline_override.tf"
 # Services an app module may use; each gets the custom endpoint when the connection has one.
 PROVIDER_ENDPOINT_SERVICES = (
@@ -146,6 +149,7 @@ class TerraformRun:
     summary: dict[str, int] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     lock_id: str | None = None
+    seconds: float = 0.0
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -254,10 +258,13 @@ class TerraformHook(BaseHook):
         result = TerraformRun(returncode=-1, interrupted=False)
         cmd = [self.binary(), *args]
         on_line(f"$ terraform {' '.join(args)}")
+        started = time.monotonic()
         run = self._tool.run(
             cmd, cwd=cwd, env=env, on_line=lambda line: self._handle(line, result, on_line), timeout=timeout
         )
         result.returncode, result.interrupted = run.returncode, run.interrupted
+        result.seconds = time.monotonic() - started
+        on_line(f"(terraform {args[0]}: {result.seconds:.1f} s, exit code {run.returncode})")
         return result
 
     def init(

@@ -18,7 +18,7 @@ from amirelease.errors import PreflightError
 
 
 def vault_path_prefix() -> str:
-    return conf.get("ami_release", "vault_path_prefix", fallback="ami-pipeline").strip("/")
+    return str(conf.get("ami_release", "vault_path_prefix", fallback="ami-pipeline")).strip("/")
 
 
 @dataclass

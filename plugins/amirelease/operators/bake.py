@@ -185,7 +185,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         if result.returncode != 0 or not result.artifacts:
             raise BakeError(
                 f"Packer failed for {app.name} {plan.version} (exit {result.returncode}"
-                f"{', interrupted' if result.interrupted else ''}): {result.errors[-1] if result.errors else 'no artifact'}",
+                f"{', interrupted' if result.interrupted else ''}): "
+                f"{result.errors[-1] if result.errors else 'no artifact'}",
                 resource=f"bundle {plan.bundle.key}",
                 fix="read the 'packer |' lines above; fix the template, cookbooks or base image and release again",
             )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -38,16 +38,6 @@ from amirelease.operators.base import ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-# What Terraform itself calls for the demo modules is the module's business; these are the
-# state backend's and the provider's own calls, which every module needs.
-TERRAFORM_BACKEND_ACTIONS = (
-    "s3:GetObject",
-    "s3:PutObject",
-    "s3:DeleteObject",
-    "s3:ListBucket",
-    "sts:GetCallerIdentity",
-)
 
 
 def state_bucket() -> str:
@@ -108,7 +98,10 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
 
     aws_hook_class = S3Hook
     ui_color = "#ece8fb"
-    iam_actions = TERRAFORM_BACKEND_ACTIONS
+    iam_role: ClassVar[str] = "bake"
+    # the task's own calls (the bundle; the stale-lock check); Terraform's are declared by its
+    # S3 backend (hooks/terraform.py) and by each app's module (infrastructure.iam_actions)
+    iam_actions: ClassVar[tuple[str, ...]] = ("s3:GetObject",)
 
     def __init__(self, *, plan: Any, vault_conn_id: str = "vault_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -192,7 +185,7 @@ class CheckInfrastructureOperator(_TerraformOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields("plan")
-    iam_actions = (*TERRAFORM_BACKEND_ACTIONS, "s3:PutObject")
+    iam_actions = ("s3:GetObject", "s3:PutObject")
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)

@@ -49,6 +49,9 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         if ok:
             self.log.info("Release lock for %s acquired by %s", app, ti.run_id)
             return True
+        if holder is None:  # released between our attempt and our look: try once more
+            ok, _ = lock.try_acquire(me)
+            return ok
         state = None
         try:
             state = ti.get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])

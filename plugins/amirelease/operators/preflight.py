@@ -314,7 +314,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         if not spec or t.launch_template not in (spec.get("LaunchTemplateName"), spec.get("LaunchTemplateId")):
             used = (spec or {}).get("LaunchTemplateName") or group.get("LaunchConfigurationName") or "nothing"
             raise PreflightError(
-                f"group '{t.auto_scaling_group}' in {t.region} uses launch template '{used}', not '{t.launch_template}'",
+                f"group '{t.auto_scaling_group}' in {t.region} uses launch template '{used}', "
+                f"not '{t.launch_template}'",
                 resource=app.source_file,
                 fix="point targets[].launch_template at the template the group uses (launch configurations are "
                 "not supported: migrate the group to a launch template)",

@@ -200,7 +200,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
         bake = BakeResult.from_xcom(raw_bake) if raw_bake else None
         dag_run = context["dag_run"]
-        started = dag_run.start_date.strftime("%Y-%m-%dT%H:%M:%SZ") if getattr(dag_run, "start_date", None) else None
+        start = getattr(dag_run, "start_date", None)
+        started = start.strftime("%Y-%m-%dT%H:%M:%SZ") if start is not None else None
         record = build_record(
             dag_id=ti.dag_id,
             run_id=ti.run_id,

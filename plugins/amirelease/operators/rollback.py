@@ -85,7 +85,8 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         if len(reason) < MIN_REASON:
             raise PreflightError(
                 f"a rollback needs a reason of at least {MIN_REASON} characters",
-                fix="say what is wrong with the current release (e.g. 'INC-123: 5xx since 1.2.0'); it goes in the ledger",
+                fix="say what is wrong with the current release (e.g. 'INC-123: 5xx since 1.2.0'); it goes in "
+                "the ledger",
             )
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()

@@ -183,12 +183,12 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
     def _delay(self) -> int:
         if self.waiter_delay is not None:
             return int(self.waiter_delay)
-        return conf.getint("ami_release", "refresh_poll_seconds", fallback=15)
+        return int(conf.getint("ami_release", "refresh_poll_seconds", fallback=15))
 
     def _deferrable(self) -> bool:
         if self.deferrable is not None:
             return bool(self.deferrable)
-        return conf.getboolean("operators", "default_deferrable", fallback=True)
+        return bool(conf.getboolean("operators", "default_deferrable", fallback=True))
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         r = RefreshHandle.from_xcom(self.refresh)

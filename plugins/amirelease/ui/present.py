@@ -12,11 +12,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from amirelease.constants import (
+    ACTIVE_REFRESH_STATES,
+    FAILED_REFRESH_STATES,
+    HOLD_REASON_TAG,
+    HOLD_TAG,
+    TAG_PIPELINE_RUN,
+    TAG_RE_RELEASE_OF,
+    TAG_RELEASE_ID,
+    TAG_VERSION,
+)
 from amirelease.errors import PreflightError
-from amirelease.hooks.autoscaling import ACTIVE_REFRESH_STATES, FAILED_REFRESH_STATES
 from amirelease.ledger import pick_rollback_target
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
-from amirelease.release import TAG_PIPELINE_RUN, TAG_RE_RELEASE_OF, TAG_RELEASE_ID, TAG_VERSION
 from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.ui.collect import AppSnapshot, GroupState

@@ -31,6 +31,18 @@ from amirelease.errors import ConfigError, ReleaseError
 
 log = logging.getLogger(__name__)
 
+# What the page (and the CLI: history, release-hold) calls on AWS, for the API server's role.
+CONSOLE_IAM_ACTIONS: tuple[str, ...] = (
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeInstanceRefreshes",
+    "ec2:DeleteTags",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "s3:GetObject",
+    "s3:ListBucket",
+    "s3:PutObject",
+)
+
 URL_PREFIX = "/releases"
 RELEASE_DAG = "ami_release"
 ROLLBACK_DAG = "ami_rollback"

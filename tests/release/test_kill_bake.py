@@ -80,3 +80,28 @@ def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env):
     )
     assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("packer_")]
     assert not [p for p in leftovers if p.exists()], "the retry removes a dead task's var files"
+
+
+def test_the_builder_is_reachable_only_from_the_configured_network(fleet_env, release_plan, monkeypatch):
+    """Packer's own temporary group opened port 0 to 0.0.0.0/0; ours opens the communicator port
+    from the VPC (or [ami_release] builder_ingress_cidrs), and nothing without a communicator."""
+    from amirelease.handoffs import RegionNetwork
+
+    sb = fleet_env
+    ec2, _, _ = clients(sb)
+    net = RegionNetwork(
+        region="us-east-1",
+        vpc_id=sb.account["vpc_id"],
+        vpc_cidr="10.20.0.0/16",
+        subnet_ids=tuple(sb.account["subnet_ids"]),
+    )
+    op = BakeAmiOperator(task_id="bake", plan={}, region_name="us-east-1")
+    group = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg"), "provisioned")
+    [perm] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert (perm["FromPort"], perm["ToPort"]) == (22, 22) and perm["IpRanges"] == [{"CidrIp": "10.20.0.0/16"}]
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__BUILDER_INGRESS_CIDRS", "10.99.0.0/24, 10.98.0.0/24")
+    group = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg2"), "provisioned")
+    [perm] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert sorted(r["CidrIp"] for r in perm["IpRanges"]) == ["10.98.0.0/24", "10.99.0.0/24"]
+    none = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg3"), "unprovisioned")
+    assert ec2.describe_security_groups(GroupIds=[none])["SecurityGroups"][0]["IpPermissions"] == []
