@@ -161,3 +161,18 @@ def test_deeper_problems_fail_preflight_and_change_nothing(release_env, tmp_path
         msg = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="preflight", key="failure").one().value
     assert problem in msg and "Fix:" in msg and fix in msg, msg
     assert mutations(release_env) == {}, "preflight must not change anything in AWS"
+
+
+def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(release_env):
+    sb = release_env
+    rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "nothing to go back to, on purpose"})
+    states = task_states(rb)
+    assert rb.state == "failed" and states["resolve_target"] == "failed", states
+    assert states["record"] == "skipped" and states["preflight"] == "upstream_failed"
+    assert mutations(sb) == {}
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="resolve_target", key="failure").one().value
+    assert "no earlier good release to roll back to" in msg and "release a fixed version" in msg

@@ -57,39 +57,6 @@ def include(tmp_path, monkeypatch):
     return root
 
 
-def test_first_release_creates_the_fleet_and_the_next_changes_only_the_image(release_env):
-    sb = release_env
-    _, asg, _ = clients(sb)
-    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"] == []
-    release = load_dag("ami_release")
-    first = release.test(run_conf={"app": "demo-web", "version": "1.0.0"})
-    assert first.state == "success", task_states(first)
-    [plan1] = _record(sb, first)["infrastructure"]["applied"]
-    assert plan1["plan"]["add"] >= 8 and plan1["plan"]["destroy"] == 0  # the whole fleet
-    created = {c["resource_type"] for c in plan1["plan"]["changes"] if c["action"] == "create"}
-    assert {
-        "aws_launch_template",
-        "aws_autoscaling_group",
-        "aws_lb_target_group",
-        "aws_lb_listener_rule",
-        "aws_cloudwatch_metric_alarm",
-        "aws_security_group",
-        "aws_ssm_parameter",
-    } <= created
-    [ami1] = run_images(sb, first.run_id)
-    assert group_images(sb) == {ami1["ImageId"]}
-    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0]
-    assert len(group["Instances"]) == 3 and group["TargetGroupARNs"]  # desired capacity from the catalog
-
-    second = release.test(run_conf={"app": "demo-web", "version": "1.1.0"})
-    assert second.state == "success", task_states(second)
-    [plan2] = _record(sb, second)["infrastructure"]["applied"]
-    assert (plan2["plan"]["add"], plan2["plan"]["destroy"]) == (0, 0) and plan2["plan"]["change"] >= 1, plan2
-    [ami2] = run_images(sb, second.run_id)
-    assert group_images(sb) == {ami2["ImageId"]}  # the refresh replaced every instance
-    assert len(asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"]) == 1
-
-
 def test_a_module_change_ships_with_the_new_ami_in_one_release(fleet_env, include):
     sb = fleet_env
     entry = include / "apps" / "demo-web.yaml"

@@ -31,15 +31,26 @@ def _lt_latest(sb):
     ][0]
 
 
-def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, release_dag):
+def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, release_dag, vault_sandbox, capfd, caplog):
+    """One release through every task, with two hiccups on the way (the smoke instance's SSM
+    agent registers late; the bake's post-build check fails once, so the bake is retried):
+    what it builds, applies, rolls out and records, and where the secrets do not end up."""
     sb = fleet_env
     before = group_images(sb)
     # the smoke instance's SSM agent "registers" only after two tries, as on a booting host
     sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", message="Instances not in a valid state", times=2)
+    # Packer succeeds, then the bake task's own post-build check (the builder safety net, the only
+    # DescribeInstances filtering on this purpose after Packer) fails once: the task is retried.
+    # (a non-retryable code: botocore would silently retry a 5xx)
+    sb.faults.fail(
+        "ec2:DescribeInstances", code="UnauthorizedOperation", match="ami-bake-builder", skip=1, times=1, status=403
+    )
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "git_ref": "1.10", "notes": "0"})
     assert dr.state == "success", task_states(dr)
+    out, err = capfd.readouterr()
+    logs = out + err + caplog.text
 
-    [ami] = run_images(sb, dr.run_id)
+    [ami] = run_images(sb, dr.run_id)  # the retry built nothing new
     tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
     assert tags["App"] == "demo-web" and tags["Version"] == "1.2.0" and tags["ReleaseStatus"] == "released"
     assert tags["SourceAmi"] == sb.account["vendor_images"]["amazon-linux"]
@@ -47,6 +58,20 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     assert tags["PipelineRun"] == dr.run_id and tags["BuiltBy"] == "ami-release-pipeline"
     assert tags["GitRef"] == "1.10"  # typed as text, kept as text (not 1.1)
     assert group_images(sb) == {ami["ImageId"]} != before
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        bake = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake.packer-chef-linux")
+            .one()
+        )
+        assert bake.try_number == 2
+    assert sb.request_counts().get("ec2:CreateImage") == 1
+    # the builder security group of the first try was removed (by the first try or the retry)
+    assert mutations(sb).get("ec2:CreateSecurityGroup") == mutations(sb).get("ec2:DeleteSecurityGroup") == 1
 
     # Terraform owns the launch template: the apply made its new version with the new AMI
     lt, latest = _lt_latest(sb)
@@ -72,6 +97,35 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     assert record["bundle"]["key"] in keys
     assert "locks/demo-web.json" not in keys  # the lock is released
     assert not [k for k in keys if k.endswith(".tflock")]  # and so is Terraform's
+
+    # The secrets: nowhere but in the tools' environments, and yet in AWS where the module puts one
+    secret_values = [v for values in vault_sandbox.seeded.values() for v in values.values() if v.startswith("sandbox-")]
+    terraform_secret = vault_sandbox.seeded["ami-pipeline/demo-web/runtime"]["api_token"]
+    assert terraform_secret in secret_values
+    assert "PKR_VAR_secrets" in logs  # the bake did run Packer with secrets in its environment
+    assert "terraform | $ terraform apply" in logs  # and Terraform with the module's secret
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.xcom import XComModel
+
+    with create_session() as session:
+        xcoms = [json.dumps(x.value, default=str) for x in session.query(XComModel).filter_by(run_id=dr.run_id)]
+        rendered = [json.dumps(r.rendered_fields, default=str) for r in session.query(RTIF).filter_by(run_id=dr.run_id)]
+    assert xcoms and rendered
+    state = s3.get_object(Bucket=LEDGER, Key=STATE_KEY)
+    state_text = state["Body"].read().decode()
+    assert state["ServerSideEncryption"] == "AES256"  # the state object is encrypted at rest
+    for secret in secret_values:
+        for where, text in {
+            "task logs": logs,
+            "xcom": "\n".join(xcoms),
+            "rendered fields": "\n".join(rendered),
+            "AMI tags": json.dumps(ami.get("Tags")),
+            "ledger": json.dumps(ledger_records(sb)),
+            "Terraform state": state_text,  # write-only argument + ephemeral variable: not even there
+        }.items():
+            assert secret not in text, f"secret leaked into {where}"
+    ssm = sb.client("ssm")
+    assert ssm.get_parameter(Name="/demo-web/api-token", WithDecryption=True)["Parameter"]["Value"] == terraform_secret
 
 
 def test_failed_smoke_test_changes_nothing_downstream(fleet_env, release_dag):
@@ -112,69 +166,3 @@ def test_refresh_failing_midway_fails_the_wait_with_aws_reason(fleet_env, releas
     assert record["failed_task"] == "wait_for_refresh"
     assert "failed ELB health checks (injected)" in record["failure_reason"]
     assert "ended Rollback" in record["failure_reason"] or "ended Failed" in record["failure_reason"]
-
-
-def test_bake_retry_reuses_the_ami_of_the_first_try(fleet_env, release_dag):
-    sb = fleet_env
-    # Packer succeeds, then the bake task's own post-build check (the builder safety net,
-    # the only DescribeInstances that filters on this purpose after Packer) fails once.
-    # (a non-retryable code: botocore would silently retry a 5xx)
-    sb.faults.fail(
-        "ec2:DescribeInstances", code="UnauthorizedOperation", match="ami-bake-builder", skip=1, times=1, status=403
-    )
-    dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.5.0"})
-    assert dr.state == "success", task_states(dr)
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        ti = (
-            session.query(TaskInstance)
-            .filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake.packer-chef-linux")
-            .one()
-        )
-        assert ti.try_number == 2
-    assert len(run_images(sb, dr.run_id)) == 1  # the retry built nothing new
-    assert sb.request_counts().get("ec2:CreateImage") == 1
-    # the builder security group of the first try was removed by the retry
-    assert mutations(sb).get("ec2:CreateSecurityGroup") == mutations(sb).get("ec2:DeleteSecurityGroup") == 1
-
-
-def test_secrets_never_leave_vault_unmasked(fleet_env, release_dag, vault_sandbox, capfd, caplog):
-    sb = fleet_env
-    secret_values = [v for values in vault_sandbox.seeded.values() for v in values.values() if v.startswith("sandbox-")]
-    terraform_secret = vault_sandbox.seeded["ami-pipeline/demo-web/runtime"]["api_token"]
-    assert terraform_secret in secret_values
-    dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.6.0"})
-    assert dr.state == "success", task_states(dr)
-    out, err = capfd.readouterr()
-    logs = out + err + caplog.text
-    assert "PKR_VAR_secrets" in logs  # the bake did run Packer with secrets in its environment
-    assert "terraform | $ terraform apply" in logs  # and Terraform with the module's secret
-    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        xcoms = [json.dumps(x.value, default=str) for x in session.query(XComModel).filter_by(run_id=dr.run_id)]
-        rendered = [json.dumps(r.rendered_fields, default=str) for r in session.query(RTIF).filter_by(run_id=dr.run_id)]
-    assert xcoms and rendered
-    tags = json.dumps([i.get("Tags") for i in run_images(sb, dr.run_id)])
-    records = json.dumps(ledger_records(sb))
-    _, _, s3 = clients(sb)
-    state = s3.get_object(Bucket=LEDGER, Key=STATE_KEY)
-    state_text = state["Body"].read().decode()
-    assert state["ServerSideEncryption"] == "AES256"  # the state object is encrypted at rest
-    for secret in secret_values:
-        for where, text in {
-            "task logs": logs,
-            "xcom": "\n".join(xcoms),
-            "rendered fields": "\n".join(rendered),
-            "AMI tags": tags,
-            "ledger": records,
-            "Terraform state": state_text,  # write-only argument + ephemeral variable: not even there
-        }.items():
-            assert secret not in text, f"secret leaked into {where}"
-    # ...and yet it reached AWS through Terraform, intact
-    ssm = sb.client("ssm")
-    assert ssm.get_parameter(Name="/demo-web/api-token", WithDecryption=True)["Parameter"]["Value"] == terraform_secret

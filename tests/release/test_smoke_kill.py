@@ -11,8 +11,8 @@ from amirelease.operators.smoke import SmokeTestOperator
 from tests.release.conftest import running_instances
 
 
-def test_on_kill_terminates_the_smoke_instance(release_env, monkeypatch):
-    sb = release_env
+def test_on_kill_terminates_the_smoke_instance(fleet_env, monkeypatch):
+    sb = fleet_env
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "0.2")
     # The instance's SSM agent never registers, so the task is still busy when it is killed.
     sb.faults.fail("ssm:SendCommand", code="InvalidInstanceId", times=10_000)

@@ -24,16 +24,16 @@ print("RESULT", dr.run_id, dr.state)
 """
 
 
-def test_second_release_of_same_app_waits_for_the_first(release_env):
-    sb = release_env
+def test_second_release_of_same_app_waits_for_the_first(fleet_env, tmp_path):
+    sb = fleet_env
     sb.configure(refresh_batch_seconds=1.0)  # keep A's roll-out going long enough to overlap
     _, asg, s3 = clients(sb)
     code = RUN_A.format(plugins=str(REPO / "plugins"), dags=str(REPO / "dags"), repo=str(REPO))
     a = subprocess.Popen(
         [sys.executable, "-c", code],
         env=os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "a.log").open("w"),  # a file, not a pipe: A must never block on its own log
+        stderr=subprocess.STDOUT,
         text=True,
     )
     try:
@@ -54,7 +54,8 @@ def test_second_release_of_same_app_waits_for_the_first(release_env):
         )
 
         b = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "5.1.0", "notes": "B"})
-        out, _ = a.communicate(timeout=300)
+        a.wait(timeout=300)
+        out = (tmp_path / "a.log").read_text()
     finally:
         if a.poll() is None:
             a.kill()
@@ -63,8 +64,8 @@ def test_second_release_of_same_app_waits_for_the_first(release_env):
     assert holder["run_id"] == result[0][1] != b.run_id
     assert b.state == "success", task_states(b)
 
-    records = {r["reason"]: r for r in ledger_records(sb)}
-    ra, rb = records["A"], records["B"]
+    records = {r["pipeline_run"]: r for r in ledger_records(sb)}
+    ra, rb = records[result[0][1]], records[b.run_id]
     refreshes = {
         r["InstanceRefreshId"]: r
         for r in asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]

@@ -1,0 +1,40 @@
+"""An app's first release creates its fleet with the app's Terraform module; the fleet it leaves
+is the one the following tests release on (the `fleet_env` fixture reuses it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+
+pytestmark = pytest.mark.e2e
+
+
+def _record(sb, dr):
+    return next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)
+
+
+def test_first_release_creates_the_fleet(release_env):
+    sb = release_env
+    _, asg, s3 = clients(sb)
+    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"] == []
+    first = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "the fleet"})
+    assert first.state == "success", task_states(first)
+    [plan1] = _record(sb, first)["infrastructure"]["applied"]
+    assert plan1["plan"]["add"] >= 8 and plan1["plan"]["destroy"] == 0  # the whole fleet
+    created = {c["resource_type"] for c in plan1["plan"]["changes"] if c["action"] == "create"}
+    assert {
+        "aws_launch_template",
+        "aws_autoscaling_group",
+        "aws_lb_target_group",
+        "aws_lb_listener_rule",
+        "aws_cloudwatch_metric_alarm",
+        "aws_security_group",
+        "aws_ssm_parameter",
+    } <= created
+    [ami1] = run_images(sb, first.run_id)
+    assert group_images(sb) == {ami1["ImageId"]}
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0]
+    assert len(group["Instances"]) == 3 and group["TargetGroupARNs"]  # desired capacity from the catalog
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012")["Contents"]}
+    assert "terraform/demo-web/us-east-1/terraform.tfstate" in keys  # the state, for the next release
