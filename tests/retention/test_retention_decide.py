@@ -88,6 +88,29 @@ def accounts(draw):
     return images, Usage(instances=instances, references=references)
 
 
+@st.composite
+def backlogs(draw):
+    """An account with a backlog: 0-15 eligible images whose marks are due (on distinct or equal
+    dates, some sharing snapshots), mixed into a generated account."""
+    images, usage = draw(accounts())
+    due = []
+    for i in range(draw(st.integers(0, 15))):
+        when = NOW - timedelta(days=draw(st.integers(0, 40)), hours=draw(st.integers(0, 23)))
+        due.append(
+            Image(
+                image_id=f"ami-due-{i:03d}",
+                owner_id=ME,
+                creation_date=NOW - timedelta(days=draw(st.integers(61, 400))),
+                name=f"due-{i}",
+                tags={"maid_status": _mark(when, draw(st.integers(0, 2)))},
+                snapshot_ids=tuple(
+                    draw(st.lists(st.sampled_from(["snap-a", "snap-b", f"snap-{i}"]), max_size=2, unique=True))
+                ),
+            )
+        )
+    return images + due, usage
+
+
 def oracle_eligible(image: Image, usage: Usage, now: datetime) -> bool:
     """The rule, written out independently of the implementation."""
     return (
@@ -153,7 +176,7 @@ def test_properties(account, hours):
 
 
 @settings(max_examples=200, deadline=None)
-@given(accounts(), st.integers(min_value=0, max_value=6))
+@given(backlogs(), st.integers(min_value=0, max_value=6))
 def test_the_brake_drains_oldest_due_first(account, cap):
     """Never more than the cap per run; the rest deferred, never dropped; oldest due go first;
     marking and unmarking are not limited by the cap."""
@@ -178,7 +201,7 @@ def test_the_brake_drains_oldest_due_first(account, cap):
 
 
 @settings(max_examples=100, deadline=None)
-@given(accounts(), st.integers(min_value=1, max_value=5))
+@given(backlogs(), st.integers(min_value=1, max_value=5))
 def test_a_backlog_drains_in_ceil_due_over_cap_runs(account, cap):
     images, usage = account
     policy = RetentionPolicy(max_deregistrations_per_run=cap)
@@ -319,3 +342,20 @@ def test_cap_defers_the_newest_due():
 def test_naive_now_is_refused():
     with pytest.raises(ValueError):
         decide([], Usage(), datetime(2026, 1, 1), POLICY)
+
+
+def test_new_marks_count_their_grace_from_when_they_are_written():
+    """A run re-executed later decides as of its own date, but the owner still gets 7 days."""
+    written = NOW + timedelta(days=10)
+    d = decide([img()], Usage(), NOW, POLICY, account_id=ME, marked_at=written).decisions[0]
+    assert d.action is Action.MARK and d.due == datetime(2026, 3, 19, tzinfo=UTC)
+    assert timedelta(days=7) <= d.due - written < timedelta(days=8)
+
+
+def test_needs_usage_only_for_candidates():
+    assert needs_usage(img(), NOW, POLICY, account_id=ME)
+    assert not needs_usage(img(age_days=30), NOW, POLICY, account_id=ME)
+    assert not needs_usage(img(tags={"RetainIndefinitely": "true"}), NOW, POLICY, account_id=ME)
+    assert not needs_usage(img(tags={"ForensicHold": "x"}), NOW, POLICY, account_id=ME)
+    assert not needs_usage(img(owner=OTHER), NOW, POLICY, account_id=ME)
+    assert needs_usage(img(tags={"retainindefinitely": "true"}), NOW, POLICY, account_id=ME)  # a near miss
