@@ -14,8 +14,9 @@ sandbox can drive them. What one run asks, and why:
 * ``DescribeLaunchConfigurations(LaunchConfigurationNames=…)``, 50 names per call (the API's
   maximum): only configurations groups use; none when no group uses one.
 * ``DescribeInstances`` with an ``image-id`` filter, only for *candidates* (own, old enough,
-  not protected or held by a tag: see ``decide.needs_usage``), 195 image ids + the 5 live
-  states per call (EC2 allows 200 filter values per call in all), 1,000 per page. A
+  not protected or held by a tag: see ``decide.needs_usage``; and not named by a template
+  version or configuration a group uses, which protects it anyway), 195 image ids + the 5
+  live states per call (EC2 allows 200 filter values per call in all), 1,000 per page. A
   steady account reads a few small pages instead of every instance.
 * ``DescribeInstances`` with an ``instance-id`` filter for the sampled group instances
   (200 per call), for the stop conditions.
@@ -272,12 +273,6 @@ def collect(
         sample = select_sample(groups, policy.group_instance_sample)
         f_sample = pool.submit(describe_instances_by_id, ec2, [i for _, i in sample]) if sample else None
 
-        images: list[Image] = result(f_images, [])
-        owner: str | None = result(f_account, "") or None
-        candidates = [i.image_id for i in images if needs_usage(i, now, policy, account_id=owner)]
-        # one batch per task, so the batches run side by side
-        f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
-
         alias_items: list[dict[str, Any]] = result(f_alias, [])
         alias = index_alias_versions(alias_items)
         f_pins = {
@@ -287,6 +282,17 @@ def collect(
         lt_refs, warnings = template_references(used, alias, pinned)
         configurations: list[dict[str, Any]] = result(f_lcs, [])
         lc_refs = launch_configuration_references(configurations, groups)
+        references = merge(lt_refs, lc_refs)
+
+        images: list[Image] = result(f_images, [])
+        owner: str | None = result(f_account, "") or None
+        # Candidates: images whose decision depends on their instances. An image a group's
+        # template or configuration names is protected whatever runs it: not asked about.
+        candidates = [
+            i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
+        ]
+        # one batch per task, so the batches run side by side
+        f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
 
         instances: dict[str, list[str]] = {}
         for fut in f_usage:
@@ -306,7 +312,7 @@ def collect(
     )
     return Collected(
         images=images,
-        usage=Usage(instances=instances, references=merge(lt_refs, lc_refs)),
+        usage=Usage(instances=instances, references=references),
         account_id=owner,
         view=view,
         warnings=warnings,

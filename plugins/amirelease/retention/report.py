@@ -197,7 +197,7 @@ def report_keys(region: str, run_id: str, now: datetime) -> dict[str, str]:
 def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime) -> dict[str, str]:
     """Put the JSON, the CSV and latest.json; returns their ``s3://`` URIs. Raises RetentionError."""
     keys = report_keys(str(report["region"]), str(report["run_id"]), now)
-    body = json.dumps(report, indent=1, default=str).encode()
+    body = json.dumps(report, separators=(",", ":"), default=str).encode()
     objects = (
         (keys["json"], body, "application/json"),
         (keys["csv"], report_csv(report).encode(), "text/csv; charset=utf-8"),
