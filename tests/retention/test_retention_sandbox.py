@@ -220,6 +220,7 @@ def test_only_candidates_are_asked_about(sandbox):
     sampled = any(i["LifecycleState"] == "InService" for g in groups for i in g.get("Instances", []))
     sb.reset_request_counts()
     got = aws.collect(ec2, asg, RetentionPolicy(), datetime.now(UTC), account_id=lambda: sb.account_id)
+    assert got.view.listing_errors == ()  # e.g. no FilterLimitExceeded: 195 ids + 5 states per call
     assert set(old) <= got.view.candidates
     assert young_in_use not in got.view.candidates and protected not in got.view.candidates
     assert young_in_use not in got.usage.instances  # never asked about
