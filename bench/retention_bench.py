@@ -1,165 +1,372 @@
-"""Benchmark one AMI retention run against the sandbox at 1,000 / 5,000 / 10,000 own AMIs.
+"""Retention at account scale: ami_retention vs real Cloud Custodian on the same sandbox account.
 
-    .venv/bin/python bench/retention_bench.py [--sizes 1000,5000,10000]
+    nice -n 10 .venv/bin/python bench/retention_bench.py [--sizes 1000,5000,10000] [--groups 300]
 
-For each size: reset the sandbox, register N own AMIs (mixed ages; some protected,
-some carrying a due Custodian mark) and 2N instances spread over a fifth of them,
-then time two runs of the real operator through the Airflow AWS connection:
-"first" (marks ~40% of the account) and "steady" (the next 5-minute run, nothing new).
-AWS requests are counted by action at the sandbox.
+For each size N, one account (own AMIs, 2N instances, a few hundred Auto Scaling groups
+each on its own launch template, some pinning a version, some on $Latest or $Default, a
+backlog of due Cloud Custodian marks) is populated afresh - with the same random seed, so
+the same account - for each contender, and each contender is timed on its own copy:
 
-Honesty note: plain moto 5.2.5 ignores MaxResults on DescribeImages and would answer
-in one page whatever the size; the column "DescribeImages on AWS" gives what real EC2
-needs: ceil(N/1000) pages for the listing (+1 recheck call when something is due).
-When the sandbox pages DescribeImages itself (sandbox/aws/fast.py does), the measured
-ec2:DescribeImages column matches it. DeregisterImage/DeleteSnapshot are one call per
-image/snapshot (no batch API exists) and bounded by the policy's cap.
+* custodian: real Cloud Custodian (``c7n`` from PyPI, installed by this script into its own
+  virtualenv under ~/.cache/amirelease-bench, not into the project's lock), running the
+  equivalent ``mark-for-op`` policy twice (first, then steady), then, 8 days later, the
+  equivalent deregister policy;
+* ours: one ``ami_retention`` run as shipped (first, then steady 5 minutes later), then, 8
+  days later, the deregistration pass (at most 50 per run as shipped: the rest is deferred);
+* ours-uncapped: the same with the cap lifted, so that its deregistration pass does as much
+  as Custodian's.
+
+"8 days later" is the account aged by 8 days (sandbox/aws/ageing.py): Custodian and our
+marks (due 7 days after marking; ours rounded up to midnight) are then due for both.
+Every run is a process of its own (bench/retention_bench_run.py) against the sandbox server
+in this process; "run s" is the run alone (imports excluded), "process s" the whole
+process. Requests are counted by action at the sandbox (S3 is not counted: ours writes
+3 report objects per run). Custodian runs with ``--cache-period 0`` (it decides on fresh
+listings, as ours does).
+
+The account (per app = per group): its releases every 10-25 days back from a newest one
+(1-25 days old for 90 % of the apps, 70-100 days for the rest); the template holds the
+three newest releases; 40 % of the groups on $Latest, 40 % on $Default (half of those with
+default = v2), 20 % pinning v2. 90 % of the 2N instances belong to the groups (on the
+version they use); 10 % are stand-alone instances of earlier releases. Of the images older
+than the template's: 10 % RetainIndefinitely=true, 2 % a near-miss tag, 1 % ForensicHold,
+5 % a Custodian mark due 1-10 days ago.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="retention-bench-airflow-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the per-image report would swamp the table
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "amirelease-bench"
+C7N_VERSION = "0.9.53"
+RUNNER = REPO / "bench" / "retention_bench_run.py"
+
+CUSTODIAN_POLICY = """
+policies:
+  - name: ami-mark-unused
+    resource: ami
+    filters:
+      - type: image-age
+        days: 60
+      - type: unused
+        value: true
+      - not:
+          - "tag:RetainIndefinitely": "true"
+      - "tag:ForensicHold": absent
+      - "tag:maid_status": absent
+    actions:
+      - type: mark-for-op
+        tag: maid_status
+        op: deregister
+        days: 7
+"""
+CUSTODIAN_DEREGISTER = """
+policies:
+  - name: ami-deregister-marked
+    resource: ami
+    filters:
+      - type: marked-for-op
+        tag: maid_status
+        op: deregister
+      - type: unused
+        value: true
+      - not:
+          - "tag:RetainIndefinitely": "true"
+      - "tag:ForensicHold": absent
+    actions:
+      - type: deregister
+        delete-snapshots: true
+"""
 
 
-def populate(sb, n: int) -> None:
-    """N own AMIs and 2N instances, written straight into the sandbox backend (fast)."""
+def c7n_python() -> Path:
+    """Cloud Custodian in a virtualenv of its own under the cache dir (installed once)."""
+    venv = CACHE / f"c7n-{C7N_VERSION}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"installing c7n=={C7N_VERSION} into {venv} (once)", flush=True)
+        subprocess.run(["uv", "venv", "-q", "--python", "3.11", str(venv)], check=True)
+        subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), f"c7n=={C7N_VERSION}"], check=True)
+    return python
+
+
+# ------------------------------------------------------------------ the account
+
+
+@dataclass
+class Account:
+    images: int = 0
+    instances: int = 0
+    groups: int = 0
+    due_marks: int = 0
+    seconds: float = 0.0
+    spec: Counter[str] = field(default_factory=Counter)
+
+
+def populate(sb: Any, n: int, groups: int, seed: int = 7) -> Account:
     from moto.ec2.models import ec2_backends
+    from moto.moto_api._internal import mock_random
 
-    now = datetime.now(UTC)
-    due = f"Resource does not meet policy: deregister@{now - timedelta(days=1):%Y/%m/%d}"
-    in_use = []
-    for i in range(n):
-        bucket = i % 200
-        tags = {"App": "bench", "Version": f"1.{i}"}
-        if bucket < 80:  # 40 %: old, unused -> marked on the first run
-            age = 61 + i % 300
-        elif bucket < 81:  # 0.5 %: old, carrying a due Custodian mark -> deregistered
-            age, tags = 200, {**tags, "maid_status": due}
-        elif bucket < 100:  # ~10 %: old but RetainIndefinitely=true
-            age, tags = 400, {**tags, "RetainIndefinitely": "true"}
-        elif bucket < 160:  # 30 %: young
-            age = i % 60
-        else:  # 20 %: old and in use
-            age = 90
-        image_id = sb.create_image(f"bench-{i:05d}", age_days=age, tags=tags)
-        if bucket >= 160:
-            in_use.append(image_id)
-    # 2N instances over the in-use images, 10 per image, one reservation per image.
+    from sandbox.aws.state import LOCK
+
+    t0 = time.perf_counter()
+    mock_random.seed(seed)
+    rnd = random.Random(seed)
+    acct = Account(groups=groups)
+    ec2 = sb.client("ec2", internal=True)
+    asg = sb.client("autoscaling", internal=True)
     backend = ec2_backends[sb.account_id][sb.region]
-    per_image = max(1, (2 * n) // max(1, len(in_use)))
-    ec2 = sb.client("ec2", internal=True)  # internal: not counted
+    # room for 2N instances (the seeded subnets are /24s)
     vpc = ec2.create_vpc(CidrBlock="10.128.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.128.0.0/16", AvailabilityZone=f"{sb.region}a")["Subnet"][
-        "SubnetId"
+    big = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{sb.region}{az}")["Subnet"]["SubnetId"]
+        for cidr, az in (("10.128.0.0/17", "a"), ("10.128.128.0/17", "b"))
     ]
-    for image_id in in_use:
-        backend.run_instances(
-            image_id,
-            per_image,
-            None,
-            [],
-            instance_type="t3.micro",
-            is_instance_type_default=False,
-            subnet_id=subnet,
-            placement=None,
-            tags={},
+    subnets, subnet = ",".join(big), big[0]
+    now = time.time()
+    group_instances = int(2 * n * 0.9) // groups
+    history: list[list[str]] = []
+    index = 0
+    for app in range(groups):
+        k = n // groups + (1 if app < n % groups else 0)
+        stale = app % 10 == 0
+        age = rnd.uniform(70, 100) if stale else rnd.uniform(1, 25)
+        ids: list[str] = []
+        for j in range(k):
+            tags = {"App": f"app-{app:03d}", "Version": f"1.{k - j}.0", "ReleaseId": f"rel-{app:03d}-{k - j}"}
+            if j >= 3 and age > 60:
+                bucket = index % 100
+                if bucket < 10:
+                    tags["RetainIndefinitely"] = "true"
+                elif bucket < 12:
+                    tags["retainindefinitely"] = "true"
+                elif bucket < 13:
+                    tags.update(ForensicHold="rollback", ForensicHoldReason="INC-1 kept for forensics")
+                elif bucket < 18:
+                    due = time.gmtime(now - 86400 * rnd.randint(1, 10))
+                    tags["maid_status"] = f"Resource does not meet policy: deregister@{time.strftime('%Y/%m/%d', due)}"
+                    acct.due_marks += 1
+            ids.append(sb.create_image(f"app-{app:03d}-{k - j}", age_days=age, tags=tags))
+            index += 1
+            age += rnd.uniform(10, 25)
+        history.append(ids)
+        acct.images += k
+        # the template: the three newest releases, v3 = newest
+        newest = list(reversed(ids[:3]))
+        lt = ec2.create_launch_template(
+            LaunchTemplateName=f"app-{app:03d}", LaunchTemplateData={"ImageId": newest[0], "InstanceType": "t3.micro"}
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        for image in newest[1:]:
+            ec2.create_launch_template_version(LaunchTemplateId=lt, LaunchTemplateData={"ImageId": image})
+        kind = app % 5
+        if kind in (0, 1):
+            version = "$Latest"
+        elif kind in (2, 3):
+            version = "$Default"
+            ec2.modify_launch_template(LaunchTemplateId=lt, DefaultVersion=str(min(len(newest), 2 + app % 2)))
+        else:
+            version = str(min(len(newest), 2))
+        acct.spec[version if version.startswith("$") else "pinned"] += 1
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=f"app-{app:03d}",
+            MinSize=0,
+            MaxSize=max(1, group_instances),
+            DesiredCapacity=group_instances,
+            LaunchTemplate={"LaunchTemplateId": lt, "Version": version},
+            VPCZoneIdentifier=subnets,
         )
+        acct.instances += group_instances
+    # stand-alone instances of earlier releases
+    loose = 2 * n - acct.instances
+    with LOCK:
+        while loose > 0:
+            ids = history[rnd.randrange(groups)]
+            image = ids[min(len(ids) - 1, rnd.choice([1, 1, 2, 3, 5, 8]))]
+            count = min(loose, rnd.randint(1, 4))
+            backend.run_instances(
+                image,
+                count,
+                None,
+                [],
+                instance_type="t3.micro",
+                is_instance_type_default=False,
+                subnet_id=subnet,
+                placement=None,
+                tags={},
+            )
+            loose -= count
+            acct.instances += count
+    acct.seconds = time.perf_counter() - t0
+    return acct
 
 
-def bench_policy() -> str:
-    """The shipped policy with the safety cap raised: 0.5 % of 10,000 is over the default 50."""
+# ------------------------------------------------------------------ contenders
+
+
+@dataclass
+class Result:
+    size: int
+    contender: str
+    run: str
+    seconds: float
+    process: float
+    requests: dict[str, int]
+    outcome: str
+    load: float = 0.0  # the machine's 1-minute load average when the run ended
+
+
+def _policy(cap: int) -> str:
     import yaml
 
     from amirelease.retention.policy import DEFAULT_POLICY_PATH
 
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    data["max_deregistrations_per_run"] = 1000
-    path = Path(tempfile.mkdtemp(prefix="retention-bench-")) / "policy.yaml"
+    data["max_deregistrations_per_run"] = cap
+    path = Path(tempfile.mkdtemp(prefix="retention-bench-")) / f"policy-{cap}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
 
-def run_once(sb, now: datetime, policy_path: str) -> tuple[float, dict[str, int], dict]:
-    from amirelease.operators.retention import AmiRetentionOperator
-
+def _run(sb: Any, argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, dict[str, int]]:
     sb.reset_request_counts()
-    op = AmiRetentionOperator(task_id="retention", region_name=sb.region, policy_path=policy_path)
+    out = Path(tempfile.mkdtemp(prefix="retention-bench-run-")) / "out.json"
     start = time.perf_counter()
-    summary = op.execute({"data_interval_end": now, "logical_date": now})
-    return time.perf_counter() - start, sb.request_counts(), summary
+    proc = subprocess.run([*argv, str(out)], env=env, capture_output=True, text=True, timeout=1800)
+    process = time.perf_counter() - start
+    if not out.exists():
+        raise RuntimeError(f"{argv[:3]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text()), process, sb.request_counts()
+
+
+def run_ours(sb: Any, env: dict[str, str], policy: str) -> tuple[dict[str, Any], float, dict[str, int]]:
+    data, process, counts = _run(sb, [sys.executable, str(RUNNER), "ours", policy], env)
+    s = data.get("summary") or {}
+    c = s.get("counts", {})
+    data["outcome"] = data.get("error") or (
+        f"mark {c.get('mark', 0)}, unmark {c.get('unmark', 0)}, deregister {c.get('deregister', 0)}, "
+        f"deferred {c.get('deferred', 0)}"
+    )
+    return data, process, counts
+
+
+def run_custodian(sb: Any, env: dict[str, str], policy_text: str) -> tuple[dict[str, Any], float, dict[str, int]]:
+    work = Path(tempfile.mkdtemp(prefix="retention-bench-c7n-"))
+    policy = work / "policy.yml"
+    policy.write_text(policy_text)
+    data, process, counts = _run(sb, [str(c7n_python()), str(RUNNER), "custodian", str(policy), str(work / "out")], env)
+    data["outcome"] = data.get("error") or ", ".join(f"{k}: {v}" for k, v in data.get("resources", {}).items())
+    shutil.rmtree(work, ignore_errors=True)
+    return data, process, counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--groups", type=int, default=300)
+    parser.add_argument("--contenders", default="custodian,ours,ours-uncapped")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    contenders = args.contenders.split(",")
+    if "custodian" in contenders:
+        c7n_python()
 
     from sandbox.aws import AwsSandbox
+    from sandbox.aws.ageing import age_account
 
     sb = AwsSandbox().start()
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": sb.region,
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "testing",
-                    "password": "testing",
-                    "extra": {"region_name": sb.region, "endpoint_url": sb.endpoint_url},
-                }
-            ),
-        }
+    home = tempfile.mkdtemp(prefix="retention-bench-airflow-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=sb.region,
+        AWS_ENDPOINT_URL=sb.endpoint_url,
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",  # the per-image table would swamp the output
+        AIRFLOW__AMI_RELEASE__LEDGER_BUCKET="ami-release-ledger-123456789012",
+        AIRFLOW_CONN_AWS_DEFAULT=json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": sb.region, "endpoint_url": sb.endpoint_url},
+            }
+        ),
     )
-    rows = []
-    policy_path = bench_policy()
+    shipped, uncapped = _policy(50), _policy(1_000_000)
+    results: list[Result] = []
+    accounts: dict[int, Account] = {}
     try:
         for n in sizes:
-            sb.reset()
-            t0 = time.perf_counter()
-            populate(sb, n)
-            setup = time.perf_counter() - t0
-            now = datetime.now(UTC)
-            for label, when in (("first", now), ("steady", now + timedelta(minutes=5))):
-                seconds, counts, summary = run_once(sb, when, policy_path)
-                rows.append((n, label, seconds, counts, summary["counts"], setup))
+            for who in contenders:
+                sb.reset()
+                acct = populate(sb, n, args.groups)
+                accounts[n] = acct
+                print(
+                    f"{n:>6} AMIs, {acct.instances} instances, {acct.groups} groups {dict(acct.spec)}, "
+                    f"{acct.due_marks} due Custodian marks: populated in {acct.seconds:.0f} s, running {who}",
+                    flush=True,
+                )
+                for label in ("first", "steady", "8 days later"):
+                    if label == "8 days later":
+                        age_account(sb, 8)
+                    if who == "custodian":
+                        text = CUSTODIAN_DEREGISTER if label == "8 days later" else CUSTODIAN_POLICY
+                        data, process, counts = run_custodian(sb, env, text)
+                    else:
+                        data, process, counts = run_ours(sb, env, shipped if who == "ours" else uncapped)
+                    r = Result(n, who, label, data["seconds"], process, counts, data["outcome"], os.getloadavg()[0])
+                    results.append(r)
+                    print(
+                        f"    {label:<13} {r.seconds:7.2f} s  {sum(counts.values()):5d} requests  {r.outcome}",
+                        flush=True,
+                    )
     finally:
         sb.stop()
+    report(results, accounts)
 
-    actions = sorted({a for r in rows for a in r[3]})
-    header = ["AMIs", "instances", "run", "seconds", "requests", "DescribeImages on AWS"] + actions
-    table = [header]
-    for n, label, seconds, counts, decided, _ in rows:
-        recheck = 1 if decided.get("deregister") else 0
-        table.append(
-            [str(n), str(2 * n), label, f"{seconds:.2f}", str(sum(counts.values())), str(math.ceil(n / 1000) + recheck)]
-            + [str(counts.get(a, 0)) for a in actions]
+
+def report(results: list[Result], accounts: dict[int, Account]) -> None:
+    print("\n| AMIs | instances | contender | run | run s | process s | load | requests | by action | outcome |")
+    print("|---:|---:|---|---|---:|---:|---:|---:|---|---|")
+    for r in results:
+        by_action = ", ".join(f"{a.split(':')[1]} {c}" for a, c in sorted(r.requests.items(), key=lambda kv: -kv[1]))
+        print(
+            f"| {r.size:,} | {accounts[r.size].instances:,} | {r.contender} | {r.run} | {r.seconds:.2f} | "
+            f"{r.process:.2f} | {r.load:.1f} | {sum(r.requests.values())} | {by_action} | {r.outcome} |"
         )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    print()
-    for i, r in enumerate(table):
-        print("  ".join(c.rjust(widths[j]) for j, c in enumerate(r)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
-    for n, label, seconds, _, decided, setup in rows:
-        print(f"{n:>6} {label:<6} decisions: {decided}   (populate {setup:.1f}s)")
+    print("\n| AMIs | run | Custodian s | ours s | ours / Custodian | ours uncapped s | uncapped / Custodian |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    by = {(r.size, r.contender, r.run): r for r in results}
+
+    def cell(x: Result | None) -> str:
+        return f"{x.seconds:.2f}" if x else "-"
+
+    def ratio(x: Result | None, base: Result | None) -> str:
+        return f"{x.seconds / base.seconds:.2f}" if x and base else "-"
+
+    for n in sorted(accounts):
+        for label in ("first", "steady", "8 days later"):
+            c = by.get((n, "custodian", label))
+            o = by.get((n, "ours", label))
+            u = by.get((n, "ours-uncapped", label))
+            print(f"| {n:,} | {label} | {cell(c)} | {cell(o)} | {ratio(o, c)} | {cell(u)} | {ratio(u, c)} |")
 
 
 if __name__ == "__main__":

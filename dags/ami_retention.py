@@ -1,80 +1,60 @@
 """
-### AMI retention
+### AMI retention (scheduled)
 
-Every 5 minutes, per region named in `include/policies/ami-retention.yaml`:
+Every 5 minutes, for each region in the retention policy, old AMIs that nothing uses
+are marked, and deregistered a week later if still unused:
 
-1. **policy_regions** reads and validates the policy (jsonschema; a bad file fails
-   here, naming the file and field, and nothing is changed).
-2. **retention** (mapped, one task per region) lists the account's own AMIs, live
-   instances, Auto Scaling groups with the launch-template versions they use, and
-   launch configurations; then
-   - **marks** AMIs older than 60 days that nothing uses or protects
-     (`maid_status = Resource does not meet policy: deregister@YYYY/MM/DD`, due 7 days later,
-     Cloud Custodian's format: existing Custodian marks are honoured);
-   - **unmarks** marked AMIs that became ineligible (in use again, protected, held);
-   - **deregisters** marked AMIs whose mark is due and that are still eligible,
-     and deletes the snapshots only they used.
+- **mark**: own AMIs more than 60 days old, not used by any existing instance or by a
+  launch template / configuration an Auto Scaling group uses, not protected, get the tag
+  `maid_status = Resource does not meet policy: deregister@YYYY/MM/DD` (Cloud Custodian's
+  format; Custodian's marks are honoured);
+- **unmark**: marked AMIs that became used or protected;
+- **deregister**: marked AMIs whose date has come and that are still unused, with the
+  snapshots only they used; at most `max_deregistrations_per_run` per run, oldest first;
+  the rest are **deferred** to the next runs.
 
-Protected, never marked or deregistered: tag `RetainIndefinitely=true` (exactly;
-case-sensitive key and value), tag `ForensicHold` (any non-empty value; set by a
-rollback), AMIs used by existing instances, by launch-template versions that Auto
-Scaling groups use, or by launch configurations.
+**Protected, never marked or deregistered**: tag `RetainIndefinitely=true` (exactly
+that: case-sensitive key and value; the report warns about near misses such as
+`retainindefinitely=true` or `RetainIndefinitely=True`), tag `ForensicHold` (set by a
+rollback; the report shows `ForensicHoldReason`), AMIs in use.
 
-"Now" is the run's data-interval end (its logical time), not the wall clock.
-A run that would deregister more than `max_deregistrations_per_run` in a region
-changes nothing there and fails (safety brake). The full decision table is in each
-task's log; the XCom carries counts and a bounded list.
+**Stops, changing nothing**, when its view of the account looks wrong (a listing failed,
+Auto Scaling's instances missing from EC2's listing, far fewer live instances than the
+groups want): the run fails with the reason.
 
-**Trigger with params**: `dry_run` = true to only report, false to force applying,
-empty to follow the policy. See `docs/retention.md`.
+**The report** of every run: the task log of `retention`, and JSON/CSV in the ledger bucket
+under `retention/reports/<region>/` (`latest.json` is the newest).
+
+**To run it now** (dry run or apply), trigger **`ami_retention_manual`**: this DAG only
+runs on its schedule (manual runs of it are refused, so a run dated in the future can
+neither act nor hold up the schedule). Pausing it stops retention. See `docs/retention.md`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
-from amirelease.operators.retention import AmiRetentionOperator
-
-POLICY_PATH = None  # None: include/policies/ami-retention.yaml next to the plugins
+from amirelease.retention.wiring import retention_tasks, schedule
 
 with DAG(
     dag_id="ami_retention",
+    dag_display_name="AMI retention (every 5 minutes)",
     description="Mark, unmark and deregister old unused AMIs (Custodian-compatible marks)",
-    schedule="*/5 * * * *",
+    schedule=schedule(),
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    # Only the scheduler starts runs: no manual run (dated in the future or not) can act or
+    # occupy the one active-run slot. Manual runs: the DAG ami_retention_manual.
+    allowed_run_types=["scheduled"],
     dagrun_timeout=timedelta(minutes=30),
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],
     access_control=RELEASE_MANAGERS_READ,  # who may trigger: plugins/amirelease/access.py
     default_args={"owner": "platform", "retries": 0},
-    params={
-        "dry_run": Param(
-            None,
-            type=["null", "boolean"],
-            title="Dry run",
-            description="true: report only; false: apply; empty: as the policy file says.",
-        ),
-    },
 ) as dag:
-
-    @task
-    def policy_regions(policy_path: str | None = POLICY_PATH) -> list[str]:
-        """Load and validate the policy; the regions to map over."""
-        from amirelease.retention.policy import load_policy
-
-        return list(load_policy(policy_path).regions)
-
-    AmiRetentionOperator.partial(
-        task_id="retention",
-        policy_path=POLICY_PATH,
-        dry_run="{{ params.dry_run }}",
-        aws_conn_id="aws_default",
-        botocore_config={"retries": {"mode": "standard", "max_attempts": 10}},
-        execution_timeout=timedelta(minutes=20),
-    ).expand(region_name=policy_regions())
+    retention_tasks(mode=None)

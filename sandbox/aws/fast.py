@@ -526,6 +526,11 @@ def _describe_instances(self: Any) -> Any:
         ]
         passes = _ec2_utils.passes_filter_dict
         matches = lambda instance: passes(instance, filter_dict)
+        literal = _literal_id_filter(filter_dict)
+        if literal is not None:
+            # image-id / instance-id with literal values: a set lookup first, moto's full filter after
+            attr, wanted = literal
+            matches = lambda instance: getattr(instance, attr, None) in wanted and passes(instance, filter_dict)
     if instance_ids:  # number every instance in moto's order first
         _sequence([i.id for r in list(self.ec2_backend.reservations.values()) for i in r.instances])
     seqs = _sequence([instance.id for _, instance in pairs])
@@ -553,6 +558,15 @@ def _describe_instances(self: Any) -> Any:
     return _core_responses.ActionResult({"Reservations": page, "NextToken": next_token})
 
 
+def _literal_id_filter(filter_dict: dict[str, Any]) -> tuple[str, frozenset[str]] | None:
+    """(instance attribute, values) of an ``image-id``/``instance-id`` filter without wildcards."""
+    for name, attr in (("instance-id", "id"), ("image-id", "image_id")):
+        values = filter_dict.get(name)
+        if isinstance(values, list) and values and not any(ch in v for v in values for ch in "*?"):
+            return attr, frozenset(values)
+    return None
+
+
 # --------------------------------------------------------------------------- install
 def install() -> None:
     """Idempotent."""
@@ -564,6 +578,9 @@ def install() -> None:
     _amis_responses.AmisResponse.describe_images = _describe_images  # type: ignore[method-assign]
     _ORIGINAL["describe_instances"] = _instances_responses.InstanceResponse.describe_instances
     _instances_responses.InstanceResponse.describe_instances = _describe_instances  # type: ignore[method-assign]
+    from . import describe_limits
+
+    describe_limits.install()  # AWS's 200 filter values per call; DescribeLaunchTemplateVersions paging
     _STATE["installed"] = True
 
 

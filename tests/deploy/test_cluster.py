@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 APP = "demo-web"
 BAKE = "bake.packer-chef-linux"
 BAKE_HOST = "bake-worker-linux"
+# everything the Linux toolchain's workers (Packer, Terraform) run, and nothing else
+TOOLCHAIN_TASKS = (BAKE, "check_infrastructure.packer-chef-linux", "apply_infrastructure.packer-chef-linux")
 BUDGET_SECONDS = 360  # target ~240 s on an idle 2-core machine; this is the hang guard
 
 
@@ -108,7 +110,7 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         # -- who may do what -------------------------------------------------------------------
         assert anonymous.call("GET", "/api/v2/dags")[0] == 401
         assert anonymous.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None})[0] == 401
-        for dag_id in ("ami_release", "ami_rollback", "ami_retention"):
+        for dag_id in ("ami_release", "ami_rollback", "ami_retention", "ami_retention_manual"):
             deadline = time.monotonic() + 90
             while admin.call("GET", f"/api/v2/dags/{dag_id}")[0] != 200:
                 assert time.monotonic() < deadline, f"{dag_id} not parsed; see {cl.log_of('dag-processor')}"
@@ -128,17 +130,18 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         assert status == 403, (status, body)
         assert _runs(admin, "ami_rollback") == 0, "a refused trigger created a run"
         assert _trigger(viewer, "ami_release", {"app": APP, "version": "9.9.9"})[0] == 403
-        assert _trigger(rm, "ami_retention", {"dry_run": True})[0] == 403  # retention: admin only
+        assert _trigger(rm, "ami_retention_manual", {"mode": "dry_run"})[0] == 403  # retention: admin only
+        assert _trigger(admin, "ami_retention", {})[0] == 400  # the scheduled DAG takes no manual runs
         assert viewer.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 403
         assert rm.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 403
         assert admin.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 201
         assert admin.call("DELETE", "/api/v2/connections/x")[0] == 204
 
         # -- retention dry run (admin), beside the releases ----------------------------------
-        status, body = _trigger(admin, "ami_retention", {"dry_run": True})
+        status, body = _trigger(admin, "ami_retention_manual", {"mode": "dry_run"})
         assert status == 200, (status, body)
         ret = body["dag_run_id"]
-        assert admin.call("PATCH", "/api/v2/dags/ami_retention", {"is_paused": False})[0] == 200
+        assert admin.call("PATCH", "/api/v2/dags/ami_retention_manual", {"is_paused": False})[0] == 200
 
         # -- release 1.0.0, then 1.1.0 (queued behind the app's lock) --------------------------
         f = Follower(admin)
@@ -162,10 +165,12 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         )
         assert "1.0.0" in str(hold["value"]), hold
 
-        assert f.wait("ami_retention", ret, timeout=60) == "success", _failure_report(cl, admin, "ami_retention", ret)
-        [region_ti] = [t for t in _tis(admin, "ami_retention", ret) if t["task_id"] == "retention"]
+        assert f.wait("ami_retention_manual", ret, timeout=60) == "success", _failure_report(
+            cl, admin, "ami_retention_manual", ret
+        )
+        [region_ti] = [t for t in _tis(admin, "ami_retention_manual", ret) if t["task_id"] == "retention"]
         report = admin.get(
-            f"/api/v2/dags/ami_retention/dagRuns/{ret}/taskInstances/retention/xcomEntries/return_value"
+            f"/api/v2/dags/ami_retention_manual/dagRuns/{ret}/taskInstances/retention/xcomEntries/return_value"
             f"?map_index={region_ti['map_index']}"
         )
         assert "'dry_run': True" in str(report["value"]), report
@@ -173,12 +178,14 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         # -- where things ran ---------------------------------------------------------------------
         for dag_id, run_id in (("ami_release", r1), ("ami_release", r2), ("ami_rollback", rb)):
             tis = {_key(t): t for t in _tis(admin, dag_id, run_id)}
-            bake = tis[BAKE]
-            assert bake["state"] == "success" and bake["queue"] == "packer-chef-linux", bake
-            assert bake["hostname"] == BAKE_HOST, bake
+            for task_id in TOOLCHAIN_TASKS:
+                ti = tis[task_id]
+                assert ti["state"] == "success" and ti["queue"] == "packer-chef-linux", ti
+                assert ti["hostname"] == BAKE_HOST, ti
             assert tis["bake.packer-chef-windows"]["state"] == "skipped"
-            others = {k: t["hostname"] for k, t in tis.items() if k != BAKE and t["try_number"]}
-            assert BAKE_HOST not in others.values(), f"a non-bake task ran on the bake worker: {others}"
+            assert tis["apply_infrastructure.packer-chef-windows"]["state"] == "skipped"
+            others = {k: t["hostname"] for k, t in tis.items() if k not in TOOLCHAIN_TASKS and t["try_number"]}
+            assert BAKE_HOST not in others.values(), f"a non-toolchain task ran on the bake worker: {others}"
             assert set(others.values()) == {"worker"}, others  # everything else on the default worker
             assert "deferred" in f.seen[(run_id, "wait_for_refresh[0]")], f.seen
         # the bake worker's own log names the bake task and no other
@@ -192,7 +199,7 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
 
         secret_values = [v for vals in yaml.safe_load(seeded.read_text())["secrets"].values() for v in vals.values()]
         read = 0
-        for dag_id, run_id in (("ami_release", r1), ("ami_rollback", rb), ("ami_retention", ret)):
+        for dag_id, run_id in (("ami_release", r1), ("ami_rollback", rb), ("ami_retention_manual", ret)):
             for ti in _tis(admin, dag_id, run_id):
                 if not ti["try_number"]:
                     continue

@@ -62,19 +62,41 @@ def test_unmark_deletes_only_the_mark_key(sandbox):
     assert _tags(sandbox, image) == {"RetainIndefinitely": "true", "Team": "web"}
 
 
-@pytest.mark.parametrize("dry_run, cap", [(True, 50), (False, 1)], ids=["dry-run", "cap"])
-def test_dry_run_and_blocked_plans_make_no_calls(sandbox, dry_run, cap):
+@pytest.mark.parametrize("dry_run, stopped", [(True, None), (False, "a listing failed")], ids=["dry-run", "stopped"])
+def test_dry_run_and_stopped_plans_make_no_calls(sandbox, dry_run, stopped):
     ids = [
         sandbox.create_image("a", age_days=90, tags={"maid_status": PAST_DUE}),
         sandbox.create_image("b", age_days=90, tags={"maid_status": PAST_DUE}),
         sandbox.create_image("c", age_days=90),
         sandbox.create_image("d", age_days=90, tags={"maid_status": PAST_DUE, "ForensicHold": "r1"}),
     ]
-    policy = RetentionPolicy(max_deregistrations_per_run=cap)
+    policy = RetentionPolicy()
     plan = _plan(sandbox, ids, policy, dry_run=dry_run)
+    assert plan.counts["deregister"] == 2 and plan.counts["mark"] == 1 and plan.counts["unmark"] == 1
+    if stopped:
+        plan = plan.stop(stopped)
     sandbox.reset_request_counts()
-    aws.apply_plan(sandbox.client("ec2"), plan, policy)
+    assert aws.apply_plan(sandbox.client("ec2"), plan, policy)["deregistered"] == 0
     assert _mutations(sandbox) == {}
+
+
+def test_the_cap_drains_and_never_blocks_marking(sandbox):
+    """Over the cap: the oldest due go, the rest wait; marks and unmarks are written anyway."""
+    due = [
+        sandbox.create_image(f"due-{i}", age_days=90, tags={"maid_status": f"x: deregister@2020/01/0{i + 1}"})
+        for i in range(3)
+    ]
+    fresh = sandbox.create_image("fresh", age_days=90)
+    held = sandbox.create_image("held", age_days=90, tags={"maid_status": PAST_DUE, "ForensicHold": "r1"})
+    policy = RetentionPolicy(max_deregistrations_per_run=2)
+    plan = _plan(sandbox, [*due, fresh, held], policy)
+    sandbox.reset_request_counts()
+    applied = aws.apply_plan(sandbox.client("ec2"), plan, policy)
+    assert applied["deregistered"] == 2 and applied["marked"] == 1 and applied["unmarked"] == 1
+    left = {i["ImageId"] for i in sandbox.client("ec2").describe_images(Owners=["self"])["Images"]}
+    assert due[0] not in left and due[1] not in left and due[2] in left  # oldest due first
+    assert "maid_status" in _tags(sandbox, fresh) and "maid_status" not in _tags(sandbox, held)
+    assert sandbox.request_counts()["ec2:DeregisterImage"] == 2
 
 
 def test_deregistration_errors_by_code_and_shared_snapshot_safety(sandbox):

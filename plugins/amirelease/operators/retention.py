@@ -1,116 +1,234 @@
-"""AmiRetentionOperator: one region's retention run (list -> decide -> report -> apply)."""
+"""AmiRetentionOperator: one region's retention run (list -> decide -> check -> report -> apply)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease.errors import ConfigError, RetentionError
+from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import Ec2ClientHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+# What a person may choose on a manual run (the DAG param `mode`), and how it reads in the form.
+MODES = {
+    "policy": "As the policy file says (its dry_run setting)",
+    "dry_run": "Dry run: decide and report, change nothing",
+    "apply": "Apply: mark, unmark and deregister now",
+}
 
-def run_now(context: Context) -> datetime:
-    """The run's "now": its data interval end / logical date, not the wall clock.
 
-    A run re-executed later (retry, clear, backfill) decides as of its own time, and
-    tests make time pass by choosing the logical date. Falls back to the wall clock
-    only for runs without either (a manual run with no logical date).
-    """
+def run_time(context: Context | dict[str, Any]) -> datetime | None:
+    """The time the run is dated: its data interval end, else logical date, else run_after."""
     for key in ("data_interval_end", "logical_date"):
         value = context.get(key)
-        if value is not None:
+        if isinstance(value, datetime):
             return value.astimezone(UTC)
-    dag_run = context.get("dag_run")
-    if dag_run is not None and getattr(dag_run, "run_after", None) is not None:
-        return dag_run.run_after.astimezone(UTC)
-    return datetime.now(UTC)
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    return run_after.astimezone(UTC) if isinstance(run_after, datetime) else None
+
+
+def effective_now(dated: datetime | None, wall_clock: datetime) -> tuple[datetime, str | None]:
+    """("now" for the decision, a note for the log when the run's date and the wall clock differ).
+
+    "Now" is the earlier of the two: a run dated in the future (a trigger with a future
+    data_interval_end or logical date) acts as of the wall clock, never later; a run
+    re-executed later (retry, clear) decides as of its own, earlier time.
+    """
+    if dated is None:
+        return wall_clock, None
+    if dated > wall_clock:
+        return wall_clock, (
+            f"This run is dated {dated:%Y-%m-%d %H:%M:%S} UTC, later than the wall clock "
+            f"({wall_clock:%Y-%m-%d %H:%M:%S} UTC): it decides as of the wall clock, never of a future time."
+        )
+    if (wall_clock - dated).total_seconds() >= 60:
+        return dated, (
+            f"This run is dated {dated:%Y-%m-%d %H:%M:%S} UTC, earlier than the wall clock "
+            f"({wall_clock:%Y-%m-%d %H:%M:%S} UTC): it decides as of its own date."
+        )
+    return dated, None
+
+
+def run_now(context: Context | dict[str, Any], wall_clock: datetime | None = None) -> datetime:
+    """The run's "now": the earlier of its date and the wall clock (see :func:`effective_now`)."""
+    return effective_now(run_time(context), wall_clock or datetime.now(UTC))[0]
 
 
 def coerce_dry_run(value: Any) -> bool | None:
-    """None/'' -> None (use the policy); bools and 'true'/'false' strings as given."""
+    """The run's mode as the policy override: None = as the policy says, True = dry run, False = apply.
+
+    Accepts the form's modes (``policy``, ``dry_run``, ``apply``), booleans, empty, and
+    ``true``/``false`` strings; anything else is refused before any AWS call.
+    """
     if value is None or isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("", "none", "null"):
+    if text in ("", "none", "null", "policy"):
         return None
-    if text in ("true", "1", "yes"):
+    if text in ("true", "1", "yes", "dry_run", "dry run", "dry-run"):
         return True
-    if text in ("false", "0", "no"):
+    if text in ("false", "0", "no", "apply"):
         return False
-    raise ConfigError(f"dry_run must be true, false or empty, got {value!r}", resource="param dry_run")
+    raise ConfigError(
+        f"the run mode must be one of {', '.join(MODES)}, got {value!r}",
+        resource="param mode",
+        fix="choose 'policy' (as the policy file says), 'dry_run' (report only) or 'apply'",
+    )
+
+
+def _run_id(context: Context | dict[str, Any], now: datetime) -> str:
+    run_id = context.get("run_id")
+    if not run_id and context.get("dag_run") is not None:
+        run_id = getattr(context["dag_run"], "run_id", None)
+    return str(run_id or f"manual__{now:%Y-%m-%dT%H:%M:%S}")
 
 
 class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
     """
     Apply the AMI retention policy to one region.
 
-    Lists own images, live instances, Auto Scaling groups, the launch-template
-    versions they use and launch configurations (paginated), decides with the pure
-    :func:`amirelease.retention.decide.decide`, logs the full report table, applies
-    the plan in batches (unless dry run or the safety cap blocks it) and returns a
-    bounded summary.
+    Lists what the decision needs (own images; the groups with the launch-template versions
+    and configurations they use; the instances of candidate images only), concurrently;
+    decides with the pure :func:`amirelease.retention.decide.decide`; stops, changing
+    nothing, when the account view is inconsistent (:mod:`amirelease.retention.consistency`);
+    rechecks the images about to go; logs the report table; writes the report to S3; applies
+    the plan (unless dry run or stopped) and returns a bounded summary.
+
+    "Now" is the earlier of the run's date and the wall clock (both are logged when they differ).
 
     :param policy_path: the policy YAML (default ``include/policies/ami-retention.yaml``).
-    :param dry_run: override the policy's ``dry_run`` (None: use the policy).
+    :param mode: ``policy``/None (as the policy's ``dry_run`` says), ``dry_run``/True, ``apply``/False.
+    :param dry_run: the same as ``mode`` (the earlier name); ``mode`` wins when both are given.
     """
 
     aws_hook_class = EC2Hook
-    template_fields: Sequence[str] = aws_template_fields("policy_path", "dry_run")
+    template_fields: Sequence[str] = aws_template_fields("policy_path", "mode")
     ui_color = "#f3e4c8"
 
-    def __init__(self, *, policy_path: str | None = None, dry_run: bool | str | None = None, **kwargs):
+    # Everything this operator can call, for the IAM policy of the role that runs it.
+    iam_role: ClassVar[str] = "retention"
+    iam_actions: ClassVar[tuple[str, ...]] = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeLaunchConfigurations",
+        "ec2:CreateTags",
+        "ec2:DeleteSnapshot",
+        "ec2:DeleteTags",
+        "ec2:DeregisterImage",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstances",
+        "ec2:DescribeLaunchTemplateVersions",
+        "s3:PutObject",
+        "sts:GetCallerIdentity",
+    )
+
+    def __init__(
+        self,
+        *,
+        policy_path: str | None = None,
+        mode: bool | str | None = None,
+        dry_run: bool | str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.policy_path = policy_path
-        self.dry_run = dry_run
+        self.mode = mode if mode is not None else dry_run
 
     @cached_property
-    def autoscaling_hook(self) -> AwsGenericHook:
-        return AwsGenericHook(
-            client_type="autoscaling",
+    def autoscaling_hook(self) -> AutoScalingHook:
+        return AutoScalingHook(
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
             verify=self.verify,
             config=self.botocore_config,
         )
 
+    @cached_property
+    def s3_hook(self) -> S3Hook:
+        return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify, config=self.botocore_config)
+
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease.ledger import ledger_bucket
         from amirelease.retention import aws
-        from amirelease.retention.decide import decide
+        from amirelease.retention.consistency import checked
+        from amirelease.retention.decide import Action, decide
         from amirelease.retention.policy import load_policy
-        from amirelease.retention.report import render_table, summary
+        from amirelease.retention.report import build_report, render_table, summary, write_report
 
+        # Bad input fails here, before any AWS call.
         policy = load_policy(self.policy_path)
-        dry_run = coerce_dry_run(self.dry_run)
-        now = run_now(context)
-        region = self.region_name or self.hook.region_name
+        dry_run = coerce_dry_run(self.mode)
+        bucket = ledger_bucket()
+
+        wall_clock = datetime.now(UTC)
+        now, note = effective_now(run_time(context), wall_clock)
+        if note:
+            self.log.warning("%s", note)
+        region = self.region_name or self.hook.region_name or ""
+        run_id = _run_id(context, now)
         ec2 = self.hook.conn
-        account_id = self.hook.account_id
+        autoscaling = self.autoscaling_hook.conn
+        s3 = self.s3_hook.conn
 
-        images, usage = aws.collect(ec2, self.autoscaling_hook.conn, policy)
-        plan = decide(images, usage, now, policy, account_id=account_id, dry_run=dry_run)
-        if not plan.dry_run and not plan.blocked:
-            plan = aws.recheck(ec2, plan, usage, policy, account_id=account_id)
-        self.log.info("%s", render_table(plan, region=region))
+        collected = aws.collect(ec2, autoscaling, policy, now, account_id=lambda: self.hook.account_id)
+        plan = decide(
+            collected.images,
+            collected.usage,
+            now,
+            policy,
+            account_id=collected.account_id,
+            dry_run=dry_run,
+            marked_at=wall_clock,  # a new mark gives the full grace from when it is written
+        )
+        plan = checked(plan, collected.view, policy)
+        if not plan.stopped and not plan.dry_run and plan.of(Action.DEREGISTER):
+            try:
+                plan = aws.recheck(ec2, plan, collected.usage, policy, account_id=collected.account_id)
+            except aws.ListingFailed as exc:
+                plan = plan.stop(f"a listing failed or was cut short: {exc} (while rechecking the images to go)")
+        self.log.info("%s", render_table(plan, region=region, wall_clock=wall_clock))
 
-        if plan.blocked:
-            raise RetentionError(
-                f"safety cap: {plan.blocked}; nothing was changed",
-                resource=f"region {region}, policy {policy.source}",
-                fix="inspect the report above; if the deregistrations are intended, raise "
-                "max_deregistrations_per_run for one run, or protect the images",
-            )
         applied = aws.apply_plan(ec2, plan, policy)
-        result = summary(plan, region=region, max_items=policy.report_max_items, applied=applied)
+        failed = aws.failed_images(applied)
+        if failed:
+            plan = replace(
+                plan,
+                decisions=tuple(
+                    replace(d, warnings=(*d.warnings, "deregistration failed; the next run tries again"))
+                    if d.image_id in failed and d.action is Action.DEREGISTER
+                    else d
+                    for d in plan.decisions
+                ),
+            )
+        report = build_report(
+            plan,
+            region=region,
+            run_id=run_id,
+            wall_clock=wall_clock,
+            policy_source=policy.source,
+            applied={k: v for k, v in applied.items()},
+        )
+        uris = write_report(s3, bucket, report, now)
+        self.log.info("Report: %s (and %s)", uris["json"], uris["csv"])
+
+        if plan.stopped:
+            raise RetentionError(
+                f"retention stopped, nothing was changed: {plan.stopped}",
+                resource=f"region {region}, policy {policy.source}",
+                fix="the account view looked wrong; read the reason, check the AWS side (permissions, "
+                "throttling, Auto Scaling) and let the next run try again; the consistency checks are "
+                "set under `consistency` in the policy",
+            )
         if applied["errors"]:
             raise RetentionError(
                 f"{len(applied['errors'])} action(s) failed: {'; '.join(applied['errors'][:10])}",
@@ -118,4 +236,4 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
                 fix="the rest of the plan was applied; the next run retries the failed images",
             )
         self.log.info("Applied: %s", {k: v for k, v in applied.items() if k != "errors"})
-        return result
+        return summary(plan, region=region, max_items=policy.report_max_items, applied=applied, report_uris=uris)

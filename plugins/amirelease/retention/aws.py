@@ -1,42 +1,80 @@
-"""The AWS side of retention: list with paginators, apply in batches.
+"""The AWS side of retention: ask only for what the decision needs, concurrently; apply in batches.
 
-Functions take boto3 clients (EC2, Auto Scaling) so the operator stays thin and
-they can be driven by the sandbox or a fake client. Request count grows with the
-number of *pages* (1000 images/instances, 100 groups per page) and templates in
-use, never with the number of images; tags are written in batches grouped by
-identical value.
+Functions take boto3 clients (EC2, Auto Scaling) so the operator stays thin and the
+sandbox can drive them. What one run asks, and why:
+
+* ``DescribeImages(Owners=['self'])``, 1,000 per page: every own image (the decision is about them).
+* ``DescribeAutoScalingGroups``, 100 per page (the API's maximum): the groups, their launch
+  templates/configurations, desired capacities and instances (the stop conditions).
+* ``DescribeLaunchTemplateVersions(Versions=['$Latest', '$Default'])`` without a template:
+  the latest and default version of *every* template in the account, 200 per page (the
+  API's maximum), instead of one call per template; then one call per template only for
+  numbered versions a group pins that this listing did not already return. Skipped when no
+  group uses a template.
+* ``DescribeLaunchConfigurations(LaunchConfigurationNames=…)``, 50 names per call (the API's
+  maximum): only configurations groups use; none when no group uses one.
+* ``DescribeInstances`` with an ``image-id`` filter, only for *candidates* (own, old enough,
+  not protected or held by a tag: see ``decide.needs_usage``; and not named by a template
+  version or configuration a group uses, which protects it anyway), 195 image ids + the 5
+  live states per call (EC2 allows 200 filter values per call in all), 1,000 per page. A
+  steady account reads a few small pages instead of every instance.
+* ``DescribeInstances`` with an ``instance-id`` filter for the sampled group instances
+  (200 per call), for the stop conditions.
+
+The independent listings run on a small bounded thread pool (``POOL_WORKERS``), so on AWS
+the wall time is about the slowest listing, not the sum. Any listing error is recorded and
+stops the run (see ``consistency.py``); nothing is changed then.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease.errors import RetentionError
-from amirelease.retention.decide import Action, Plan
+from amirelease.retention.consistency import LIVE_STATES, AccountView, select_sample
+from amirelease.retention.decide import Action, Decision, Plan, decide, needs_usage
 from amirelease.retention.model import Image, Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.references import (
+    TemplateKey,
+    group_launch_configurations,
     group_template_specs,
+    index_alias_versions,
     launch_configuration_references,
     merge,
+    pinned_needed,
     template_references,
 )
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]  # all but terminated
-TAG_BATCH = 500  # resource ids per CreateTags/DeleteTags call
-FILTER_BATCH = 200  # values per filter
+POOL_WORKERS = 4  # concurrent AWS calls of one run (botocore's pool holds 10 connections)
+IMAGE_PAGE = 1000  # DescribeImages MaxResults: 5-1000
+INSTANCE_PAGE = 1000  # DescribeInstances MaxResults: 5-1000
+TEMPLATE_PAGE = 200  # DescribeLaunchTemplateVersions MaxResults: 1-200
+GROUP_PAGE = 100  # DescribeAutoScalingGroups MaxRecords: at most 100
+LC_NAMES = 50  # DescribeLaunchConfigurations LaunchConfigurationNames: at most 50
+MAX_FILTER_VALUES = 200  # EC2 describe calls: filter values per call, all filters together
+IMAGE_ID_BATCH = MAX_FILTER_VALUES - len(LIVE_STATES)  # image ids per call next to the state filter
+TAG_BATCH = 500  # CreateTags/DeleteTags resource ids per call (up to 1000; AWS advises smaller batches)
+
+T = TypeVar("T")
+
+
+class ListingFailed(Exception):
+    """A listing failed or was cut short; the message says which and why."""
 
 
 def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -44,144 +82,306 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-# ---------------------------------------------------------------- listing
-
-
-def list_images(ec2, *, filters: list[dict] | None = None) -> list[Image]:
-    """Own images (``Owners=['self']``), 1000 per page."""
-    kwargs: dict[str, Any] = {"Owners": ["self"], "IncludeDisabled": True}
-    if filters:
-        kwargs["Filters"] = filters
-    images = []
-    for page in ec2.get_paginator("describe_images").paginate(**kwargs, PaginationConfig={"PageSize": 1000}):
-        images.extend(image_from_api(item) for item in page.get("Images", []))
-    return images
-
-
-def list_instance_usage(ec2, *, image_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """``image id -> [instance ids]`` over every existing (non-terminated) instance."""
-    usage: dict[str, list[str]] = defaultdict(list)
-    batches = [None] if image_ids is None else list(_chunks(list(image_ids), FILTER_BATCH))
-    for batch in batches:
-        filters = [{"Name": "instance-state-name", "Values": LIVE_STATES}]
-        if batch is not None:
-            filters.append({"Name": "image-id", "Values": batch})
-        for page in ec2.get_paginator("describe_instances").paginate(
-            Filters=filters, PaginationConfig={"PageSize": 1000}
-        ):
-            for reservation in page.get("Reservations", []):
-                for instance in reservation.get("Instances", []):
-                    if instance.get("State", {}).get("Name") == "terminated":
-                        continue
-                    if instance.get("ImageId"):
-                        usage[instance["ImageId"]].append(instance["InstanceId"])
-    return dict(usage)
-
-
-def _paginate_all(client, operation: str, key: str, page_size: int = 100, **kwargs) -> list[dict]:
-    out: list[dict] = []
-    for page in client.get_paginator(operation).paginate(**kwargs, PaginationConfig={"PageSize": page_size}):
-        out.extend(page.get(key, []))
+def _paginate(client: Any, operation: str, key: str, page_size: int, what: str, **kwargs: Any) -> list[Any]:
+    """Every item of a paged listing; any error (after botocore's retries) -> ListingFailed."""
+    out: list[Any] = []
+    try:
+        for page in client.get_paginator(operation).paginate(**kwargs, PaginationConfig={"PageSize": page_size}):
+            out.extend(page.get(key, []))
+    except ClientError as exc:
+        raise ListingFailed(f"{what} ({_code(exc)}): {exc}") from exc
+    except BotoCoreError as exc:  # PaginationError (repeated token), connection errors, timeouts
+        raise ListingFailed(f"{what} ({type(exc).__name__}): {exc}") from exc
     return out
 
 
-def _template_versions(ec2, template: tuple[str, str], versions: list[str]) -> list[dict]:
+# ---------------------------------------------------------------- listing
+
+
+def list_images(ec2: Any, *, image_ids: Sequence[str] | None = None) -> list[Image]:
+    """Own images (``Owners=['self']``), 1000 per page; only ``image_ids`` when given."""
+    kwargs: dict[str, Any] = {"Owners": ["self"], "IncludeDisabled": True}
+    if image_ids is None:
+        items = _paginate(ec2, "describe_images", "Images", IMAGE_PAGE, "DescribeImages", **kwargs)
+    else:
+        items = []
+        for batch in _chunks(list(image_ids), MAX_FILTER_VALUES):
+            items += _paginate(
+                ec2,
+                "describe_images",
+                "Images",
+                IMAGE_PAGE,
+                "DescribeImages (recheck)",
+                Filters=[{"Name": "image-id", "Values": batch}],
+                **kwargs,
+            )
+    return [image_from_api(item) for item in items]
+
+
+def list_instance_usage(ec2: Any, image_ids: Sequence[str]) -> dict[str, list[str]]:
+    """``image id -> [live instance ids]`` for these images (non-terminated instances only)."""
+    usage: dict[str, list[str]] = defaultdict(list)
+    for batch in _chunks(list(image_ids), IMAGE_ID_BATCH):
+        reservations = _paginate(
+            ec2,
+            "describe_instances",
+            "Reservations",
+            INSTANCE_PAGE,
+            f"DescribeInstances for {len(batch)} image(s)",
+            Filters=[
+                {"Name": "image-id", "Values": batch},
+                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+            ],
+        )
+        for reservation in reservations:
+            for instance in reservation.get("Instances", []):
+                if instance.get("State", {}).get("Name") in LIVE_STATES and instance.get("ImageId"):
+                    usage[instance["ImageId"]].append(instance["InstanceId"])
+    return dict(usage)
+
+
+def describe_instances_by_id(ec2: Any, instance_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``instance id -> (state, image id)`` as EC2 lists them (terminated included; unknown absent)."""
+    found: dict[str, tuple[str, str]] = {}
+    for batch in _chunks(list(instance_ids), MAX_FILTER_VALUES):
+        reservations = _paginate(
+            ec2,
+            "describe_instances",
+            "Reservations",
+            INSTANCE_PAGE,
+            "DescribeInstances for sampled group instances",
+            Filters=[{"Name": "instance-id", "Values": batch}],
+        )
+        for reservation in reservations:
+            for instance in reservation.get("Instances", []):
+                found[instance["InstanceId"]] = (
+                    str(instance.get("State", {}).get("Name", "")),
+                    str(instance.get("ImageId", "")),
+                )
+    return found
+
+
+def list_groups(autoscaling: Any) -> list[dict[str, Any]]:
+    return _paginate(
+        autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups", GROUP_PAGE, "DescribeAutoScalingGroups"
+    )
+
+
+def list_alias_versions(ec2: Any) -> list[dict[str, Any]]:
+    """``$Latest`` and ``$Default`` of every launch template in the account (paged)."""
+    return _paginate(
+        ec2,
+        "describe_launch_template_versions",
+        "LaunchTemplateVersions",
+        TEMPLATE_PAGE,
+        "DescribeLaunchTemplateVersions ($Latest/$Default of all templates)",
+        Versions=["$Latest", "$Default"],
+        ResolveAlias=True,
+    )
+
+
+def template_versions(ec2: Any, template: TemplateKey, versions: list[str]) -> list[dict[str, Any]]:
+    """Numbered versions of one template; a missing template/version references nothing."""
     ident = {"LaunchTemplateId": template[1]} if template[0] == "id" else {"LaunchTemplateName": template[1]}
     try:
-        return _paginate_all(
+        return _paginate(
             ec2,
             "describe_launch_template_versions",
             "LaunchTemplateVersions",
+            TEMPLATE_PAGE,
+            f"DescribeLaunchTemplateVersions {template[1]}",
             **ident,
             Versions=versions,
             ResolveAlias=True,
         )
-    except ClientError as exc:
-        code = _code(exc)
+    except ListingFailed as failed:
+        exc = failed.__cause__
+        code = _code(exc) if isinstance(exc, ClientError) else ""
         if code in (
             "InvalidLaunchTemplateId.NotFound",
             "InvalidLaunchTemplateName.NotFoundException",
             "InvalidLaunchTemplateId.Malformed",
         ):
-            log.warning(
-                "Launch template %s used by an Auto Scaling group does not exist (%s); it references no image.",
-                template[1],
-                code,
-            )
             return []
         if code == "InvalidLaunchTemplateId.VersionNotFound" and len(versions) > 1:
             # One missing version fails the whole call: ask for each version alone.
-            return [v for version in versions for v in _template_versions(ec2, template, [version])]
+            return [v for version in versions for v in template_versions(ec2, template, [version])]
         if code == "InvalidLaunchTemplateId.VersionNotFound":
-            log.warning(
-                "Launch template %s has no version %s (used by an Auto Scaling group).", template[1], versions[0]
-            )
             return []
-        raise RetentionError(
-            f"could not read launch template versions ({code}): {exc}",
-            resource=template[1],
-            fix="grant ec2:DescribeLaunchTemplateVersions; retention refuses to run blind to templates",
-        ) from exc
+        raise
 
 
-def list_references(ec2, autoscaling, policy: RetentionPolicy) -> dict[str, list[str]]:
-    """``image id -> [reasons]`` for images the account's Auto Scaling set-up still names."""
-    if not (policy.protect_launch_templates or policy.protect_launch_configurations):
-        return {}
-    groups = _paginate_all(autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups")
-    maps = []
-    if policy.protect_launch_templates:
-        for template, specs in group_template_specs(groups).items():
-            versions = _template_versions(ec2, template, sorted(specs))
-            maps.append(template_references(template, specs, versions))
-    if policy.protect_launch_configurations:
-        configs = _paginate_all(autoscaling, "describe_launch_configurations", "LaunchConfigurations")
-        maps.append(launch_configuration_references(configs, groups))
-    return merge(*maps)
+def list_launch_configurations(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for batch in _chunks(list(names), LC_NAMES):
+        items += _paginate(
+            autoscaling,
+            "describe_launch_configurations",
+            "LaunchConfigurations",
+            100,
+            "DescribeLaunchConfigurations",
+            LaunchConfigurationNames=batch,
+        )
+    return items
 
 
-def collect(ec2, autoscaling, policy: RetentionPolicy) -> tuple[list[Image], Usage]:
-    images = list_images(ec2)
-    usage = Usage(instances=list_instance_usage(ec2), references=list_references(ec2, autoscaling, policy))
-    return images, usage
+@dataclass
+class Collected:
+    """What one run read from AWS."""
+
+    images: list[Image]
+    usage: Usage
+    account_id: str | None
+    view: AccountView
+    warnings: list[str] = field(default_factory=list)
+
+
+def collect(
+    ec2: Any,
+    autoscaling: Any,
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    account_id: Callable[[], str] | None = None,
+    workers: int = POOL_WORKERS,
+) -> Collected:
+    """List what the decision and the stop conditions need, on a pool of ``workers`` threads.
+
+    Listing errors do not raise: they are returned in ``view.listing_errors`` (the run stops).
+    """
+    errors: list[str] = []
+
+    def result(fut: Future[T] | None, default: T) -> T:
+        if fut is None:
+            return default
+        try:
+            return fut.result()
+        except ListingFailed as exc:
+            errors.append(str(exc))
+            return default
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-aws") as pool:
+        f_images = pool.submit(list_images, ec2)
+        f_account = pool.submit(_account, account_id) if account_id is not None else None
+        f_groups = pool.submit(list_groups, autoscaling)
+
+        groups: list[dict[str, Any]] = result(f_groups, [])
+        used = group_template_specs(groups) if policy.protect_launch_templates else {}
+        lc_names = group_launch_configurations(groups) if policy.protect_launch_configurations else {}
+        f_alias = pool.submit(list_alias_versions, ec2) if used else None
+        f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_names)) if lc_names else None
+        sample = select_sample(groups, policy.group_instance_sample)
+        f_sample = pool.submit(describe_instances_by_id, ec2, [i for _, i in sample]) if sample else None
+
+        alias_items: list[dict[str, Any]] = result(f_alias, [])
+        alias = index_alias_versions(alias_items)
+        f_pins = {
+            key: pool.submit(template_versions, ec2, key, nums) for key, nums in pinned_needed(used, alias).items()
+        }
+        pinned = {key: result(fut, []) for key, fut in f_pins.items()}
+        lt_refs, warnings = template_references(used, alias, pinned)
+        configurations: list[dict[str, Any]] = result(f_lcs, [])
+        lc_refs = launch_configuration_references(configurations, groups)
+        references = merge(lt_refs, lc_refs)
+
+        images: list[Image] = result(f_images, [])
+        owner: str | None = result(f_account, "") or None
+        # Candidates: images whose decision depends on their instances. An image a group's
+        # template or configuration names is protected whatever runs it: not asked about.
+        candidates = [
+            i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
+        ]
+        # one batch per task, so the batches run side by side
+        f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
+
+        instances: dict[str, list[str]] = {}
+        for fut in f_usage:
+            for image_id, ids in result(fut, {}).items():
+                instances.setdefault(image_id, []).extend(ids)
+        sample_found = result(f_sample, {})
+
+    for w in warnings:
+        log.warning("%s", w)
+    view = AccountView(
+        groups=groups,
+        sample=sample,
+        sample_found=sample_found,
+        candidates=frozenset(candidates),
+        candidate_usage=instances,
+        listing_errors=tuple(errors),
+    )
+    return Collected(
+        images=images,
+        usage=Usage(instances=instances, references=references),
+        account_id=owner,
+        view=view,
+        warnings=warnings,
+    )
+
+
+def _account(fetch: Callable[[], str]) -> str:
+    try:
+        return fetch()
+    except ClientError as exc:
+        raise ListingFailed(f"GetCallerIdentity ({_code(exc)}): {exc}") from exc
+    except BotoCoreError as exc:
+        raise ListingFailed(f"GetCallerIdentity ({type(exc).__name__}): {exc}") from exc
 
 
 # ---------------------------------------------------------------- applying
 
 
-def recheck(ec2, plan: Plan, usage: Usage, policy: RetentionPolicy, *, account_id: str | None) -> Plan:
-    """Just before deregistering, re-read the candidates' tags and instances (two calls for
-    up to 200 images) and keep only those still eligible; the others become SKIPs."""
-    from amirelease.retention.decide import decide
+def recheck(
+    ec2: Any,
+    plan: Plan,
+    usage: Usage,
+    policy: RetentionPolicy,
+    *,
+    account_id: str | None,
+    workers: int = POOL_WORKERS,
+) -> Plan:
+    """Just before deregistering, re-read the images about to go (their tags and their
+    instances: two calls per 195 images, side by side) and keep only those still eligible.
 
+    Only the due images are asked about. Raises ListingFailed if the recheck cannot read.
+    """
     ids = [d.image_id for d in plan.of(Action.DEREGISTER)]
     if not ids:
         return plan
-    fresh_images = []
-    for batch in _chunks(ids, FILTER_BATCH):
-        fresh_images.extend(list_images(ec2, filters=[{"Name": "image-id", "Values": batch}]))
-    fresh_usage = Usage(instances=list_instance_usage(ec2, image_ids=ids), references=usage.references)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 2)), thread_name_prefix="retention-recheck") as pool:
+        f_images = pool.submit(list_images, ec2, image_ids=ids)
+        f_usage = pool.submit(list_instance_usage, ec2, ids)
+        fresh_images, fresh_instances = f_images.result(), f_usage.result()
+    fresh_usage = Usage(instances=fresh_instances, references=usage.references)
     again = {
-        d.image_id: d for d in decide(fresh_images, fresh_usage, plan.now, policy, account_id=account_id).decisions
+        d.image_id: d
+        for d in decide(
+            fresh_images,
+            fresh_usage,
+            plan.now,
+            replace(policy, max_deregistrations_per_run=len(ids)),
+            account_id=account_id,
+        ).decisions
     }
     decisions = []
     for d in plan.decisions:
         if d.action is Action.DEREGISTER:
             now_d = again.get(d.image_id)
             if now_d is None:
-                d = replace(d, action=Action.SKIP, snapshot_ids=(), reasons=("image vanished during the run",))
+                d = replace(d, action=Action.KEEP, snapshot_ids=(), reasons=("image vanished during the run",))
             elif now_d.action is not Action.DEREGISTER:
                 d = replace(
                     d,
-                    action=Action.SKIP,
+                    action=Action.KEEP,
                     snapshot_ids=(),
+                    protections=now_d.protections,
                     reasons=("kept: no longer eligible at deregistration time", *now_d.reasons),
                 )
         decisions.append(d)
     return replace(plan, decisions=tuple(decisions))
 
 
-def _tag_call(call, ids: list[str], tags: list[dict], what: str) -> None:
+def _tag_call(call: Callable[..., Any], ids: list[str], tags: list[dict[str, str]], what: str) -> None:
     for batch in _chunks(ids, TAG_BATCH):
         try:
             call(Resources=batch, Tags=tags)
@@ -193,11 +393,39 @@ def _tag_call(call, ids: list[str], tags: list[dict], what: str) -> None:
             ) from exc
 
 
-def apply_plan(ec2, plan: Plan, policy: RetentionPolicy) -> dict[str, Any]:
+def _deregister(ec2: Any, d: Decision) -> tuple[str, str | None]:
+    """(image id, error or None); an image already gone counts as gone."""
+    try:
+        ec2.deregister_image(ImageId=d.image_id)
+    except ClientError as exc:
+        code = _code(exc)
+        if code in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+            log.info("%s was already deregistered (%s).", d.image_id, code)
+            return d.image_id, None
+        return d.image_id, f"deregister {d.image_id}: {code}"
+    return d.image_id, None
+
+
+def _delete_snapshot(ec2: Any, snap: str, image_id: str) -> str:
+    """'deleted', 'kept' or an error text."""
+    try:
+        ec2.delete_snapshot(SnapshotId=snap)
+    except ClientError as exc:
+        code = _code(exc)
+        if code == "InvalidSnapshot.NotFound":
+            return "gone"
+        if code == "InvalidSnapshot.InUse":
+            log.warning("Snapshot %s of %s is still in use; kept.", snap, image_id)
+            return "kept"
+        return f"delete snapshot {snap} (of {image_id}): {code}"
+    return "deleted"
+
+
+def apply_plan(ec2: Any, plan: Plan, policy: RetentionPolicy, *, workers: int = POOL_WORKERS) -> dict[str, Any]:
     """Write the plan: unmark, mark (batched by value), deregister, delete orphaned snapshots.
 
-    Nothing happens on a dry run or a blocked plan. Per-image deregistration errors
-    are collected and raised together at the end, after the rest was applied.
+    Nothing happens on a dry run or a stopped plan. Deregistrations and snapshot deletions
+    run on a small pool; per-image errors are collected and returned, after the rest was applied.
     """
     applied: dict[str, Any] = {
         "unmarked": 0,
@@ -207,53 +435,52 @@ def apply_plan(ec2, plan: Plan, policy: RetentionPolicy) -> dict[str, Any]:
         "snapshots_kept": 0,
         "errors": [],
     }
-    if plan.dry_run or plan.blocked:
+    todo = plan.to_apply()
+    if not todo:
         return applied
 
-    unmark = [d.image_id for d in plan.of(Action.UNMARK)]
+    unmark = [d.image_id for d in todo[Action.UNMARK]]
     _tag_call(ec2.delete_tags, unmark, [{"Key": policy.mark_tag}], "removing mark tags")
     applied["unmarked"] = len(unmark)
 
     by_value: dict[str, list[str]] = defaultdict(list)
-    for d in plan.of(Action.MARK):
-        by_value[d.mark_value].append(d.image_id)
+    for d in todo[Action.MARK]:
+        by_value[str(d.mark_value)].append(d.image_id)
     for value, ids in by_value.items():
         _tag_call(ec2.create_tags, ids, [{"Key": policy.mark_tag, "Value": value}], "writing mark tags")
         applied["marked"] += len(ids)
 
-    gone: set[str] = set()
+    leaving = todo[Action.DEREGISTER]
     errors: list[str] = []
-    for d in plan.of(Action.DEREGISTER):
-        try:
-            ec2.deregister_image(ImageId=d.image_id)
-        except ClientError as exc:
-            code = _code(exc)
-            if code in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-                log.info("%s was already deregistered (%s).", d.image_id, code)
-            else:
-                errors.append(f"deregister {d.image_id}: {code}")
-                continue
-        gone.add(d.image_id)
-    applied["deregistered"] = len(gone)
-
-    for d in plan.of(Action.DEREGISTER):
-        if d.image_id not in gone:
-            continue
-        for snap in d.snapshot_ids:
-            if not set(plan.snapshot_users.get(snap, ())) <= gone:
-                applied["snapshots_kept"] += 1
-                continue  # another user of it failed to go; keep
-            try:
-                ec2.delete_snapshot(SnapshotId=snap)
-                applied["snapshots_deleted"] += 1
-            except ClientError as exc:
-                code = _code(exc)
-                if code == "InvalidSnapshot.NotFound":
+    gone: set[str] = set()
+    if leaving:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-apply") as pool:
+            for image_id, error in pool.map(lambda d: _deregister(ec2, d), leaving):
+                if error:
+                    errors.append(error)
+                else:
+                    gone.add(image_id)
+            jobs = []
+            for d in leaving:
+                if d.image_id not in gone:
                     continue
-                if code == "InvalidSnapshot.InUse":
-                    log.warning("Snapshot %s of %s is still in use; kept.", snap, d.image_id)
+                for snap in d.snapshot_ids:
+                    if not set(plan.snapshot_users.get(snap, ())) <= gone:
+                        applied["snapshots_kept"] += 1  # another user of it failed to go: keep
+                        continue
+                    jobs.append((snap, d.image_id))
+            for outcome in pool.map(lambda job: _delete_snapshot(ec2, *job), jobs):
+                if outcome == "deleted":
+                    applied["snapshots_deleted"] += 1
+                elif outcome == "kept":
                     applied["snapshots_kept"] += 1
-                    continue
-                errors.append(f"delete snapshot {snap} (of {d.image_id}): {code}")
+                elif outcome != "gone":
+                    errors.append(outcome)
+    applied["deregistered"] = len(gone)
     applied["errors"] = errors
     return applied
+
+
+def failed_images(applied: Mapping[str, Any]) -> set[str]:
+    """Image ids whose deregistration failed, from ``apply_plan``'s errors."""
+    return {e.split()[1].rstrip(":") for e in applied.get("errors", []) if e.startswith("deregister ")}

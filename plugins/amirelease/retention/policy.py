@@ -31,7 +31,12 @@ class RetentionPolicy:
     protect_launch_configurations: bool = True
     hold_enabled: bool = True
     hold_tag: str = "ForensicHold"
+    hold_reason_tag: str = "ForensicHoldReason"
     max_deregistrations_per_run: int = 50
+    # stop conditions (see consistency.py); the defaults are the safe ones
+    group_instance_sample: int = 200
+    max_missing_group_instances: int = 0
+    min_live_vs_desired: float = 0.5
     dry_run: bool = False
     report_max_items: int = 50
     source: str = "<defaults>"
@@ -42,6 +47,8 @@ class RetentionPolicy:
         mark = data["mark"]
         prot = data["protections"]
         op = mark["op"]
+        consistency = data.get("consistency") or {}
+        defaults = cls()
         return cls(
             min_age_days=data["min_age_days"],
             grace_days=data["grace_days"],
@@ -56,7 +63,13 @@ class RetentionPolicy:
             protect_launch_configurations=prot["launch_configurations"],
             hold_enabled=prot["forensic_hold"]["enabled"],
             hold_tag=prot["forensic_hold"]["tag"],
+            hold_reason_tag=prot["forensic_hold"].get("reason_tag", defaults.hold_reason_tag),
             max_deregistrations_per_run=data["max_deregistrations_per_run"],
+            group_instance_sample=consistency.get("group_instance_sample", defaults.group_instance_sample),
+            max_missing_group_instances=consistency.get(
+                "max_missing_group_instances", defaults.max_missing_group_instances
+            ),
+            min_live_vs_desired=float(consistency.get("min_live_vs_desired", defaults.min_live_vs_desired)),
             dry_run=data["dry_run"],
             report_max_items=data.get("report", {}).get("max_items", 50),
             source=source,
@@ -64,7 +77,8 @@ class RetentionPolicy:
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
 
 
 def validate_policy_data(data: Any, *, source: str) -> None:

@@ -1,7 +1,10 @@
-"""Which images Auto Scaling groups and launch configurations still name (pure functions).
+"""Which images Auto Scaling groups still name (pure functions).
 
-The operator fetches the raw API pages; these functions turn them into
-``image id -> [readable reason]``.
+The AWS side fetches raw API pages: the groups, the ``$Latest``/``$Default`` versions of
+every launch template in the account (one paged call), the numbered versions groups pin
+(one call per such template), and the launch configurations groups use. These functions
+turn them into ``image id -> [readable reason]``, each reason naming the template version
+and exactly the groups that use that version.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 TemplateKey = tuple[str, str]  # ("id", "lt-…") or ("name", "web")
+ALIASES = ("$Latest", "$Default")
 
 
 def _template_key(spec: Mapping[str, Any]) -> TemplateKey | None:
@@ -42,37 +46,101 @@ def group_template_specs(groups: Iterable[Mapping[str, Any]]) -> dict[TemplateKe
         for spec in specs:
             key = _template_key(spec)
             if key is not None:
-                used[key][str(spec.get("Version") or "$Default")].add(name)
+                version = str(spec.get("Version") or "$Default")
+                used[key][version if version in ALIASES else version.strip()].add(name)
     return {k: dict(v) for k, v in used.items()}
 
 
+def index_alias_versions(versions: Iterable[Mapping[str, Any]]) -> dict[TemplateKey, dict[str, Mapping[str, Any]]]:
+    """The account-wide ``$Latest``/``$Default`` listing, by template id and by name.
+
+    ``$Latest`` is the highest version number listed for a template, ``$Default`` the one
+    flagged ``DefaultVersion``; also every listed version by its number.
+    """
+    out: dict[TemplateKey, dict[str, Mapping[str, Any]]] = {}
+    for v in versions:
+        keys = [("id", v.get("LaunchTemplateId")), ("name", v.get("LaunchTemplateName"))]
+        for key in keys:
+            if not key[1]:
+                continue
+            entry = out.setdefault((key[0], str(key[1])), {})
+            number = int(v.get("VersionNumber") or 0)
+            entry[str(number)] = v
+            latest = entry.get("$Latest")
+            if latest is None or int(latest.get("VersionNumber") or 0) < number:
+                entry["$Latest"] = v
+            if v.get("DefaultVersion"):
+                entry["$Default"] = v
+    return out
+
+
+def pinned_needed(
+    used: Mapping[TemplateKey, Mapping[str, set[str]]], alias: Mapping[TemplateKey, Mapping[str, Any]]
+) -> dict[TemplateKey, list[str]]:
+    """Numbered versions groups pin that the account-wide listing did not already return."""
+    out: dict[TemplateKey, list[str]] = {}
+    for key, specs in used.items():
+        known = alias.get(key, {})
+        numbers = sorted((s for s in specs if s not in ALIASES and s not in known), key=lambda s: (len(s), s))
+        if numbers:
+            out[key] = numbers
+    return out
+
+
 def template_references(
-    template: TemplateKey,
-    specs: Mapping[str, set[str]],
-    versions: Iterable[Mapping[str, Any]],
-) -> dict[str, list[str]]:
-    """Images in the fetched versions of one template (only the versions groups use were fetched)."""
-    groups = ", ".join(sorted({g for names in specs.values() for g in names}))
+    used: Mapping[TemplateKey, Mapping[str, set[str]]],
+    alias: Mapping[TemplateKey, Mapping[str, Mapping[str, Any]]],
+    pinned: Mapping[TemplateKey, Iterable[Mapping[str, Any]]] | None = None,
+) -> tuple[dict[str, list[str]], list[str]]:
+    """(``image id -> [reasons]``, [warnings]) for the versions groups use.
+
+    A reason names the template version and the groups on it:
+    ``referenced by launch template lt-0abc v3 (ASG web-a, web-b)``. A template or version
+    that does not exist references no image; it is returned as a warning.
+    """
+    by_version: dict[tuple[str, int], set[str]] = defaultdict(set)
+    images: dict[tuple[str, int], str] = {}
+    warnings: list[str] = []
+    for key, specs in used.items():
+        versions = dict(alias.get(key, {}))
+        for v in (pinned or {}).get(key, ()):
+            versions[str(v.get("VersionNumber"))] = v
+        for spec, groups in specs.items():
+            version = versions.get(spec)
+            if version is None:
+                what = "does not exist" if key not in alias and not versions else f"has no version {spec}"
+                warnings.append(
+                    f"launch template {key[1]} {what} (used by ASG {', '.join(sorted(groups))}); it references no image"
+                )
+                continue
+            image_id = (version.get("LaunchTemplateData") or {}).get("ImageId")
+            if not image_id:
+                continue
+            ident = (str(version.get("LaunchTemplateId") or key[1]), int(version.get("VersionNumber") or 0))
+            by_version[ident] |= set(groups)
+            images[ident] = image_id
     refs: dict[str, list[str]] = defaultdict(list)
-    for version in versions:
-        image_id = (version.get("LaunchTemplateData") or {}).get("ImageId")
-        if not image_id:
-            continue
-        lt_id = version.get("LaunchTemplateId") or template[1]
-        refs[image_id].append(
-            f"referenced by launch template {lt_id} v{version.get('VersionNumber', '?')} (ASG {groups})"
+    for ident in sorted(by_version):
+        refs[images[ident]].append(
+            f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
         )
-    return dict(refs)
+    return dict(refs), warnings
+
+
+def group_launch_configurations(groups: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """``{launch configuration name: [ASG names]}`` for the configurations groups use."""
+    users: dict[str, list[str]] = defaultdict(list)
+    for group in groups:
+        if group.get("LaunchConfigurationName"):
+            users[group["LaunchConfigurationName"]].append(group.get("AutoScalingGroupName", "?"))
+    return dict(users)
 
 
 def launch_configuration_references(
     configurations: Iterable[Mapping[str, Any]], groups: Iterable[Mapping[str, Any]]
 ) -> dict[str, list[str]]:
-    """Images named by any launch configuration (used by a group or not)."""
-    users: dict[str, list[str]] = defaultdict(list)
-    for group in groups:
-        if group.get("LaunchConfigurationName"):
-            users[group["LaunchConfigurationName"]].append(group.get("AutoScalingGroupName", "?"))
+    """Images named by the given launch configurations, with the groups that use each."""
+    users = group_launch_configurations(groups)
     refs: dict[str, list[str]] = defaultdict(list)
     for lc in configurations:
         if not lc.get("ImageId"):

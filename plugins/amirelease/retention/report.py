@@ -1,18 +1,56 @@
-"""The run report: a readable table for the task log and a small summary for XCom."""
+"""The run report: a table for the task log, the JSON/CSV artifacts in S3, a small XCom summary.
+
+Artifacts (under the release ledger bucket, ``[ami_release] ledger_bucket``)::
+
+    retention/reports/<region>/<YYYY>/<MM>/<DD>/<run id, made key-safe>.json   (and .csv)
+    retention/reports/<region>/latest.json                                  (the newest run's JSON)
+
+The JSON has one row per own image; a UI page reads ``latest.json`` with :func:`latest_report`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from amirelease.retention.decide import Action, Decision, Plan
+from botocore.exceptions import ClientError
 
-# Acted-on rows first, then protections, then the (many) young ones.
-_ORDER = {Action.DEREGISTER: 0, Action.UNMARK: 1, Action.MARK: 2, Action.SKIP: 3}
+from amirelease.errors import RetentionError
+from amirelease.retention.decide import REPORT_TAGS, Action, Decision, Plan
+
+REPORT_PREFIX = "retention/reports"
+SCHEMA_VERSION = 1
+CSV_COLUMNS = (
+    "image_id",
+    "name",
+    "created",
+    "age_days",
+    *REPORT_TAGS,
+    "action",
+    "reason",
+    "protections",
+    "mark_due",
+    "deregister_on",
+    "eligible_on",
+    "hold_reason",
+    "warnings",
+)
+
+# Acted-on rows first, then marked ones waiting, then protections, then the (many) young ones.
+_ORDER = {Action.DEREGISTER: 0, Action.DEFERRED: 1, Action.UNMARK: 2, Action.MARK: 3, Action.KEEP: 4}
 
 
-def _sort_key(d: Decision) -> tuple:
-    young = d.reasons and d.reasons[0].startswith("too young")
-    return (_ORDER[d.action], bool(young), d.image_id)
+def _sort_key(d: Decision) -> tuple[int, int, str]:
+    if d.action is Action.KEEP:
+        waiting = not d.protections and d.due is not None
+        young = d.eligible_on is not None and len(d.protections) == 1
+        return (_ORDER[d.action], 0 if waiting else (2 if young else 1), d.image_id)
+    return (_ORDER[d.action], 0, d.image_id)
 
 
 def _age(d: Decision) -> str:
@@ -23,25 +61,178 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_table(plan: Plan, *, region: str | None = None) -> str:
-    """Every decision, one row each, acted-on rows first."""
-    rows = [("ACTION", "IMAGE", "NAME", "AGE", "REASON")]
-    for d in sorted(plan.decisions, key=_sort_key):
-        rows.append((d.action.value, d.image_id, _clip(d.name, 40), _age(d), d.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows]
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(d: Decision) -> str:
+    """The date a person wants next to the row."""
+    if d.action is Action.DEREGISTER:
+        return "now"
+    if d.action is Action.DEFERRED:
+        return "next runs"
+    if d.deregister_on is not None:
+        return f"goes {d.deregister_on:%Y-%m-%d}"
+    if d.eligible_on is not None:
+        return f"eligible {d.eligible_on:%Y-%m-%d}"
+    return ""
+
+
+def headline(plan: Plan, *, region: str | None = None, wall_clock: datetime | None = None) -> str:
+    counts = plan.counts
     mode = "DRY RUN - nothing changed. " if plan.dry_run else ""
     head = (
-        f"AMI retention{' in ' + region if region else ''} at {plan.now:%Y-%m-%d %H:%M:%S} UTC: "
-        f"{mode}{format_counts(plan.counts)}"
+        f"AMI retention{' in ' + region if region else ''} as of {plan.now:%Y-%m-%d %H:%M:%S} UTC: {mode}"
+        f"{counts['deregister']} to deregister, {counts['deferred']} deferred, {counts['mark']} to mark, "
+        f"{counts['unmark']} to unmark, {counts['keep']} kept"
     )
-    if plan.blocked:
-        head += f"\nBLOCKED: {plan.blocked}; nothing was changed."
-    return "\n".join([head, *lines])
+    if wall_clock is not None and abs((wall_clock - plan.now).total_seconds()) >= 1:
+        head += f" (wall clock {wall_clock:%Y-%m-%d %H:%M:%S} UTC)"
+    if plan.deferred:
+        head += (
+            f"\nDEFERRED: {plan.deferred} due image(s) wait for the next runs "
+            f"(at most {plan.cap} deregistrations per run, oldest due first)."
+        )
+    if plan.stopped:
+        head += f"\nSTOPPED: {plan.stopped}. Nothing was changed."
+    return head
 
 
-def format_counts(counts: dict[str, int]) -> str:
+def render_table(plan: Plan, *, region: str | None = None, wall_clock: datetime | None = None) -> str:
+    """Every decision, one row each, acted-on rows first, with the date that matters."""
+    rows = [("ACTION", "IMAGE", "NAME", "AGE", "WHEN", "REASON")]
+    for d in sorted(plan.decisions, key=_sort_key):
+        reason = d.reason
+        if d.warnings:
+            reason += " | WARNING: " + " | WARNING: ".join(d.warnings)
+        rows.append((d.action.value, d.image_id, _clip(d.name, 40), _age(d), _when(d), reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:5])) + "  " + r[5] for r in rows]
+    return "\n".join([headline(plan, region=region, wall_clock=wall_clock), *lines])
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items())
+
+
+def row(d: Decision) -> dict[str, Any]:
+    return {
+        "image_id": d.image_id,
+        "name": d.name,
+        "created": _iso(d.created),
+        "age_days": None if d.age_days is None else round(d.age_days, 2),
+        "tags": dict(d.tags),
+        "action": d.action.value,
+        "reason": d.reason,
+        "protections": list(d.protections),
+        "mark_due": _iso(d.due),
+        "deregister_on": _iso(d.deregister_on),
+        "eligible_on": _iso(d.eligible_on),
+        "hold_reason": d.hold_reason,
+        "warnings": list(d.warnings),
+    }
+
+
+def build_report(
+    plan: Plan,
+    *,
+    region: str,
+    run_id: str,
+    wall_clock: datetime,
+    policy_source: str,
+    applied: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full report of one run (JSON-serialisable), every row, acted-on first."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "region": region,
+        "run_id": run_id,
+        "now": _iso(plan.now),
+        "wall_clock": _iso(wall_clock),
+        "dry_run": plan.dry_run,
+        "policy_source": policy_source,
+        "stopped": plan.stopped,
+        "counts": plan.counts,
+        "deferred": plan.deferred,
+        "max_deregistrations_per_run": plan.cap,
+        "applied": {k: v for k, v in (applied or {}).items()},
+        "rows": [row(d) for d in sorted(plan.decisions, key=_sort_key)],
+    }
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # a spreadsheet would run a cell that starts like a formula: AMI names and tags are anyone's text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in report["rows"]:
+        tags = r.get("tags") or {}
+        values = {
+            **r,
+            **{k: tags.get(k) for k in REPORT_TAGS},
+            "protections": "; ".join(r.get("protections") or []),
+            "warnings": "; ".join(r.get("warnings") or []),
+        }
+        writer.writerow([_cell(values.get(c)) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_run_id(run_id: str) -> str:
+    return _UNSAFE.sub("_", run_id).strip("_") or "run"
+
+
+def report_keys(region: str, run_id: str, now: datetime) -> dict[str, str]:
+    base = f"{REPORT_PREFIX}/{region}/{now:%Y/%m/%d}/{safe_run_id(run_id)}"
+    return {"json": f"{base}.json", "csv": f"{base}.csv", "latest": f"{REPORT_PREFIX}/{region}/latest.json"}
+
+
+def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime) -> dict[str, str]:
+    """Put the JSON, the CSV and latest.json; returns their ``s3://`` URIs. Raises RetentionError."""
+    keys = report_keys(str(report["region"]), str(report["run_id"]), now)
+    body = json.dumps(report, separators=(",", ":"), default=str).encode()
+    objects = (
+        (keys["json"], body, "application/json"),
+        (keys["csv"], report_csv(report).encode(), "text/csv; charset=utf-8"),
+        (keys["latest"], body, "application/json"),
+    )
+    for key, data, content_type in objects:
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise RetentionError(
+                f"could not write the retention report ({code})",
+                resource=f"s3://{bucket}/{key}",
+                fix="grant s3:PutObject on the ledger bucket's retention/reports/ prefix and check "
+                "[ami_release] ledger_bucket; the task log above has the full table",
+            ) from exc
+    return {k: f"s3://{bucket}/{v}" for k, v in keys.items()}
+
+
+def latest_report(s3_client: Any, bucket: str, region: str) -> dict[str, Any] | None:
+    """The newest report written for ``region`` (``latest.json``), or None if there is none yet."""
+    key = f"{REPORT_PREFIX}/{region}/latest.json"
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404"):
+            return None
+        raise RetentionError(
+            f"could not read the latest retention report ({code})",
+            resource=f"s3://{bucket}/{key}",
+            fix="grant s3:GetObject on the ledger bucket's retention/reports/ prefix",
+        ) from exc
+    data: dict[str, Any] = json.loads(body)
+    return data
 
 
 def summary(
@@ -49,7 +240,8 @@ def summary(
     *,
     region: str | None,
     max_items: int,
-    applied: dict[str, Any] | None = None,
+    applied: Mapping[str, Any] | None = None,
+    report_uris: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """JSON-serialisable and bounded: counts plus at most ``max_items`` rows (acted-on first)."""
     ordered = sorted(plan.decisions, key=_sort_key)
@@ -67,9 +259,11 @@ def summary(
         "region": region,
         "now": plan.now.isoformat(),
         "dry_run": plan.dry_run,
-        "blocked": plan.blocked,
+        "stopped": plan.stopped,
         "counts": plan.counts,
-        "applied": applied or {},
+        "deferred": plan.deferred,
+        "applied": {k: v for k, v in (applied or {}).items()},
+        "report": dict(report_uris or {}),
         "items": items,
         "items_omitted": max(0, len(ordered) - max_items),
     }

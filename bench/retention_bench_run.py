@@ -1,0 +1,65 @@
+"""One timed run for bench/retention_bench.py, in a process of its own (not the sandbox's).
+
+    <project python> bench/retention_bench_run.py ours <policy.yaml> <out.json>
+    <c7n venv python> bench/retention_bench_run.py custodian <policy.yaml> <out dir> <out.json>
+
+Imports happen first; the clock covers the run only: ``AmiRetentionOperator.execute`` for
+ours, ``custodian run`` (``c7n.cli.main``) for Cloud Custodian. Both read the sandbox
+through the environment (AWS_ENDPOINT_URL / the Airflow AWS connection). The custodian
+mode imports nothing from this project (it runs in Custodian's own virtualenv).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def ours(policy_path: str, out: str) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(repo / "plugins"), str(repo)]
+    # What an Airflow worker has loaded before it calls execute() (the task runner is that process);
+    # without it, the first connection lookup imports it (2-3 s) inside the timed run.
+    import airflow.sdk.execution_time.task_runner  # noqa: F401
+
+    from amirelease.operators.retention import AmiRetentionOperator
+
+    op = AmiRetentionOperator(task_id="retention", region_name="us-east-1", policy_path=policy_path)
+    now = datetime.now(UTC)
+    context = {"data_interval_end": now, "logical_date": now, "run_id": f"bench__{now:%Y%m%dT%H%M%S%f}"}
+    start = time.perf_counter()
+    error = None
+    try:
+        summary = op.execute(context)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - the bench reports any failure of the run
+        summary, error = {}, f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - start
+    Path(out).write_text(json.dumps({"seconds": seconds, "summary": summary, "error": error}, default=str))
+
+
+def custodian(policy_path: str, out_dir: str, out: str) -> None:
+    from c7n.cli import main
+
+    sys.argv = ["custodian", "run", "--cache-period", "0", "-s", out_dir, "--region", "us-east-1", policy_path]
+    start = time.perf_counter()
+    error = None
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            error = f"exit {exc.code}"
+    seconds = time.perf_counter() - start
+    resources = {}
+    for meta in Path(out_dir).glob("*/resources.json"):
+        resources[meta.parent.name] = len(json.loads(meta.read_text()))
+    Path(out).write_text(json.dumps({"seconds": seconds, "resources": resources, "error": error}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "ours":
+        ours(sys.argv[2], sys.argv[3])
+    else:
+        custodian(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -1,0 +1,136 @@
+"""Stop conditions: evidence that a run's view of the account is wrong (pure functions).
+
+Retention deregisters images that nothing uses. "Nothing uses it" is only as good as the
+listings it was read from: if a listing failed, was cut short, or misses instances, an
+image in use looks unused. So before anything is changed, the run cross-checks what it
+saw against a second view of the same account, and stops (changes nothing, fails with the
+reason) when they disagree:
+
+1. **A listing failed or was cut short** (an API error after botocore's retries, a
+   paginator that stopped early): always.
+2. **Group instances missing**: up to ``group_instance_sample`` instances that Auto Scaling
+   lists as ``InService`` in its groups (spread over the groups) are looked up by id in
+   EC2's instance listing. An instance EC2 does not list as live, or one that runs an image
+   the run considered without appearing in that image's instance listing, counts as
+   missing; more than ``max_missing_group_instances`` stop the run.
+3. **Far fewer live instances than the groups want**: the instances Auto Scaling lists in
+   its groups, times the share of the sample EC2 confirmed live, must add up to at least
+   ``min_live_vs_desired`` of the groups' desired capacities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from amirelease.retention.decide import Plan
+from amirelease.retention.policy import RetentionPolicy
+
+LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")  # all but terminated
+GONE_LIFECYCLE = ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated")
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What one run saw, as far as the stop conditions need it."""
+
+    groups: Sequence[Mapping[str, Any]] = ()  # DescribeAutoScalingGroups items
+    sample: Sequence[tuple[str, str]] = ()  # (group name, instance id) looked up in EC2
+    sample_found: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # id -> (state, image id)
+    candidates: frozenset[str] = frozenset()  # images whose instances were listed
+    candidate_usage: Mapping[str, Sequence[str]] = field(default_factory=dict)  # image -> live instance ids
+    listing_errors: Sequence[str] = ()
+
+
+def select_sample(groups: Sequence[Mapping[str, Any]], size: int) -> list[tuple[str, str]]:
+    """Up to ``size`` InService group instances, round-robin over the groups (sorted by name)."""
+    if size <= 0:
+        return []
+    queues = []
+    for group in sorted(groups, key=lambda g: str(g.get("AutoScalingGroupName", ""))):
+        ids = sorted(
+            i["InstanceId"]
+            for i in group.get("Instances") or []
+            if i.get("LifecycleState") == "InService" and i.get("InstanceId")
+        )
+        if ids:
+            queues.append((str(group.get("AutoScalingGroupName", "?")), ids))
+    picked: list[tuple[str, str]] = []
+    depth = 0
+    while len(picked) < size and any(depth < len(ids) for _, ids in queues):
+        for name, ids in queues:
+            if depth < len(ids) and len(picked) < size:
+                picked.append((name, ids[depth]))
+        depth += 1
+    return picked
+
+
+def _listed_in_groups(groups: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for g in groups for i in g.get("Instances") or [] if i.get("LifecycleState") not in GONE_LIFECYCLE)
+
+
+def _desired(groups: Sequence[Mapping[str, Any]]) -> int:
+    return sum(int(g.get("DesiredCapacity") or 0) for g in groups)
+
+
+def _examples(items: Sequence[str], limit: int = 3) -> str:
+    head = ", ".join(items[:limit])
+    return head if len(items) <= limit else f"{head} and {len(items) - limit} more"
+
+
+def stop_reasons(view: AccountView, policy: RetentionPolicy) -> list[str]:
+    """Every stop condition that holds, each said for the person on call; [] means go on."""
+    reasons = [f"a listing failed or was cut short: {e}" for e in view.listing_errors]
+    if view.listing_errors:
+        return reasons  # the other checks would read incomplete data
+
+    missing: list[str] = []
+    unlisted: list[str] = []
+    live_in_sample = 0
+    for group, instance_id in view.sample:
+        found = view.sample_found.get(instance_id)
+        if found is None or found[0] not in LIVE_STATES:
+            state = "not listed" if found is None else found[0]
+            missing.append(f"{instance_id} ({group}: {state})")
+            continue
+        live_in_sample += 1
+        image_id = found[1]
+        if image_id in view.candidates and instance_id not in (view.candidate_usage.get(image_id) or ()):
+            unlisted.append(f"{instance_id} ({group}) on {image_id}")
+    if len(missing) + len(unlisted) > policy.max_missing_group_instances:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} of {len(view.sample)} instances that Auto Scaling lists as InService are "
+                f"missing or terminated in EC2's instance listing: {_examples(missing)}"
+            )
+        if unlisted:
+            parts.append(
+                f"{len(unlisted)} group instance(s) run an image being considered for deregistration but did "
+                f"not show up when that image's instances were listed: {_examples(unlisted)}"
+            )
+        reasons.append(
+            "the instance listing disagrees with Auto Scaling: "
+            + "; ".join(parts)
+            + f" (at most {policy.max_missing_group_instances} allowed)"
+        )
+
+    desired = _desired(view.groups)
+    if policy.min_live_vs_desired > 0 and desired > 0:
+        listed = _listed_in_groups(view.groups)
+        confirmed = live_in_sample / len(view.sample) if view.sample else 1.0
+        live = listed * confirmed
+        if live < policy.min_live_vs_desired * desired:
+            reasons.append(
+                f"far fewer live instances than the groups want: about {live:.0f} live instances in "
+                f"{len(view.groups)} Auto Scaling group(s) whose desired capacities add up to {desired} "
+                f"(at least {policy.min_live_vs_desired:.0%} expected)"
+            )
+    return reasons
+
+
+def checked(plan: Plan, view: AccountView, policy: RetentionPolicy) -> Plan:
+    """The plan, stopped (nothing may be applied) when any stop condition holds."""
+    reasons = stop_reasons(view, policy)
+    return plan.stop("; ".join(reasons)) if reasons else plan
