@@ -80,9 +80,15 @@ lint: setup
 	$(VPY) -m ruff format --check plugins dags sandbox tests bench deploy
 	$(VPY) -m mypy
 
+# The suite on 3 workers (most tests wait on servers and sandboxes more than they compute; the
+# tests that share the demo-web fleet run together on one), then the IAM check over all of them.
+PYTEST_WORKERS ?= 3
 test: setup lint
-	@$(VPY) -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
+	@rm -f .artifacts/aws-calls-*.json .artifacts/collected-*.json
+	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; \
+	$(VPY) -m pytest tests/test_zz_iam_policy.py; rc2=$$?; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
 
 demo: setup
 	$(VPY) -m sandbox demo

@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFLOW_HOME = REPO / ".airflow-test"
+# One Airflow home (SQLite DB, logs) per pytest-xdist worker: workers never share a database.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+AIRFLOW_HOME = REPO / (f".airflow-test-{WORKER}" if WORKER else ".airflow-test")
+ARTIFACTS = REPO / ".artifacts"
 AIRFLOW_HOME.mkdir(exist_ok=True)
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
@@ -56,7 +59,8 @@ def aws_sandbox():
     try:
         yield sb
     finally:
-        calls = REPO / ".artifacts" / "aws-calls.json"  # every call of the session, by sender (for iam.py)
+        # every AWS call this worker's tests made, by sender: what tests/test_zz_iam_policy.py reads
+        calls = ARTIFACTS / f"aws-calls-{WORKER or 'main'}.json"
         calls.parent.mkdir(exist_ok=True)
         calls.write_text(_json.dumps(sorted([*k, v] for k, v in sb.callers().items()), indent=1))
         sb.stop()
@@ -211,3 +215,9 @@ def release_plan():
         return ReleasePlan(**base)
 
     return make
+
+
+def pytest_collection_finish(session):
+    """Which tests this process runs (the IAM check needs to know the end-to-end tests ran)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"collected-{WORKER or 'main'}.json").write_text(_json.dumps(sorted(i.nodeid for i in session.items)))

@@ -61,9 +61,9 @@ def agent_of(environ: dict[str, Any]) -> str:
     """Who sent a request, from its User-Agent: terraform, packer, airflow (the provider's hooks) or other."""
     ua = environ.get("HTTP_USER_AGENT", "")
     low = ua.lower()
-    if "terraform" in low:
+    if "terraform" in low:  # the AWS provider and Terraform's S3 backend (aws-sdk-go-v2, "Terraform/…")
         return "terraform"
-    if "packer" in low:
+    if "packer" in low or "aws-sdk-go/" in low:  # Packer 1.6's amazon plugin: aws-sdk-go v1, no name of its own
         return "packer"
     if "airflow" in low:
         return "airflow"

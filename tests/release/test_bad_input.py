@@ -153,7 +153,7 @@ def test_deeper_problems_fail_preflight_and_change_nothing(release_env, tmp_path
     dr = dag.test(run_conf=GOOD)
     states = task_states(dr)
     assert dr.state == "failed" and states["preflight"] == "failed", states
-    assert states["release_lock"] == "upstream_failed" and states["record"] == "skipped"
+    assert states["release_lock"] == "upstream_failed" and states["record"] == "upstream_failed"
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -168,7 +168,7 @@ def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(rele
     rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "nothing to go back to, on purpose"})
     states = task_states(rb)
     assert rb.state == "failed" and states["resolve_target"] == "failed", states
-    assert states["record"] == "skipped" and states["preflight"] == "upstream_failed"
+    assert states["record"] == "upstream_failed" and states["preflight"] == "upstream_failed"
     assert mutations(sb) == {}
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session

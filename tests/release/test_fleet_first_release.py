@@ -7,7 +7,8 @@ import pytest
 
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 
 def _record(sb, dr):

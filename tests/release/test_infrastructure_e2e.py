@@ -30,7 +30,8 @@ from tests.release.conftest import (
     task_states,
 )
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 LEDGER = "ami-release-ledger-123456789012"
 STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"
@@ -131,7 +132,7 @@ def _apply(plan: dict, bake: dict, ti: SimpleNamespace, started) -> dict:
 
 
 def _terraform_processes(marker: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if f"amirelease-terraform-{marker}-" in line]
 
 
@@ -156,17 +157,22 @@ def test_a_killed_apply_leaves_no_terraform_and_the_retry_converges(fleet_env):
     sb.faults.delay("ec2:CreateLaunchTemplateVersion", seconds=30, times=1)
     task = multiprocessing.get_context("fork").Process(target=_apply, args=(plan, bake, ti, None))
     task.start()
-    deadline = time.monotonic() + 120
-    while sb.request_counts().get("ec2:CreateLaunchTemplateVersion", 0) < 1:
-        assert task.is_alive() and time.monotonic() < deadline, "the apply never reached the launch template"
-        time.sleep(0.2)
-    assert _terraform_processes(task.pid)
-    os.kill(task.pid, signal.SIGKILL)  # kill -9 of the task process
-    task.join(timeout=10)
-    deadline = time.monotonic() + 30
-    while _terraform_processes(task.pid):
-        assert time.monotonic() < deadline, f"Terraform outlived its task: {_terraform_processes(task.pid)}"
-        time.sleep(0.5)
+    try:
+        deadline = time.monotonic() + 120
+        while sb.request_counts().get("ec2:CreateLaunchTemplateVersion", 0) < 1:
+            assert task.is_alive() and time.monotonic() < deadline, "the apply never reached the launch template"
+            time.sleep(0.2)
+        assert _terraform_processes(task.pid)
+        os.kill(task.pid, signal.SIGKILL)  # kill -9 of the task process
+        task.join(timeout=10)
+        deadline = time.monotonic() + 30
+        while _terraform_processes(task.pid):
+            assert time.monotonic() < deadline, f"Terraform outlived its task: {_terraform_processes(task.pid)}"
+            time.sleep(0.5)
+    finally:
+        if task.is_alive():  # a failed assertion above must not leave the task applying into the next test
+            os.kill(task.pid, signal.SIGKILL)
+            task.join(timeout=10)
     time.sleep(30)  # the held-back call lands after all, as a late AWS answer would
 
     ti.try_number = 2  # the retry: releases the lock its earlier try left, re-plans and applies

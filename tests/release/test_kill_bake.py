@@ -20,7 +20,8 @@ from amirelease.operators.bake import BakeAmiOperator, key_pair_name
 from amirelease.operators.preflight import ReleasePreflightOperator
 from tests.release.conftest import clients, run_images, running_instances
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 RUN_ID = "manual__kill-9-test"
 
@@ -30,7 +31,7 @@ def _bake(plan: dict) -> None:
 
 
 def _packer_processes(pid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if f"amirelease-packer-{pid}-" in line and "packer" in line]
 
 
@@ -49,19 +50,24 @@ def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env):
 
     task = multiprocessing.get_context("fork").Process(target=_bake, args=(plan,))
     task.start()
-    deadline = time.monotonic() + 90
-    while sb.request_counts().get("ec2:StopInstances", 0) < 1:
-        assert task.is_alive() and time.monotonic() < deadline, "Packer never got to stopping its builder"
-        time.sleep(0.2)
-    assert _packer_processes(task.pid) and running_instances(sb, "ami-bake-builder")
-    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [rp.release_id]}])
-    assert groups["SecurityGroups"] and not groups["SecurityGroups"][0]["IpPermissions"]  # no port opened
-    os.kill(task.pid, signal.SIGKILL)
-    task.join(timeout=10)
-    deadline = time.monotonic() + 20
-    while _packer_processes(task.pid):
-        assert time.monotonic() < deadline, f"Packer outlived its task: {_packer_processes(task.pid)}"
-        time.sleep(0.2)
+    try:
+        deadline = time.monotonic() + 90
+        while sb.request_counts().get("ec2:StopInstances", 0) < 1:
+            assert task.is_alive() and time.monotonic() < deadline, "Packer never got to stopping its builder"
+            time.sleep(0.2)
+        assert _packer_processes(task.pid) and running_instances(sb, "ami-bake-builder")
+        groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [rp.release_id]}])
+        assert groups["SecurityGroups"] and not groups["SecurityGroups"][0]["IpPermissions"]  # no port opened
+        os.kill(task.pid, signal.SIGKILL)
+        task.join(timeout=10)
+        deadline = time.monotonic() + 20
+        while _packer_processes(task.pid):
+            assert time.monotonic() < deadline, f"Packer outlived its task: {_packer_processes(task.pid)}"
+            time.sleep(0.2)
+    finally:
+        if task.is_alive():  # a failed assertion above must not leave the task baking into the next test
+            os.kill(task.pid, signal.SIGKILL)
+            task.join(timeout=10)
     leftovers = list(Path(tempfile.gettempdir()).glob(f"amirelease-packer-{task.pid}-*"))
     assert leftovers, "the killed try's working folder is still there (nothing ran after the kill)"
 

@@ -17,7 +17,8 @@ from tests.release.conftest import (
     task_states,
 )
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"
 LEDGER = "ami-release-ledger-123456789012"

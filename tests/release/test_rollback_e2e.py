@@ -13,7 +13,8 @@ from amirelease.operators.rollback import ResolveRollbackTargetOperator
 from tests.conftest import REPO
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, mutations, run_images, task_states
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 
 def _tags(image: dict) -> dict:
@@ -107,9 +108,8 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     refused = rollback.test(run_conf={"app": "demo-web", "reason": "1234567890 (numbers only)", "target": "3.1.0"})
     states = task_states(refused)
     assert refused.state == "failed" and states["resolve_target"] == "failed"
-    assert states["record"] == "skipped", states  # refused once, clearly: record adds nothing to contradict
+    assert states["record"] == "upstream_failed", states  # refused once, clearly: record does not run
     assert "was rolled back" in _failure(refused, "resolve_target") and "confirm" in _failure(refused, "resolve_target")
-    assert mutations(sb).get("ec2:CreateTags", 0) == mutations(sb).get("ec2:CreateTags", 0)
 
     # Retention: once everything is 100 days old, the held AMI is kept, unused unheld ones are marked.
     from amirelease.operators.retention import AmiRetentionOperator

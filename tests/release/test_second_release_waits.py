@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import REPO
 from tests.release.conftest import clients, ledger_records, load_dag, task_states
 
-pytestmark = pytest.mark.e2e
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 RUN_A = """
 import sys

@@ -5,10 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from amirelease.handoffs import BakeResult
 from amirelease.operators.preflight import ReleasePreflightOperator
 from amirelease.operators.smoke import SmokeTestOperator
 from tests.release.conftest import running_instances
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 
 def test_on_kill_terminates_the_smoke_instance(fleet_env, monkeypatch):

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # What Packer's amazon-ebs builder calls during a bake (the bake task's own calls are declared
 # on BakeAmiOperator): checked against what Packer really called in the tests (iam.py).
 PACKER_IAM_ACTIONS: tuple[str, ...] = (
+    "ec2:CopyImage",
     "ec2:CreateImage",
     "ec2:CreateKeyPair",
     "ec2:CreateTags",

@@ -280,8 +280,9 @@ class TerraformHook(BaseHook):
         run = self.run(["validate", "-json", "-no-color"], cwd=cwd, env=env, on_line=lines.append, timeout=300)
         if lines and lines[0].startswith("$ "):
             on_line(lines[0])
+        body = [line for line in lines if not line.startswith(("$ ", "(terraform "))]
         try:
-            doc = json.loads("\n".join(line for line in lines if not line.startswith("$ ")))
+            doc = json.loads("\n".join(body))
         except ValueError:
             for line in lines[1:]:
                 on_line(line)

@@ -76,30 +76,17 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     template_fields: Sequence[str] = aws_template_fields("plan")
     ui_color = "#fdf1e1"
     iam_role = "bake"
+    # the task's own calls; Packer's are hooks/packer.py PACKER_IAM_ACTIONS
     iam_actions = (
-        "autoscaling:DescribeAutoScalingGroups",
         "ec2:AuthorizeSecurityGroupIngress",
-        "ec2:CopyImage",
-        "ec2:CreateImage",
-        "ec2:CreateKeyPair",
         "ec2:CreateSecurityGroup",
         "ec2:CreateTags",
         "ec2:DeleteKeyPair",
         "ec2:DeleteSecurityGroup",
-        "ec2:DeleteSnapshot",
-        "ec2:DeregisterImage",
         "ec2:DescribeImages",
         "ec2:DescribeInstances",
         "ec2:DescribeKeyPairs",
-        "ec2:DescribeRegions",
         "ec2:DescribeSecurityGroups",
-        "ec2:DescribeSnapshots",
-        "ec2:DescribeSubnets",
-        "ec2:DescribeVolumes",
-        "ec2:DescribeVpcs",
-        "ec2:ModifyImageAttribute",
-        "ec2:RunInstances",
-        "ec2:StopInstances",
         "ec2:TerminateInstances",
         "s3:GetObject",
     )

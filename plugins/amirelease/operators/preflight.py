@@ -145,7 +145,6 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "ec2:DescribeVpcs",
         "s3:GetObject",
         "s3:ListBucket",
-        "sts:GetCallerIdentity",
     )
 
     def __init__(

@@ -69,7 +69,6 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         "ec2:RunInstances",
         "ec2:TerminateInstances",
         "ssm:GetCommandInvocation",
-        "ssm:ListCommandInvocations",
         "ssm:SendCommand",
     )
 
