@@ -87,9 +87,12 @@ def test_throttle_then_success_and_botocore_retries_it(sandbox):
 
 
 def test_clear_faults(sandbox):
-    sandbox.faults.fail("DescribeVpcs", times=5)
+    ec2 = client(sandbox, "ec2")
+    sandbox.faults.fail("DescribeVpcs", code="Boom", times=5)
+    assert code_of(lambda: ec2.describe_vpcs())[0] == "Boom"  # the fault is there...
     sandbox.faults.clear()
-    client(sandbox, "ec2").describe_vpcs()
+    assert sandbox.faults.as_dict() == {"calls": [], "refreshes": [], "ssm": []}
+    assert ec2.describe_vpcs()["Vpcs"]  # ...and gone: the four calls it had left are not failed
 
 
 def _http(sb, method, path, payload=None):

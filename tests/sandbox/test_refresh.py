@@ -24,12 +24,14 @@ def new_version(sb, ec2, name="demo-web-2.0.0"):
     return ami, {"LaunchTemplate": {"LaunchTemplateId": lt["id"], "Version": str(version)}}
 
 
-def wait_done(asg, rid, timeout=15, seen=None):
+def wait_done(asg, rid, timeout=15, seen=None, until=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = asg.describe_instance_refreshes(AutoScalingGroupName=ASG, InstanceRefreshIds=[rid])["InstanceRefreshes"][0]
         if seen is not None:
             seen.append((r["Status"], r["PercentageComplete"], r.get("StatusReason")))
+        if until is not None and until(r):
+            return r
         if r["Status"] in ("Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"):
             return r
         time.sleep(0.05)
@@ -179,8 +181,14 @@ def test_manual_rollback(fleet):
     fleet.configure(refresh_batch_seconds=0.5)
     _, before, _ = group_images(ec2, asg)
     _, desired = new_version(fleet, ec2)
-    rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, DesiredConfiguration=desired)["InstanceRefreshId"]
-    time.sleep(0.7)
+    # a checkpoint holds the refresh part-way (an hour's delay), whatever the machine's speed
+    rid = asg.start_instance_refresh(
+        AutoScalingGroupName=ASG,
+        DesiredConfiguration=desired,
+        Preferences={"MinHealthyPercentage": 66, "CheckpointPercentages": [34, 100], "CheckpointDelay": 3600},
+    )["InstanceRefreshId"]
+    held = wait_done(asg, rid, until=lambda r: "checkpoint" in (r.get("StatusReason") or ""))
+    assert held["Status"] == "InProgress" and 0 < held["PercentageComplete"] < 100, held
     assert asg.rollback_instance_refresh(AutoScalingGroupName=ASG)["InstanceRefreshId"] == rid
     r = wait_done(asg, rid)
     assert r["Status"] == "RollbackSuccessful"
