@@ -253,6 +253,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
                 f"{source}: infrastructure.module '{infra['module']}' is not a Terraform module folder under {root}",
                 fix="point it at a folder with the app's *.tf files (e.g. terraform/<app>)",
             )
+        _check_module_interface(source, infra, module_dir)
     refresh = dict(data.get("refresh", {}))
     cps = refresh.get("checkpoint_percentages")
     if cps and cps != sorted(set(cps)):
@@ -305,6 +306,51 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         description=str(data.get("description", "")),
         owner=str(data.get("owner", "")),
     )
+
+
+_BLOCK = re.compile(r'^[ \t]*(variable|output)[ \t]+"([^"]+)"', re.MULTILINE)
+
+
+def module_interface(module_dir: Path) -> tuple[set[str], set[str]]:
+    """The variables and outputs a Terraform module declares (its *.tf and *.tf.json files)."""
+    variables: set[str] = set()
+    outputs: set[str] = set()
+    for f in sorted(module_dir.glob("*.tf")):
+        for kind, name in _BLOCK.findall(f.read_text(encoding="utf-8")):
+            (variables if kind == "variable" else outputs).add(name)
+    for f in sorted(module_dir.glob("*.tf.json")):
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        variables.update(doc.get("variable", {}) or {})
+        outputs.update(doc.get("output", {}) or {})
+    return variables, outputs
+
+
+def _check_module_interface(source: str, infra: dict[str, Any], module_dir: Path) -> None:
+    """Every value the pipeline hands the module must have a variable to land in: Terraform ignores
+    a TF_VAR_ with no variable silently, so a missing one would drop a secret (or the AMI) without
+    a word. And the outputs roll_out reads must exist."""
+    variables, outputs = module_interface(module_dir)
+    needed = {"ami_id": "the pipeline's new AMI"}
+    needed.update({k: "infrastructure.variables" for k in infra.get("variables", {})})
+    secret_keys = [k for s in infra.get("secrets", []) for k in s["keys"]]
+    needed.update({k: "infrastructure.secrets" for k in secret_keys})
+    if secret_keys:
+        needed["secret_versions"] = "the pipeline (Vault versions of the secrets)"
+    missing = sorted(k for k in needed if k not in variables)
+    if missing:
+        raise ConfigError(
+            f"{source}: the Terraform module {infra['module']} declares no variable for "
+            + ", ".join(f"{k} (from {needed[k]})" for k in missing),
+            fix="add a `variable` block for each to the module (secrets with sensitive = true), "
+            "or remove the key from the catalog file",
+        )
+    wanted = {**DEFAULT_TF_OUTPUTS, **infra.get("outputs", {})}
+    absent = sorted(name for name in wanted.values() if name not in outputs)
+    if absent:
+        raise ConfigError(
+            f"{source}: the Terraform module {infra['module']} has no output {', '.join(absent)}",
+            fix="add the output(s) to the module, or name the module's outputs in infrastructure.outputs",
+        )
 
 
 def apps_dir() -> Path:

@@ -71,6 +71,27 @@ def test_rules_beyond_the_schema():
         catalog.parse_app({**DEMO, "infrastructure": infra}, "x/demo-web.yaml")
 
 
+@pytest.mark.parametrize(
+    "infra,needle",
+    [
+        ({"variables": {"instance_typo": "t3.small"}}, "no variable for instance_typo (from infrastructure.variables)"),
+        ({"secrets": [{"path": "demo-web/runtime", "keys": ["api_tokn"]}]}, "api_tokn (from infrastructure.secrets)"),
+        ({"outputs": {"launch_template_id": "lt_id"}}, "has no output lt_id"),
+    ],
+)
+def test_the_module_must_declare_what_the_pipeline_hands_it(tmp_path, infra, needle):
+    """Terraform ignores a TF_VAR_ with no variable silently: a misspelt secret key would vanish."""
+    with pytest.raises(ConfigError, match="terraform/demo-web") as err:
+        catalog.parse_app(
+            {**DEMO, "infrastructure": {**DEMO["infrastructure"], **infra}}, "x/demo-web.yaml", REPO / "include"
+        )
+    assert needle in str(err.value)
+    module = tmp_path / "terraform" / "json"
+    module.mkdir(parents=True)
+    (module / "main.tf.json").write_text('{"variable": {"ami_id": {}}, "output": {"x": {"value": 1}}}')
+    assert catalog.module_interface(module) == ({"ami_id"}, {"x"})
+
+
 @pytest.mark.parametrize("good", ["1.0.0", "0.0.1", "10.20.30", "2.0.0-rc.1", "1.2.3-alpha"])
 def test_versions_accepted(good):
     assert catalog.validate_version(good) == good
