@@ -146,7 +146,9 @@ def _wait_for(cond, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_interrupt_mid_apply_releases_the_state_lock_and_a_retry_converges(sandbox):
+def test_a_locked_state_is_waited_for_and_an_interrupt_releases_the_lock(sandbox):
+    """While an apply holds the state lock, a second plan waits its lock timeout and reports the
+    holder's lock ID; interrupting the apply releases the lock and a retry converges."""
     key = "terraform/test/interrupt.tfstate"
     lines: list[str] = []
     with workdir("terraform") as wd:
@@ -167,6 +169,18 @@ def test_interrupt_mid_apply_releases_the_state_lock_and_a_retry_converges(sandb
             f"apply never started: {lines[-10:]}",
         )  # Terraform holds the state lock while it applies
         time.sleep(2)  # well into the 120 s provisioner
+        # a second run on the same state meanwhile: it waits lock_timeout, then says who holds it
+        held = json.loads(sandbox.client("s3").get_object(Bucket=LEDGER, Key=_lock_key(key))["Body"].read())
+        with workdir("terraform") as wd2:
+            other_lines: list[str] = []
+            other, module2, env2 = _slow_module(sandbox, wd2, key, other_lines)
+            (wd2 / "v.json").write_text(json.dumps({"seconds": 0, "run": "2"}))
+            waited = time.monotonic()
+            second = other.plan(module2, wd2 / "v.json", env2, other_lines.append, lock_timeout=3)
+            waited = time.monotonic() - waited
+        assert second.returncode != 0 and second.lock_id == held["ID"], other_lines[-10:]
+        assert waited >= 3, f"the second plan gave up after {waited:.1f}s, before its lock timeout"
+        assert t.is_alive() and _exists(sandbox, _lock_key(key)), "the first apply must keep its lock"
         hook.interrupt()  # what on_kill does: SIGINT, then SIGKILL after the grace period
         t.join(timeout=60)
         assert not t.is_alive()
