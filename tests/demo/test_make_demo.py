@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole-system tests one after the other (see tests/deploy/test_cluster.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("system"), pytest.mark.timeout(1200)]
 
 
 def test_demo_releases_through_a_real_scheduler_and_triggerer():
@@ -34,7 +35,7 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1100,
     )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
