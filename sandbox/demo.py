@@ -122,9 +122,19 @@ class Airflow:
         req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            data = r.read()
-            return json.loads(data) if data else {}
+        # A GET is safe to repeat: on a loaded machine the API server can take over a minute to
+        # answer one request, which must not end a release the demo is only watching.
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    data = r.read()
+                    return json.loads(data) if data else {}
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if isinstance(exc, urllib.error.HTTPError) or attempt == attempts:
+                    raise
+                print(f"   (the API server did not answer {path} in 60 s; asking again)", flush=True)
+        raise AssertionError("unreachable")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
