@@ -89,10 +89,17 @@ CASES = {
     ),
     "missing-subnet": ({"network.subnets": ["demo-a", "demo-z"]}, None, "subnet(s) demo-z not found", "create them"),
     "missing-terraform-secret": (
+        # a key the module declares, at a Vault path that exists but does not hold it
+        {"infrastructure.secrets": [{"path": "demo-web/bake", "keys": ["api_token"]}]},
+        None,
+        "Vault secret 'ami-pipeline/demo-web/bake' lacks key(s) api_token",
+        "add the key",
+    ),
+    "secret-the-module-does-not-declare": (
         {"infrastructure.secrets": [{"path": "demo-web/runtime", "keys": ["db_password"]}]},
         None,
-        "Vault secret 'ami-pipeline/demo-web/runtime' lacks key(s) db_password",
-        "add the key",
+        "the Terraform module terraform/demo-web declares no variable for db_password",
+        "add a `variable` block",
     ),
     "missing-module": (
         {"infrastructure.module": "terraform/no-such-module"},

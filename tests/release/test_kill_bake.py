@@ -35,8 +35,11 @@ def _packer_processes(pid: int) -> list[str]:
     return [line for line in out.splitlines() if f"amirelease-packer-{pid}-" in line and "packer" in line]
 
 
-def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env):
+def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env, tmp_path, monkeypatch):
     sb = fleet_env
+    # A private temp folder: a bake on another xdist worker (or the cluster test's) sweeps dead
+    # tasks' folders from the shared /tmp too, and would take this one before the retry could.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     ec2, _, _ = clients(sb)
     plan = ReleasePreflightOperator(
         task_id="preflight", app="demo-web", version="8.8.8", region_name="us-east-1"
@@ -102,6 +105,7 @@ def test_the_builder_is_reachable_only_from_the_configured_network(fleet_env, re
         subnet_ids=tuple(sb.account["subnet_ids"]),
     )
     op = BakeAmiOperator(task_id="bake", plan={}, region_name="us-east-1")
+    ec2 = op.clients.ec2()  # the provider's hook, as the task uses it (its calls count for the IAM check)
     group = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg"), "provisioned")
     [perm] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     assert (perm["FromPort"], perm["ToPort"]) == (22, 22) and perm["IpRanges"] == [{"CidrIp": "10.20.0.0/16"}]
