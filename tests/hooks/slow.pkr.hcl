@@ -4,6 +4,7 @@ variable "region" { type = string }
 variable "ec2_endpoint" { type = string }
 variable "source_ami" { type = string }
 variable "run_tags" { type = map(string) }
+variable "security_group_id" { type = string } # made by the caller, as the bake task does
 source "amazon-ebs" "unprovisioned" {
   region                     = var.region
   custom_endpoint_ec2        = var.ec2_endpoint
@@ -15,6 +16,7 @@ source "amazon-ebs" "unprovisioned" {
   skip_metadata_api_check    = true
   skip_region_validation     = true
   run_tags                   = var.run_tags
+  security_group_id          = var.security_group_id
 }
 build {
   sources = ["source.amazon-ebs.unprovisioned"]

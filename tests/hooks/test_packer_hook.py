@@ -22,6 +22,8 @@ def test_interrupt_makes_packer_terminate_its_builder(sandbox):
         "ec2_endpoint": sandbox.endpoint_url,
         "source_ami": sandbox.account["vendor_images"]["amazon-linux"],
         "run_tags": {"Purpose": "ami-bake-builder", "ReleaseId": "interrupt-test"},
+        # our own group, as the bake task passes one: Packer then makes none of its own
+        "security_group_id": ec2.create_security_group(GroupName="interrupt-test", Description="test")["GroupId"],
     }
     aws_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     t = threading.Thread(

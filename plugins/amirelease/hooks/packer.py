@@ -40,6 +40,8 @@ PACKER_IAM_ACTIONS: tuple[str, ...] = (
     "ec2:DescribeRegions",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSubnets",
+    "ec2:DescribeVolumes",  # cleanup: volumes the builder left (also after an interrupt)
+    "ec2:ModifyImageAttribute",  # the AMI's description, set after the image is taken
     "ec2:RunInstances",
     "ec2:StopInstances",
     "ec2:TerminateInstances",
