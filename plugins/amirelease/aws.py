@@ -58,3 +58,18 @@ class AwsClients:
     def base_hook(self, region: str | None = None) -> AwsBaseHook:
         """For credentials, the account id and the connection's endpoint settings."""
         return AwsBaseHook(client_type="sts", **self._kwargs(region))
+
+
+def tool_environment(hook: AwsBaseHook, region: str) -> dict[str, str]:
+    """The connection's credentials for a tool run as a subprocess (Packer, Terraform): in its
+    environment, where the AWS SDKs read them, never in argv."""
+    creds = hook.get_credentials(region_name=region)
+    env = {
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    return env

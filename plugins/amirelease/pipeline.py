@@ -65,6 +65,14 @@ def app_param() -> Param:
     )
 
 
+def _the_one_result(ti: Any, group: str, tcs: list[str], what: str) -> Any:
+    """The XCom of whichever toolchain's task in ``group`` ran (the others are skipped)."""
+    results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(group, tc)) for tc in tcs) if r]
+    if len(results) != 1:
+        raise ValueError(f"expected exactly one {what} result, got {len(results)}")
+    return results[0]
+
+
 def task_order(tcs: list[str]) -> list[str]:
     """The pipeline's task ids in execution order (record.py reports the first failed one)."""
 
@@ -150,10 +158,7 @@ def release_pipeline(
     @task(task_id=TaskIds.BAKED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def baked(ti: Any = None) -> Any:
         """The AMI from whichever toolchain's bake ran."""
-        results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(TaskIds.BAKE, tc)) for tc in tcs) if r]
-        if len(results) != 1:
-            raise ValueError(f"expected exactly one bake result, got {len(results)}")
-        return results[0]
+        return _the_one_result(ti, TaskIds.BAKE, tcs, "bake")
 
     ami = baked()
     smoke = SmokeTestOperator(task_id=TaskIds.SMOKE, plan=plan, bake=ami, execution_timeout=timedelta(minutes=45))
@@ -173,10 +178,7 @@ def release_pipeline(
     @task(task_id=TaskIds.APPLIED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def applied(ti: Any = None) -> Any:
         """The Terraform outputs from whichever toolchain's apply ran."""
-        results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(TaskIds.APPLY_INFRA, tc)) for tc in tcs) if r]
-        if len(results) != 1:
-            raise ValueError(f"expected exactly one apply result, got {len(results)}")
-        return results[0]
+        return _the_one_result(ti, TaskIds.APPLY_INFRA, tcs, "apply")
 
     infra = applied()
     roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=ami, infrastructure=infra)

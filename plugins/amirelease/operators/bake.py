@@ -13,6 +13,7 @@ from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError, WaiterError
 
 from amirelease import bundle
+from amirelease.aws import tool_environment
 from amirelease.constants import (
     PURPOSE_BUILDER,
     TAG_APP,
@@ -158,7 +159,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                     variables,
                     secrets=secrets.values,
                     only=f"amazon-ebs.{source}",
-                    aws_env=self._aws_env(region),
+                    aws_env=tool_environment(self.hook, region),
                     on_line=lambda line: self.log.info("packer | %s", line),
                     timeout=self.packer_timeout,
                 )
@@ -185,18 +186,6 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             self._packer.interrupt()
 
     # -- helpers ---------------------------------------------------------------------------
-    def _aws_env(self, region: str) -> dict[str, str]:
-        creds = self.hook.get_credentials(region_name=region)
-        env = {
-            "AWS_ACCESS_KEY_ID": creds.access_key,
-            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-        }
-        if creds.token:
-            env["AWS_SESSION_TOKEN"] = creds.token
-        return env
-
     def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:
         found: dict[str, str] = {}
         for region in plan.regions:

@@ -20,6 +20,7 @@ from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
 from amirelease import bundle
+from amirelease.aws import tool_environment
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import (
     BakeResult,
@@ -120,18 +121,6 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         url: str | None = self.hook.conn_config.endpoint_url
         return url
 
-    def _aws_env(self, region: str) -> dict[str, str]:
-        creds = self.hook.get_credentials(region_name=region)
-        env = {
-            "AWS_ACCESS_KEY_ID": creds.access_key,
-            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-        }
-        if creds.token:
-            env["AWS_SESSION_TOKEN"] = creds.token
-        return env
-
     def _backend(self, plan: ReleasePlan, region: str) -> Backend:
         return Backend(
             bucket=state_bucket(),
@@ -153,7 +142,7 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         backend = self._backend(plan, region)
         with workdir("terraform") as wd:
             module = self._terraform.prepare(root / infra.module, wd, self._endpoint())
-            env = self._terraform.environment(wd, self._aws_env(region), secrets.values)
+            env = self._terraform.environment(wd, tool_environment(self.hook, region), secrets.values)
             var_file = wd / "release.tfvars.json"
             var_file.write_text(json.dumps(variables_for(plan, region, ami_id, secrets), indent=2))
             self.log.info(
