@@ -75,6 +75,8 @@ def unescape(field_: str) -> str:
 
 @dataclass
 class PackerResult:
+    """What one ``packer build`` gave: its exit code, the AMI per region, the error lines."""
+
     returncode: int
     artifacts: dict[str, str] = field(default_factory=dict)  # region -> AMI id
     errors: list[str] = field(default_factory=list)
@@ -98,7 +100,11 @@ def parse_artifact_id(value: str) -> dict[str, str]:
 
 
 class PackerHook(BaseHook):
-    """Packer on this worker (the task's toolchain queue guarantees it is installed)."""
+    """Packer on this worker (the task's toolchain queue guarantees it is installed).
+
+    :param packer_bin: the binary, a name on PATH or a path.
+    :param interrupt_grace: seconds Packer gets after SIGINT to tear its builder down, before SIGKILL.
+    """
 
     hook_name = "Packer"
 

@@ -102,6 +102,8 @@ def override_file(endpoint_url: str) -> str:
 
 @dataclass(frozen=True)
 class Backend:
+    """Terraform's S3 state backend for one app and region: encrypted, S3-native lock file."""
+
     bucket: str
     key: str
     region: str
@@ -130,6 +132,8 @@ class Backend:
 
 @dataclass
 class Diagnostic:
+    """One error or warning from Terraform's -json output, with its file:line when it has one."""
+
     severity: str
     summary: str
     detail: str = ""
@@ -142,6 +146,9 @@ class Diagnostic:
 
 @dataclass
 class TerraformRun:
+    """What one Terraform command gave: exit code, diagnostics, planned changes, outputs, the
+    ID of a lock it met, and how long it took."""
+
     returncode: int
     interrupted: bool
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -171,7 +178,11 @@ def destroys(summary: PlanSummary, allowed_types: tuple[str, ...]) -> list[Resou
 
 
 class TerraformHook(BaseHook):
-    """Terraform on this worker (the task's toolchain queue guarantees it is installed)."""
+    """Terraform on this worker (the task's toolchain queue guarantees it is installed).
+
+    :param terraform_bin: the binary, a name on PATH or a path.
+    :param interrupt_grace: seconds Terraform gets after SIGINT to stop and release its state lock.
+    """
 
     hook_name = "Terraform"
 

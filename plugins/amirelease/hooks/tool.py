@@ -34,6 +34,8 @@ _WORKDIR_RE = re.compile(r"^amirelease-(?P<tool>[a-z]+)-(?P<pid>\d+)-")
 
 @dataclass
 class ToolRun:
+    """How a tool's run ended: its exit code, and whether we interrupted it."""
+
     returncode: int
     interrupted: bool
 
@@ -72,7 +74,12 @@ def workdir(tool: str) -> Iterator[Path]:
 
 
 class ToolProcess:
-    """One run of a tool binary. ``interrupt()`` may be called from another thread (on_kill)."""
+    """One run of a tool binary. ``interrupt()`` may be called from another thread (on_kill).
+
+    :param interrupt_grace: seconds between SIGINT (the tool cleans up) and SIGKILL.
+    :param death_grace: seconds the tool gets after SIGINT to clean up when the task that started
+        it dies (then the reaper kills its process group).
+    """
 
     def __init__(self, *, interrupt_grace: float = 120.0, death_grace: float = 10.0) -> None:
         self.interrupt_grace = interrupt_grace

@@ -33,7 +33,10 @@ class Secrets:
 
 
 class PipelineSecrets:
-    """Read ``<prefix>/<path>`` secrets (KV) for an app; values masked as they arrive."""
+    """Read ``<prefix>/<path>`` secrets (KV) for an app; values masked as they arrive.
+
+    :param vault_conn_id: the Airflow Vault connection (the pipeline's AppRole).
+    """
 
     def __init__(self, vault_conn_id: str = "vault_default") -> None:
         self.vault_conn_id = vault_conn_id

@@ -144,7 +144,9 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     comes from the release's own tasks).
 
     :param task_order: the pipeline's task ids in order (the first failed one is "the" failure).
-    :param bake_task_ids / check_task_ids / apply_task_ids: the per-toolchain task ids.
+    :param bake_task_ids: the per-toolchain bake task ids (the one that ran gave the AMIs).
+    :param check_task_ids: the per-toolchain check_infrastructure task ids (the plans against the current state).
+    :param apply_task_ids: the per-toolchain apply_infrastructure task ids (the applied plans and outputs).
     """
 
     aws_hook_class = EC2Hook

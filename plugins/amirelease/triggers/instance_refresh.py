@@ -60,7 +60,17 @@ def wait_blocking(
 
 class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
     """Fires when the refresh ends: status "success" when Successful, "error" otherwise
-    (Failed, Cancelled, RollbackSuccessful/Failed, gone, or out of attempts)."""
+    (Failed, Cancelled, RollbackSuccessful/Failed, gone, or out of attempts).
+
+    :param auto_scaling_group: the group being refreshed.
+    :param refresh_id: the InstanceRefreshId that StartInstanceRefresh returned.
+    :param waiter_delay: seconds between two DescribeInstanceRefreshes calls.
+    :param waiter_max_attempts: how many calls before the trigger gives up ("error").
+    :param aws_conn_id: the Airflow AWS connection.
+    :param region_name: the group's region (default: the connection's).
+    :param verify: TLS verification for the endpoint, as the provider's hooks take it.
+    :param botocore_config: botocore Config settings, as the provider's hooks take them.
+    """
 
     aws_hook_class = AutoScalingHook
 
