@@ -40,6 +40,9 @@ def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
         AIRFLOW__API__PORT=str(api_port),
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
+        # Airflow's 5 s default failed a task before it ran when the API server was busy
+        # ("Workload execution failed ... ReadTimeout"); standalone shares one machine with it all.
+        AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
         AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
     )

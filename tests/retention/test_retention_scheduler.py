@@ -108,6 +108,7 @@ def airflow(sandbox, tmp_path):
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",  # as sandbox/demo.py: a busy API server is slow
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         AIRFLOW__AMI_RELEASE__RETENTION_SCHEDULE="* * * * *",
