@@ -239,11 +239,11 @@ def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
     return "timeout"
 
 
-def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1):
+def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"):
     try:
         return af.api(
             "GET",
-            f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value?map_index={map_index}&deserialize=true",
+            f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?map_index={map_index}&deserialize=true",
         )["value"]
     except urllib.error.HTTPError:
         return None
@@ -257,6 +257,11 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     bake = _xcom(af, run_id, "baked") or {}
     bucket = os.environ.get("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", rt.env()["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"])
     print("\n== summary")
+    if not plan:  # preflight failed: there is no release yet, only the reason
+        reason = _xcom(af, run_id, "preflight", key="failure")
+        print(f"   preflight      failed: {reason or 'the task ended before it could say why (see its log)'}")
+        print(f"   task logs      {AIRFLOW_HOME.relative_to(REPO)}/logs/dag_id=ami_release/run_id={run_id}/")
+        return
     print(f"   release id     {plan.get('release_id')}")
     print(
         f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} "
