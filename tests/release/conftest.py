@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import boto3
 import pytest
@@ -115,3 +121,48 @@ def task_states(dr) -> dict[str, str]:
 def release_dag():
     """The release DAG (the test also asks for the account it needs: release_env or fleet_env)."""
     return load_dag("ami_release")
+
+
+def tool_processes(tool: str, pid: int) -> list[str]:
+    """The `ps` lines of `tool` (packer, terraform) started by the task process `pid` (the
+    hooks name the tool's working folder amirelease-<tool>-<pid>-…)."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"amirelease-{tool}-{pid}-" in line]
+
+
+def kill_9_while_held(
+    sb,
+    target: Callable[..., object],
+    args: tuple,
+    *,
+    call: str,
+    tool: str,
+    never: str,
+    reach_within: float,
+    die_within: float,
+    at_kill: Callable[[], None] = lambda: None,
+) -> int:
+    """Run `target(*args)` as a forked task process; once it has sent `call` (held back by a
+    delay fault, so the tool is mid-run), check `at_kill()`, kill -9 the task and wait until
+    no `tool` process of it is left. Returns the dead task's pid."""
+    task = multiprocessing.get_context("fork").Process(target=target, args=args)
+    task.start()
+    try:
+        deadline = time.monotonic() + reach_within
+        while sb.request_counts().get(call, 0) < 1:
+            assert task.is_alive() and time.monotonic() < deadline, never
+            time.sleep(0.2)
+        assert tool_processes(tool, task.pid)
+        at_kill()
+        os.kill(task.pid, signal.SIGKILL)
+        task.join(timeout=10)
+        deadline = time.monotonic() + die_within
+        while tool_processes(tool, task.pid):
+            assert time.monotonic() < deadline, f"{tool} outlived its task: {tool_processes(tool, task.pid)}"
+            time.sleep(0.2)
+    finally:
+        if task.is_alive():  # a failed assertion above must not leave the task running into the next test
+            os.kill(task.pid, signal.SIGKILL)
+            task.join(timeout=10)
+    assert task.pid is not None
+    return task.pid

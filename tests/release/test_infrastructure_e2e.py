@@ -4,11 +4,7 @@ against the sandbox in every release."""
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import shutil
-import signal
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -23,6 +19,7 @@ from tests.conftest import REPO
 from tests.release.conftest import (
     clients,
     group_images,
+    kill_9_while_held,
     ledger_records,
     load_dag,
     mutations,
@@ -131,11 +128,6 @@ def _apply(plan: dict, bake: dict, ti: SimpleNamespace, started) -> dict:
     return op.execute({"ti": ti, "dag_run": SimpleNamespace(start_date=started), "run_id": ti.run_id})
 
 
-def _terraform_processes(marker: int) -> list[str]:
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if f"amirelease-terraform-{marker}-" in line]
-
-
 def test_a_killed_apply_leaves_no_terraform_and_the_retry_converges(fleet_env):
     sb = fleet_env
     ti = SimpleNamespace(dag_id="ami_release", run_id="manual__kill-apply", try_number=1)
@@ -155,24 +147,16 @@ def test_a_killed_apply_leaves_no_terraform_and_the_retry_converges(fleet_env):
     ).to_xcom()
     # Terraform hangs in the middle of the apply (a slow AWS), holding the state lock, when the task dies
     sb.faults.delay("ec2:CreateLaunchTemplateVersion", seconds=30, times=1)
-    task = multiprocessing.get_context("fork").Process(target=_apply, args=(plan, bake, ti, None))
-    task.start()
-    try:
-        deadline = time.monotonic() + 120
-        while sb.request_counts().get("ec2:CreateLaunchTemplateVersion", 0) < 1:
-            assert task.is_alive() and time.monotonic() < deadline, "the apply never reached the launch template"
-            time.sleep(0.2)
-        assert _terraform_processes(task.pid)
-        os.kill(task.pid, signal.SIGKILL)  # kill -9 of the task process
-        task.join(timeout=10)
-        deadline = time.monotonic() + 30
-        while _terraform_processes(task.pid):
-            assert time.monotonic() < deadline, f"Terraform outlived its task: {_terraform_processes(task.pid)}"
-            time.sleep(0.5)
-    finally:
-        if task.is_alive():  # a failed assertion above must not leave the task applying into the next test
-            os.kill(task.pid, signal.SIGKILL)
-            task.join(timeout=10)
+    kill_9_while_held(
+        sb,
+        _apply,
+        (plan, bake, ti, None),
+        call="ec2:CreateLaunchTemplateVersion",
+        tool="terraform",
+        never="the apply never reached the launch template",
+        reach_within=120,
+        die_within=30,
+    )
     time.sleep(30)  # the held-back call lands after all, as a late AWS answer would
 
     ti.try_number = 2  # the retry: releases the lock its earlier try left, re-plans and applies

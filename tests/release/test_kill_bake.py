@@ -3,12 +3,7 @@ retry removes everything the killed try left (builder, key pair, security group,
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +13,7 @@ from amirelease.handoffs import BakeResult, ReleasePlan
 from amirelease.ledger import ledger_bucket
 from amirelease.operators.bake import BakeAmiOperator, key_pair_name
 from amirelease.operators.preflight import ReleasePreflightOperator
-from tests.release.conftest import clients, run_images, running_instances
+from tests.release.conftest import clients, kill_9_while_held, run_images, running_instances
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -28,11 +23,6 @@ RUN_ID = "manual__kill-9-test"
 
 def _bake(plan: dict) -> None:
     BakeAmiOperator(task_id="bake", plan=plan, region_name="us-east-1").execute({"run_id": RUN_ID})
-
-
-def _packer_processes(pid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if f"amirelease-packer-{pid}-" in line and "packer" in line]
 
 
 def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env, tmp_path, monkeypatch):
@@ -51,27 +41,23 @@ def test_kill_9_mid_packer_leaves_nothing_after_the_retry(fleet_env, tmp_path, m
     # killed while Packer waits, with its builder, key pair and security group in place.
     sb.faults.delay("ec2:StopInstances", seconds=25, times=1)
 
-    task = multiprocessing.get_context("fork").Process(target=_bake, args=(plan,))
-    task.start()
-    try:
-        deadline = time.monotonic() + 90
-        while sb.request_counts().get("ec2:StopInstances", 0) < 1:
-            assert task.is_alive() and time.monotonic() < deadline, "Packer never got to stopping its builder"
-            time.sleep(0.2)
-        assert _packer_processes(task.pid) and running_instances(sb, "ami-bake-builder")
+    def while_packer_waits() -> None:
+        assert running_instances(sb, "ami-bake-builder")
         groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [rp.release_id]}])
         assert groups["SecurityGroups"] and not groups["SecurityGroups"][0]["IpPermissions"]  # no port opened
-        os.kill(task.pid, signal.SIGKILL)
-        task.join(timeout=10)
-        deadline = time.monotonic() + 20
-        while _packer_processes(task.pid):
-            assert time.monotonic() < deadline, f"Packer outlived its task: {_packer_processes(task.pid)}"
-            time.sleep(0.2)
-    finally:
-        if task.is_alive():  # a failed assertion above must not leave the task baking into the next test
-            os.kill(task.pid, signal.SIGKILL)
-            task.join(timeout=10)
-    leftovers = list(Path(tempfile.gettempdir()).glob(f"amirelease-packer-{task.pid}-*"))
+
+    pid = kill_9_while_held(
+        sb,
+        _bake,
+        (plan,),
+        call="ec2:StopInstances",
+        tool="packer",
+        never="Packer never got to stopping its builder",
+        reach_within=90,
+        die_within=20,
+        at_kill=while_packer_waits,
+    )
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"amirelease-packer-{pid}-*"))
     assert leftovers, "the killed try's working folder is still there (nothing ran after the kill)"
 
     result = BakeResult.from_xcom(
