@@ -25,17 +25,22 @@ SIMPLE_AUTH_NOTICE = (
 )
 
 
-def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
+def standalone_env(
+    home: Path, dags: Path, api_port: int, *, parallelism: int = 4, dag_refresh_seconds: int = 30
+) -> dict[str, str]:
+    """The environment of an `airflow standalone` on this machine: this checkout's plugins,
+    the given home and DAG folder, the API on 127.0.0.1:<api_port>; no AIRFLOW_* setting of
+    the caller's shell leaks in. (The demo's, and the tests that run a scheduler of their own.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     bindir = str(Path(sys.executable).parent)
     env.update(
         PATH=f"{bindir}:{env.get('PATH', '')}",
         PYTHONPATH=f"{REPO / 'plugins'}:{REPO}",
-        AIRFLOW_HOME=str(AIRFLOW_HOME),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__CORE__PARALLELISM=str(parallelism),
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(api_port),
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
@@ -43,9 +48,14 @@ def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
         # Airflow's 5 s default failed a task before it ran when the API server was busy
         # ("Workload execution failed ... ReadTimeout"); standalone shares one machine with it all.
         AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
-        AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=str(dag_refresh_seconds),
     )
+    return env
+
+
+def airflow_env(rt: SandboxRuntime, api_port: int) -> dict[str, str]:
+    env = standalone_env(AIRFLOW_HOME, REPO / "dags", api_port)
+    env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = "True"
     env.update(rt.env())
     return env
 

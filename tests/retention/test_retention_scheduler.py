@@ -19,10 +19,8 @@ next scheduled run" comes within a minute.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import sys
 import time
 import urllib.error
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.demo import Airflow
+from sandbox.demo import Airflow, standalone_env
 from tests.retention.conftest import LEDGER_BUCKET
 
 pytestmark = pytest.mark.e2e
@@ -94,22 +92,8 @@ def airflow(sandbox, tmp_path):
     for name in ("ami_retention.py", "ami_retention_manual.py"):
         shutil.copy(REPO / "dags" / name, dags / name)
     port = _free_port()
-    bindir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env = standalone_env(home, dags, port, parallelism=2, dag_refresh_seconds=5)
     env.update(
-        PATH=f"{bindir}:{env.get('PATH', '')}",
-        PYTHONPATH=f"{REPO / 'plugins'}:{REPO}",
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",  # as sandbox/demo.py: a busy API server is slow
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         AIRFLOW__AMI_RELEASE__RETENTION_SCHEDULE="* * * * *",
         AIRFLOW__AMI_RELEASE__LEDGER_BUCKET=LEDGER_BUCKET,
