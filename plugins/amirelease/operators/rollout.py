@@ -203,6 +203,16 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
             r.refresh_id,
         )
         if self._deferrable():
+            # Poll once before deferring: a refresh that has already ended (a group whose
+            # instances all match, as on the release that creates the fleet) needs no triggerer.
+            # Deferring it anyway lets the trigger fire before the scheduler has seen the task
+            # leave for deferral, and Airflow then fails a task that succeeded
+            # (apache/airflow#66374, #72716); docs/architecture.md.
+            hook = self.clients.autoscaling(r.region)
+            found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
+            if found and found[0]["Status"] not in ACTIVE_REFRESH_STATES:
+                self.log.info("The refresh has already ended; no need to defer")
+                return self._summary(hook, r)
             self.defer(
                 trigger=InstanceRefreshCompleteTrigger(
                     auto_scaling_group=r.auto_scaling_group,

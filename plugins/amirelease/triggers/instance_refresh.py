@@ -110,7 +110,9 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         group = self.auto_scaling_group
         async with await hook.get_async_conn() as client:
             waiter = hook.get_waiter(WAITER, deferrable=True, client=client)
-            for attempt in range(self.attempts):
+            for _attempt in range(self.attempts):
+                # the operator polled just before deferring: the first poll here waits one delay
+                await asyncio.sleep(self.waiter_delay)
                 try:
                     await waiter.wait(**self.waiter_args, WaiterConfig={"MaxAttempts": 1})
                     response = await client.describe_instance_refreshes(**self.waiter_args)
@@ -125,8 +127,6 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
                             {"status": "error", "message": refresh_line(group, response), "refresh_id": self.refresh_id}
                         )
                         return
-                if attempt + 1 < self.attempts:
-                    await asyncio.sleep(self.waiter_delay)
         yield TriggerEvent(
             {
                 "status": "error",
