@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from amirelease.ui.trigger_guard import TriggerGuard
 from amirelease.ui.webapp import URL_PREFIX, app
 
 
 class ReleasesPagePlugin(AirflowPlugin):
     name = "releases_page"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Releases"}]
+    # trigger calls of our DAGs: bad params answered in words, runs named after their conf
+    fastapi_root_middlewares = [{"middleware": TriggerGuard, "args": [], "kwargs": {}, "name": "ami trigger guard"}]
     external_views = [
         {
             "name": "Releases",

@@ -79,6 +79,19 @@ class ApiServer:
             time.sleep(0.5)
         raise RuntimeError(f"airflow api-server not ready in {timeout:.0f}s; see {self.log_path}")
 
+    def serialize_dags(self) -> None:
+        """This repo's DAGs into the server's metadata DB, as a DAG processor would (for triggers)."""
+        airflow = Path(sys.executable).with_name("airflow")
+        subprocess.run(
+            [str(airflow), "dags", "reserialize"],
+            env=self.env(),
+            cwd=str(REPO),
+            check=True,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def token(self, user: str) -> str:
         body = json.dumps({"username": user, "password": self.passwords[user]}).encode()
         req = urllib.request.Request(

@@ -255,6 +255,47 @@ def test_rollback_preview_says_what_an_empty_target_picks(admin: Any, api_server
     assert button.get_attribute("href") == "/dags/ami_rollback" and button.get_attribute("target") == "_top"
 
 
+def test_rolling_back_from_the_preview_starts_ami_rollback_with_the_target_shown(
+    admin: Any, viewer: Any, api_server: ApiServer, story: Story, artifacts: Path
+) -> None:
+    """Airflow 3.3 cannot pre-fill its trigger form from a link: the preview carries its own form."""
+    api_server.serialize_dags()
+    history = Ledger(story.writer.s3, LEDGER_BUCKET).history(APP)
+    expected = pick_rollback_target(history, story["rb2"].release_id)
+    refused = viewer.request.post(
+        f"{api_server.base}/releases/apps/{APP}/rollback",
+        form={"reason": "viewer tries a rollback", "target": expected["release_id"]},
+    )
+    assert refused.status == 403 and "You may not roll back" in refused.text()
+    bad = admin.request.post(
+        f"{api_server.base}/releases/apps/{APP}/rollback", form={"reason": "short", "target": expected["release_id"]}
+    )
+    assert bad.status == 400 and "Rollback not started: Reason is too short (5 characters; at least 10)" in bad.text()
+
+    page = open_app(admin, api_server)
+    form = page.locator("#rollback form.rollback")
+    reason = form.get_by_role("textbox", name="Reason for the rollback")
+    reason.fill("INC-77: 5xx since 1.2.0 (from the page)")
+    if expected.get("rolled_back"):
+        form.get_by_role("checkbox", name=re.compile("though it was rolled back")).check()
+    page.screenshot(path=str(artifacts / "03-rollback-form.png"), full_page=True)
+    form.get_by_role("button", name=f"Roll back {APP} to {expected['version']}").click()
+    page.wait_for_url(re.compile(r"/dags/ami_rollback/runs/rollback_demo-web_to_"))
+    run_id = page.url.rsplit("/runs/", 1)[1]
+    status, _, body = http(
+        api_server,
+        "GET",
+        f"/api/v2/dags/ami_rollback/dagRuns/{run_id}",
+        headers={"Authorization": f"Bearer {api_server.token('admin')}"},
+    )
+    import json
+
+    run = json.loads(body)
+    assert status == 200 and run["triggering_user_name"] == "admin", body
+    assert run["conf"]["target"] == expected["release_id"] and run["conf"]["forensic_hold"] is True, run["conf"]
+    assert run["conf"]["reason"] == "INC-77: 5xx since 1.2.0 (from the page)"
+
+
 # -- lifting a hold --------------------------------------------------------------------------------
 def test_a_viewer_sees_holds_but_may_not_lift_one(viewer: Any, api_server: ApiServer, story: Story) -> None:
     held = story["1.3.1"]

@@ -11,12 +11,15 @@ the configured auth manager:
   Airflow makes for the trigger button. Viewers see the holds but get 403 on a lift.
 
 A browser without a valid session is sent to Airflow's login page; other clients get 401.
-Every page request is read-only in AWS; the only write is lifting a hold (amirelease.holds).
+Every page request is read-only in AWS; the writes are lifting a hold (amirelease.holds) and
+starting ami_rollback from the preview (the same permission, the DAG's own params; Airflow 3.3
+cannot pre-fill its trigger form from a link, so the page carries its own short form).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -188,6 +191,7 @@ def _app_page(
         message=message,
         error=error,
         lift_href=lambda rid: f"{here}/apps/{quote(snap.app, safe='')}/holds/{quote(rid, safe='')}/lift",
+        rollback_href=f"{here}/apps/{quote(snap.app, safe='')}/rollback",
         min_reason=_min_reason(),
         retention_labels=RETENTION_LABELS,
     )
@@ -263,7 +267,76 @@ def create_app() -> FastAPI:
             f"{here}/apps/{quote(name, safe='')}?lifted={quote(release_id, safe='')}#holds", status_code=303
         )
 
+    @app.post("/apps/{app_name}/rollback", response_class=HTMLResponse)
+    async def roll_back(request: Request, app_name: str, user: UserDep) -> Response:
+        """The preview's form: trigger ami_rollback with the target the person saw, as that person."""
+        from starlette.concurrency import run_in_threadpool
+
+        if not may_lift_holds(user):
+            raise HTTPException(
+                403,
+                "You may not roll back: it needs the permission to trigger ami_rollback. "
+                "Ask somebody on call who has it, or an Airflow admin.",
+            )
+        name = _known_app(app_name)
+        form = await request.form()
+        conf = {
+            "app": name,
+            "reason": str(form.get("reason") or ""),
+            "target": str(form.get("target") or "") or None,
+            "confirm_rolled_back": form.get("confirm_rolled_back") == "on",
+            "forensic_hold": form.get("forensic_hold") == "on",
+        }
+        who = user.get_name() if hasattr(user, "get_name") else str(user)
+        try:
+            run_id = await run_in_threadpool(trigger_rollback, conf, who)
+        except ReleaseError as exc:
+            return await run_in_threadpool(
+                _app_page, request, name, user, error=f"Rollback not started: {exc}", status_code=400
+            )
+        log.info("Releases page: %s triggered ami_rollback %s (%s)", who, run_id, conf["target"] or "empty target")
+        _, airflow_root = _roots(request)
+        return RedirectResponse(f"{airflow_root}/dags/{ROLLBACK_DAG}/runs/{quote(run_id, safe='')}", status_code=303)
+
     return app
+
+
+def trigger_rollback(conf: dict[str, Any], who: str) -> str:
+    """Create an ami_rollback run as Airflow's trigger endpoint does (same checks, same params);
+    returns its run id. Raises ReleaseError with the reason in words."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.exceptions import DagNotFound, DagRunAlreadyExists
+    from airflow.utils.types import DagRunTriggeredByType
+
+    from amirelease.ui.trigger_guard import _dag_params, problems, run_name
+
+    params = _dag_params(ROLLBACK_DAG)
+    if params is None:
+        raise ReleaseError(
+            f"Airflow does not know the DAG {ROLLBACK_DAG} yet", fix="wait for the DAG processor to parse dags/"
+        )
+    found = problems(params, conf)
+    if found:
+        raise ReleaseError(" ".join(found))
+    from datetime import datetime
+
+    run_id = run_name(ROLLBACK_DAG, conf, datetime.now(UTC))
+    try:
+        dag_run = trigger_dag(
+            ROLLBACK_DAG,
+            triggered_by=DagRunTriggeredByType.UI,
+            triggering_user_name=who,
+            run_id=run_id,
+            conf=conf,
+            logical_date=None,
+        )
+    except DagRunAlreadyExists:
+        raise ReleaseError("the same rollback was started a moment ago", fix="open its run in ami_rollback") from None
+    except (DagNotFound, ValueError) as exc:
+        raise ReleaseError(str(exc)) from None
+    if dag_run is None:
+        raise ReleaseError(f"Airflow did not create the {ROLLBACK_DAG} run")
+    return str(dag_run.run_id)
 
 
 app = create_app()

@@ -1,0 +1,201 @@
+"""Triggering our DAGs through a real Airflow API server with this repo's plugin: bad params
+are answered in words (not a regex) and nothing is created; runs are named after what they do;
+the trigger form in Chromium shows the words. Screenshots: .artifacts/ui/test_trigger_guard/."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amirelease.ui.trigger_guard import problems, run_name
+from tests.release.conftest import load_dag
+from tests.ui.server import ApiServer
+
+pytestmark = pytest.mark.e2e
+
+BAD_RELEASES = [  # (conf, words the answer must contain)
+    ({"app": "demo-web", "version": "1.2"}, "Version: '1.2' is not in the expected form. MAJOR.MINOR.PATCH"),
+    ({"app": "demo-web", "version": ""}, "Version is empty"),
+    ({"app": "demo-web", "version": "2.0.0\n"}, "Version: '2.0.0\\n' is not in the expected form"),
+    ({"app": "no-such-app", "version": "2.0.0"}, "Application: 'no-such-app' is not one of the choices (demo-web"),
+    ({"app": "demo-web", "version": "2.0.0", "git_ref": "main branch"}, "Git ref: 'main branch'"),
+    ({"app": "demo-web", "version": "2.0.0", "notes": "x" * 501}, "Release notes: 501 characters is too long"),
+    ({"app": "demo-web", "verison": "2.0.0"}, "verison: not a setting of this DAG"),
+]
+
+
+# -- the words, from the DAG's own params (no server) ----------------------------------------------
+def params_of(dag: Any) -> dict[str, tuple[Any, str, Any]]:
+    return {k: (p.schema, p.description or "", p.value) for k, p in dag.params.items()}
+
+
+@pytest.mark.parametrize("conf,words", BAD_RELEASES, ids=[str(i) for i in range(len(BAD_RELEASES))])
+def test_bad_release_params_in_words(conf: dict[str, Any], words: str) -> None:
+    found = problems(params_of(load_dag()), conf)
+    assert found and words in " ".join(found), found
+    assert not any("^" in f or "(?!" in f for f in found), f"a regex reached the person: {found}"
+
+
+def test_good_params_pass_and_every_problem_is_named() -> None:
+    params = params_of(load_dag())
+    assert problems(params, {"app": "demo-web", "version": "1.2.0", "git_ref": "v1.2.0"}) == []
+    both = problems(params, {"app": "nope", "version": "x"})
+    assert len(both) == 2 and both[0].startswith("Application") and both[1].startswith("Version"), both
+
+
+def test_run_names_say_what_the_run_is() -> None:
+    at = datetime(2026, 11, 26, 13, 1, 56, tzinfo=UTC)
+    assert (
+        run_name("ami_release", {"app": "demo-web", "version": "1.2.0"}, at) == "demo-web_1.2.0__2026-11-26T13:01:56Z"
+    )
+    assert run_name("ami_rollback", {"app": "demo-web", "target": "1.1.0"}, at) == (
+        "rollback_demo-web_to_1.1.0__2026-11-26T13:01:56Z"
+    )
+    assert (
+        run_name("ami_rollback", {"app": "demo-web", "target": None}, at) == "rollback_demo-web__2026-11-26T13:01:56Z"
+    )
+    assert run_name("ami_retention_manual", {"mode": "dry_run"}, at) == "dry_run__2026-11-26T13:01:56Z"
+    assert run_name("ami_release", {"app": "demo-web", "version": "1.2.0 x/y"}, at).startswith("demo-web_1.2.0-x-y__")
+    assert run_name("ami_retention", {}, at) is None
+
+
+# -- through the API server ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(api_server: ApiServer) -> ApiServer:
+    """The API server, with this repo's DAGs serialized in its metadata DB (as a DAG processor would)."""
+    api_server.serialize_dags()
+    api_server.wait_ready()
+    return api_server
+
+
+def call(server: ApiServer, method: str, path: str, body: Any = None, user: str = "admin") -> tuple[int, Any]:
+    req = urllib.request.Request(
+        server.base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token(user)}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def runs(server: ApiServer, dag_id: str) -> list[str]:
+    status, body = call(server, "GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")
+    assert status == 200, body
+    return [r["dag_run_id"] for r in body["dag_runs"]]
+
+
+def test_a_bad_trigger_is_answered_in_words_and_creates_nothing(server: ApiServer) -> None:
+    before = runs(server, "ami_release")
+    for conf, words in BAD_RELEASES:
+        status, body = call(server, "POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 400, (conf, status, body)
+        assert body["detail"].startswith("Not started: ") and words in body["detail"], body
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_rollback/dagRuns",
+        {"logical_date": None, "conf": {"app": "demo-web", "reason": "bad"}},
+    )
+    assert status == 400 and "Reason (required) is too short" not in body["detail"], body
+    assert "Reason is too short (3 characters; at least 10)" in body["detail"], body
+    assert runs(server, "ami_release") == before
+
+
+def test_a_good_trigger_is_named_after_its_conf(server: ApiServer) -> None:
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_release/dagRuns",
+        {"logical_date": None, "conf": {"app": "demo-web", "version": "1.2.0"}},
+    )
+    assert status == 200, body
+    assert body["dag_run_id"].startswith("demo-web_1.2.0__"), body["dag_run_id"]
+    assert body["conf"] == {"app": "demo-web", "version": "1.2.0"} and body["triggering_user_name"] == "admin"
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_rollback/dagRuns",
+        {"logical_date": None, "conf": {"app": "demo-web", "reason": "INC-1: 5xx since 1.2.0", "target": "1.1.0"}},
+    )
+    assert status == 200 and body["dag_run_id"].startswith("rollback_demo-web_to_1.1.0__"), body
+    # a caller's own run id is kept; Airflow's own checks still apply after ours
+    own = f"my-own-id-{uuid.uuid4().hex[:8]}"
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_release/dagRuns",
+        {"logical_date": None, "dag_run_id": own, "conf": {"app": "demo-web", "version": "1.2.1"}},
+    )
+    assert status == 200 and body["dag_run_id"] == own, body
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_release/dagRuns",
+        {"logical_date": None, "dag_run_id": own, "conf": {"app": "demo-web", "version": "1.2.1"}},
+    )
+    assert status == 409, body
+
+
+def test_no_credentials_no_words(server: ApiServer) -> None:
+    """Anonymous callers get Airflow's 401, not the catalog's app names."""
+    req = urllib.request.Request(
+        server.base + "/api/v2/dags/ami_release/dagRuns",
+        data=json.dumps({"logical_date": None, "conf": {"app": "x", "version": "1"}}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 401 and b"demo-web" not in err.value.read()
+
+
+# -- the trigger form, in Chromium -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def admin_page(browser: Any, server: ApiServer) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{server.base}/auth/login?next={server.base}/dags/ami_release")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(server.passwords["admin"])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.base}/dags/ami_release**")
+    yield page
+    context.close()
+
+
+def test_the_trigger_form_shows_the_words(admin_page: Any, server: ApiServer, artifacts: Path) -> None:
+    page = admin_page
+    page.goto(f"{server.base}/dags/ami_release")
+    page.get_by_role("button", name="Trigger").first.click()
+    version = page.get_by_role("dialog").locator("input[name='element_version'], #element_version").first
+    version.wait_for()
+    version.fill("1.2")
+    page.get_by_role("dialog").get_by_role("button", name="Trigger").click()
+    message = page.get_by_text("is not in the expected form", exact=False)
+    message.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "trigger-form-bad-version.png"))
+    text = page.get_by_role("dialog").inner_text()
+    assert "Version: '1.2' is not in the expected form. MAJOR.MINOR.PATCH" in text, text
+    assert "(?!" not in text and "does not match" not in text, text
+    version.fill("1.3.0")
+    # Airflow's "Failed to Trigger Dag" toast lies over the dialog's button until it goes away
+    # (it stays while the pointer rests on it)
+    page.mouse.move(10, 10)
+    page.locator("[data-scope='toast'][data-part='root']").first.wait_for(state="detached", timeout=60_000)
+    page.get_by_role("dialog").get_by_role("button", name="Trigger").click()
+    page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+    page.goto(f"{server.base}/dags/ami_release/runs")
+    page.get_by_text("demo-web_1.3.0__", exact=False).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "runs-list-named.png"))
