@@ -84,13 +84,13 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     return path
 
 
-def login(browser: Any, server: ApiServer, user: str) -> Any:
-    """A browser context logged in through Airflow's own login form."""
+def login(browser: Any, server: ApiServer, user: str, land: str = "/releases/") -> Any:
+    """A browser context logged in through Airflow's own login form, landed on ``land``."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.goto(f"{server.base}/auth/login?next={server.base}/releases/")
+    page.goto(f"{server.base}/auth/login?next={server.base}{land}")
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(server.passwords[user])
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{server.base}/releases/**")
+    page.wait_for_url(f"{server.base}{land}**")
     return context

@@ -8,6 +8,7 @@ The tests run in file order against one server and one history; the last ones ch
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -288,8 +289,6 @@ def test_rolling_back_from_the_preview_starts_ami_rollback_with_the_target_shown
         f"/api/v2/dags/ami_rollback/dagRuns/{run_id}",
         headers={"Authorization": f"Bearer {api_server.token('admin')}"},
     )
-    import json
-
     run = json.loads(body)
     assert status == 200 and run["triggering_user_name"] == "admin", body
     assert run["conf"]["target"] == expected["release_id"] and run["conf"]["forensic_hold"] is True, run["conf"]

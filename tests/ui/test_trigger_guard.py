@@ -17,6 +17,7 @@ import pytest
 
 from amirelease.ui.trigger_guard import problems, run_name
 from tests.release.conftest import load_dag
+from tests.ui.conftest import login
 from tests.ui.server import ApiServer
 
 pytestmark = pytest.mark.e2e
@@ -164,14 +165,8 @@ def test_no_credentials_no_words(server: ApiServer) -> None:
 # -- the trigger form, in Chromium -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def admin_page(browser: Any, server: ApiServer) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{server.base}/auth/login?next={server.base}/dags/ami_release")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(server.passwords["admin"])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{server.base}/dags/ami_release**")
-    yield page
+    context = login(browser, server, "admin", land="/dags/ami_release")
+    yield context.pages[0]
     context.close()
 
 

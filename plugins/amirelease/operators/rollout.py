@@ -212,7 +212,7 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
             found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
             if found and found[0]["Status"] not in ACTIVE_REFRESH_STATES:
                 self.log.info("The refresh has already ended; no need to defer")
-                return self._summary(hook, r)
+                return self._summary(hook, r, found)
             self.defer(
                 trigger=InstanceRefreshCompleteTrigger(
                     auto_scaling_group=r.auto_scaling_group,
@@ -238,8 +238,13 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
             self.log.error("%s", event.get("message"))
         return self._summary(self.clients.autoscaling(r.region), r)
 
-    def _summary(self, hook: AutoScalingHook, r: RefreshHandle) -> dict[str, Any]:
-        found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
+    def _summary(
+        self, hook: AutoScalingHook, r: RefreshHandle, found: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The handle with the refresh's end state; fails on anything but Successful.
+        ``found``: the DescribeInstanceRefreshes answer the caller already has (else asked here)."""
+        if found is None:
+            found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
         if not found:
             raise RolloutError(
                 f"instance refresh {r.refresh_id} of '{r.auto_scaling_group}' not found",

@@ -37,6 +37,8 @@ GUARDED_DAGS = ("ami_release", "ami_rollback", "ami_retention_manual")
 _TRIGGER_PATH = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns/?$")
 _MAX_BODY = 256 * 1024  # a trigger body is a few hundred bytes; anything larger is not ours to read
 _NOT_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]+")
+# the most telling error first: the expected form (type, choices, pattern) before a length
+_ERROR_RANK = {"type": 0, "enum": 1, "pattern": 2, "minLength": 3, "maxLength": 4}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -94,9 +96,9 @@ def problems(params: Mapping[str, tuple[Mapping[str, Any], str, Any]], conf: Map
         value = conf.get(name, default)
         title = str(schema.get("title") or name).replace(" (optional)", "").replace(" (required)", "")
         validator = Draft202012Validator(dict(schema), format_checker=FormatChecker())
-        # the most telling error first: the expected form (pattern, choices, type) before a length
-        rank = {"type": 0, "enum": 1, "pattern": 2, "minLength": 3, "maxLength": 4}
-        errors = sorted(validator.iter_errors(value), key=lambda e: (rank.get(str(e.validator), 9), str(e.validator)))
+        errors = sorted(
+            validator.iter_errors(value), key=lambda e: (_ERROR_RANK.get(str(e.validator), 9), str(e.validator))
+        )
         if errors:
             found.append(_words(title, description or "", value, errors[0]))
     unknown = sorted(set(conf) - set(params))
@@ -124,7 +126,7 @@ def run_name(dag_id: str, conf: Mapping[str, Any], now: datetime) -> str | None:
 
 
 # -- the middleware -----------------------------------------------------------------------------
-def _dag_params(dag_id: str) -> dict[str, tuple[Mapping[str, Any], str, Any]] | None:
+def dag_params(dag_id: str) -> dict[str, tuple[Mapping[str, Any], str, Any]] | None:
     """The params of the DAG's latest serialized version (None when Airflow does not know it)."""
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
@@ -203,7 +205,7 @@ class TriggerGuard:
             return body
         conf = data.get("conf") or {}
         try:
-            params = await run_in_threadpool(_dag_params, dag_id)
+            params = await run_in_threadpool(dag_params, dag_id)
         except Exception:  # noqa: BLE001 - the guard must never be why a trigger fails: Airflow still validates
             log.warning("trigger guard: could not read the params of %s; leaving the check to Airflow", dag_id)
             return body

@@ -19,7 +19,7 @@ cannot pre-fill its trigger form from a link, so the page carries its own short 
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -308,9 +308,9 @@ def trigger_rollback(conf: dict[str, Any], who: str) -> str:
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.utils.types import DagRunTriggeredByType
 
-    from amirelease.ui.trigger_guard import _dag_params, problems, run_name
+    from amirelease.ui.trigger_guard import dag_params, problems, run_name
 
-    params = _dag_params(ROLLBACK_DAG)
+    params = dag_params(ROLLBACK_DAG)
     if params is None:
         raise ReleaseError(
             f"Airflow does not know the DAG {ROLLBACK_DAG} yet", fix="wait for the DAG processor to parse dags/"
@@ -318,8 +318,6 @@ def trigger_rollback(conf: dict[str, Any], who: str) -> str:
     found = problems(params, conf)
     if found:
         raise ReleaseError(" ".join(found))
-    from datetime import datetime
-
     run_id = run_name(ROLLBACK_DAG, conf, datetime.now(UTC))
     try:
         dag_run = trigger_dag(
