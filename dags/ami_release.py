@@ -8,9 +8,11 @@ cookbooks, smoke-tests one instance of it, applies the app's **Terraform** defin
 cookbooks, Packer files, Terraform module) are kept with its ledger record, so it can be
 re-released exactly by `ami_rollback`.
 
-**Fill in:** the **application**, the **version** (e.g. `1.4.2` or `2.0.0-rc.1`), optionally
-the git ref it was cut from and release notes. Bad input is refused before anything is
-created. A second release of the same app waits at `release_lock` until the first ends.
+**Fill in:** the **application**, the **version** (e.g. `1.4.2` or `2.0.0-rc.1`), the **git
+ref** to release (needed for an app whose AMI project lives in its own git repository: a tag,
+branch or full commit, resolved to one commit before anything is created; for an app defined
+in the central catalog it is only recorded) and optional release notes. Bad input is refused
+before anything is created. A second release of the same app waits at `release_lock` until the first ends.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ with DAG(
             None,
             type=["null", "string"],
             pattern=r"^[A-Za-z0-9._/-]{1,128}(?![\s\S])",
-            title="Git ref (optional)",
-            description="Commit, tag or branch the release was cut from, e.g. v1.4.2 or 3f9c2ab",
+            title="Git ref",
+            description="Tag, branch or full commit of the app's repository to release, e.g. v1.4.2 (needed for apps "
+            "whose AMI project lives in git; for apps defined in the central catalog it is only recorded)",
         ),
         "notes": Param(None, type=["null", "string"], maxLength=500, title="Release notes (optional)"),
     },

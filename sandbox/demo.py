@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,7 +198,8 @@ def run_demo(
     """Two releases on a fresh sandbox account: the first creates the app's fleet with its
     Terraform module; the second changes its image and rolls it out with an instance refresh."""
     t0 = time.monotonic()
-    with sandbox_with_airflow(api_port, refresh_batch_seconds) as (rt, af):
+    overrides, refs = _git_source(app, first_version, version)
+    with sandbox_with_airflow(api_port, refresh_batch_seconds, overrides) as (rt, af):
         af.wait_for_dag("ami_release")
         af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
         ok = True
@@ -209,6 +211,8 @@ def run_demo(
             1,
         ):
             conf = {"app": app, "version": ver, "notes": f"make demo ({what})"}
+            if ver in refs:
+                conf["git_ref"] = refs[ver]
             run = af.api("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
             run_id = run["dag_run_id"]
             print(f"\n== {n}/2 {what}: ami_release {app} {ver}  run {run_id}")
@@ -230,6 +234,28 @@ def run_demo(
             except KeyboardInterrupt:
                 pass
         return 0 if ok else 1
+
+
+def _git_source(app: str, first_version: str, version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """demo-web released from its own git repository, made here (.sandbox/git, no git server):
+    the app team's AMI project at two tags, the second with a changed cookbook attribute; the
+    central catalog entry (.sandbox/catalog/apps) names the repository. Other apps: include/."""
+    if app != "demo-web":
+        return {}, {}
+    from sandbox.gitsource import make_project_repo
+
+    catalog_dir = REPO / ".sandbox" / "catalog" / "apps"
+    if catalog_dir.exists():
+        shutil.rmtree(catalog_dir)
+    repo = make_project_repo(REPO / ".sandbox" / "git", REPO / "include", app, catalog_dir)
+    repo.tag(f"v{first_version}")
+    definition = repo.definition()
+    definition.setdefault("attributes", {}).setdefault("demo_web", {})["banner"] = f"demo-web {version}"
+    repo.write_definition(definition)
+    repo.commit(f"{app} {version}: a banner")
+    repo.tag(f"v{version}")
+    print(f"== {app}'s AMI project is in the git repository {repo.url} (deploy/ami), tags v{first_version}, v{version}")
+    return {"AMI_RELEASE_APPS_DIR": str(catalog_dir)}, {first_version: f"v{first_version}", version: f"v{version}"}
 
 
 def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
@@ -278,6 +304,10 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         f"{plan.get('source_ami_name')})"
     )
     print(f"   run list       {' '.join(plan.get('run_list') or [])}")
+    source = plan.get("source")
+    if source:
+        where = f"{source['repository']} {source['ref']}"
+        print(f"   source         {where} = commit {source['commit']} ({source['path']})")
     print(f"   bundle         s3://{bucket}/{(plan.get('bundle') or {}).get('key')}")
     for applied in (record.get("infrastructure") or {}).get("applied") or []:
         p = applied["plan"]

@@ -54,21 +54,32 @@ build {
   provisioner "shell" {
     except           = ["amazon-ebs.unprovisioned"]
     use_env_var_file = true
-    environment_vars = ["CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}"]
-    execute_command  = "chmod +x {{.Path}}; sudo -E sh -c '. {{.EnvVarFile}} && {{.Path}}'"
+    environment_vars = [
+      "CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}",
+      "CHEF_NODE_JSON_B64=${base64encode(var.chef_node_json)}",
+    ]
+    execute_command = "chmod +x {{.Path}}; sudo -E sh -c '. {{.EnvVarFile}} && {{.Path}}'"
     inline = [
       "umask 077 && mkdir -p /etc/chef",
       "printf '%s' \"$CHEF_DATABAG_SECRET\" > /etc/chef/encrypted_data_bag_secret",
+      "printf '%s' \"$CHEF_NODE_JSON_B64\" | base64 -d > /etc/chef/ami-release-node.json",
     ]
   }
+  # The node JSON (run list, the release's identity, the app's attributes with its version) is
+  # the pipeline's: chef-solo reads it with -j on every Packer version (1.6's `json` argument
+  # takes flat strings only). See plugins/amirelease/chef.py.
   provisioner "chef-solo" {
-    except         = ["amazon-ebs.unprovisioned"]
-    cookbook_paths = [var.cookbooks_dir]
-    run_list       = var.run_list
+    except          = ["amazon-ebs.unprovisioned"]
+    cookbook_paths  = [var.cookbooks_dir]
+    run_list        = var.run_list
+    execute_command = "{{if .Sudo}}sudo {{end}}chef-solo --no-color -c {{.ConfigPath}} -j /etc/chef/ami-release-node.json"
   }
   provisioner "shell" {
     except = ["amazon-ebs.unprovisioned"]
-    inline = ["sudo shred -u /etc/chef/encrypted_data_bag_secret || true", "sudo rm -rf /tmp/packer-chef-solo"]
+    inline = [
+      "sudo shred -u /etc/chef/encrypted_data_bag_secret || true",
+      "sudo rm -rf /tmp/packer-chef-solo /etc/chef/ami-release-node.json",
+    ]
   }
 
   provisioner "shell-local" {

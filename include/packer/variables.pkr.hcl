@@ -36,6 +36,11 @@ variable "run_tags" { type = map(string) }
 variable "run_list" { type = list(string) }
 variable "cookbooks_dir" { type = string }
 variable "app_version" { type = string }
+variable "chef_node_json" {
+  type        = string
+  default     = "{}"
+  description = "The node JSON chef-solo reads with -j (plugins/amirelease/chef.py); never a secret"
+}
 variable "secrets" {
   type      = map(string)
   default   = {}

@@ -48,23 +48,28 @@ build {
   provisioner "powershell" {
     except = ["amazon-ebs.unprovisioned"]
     # the powershell provisioner always passes environment_vars via an uploaded script, not argv
-    environment_vars = ["CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}"]
+    environment_vars = [
+      "CHEF_DATABAG_SECRET=${lookup(var.secrets, "chef_data_bag_secret", "")}",
+      "CHEF_NODE_JSON_B64=${base64encode(var.chef_node_json)}",
+    ]
     inline = [
       "New-Item -ItemType Directory -Force C:\\chef | Out-Null",
+      "[IO.File]::WriteAllBytes('C:\\chef\\ami-release-node.json', [Convert]::FromBase64String($Env:CHEF_NODE_JSON_B64))",
       "Set-Content -NoNewline -Path C:\\chef\\encrypted_data_bag_secret -Value $Env:CHEF_DATABAG_SECRET",
       "icacls C:\\chef\\encrypted_data_bag_secret /inheritance:r /grant:r SYSTEM:F Administrators:F | Out-Null",
     ]
   }
   provisioner "chef-solo" {
-    except         = ["amazon-ebs.unprovisioned"]
-    guest_os_type  = "windows"
-    cookbook_paths = [var.cookbooks_dir]
-    run_list       = var.run_list
+    except          = ["amazon-ebs.unprovisioned"]
+    guest_os_type   = "windows"
+    cookbook_paths  = [var.cookbooks_dir]
+    run_list        = var.run_list
+    execute_command = "c:/opscode/chef/bin/chef-solo.bat --no-color -c {{.ConfigPath}} -j C:/chef/ami-release-node.json"
   }
   provisioner "powershell" {
     except = ["amazon-ebs.unprovisioned"]
     inline = [
-      "Remove-Item -Force C:\\chef\\encrypted_data_bag_secret",
+      "Remove-Item -Force C:\\chef\\encrypted_data_bag_secret, C:\\chef\\ami-release-node.json",
       "& 'C:\\Program Files\\Amazon\\EC2Launch\\ec2launch.exe' sysprep --shutdown=false",
     ]
   }

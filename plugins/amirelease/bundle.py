@@ -8,6 +8,11 @@ the Terraform module, laid out like include/:
     packer/variables.pkr.hcl, packer/<platform>.pkr.hcl
     <infrastructure.module>/...     (e.g. terraform/demo-web/*.tf)
 
+An app whose AMI project lives in its own git repository (docs/sources.md) is staged into the
+same layout from exactly one commit: apps/<app>.yaml is the central entry merged with the
+repository's ami-release.yaml, its cookbooks sit beside the platform's base cookbook, its
+module under project/, and source.json says which repository, folder, ref and commit.
+
 The archive is deterministic (sorted entries, no timestamps, owners or modes beyond x), so
 identical inputs give identical bytes and the same sha256, whichever worker packs them. It is
 stored next to the ledger record, ``releases/<app>/<release_id>/bundle.tar.gz``, its sha256 in
@@ -20,6 +25,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+import shutil
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,12 +35,14 @@ from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import yaml
 from botocore.exceptions import ClientError
 
 from amirelease import catalog
 from amirelease.errors import ConfigError, PreflightError
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+SOURCE_FILE = "source.json"  # git-sourced apps: repository (no credentials), path, ref, commit
 _SKIP_DIRS = {".terraform", "__pycache__", ".git", ".kitchen"}
 _SKIP_FILES = {".terraform.lock.hcl", "terraform.tfstate", "terraform.tfstate.backup"}
 
@@ -72,6 +81,8 @@ def members(app: catalog.App, root: Path, entry_file: Path) -> list[tuple[str, P
     for rel in catalog.packer_files(app.platform, root):
         found.update(_files_under(root, rel) or [(rel, root / rel)])
     found.update(_files_under(root, app.infrastructure.module))
+    if (root / SOURCE_FILE).is_file():
+        found[SOURCE_FILE] = root / SOURCE_FILE
     missing = [name for name, path in found.items() if not path.is_file()]
     if missing:
         raise ConfigError(
@@ -106,6 +117,67 @@ def pack_app(app: catalog.App, root: Path | None = None, entry_file: Path | None
     if entry_file is None:
         entry_file = catalog.app_file(app.name, root / "apps" if root else None)
     return pack(members(app, root or catalog.include_dir(), entry_file))
+
+
+def read_source(root: Path) -> dict[str, Any] | None:
+    """The recorded git source of an unpacked bundle (None: the app is embedded in the catalog)."""
+    path = root / SOURCE_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def stage_git_project(
+    entry: catalog.Entry, project: Path, stage: Path, source: dict[str, Any]
+) -> tuple[catalog.App, Path]:
+    """Lay out one commit's AMI project (exported into `project`) as a bundle folder in `stage`.
+
+    The platform's parts come from the catalog checkout (include/): the base cookbook and the
+    Packer files. Everything else comes from the commit. Returns the merged App and its entry file.
+    """
+    assert entry.source is not None
+    include = catalog.include_dir()
+    where = f"{source['repository']} at {source['commit'][:12]}: {entry.source.path}/{catalog.DEFINITION_FILE}"
+    definition_file = project / catalog.DEFINITION_FILE
+    if not definition_file.is_file():
+        raise ConfigError(
+            f"{source['repository']} at {source['commit'][:12]} has no {entry.source.path}/{catalog.DEFINITION_FILE}",
+            fix="add the app's release definition there (docs/sources.md), or correct source.path in the central entry",
+        )
+    try:
+        definition = yaml.safe_load(definition_file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}", fix="fix the YAML syntax and push a new commit") from None
+    merged = catalog.merge_definition(entry.document, definition, where)
+    base = catalog.BASE_COOKBOOK[entry.platform]
+    if (project / "cookbooks" / base).exists():
+        raise ConfigError(
+            f"{where}: the repository ships its own '{base}' cookbook",
+            fix=f"remove cookbooks/{base} from the app's repository: the platform's base cookbook always runs first",
+        )
+    shutil.copytree(include / "cookbooks" / base, stage / "cookbooks" / base)
+    if (project / "cookbooks").is_dir():
+        for cookbook in sorted((project / "cookbooks").iterdir()):
+            if cookbook.is_dir():
+                shutil.copytree(cookbook, stage / "cookbooks" / cookbook.name)
+    for rel in catalog.packer_files(entry.platform, include):
+        src = include / rel
+        if src.is_dir():
+            shutil.copytree(src, stage / rel)
+        else:
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, stage / rel)
+    module = merged.get("infrastructure", {}).get("module", "")
+    rel_module = module.removeprefix(f"{catalog.PROJECT_DIR}/")
+    if module and (project / rel_module).is_dir():
+        shutil.copytree(project / rel_module, stage / module, ignore=shutil.ignore_patterns(*_SKIP_DIRS, *_SKIP_FILES))
+    entry_file = stage / "apps" / f"{entry.name}.yaml"
+    entry_file.parent.mkdir(parents=True, exist_ok=True)
+    entry_file.write_text(yaml.safe_dump(merged, sort_keys=False))
+    (stage / SOURCE_FILE).write_text(json.dumps(source, sort_keys=True, indent=2) + "\n")
+    app = catalog.parse_app(merged, f"{entry.name} ({where})", stage)
+    return app, entry_file
 
 
 def unpack(data: bytes, dest: Path) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class App:
     source_file: str
     description: str = ""  # shown on the Releases page
     owner: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)  # Chef node attributes (chef.node_json)
 
     @property
     def base_cookbook(self) -> str:
@@ -305,6 +306,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         source_file=source,
         description=str(data.get("description", "")),
         owner=str(data.get("owner", "")),
+        attributes=dict(data.get("attributes", {})),
     )
 
 
@@ -353,6 +355,223 @@ def _check_module_interface(source: str, infra: dict[str, Any], module_dir: Path
         )
 
 
+# -- apps whose AMI project lives in their own git repository ----------------------------------
+# The central catalog (include/apps/<app>.yaml, owned by the platform team) says which apps exist
+# and what each may do; the app's repository (source.path/ami-release.yaml, owned by the app
+# team) says how its release is built and rolled out. A key belongs to exactly one side: a key
+# on the wrong side is refused, never silently overridden (docs/sources.md).
+CENTRAL_KEYS = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "source")
+PLATFORM_INFRASTRUCTURE_KEYS = ("allow_destroy", "iam_actions")  # guardrails: central, under infrastructure:
+DEFINITION_KEYS = (
+    "instance_type",
+    "cookbooks",
+    "attributes",
+    "secrets",
+    "infrastructure",
+    "targets",
+    "refresh",
+    "smoke_test",
+    "verify",
+)
+DEFINITION_FILE = "ami-release.yaml"
+PROJECT_DIR = "project"  # where the app's Terraform module sits inside a bundle
+GIT_REF_PATTERN = r"^[A-Za-z0-9._/-]{1,128}$"
+_CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an app's AMI project lives: a git repository, a folder in it, a git connection."""
+
+    repository: str
+    path: str
+    connection: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the central catalog says about any app, embedded or git-sourced (cheap, no git)."""
+
+    name: str
+    platform: str
+    toolchain: str
+    description: str
+    owner: str
+    source: Source | None
+    iam_actions: tuple[str, ...]
+    file: str
+    document: dict[str, Any]
+    targets: tuple[Target, ...] = ()  # embedded apps; a git-sourced app's come from its releases
+
+
+def _relative_folder(value: Any, where: str, field: str, example: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {field} must be a folder name", fix=f"e.g. {field}: {example}")
+    path = Path(value.strip().strip("/") or ".")
+    if path.is_absolute() or ".." in path.parts or value.strip().startswith("/"):
+        raise ConfigError(
+            f"{where}: {field} '{value}' leaves its folder", fix=f"give a path inside it without '..', e.g. {example}"
+        )
+    return path.as_posix()
+
+
+def parse_source(data: dict[str, Any], where: str) -> Source:
+    """The `source:` block of a central entry, checked; and that the entry holds central keys only."""
+    src = data.get("source")
+    if not isinstance(src, dict) or not isinstance(src.get("repository"), str) or not src["repository"].strip():
+        raise ConfigError(
+            f"{where}: source needs a repository",
+            fix="source: {repository: https://git.example.com/team/app.git, path: deploy/ami, connection: git_app}",
+        )
+    unknown = sorted(set(src) - {"repository", "path", "connection"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: source has unknown key(s) {', '.join(unknown)}", fix="use repository, path, connection"
+        )
+    repo = src["repository"].strip()
+    if re.search(r"://[^/@]*:[^/@]*@", repo):
+        raise ConfigError(
+            f"{where}: source.repository carries a password or token in its URL",
+            fix="remove it from the URL and put it in the git connection named by source.connection (type git)",
+        )
+    if repo.startswith(("ext::", "fd::", "-")):
+        raise ConfigError(
+            f"{where}: source.repository '{repo}' is not a repository URL", fix="use https://, ssh:// or file://"
+        )
+    conn = src.get("connection")
+    if conn is not None and (not isinstance(conn, str) or not _CONN_ID_RE.fullmatch(conn)):
+        raise ConfigError(f"{where}: source.connection {conn!r} is not a connection id", fix="e.g. git_demo_web")
+    misplaced = sorted(k for k in data if k in DEFINITION_KEYS and k != "infrastructure")
+    infra = data.get("infrastructure") or {}
+    if not isinstance(infra, dict):
+        raise ConfigError(f"{where}: infrastructure must be a mapping", fix="infrastructure: {allow_destroy: []}")
+    misplaced += sorted(f"infrastructure.{k}" for k in infra if k not in PLATFORM_INFRASTRUCTURE_KEYS)
+    if misplaced:
+        raise ConfigError(
+            f"{where}: {', '.join(misplaced)} belong(s) to the app's own repository ({DEFINITION_FILE}), "
+            "not to the central catalog entry of a git-sourced app",
+            fix=f"move them to {src.get('path') or '.'}/{DEFINITION_FILE} in {repo}; the central entry keeps "
+            f"{', '.join(CENTRAL_KEYS)} and infrastructure.{{{', '.join(PLATFORM_INFRASTRUCTURE_KEYS)}}}",
+        )
+    unknown = sorted(set(data) - set(CENTRAL_KEYS) - {"infrastructure"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}", fix="see docs/sources.md")
+    for key in ("name", "platform", "toolchain", "base_image", "network"):
+        if key not in data:
+            raise ConfigError(f"{where}: '{key}' is required in the central entry", fix="see docs/sources.md")
+    path = _relative_folder(src.get("path", "."), where, "source.path", "deploy/ami")
+    return Source(repository=repo, path=path, connection=conn)
+
+
+def merge_definition(central: dict[str, Any], definition: Any, where: str) -> dict[str, Any]:
+    """The whole app entry: the central entry (minus source) plus the app repository's definition.
+
+    The definition may not set central keys (who the app is, where it runs, what it may
+    destroy); its secrets stay under the app's own Vault folder; its module path is moved under
+    project/ as the bundle lays it out.
+    """
+    if not isinstance(definition, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping at the top level", fix=f"see docs/sources.md ({DEFINITION_FILE})"
+        )
+    name = central["name"]
+    misplaced = sorted(k for k in definition if k in CENTRAL_KEYS)
+    infra = definition.get("infrastructure")
+    if isinstance(infra, dict):
+        misplaced += sorted(f"infrastructure.{k}" for k in infra if k in PLATFORM_INFRASTRUCTURE_KEYS)
+    if misplaced:
+        raise ConfigError(
+            f"{where}: {', '.join(misplaced)} may only be set by the platform's central catalog entry "
+            f"(include/apps/{name}.yaml), not by the app's repository",
+            fix=f"remove them from {DEFINITION_FILE}; ask the platform team to change the central entry",
+        )
+    unknown = sorted(set(definition) - set(DEFINITION_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}",
+            fix=f"{DEFINITION_FILE} may hold {', '.join(DEFINITION_KEYS)}",
+        )
+    _own_secrets(definition.get("secrets"), name, where, "secrets")
+    if isinstance(infra, dict):
+        _own_secrets(infra.get("secrets"), name, where, "infrastructure.secrets")
+    merged = {k: v for k, v in central.items() if k not in ("source", "infrastructure")}
+    merged.update(definition)
+    if isinstance(infra, dict):
+        module = _relative_folder(infra.get("module", "terraform"), where, "infrastructure.module", "terraform")
+        merged["infrastructure"] = {
+            **infra,
+            **(central.get("infrastructure") or {}),
+            "module": f"{PROJECT_DIR}/{module}",
+        }
+    return merged
+
+
+def _own_secrets(items: Any, app: str, where: str, field: str) -> None:
+    """A git-sourced app reads only its own Vault folder (<prefix>/<app>/...)."""
+    for item in items or []:
+        path = item.get("path") if isinstance(item, dict) else None
+        if isinstance(path, str) and not path.startswith(f"{app}/"):
+            raise ConfigError(
+                f"{where}: {field} path '{path}' is outside the app's own Vault folder '{app}/'",
+                fix=f"keep the app's secrets under {app}/ (e.g. {app}/bake); another app's secrets are not its to read",
+            )
+
+
+def load_entry(path: Path) -> Entry:
+    data = read_entry(path)
+    where = str(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level", fix="see include/apps/demo-web.yaml")
+    if "source" in data:
+        src = parse_source(data, where)
+        if data.get("name") != path.stem:
+            raise ConfigError(
+                f"{where}: name '{data.get('name')}' does not match the file name",
+                fix=f"rename the file to {data.get('name')}.yaml or set name: {path.stem}",
+            )
+        if data.get("platform") not in BASE_COOKBOOK:
+            raise ConfigError(f"{where}: platform must be linux or windows", fix="platform: linux")
+        return Entry(
+            name=data["name"],
+            platform=data["platform"],
+            toolchain=str(data["toolchain"]),
+            description=str(data.get("description", "")),
+            owner=str(data.get("owner", "")),
+            source=src,
+            iam_actions=tuple((data.get("infrastructure") or {}).get("iam_actions", [])),
+            file=where,
+            document=data,
+        )
+    root = path.parent.parent
+    app = parse_app(data, where, root if (root / "cookbooks").is_dir() else None)
+    return Entry(
+        name=app.name,
+        platform=app.platform,
+        toolchain=app.toolchain,
+        description=app.description,
+        owner=app.owner,
+        source=None,
+        iam_actions=app.infrastructure.iam_actions,
+        file=where,
+        document=data,
+        targets=app.targets,
+    )
+
+
+def load_entries(directory: Path | None = None) -> dict[str, Entry]:
+    """Every app of the central catalog, embedded or git-sourced (all-or-nothing, like load_catalog)."""
+    directory = directory or apps_dir()
+    return {e.name: e for e in (load_entry(p) for p in sorted(directory.glob("*.y*ml")))}
+
+
+def known_app(name: str, directory: Path | None = None) -> Entry:
+    entries = load_entries(directory)
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "(none)"
+        raise ConfigError(f"unknown app '{name}'", fix=f"choose one of: {known}; or add include/apps/{name}.yaml")
+    return entries[name]
+
+
 def apps_dir() -> Path:
     return Path(os.environ.get("AMI_RELEASE_APPS_DIR") or include_dir() / "apps")
 
@@ -371,7 +590,11 @@ def load_catalog(directory: Path | None = None) -> dict[str, App]:
     root = directory.parent
     apps: dict[str, App] = {}
     for path in sorted(directory.glob("*.y*ml")):
-        app = parse_app(read_entry(path), str(path), root if (root / "cookbooks").is_dir() else None)
+        data = read_entry(path)
+        if isinstance(data, dict) and "source" in data:
+            load_entry(path)  # validated here too; its definition is read from git at release time
+            continue
+        app = parse_app(data, str(path), root if (root / "cookbooks").is_dir() else None)
         apps[app.name] = app
     return apps
 
@@ -392,8 +615,16 @@ def app_names(directory: Path | None = None) -> list[str]:
 
 
 def get_app(name: str, directory: Path | None = None) -> App:
+    """An embedded app's whole definition (a git-sourced app's is read from git by preflight)."""
     catalog = load_catalog(directory)
     if name not in catalog:
+        entry = load_entries(directory).get(name)
+        if entry is not None and entry.source is not None:
+            raise ConfigError(
+                f"app '{name}' is released from its git repository {entry.source.repository}; "
+                "its definition is read from there at release time",
+                fix="release it with a git_ref (tag, branch or commit)",
+            )
         known = ", ".join(sorted(catalog)) or "(none)"
         raise ConfigError(
             f"unknown app '{name}'",

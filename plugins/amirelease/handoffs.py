@@ -123,6 +123,7 @@ class ReleasePlan(Handoff):
     triggered_by: str | None = None
     re_release_of: str | None = None
     source_bundle: BundleRef | None = None  # a re-release: the bundle of the release it repeats
+    source: dict[str, Any] | None = None  # git-sourced app: repository (no credentials), path, ref, commit
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:
@@ -163,6 +164,7 @@ class BakeResult(Handoff):
     amis: dict[str, str]  # region -> AMI id
     source_ami: str
     reused: bool
+    provisioned: bool = False  # Chef ran (Packer source `provisioned`): the image carries its identity file
 
 
 # --- smoke test -> record ---------------------------------------------------------------------

@@ -101,9 +101,9 @@ def grants() -> list[Grant]:
     ]
     out.append(Grant("bake", "packer", "Packer (amazon-ebs builder)", PACKER_IAM_ACTIONS))
     out.append(Grant("bake", "terraform", "Terraform's S3 state backend", BACKEND_IAM_ACTIONS))
-    for app in catalog.load_catalog().values():
-        if app.infrastructure.iam_actions:
-            out.append(Grant("bake", "terraform", f"{app.name}'s Terraform module", app.infrastructure.iam_actions))
+    for app in catalog.load_entries().values():
+        if app.iam_actions:
+            out.append(Grant("bake", "terraform", f"{app.name}'s Terraform module", app.iam_actions))
     out.append(Grant("console", "airflow", "Releases page and CLI", CONSOLE_IAM_ACTIONS))
     return out
 

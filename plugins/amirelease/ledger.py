@@ -23,6 +23,7 @@ from typing import Any
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
+from amirelease import catalog
 from amirelease.errors import ConfigError, PreflightError
 
 SCHEMA_VERSION = 2
@@ -136,6 +137,18 @@ def pick_rollback_target(
             fix="choose a release made with release bundles, or release a fixed version with ami_release",
         )
     return target
+
+
+def fleet_targets(entry: catalog.Entry, history: Iterable[Record]) -> tuple[catalog.Target, ...]:
+    """The groups an app runs in: the catalog's for an embedded app; for a git-sourced app, those
+    its newest release that got as far as recording them named (its definition lives in git)."""
+    if entry.source is None:
+        return entry.targets
+    for record in sorted(history, key=_when, reverse=True):
+        targets = record.get("targets") or []
+        if targets:
+            return tuple(catalog.Target(**t) for t in targets)
+    return ()
 
 
 def missing_inputs(record: Record) -> list[str]:

@@ -21,6 +21,8 @@ from amirelease.constants import (
     TAG_RUN_LIST,
     TAG_RUN_LIST_DIGEST,
     TAG_SOURCE_AMI,
+    TAG_SOURCE_COMMIT,
+    TAG_SOURCE_REPOSITORY,
     TAG_STATUS,
     TAG_TEMPLATE_DIGEST,
     TAG_VERSION,
@@ -70,6 +72,9 @@ def build_ami_tags(plan: ReleasePlan) -> dict[str, str]:
     }
     if plan.git_ref:
         tags[TAG_GIT_REF] = plan.git_ref
+    if plan.source:
+        tags[TAG_SOURCE_REPOSITORY] = plan.source["repository"]
+        tags[TAG_SOURCE_COMMIT] = plan.source["commit"]
     if plan.re_release_of:
         tags[TAG_RE_RELEASE_OF] = plan.re_release_of
     return {k: tag_value(v) for k, v in tags.items()}

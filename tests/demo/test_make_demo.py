@@ -43,6 +43,9 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
     assert re.search(r"demo-web-asg: 3/3 in-service instances on the new AMI", text)
     assert "verification   passed" in text and "release SUCCEEDED" in text
     assert "ledger         succeeded: s3://" in text
+    # both releases came from the git repository the demo made, each from its own tag's commit
+    commits = re.findall(r"source\s+file://\S+/demo-web\.git (v\S+) = commit ([0-9a-f]{40}) \(deploy/ami\)", text)
+    assert [ref for ref, _ in commits] == ["v1.0.0", "v7.7.7"] and commits[0][1] != commits[1][1], commits
     # the first release made the fleet with Terraform, the second changed only its image
     assert re.search(r"terraform\s+us-east-1: \d+ to add, 0 to change, 0 to destroy", text), text[-3000:]
     assert re.search(

@@ -183,3 +183,74 @@ def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(rele
     with create_session() as session:
         msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="resolve_target", key="failure").one().value
     assert "no earlier good release to roll back to" in msg and "release a fixed version" in msg
+
+
+GIT_TOKEN = "glpat-wrong-T0KEN-0815"
+GIT_CASES = {
+    "no-git-ref": (None, "v1", "a release needs a git_ref", "give the tag, branch or full commit"),
+    "unknown-tag": ("v9", "v1", "git ref 'v9' is neither a tag nor a branch", "push the tag"),
+    "unreachable-repository": ("v1", "gone", "no git repository at file://", "correct source.repository"),
+    "bad-credentials": ("v1", "http", "the git server refused the credentials", "check the token or SSH key"),
+    "repo-sets-a-central-key": ("v1", "platform", "platform may only be set by the platform's central", "ask the"),
+    "no-definition-at-path": ("v1", "nodef", "has no deploy/ami/ami-release.yaml", "add the app's release"),
+    "malformed-definition": ("v1", "badyaml", "not valid YAML", "push a new commit"),
+}
+
+
+@pytest.mark.parametrize("case", list(GIT_CASES), ids=list(GIT_CASES))
+def test_git_source_problems_fail_preflight_and_change_nothing(release_env, tmp_path, monkeypatch, capfd, case):
+    """A git-sourced app: bad refs, unreachable repositories, bad credentials and a definition
+    that oversteps the central catalog are refused in preflight, in words, with no AWS change and
+    no credential anywhere."""
+    import subprocess
+
+    from sandbox.gitsource import make_project_repo
+    from tests.hooks.git_http import GitHttpServer
+
+    ref, variant, problem, fix = GIT_CASES[case]
+    apps = tmp_path / "apps"
+    repo = make_project_repo(tmp_path / "git", REPO / "include", "demo-web", apps)
+    if variant == "platform":
+        repo.write_definition({**repo.definition(), "platform": "windows"})
+    elif variant == "nodef":
+        (repo.project / "ami-release.yaml").unlink()
+    elif variant == "badyaml":
+        (repo.project / "ami-release.yaml").write_text("cookbooks: [unclosed\n")
+    repo.commit("the change under test")
+    repo.tag("v1")
+    entry = apps / "demo-web.yaml"
+    if variant == "gone":
+        entry.write_text(entry.read_text().replace(repo.url, "file:///nonexistent/demo-web.git"))
+    monkeypatch.setenv("AMI_RELEASE_APPS_DIR", str(apps))
+    conf = {**GOOD, **({"git_ref": ref} if ref else {})}
+    server = None
+    if variant == "http":
+        bare = tmp_path / "srv" / "demo-web.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
+        server = GitHttpServer(bare.parent, "web-team", "the-right-token").__enter__()
+        url = f"{server.base}/demo-web.git"
+        central = yaml.safe_load(entry.read_text())
+        central["source"].update(repository=url, connection="git_demo_web")
+        entry.write_text(yaml.safe_dump(central))
+        import json
+
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GIT_DEMO_WEB",
+            json.dumps({"conn_type": "git", "host": url, "login": "web-team", "password": GIT_TOKEN}),
+        )
+    try:
+        dr = load_dag().test(run_conf=conf)
+    finally:
+        if server:
+            server.__exit__(None, None, None)
+    states = task_states(dr)
+    assert dr.state == "failed" and states["preflight"] == "failed", states
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        msg = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="preflight", key="failure").one().value
+    assert problem in msg and "Fix:" in msg and fix in msg, msg
+    assert mutations(release_env) == {}, "preflight must not change anything in AWS"
+    out, err = capfd.readouterr()
+    assert GIT_TOKEN not in msg + out + err

@@ -3,13 +3,13 @@ baked again on today's base image and its Terraform module applied again."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 
 import pytest
 
 from amirelease.handoffs import RollbackTarget
 from amirelease.operators.rollback import ResolveRollbackTargetOperator
+from sandbox.gitsource import make_project_repo
 from tests.conftest import REPO
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, mutations, run_images, task_states
 
@@ -42,27 +42,42 @@ def _instance_types(sb) -> set[str]:
 
 
 def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp_path, monkeypatch, capsys):
+    """demo-web released from its own git repository at two tags, then rolled back after the
+    first tag was moved: the rollback bakes the first release's recorded bundle (its commit),
+    never what the tag names today."""
     sb = fleet_env
-    include = tmp_path / "include"
-    shutil.copytree(REPO / "include", include)
-    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(include))
+    apps = tmp_path / "apps"
+    repo = make_project_repo(tmp_path / "git", REPO / "include", "demo-web", apps)
+    monkeypatch.setenv("AMI_RELEASE_APPS_DIR", str(apps))
+    repo.tag("v3.0.0")
+    commit_a = repo.git("rev-parse", "v3.0.0^{commit}")
     release = load_dag("ami_release")
-    r1 = release.test(run_conf={"app": "demo-web", "version": "3.0.0", "notes": "A"})
+    r1 = release.test(run_conf={"app": "demo-web", "version": "3.0.0", "git_ref": "v3.0.0", "notes": "A"})
     assert r1.state == "success", task_states(r1)
     assert _instance_types(sb) == {"t3.micro"}
 
-    # B: the module's instance type and a cookbook both change in the checkout
-    entry = include / "apps" / "demo-web.yaml"
-    entry.write_text(entry.read_text().replace("    instance_type: t3.micro\n", "    instance_type: t3.small\n", 1))
-    recipe = include / "cookbooks" / "demo-web" / "recipes" / "default.rb"
+    # B: the module's instance type and a cookbook both change in the app's repository
+    definition = repo.definition()
+    definition["infrastructure"]["variables"]["instance_type"] = "t3.small"
+    repo.write_definition(definition)
+    recipe = repo.project / "cookbooks" / "demo-web" / "recipes" / "default.rb"
     recipe.write_text(recipe.read_text() + "\n# B's change\n")
-    r2 = release.test(run_conf={"app": "demo-web", "version": "3.1.0", "notes": "B"})
+    commit_b = repo.commit("B: bigger instances")
+    repo.tag("v3.1.0")
+    r2 = release.test(run_conf={"app": "demo-web", "version": "3.1.0", "git_ref": "v3.1.0", "notes": "B"})
     assert r2.state == "success", task_states(r2)
     ami1, ami2 = run_images(sb, r1.run_id)[0], run_images(sb, r2.run_id)[0]
     assert group_images(sb) == {ami2["ImageId"]} and _instance_types(sb) == {"t3.small"}
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
     rec1, rec2 = records[r1.run_id], records[r2.run_id]
     assert rec1["bundle"]["sha256"] != rec2["bundle"]["sha256"]
+    assert (rec1["source"]["commit"], rec2["source"]["commit"]) == (commit_a, commit_b)
+    assert rec1["source"]["repository"] == repo.url and rec1["source"]["ref"] == "v3.0.0"
+    assert _tags(ami1)["SourceCommit"] == commit_a and _tags(ami2)["SourceCommit"] == commit_b
+
+    # the tag of A is moved onto B's commit: a rollback must not follow it
+    repo.tag("v3.0.0", force=True)
+    assert repo.git("rev-parse", "v3.0.0^{commit}") == commit_b
 
     rollback = load_dag("ami_rollback")
     rb = rollback.test(run_conf={"app": "demo-web", "reason": "3.1.0 leaks memory under load (INC-4711)"})
@@ -88,6 +103,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     assert rec3["kind"] == "re-release" and rec3["re_release_of"] == rec1["release_id"]
     assert rec3["source_bundle"] == {"release_id": rec1["release_id"], **rec1["bundle"]}
     assert rec3["bundle"]["sha256"] == rec1["bundle"]["sha256"]  # both digests in the record: the same inputs
+    assert rec3["source"]["commit"] == commit_a and t3["SourceCommit"] == commit_a  # A's commit, not the moved tag
     assert rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback" and "INC-4711" in rec3["reason"]
 
     # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release

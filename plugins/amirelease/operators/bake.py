@@ -12,7 +12,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError, WaiterError
 
-from amirelease import bundle
+from amirelease import bundle, chef
 from amirelease.aws import tool_environment
 from amirelease.constants import (
     PURPOSE_BUILDER,
@@ -153,6 +153,24 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                     "run_list": list(plan.run_list),
                     "cookbooks_dir": str(root / "cookbooks"),
                     "app_version": plan.version,
+                    "chef_node_json": chef.encoded(
+                        chef.node_json(
+                            app=app.name,
+                            version=plan.version,
+                            run_list=list(plan.run_list),
+                            attributes=app.attributes,
+                            release=chef.identity(
+                                app=app.name,
+                                version=plan.version,
+                                release_id=rid,
+                                pipeline_run=plan.pipeline_run,
+                                source_ami=plan.source_ami,
+                                bundle_sha256=plan.bundle.sha256,
+                                source=plan.source,
+                                re_release_of=plan.re_release_of,
+                            ),
+                        )
+                    ),
                 }
                 result = self._packer.build(
                     root / "packer",
@@ -323,4 +341,5 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             amis=dict(artifacts),
             source_ami=plan.source_ami,
             reused=reused,
+            provisioned=packer_source() == "provisioned",
         ).to_xcom()

@@ -16,6 +16,7 @@ from amirelease import bundle, catalog
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
+from amirelease.hooks.git_source import AppSourceHook, display_url
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import Ledger, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
@@ -184,10 +185,22 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         run_id = context["run_id"]
 
         with TemporaryDirectory(prefix="release-preflight-") as tmp:
+            source: dict[str, Any] | None = None
             if target is None:
-                app = catalog.get_app(app_name)
-                root = catalog.include_dir()
-                packed = bundle.pack_app(app, root, Path(app.source_file))
+                central = catalog.known_app(app_name)
+                if central.source is not None:
+                    app, root, packed, source = self._from_git(central, git_ref, Path(tmp))
+                else:
+                    app = catalog.get_app(app_name)
+                    root = catalog.include_dir()
+                    packed = bundle.pack_app(app, root, Path(app.source_file))
+                    if git_ref:
+                        self.log.info(
+                            "%s is defined in the central catalog (include/), not in a git repository: git_ref %r "
+                            "is recorded as a label only; nothing is fetched",
+                            app.name,
+                            git_ref,
+                        )
                 source_bundle = None
                 self.log.info(
                     "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
@@ -205,6 +218,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                     root,
                 )
                 app = bundle.load_app(root, app_name)
+                source = bundle.read_source(root)
                 packed = bundle.pack_app(app, root)
                 source_bundle = target.bundle
                 if packed.sha256 != target.bundle.sha256:
@@ -214,13 +228,16 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                     )
                 self.log.info(
                     "Re-release of %s %s (%s) from its bundle %s…: its catalog entry, cookbooks, "
-                    "Packer files and Terraform module, on today's vendor base image",
+                    "Packer files and Terraform module%s, on today's vendor base image; no git ref is resolved again",
                     app.name,
                     version,
                     target.target_release_id,
                     target.bundle.sha256[:16],
+                    f" (commit {source['commit'][:12]} of {source['repository']})" if source else "",
                 )
-            entry = catalog.read_entry(Path(app.source_file) if target is None else root / "apps" / f"{app.name}.yaml")
+            entry = catalog.read_entry(
+                root / "apps" / f"{app.name}.yaml" if root != catalog.include_dir() else Path(app.source_file)
+            )
             cookbook_versions = catalog.cookbook_versions(app.run_list, root / "cookbooks")
             packer_digest = files_digest(catalog.packer_file_paths(app.platform, root))
 
@@ -278,6 +295,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             triggered_by=text_param("triggered_by", self.triggered_by, example="alice") or None,
             re_release_of=target.target_release_id if target else None,
             source_bundle=source_bundle,
+            source=source,
         )
         self.log.info(
             "Release plan: %s %s, release id %s, run list %s, bundle %s… (%d files), base image %s, regions %s",
@@ -291,6 +309,39 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             ", ".join(plan.regions),
         )
         return plan.to_xcom()
+
+    def _from_git(
+        self, central: catalog.Entry, git_ref: str | None, tmp: Path
+    ) -> tuple[catalog.App, Path, bundle.Bundle, dict[str, Any]]:
+        """Resolve the ref, export that one commit's project folder, stage and pack the bundle."""
+        assert central.source is not None
+        src = central.source
+        shown = display_url(src.repository)
+        if not git_ref:
+            raise ConfigError(
+                f"{central.name} is released from its git repository {shown}: a release needs a git_ref",
+                fix="give the tag, branch or full commit to release in git_ref, e.g. v1.4.2",
+            )
+        hook = AppSourceHook(src.repository, src.connection)
+        resolved = hook.resolve(git_ref)
+        self.log.info(
+            "Source: %s %s '%s' is commit %s (folder %s)", shown, resolved.kind, git_ref, resolved.commit, src.path
+        )
+        project = tmp / "project"
+        files = hook.export(resolved.commit, src.path, project)
+        self.log.info("Fetched %d file(s) of that commit only (depth 1, folder %s)", len(files), src.path)
+        source = {
+            "repository": shown,
+            "path": src.path,
+            "ref": git_ref,
+            "ref_kind": resolved.kind,
+            "commit": resolved.commit,
+        }
+        stage = tmp / "bundle"
+        stage.mkdir()
+        app, entry_file = bundle.stage_git_project(central, project, stage, source)
+        packed = bundle.pack(bundle.members(app, stage, entry_file))
+        return app, stage, packed, source
 
     def _check_target(self, app: catalog.App, t: catalog.Target) -> None:
         asg = self.clients.autoscaling(t.region)

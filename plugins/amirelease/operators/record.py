@@ -101,6 +101,7 @@ def build_record(
             {"release_id": plan.re_release_of, **plan.source_bundle.to_xcom()} if plan.source_bundle else None
         ),
         "git_ref": plan.git_ref,
+        "source": plan.source,
         "targets": [t.__dict__ for t in plan.targets],
         "infrastructure": {
             "module": app.infrastructure.module,

@@ -14,7 +14,7 @@ from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, TAG_RELEASE_ID, TAG_
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.ledger import Ledger, ledger_bucket, pick_rollback_target, rolled_back_entry, utcnow
+from amirelease.ledger import Ledger, fleet_targets, ledger_bucket, pick_rollback_target, rolled_back_entry, utcnow
 from amirelease.operators.base import ReleaseOperatorMixin, tag_list, tags_dict
 from amirelease.operators.preflight import text_param
 from amirelease.release import release_id, tag_value
@@ -79,7 +79,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         self.confirm_rolled_back = confirm_rolled_back
 
     def execute(self, context: Context) -> dict[str, Any]:
-        app = catalog.get_app(text_param("app", self.app, example="demo-web"))
+        app = catalog.known_app(text_param("app", self.app, example="demo-web"))
         reason = text_param("reason", self.reason, example="INC-123: 5xx since 1.2.0").strip()
         wanted = text_param("target", self.target, example="1.1.0").strip() or None
         if len(reason) < MIN_REASON:
@@ -91,7 +91,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
         history = ledger.history(app.name)
-        current = self._current(app)
+        current = self._current(fleet_targets(app, history))
         current_rid = current.get("release_id")
         self.log.info(
             "%s now runs %s (release %s)",
@@ -122,11 +122,11 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
             reason=reason,
         ).to_xcom()
 
-    def _current(self, app: catalog.App) -> dict[str, Any]:
+    def _current(self, targets: tuple[catalog.Target, ...]) -> dict[str, Any]:
         """The AMI(s) in service in the app's groups and the release they belong to."""
         amis: dict[str, str] = {}
         found: dict[str, str] = {}
-        for t in app.targets:
+        for t in targets:
             group = self.clients.autoscaling(t.region).describe_group(t.auto_scaling_group)
             if group is None:
                 self.log.info("Group %s does not exist in %s: nothing runs there", t.auto_scaling_group, t.region)

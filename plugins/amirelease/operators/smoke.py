@@ -13,7 +13,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError, WaiterError
 
-from amirelease import catalog
+from amirelease import catalog, chef
 from amirelease.constants import (
     PURPOSE_SMOKE,
     TAG_APP,
@@ -41,6 +41,17 @@ def check_invocation(cmd: catalog.SmokeCommand, status: str, exit_code: int | No
     if cmd.expect_output is not None and not re.search(cmd.expect_output, stdout, re.MULTILINE):
         return f"output {stdout.strip()[:200]!r} does not match /{cmd.expect_output}/"
     return None
+
+
+def smoke_commands(app: catalog.App, release_id: str, provisioned: bool) -> list[catalog.SmokeCommand]:
+    """The app's smoke commands; first, when Chef ran, that the image says it is this release."""
+    if not provisioned:
+        return list(app.smoke_commands)
+    run, expect = chef.identity_check_command(app.platform, release_id)
+    return [
+        catalog.SmokeCommand(name="the image is this release (identity file)", run=run, expect_output=expect),
+        *app.smoke_commands,
+    ]
 
 
 class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook]):
@@ -137,7 +148,7 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
             )
             ssm = self.clients.ssm(region)
             failures = []
-            for cmd in app.smoke_commands:
+            for cmd in smoke_commands(app, plan.release_id, baked.provisioned):
                 outcome = self._run(ssm, instance_id, app.platform, cmd, poll, register_timeout=app.smoke_boot_timeout)
                 results.append(outcome)
                 if outcome.problem:

@@ -195,10 +195,10 @@ def read_usage(ec2: Any, amis: list[str]) -> dict[str, list[str]]:
 def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnapshot:
     """Read everything the page shows about one app (read-only)."""
     from amirelease.aws import AwsClients
-    from amirelease.ledger import ledger_bucket
+    from amirelease.ledger import fleet_targets, ledger_bucket
     from amirelease.retention.policy import load_policy
 
-    app = catalog.get_app(app_name)
+    app = catalog.known_app(app_name)
     reader = _Reader()
     read_at = datetime.now(UTC)
     policy = reader.attempt("the retention policy", load_policy, RetentionPolicy())
@@ -221,8 +221,9 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
             [],
         )
 
+    targets = fleet_targets(app, history)
     groups = []
-    for t in app.targets:
+    for t in targets:
         hook = AwsClients(aws_conn_id=aws_conn_id).autoscaling(t.region)
         groups.append(
             reader.attempt(
@@ -232,7 +233,7 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
             )
         )
 
-    regions = set(app.regions)
+    regions = {t.region for t in targets}
     for record in history:
         regions.update((record.get("amis") or {}).keys())
     images: list[dict[str, Any]] = []

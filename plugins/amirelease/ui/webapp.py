@@ -205,7 +205,7 @@ def _min_reason() -> int:
 
 def _known_app(app: str) -> str:
     try:
-        return catalog.get_app(app).name
+        return catalog.known_app(app).name
     except ConfigError:
         raise HTTPException(404, f"There is no app '{app}' in the catalog (include/apps/).") from None
 
@@ -230,7 +230,7 @@ def create_app() -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, user: ReaderDep) -> Response:
         here, airflow_root = _roots(request)
-        apps = catalog.load_catalog()
+        apps = catalog.load_entries()
         if len(apps) == 1:
             return RedirectResponse(f"{here}/apps/{quote(next(iter(apps)), safe='')}", status_code=303)
         return _render("index.html", here=here, airflow_root=airflow_root, apps=list(apps.values()))

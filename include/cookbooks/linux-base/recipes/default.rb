@@ -19,3 +19,12 @@ file '/etc/ami-release' do
   content "base=linux-base\n"
   mode '0644'
 end
+
+# The release's identity (app, version, release id, source commit, bundle digest), from the
+# node JSON the pipeline hands chef-solo: a person on the instance, and the smoke test, can
+# tell which release this image is. Never a secret.
+file '/etc/ami-release.json' do
+  content Chef::JSONCompat.to_json_pretty(node['ami_release'].to_hash)
+  mode '0644'
+  only_if { node['ami_release'] }
+end
