@@ -19,7 +19,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
-from amirelease import bundle
+from amirelease import bundle, catalog, sources
 from amirelease.aws import tool_environment
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import (
@@ -188,13 +188,23 @@ class CheckInfrastructureOperator(_TerraformOperator):
                 packed = bundle.Bundle(
                     data=data, sha256=plan.source_bundle.sha256, files=tuple(bundle.unpack(data, root))
                 )
+            elif plan.source is not None:  # a git-sourced app: the commit preflight pinned, fetched again
+                entry = catalog.known_app(plan.app)
+                _, _, packed = sources.build(entry, plan.source, root / "git")
+                bundle.unpack(packed.data, root)
             else:
                 packed = bundle.pack_app(plan.app_spec)
                 bundle.unpack(packed.data, root)
             if packed.sha256 != plan.bundle.sha256:
+                where = (
+                    f"commit {plan.source['commit'][:12]} of {plan.source['repository']} with this worker's "
+                    "central catalog and Packer files"
+                    if plan.source
+                    else "this worker's include/"
+                )
                 raise InfrastructureError(
-                    f"this worker's release inputs for {plan.app} (bundle {packed.sha256[:16]}…) differ from those "
-                    f"preflight saw ({plan.bundle.sha256[:16]}…)",
+                    f"the release inputs of {plan.app} built here ({where}: bundle {packed.sha256[:16]}…) differ from "
+                    f"those preflight saw ({plan.bundle.sha256[:16]}…)",
                     fix="deploy the same version of include/ (catalog, cookbooks, Packer files, Terraform modules) to "
                     "every worker, then retrigger",
                 )

@@ -12,11 +12,10 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, catalog
+from amirelease import bundle, catalog, sources
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.hooks.git_source import AppSourceHook, display_url
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import Ledger, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
@@ -313,35 +312,18 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     def _from_git(
         self, central: catalog.Entry, git_ref: str | None, tmp: Path
     ) -> tuple[catalog.App, Path, bundle.Bundle, dict[str, Any]]:
-        """Resolve the ref, export that one commit's project folder, stage and pack the bundle."""
-        assert central.source is not None
-        src = central.source
-        shown = display_url(src.repository)
-        if not git_ref:
-            raise ConfigError(
-                f"{central.name} is released from its git repository {shown}: a release needs a git_ref",
-                fix="give the tag, branch or full commit to release in git_ref, e.g. v1.4.2",
-            )
-        hook = AppSourceHook(src.repository, src.connection)
-        resolved = hook.resolve(git_ref)
+        """Resolve the ref to one commit, then build the bundle from exactly that commit."""
+        source = sources.resolve(central, git_ref)
         self.log.info(
-            "Source: %s %s '%s' is commit %s (folder %s)", shown, resolved.kind, git_ref, resolved.commit, src.path
+            "Source: %s %s '%s' is commit %s (folder %s)",
+            source["repository"],
+            source["ref_kind"],
+            source["ref"],
+            source["commit"],
+            source["path"],
         )
-        project = tmp / "project"
-        files = hook.export(resolved.commit, src.path, project)
-        self.log.info("Fetched %d file(s) of that commit only (depth 1, folder %s)", len(files), src.path)
-        source = {
-            "repository": shown,
-            "path": src.path,
-            "ref": git_ref,
-            "ref_kind": resolved.kind,
-            "commit": resolved.commit,
-        }
-        stage = tmp / "bundle"
-        stage.mkdir()
-        app, entry_file = bundle.stage_git_project(central, project, stage, source)
-        packed = bundle.pack(bundle.members(app, stage, entry_file))
-        return app, stage, packed, source
+        app, root, packed = sources.build(central, source, tmp)
+        return app, root, packed, source
 
     def _check_target(self, app: catalog.App, t: catalog.Target) -> None:
         asg = self.clients.autoscaling(t.region)
