@@ -3,7 +3,7 @@
 The root token exists only inside this process while the server is configured; it is
 never written to disk, printed or given to Airflow. Airflow logs in with the AppRole
 (role_id + secret_id) of the ``ami-pipeline`` role, whose policy can read the pipeline's
-secret paths and nothing else.
+secret paths through per-app tokens (plugins/amirelease/hooks/vault.py).
 """
 
 from __future__ import annotations
@@ -103,19 +103,12 @@ class VaultSandbox:
                 path=f"{prefix}/{path}", secret=values, mount_point=self.mount_point
             )
             self.seeded[f"{prefix}/{path}"] = values
-        policy = (
-            f'path "{self.mount_point}/data/{prefix}/*" {{ capabilities = ["read"] }}\n'
-            f'path "{self.mount_point}/metadata/{prefix}/*" {{ capabilities = ["read", "list"] }}\n'
-        )
-        client.sys.create_or_update_policy(name=POLICY_NAME, policy=policy)
-        client.sys.enable_auth_method(method_type="approle")
-        client.auth.approle.create_or_update_approle(
-            role_name=ROLE_NAME,
-            token_policies=[POLICY_NAME],
-            token_ttl="1h",
-            token_max_ttl="4h",
-            secret_id_ttl="24h",
-        )
+        # The product's own Vault set-up (pipeline policy, AppRole, token role, one policy per
+        # app), as `python -m amirelease.vault_bootstrap init` writes it on a real server.
+        from amirelease.vault_bootstrap import configure
+
+        apps = sorted({path.split("/", 1)[0] for path in data["secrets"]} | set(data.get("apps", [])))
+        configure(client, prefix, apps)
         self.role_id = client.auth.approle.read_role_id(role_name=ROLE_NAME)["data"]["role_id"]
         self.secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME)["data"]["secret_id"]
 

@@ -119,6 +119,7 @@ class App:
     description: str = ""  # shown on the Releases page
     owner: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)  # Chef node attributes (chef.node_json)
+    allow: dict[str, Any] = field(default_factory=dict)  # what its module may do beyond the defaults (contained.py)
 
     @property
     def base_cookbook(self) -> str:
@@ -228,6 +229,8 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
     except ConfigError as exc:
         raise ConfigError(f"{source}: cookbooks: {exc.problem}", fix=exc.fix) from None
     infra = data["infrastructure"]
+    _own_secrets(data.get("secrets"), data["name"], source, "secrets")
+    _own_secrets(infra.get("secrets"), data["name"], source, "infrastructure.secrets")
     reserved = sorted(set(infra.get("variables", {})) & set(PIPELINE_TF_VARIABLES))
     if reserved:
         raise ConfigError(
@@ -307,6 +310,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         description=str(data.get("description", "")),
         owner=str(data.get("owner", "")),
         attributes=dict(data.get("attributes", {})),
+        allow=dict(data.get("allow", {})),
     )
 
 
@@ -360,7 +364,7 @@ def _check_module_interface(source: str, infra: dict[str, Any], module_dir: Path
 # and what each may do; the app's repository (source.path/ami-release.yaml, owned by the app
 # team) says how its release is built and rolled out. A key belongs to exactly one side: a key
 # on the wrong side is refused, never silently overridden (docs/sources.md).
-CENTRAL_KEYS = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "source")
+CENTRAL_KEYS = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "source", "allow")
 PLATFORM_INFRASTRUCTURE_KEYS = ("allow_destroy", "iam_actions")  # guardrails: central, under infrastructure:
 DEFINITION_KEYS = (
     "instance_type",
@@ -510,7 +514,7 @@ def _own_secrets(items: Any, app: str, where: str, field: str) -> None:
     """A git-sourced app reads only its own Vault folder (<prefix>/<app>/...)."""
     for item in items or []:
         path = item.get("path") if isinstance(item, dict) else None
-        if isinstance(path, str) and not path.startswith(f"{app}/"):
+        if isinstance(path, str) and (not path.startswith(f"{app}/") or ".." in path.split("/")):
             raise ConfigError(
                 f"{where}: {field} path '{path}' is outside the app's own Vault folder '{app}/'",
                 fix=f"keep the app's secrets under {app}/ (e.g. {app}/bake); another app's secrets are not its to read",

@@ -3,12 +3,15 @@
     python -m amirelease.vault_bootstrap tls --out deploy/tls            # CA + server certificate
     python -m amirelease.vault_bootstrap init --url https://vault:8200 --ca-cert deploy/tls/ca.pem
     python -m amirelease.vault_bootstrap rotate-secret-id --url ... --ca-cert ...   (VAULT_TOKEN set)
+    python -m amirelease.vault_bootstrap app-policies --url ... [app ...]           (VAULT_TOKEN set)
 
 ``init`` runs once against a new server with persistent storage: it initialises it (the
 unseal keys and the initial root token are printed once and written nowhere), unseals it,
-mounts KV v2 at ``secret/``, enables AppRole, writes the pipeline policy (read on
-``secret/data/<prefix>/*`` and nothing else), creates the ``ami-pipeline`` role and prints
-the Airflow connection (role_id + secret_id). Optional ``--seed FILE`` writes initial secrets
+mounts KV v2 at ``secret/``, enables AppRole, writes the pipeline policy (it reads no secret:
+it may only mint a short-lived token for one app through the token role ``ami-release-app``),
+one policy per app of the catalog (``ami-app-<app>``: read ``secret/data/<prefix>/<app>/*``),
+creates the ``ami-pipeline`` role and prints the Airflow connection (role_id + secret_id).
+A new app's policy: ``app-policies`` (docs/trust.md). Optional ``--seed FILE`` writes initial secrets
 (a YAML file shaped like ``sandbox/vault.yaml``). docs/configuration.md walks through it.
 """
 
@@ -29,13 +32,35 @@ ROLE_NAME = "ami-pipeline"
 KV_MOUNT = "secret"
 
 
+APP_POLICY_PREFIX = "ami-app-"
+TOKEN_ROLE = "ami-release-app"  # the token role the pipeline mints per-app, per-read tokens with
+APP_TOKEN_TTL = "15m"
+
+
+def app_policy_name(app: str) -> str:
+    return f"{APP_POLICY_PREFIX}{app}"
+
+
 def pipeline_policy(prefix: str, mount: str = KV_MOUNT) -> str:
-    """Read on the pipeline's prefix only (KV v2 data + metadata)."""
+    """The pipeline's own AppRole reads no secret at all: it may only mint, through the token
+    role, a short-lived token carrying one app's policy (hooks/vault.py does, per read)."""
+    return f'path "auth/token/create/{TOKEN_ROLE}" {{ capabilities = ["update"] }}\n'
+
+
+def app_policy(prefix: str, app: str, mount: str = KV_MOUNT) -> str:
+    """Read on one app's folder only: <mount>/data/<prefix>/<app>/* (KV v2 data + metadata)."""
     prefix = prefix.strip("/")
     return (
-        f'path "{mount}/data/{prefix}/*" {{ capabilities = ["read"] }}\n'
-        f'path "{mount}/metadata/{prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+        f'path "{mount}/data/{prefix}/{app}/*" {{ capabilities = ["read"] }}\n'
+        f'path "{mount}/metadata/{prefix}/{app}/*" {{ capabilities = ["read", "list"] }}\n'
     )
+
+
+def write_app_policies(client: Any, prefix: str, apps: list[str]) -> list[str]:
+    """One policy per app (idempotent); an app added to the catalog needs its policy written."""
+    for app in apps:
+        client.sys.create_or_update_policy(name=app_policy_name(app), policy=app_policy(prefix, app))
+    return [app_policy_name(a) for a in apps]
 
 
 def connection_json(host: str, port: int, role_id: str, secret_id: str, ca_cert: str | None) -> str:
@@ -90,8 +115,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("== unsealed")
     client.token = root
     wait_until_active(client)
-    configure(client, args.prefix)
-    print(f"== KV v2 at {KV_MOUNT}/, AppRole auth, policy {POLICY_NAME} (read {KV_MOUNT}/data/{args.prefix}/* only)")
+    from amirelease import catalog
+
+    apps = sorted(catalog.load_entries())
+    configure(client, args.prefix, apps)
+    print(
+        f"== KV v2 at {KV_MOUNT}/, AppRole auth, policy {POLICY_NAME} (reads no secret: mints per-app tokens through "
+        f"the token role {TOKEN_ROLE}), one policy per app ({', '.join(app_policy_name(a) for a in apps)}: each "
+        f"reads {KV_MOUNT}/data/{args.prefix}/<app>/* only)"
+    )
     if args.seed:
         paths = seed(client, Path(args.seed))
         print(f"== seeded {len(paths)} secret(s) from {args.seed}: {', '.join(paths)}")
@@ -120,8 +152,9 @@ def wait_until_active(client: Any, timeout: float = 60.0) -> None:
         time.sleep(0.25)
 
 
-def configure(client: Any, prefix: str) -> None:
-    """KV v2 mount, AppRole auth method, the pipeline policy and role (idempotent)."""
+def configure(client: Any, prefix: str, apps: list[str] | None = None) -> None:
+    """KV v2 mount, AppRole auth method, the pipeline policy and role, the token role and
+    one policy per app (idempotent)."""
     mounts = client.sys.list_mounted_secrets_engines()
     mounts = mounts.get("data", mounts)
     if f"{KV_MOUNT}/" not in mounts:
@@ -138,6 +171,18 @@ def configure(client: Any, prefix: str) -> None:
         token_max_ttl="4h",
         secret_id_ttl="0",  # no expiry: rotate on your schedule (rotate-secret-id)
     )
+    # Tokens minted for one app: only ami-app-* policies, never the pipeline's or root; not
+    # renewable, short, children of the pipeline's token (revoked with it).
+    client.write(
+        f"auth/token/roles/{TOKEN_ROLE}",
+        allowed_policies_glob=f"{APP_POLICY_PREFIX}*",
+        disallowed_policies=f"root,{POLICY_NAME}",
+        orphan=False,
+        renewable=False,
+        token_explicit_max_ttl="1h",
+        token_type="service",
+    )
+    write_app_policies(client, prefix, list(apps or []))
 
 
 def seed(client: Any, path: Path) -> list[str]:
@@ -159,6 +204,23 @@ def seed(client: Any, path: Path) -> list[str]:
                 time.sleep(0.2)
         written.append(full)
     return written
+
+
+def cmd_app_policies(args: argparse.Namespace) -> int:
+    """Write (or update) the Vault policy of every app in the catalog, or of the apps named."""
+    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    if not token:
+        print("ERROR: set VAULT_TOKEN to a token allowed to write sys/policies/acl/ami-app-*", file=sys.stderr)
+        return 2
+    apps = args.apps
+    if not apps:
+        from amirelease import catalog
+
+        apps = sorted(catalog.load_entries())
+    client = _client(args.url, args.ca_cert, token)
+    for name in write_app_policies(client, args.prefix, apps):
+        print(f"== policy {name}: read {KV_MOUNT}/data/{args.prefix}/{name.removeprefix(APP_POLICY_PREFIX)}/*")
+    return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -270,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     rot = sub.add_parser("rotate-secret-id", help="issue a new AppRole secret_id (VAULT_TOKEN from the environment)")
     server_args(rot)
     rot.set_defaults(func=cmd_rotate)
+    pol = sub.add_parser("app-policies", help="write each app's Vault policy (VAULT_TOKEN from the environment)")
+    server_args(pol)
+    pol.add_argument("apps", nargs="*", help="apps (default: every app in the catalog)")
+    pol.set_defaults(func=cmd_app_policies)
     tls = sub.add_parser("tls", help="generate a CA and a server certificate for the Vault listener")
     tls.add_argument("--out", default="deploy/tls")
     tls.add_argument("--hosts", default="vault,localhost,127.0.0.1", help="comma-separated DNS names / IPs")

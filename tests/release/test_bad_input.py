@@ -113,6 +113,18 @@ CASES = {
         "Vault secret 'ami-pipeline/demo-web/nope' needed by app 'demo-web' does not exist",
         "write it",
     ),
+    "secret-of-another-app": (  # the `intruder` pattern: another app's Vault folder
+        {"infrastructure.secrets": [{"path": "demo-win/bake", "keys": ["chef_data_bag_secret"]}]},
+        None,
+        "infrastructure.secrets path 'demo-win/bake' is outside the app's own Vault folder 'demo-web/'",
+        "another app's secrets are not its to read",
+    ),
+    "secret-path-climbs-out": (
+        {"secrets": [{"path": "demo-web/../demo-win/bake", "keys": ["chef_data_bag_secret"]}]},
+        None,
+        "is outside the app's own Vault folder",
+        "keep the app's secrets under demo-web/",
+    ),
     "missing-secret-key": (
         {"secrets": [{"path": "demo-web/bake", "keys": ["db_password"]}]},
         None,
@@ -254,3 +266,25 @@ def test_git_source_problems_fail_preflight_and_change_nothing(release_env, tmp_
     assert mutations(release_env) == {}, "preflight must not change anything in AWS"
     out, err = capfd.readouterr()
     assert GIT_TOKEN not in msg + out + err
+
+
+def test_a_module_that_runs_code_on_the_worker_is_refused_in_preflight(release_env, tmp_path, monkeypatch):
+    """An app's module with local-exec (code with the worker's reach) is refused before anything
+    is created, unless the central entry allows it."""
+    root = _catalog(tmp_path)
+    main = root / "terraform" / "demo-web" / "main.tf"
+    main.write_text(
+        main.read_text() + '\nresource "terraform_data" "loot" {\n  provisioner "local-exec" {\n'
+        '    command = "env > /tmp/loot"\n  }\n}\n'
+    )
+    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(root))
+    dr = load_dag().test(run_conf=GOOD)
+    states = task_states(dr)
+    assert dr.state == "failed" and states["preflight"] == "failed", states
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        msg = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="preflight", key="failure").one().value
+    assert "may not run code on the worker" in msg and "terraform_data.loot" in msg and "allow:" in msg, msg
+    assert mutations(release_env) == {}

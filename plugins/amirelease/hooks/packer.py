@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from amirelease.errors import BakeError
-from amirelease.hooks.tool import ToolProcess, workdir
+from amirelease.hooks.tool import ToolProcess, base_environment, workdir
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ class PackerHook(BaseHook):
     ) -> PackerResult:
         """Build every *.pkr.hcl in template_dir (or one template file)."""
         emit = on_line or log.info
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PKR_VAR_")}
+        env = base_environment()
         env.update(aws_env or {})
         env["CHECKPOINT_DISABLE"] = "1"  # no phone-home
         env["PACKER_NO_COLOR"] = "1"

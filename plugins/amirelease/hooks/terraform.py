@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ from airflow.sdk.configuration import conf
 
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import PlanSummary, ResourceChange
-from amirelease.hooks.tool import ToolProcess
+from amirelease.hooks.tool import ToolProcess, base_environment
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +236,7 @@ class TerraformHook(BaseHook):
     def environment(
         self, workdir: Path, aws_env: Mapping[str, str], secrets: Mapping[str, str] | None = None
     ) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_VAR_", "TF_CLI_ARGS", "AWS_"))}
+        env = {k: v for k, v in base_environment().items() if not k.startswith("AWS_")}
         env.update(aws_env)
         env.update(
             TF_IN_AUTOMATION="1",

@@ -32,6 +32,51 @@ REAPER = Path(__file__).with_name("_reaper.py")
 _WORKDIR_RE = re.compile(r"^amirelease-(?P<tool>[a-z]+)-(?P<pid>\d+)-")
 
 
+# What a deployment tool inherits from the worker's environment: an allow-list, not a deny-list.
+# The worker's environment holds the platform's credentials (AIRFLOW_CONN_* with the Vault
+# AppRole, the metadata database URL, the Fernet key, the AWS credentials of the worker's own
+# role); Terraform providers and Packer plugins an app's definition pulls in, and any shell
+# they run, must see none of it. The tool gets these plus what its hook adds (the app's AWS
+# credentials from tool_environment, its TF_VAR_/PKR_VAR_ secrets, the tool's own settings).
+PASS_THROUGH = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "SHELL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "AWS_CA_BUNDLE",
+        "AWS_ENDPOINT_URL",  # not a credential: where the AWS API is (a private endpoint, the sandbox)
+        "TF_PLUGIN_CACHE_DIR",
+        "TF_LOG",
+        "PACKER_PLUGIN_PATH",
+        "PACKER_CACHE_DIR",
+        "PACKER_CONFIG_DIR",
+        "PACKER_LOG",
+    }
+)
+PASS_THROUGH_PREFIXES = ("LC_", "AWS_ENDPOINT_URL_")
+
+
+def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of the worker's environment a deployment tool may see (see PASS_THROUGH)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k in PASS_THROUGH or k.startswith(PASS_THROUGH_PREFIXES)}
+
+
 @dataclass
 class ToolRun:
     """How a tool's run ended: its exit code, and whether we interrupted it."""

@@ -19,7 +19,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, catalog, sources
+from amirelease import bundle, catalog, contained, sources
 from amirelease.aws import tool_environment
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import (
@@ -141,6 +141,8 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         infra = plan.app_spec.infrastructure
         backend = self._backend(plan, region)
         with workdir("terraform") as wd:
+            app = plan.app_spec
+            contained.check_module(root / infra.module, app.name, contained.Allowances.from_entry({"allow": app.allow}))
             module = self._terraform.prepare(root / infra.module, wd, self._endpoint())
             env = self._terraform.environment(wd, tool_environment(self.hook, region), secrets.values)
             var_file = wd / "release.tfvars.json"

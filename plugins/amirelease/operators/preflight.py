@@ -12,7 +12,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, catalog, sources
+from amirelease import bundle, catalog, contained, sources
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
@@ -234,6 +234,9 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                     target.bundle.sha256[:16],
                     f" (commit {source['commit'][:12]} of {source['repository']})" if source else "",
                 )
+            contained.check_module(
+                root / app.infrastructure.module, app.name, contained.Allowances.from_entry({"allow": app.allow})
+            )
             entry = catalog.read_entry(
                 root / "apps" / f"{app.name}.yaml" if root != catalog.include_dir() else Path(app.source_file)
             )
