@@ -103,6 +103,7 @@ class StoryWriter:
         failure: str | None = None,
         re_release_of: str | None = None,
         write_record: bool = True,
+        source: dict[str, Any] | None = None,
     ) -> Release:
         run_id = f"manual__{started.isoformat()}"
         rid = release_id(APP, version, run_id)
@@ -135,6 +136,7 @@ class StoryWriter:
             notes=notes,
             triggered_by=by,
             re_release_of=re_release_of,
+            source=source,
         )
         tags = build_ami_tags(plan)
         tags[TAG_STATUS] = "failed" if failed_task else "released"
@@ -261,6 +263,15 @@ class StoryWriter:
         raise AssertionError(f"refresh {refresh_id} not done in {timeout}s")
 
 
+GIT_SOURCE = {
+    "repository": "https://git.example.com/web/demo-web.git",
+    "path": "deploy/ami",
+    "ref": "v1.3.1",
+    "ref_kind": "tag",
+    "commit": "3f9c2ab41d0e7c5a9b8e6f1d2c3b4a5968778695",
+}
+
+
 def write(sb: Any) -> Story:
     w = StoryWriter(sb)
     now = w.now
@@ -292,7 +303,14 @@ def write(sb: Any) -> Story:
         failed_task="smoke_test",
         failure="smoke test of the new AMI failed: health endpoint answers: output '503' does not match /ok/",
     )
-    r["1.3.1"] = w.release("1.3.1", d(1), minutes=20, by="dave", notes="upgrade OpenSSL, fixed config")
+    r["1.3.1"] = w.release(
+        "1.3.1",
+        d(1),
+        minutes=20,
+        by="dave",
+        notes="upgrade OpenSSL, fixed config",
+        source=GIT_SOURCE,
+    )
     r["rb2"] = w.release(
         "1.2.0",
         d(0, hours=1),

@@ -174,6 +174,17 @@ def test_live_now_shows_the_release_each_group_runs(
     assert "Auto Scaling group demo-win-asg does not exist in us-east-1" in other.locator("#live").inner_text()
     assert "No release of demo-win in the ledger yet." in other.locator("#timeline").inner_text()
 
+    # where each release came from (a git-sourced one: ref, commit, repository) and who reaches what
+    from tests.ui.story import GIT_SOURCE
+
+    row = page.locator(f"#timeline tr[data-release='{story['1.3.1'].release_id}']").inner_text()
+    assert f"v1.3.1 = {GIT_SOURCE['commit'][:12]} of {GIT_SOURCE['repository']}" in row
+    assert "of https://" not in page.locator(f"#timeline tr[data-release='{story['1.2.0'].release_id}']").inner_text()
+    access = page.locator("#access").inner_text()
+    assert "Vault secret/ami-pipeline/demo-web/* only" in access and "ami-app-demo-web" in access
+    assert "the central catalog (demo-web.yaml and include/)" in access
+    assert "not yet scoped per app" in access
+
 
 def test_timeline_tells_each_release_its_outcome_rollback_and_failure(
     admin: Any, api_server: ApiServer, story: Story

@@ -58,6 +58,7 @@ class AppSnapshot:
     policy: RetentionPolicy
     read_at: datetime
     problems: list[str] = field(default_factory=list)
+    entry: catalog.Entry | None = None  # the central catalog entry (where its definition lives, allow:)
 
 
 def tags_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -264,4 +265,5 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
         policy=policy,
         read_at=read_at,
         problems=reader.problems,
+        entry=app,
     )

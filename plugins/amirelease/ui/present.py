@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -312,6 +313,59 @@ class TimelineRow:
     hold: str
     hold_class: str
     infrastructure: str
+    source: str = ""  # git-sourced apps: "v1.2.0 = 3f9c2ab41d0e of https://git.example.com/web/app.git"
+
+
+def source_text(record: dict[str, Any]) -> str:
+    """Where a release's inputs came from, for a person: the ref, the commit and the repository."""
+    src = record.get("source") or {}
+    if not src.get("commit"):
+        return ""
+    ref = f"{src.get('ref')} = " if src.get("ref") and src.get("ref") != src.get("commit") else ""
+    return f"{ref}{str(src['commit'])[:12]} of {src.get('repository')}"
+
+
+@dataclass(frozen=True)
+class AccessRow:
+    what: str
+    reach: str
+    enforced_by: str
+
+
+def access_rows(entry: Any, vault_prefix: str) -> list[AccessRow]:
+    """Who can reach what for one app (docs/trust.md), from its central catalog entry."""
+    if entry is None:
+        return []
+    src = getattr(entry, "source", None)
+    allow = (getattr(entry, "document", {}) or {}).get("allow") or {}
+    granted = ", ".join(f"{k}: {', '.join(v)}" for k, v in sorted(allow.items()) if v)
+    rows = [
+        AccessRow(
+            "its definition",
+            f"git {src.repository} ({src.path}), read with connection {src.connection or '(none: public)'}; "
+            "the app team owns it, the central entry keeps platform, image, network and guardrails"
+            if src
+            else f"the central catalog ({Path(entry.file).name} and include/)",
+            "preflight: a key on the wrong side is refused",
+        ),
+        AccessRow(
+            "its secrets",
+            f"Vault secret/{vault_prefix}/{entry.name}/* only, through a 15-minute token per read",
+            f"Vault policy ami-app-{entry.name}",
+        ),
+        AccessRow(
+            "its Terraform module on the worker",
+            "AWS-provider resources only; no code on the worker, no other state"
+            + (f"; allowed for this app: {granted}" if granted else ""),
+            "the module check before every init; an allow-listed environment",
+        ),
+        AccessRow(
+            "AWS",
+            "the workers' role: every app's iam_actions (not yet scoped per app)",
+            "IAM (cli iam-policy)",
+        ),
+    ]
+    return rows
 
 
 def hold_placer(hold: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
@@ -380,6 +434,7 @@ def timeline(snap: AppSnapshot, root: str) -> list[TimelineRow]:
                 hold=held,
                 hold_class=held_class,
                 infrastructure=infra,
+                source=source_text(r),
             )
         )
     return rows

@@ -183,6 +183,7 @@ def _app_page(
         timeline=present.timeline(snap, airflow_root),
         amis=present.ami_rows(snap),
         preview=present.rollback_preview(snap, airflow_root),
+        access=present.access_rows(snap.entry, _vault_prefix()),
         reports={
             r: present.when(rep.get("now") or rep.get("wall_clock"), snap.read_at) for r, rep in snap.reports.items()
         },
@@ -195,6 +196,12 @@ def _app_page(
         min_reason=_min_reason(),
         retention_labels=RETENTION_LABELS,
     )
+
+
+def _vault_prefix() -> str:
+    from amirelease.hooks.vault import vault_path_prefix
+
+    return vault_path_prefix()
 
 
 def _min_reason() -> int:
