@@ -27,6 +27,8 @@ INTERNAL_HEADER = "X-Sandbox-Internal"
 _CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/([^/]+)/")
 # signing name -> the IAM-style service prefix used in request counts and faults
 _SERVICE_ALIASES = {"monitoring": "cloudwatch"}
+# the paging token of a query-protocol answer: EC2 says nextToken, Auto Scaling NextToken
+_NEXT_TOKEN = re.compile(rb"\s*<(nextToken|NextToken)(?:\s*/>|>[^<]*</\1>)")
 
 
 def s3_action(environ: dict[str, Any]) -> str:
@@ -151,6 +153,7 @@ class SandboxMiddleware:
         body = self._read_body(environ)
         internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
         service, action, json_protocol = identify(environ, body)
+        truncate = False
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -168,13 +171,29 @@ class SandboxMiddleware:
                 headers.append(("Content-Length", str(len(payload))))
                 start_response(_status_line(status), headers)
                 return [payload]
+            truncate = RUNTIME.faults.take_truncate(service, action, request_text)
+        if not truncate:
+            with LOCK:
+                result = self.app(environ, start_response)
+                try:
+                    chunks = b"".join(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+            return [chunks]
+        # a listing cut short: the same answer without its paging token (Content-Length redone)
+        held: list[Any] = []
         with LOCK:
-            result = self.app(environ, start_response)
+            result = self.app(environ, lambda status, headers, exc_info=None: held.append((status, headers)))
             try:
                 chunks = b"".join(result)
             finally:
                 if hasattr(result, "close"):
                     result.close()
+        chunks = _NEXT_TOKEN.sub(b"", chunks)
+        status_line, headers = held[0]
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
 
     @staticmethod
