@@ -37,6 +37,7 @@ class CallFault:
     skip: int = 0  # let this many matching calls through first
     delay: float = 0.0  # > 0: not an error, the call is answered this many seconds late
     truncate: bool = False  # not an error: the answer loses its NextToken (a listing cut short)
+    empty: bool = False  # with truncate: the answer's listed items are dropped too (an empty page)
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -112,14 +113,28 @@ class Faults:
                 )
             )
 
-    def truncate(self, action: str, times: int = 1, match: str | None = None, skip: int = 0) -> None:
+    def truncate(
+        self, action: str, times: int = 1, match: str | None = None, skip: int = 0, empty: bool = False
+    ) -> None:
         """The next ``times`` answers of ``action`` come back without their ``NextToken``: the first
         page only, otherwise in AWS's shape, as if it were the whole listing (stock moto 5.2.5 does
-        this to ``DescribeLaunchTemplateVersions``: 200 entries, no token)."""
+        this to ``DescribeLaunchTemplateVersions``: 200 entries, no token). ``empty``: the page's
+        items are dropped as well (a successful answer that lists nothing)."""
         service, _, name = action.rpartition(":")
         with self._lock:
             self.calls.append(
-                CallFault(name, service or None, "", None, int(times), 0, match=match, skip=int(skip), truncate=True)
+                CallFault(
+                    name,
+                    service or None,
+                    "",
+                    None,
+                    int(times),
+                    0,
+                    match=match,
+                    skip=int(skip),
+                    truncate=True,
+                    empty=bool(empty),
+                )
             )
 
     def fail_refresh_at(
@@ -154,8 +169,8 @@ class Faults:
                     return fault.delay
         return 0.0
 
-    def take_truncate(self, service: str, action: str, request_text: str = "") -> bool:
-        """Whether this call's answer is to lose its NextToken."""
+    def take_truncate(self, service: str, action: str, request_text: str = "") -> str | None:
+        """``"truncate"`` (lose the NextToken), ``"empty"`` (lose the items too) or None."""
         with self._lock:
             for fault in self.calls:
                 if fault.truncate and fault.matches(service, action, request_text):
@@ -164,8 +179,8 @@ class Faults:
                         continue
                     fault.times -= 1
                     self.calls = [f for f in self.calls if f.times > 0]
-                    return True
-        return False
+                    return "empty" if fault.empty else "truncate"
+        return None
 
     def take_call_fault(
         self, service: str, action: str, json_protocol: bool, request_text: str = ""

@@ -118,6 +118,24 @@ def error_body(service: str, json_protocol: bool, code: str, message: str) -> tu
     return xml.encode(), [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
 
 
+def _without_items(xml: bytes) -> bytes:
+    """A query-protocol listing answer with its listed items dropped: every list directly under
+    the result (EC2: ``<xSet><item>``, Auto Scaling: ``<Result><X><member>``) left empty."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if namespace:
+        ET.register_namespace("", namespace)
+    parents = [root, *[child for child in root if child.tag.endswith("Result")]]
+    for parent in parents:
+        for child in parent:
+            if any(grand.tag.rsplit("}", 1)[-1] in ("item", "member") for grand in child):
+                for grand in list(child):
+                    child.remove(grand)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -153,7 +171,7 @@ class SandboxMiddleware:
         body = self._read_body(environ)
         internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
         service, action, json_protocol = identify(environ, body)
-        truncate = False
+        truncate: str | None = None
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -191,6 +209,8 @@ class SandboxMiddleware:
                 if hasattr(result, "close"):
                     result.close()
         chunks = _NEXT_TOKEN.sub(b"", chunks)
+        if truncate == "empty":
+            chunks = _without_items(chunks)
         status_line, headers = held[0]
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])

@@ -163,3 +163,25 @@ def test_truncate_returns_the_first_page_without_its_token(sandbox):
         sandbox.faults.truncate("DescribeAutoScalingGroups", times=1)
         assert "NextToken" not in asg.describe_auto_scaling_groups(MaxRecords=1)
         assert asg.describe_auto_scaling_groups(MaxRecords=1)["NextToken"]
+
+
+def test_truncate_empty_answers_a_listing_with_nothing_in_it(sandbox):
+    ec2, asg = client(sandbox, "ec2"), client(sandbox, "autoscaling")
+    lt = ec2.create_launch_template(LaunchTemplateName="empty-1", LaunchTemplateData={"InstanceType": "t3.micro"})
+    lt_id = lt["LaunchTemplate"]["LaunchTemplateId"]
+    asg.create_launch_configuration(LaunchConfigurationName="empty-lc", ImageId="ami-12c6146b", InstanceType="t3.micro")
+    sandbox.faults.truncate("DescribeLaunchTemplateVersions", empty=True, match=lt_id)
+    assert (
+        ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Latest"])["LaunchTemplateVersions"]
+        == []
+    )
+    assert (
+        ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Latest"])["LaunchTemplateVersions"][
+            0
+        ]["LaunchTemplateId"]
+        == lt_id
+    )
+    sandbox.faults.truncate("DescribeLaunchConfigurations", empty=True)
+    names = ["empty-lc"]
+    assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"] == []
+    assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"]
