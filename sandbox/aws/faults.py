@@ -37,7 +37,7 @@ class CallFault:
     skip: int = 0  # let this many matching calls through first
     delay: float = 0.0  # > 0: not an error, the call is answered this many seconds late
     truncate: bool = False  # not an error: the answer loses its NextToken (a listing cut short)
-    empty: bool = False  # with truncate: the answer's listed items are dropped too (an empty page)
+    keep: int | None = None  # with truncate: only the first ``keep`` listed items stay (0: an empty page)
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -114,12 +114,19 @@ class Faults:
             )
 
     def truncate(
-        self, action: str, times: int = 1, match: str | None = None, skip: int = 0, empty: bool = False
+        self,
+        action: str,
+        times: int = 1,
+        match: str | None = None,
+        skip: int = 0,
+        empty: bool = False,
+        keep: int | None = None,
     ) -> None:
         """The next ``times`` answers of ``action`` come back without their ``NextToken``: the first
         page only, otherwise in AWS's shape, as if it were the whole listing (stock moto 5.2.5 does
-        this to ``DescribeLaunchTemplateVersions``: 200 entries, no token). ``empty``: the page's
-        items are dropped as well (a successful answer that lists nothing)."""
+        this to ``DescribeLaunchTemplateVersions``: 200 entries, no token). ``keep``: only the
+        first ``keep`` items of the page stay (a short page); ``empty``: none (``keep=0``, a
+        successful answer that lists nothing)."""
         service, _, name = action.rpartition(":")
         with self._lock:
             self.calls.append(
@@ -133,7 +140,7 @@ class Faults:
                     match=match,
                     skip=int(skip),
                     truncate=True,
-                    empty=bool(empty),
+                    keep=0 if empty else (None if keep is None else int(keep)),
                 )
             )
 
@@ -169,8 +176,8 @@ class Faults:
                     return fault.delay
         return 0.0
 
-    def take_truncate(self, service: str, action: str, request_text: str = "") -> str | None:
-        """``"truncate"`` (lose the NextToken), ``"empty"`` (lose the items too) or None."""
+    def take_truncate(self, service: str, action: str, request_text: str = "") -> tuple[bool, int | None]:
+        """(cut this answer: lose its NextToken, how many listed items to keep: None = all)."""
         with self._lock:
             for fault in self.calls:
                 if fault.truncate and fault.matches(service, action, request_text):
@@ -179,8 +186,8 @@ class Faults:
                         continue
                     fault.times -= 1
                     self.calls = [f for f in self.calls if f.times > 0]
-                    return "empty" if fault.empty else "truncate"
-        return None
+                    return True, fault.keep
+        return False, None
 
     def take_call_fault(
         self, service: str, action: str, json_protocol: bool, request_text: str = ""

@@ -118,9 +118,9 @@ def error_body(service: str, json_protocol: bool, code: str, message: str) -> tu
     return xml.encode(), [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
 
 
-def _without_items(xml: bytes) -> bytes:
-    """A query-protocol listing answer with its listed items dropped: every list directly under
-    the result (EC2: ``<xSet><item>``, Auto Scaling: ``<Result><X><member>``) left empty."""
+def _first_items(xml: bytes, keep: int) -> bytes:
+    """A query-protocol listing answer with only its first ``keep`` listed items: every list
+    directly under the result (EC2: ``<xSet><item>``, Auto Scaling: ``<Result><X><member>``)."""
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(xml)
@@ -131,7 +131,7 @@ def _without_items(xml: bytes) -> bytes:
     for parent in parents:
         for child in parent:
             if any(grand.tag.rsplit("}", 1)[-1] in ("item", "member") for grand in child):
-                for grand in list(child):
+                for grand in list(child)[keep:]:
                     child.remove(grand)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
@@ -171,7 +171,7 @@ class SandboxMiddleware:
         body = self._read_body(environ)
         internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
         service, action, json_protocol = identify(environ, body)
-        truncate: str | None = None
+        truncate, keep = False, None
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -189,7 +189,7 @@ class SandboxMiddleware:
                 headers.append(("Content-Length", str(len(payload))))
                 start_response(_status_line(status), headers)
                 return [payload]
-            truncate = RUNTIME.faults.take_truncate(service, action, request_text)
+            truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
         if not truncate:
             with LOCK:
                 result = self.app(environ, start_response)
@@ -209,8 +209,8 @@ class SandboxMiddleware:
                 if hasattr(result, "close"):
                     result.close()
         chunks = _NEXT_TOKEN.sub(b"", chunks)
-        if truncate == "empty":
-            chunks = _without_items(chunks)
+        if keep is not None:
+            chunks = _first_items(chunks, keep)
         status_line, headers = held[0]
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])

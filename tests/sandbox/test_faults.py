@@ -185,3 +185,9 @@ def test_truncate_empty_answers_a_listing_with_nothing_in_it(sandbox):
     names = ["empty-lc"]
     assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"] == []
     assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"]
+    # a short page: only the first items, no token
+    for n in range(2):
+        ec2.create_launch_template(LaunchTemplateName=f"short-{n}", LaunchTemplateData={"InstanceType": "t3.micro"})
+    sandbox.faults.truncate("DescribeLaunchTemplateVersions", keep=1)
+    short = ec2.describe_launch_template_versions(Versions=["$Latest"], MaxResults=2)
+    assert len(short["LaunchTemplateVersions"]) == 1 and "NextToken" not in short
