@@ -27,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from amirelease.constants import LIVE_INSTANCE_STATES
 from amirelease.retention.decide import Plan
 from amirelease.retention.policy import RetentionPolicy
 
-LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")  # all but terminated
+LIVE_STATES = LIVE_INSTANCE_STATES  # all but terminated (defined once, in constants.py)
 GONE_LIFECYCLE = ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated")
 
 
