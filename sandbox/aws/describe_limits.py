@@ -10,7 +10,8 @@
   answer at ``MaxResults`` (default 15) and never returns a ``NextToken``, so an account
   with more than 15 templates silently lost the rest. Here the whole answer is computed by
   moto and then paged; a token is the offset into it. Without ``MaxResults`` everything
-  comes back in one response.
+  comes back in one response. ``stock_template_listing()`` answers as stock moto 5.2.5 does
+  for as long as it is entered (tests run retention against both).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from moto.core import responses as _core_responses
@@ -28,6 +31,7 @@ from moto.ec2.responses import launch_templates as _lt_responses
 
 MAX_FILTER_VALUES = 200
 _ORIGINAL: dict[str, Any] = {}
+_STOCK = {"template_listing": False}
 
 
 class FilterLimitExceeded(EC2ClientError):
@@ -67,7 +71,21 @@ def _decode(token: str) -> int:
         raise InvalidNextToken(token) from None
 
 
+@contextmanager
+def stock_template_listing() -> Iterator[None]:
+    """While entered, DescribeLaunchTemplateVersions answers as stock moto 5.2.5: cut at
+    ``MaxResults`` (default 15), never a ``NextToken``."""
+    before = _STOCK["template_listing"]
+    _STOCK["template_listing"] = True
+    try:
+        yield
+    finally:
+        _STOCK["template_listing"] = before
+
+
 def _describe_launch_template_versions(self: Any) -> Any:
+    if _STOCK["template_listing"]:
+        return _ORIGINAL["describe_launch_template_versions"](self)
     raw_max = self._get_param("MaxResults")
     max_results = None
     if raw_max is not None:

@@ -1,4 +1,5 @@
-"""Fault injection: make chosen AWS calls fail, throttle, refreshes fail, SSM commands fail.
+"""Fault injection: make chosen AWS calls fail, throttle, come back late or cut short (no
+NextToken), refreshes fail, SSM commands fail.
 
 Faults are consumed by the WSGI middleware (``middleware.py``) before the call
 reaches moto, and rendered in the protocol the client used, so botocore
@@ -35,6 +36,8 @@ class CallFault:
     match: str | None = None  # only requests whose (URL-decoded) body or query contains this
     skip: int = 0  # let this many matching calls through first
     delay: float = 0.0  # > 0: not an error, the call is answered this many seconds late
+    truncate: bool = False  # not an error: the answer loses its NextToken (a listing cut short)
+    keep: int | None = None  # with truncate: only the first ``keep`` listed items stay (0: an empty page)
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -110,6 +113,37 @@ class Faults:
                 )
             )
 
+    def truncate(
+        self,
+        action: str,
+        times: int = 1,
+        match: str | None = None,
+        skip: int = 0,
+        empty: bool = False,
+        keep: int | None = None,
+    ) -> None:
+        """The next ``times`` answers of ``action`` come back without their ``NextToken``: the first
+        page only, otherwise in AWS's shape, as if it were the whole listing (stock moto 5.2.5 does
+        this to ``DescribeLaunchTemplateVersions``: 200 entries, no token). ``keep``: only the
+        first ``keep`` items of the page stay (a short page); ``empty``: none (``keep=0``, a
+        successful answer that lists nothing)."""
+        service, _, name = action.rpartition(":")
+        with self._lock:
+            self.calls.append(
+                CallFault(
+                    name,
+                    service or None,
+                    "",
+                    None,
+                    int(times),
+                    0,
+                    match=match,
+                    skip=int(skip),
+                    truncate=True,
+                    keep=0 if empty else (None if keep is None else int(keep)),
+                )
+            )
+
     def fail_refresh_at(
         self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault)."
     ) -> None:
@@ -142,12 +176,25 @@ class Faults:
                     return fault.delay
         return 0.0
 
+    def take_truncate(self, service: str, action: str, request_text: str = "") -> tuple[bool, int | None]:
+        """(cut this answer: lose its NextToken, how many listed items to keep: None = all)."""
+        with self._lock:
+            for fault in self.calls:
+                if fault.truncate and fault.matches(service, action, request_text):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
+                    fault.times -= 1
+                    self.calls = [f for f in self.calls if f.times > 0]
+                    return True, fault.keep
+        return False, None
+
     def take_call_fault(
         self, service: str, action: str, json_protocol: bool, request_text: str = ""
     ) -> tuple[str, str, int] | None:
         with self._lock:
             for fault in self.calls:
-                if fault.delay == 0 and fault.matches(service, action, request_text):
+                if fault.delay == 0 and not fault.truncate and fault.matches(service, action, request_text):
                     if fault.skip > 0:
                         fault.skip -= 1
                         continue
@@ -195,9 +242,11 @@ class Faults:
             self.throttle(**spec)
         elif kind == "delay":
             self.delay(**spec)
+        elif kind == "truncate":
+            self.truncate(**spec)
         elif kind == "refresh":
             self.fail_refresh_at(**spec)
         elif kind == "ssm":
             self.fail_ssm(**spec)
         else:
-            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, delay, refresh or ssm")
+            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, delay, truncate, refresh or ssm")

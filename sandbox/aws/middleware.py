@@ -27,6 +27,8 @@ INTERNAL_HEADER = "X-Sandbox-Internal"
 _CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/([^/]+)/")
 # signing name -> the IAM-style service prefix used in request counts and faults
 _SERVICE_ALIASES = {"monitoring": "cloudwatch"}
+# the paging token of a query-protocol answer: EC2 says nextToken, Auto Scaling NextToken
+_NEXT_TOKEN = re.compile(rb"\s*<(nextToken|NextToken)(?:\s*/>|>[^<]*</\1>)")
 
 
 def s3_action(environ: dict[str, Any]) -> str:
@@ -116,6 +118,24 @@ def error_body(service: str, json_protocol: bool, code: str, message: str) -> tu
     return xml.encode(), [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
 
 
+def _first_items(xml: bytes, keep: int) -> bytes:
+    """A query-protocol listing answer with only its first ``keep`` listed items: every list
+    directly under the result (EC2: ``<xSet><item>``, Auto Scaling: ``<Result><X><member>``)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if namespace:
+        ET.register_namespace("", namespace)
+    parents = [root, *[child for child in root if child.tag.endswith("Result")]]
+    for parent in parents:
+        for child in parent:
+            if any(grand.tag.rsplit("}", 1)[-1] in ("item", "member") for grand in child):
+                for grand in list(child)[keep:]:
+                    child.remove(grand)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -151,6 +171,7 @@ class SandboxMiddleware:
         body = self._read_body(environ)
         internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
         service, action, json_protocol = identify(environ, body)
+        truncate, keep = False, None
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -168,13 +189,31 @@ class SandboxMiddleware:
                 headers.append(("Content-Length", str(len(payload))))
                 start_response(_status_line(status), headers)
                 return [payload]
+            truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
+        if not truncate:
+            with LOCK:
+                result = self.app(environ, start_response)
+                try:
+                    chunks = b"".join(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+            return [chunks]
+        # a listing cut short: the same answer without its paging token (Content-Length redone)
+        held: list[Any] = []
         with LOCK:
-            result = self.app(environ, start_response)
+            result = self.app(environ, lambda status, headers, exc_info=None: held.append((status, headers)))
             try:
                 chunks = b"".join(result)
             finally:
                 if hasattr(result, "close"):
                     result.close()
+        chunks = _NEXT_TOKEN.sub(b"", chunks)
+        if keep is not None:
+            chunks = _first_items(chunks, keep)
+        status_line, headers = held[0]
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
 
     @staticmethod

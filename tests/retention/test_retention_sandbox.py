@@ -201,9 +201,11 @@ def test_launch_template_and_configuration_references_protect(sandbox):
     assert rows[lt_old]["action"] == "mark" and rows[lc_unused]["action"] == "mark"
     counts = sb.request_counts()
     # $Latest/$Default of every template in one paged call, plus one call for ret-a's pinned v3
-    # (ret-mixed pins v1, which is its $Default: already known); one call for the used configuration
-    assert counts["ec2:DescribeLaunchTemplateVersions"] == 2
-    assert counts["autoscaling:DescribeLaunchConfigurations"] == 1
+    # (ret-mixed pins v1, which is its $Default: already known); one call for the used configuration;
+    # the same again in the recheck before the seeded due image (demo-web-0.9.4) is deregistered
+    assert summary["counts"]["deregister"] == 1
+    assert counts["ec2:DescribeLaunchTemplateVersions"] == 2 * 2
+    assert counts["autoscaling:DescribeLaunchConfigurations"] == 1 * 2
 
 
 def test_only_candidates_are_asked_about(sandbox):

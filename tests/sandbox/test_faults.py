@@ -135,3 +135,59 @@ def test_http_control_surface(fleet):
     with pytest.raises(urllib.error.HTTPError) as err:
         _http(fleet, "POST", "faults", {"kind": "nonsense"})
     assert err.value.code == 400
+
+
+def test_truncate_returns_the_first_page_without_its_token(sandbox):
+    """A listing cut short, in AWS's shape: the first page, no NextToken (stock moto 5.2.5 answers
+    DescribeLaunchTemplateVersions so); the next call pages normally again."""
+    ec2 = client(sandbox, "ec2")
+    for n in range(3):
+        ec2.create_launch_template(LaunchTemplateName=f"trunc-{n}", LaunchTemplateData={"InstanceType": "t3.micro"})
+    listing = lambda: ec2.describe_launch_template_versions(Versions=["$Latest"], MaxResults=2)
+    sandbox.faults.truncate("DescribeLaunchTemplateVersions", times=1)
+    cut = listing()
+    assert len(cut["LaunchTemplateVersions"]) == 2 and "NextToken" not in cut
+    whole = listing()
+    assert len(whole["LaunchTemplateVersions"]) == 2 and whole["NextToken"]
+    for n in range(6):
+        sandbox.create_image(f"trunc-img-{n}", age_days=1)
+    sandbox.faults.truncate("ec2:DescribeImages", times=1)
+    cut = ec2.describe_images(Owners=["self"], MaxResults=5)
+    assert len(cut["Images"]) == 5 and "NextToken" not in cut
+    assert ec2.describe_images(Owners=["self"], MaxResults=5)["NextToken"]
+    sandbox.faults.truncate("DescribeInstances", times=1)
+    cut = ec2.describe_instances(MaxResults=5)
+    assert "NextToken" not in cut
+    asg = client(sandbox, "autoscaling")
+    if len(asg.describe_auto_scaling_groups()["AutoScalingGroups"]) > 1:
+        sandbox.faults.truncate("DescribeAutoScalingGroups", times=1)
+        assert "NextToken" not in asg.describe_auto_scaling_groups(MaxRecords=1)
+        assert asg.describe_auto_scaling_groups(MaxRecords=1)["NextToken"]
+
+
+def test_truncate_empty_answers_a_listing_with_nothing_in_it(sandbox):
+    ec2, asg = client(sandbox, "ec2"), client(sandbox, "autoscaling")
+    lt = ec2.create_launch_template(LaunchTemplateName="empty-1", LaunchTemplateData={"InstanceType": "t3.micro"})
+    lt_id = lt["LaunchTemplate"]["LaunchTemplateId"]
+    asg.create_launch_configuration(LaunchConfigurationName="empty-lc", ImageId="ami-12c6146b", InstanceType="t3.micro")
+    sandbox.faults.truncate("DescribeLaunchTemplateVersions", empty=True, match=lt_id)
+    assert (
+        ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Latest"])["LaunchTemplateVersions"]
+        == []
+    )
+    assert (
+        ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Latest"])["LaunchTemplateVersions"][
+            0
+        ]["LaunchTemplateId"]
+        == lt_id
+    )
+    sandbox.faults.truncate("DescribeLaunchConfigurations", empty=True)
+    names = ["empty-lc"]
+    assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"] == []
+    assert asg.describe_launch_configurations(LaunchConfigurationNames=names)["LaunchConfigurations"]
+    # a short page: only the first items, no token
+    for n in range(2):
+        ec2.create_launch_template(LaunchTemplateName=f"short-{n}", LaunchTemplateData={"InstanceType": "t3.micro"})
+    sandbox.faults.truncate("DescribeLaunchTemplateVersions", keep=1)
+    short = ec2.describe_launch_template_versions(Versions=["$Latest"], MaxResults=2)
+    assert len(short["LaunchTemplateVersions"]) == 1 and "NextToken" not in short

@@ -118,9 +118,11 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     ("tags", "warning"),
     [
         ({"RetainIndefinitely": "true"}, None),
-        ({"RetainIndefinitely": "True"}, "RetainIndefinitely=True does not protect this AMI"),
-        ({"retainindefinitely": "true"}, "retainindefinitely=true is ignored: the tag key must be exactly"),
-        ({"RetainIndefinitely ": "true"}, "is ignored"),
+        ({"RetainIndefinitely": "True"}, "'RetainIndefinitely'='True' was ignored and does not protect this image"),
+        ({"retainindefinitely": "true"}, "'retainindefinitely'='true' was ignored and does not protect this image"),
+        ({"RetainIndefinitely ": "true"}, "the key must be exactly 'RetainIndefinitely'"),
+        ({"RetainIndefinitely": "false"}, None),  # deliberate, as the retention report judges it
+        ({"forensichold": "INC-1"}, "does not hold this image"),
         ({"Retain": "true"}, None),
     ],
 )

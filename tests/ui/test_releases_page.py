@@ -239,7 +239,7 @@ def test_holds_and_retention_per_ami(admin: Any, api_server: ApiServer, story: S
     near_miss_key = row_text(page, "holds", "ami", seeded["demo-web-0.9.1"])
     assert "retainindefinitely=true was ignored" in near_miss_key and "from retention report of" in near_miss_key
     near_miss_value = row_text(page, "holds", "ami", seeded["demo-web-0.9.2"])
-    assert "RetainIndefinitely=True does not protect this AMI" in near_miss_value
+    assert "'RetainIndefinitely'='True' was ignored and does not protect this image" in near_miss_value
     assert f"marked: deregister on {due}" in near_miss_value and "from AMI tags" in near_miss_value
     forever = page.locator(f"#holds tr[data-ami='{seeded['demo-web-0.9.0']}']")
     assert "yes: kept forever" in forever.inner_text()

@@ -193,7 +193,7 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         plan = checked(plan, collected.view, policy)
         if not plan.stopped and not plan.dry_run and plan.of(Action.DEREGISTER):
             try:
-                plan = aws.recheck(ec2, plan, collected.usage, policy, account_id=collected.account_id)
+                plan = aws.recheck(ec2, autoscaling, plan, policy, account_id=collected.account_id)
             except aws.ListingFailed as exc:
                 plan = plan.stop(f"a listing failed or was cut short: {exc} (while rechecking the images to go)")
         self.log.info("%s", render_table(plan, region=region, wall_clock=wall_clock))

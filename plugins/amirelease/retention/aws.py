@@ -39,19 +39,20 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease.errors import RetentionError
-from amirelease.retention.consistency import LIVE_STATES, AccountView, select_sample
+from amirelease.retention.consistency import GONE_LIFECYCLE, LIVE_STATES, AccountView, select_sample
 from amirelease.retention.decide import Action, Decision, Plan, decide, needs_usage
 from amirelease.retention.model import Image, Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.references import (
     TemplateKey,
+    direct_asks,
     group_launch_configurations,
     group_template_specs,
     index_alias_versions,
     launch_configuration_references,
+    listed_last,
     merge,
-    pinned_needed,
-    template_references,
+    resolve_templates,
 )
 
 log = logging.getLogger(__name__)
@@ -180,35 +181,72 @@ def list_alias_versions(ec2: Any) -> list[dict[str, Any]]:
     )
 
 
-def template_versions(ec2: Any, template: TemplateKey, versions: list[str]) -> list[dict[str, Any]]:
-    """Numbered versions of one template; a missing template/version references nothing."""
+_TEMPLATE_GONE = (
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidLaunchTemplateId.Malformed",
+)
+
+
+def template_versions(ec2: Any, template: TemplateKey, versions: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    """(the versions AWS returned, the asked specs AWS says do not exist) for one template.
+
+    Asked by ``LaunchTemplateId`` (or ``LaunchTemplateName``) and ``Versions``: a direct
+    answer, not a listing. Any other error -> ListingFailed.
+    """
     ident = {"LaunchTemplateId": template[1]} if template[0] == "id" else {"LaunchTemplateName": template[1]}
     try:
-        return _paginate(
+        items = _paginate(
             ec2,
             "describe_launch_template_versions",
             "LaunchTemplateVersions",
             TEMPLATE_PAGE,
-            f"DescribeLaunchTemplateVersions {template[1]}",
+            f"DescribeLaunchTemplateVersions {template[1]} {','.join(versions)}",
             **ident,
             Versions=versions,
             ResolveAlias=True,
         )
+        return items, set()
     except ListingFailed as failed:
         exc = failed.__cause__
         code = _code(exc) if isinstance(exc, ClientError) else ""
-        if code in (
-            "InvalidLaunchTemplateId.NotFound",
-            "InvalidLaunchTemplateName.NotFoundException",
-            "InvalidLaunchTemplateId.Malformed",
-        ):
-            return []
+        if code in _TEMPLATE_GONE:
+            return [], set(versions)
         if code == "InvalidLaunchTemplateId.VersionNotFound" and len(versions) > 1:
             # One missing version fails the whole call: ask for each version alone.
-            return [v for version in versions for v in template_versions(ec2, template, [version])]
+            items, absent = [], set()
+            for version in versions:
+                got, gone = template_versions(ec2, template, [version])
+                items += got
+                absent |= gone
+            return items, absent
         if code == "InvalidLaunchTemplateId.VersionNotFound":
-            return []
+            return [], set(versions)
         raise
+
+
+def lookup_template(ec2: Any, template: TemplateKey, specs: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """({spec: version} for the asked specs AWS returned, {specs AWS says do not exist}).
+
+    ``$Latest`` is asked alone (the one version returned *is* the latest); the other specs
+    together, ``$Default`` being the returned version flagged ``DefaultVersion``.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    absent: set[str] = set()
+    if "$Latest" in specs:
+        items, gone = template_versions(ec2, template, ["$Latest"])
+        absent |= gone
+        if items:
+            found["$Latest"] = max(items, key=lambda v: int(v.get("VersionNumber") or 0))
+    rest = [s for s in specs if s != "$Latest"]
+    if rest:
+        items, gone = template_versions(ec2, template, rest)
+        absent |= gone
+        for item in items:
+            found.setdefault(str(item.get("VersionNumber")), item)
+            if item.get("DefaultVersion"):
+                found["$Default"] = item
+    return {s: v for s, v in found.items() if s in specs}, absent
 
 
 def list_launch_configurations(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -223,6 +261,112 @@ def list_launch_configurations(autoscaling: Any, names: Sequence[str]) -> list[d
             LaunchConfigurationNames=batch,
         )
     return items
+
+
+def group_instance_ids(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every instance a group lists that is not on its way out (sorted, unique)."""
+    return sorted(
+        {
+            str(i["InstanceId"])
+            for g in groups
+            for i in g.get("Instances") or []
+            if i.get("InstanceId") and i.get("LifecycleState") not in GONE_LIFECYCLE
+        }
+    )
+
+
+@dataclass
+class Resolution:
+    """What the groups reference, resolved: images their templates/configurations name, their
+    instances as EC2 lists them by id, and what could not be read or resolved (the run stops)."""
+
+    references: dict[str, list[str]] = field(default_factory=dict)
+    group_instances: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (state, image id)
+    warnings: list[str] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def instance_usage(self) -> dict[str, list[str]]:
+        """``image id -> [live group instance ids]``."""
+        usage: dict[str, list[str]] = defaultdict(list)
+        for instance_id, (state, image_id) in sorted(self.group_instances.items()):
+            if state in LIVE_STATES and image_id:
+                usage[image_id].append(instance_id)
+        return dict(usage)
+
+
+def resolve_groups(
+    ec2: Any, autoscaling: Any, groups: Sequence[Mapping[str, Any]], policy: RetentionPolicy, pool: ThreadPoolExecutor
+) -> Resolution:
+    """Resolve every launch template version, launch configuration and instance the groups name.
+
+    Listings first (side by side): ``$Latest``/``$Default`` of all templates, the configurations
+    by name, the group instances by id. Then a direct call for whatever a listing lacks
+    (:func:`amirelease.retention.references.direct_asks`; configurations by name again). A
+    reference that is still missing is *unresolved*: the caller must stop, changing nothing.
+    """
+    out = Resolution()
+
+    def result(fut: Future[T] | None, default: T) -> T:
+        if fut is None:
+            return default
+        try:
+            return fut.result()
+        except ListingFailed as exc:
+            out.errors.append(str(exc))
+            return default
+
+    used = group_template_specs(groups) if policy.protect_launch_templates else {}
+    lc_users = group_launch_configurations(groups) if policy.protect_launch_configurations else {}
+    f_alias = pool.submit(list_alias_versions, ec2) if used else None
+    f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_users)) if lc_users else None
+    ids = group_instance_ids(groups)
+    f_inst = pool.submit(describe_instances_by_id, ec2, ids) if ids else None
+
+    listed: list[dict[str, Any]] = result(f_alias, [])
+    alias = index_alias_versions(listed)
+    # Known incomplete (a template a group uses is not in it) or suspect (a full last page
+    # without a token): its $Latest, the highest number *listed*, cannot be trusted either.
+    distrust = any(key not in alias for key in used) or (bool(listed) and len(listed) % TEMPLATE_PAGE == 0)
+    if used and f_alias is not None and not out.errors:
+        asks = direct_asks(used, alias, distrust_latest=distrust, last=listed_last(listed))
+        if asks:
+            log.info(
+                "Asking AWS directly for %d launch template(s) the listing of all templates lacked or may have cut "
+                "short (%d listed).",
+                len(asks),
+                len(listed),
+            )
+        f_direct = {key: pool.submit(lookup_template, ec2, key, specs) for key, specs in asks.items()}
+        found: dict[TemplateKey, dict[str, dict[str, Any]]] = {}
+        absent: dict[TemplateKey, set[str]] = {}
+        for key, fut in f_direct.items():
+            found[key], absent[key] = result(fut, ({}, set()))
+        lt_refs, warnings, unresolved = resolve_templates(used, alias, asks, found, absent)
+        out.warnings += warnings
+        out.unresolved += unresolved
+    else:
+        lt_refs = {}
+
+    configurations: list[dict[str, Any]] = result(f_lcs, [])
+    if lc_users and f_lcs is not None and not out.errors:
+        missing = sorted(set(lc_users) - {str(c.get("LaunchConfigurationName")) for c in configurations})
+        if missing:
+            log.info("Asking AWS directly for %d launch configuration(s) its listing lacked.", len(missing))
+            configurations += result(pool.submit(list_launch_configurations, autoscaling, missing), [])
+            have = {str(c.get("LaunchConfigurationName")) for c in configurations}
+            out.unresolved += [
+                f"Auto Scaling group {', '.join(sorted(lc_users[name]))} uses launch configuration {name}, which "
+                "AWS did not return, not even when asked for it by name (AWS does not delete a configuration a "
+                "group uses, so its answer was incomplete; check: aws autoscaling describe-launch-configurations "
+                f"--launch-configuration-names {name})"
+                for name in missing
+                if name not in have
+            ]
+    lc_refs = launch_configuration_references(configurations, groups)
+    out.references = merge(lt_refs, lc_refs)
+    out.group_instances = result(f_inst, {})
+    return out
 
 
 @dataclass
@@ -266,57 +410,57 @@ def collect(
         f_groups = pool.submit(list_groups, autoscaling)
 
         groups: list[dict[str, Any]] = result(f_groups, [])
-        used = group_template_specs(groups) if policy.protect_launch_templates else {}
-        lc_names = group_launch_configurations(groups) if policy.protect_launch_configurations else {}
-        f_alias = pool.submit(list_alias_versions, ec2) if used else None
-        f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_names)) if lc_names else None
+        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool)
+        errors += resolution.errors
+        references = resolution.references
         sample = select_sample(groups, policy.group_instance_sample)
-        f_sample = pool.submit(describe_instances_by_id, ec2, [i for _, i in sample]) if sample else None
-
-        alias_items: list[dict[str, Any]] = result(f_alias, [])
-        alias = index_alias_versions(alias_items)
-        f_pins = {
-            key: pool.submit(template_versions, ec2, key, nums) for key, nums in pinned_needed(used, alias).items()
-        }
-        pinned = {key: result(fut, []) for key, fut in f_pins.items()}
-        lt_refs, warnings = template_references(used, alias, pinned)
-        configurations: list[dict[str, Any]] = result(f_lcs, [])
-        lc_refs = launch_configuration_references(configurations, groups)
-        references = merge(lt_refs, lc_refs)
 
         images: list[Image] = result(f_images, [])
         owner: str | None = result(f_account, "") or None
         # Candidates: images whose decision depends on their instances. An image a group's
         # template or configuration names is protected whatever runs it: not asked about.
+        # (An image a group's instance runs stays a candidate: its listing is cross-checked.)
         candidates = [
             i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
         ]
         # one batch per task, so the batches run side by side
         f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
 
-        instances: dict[str, list[str]] = {}
+        listed_usage: dict[str, list[str]] = {}
         for fut in f_usage:
             for image_id, ids in result(fut, {}).items():
-                instances.setdefault(image_id, []).extend(ids)
-        sample_found = result(f_sample, {})
+                listed_usage.setdefault(image_id, []).extend(ids)
 
+    warnings = resolution.warnings
     for w in warnings:
         log.warning("%s", w)
+    for u in resolution.unresolved:
+        log.error("%s", u)
+    found = resolution.group_instances
     view = AccountView(
         groups=groups,
         sample=sample,
-        sample_found=sample_found,
+        sample_found={i: found[i] for _, i in sample if i in found},
         candidates=frozenset(candidates),
-        candidate_usage=instances,
+        candidate_usage=listed_usage,
         listing_errors=tuple(errors),
+        unresolved=tuple(resolution.unresolved),
     )
     return Collected(
         images=images,
-        usage=Usage(instances=instances, references=references),
+        usage=Usage(instances=_union(listed_usage, resolution.instance_usage()), references=references),
         account_id=owner,
         view=view,
         warnings=warnings,
     )
+
+
+def _union(*maps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for m in maps:
+        for key, ids in m.items():
+            out[key] = sorted({*out.get(key, ()), *ids})
+    return out
 
 
 def _account(fetch: Callable[[], str]) -> str:
@@ -331,28 +475,43 @@ def _account(fetch: Callable[[], str]) -> str:
 # ---------------------------------------------------------------- applying
 
 
+class ReferencesUnresolved(ListingFailed):
+    """A reference a group makes could not be resolved; the message names each one."""
+
+
 def recheck(
     ec2: Any,
+    autoscaling: Any,
     plan: Plan,
-    usage: Usage,
     policy: RetentionPolicy,
     *,
     account_id: str | None,
     workers: int = POOL_WORKERS,
 ) -> Plan:
     """Just before deregistering, re-read the images about to go (their tags and their
-    instances: two calls per 195 images, side by side) and keep only those still eligible.
+    instances: two calls per 195 images) and what the groups reference *now* (groups, their
+    templates, configurations and instances, resolved as in :func:`collect`, every reference
+    or nothing), side by side, and keep only the images still eligible.
 
-    Only the due images are asked about. Raises ListingFailed if the recheck cannot read.
+    Raises ListingFailed if a listing fails, ReferencesUnresolved if a group's reference
+    cannot be resolved: the caller then changes nothing.
     """
     ids = [d.image_id for d in plan.of(Action.DEREGISTER)]
     if not ids:
         return plan
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, 2)), thread_name_prefix="retention-recheck") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-recheck") as pool:
         f_images = pool.submit(list_images, ec2, image_ids=ids)
         f_usage = pool.submit(list_instance_usage, ec2, ids)
+        groups = list_groups(autoscaling)
+        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool)
         fresh_images, fresh_instances = f_images.result(), f_usage.result()
-    fresh_usage = Usage(instances=fresh_instances, references=usage.references)
+    if resolution.errors:
+        raise ListingFailed("; ".join(resolution.errors))
+    if resolution.unresolved:
+        raise ReferencesUnresolved("; ".join(resolution.unresolved))
+    fresh_usage = Usage(
+        instances=_union(fresh_instances, resolution.instance_usage()), references=resolution.references
+    )
     again = {
         d.image_id: d
         for d in decide(

@@ -7,7 +7,10 @@ saw against a second view of the same account, and stops (changes nothing, fails
 reason) when they disagree:
 
 1. **A listing failed or was cut short** (an API error after botocore's retries, a
-   paginator that stopped early): always.
+   paginator that stopped early): always. Likewise **a reference a group makes could not be
+   resolved**: a launch template version or launch configuration that neither the listing nor
+   a direct call for it returned (``aws.resolve_groups``). The view is then known to be
+   incomplete, so no other decision of the run is trusted either.
 2. **Group instances missing**: up to ``group_instance_sample`` instances that Auto Scaling
    lists as ``InService`` in its groups (spread over the groups) are looked up by id in
    EC2's instance listing. An instance EC2 does not list as live, or one that runs an image
@@ -24,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from amirelease.constants import LIVE_INSTANCE_STATES
 from amirelease.retention.decide import Plan
 from amirelease.retention.policy import RetentionPolicy
 
-LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")  # all but terminated
+LIVE_STATES = LIVE_INSTANCE_STATES  # all but terminated (defined once, in constants.py)
 GONE_LIFECYCLE = ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated")
 
 
@@ -41,6 +45,7 @@ class AccountView:
     candidates: frozenset[str] = frozenset()  # images whose instances were listed
     candidate_usage: Mapping[str, Sequence[str]] = field(default_factory=dict)  # image -> live instance ids
     listing_errors: Sequence[str] = ()
+    unresolved: Sequence[str] = ()  # references groups make that AWS did not return (aws.resolve_groups)
 
 
 def select_sample(groups: Sequence[Mapping[str, Any]], size: int) -> list[tuple[str, str]]:
@@ -82,7 +87,16 @@ def _examples(items: Sequence[str], limit: int = 3) -> str:
 def stop_reasons(view: AccountView, policy: RetentionPolicy) -> list[str]:
     """Every stop condition that holds, each said for the person on call; [] means go on."""
     reasons = [f"a listing failed or was cut short: {e}" for e in view.listing_errors]
-    if view.listing_errors:
+    if view.unresolved:
+        reasons.append(
+            f"the account view is incomplete, so no decision of this run can be trusted: "
+            f"{len(view.unresolved)} reference(s) Auto Scaling groups make could not be resolved: "
+            + "; ".join(view.unresolved[:5])
+            + (f"; and {len(view.unresolved) - 5} more (all in the log)" if len(view.unresolved) > 5 else "")
+            + ". If the check command shows the template version or configuration, AWS answered this run "
+            "incompletely and the next run tries again; if it does not, fix or remove the group's reference"
+        )
+    if view.listing_errors or view.unresolved:
         return reasons  # the other checks would read incomplete data
 
     missing: list[str] = []

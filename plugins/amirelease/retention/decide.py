@@ -166,11 +166,22 @@ def protections(image: Image, usage: Usage, now: datetime, policy: RetentionPoli
 
 def near_miss_warnings(image: Image, policy: RetentionPolicy) -> list[str]:
     """Tags that look like the protection or the hold but are not it, said plainly."""
-    if _protected_by_tag(image, policy):
-        return []
+    return near_miss_tag_warnings(image.tags, policy)
+
+
+def near_miss_tag_warnings(tags: Mapping[str, str], policy: RetentionPolicy) -> list[str]:
+    """The one rule for near-miss tags, used by the retention report and the Releases page.
+
+    A tag whose key is the protection's key up to case/spaces, with a value that means "yes"
+    (``True``, ``yes``, ``" true"``) or with a near-miss key; and a near-miss key of the hold
+    tag. ``RetainIndefinitely=false`` (the exact key, a "no" value) is a deliberate choice,
+    not a near miss. Nothing when the image is protected or held as the policy says.
+    """
     key, value = policy.protect_tag_key, policy.protect_tag_value
+    if tags.get(key) == value:
+        return []
     warnings = []
-    for k, v in image.tags.items():
+    for k, v in sorted(tags.items()):
         same_key = k == key
         like_key = k.strip().lower() == key.lower()
         if not like_key:
@@ -183,8 +194,8 @@ def near_miss_warnings(image: Image, policy: RetentionPolicy) -> list[str]:
         if v != value:
             problems.append(f"the value must be exactly '{value}' (case-sensitive, no spaces)")
         warnings.append(f"tag {k!r}={v!r} was ignored and does not protect this image: {' and '.join(problems)}")
-    if policy.hold_enabled and not _held(image, policy):
-        for k, v in image.tags.items():
+    if policy.hold_enabled and tags.get(policy.hold_tag, "") == "":
+        for k, v in sorted(tags.items()):
             if k != policy.hold_tag and k.strip().lower() == policy.hold_tag.lower() and v.strip():
                 warnings.append(
                     f"tag {k!r}={v!r} was ignored and does not hold this image: the key must be exactly "

@@ -1,16 +1,17 @@
 """Which images Auto Scaling groups still name (pure functions).
 
 The AWS side fetches raw API pages: the groups, the ``$Latest``/``$Default`` versions of
-every launch template in the account (one paged call), the numbered versions groups pin
-(one call per such template), and the launch configurations groups use. These functions
-turn them into ``image id -> [readable reason]``, each reason naming the template version
-and exactly the groups that use that version.
+every launch template in the account (one paged call), then, template by template, every
+version spec a group uses that this listing lacks (see :func:`direct_asks`), and the launch
+configurations groups use. These functions turn them into ``image id -> [readable reason]``,
+each reason naming the template version and exactly the groups that use that version, and
+name every reference that could not be resolved (the run stops on any).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 TemplateKey = tuple[str, str]  # ("id", "lt-…") or ("name", "web")
@@ -74,44 +75,82 @@ def index_alias_versions(versions: Iterable[Mapping[str, Any]]) -> dict[Template
     return out
 
 
-def pinned_needed(
-    used: Mapping[TemplateKey, Mapping[str, set[str]]], alias: Mapping[TemplateKey, Mapping[str, Any]]
+def listed_last(versions: Sequence[Mapping[str, Any]]) -> set[TemplateKey]:
+    """The keys (id and name) of the template a listing names last: the one a cut may have halved."""
+    if not versions:
+        return set()
+    last = versions[-1]
+    keys = {("id", str(last.get("LaunchTemplateId") or "")), ("name", str(last.get("LaunchTemplateName") or ""))}
+    return {k for k in keys if k[1]}
+
+
+def direct_asks(
+    used: Mapping[TemplateKey, Mapping[str, set[str]]],
+    alias: Mapping[TemplateKey, Mapping[str, Any]],
+    *,
+    distrust_latest: bool,
+    last: Collection[TemplateKey] = (),
 ) -> dict[TemplateKey, list[str]]:
-    """Numbered versions groups pin that the account-wide listing did not already return."""
+    """The version specs to ask AWS for template by template, because the listing lacks them.
+
+    * a template the account-wide listing does not name at all: every spec groups use of it;
+    * ``$Default`` when no listed version of the template is flagged default;
+    * a numbered version the listing did not return;
+    * ``$Latest`` of the template listed last (a cut may have left out its newest version),
+      and of every template when ``distrust_latest`` (the listing is known or suspected to be
+      incomplete: ``$Latest`` is the highest number *listed*, which a cut listing gets wrong).
+    """
     out: dict[TemplateKey, list[str]] = {}
     for key, specs in used.items():
-        known = alias.get(key, {})
-        numbers = sorted((s for s in specs if s not in ALIASES and s not in known), key=lambda s: (len(s), s))
-        if numbers:
-            out[key] = numbers
+        known = alias.get(key)
+        ask = []
+        for spec in specs:
+            if known is None or spec not in known:
+                ask.append(spec)
+            elif spec == "$Latest" and (distrust_latest or key in last):
+                ask.append(spec)
+        if ask:
+            out[key] = sorted(ask, key=lambda s: (s not in ALIASES, len(s), s))
     return out
 
 
-def template_references(
+def resolve_templates(
     used: Mapping[TemplateKey, Mapping[str, set[str]]],
     alias: Mapping[TemplateKey, Mapping[str, Mapping[str, Any]]],
-    pinned: Mapping[TemplateKey, Iterable[Mapping[str, Any]]] | None = None,
-) -> tuple[dict[str, list[str]], list[str]]:
-    """(``image id -> [reasons]``, [warnings]) for the versions groups use.
+    asked: Mapping[TemplateKey, Iterable[str]],
+    found: Mapping[TemplateKey, Mapping[str, Mapping[str, Any]]],
+    absent: Mapping[TemplateKey, Iterable[str]],
+) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """(``image id -> [reasons]``, [warnings], [unresolved]) for every version spec groups use.
 
-    A reason names the template version and the groups on it:
-    ``referenced by launch template lt-0abc v3 (ASG web-a, web-b)``. A template or version
-    that does not exist references no image; it is returned as a warning.
+    A spec that was asked directly is taken from ``found`` (the direct answers, by spec), any
+    other from the listing. A spec AWS answered "does not exist" for references no image (a
+    warning). A spec neither the listing nor a direct call returned is *unresolved*: the run
+    must stop, each entry says which groups, which template and what to do.
     """
     by_version: dict[tuple[str, int], set[str]] = defaultdict(set)
     images: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
+    unresolved: list[str] = []
     for key, specs in used.items():
-        versions = dict(alias.get(key, {}))
-        for v in (pinned or {}).get(key, ()):
-            versions[str(v.get("VersionNumber"))] = v
+        direct = set(asked.get(key, ()))
+        gone = set(absent.get(key, ()))
         for spec, groups in specs.items():
-            version = versions.get(spec)
+            version = (found.get(key, {}) if spec in direct else alias.get(key, {})).get(spec)
+            names = ", ".join(sorted(groups))
             if version is None:
-                what = "does not exist" if key not in alias and not versions else f"has no version {spec}"
-                warnings.append(
-                    f"launch template {key[1]} {what} (used by ASG {', '.join(sorted(groups))}); it references no image"
-                )
+                if spec in gone:
+                    warnings.append(
+                        f"launch template {key[1]} has no version {spec} or does not exist (used by ASG {names}); "
+                        "it references no image"
+                    )
+                else:
+                    how = "--launch-template-id" if key[0] == "id" else "--launch-template-name"
+                    unresolved.append(
+                        f"Auto Scaling group {names} uses launch template {key[1]} version {spec}, which AWS "
+                        "returned neither in the listing of all templates nor when asked for it directly "
+                        f"(check: aws ec2 describe-launch-template-versions {how} {key[1]} --versions '{spec}')"
+                    )
                 continue
             image_id = (version.get("LaunchTemplateData") or {}).get("ImageId")
             if not image_id:
@@ -124,7 +163,7 @@ def template_references(
         refs[images[ident]].append(
             f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
         )
-    return dict(refs), warnings
+    return dict(refs), warnings, unresolved
 
 
 def group_launch_configurations(groups: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:

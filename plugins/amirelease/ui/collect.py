@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import catalog
+from amirelease.constants import LIVE_INSTANCE_STATES
 from amirelease.errors import ReleaseError
 from amirelease.retention.policy import RetentionPolicy
 
 T = TypeVar("T")
 
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
+LIVE_STATES = LIVE_INSTANCE_STATES  # one definition: retention counts shutting-down as in use too
 REPORT_KEY = "retention/reports/{region}/latest.json"
 RECENT_REFRESHES = 5
 

@@ -25,6 +25,7 @@ from amirelease.constants import (
 )
 from amirelease.errors import PreflightError
 from amirelease.ledger import pick_rollback_target
+from amirelease.retention.decide import near_miss_tag_warnings
 from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.ui.collect import AppSnapshot, GroupState
@@ -462,16 +463,9 @@ class AmiRow:
     source: str
 
 
-def near_miss_warnings(tags: dict[str, str], policy: RetentionPolicy) -> list[str]:
-    """Tags that look like the keep-forever tag but are not it (pure)."""
-    key, value = policy.protect_tag_key, policy.protect_tag_value
-    out = []
-    for k, v in sorted(tags.items()):
-        if k == key and v != value:
-            out.append(f"{k}={v} does not protect this AMI: only {key}={value} does (value is case-sensitive)")
-        elif k != key and k.strip().lower() == key.lower():
-            out.append(f"{k}={v} is ignored: the tag key must be exactly {key} (case-sensitive), value {value}")
-    return out
+# The near-miss rule is the retention report's own (one rule, one place): the page shows what
+# the policy decides, with or without a report.
+near_miss_warnings = near_miss_tag_warnings
 
 
 def _report_rows(snap: AppSnapshot) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
