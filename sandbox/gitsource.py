@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-CENTRAL = ("name", "description", "owner", "platform", "toolchain", "base_image", "network")
+CENTRAL = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "allow", "aws")
 PLATFORM_INFRA = ("allow_destroy", "iam_actions")
 PROJECT_PATH = "deploy/ami"
 _GIT_ENV = {

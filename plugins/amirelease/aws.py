@@ -9,6 +9,7 @@ the CLI and the UI plugin all go through :class:`AwsClients`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,9 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+from botocore.exceptions import ClientError
 
+from amirelease.errors import PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
 
 
@@ -60,16 +63,56 @@ class AwsClients:
         return AwsBaseHook(client_type="sts", **self._kwargs(region))
 
 
-def tool_environment(hook: AwsBaseHook, region: str) -> dict[str, str]:
-    """The connection's credentials for a tool run as a subprocess (Packer, Terraform): in its
-    environment, where the AWS SDKs read them, never in argv."""
-    creds = hook.get_credentials(region_name=region)
+APP_TAG = "App"  # the session tag an app role's policy conditions on (cli iam-policy --app)
+ASSUME_SECONDS = 3600
+
+
+def session_name(app: str, release_id: str) -> str:
+    r"""RoleSessionName (CloudTrail shows it): 2-64 of [\w+=,.@-]."""
+    return re.sub(r"[^\w+=,.@-]", "-", f"ami-release-{release_id or app}")[:64]
+
+
+def assume_app_role(hook: AwsBaseHook, region: str, role_arn: str, app: str, release_id: str) -> dict[str, Any]:
+    """Credentials of the app's role for one release (session tag App=<app>, transitive)."""
+    sts = AwsBaseHook(
+        aws_conn_id=hook.aws_conn_id, region_name=region, client_type="sts", config=hook.config, verify=hook.verify
+    ).conn
+    try:
+        creds: dict[str, Any] = sts.assume_role(
+            RoleArn=role_arn,
+            RoleSessionName=session_name(app, release_id),
+            DurationSeconds=ASSUME_SECONDS,
+            Tags=[{"Key": APP_TAG, "Value": app}],
+            TransitiveTagKeys=[APP_TAG],
+        )["Credentials"]
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        raise PreflightError(
+            f"the workers' AWS role may not assume {app}'s role {role_arn} ({code})",
+            fix="let the workers' role assume it: the app role's trust policy must allow sts:AssumeRole and "
+            "sts:TagSession for the workers' role (python -m amirelease.cli iam-policy --app " + app + ")",
+        ) from None
+    return creds
+
+
+def tool_environment(
+    hook: AwsBaseHook, region: str, *, role_arn: str = "", app: str = "", release_id: str = ""
+) -> dict[str, str]:
+    """Credentials for a tool run as a subprocess (Packer, Terraform): the app role's for this
+    release when the app has one, else the connection's; in its environment, where the AWS SDKs
+    read them, never in argv."""
+    if role_arn:
+        c = assume_app_role(hook, region, role_arn, app, release_id)
+        access, secret, token = c["AccessKeyId"], c["SecretAccessKey"], c.get("SessionToken")
+    else:
+        creds = hook.get_credentials(region_name=region)
+        access, secret, token = creds.access_key, creds.secret_key, creds.token
     env = {
-        "AWS_ACCESS_KEY_ID": creds.access_key,
-        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
     }
-    if creds.token:
-        env["AWS_SESSION_TOKEN"] = creds.token
+    if token:
+        env["AWS_SESSION_TOKEN"] = token
     return env

@@ -120,6 +120,7 @@ class App:
     owner: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)  # Chef node attributes (chef.node_json)
     allow: dict[str, Any] = field(default_factory=dict)  # what its module may do beyond the defaults (contained.py)
+    aws_role: str = ""  # the app-scoped role its Packer and Terraform run with ("": the workers' own)
 
     @property
     def base_cookbook(self) -> str:
@@ -311,6 +312,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         owner=str(data.get("owner", "")),
         attributes=dict(data.get("attributes", {})),
         allow=dict(data.get("allow", {})),
+        aws_role=str((data.get("aws") or {}).get("role_arn", "")),
     )
 
 
@@ -364,7 +366,18 @@ def _check_module_interface(source: str, infra: dict[str, Any], module_dir: Path
 # and what each may do; the app's repository (source.path/ami-release.yaml, owned by the app
 # team) says how its release is built and rolled out. A key belongs to exactly one side: a key
 # on the wrong side is refused, never silently overridden (docs/sources.md).
-CENTRAL_KEYS = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "source", "allow")
+CENTRAL_KEYS = (
+    "name",
+    "description",
+    "owner",
+    "platform",
+    "toolchain",
+    "base_image",
+    "network",
+    "source",
+    "allow",
+    "aws",
+)
 PLATFORM_INFRASTRUCTURE_KEYS = ("allow_destroy", "iam_actions")  # guardrails: central, under infrastructure:
 DEFINITION_KEYS = (
     "instance_type",

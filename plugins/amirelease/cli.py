@@ -3,6 +3,7 @@
   python -m amirelease.cli history APP [--json]
   python -m amirelease.cli release-hold APP RELEASE_ID --reason "..."
   python -m amirelease.cli iam-policy [--role bake|deploy|retention|console] [--bucket LEDGER] [--markdown]
+  python -m amirelease.cli iam-policy --app demo-web [--bucket LEDGER] [--workers-role ARN]
 
 Uses the same Airflow connection as the DAGs (aws_default, e.g. AIRFLOW_CONN_AWS_DEFAULT)
 and [ami_release] ledger_bucket. `make history APP=demo-web` runs it against the sandbox.
@@ -80,8 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     ip.add_argument("--role", choices=list(iam.ROLES))
     ip.add_argument("--bucket", help="the ledger bucket, to scope the S3 statements to it")
     ip.add_argument("--markdown", action="store_true", help="the table the README shows")
+    ip.add_argument("--app", help="an app's own role: its permission policy and its trust policy")
+    ip.add_argument("--workers-role", default="arn:aws:iam::<account>:role/<toolchain workers' role>")
     args = p.parse_args(argv)
     if args.cmd == "iam-policy":
+        if args.app:
+            docs = {
+                "permissions": iam.app_policy(args.app, args.bucket),
+                "trust": iam.app_trust_policy(args.app, args.workers_role),
+            }
+            print(json.dumps(docs, indent=2))
+            return 0
         print(iam.markdown() if args.markdown else iam.documents(args.role, args.bucket))
         return 0
     if args.cmd == "history":

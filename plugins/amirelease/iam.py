@@ -42,6 +42,7 @@ NOT_EXERCISED = {
     "autoscaling:CreateOrUpdateTags": "tags on the group, given when Terraform creates it",
     "cloudwatch:TagResource": "tags on the alarms, given when Terraform creates them",
     "ssm:AddTagsToResource": "tags on the parameter, given when Terraform creates it",
+    "sts:TagSession": "authorises AssumeRole's session tag App=<app>: no request of its own",
 }
 
 # Request names -> the IAM action that authorises them, where the two differ.
@@ -99,20 +100,110 @@ def grants() -> list[Grant]:
         Grant(getattr(op, "iam_role", "deploy"), "airflow", op.__name__, tuple(getattr(op, "iam_actions", ())))
         for op in operators
     ]
-    out.append(Grant("bake", "packer", "Packer (amazon-ebs builder)", PACKER_IAM_ACTIONS))
-    out.append(Grant("bake", "terraform", "Terraform's S3 state backend", BACKEND_IAM_ACTIONS))
-    for app in catalog.load_entries().values():
+    entries = catalog.load_entries().values()
+    scoped = [a for a in entries if app_role_arn(a)]
+    if scoped:  # the workers assume each app's role for its Packer and Terraform
+        out.append(Grant("bake", "airflow", "assuming app roles", ("sts:AssumeRole", "sts:TagSession")))
+    if len(scoped) < len(entries):  # some app still runs with the workers' own role
+        out.append(Grant("bake", "packer", "Packer (amazon-ebs builder)", PACKER_IAM_ACTIONS))
+        out.append(Grant("bake", "terraform", "Terraform's S3 state backend", BACKEND_IAM_ACTIONS))
+    for app in entries:
+        role = app_role(app.name) if app_role_arn(app) else "bake"
+        if role != "bake":
+            out.append(Grant(role, "packer", f"{app.name}'s bake (Packer)", PACKER_IAM_ACTIONS))
+            out.append(Grant(role, "terraform", f"{app.name}'s Terraform state", BACKEND_IAM_ACTIONS))
         if app.iam_actions:
-            out.append(Grant("bake", "terraform", f"{app.name}'s Terraform module", app.iam_actions))
+            out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
     out.append(Grant("console", "airflow", "Releases page and CLI", CONSOLE_IAM_ACTIONS))
     return out
 
 
+def app_role(app: str) -> str:
+    return f"app:{app}"
+
+
+def app_role_arn(entry: Any) -> str:
+    return str(((entry.document or {}).get("aws") or {}).get("role_arn", ""))
+
+
 def actions_by_role() -> dict[str, list[str]]:
+    """The workers' roles, then one role per app that has its own (catalog aws.role_arn)."""
     found: dict[str, set[str]] = defaultdict(set)
     for g in grants():
         found[g.role].update(g.actions)
-    return {role: sorted(found.get(role, set())) for role in ROLES}
+    apps = sorted(r for r in found if r.startswith("app:"))
+    return {role: sorted(found.get(role, set())) for role in (*ROLES, *apps)}
+
+
+_READ = ("Describe", "List", "Get", "Head")
+_CREATE = ("Create", "Run", "Register", "Copy", "Put", "Import", "Allocate", "Request", "Authorize")
+
+
+def app_policy(app: str, ledger_bucket: str | None = None) -> dict[str, Any]:
+    """The permission policy of an app's role: its tools' actions, mutations confined to resources
+    tagged App=<the session's App tag>, its own state objects and SSM parameters.
+
+    A starting point to review, not a proof: AWS evaluates the conditions; the sandbox (moto)
+    does not, so the suite checks only that the actions cover every call the app's tools made."""
+    actions = actions_by_role()[app_role(app)]
+    s3 = [a for a in actions if a.startswith("s3:")]
+    ssm = [a for a in actions if a.startswith("ssm:") and a.split(":", 1)[1].startswith(("Get", "Put", "Add"))]
+    rest = [a for a in actions if a not in s3 and a not in ssm]
+    read = [a for a in rest if a.split(":", 1)[1].startswith(_READ)]
+    create = [a for a in rest if a not in read and a.split(":", 1)[1].startswith(_CREATE)]
+    change = [a for a in rest if a not in read and a not in create]
+    tag = "${aws:PrincipalTag/App}"
+    statements: list[dict[str, Any]] = [{"Sid": "Read", "Effect": "Allow", "Action": read, "Resource": "*"}]
+    if create:
+        statements.append(
+            {
+                "Sid": "CreateOnlyTaggedForThisApp",
+                "Effect": "Allow",
+                "Action": create,
+                "Resource": "*",
+                "Condition": {"StringEqualsIfExists": {"aws:RequestTag/App": tag}},
+            }
+        )
+    if change:
+        statements.append(
+            {
+                "Sid": "ChangeOnlyThisAppsResources",
+                "Effect": "Allow",
+                "Action": change,
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:ResourceTag/App": tag}},
+            }
+        )
+    if ssm:
+        statements.append(
+            {"Sid": "OwnParameters", "Effect": "Allow", "Action": ssm, "Resource": f"arn:aws:ssm:*:*:parameter/{app}/*"}
+        )
+    if s3:
+        bucket = ledger_bucket or "*"
+        statements.append(
+            {
+                "Sid": "OwnTerraformState",
+                "Effect": "Allow",
+                "Action": s3,
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/terraform/{app}/*"],
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def app_trust_policy(app: str, workers_role_arn: str) -> dict[str, Any]:
+    """Who may assume the app's role: the toolchain workers' role, only with the session tag App=<app>."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": workers_role_arn},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {"StringEquals": {"aws:RequestTag/App": app}},
+            }
+        ],
+    }
 
 
 def policy(role: str, ledger_bucket: str | None = None) -> dict[str, Any]:
@@ -133,13 +224,14 @@ def markdown() -> str:
     """The README's permission list (generated; tests check the README has exactly this)."""
     lines = ["| role | runs | actions |", "|---|---|---|"]
     runs = {
-        "bake": "toolchain workers (Packer, Terraform)",
+        "bake": "toolchain workers (the bake and Terraform tasks; Packer and Terraform of apps without a role)",
         "deploy": "default workers, triggerer",
         "retention": "the ami_retention worker",
         "console": "API server (Releases page), the CLI",
     }
     for role, actions in actions_by_role().items():
-        lines.append(f"| `{role}` | {runs[role]} | {', '.join(f'`{a}`' for a in actions)} |")
+        who = runs.get(role) or f"{role[4:]}'s Packer and Terraform (assumed per release, session tag App={role[4:]})"
+        lines.append(f"| `{role}` | {who} | {', '.join(f'`{a}`' for a in actions)} |")
     return "\n".join(lines)
 
 

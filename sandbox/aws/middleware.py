@@ -143,6 +143,15 @@ def _status_line(status: int) -> str:
         return f"{status} Error"
 
 
+def _access_key(environ: dict[str, Any]) -> str:
+    """The access key id a SigV4 request was signed with ("" when unsigned)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker not in auth:
+        return ""
+    return auth.split(marker, 1)[1].split("/", 1)[0]
+
+
 class SandboxMiddleware:
     def __init__(self, app: Callable[..., Iterable[bytes]], sandbox: AwsSandbox) -> None:
         self.app = app
@@ -151,6 +160,10 @@ class SandboxMiddleware:
         self.counts_lock = threading.Lock()
         # every call since start, by sender (not reset with the account): what the IAM check reads
         self.callers: Counter[tuple[str, str]] = Counter()
+        # (sender, "service:Action") -> the access key ids that signed it; and every AssumeRole
+        # request's RoleArn, RoleSessionName and session tags (moto accepts the tags, keeps none)
+        self.keys: dict[tuple[str, str], set[str]] = {}
+        self.assume_requests: list[dict[str, Any]] = []
 
     def reset_counts(self) -> None:
         with self.counts_lock:
@@ -159,6 +172,14 @@ class SandboxMiddleware:
     def snapshot_callers(self) -> dict[tuple[str, str], int]:
         with self.counts_lock:
             return dict(self.callers)
+
+    def snapshot_keys(self) -> dict[tuple[str, str], set[str]]:
+        with self.counts_lock:
+            return {k: set(v) for k, v in self.keys.items()}
+
+    def snapshot_assume_requests(self) -> list[dict[str, Any]]:
+        with self.counts_lock:
+            return list(self.assume_requests)
 
     def snapshot_counts(self) -> dict[str, int]:
         with self.counts_lock:
@@ -176,9 +197,15 @@ class SandboxMiddleware:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
                 self.callers[(agent_of(environ), f"{service}:{action}")] += 1
+                key = _access_key(environ)
+                if key:
+                    self.keys.setdefault((agent_of(environ), f"{service}:{action}"), set()).add(key)
             request_text = urllib.parse.unquote_plus(
                 environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
             )
+            if service == "sts" and action == "AssumeRole":
+                with self.counts_lock:
+                    self.assume_requests.append(dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"))))
             held = RUNTIME.faults.take_delay(service, action, request_text)
             if held:
                 time.sleep(held)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -159,6 +160,20 @@ class AwsSandbox:
         """Every AWS call since start by (sender, "service:Action"); senders: terraform, packer,
         airflow (the provider's hooks) or other (e.g. a test's own boto3). Kept across resets."""
         return self._middleware.snapshot_callers() if self._middleware else {}
+
+    def access_keys(self) -> dict[tuple[str, str], set[str]]:
+        """Every AWS call since start by (sender, "service:Action") -> the access key ids it was signed with."""
+        return self._middleware.snapshot_keys() if self._middleware else {}
+
+    def assume_requests(self) -> list[dict[str, Any]]:
+        """Every sts:AssumeRole request since start: its parameters (RoleArn, Tags.member.N.Key, ...)."""
+        return self._middleware.snapshot_assume_requests() if self._middleware else []
+
+    def assumed_roles(self) -> dict[str, str]:
+        """access key id -> role ARN, for every role session moto handed out."""
+        from moto.sts.models import sts_backends
+
+        return {r.access_key_id: r.role_arn for r in sts_backends[self.account_id]["global"].assumed_roles}
 
     def reset_request_counts(self) -> None:
         if self._middleware:
@@ -384,6 +399,25 @@ class AwsSandbox:
             if b.get("versioning"):
                 s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
         acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
+
+        # App-scoped roles (include/apps/<app>.yaml aws.role_arn): each app's Packer and Terraform
+        # run as its own role, assumed per release with the session tag App=<app>.
+        iam = self.client("iam", internal=True)
+        acct["app_roles"] = {}
+        for app in spec.get("app_roles") or []:
+            trust = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:aws:iam::{self.account_id}:root"},
+                        "Action": ["sts:AssumeRole", "sts:TagSession"],
+                        "Condition": {"StringEquals": {"aws:RequestTag/App": app}},
+                    }
+                ],
+            }
+            role = iam.create_role(RoleName=f"ami-app-{app}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+            acct["app_roles"][app] = role["Arn"]
         self.account = acct
 
     # -- a fleet for the sandbox's own tests ---------------------------------------------------

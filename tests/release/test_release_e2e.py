@@ -46,9 +46,25 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     sb.faults.fail(
         "ec2:DescribeInstances", code="UnauthorizedOperation", match="ami-bake-builder", skip=1, times=1, status=403
     )
+    keys_before = sb.access_keys()
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "git_ref": "1.10", "notes": "0"})
     assert dr.state == "success", task_states(dr)
     out, err = capfd.readouterr()
+
+    # Packer and Terraform ran as demo-web's own role (catalog aws.role_arn), assumed with the
+    # session tag App=demo-web, never with the workers' credentials (the connection's "testing")
+    role = sb.account["app_roles"]["demo-web"]
+    sessions = sb.assumed_roles()
+    for sender in ("packer", "terraform"):
+        used = set()
+        for (who, call), keys in sb.access_keys().items():
+            if who == sender:
+                used |= keys - keys_before.get((who, call), set())
+        assert used and {sessions.get(k) for k in used} == {role}, (sender, used)
+    asked = [r for r in sb.assume_requests() if r.get("RoleArn") == role]
+    assert asked and all(
+        (r.get("Tags.member.1.Key"), r.get("Tags.member.1.Value")) == ("App", "demo-web") for r in asked
+    )
     logs = out + err + caplog.text
 
     [ami] = run_images(sb, dr.run_id)  # the retry built nothing new

@@ -183,7 +183,7 @@ def test_live_now_shows_the_release_each_group_runs(
     access = page.locator("#access").inner_text()
     assert "Vault secret/ami-pipeline/demo-web/* only" in access and "ami-app-demo-web" in access
     assert "the central catalog (demo-web.yaml and include/)" in access
-    assert "not yet scoped per app" in access
+    assert "its own role arn:aws:iam::123456789012:role/ami-app-demo-web" in access and "App=demo-web" in access
 
 
 def test_timeline_tells_each_release_its_outcome_rollback_and_failure(

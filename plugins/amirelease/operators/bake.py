@@ -90,6 +90,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         "ec2:DescribeSecurityGroups",
         "ec2:TerminateInstances",
         "s3:GetObject",
+        "sts:AssumeRole",  # Packer runs as the app's role (catalog aws.role_arn)
     )
 
     def __init__(
@@ -177,7 +178,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                     variables,
                     secrets=secrets.values,
                     only=f"amazon-ebs.{source}",
-                    aws_env=tool_environment(self.hook, region),
+                    aws_env=tool_environment(self.hook, region, role_arn=app.aws_role, app=app.name, release_id=rid),
                     on_line=lambda line: self.log.info("packer | %s", line),
                     timeout=self.packer_timeout,
                 )

@@ -144,7 +144,10 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
             app = plan.app_spec
             contained.check_module(root / infra.module, app.name, contained.Allowances.from_entry({"allow": app.allow}))
             module = self._terraform.prepare(root / infra.module, wd, self._endpoint())
-            env = self._terraform.environment(wd, tool_environment(self.hook, region), secrets.values)
+            aws_env = tool_environment(
+                self.hook, region, role_arn=app.aws_role, app=app.name, release_id=plan.release_id
+            )
+            env = self._terraform.environment(wd, aws_env, secrets.values)
             var_file = wd / "release.tfvars.json"
             var_file.write_text(json.dumps(variables_for(plan, region, ami_id, secrets), indent=2))
             self.log.info(
@@ -176,7 +179,7 @@ class CheckInfrastructureOperator(_TerraformOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields("plan")
-    iam_actions = ("s3:GetObject", "s3:PutObject")
+    iam_actions = ("s3:GetObject", "s3:PutObject", "sts:AssumeRole")  # Terraform runs as the app's role
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)

@@ -13,6 +13,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import ClientError
 
 from amirelease import bundle, catalog, contained, sources
+from amirelease.aws import assume_app_role
 from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
@@ -145,6 +146,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "ec2:DescribeVpcs",
         "s3:GetObject",
         "s3:ListBucket",
+        "sts:AssumeRole",  # checks that the workers may assume the app's role (catalog aws.role_arn)
     )
 
     def __init__(
@@ -260,6 +262,19 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             base.get("CreationDate"),
         )
 
+        if app.aws_role:
+            assume_app_role(self.hook, app.home_region, app.aws_role, app.name, "preflight")
+            self.log.info(
+                "AWS: %s's Packer and Terraform run as its own role %s (assumed per release, session tag App=%s)",
+                app.name,
+                app.aws_role,
+                app.name,
+            )
+        else:
+            self.log.info(
+                "AWS: %s's Packer and Terraform run with the workers' own role (no aws.role_arn in its central entry)",
+                app.name,
+            )
         vault = PipelineSecrets(self.vault_conn_id)
         for label, refs in (("bake", app.secrets), ("Terraform", app.infrastructure.secrets)):
             found = vault.read(app.name, refs)

@@ -340,6 +340,7 @@ def access_rows(entry: Any, vault_prefix: str) -> list[AccessRow]:
     src = getattr(entry, "source", None)
     allow = (getattr(entry, "document", {}) or {}).get("allow") or {}
     granted = ", ".join(f"{k}: {', '.join(v)}" for k, v in sorted(allow.items()) if v)
+    role = str(((getattr(entry, "document", {}) or {}).get("aws") or {}).get("role_arn", ""))
     rows = [
         AccessRow(
             "its definition",
@@ -361,9 +362,12 @@ def access_rows(entry: Any, vault_prefix: str) -> list[AccessRow]:
             "the module check before every init; an allow-listed environment",
         ),
         AccessRow(
-            "AWS",
-            "the workers' role: every app's iam_actions (not yet scoped per app)",
-            "IAM (cli iam-policy)",
+            "AWS (its Packer and Terraform)",
+            f"its own role {role}, assumed per release with the session tag App={entry.name}: mutations only on "
+            "resources tagged with its App, its own state and parameters"
+            if role
+            else "the toolchain workers' role, shared by every app without a role of its own",
+            "IAM (cli iam-policy --app " + entry.name + ")" if role else "IAM (cli iam-policy)",
         ),
     ]
     return rows
