@@ -154,26 +154,14 @@ def app_policy(app: str, ledger_bucket: str | None = None) -> dict[str, Any]:
     change = [a for a in rest if a not in read and a not in create]
     tag = "${aws:PrincipalTag/App}"
     statements: list[dict[str, Any]] = [{"Sid": "Read", "Effect": "Allow", "Action": read, "Resource": "*"}]
-    if create:
-        statements.append(
-            {
-                "Sid": "CreateOnlyTaggedForThisApp",
-                "Effect": "Allow",
-                "Action": create,
-                "Resource": "*",
-                "Condition": {"StringEqualsIfExists": {"aws:RequestTag/App": tag}},
-            }
-        )
-    if change:
-        statements.append(
-            {
-                "Sid": "ChangeOnlyThisAppsResources",
-                "Effect": "Allow",
-                "Action": change,
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:ResourceTag/App": tag}},
-            }
-        )
+    for sid, actions, condition in (
+        ("CreateOnlyTaggedForThisApp", create, {"StringEqualsIfExists": {"aws:RequestTag/App": tag}}),
+        ("ChangeOnlyThisAppsResources", change, {"StringEquals": {"aws:ResourceTag/App": tag}}),
+    ):
+        if actions:
+            statements.append(
+                {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": "*", "Condition": condition}
+            )
     if ssm:
         statements.append(
             {"Sid": "OwnParameters", "Effect": "Allow", "Action": ssm, "Resource": f"arn:aws:ssm:*:*:parameter/{app}/*"}

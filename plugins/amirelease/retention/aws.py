@@ -295,6 +295,17 @@ class Resolution:
         return dict(usage)
 
 
+def _settled(fut: Future[T] | None, default: T, errors: list[str]) -> T:
+    """A listing's result, or `default` with its failure noted in `errors` (the run then stops)."""
+    if fut is None:
+        return default
+    try:
+        return fut.result()
+    except ListingFailed as exc:
+        errors.append(str(exc))
+        return default
+
+
 def resolve_groups(
     ec2: Any, autoscaling: Any, groups: Sequence[Mapping[str, Any]], policy: RetentionPolicy, pool: ThreadPoolExecutor
 ) -> Resolution:
@@ -308,13 +319,7 @@ def resolve_groups(
     out = Resolution()
 
     def result(fut: Future[T] | None, default: T) -> T:
-        if fut is None:
-            return default
-        try:
-            return fut.result()
-        except ListingFailed as exc:
-            out.errors.append(str(exc))
-            return default
+        return _settled(fut, default, out.errors)
 
     used = group_template_specs(groups) if policy.protect_launch_templates else {}
     lc_users = group_launch_configurations(groups) if policy.protect_launch_configurations else {}
@@ -396,13 +401,7 @@ def collect(
     errors: list[str] = []
 
     def result(fut: Future[T] | None, default: T) -> T:
-        if fut is None:
-            return default
-        try:
-            return fut.result()
-        except ListingFailed as exc:
-            errors.append(str(exc))
-            return default
+        return _settled(fut, default, errors)
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-aws") as pool:
         f_images = pool.submit(list_images, ec2)
