@@ -63,6 +63,12 @@ def aws_sandbox():
         calls = ARTIFACTS / f"aws-calls-{WORKER or 'main'}.json"
         calls.parent.mkdir(exist_ok=True)
         calls.write_text(_json.dumps(sorted([*k, v] for k, v in sb.callers().items()), indent=1))
+        # and which of them an app role's session signed: (sender, call, role ARN)
+        roles = sb.assumed_roles()
+        signed = {
+            (who, call, roles[key]) for (who, call), keys in sb.access_keys().items() for key in keys if key in roles
+        }
+        (ARTIFACTS / f"aws-roles-{WORKER or 'main'}.json").write_text(_json.dumps(sorted(signed), indent=1))
         sb.stop()
         for k, v in saved.items():
             if v is None:

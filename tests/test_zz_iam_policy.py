@@ -63,6 +63,32 @@ def test_declared_iam_actions_are_exactly_the_ones_the_tests_used(request):
     assert not report, "\n".join(report)
 
 
+def test_each_app_roles_policy_covers_every_call_made_as_that_role(request):
+    """The calls each app role's sessions signed (Packer, Terraform of that app) are all in the
+    policy `cli iam-policy --app` generates for it; and the workers' keys signed none of them."""
+    ran, _ = _calls(request)
+    if not any(i.startswith("tests/release/test_release_e2e.py") for i in ran):
+        pytest.fail("this check reads the calls of tests/release/test_release_e2e.py: run the whole suite (make test)")
+    signed: set[tuple[str, str, str]] = {
+        tuple(x) for f in ARTIFACTS.glob("aws-roles-*.json") for x in json.loads(f.read_text())
+    }
+    sb = request.getfixturevalue("aws_sandbox")
+    roles = sb.assumed_roles()
+    signed |= {(w, c, roles[k]) for (w, c), keys in sb.access_keys().items() for k in keys if k in roles}
+    by_role: dict[str, set[str]] = defaultdict(set)
+    for sender, call, role in signed:
+        action = iam.iam_action(call)
+        if sender in ("packer", "terraform") and action:
+            by_role[role.rsplit("/", 1)[-1].removeprefix("ami-app-")].add(action)
+    assert "demo-web" in by_role, "no call was signed by demo-web's role: the release tests did not use it"
+    report = []
+    for app, actions in sorted(by_role.items()):
+        allowed = {a for st in iam.app_policy(app)["Statement"] for a in st["Action"]}
+        if actions - allowed:
+            report.append(f"{app}'s role made calls its policy does not allow: {sorted(actions - allowed)}")
+    assert not report, "\n".join(report)
+
+
 def test_the_readme_lists_the_generated_policy():
     readme = "\n".join(line.strip() for line in (REPO / "README.md").read_text().splitlines())
     assert iam.markdown() in readme, "regenerate the README's IAM table: python -m amirelease.cli iam-policy --markdown"
