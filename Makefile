@@ -84,7 +84,7 @@ lint: setup
 # tests that share the demo-web fleet run together on one), then the IAM check over all of them.
 PYTEST_WORKERS ?= 3
 test: setup lint
-	@rm -f .artifacts/aws-calls-*.json .artifacts/collected-*.json
+	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json
 	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; \
 	$(VPY) -m pytest tests/test_zz_iam_policy.py; rc2=$$?; \
