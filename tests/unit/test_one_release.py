@@ -73,3 +73,37 @@ def test_a_refusal_under_the_lock_is_a_refusal_only_when_typed():
     assert not refused("release_lock", "AirflowSensorTimeout: …", before)  # a lock never got: a failed release
     assert not refused("mark_rolled_back", "ClientError: …", before)  # failed half-way: recorded
     assert not refused("bake.x", "PreflightError: …", before)
+
+
+def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():
+    from amirelease.handoffs import BundleRef, RollbackTarget
+    from amirelease.operators.rollback import went_live_words
+
+    asked = RollbackTarget(
+        app="demo-web",
+        version="1.1.0",
+        target_release_id="r110",
+        bundle=BundleRef(key="k", sha256="0" * 64),
+        git_ref=None,
+        current_release_id="r115",
+        current_version="1.1.5",
+        current_amis={"us-east-1": "ami-115"},
+    )
+    history = [{**rec("r120", "1.2.0", n=9), "finished_at": "2026-12-04T02:49:59Z"}]
+    same = {"amis": {"us-east-1": "ami-115"}, "release_id": "r115", "version": "1.1.5"}
+    assert went_live_words(asked, same, history) is None
+    moved = {"amis": {"us-east-1": "ami-120"}, "release_id": "r120", "version": "1.2.0"}
+    assert went_live_words(asked, moved, history) == (
+        "1.2.0 (r120) went live at 2026-12-04T02:49:59Z, after you asked to roll back 1.1.5 (r115); nothing was "
+        "marked, held or built by this rollback. Trigger ami_rollback again to roll back 1.2.0"
+    )
+    # nothing of ours ran when asked: the AMIs are what is compared
+    foreign = RollbackTarget.from_xcom({**asked.to_xcom(), "current_release_id": None, "current_version": None})
+    assert went_live_words(foreign, {**same, "release_id": None, "version": None}, history) is None
+    words = went_live_words(foreign, moved, history)
+    assert words is not None and words.startswith("1.2.0 (r120) went live at 2026-12-04T02:49:59Z, after you asked")
+    assert "roll back what ran then (ami-115)" in words
+    other = {"amis": {"us-east-1": "ami-999"}, "release_id": None, "version": None}  # another AMI not of ours
+    words = went_live_words(foreign, other, history)
+    assert words is not None and words.startswith("an AMI this pipeline did not build went live, after you asked")
+    assert words.endswith("Trigger ami_rollback again to roll back what runs now")
