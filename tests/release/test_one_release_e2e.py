@@ -14,10 +14,11 @@ import pytest
 
 from amirelease.errors import PreflightError
 from amirelease.handoffs import ReleasePlan
-from amirelease.ledger import Ledger
+from amirelease.ledger import Ledger, utcnow
 from amirelease.operators.lock import ReleaseLockSensor
 from tests.conftest import REPO
 from tests.release.conftest import clients, ledger_records, load_dag, mutations, run_images, task_states
+from tests.release.invariant import ledger_tells_the_truth
 from tests.release.test_rollback_e2e import _failure, _tags
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
@@ -45,6 +46,7 @@ def _lock_held(s3) -> bool:
 
 def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_env, tmp_path, release_plan, capsys):
     sb = fleet_env
+    since = utcnow()
     _, _, s3 = clients(sb)
     existing = _newest_succeeded(sb, "1.0.0")  # the fleet's first release
     before = len(ledger_records(sb))
@@ -100,6 +102,8 @@ def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_en
     assert rebuilt["rebuild_reason"] == REASON and rebuilt["re_release_of"] is None
     [ami] = run_images(sb, a_run)
     assert _tags(ami)["RebuildOf"] == existing["release_id"] and "ReReleaseOf" not in _tags(ami)
+
+    assert ledger_tells_the_truth(sb, since) == []  # one rebuild live, nothing marked
 
     # 3. the history says so
     from amirelease import cli

@@ -15,9 +15,11 @@ import time
 import pytest
 
 from amirelease.handoffs import RollbackTarget
+from amirelease.ledger import utcnow
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from tests.conftest import REPO
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+from tests.release.invariant import ledger_tells_the_truth
 from tests.release.test_one_release_e2e import BUCKET, RUN_A, _lock_held
 from tests.release.test_rollback_e2e import _failure, _tags
 
@@ -36,6 +38,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     if len({r["version"] for r in ledger_records(sb) if r["outcome"] == "succeeded"}) < 2:  # something to go back to
         first = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "9.0.0"})
         assert first.state == "success", task_states(first)
+    since = utcnow()
     before = {r["release_id"]: r for r in ledger_records(sb)}
     holds_before = {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)}
 
@@ -94,6 +97,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     assert run_images(sb, rb.run_id) == []
     assert not _lock_held(s3)
     assert group_images(sb) == set(a_rec["amis"].values())  # A is what runs
+    assert ledger_tells_the_truth(sb, since) == []
 
     # asked again now, the rollback's re-check under the lock agrees with what runs
     again = RollbackTarget.from_xcom(

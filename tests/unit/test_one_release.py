@@ -107,3 +107,32 @@ def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():
     words = went_live_words(foreign, other, history)
     assert words is not None and words.startswith("an AMI this pipeline did not build went live, after you asked")
     assert words.endswith("Trigger ami_rollback again to roll back what runs now")
+
+
+def _story(marked: str) -> list[dict]:
+    """The issue's scenario: 1.1.0, 1.1.5, then a rollback asked while 1.2.0 baked; 1.2.0 went
+    live at 02:49:59 and the rollback's re-release of 1.1.0 replaced it at 02:51:22."""
+    from amirelease.ledger import rolled_back_entry
+
+    h = [
+        {**rec("r110", "1.1.0", n=1), "amis": {"us-east-1": "ami-110"}, "dag_id": "ami_release"},
+        {**rec("r115", "1.1.5", n=2), "amis": {"us-east-1": "ami-115"}, "dag_id": "ami_release"},
+        {**rec("r120", "1.2.0", n=3), "amis": {"us-east-1": "ami-120"}, "dag_id": "ami_release"},
+        {**rec("rb", "1.1.0", n=4, re_release_of="r110"), "kind": "re-release", "dag_id": "ami_rollback"},
+    ]
+    h[3]["amis"] = {"us-east-1": "ami-rb"}
+    entry = rolled_back_entry(at="t", by_run="rollback_run", by_dag="ami_rollback", by_release_id="rb", reason="x")
+    next(r for r in h if r["release_id"] == marked)["rolled_back"] = entry
+    return h
+
+
+def test_the_ledger_invariant_catches_the_issues_story():
+    from tests.release.invariant import story_problems
+
+    fleet = {"ami-rb"}
+    assert story_problems(_story("r120"), fleet, fleet) == []  # the truth: 1.2.0 was replaced
+    wrong = story_problems(_story("r115"), fleet, fleet)  # what happened before issue 26
+    assert any("1.1.5 (r115) is marked rolled back by rb, which replaced 1.2.0 (r120)" in p for p in wrong), wrong
+    assert any("replaced 1.2.0 (r120), which is not marked rolled back by it" in p for p in wrong), wrong
+    stale = story_problems(_story("r120"), {"ami-120"}, {"ami-rb"})
+    assert stale and "the fleet runs ['ami-120']" in stale[0], stale
