@@ -19,6 +19,7 @@ from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import Ledger, ReleaseLock, already_released, ledger_bucket, released_words, ways_on
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
+from amirelease.operators.lock import FINISHED
 from amirelease.release import ami_name, files_digest, newest_image, release_id
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 GIT_REF_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}", re.ASCII)
 MAX_NOTES = 500
 MIN_REBUILD_REASON = 10
-FINISHED_RUN_STATES = ("success", "failed")
 
 
 def resolve_base_image(
@@ -377,8 +377,12 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                 )
         holder = ReleaseLock(ledger.s3, ledger.bucket, app).holder()
         if holder and holder.get("version") == version and holder.get("run_id") != context["run_id"]:
-            state = context["ti"].get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])
-            if str(state) not in FINISHED_RUN_STATES:
+            try:
+                state = context["ti"].get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])
+            except Exception as exc:  # noqa: BLE001 - an unknown run is as good as finished (as the lock sees it)
+                self.log.info("Lock holder run %s not found (%s)", holder.get("run_id"), type(exc).__name__)
+                state = None
+            if state is not None and str(state) not in FINISHED:
                 raise PreflightError(
                     f"{app} {version} is being released right now by run {holder['dag_id']}/{holder['run_id']} "
                     f"(it holds the app's release lock since {holder.get('acquired_at')}); nothing was built for "
