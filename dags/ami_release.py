@@ -13,6 +13,12 @@ ref** to release (needed for an app whose AMI project lives in its own git repos
 branch or full commit, resolved to one commit before anything is created; for an app defined
 in the central catalog it is only recorded) and optional release notes. Bad input is refused
 before anything is created. A second release of the same app waits at `release_lock` until the first ends.
+
+**A version is released once.** A version that already has a succeeded release (or that another run is
+releasing right now) is refused before anything is built, naming that release. To bring it back use
+`ami_rollback` with it as the target; to bake it again on purpose (today's base image, a security patch) tick
+**rebuild** and give a reason: it is recorded as a *rebuild* of that release. A version whose releases all
+failed may simply be released again.
 """
 
 from __future__ import annotations
@@ -55,6 +61,22 @@ with DAG(
             "whose AMI project lives in git; for apps defined in the central catalog it is only recorded)",
         ),
         "notes": Param(None, type=["null", "string"], maxLength=500, title="Release notes (optional)"),
+        "rebuild": Param(
+            False,
+            type="boolean",
+            title="Rebuild a released version on purpose",
+            description="A version is released once. Tick this (and give a reason) to bake a version that was "
+            "already released again, e.g. on today's base image for a security patch. To bring an earlier release "
+            "back, use ami_rollback instead.",
+        ),
+        "rebuild_reason": Param(
+            None,
+            type=["null", "string"],
+            maxLength=500,
+            title="Rebuild reason (with rebuild)",
+            description="Why the same version is baked again, e.g. 'CVE-2026-1234: today's base image'. Kept in "
+            "the ledger.",
+        ),
     },
     doc_md=__doc__ + "\n### Steps\n" + PIPELINE_DOC,
 ) as dag:
@@ -63,5 +85,7 @@ with DAG(
         version="{{ params.version }}",
         git_ref="{{ params.git_ref or '' }}",
         notes="{{ params.notes or '' }}",
+        rebuild="{{ params.rebuild }}",
+        rebuild_reason="{{ params.rebuild_reason or '' }}",
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
     )

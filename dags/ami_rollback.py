@@ -11,6 +11,11 @@ and, unless you untick it, its AMI is kept under a **forensic hold**.
 number). Leave **target** empty for the newest good release that is not the one running now
 and was never rolled back, or type a version (`1.4.2`) or a release id. Rolling back to a
 release that was itself rolled back needs the confirmation box.
+
+**Decided under the lock.** `resolve_target` proposes; once this run holds the app's release lock,
+`mark_rolled_back` checks that what runs now is still what you asked to roll back. If a release
+went live in between, the rollback stops there — nothing marked, held or built — and says which
+release is live now: trigger again to roll that one back.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ with DAG(
             description="Retention will not deregister a held AMI until the hold is lifted.",
         ),
     },
-    doc_md=__doc__ + "\n### Steps\n`resolve_target` → `mark_rolled_back` → the release steps:\n" + PIPELINE_DOC,
+    doc_md=__doc__
+    + "\n### Steps\n`resolve_target` → the release steps, with `mark_rolled_back` right after `release_lock`:\n"
+    + PIPELINE_DOC,
 ) as dag:
     resolve = ResolveRollbackTargetOperator(
         task_id=TaskIds.RESOLVE_TARGET,
@@ -77,10 +84,10 @@ with DAG(
     mark = MarkRolledBackOperator(
         task_id=TaskIds.MARK_ROLLED_BACK, resolved=resolve.output, hold="{{ params.forensic_hold }}"
     )
-    first, _last = release_pipeline(
+    release_pipeline(  # mark_rolled_back decides under the app's lock: after release_lock, before bake
         app="{{ params.app }}",
         notes="rollback: {{ params.reason }}",
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
         re_release=resolve.output,
+        under_lock=mark,
     )
-    resolve >> mark >> first

@@ -43,8 +43,9 @@ def format_history(records: list[dict[str, Any]]) -> str:
     rows = [head]
     for r in records:
         amis = ",".join(f"{v}" for v in (r.get("amis") or {}).values()) or "-"
-        kind = r.get("kind", "release") + (f" of {r['re_release_of']}" if r.get("re_release_of") else "")
-        why = r.get("failure_reason") if r.get("outcome") == "failed" else r.get("reason")
+        of = r.get("re_release_of") or r.get("rebuild_of")
+        kind = r.get("kind", "release") + (f" of {of}" if of else "")
+        why = r.get("failure_reason") if r.get("outcome") == "failed" else r.get("rebuild_reason") or r.get("reason")
         hold = "held" if r.get("forensic_hold") and not r["forensic_hold"].get("released_at") else "-"
         rows.append(
             (

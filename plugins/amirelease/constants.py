@@ -16,6 +16,7 @@ TAG_RUN_LIST_DIGEST: Final = "RunListDigest"
 TAG_PIPELINE_RUN: Final = "PipelineRun"
 TAG_BUILT_BY: Final = "BuiltBy"
 TAG_RE_RELEASE_OF: Final = "ReReleaseOf"
+TAG_REBUILD_OF: Final = "RebuildOf"  # a rebuild on purpose of a released version: the release it bakes again
 TAG_GIT_REF: Final = "GitRef"
 TAG_SOURCE_REPOSITORY: Final = "SourceRepository"  # git-sourced apps: the repository URL, no credentials
 TAG_SOURCE_COMMIT: Final = "SourceCommit"  # ... and the full commit the bundle was built from

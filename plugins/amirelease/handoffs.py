@@ -124,6 +124,8 @@ class ReleasePlan(Handoff):
     re_release_of: str | None = None
     source_bundle: BundleRef | None = None  # a re-release: the bundle of the release it repeats
     source: dict[str, Any] | None = None  # git-sourced app: repository (no credentials), path, ref, commit
+    rebuild_of: str | None = None  # a rebuild on purpose: the release id of the version's release it bakes again
+    rebuild_reason: str | None = None
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:

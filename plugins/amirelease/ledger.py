@@ -139,6 +139,54 @@ def pick_rollback_target(
     return target
 
 
+def releases_of_version(history: Iterable[Record], version: str) -> list[Record]:
+    """The succeeded releases, re-releases and rebuilds of one version, oldest first (pure)."""
+    return sorted((r for r in history if r.get("version") == version and r.get("outcome") == "succeeded"), key=_when)
+
+
+def already_released(history: Iterable[Record], version: str, *, besides: str | None = None) -> Record | None:
+    """The newest succeeded release of ``version`` (other than release id ``besides``), or None (pure).
+
+    A version whose releases all failed has none: it may simply be released again."""
+    done = [r for r in releases_of_version(history, version) if r.get("release_id") != besides]
+    return done[-1] if done else None
+
+
+def released_words(app: str, existing: Record) -> str:
+    """'demo-web 1.1.0 was already released: release <id> (finished <when>, AMI <ami>, run <dag>/<run>)'."""
+    amis = ", ".join(str(a) for a in (existing.get("amis") or {}).values()) or "no AMI recorded"
+    what = {"re-release": "re-release", "rebuild": "rebuild"}.get(str(existing.get("kind")), "release")
+    return (
+        f"{app} {existing.get('version')} was already released: {what} {existing.get('release_id')} "
+        f"(finished {existing.get('finished_at') or existing.get('started_at') or 'at an unknown time'}, AMI {amis}, "
+        f"run {existing.get('dag_id') or 'ami_release'}/{existing.get('pipeline_run') or '?'})"
+    )
+
+
+def ways_on(version: str) -> str:
+    """The two ways on from a refused second release of a version (the 'fix' of the refusal)."""
+    return (
+        f"to bring that release back, trigger ami_rollback with target {version}; to bake the same version "
+        "again on purpose (today's base image, a security patch), trigger ami_release again with 'rebuild' ticked "
+        "and a rebuild reason; to release a change, give it a new version"
+    )
+
+
+def choice_words(history: Iterable[Record], wanted: str | None, target: Record) -> str | None:
+    """When ``wanted`` is a version the ledger holds several succeeded releases of, which one a
+    rollback takes and how to take another (pure); None when there is no choice to explain."""
+    if not wanted or wanted == target.get("release_id"):
+        return None
+    same = releases_of_version(history, wanted)
+    if len(same) < 2:
+        return None
+    listed = "; ".join(f"{r.get('release_id')} ({r.get('kind') or 'release'}, finished {_when(r)})" for r in same)
+    return (
+        f"the ledger holds {len(same)} succeeded releases of {wanted}: {listed}. Taking the newest, "
+        f"{target.get('release_id')}; to take another, trigger again with its release id as the target"
+    )
+
+
 def fleet_targets(entry: catalog.Entry, history: Iterable[Record]) -> tuple[catalog.Target, ...]:
     """The groups an app runs in: the catalog's for an embedded app; for a git-sourced app, those
     its newest release that got as far as recording them named (its definition lives in git)."""
@@ -215,6 +263,20 @@ class Ledger:
         record.update(changes)
         self.put(record)
         return record
+
+    def of_version(self, app: str, version: str) -> list[Record]:
+        """The records of one version, oldest first: one listing by the release-id prefix
+        (``releases/<app>/<app>-<version>-``) and a read per record of that version only."""
+        out = []
+        prefix = f"releases/{app}/{app}-{version}-"
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.endswith(".json") and key.count("/") == 2:
+                    doc = _read_json(self.s3, self.bucket, key)
+                    if doc is not None and doc.get("version") == version:  # 1.1.0, not 1.1.0-rc.1
+                        out.append(doc)
+        return sorted(out, key=lambda r: str(r.get("started_at") or ""))
 
     def history(self, app: str) -> list[Record]:
         """Every record of an app, oldest first (bundles and other objects are skipped)."""

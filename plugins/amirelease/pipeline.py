@@ -73,7 +73,7 @@ def _the_one_result(ti: Any, group: str, tcs: list[str], what: str) -> Any:
     return results[0]
 
 
-def task_order(tcs: list[str]) -> list[str]:
+def task_order(tcs: list[str], under_lock: list[str] | None = None) -> list[str]:
     """The pipeline's task ids in execution order (record.py reports the first failed one)."""
 
     def per(group: str) -> list[str]:
@@ -84,6 +84,7 @@ def task_order(tcs: list[str]) -> list[str]:
         TaskIds.ROUTE,
         *per(TaskIds.CHECK_INFRA),
         TaskIds.LOCK,
+        *(under_lock or []),
         *per(TaskIds.BAKE),
         TaskIds.BAKED,
         TaskIds.SMOKE,
@@ -103,11 +104,16 @@ def release_pipeline(
     notes: str = "",
     triggered_by: str = "",
     re_release: Any = None,
+    rebuild: str | bool = False,
+    rebuild_reason: str = "",
+    under_lock: Any = None,
 ) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
     Arguments are templates rendered at run time as text (params), or an upstream task's
-    output (``re_release``: resolve_target's RollbackTarget).
+    output (``re_release``: resolve_target's RollbackTarget). ``under_lock``: a task that
+    decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
+    after ``release_lock``, while the app's lock is held, and before anything is built.
     """
     tcs = toolchains()
     preflight = ReleasePreflightOperator(
@@ -118,6 +124,8 @@ def release_pipeline(
         notes=notes,
         triggered_by=triggered_by,
         re_release=re_release,
+        rebuild=rebuild,
+        rebuild_reason=rebuild_reason,
     ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)
     plan = preflight.output
 
@@ -186,7 +194,7 @@ def release_pipeline(
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
         task_id=TaskIds.RECORD,
-        task_order=task_order(tcs),
+        task_order=task_order(tcs, [under_lock.task_id] if under_lock is not None else None),
         bake_task_ids=[toolchain_task(TaskIds.BAKE, tc) for tc in tcs],
         check_task_ids=[toolchain_task(TaskIds.CHECK_INFRA, tc) for tc in tcs],
         apply_task_ids=[toolchain_task(TaskIds.APPLY_INFRA, tc) for tc in tcs],
@@ -195,8 +203,10 @@ def release_pipeline(
     preflight >> route
     for tc in tcs:
         route >> per_tc[tc]["check"] >> lock
-        [lock, per_tc[tc]["check"]] >> per_tc[tc]["bake"] >> ami
+        [under_lock or lock, per_tc[tc]["check"]] >> per_tc[tc]["bake"] >> ami
         [smoke, per_tc[tc]["bake"]] >> per_tc[tc]["apply"] >> infra
+    if under_lock is not None:
+        lock >> under_lock
     ami >> smoke
     infra >> roll_out
     verify >> record.as_teardown(setups=preflight)

@@ -17,6 +17,7 @@ from amirelease.constants import (
     TAG_PIPELINE_RUN,
     TAG_PLATFORM,
     TAG_RE_RELEASE_OF,
+    TAG_REBUILD_OF,
     TAG_RELEASE_ID,
     TAG_RUN_LIST,
     TAG_RUN_LIST_DIGEST,
@@ -77,6 +78,8 @@ def build_ami_tags(plan: ReleasePlan) -> dict[str, str]:
         tags[TAG_SOURCE_COMMIT] = plan.source["commit"]
     if plan.re_release_of:
         tags[TAG_RE_RELEASE_OF] = plan.re_release_of
+    if plan.rebuild_of:
+        tags[TAG_REBUILD_OF] = plan.rebuild_of
     return {k: tag_value(v) for k, v in tags.items()}
 
 

@@ -90,7 +90,15 @@ def test_release_dag_shape_and_params():
     assert not dag.render_template_as_native_obj  # text parameters stay text (1.10 is not 1.1)
     rollback = __import__("ami_rollback").dag
     assert not rollback.render_template_as_native_obj
-    assert {"resolve_target", "mark_rolled_back"} == rollback.get_task("preflight").upstream_task_ids
+    assert {"resolve_target"} == rollback.get_task("preflight").upstream_task_ids
+    # a rollback decides under the app's lock (issue 26): mark_rolled_back right after release_lock,
+    # before every bake (nothing is marked or held before the lock, nothing built before the mark)
+    mark = rollback.get_task("mark_rolled_back")
+    assert mark.upstream_task_ids == {"release_lock", "resolve_target"}, mark.upstream_task_ids
+    assert mark.downstream_task_ids == {"bake.packer-chef-linux", "bake.packer-chef-windows"}
+    assert not {t.task_id for t in rollback.tasks if t.task_id.startswith("bake.")} & (
+        rollback.get_task("release_lock").downstream_task_ids
+    )
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

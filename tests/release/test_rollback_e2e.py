@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from amirelease.handoffs import RollbackTarget
+from amirelease.ledger import utcnow
 from amirelease.operators.rollback import ResolveRollbackTargetOperator
 from sandbox.gitsource import make_project_repo
 from tests.conftest import REPO
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, mutations, run_images, task_states
+from tests.release.invariant import ledger_tells_the_truth
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -46,6 +48,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     first tag was moved: the rollback bakes the first release's recorded bundle (its commit),
     never what the tag names today."""
     sb = fleet_env
+    since = utcnow()
     apps = tmp_path / "apps"
     repo = make_project_repo(tmp_path / "git", REPO / "include", "demo-web", apps)
     monkeypatch.setenv("AMI_RELEASE_APPS_DIR", str(apps))
@@ -105,6 +108,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     assert rec3["bundle"]["sha256"] == rec1["bundle"]["sha256"]  # both digests in the record: the same inputs
     assert rec3["source"]["commit"] == commit_a and t3["SourceCommit"] == commit_a  # A's commit, not the moved tag
     assert rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback" and "INC-4711" in rec3["reason"]
+    assert ledger_tells_the_truth(sb, since) == []  # 3.1.0, replaced by the re-release, is the one marked
 
     # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release
     # is what runs now and is being rolled back); the newest release before them instead.

@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from amirelease.ledger import utcnow
 from tests.conftest import REPO
 from tests.release.conftest import clients, ledger_records, load_dag, task_states
+from tests.release.invariant import ledger_tells_the_truth
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -27,6 +29,7 @@ print("RESULT", dr.run_id, dr.state)
 
 def test_second_release_of_same_app_waits_for_the_first(fleet_env, tmp_path):
     sb = fleet_env
+    since = utcnow()
     sb.configure(refresh_batch_seconds=1.0)  # keep A's roll-out going long enough to overlap
     _, asg, s3 = clients(sb)
     code = RUN_A.format(plugins=str(REPO / "plugins"), dags=str(REPO / "dags"), repo=str(REPO))
@@ -74,3 +77,4 @@ def test_second_release_of_same_app_waits_for_the_first(fleet_env, tmp_path):
     a_refresh, b_refresh = refreshes[ra["refreshes"][0]["refresh_id"]], refreshes[rb["refreshes"][0]["refresh_id"]]
     assert b_refresh["StartTime"] >= a_refresh["EndTime"]  # B rolled out only after A had finished
     assert rb["started_at"] <= ra["finished_at"]  # ...although B was triggered while A ran
+    assert ledger_tells_the_truth(sb, since) == []  # B is live, as the ledger says

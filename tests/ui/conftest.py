@@ -40,9 +40,26 @@ def ledger_setting() -> Iterator[None]:
         os.environ["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"] = saved
 
 
+def end_leftover_runs() -> None:
+    """Runs these tests trigger through the API stay queued (no scheduler runs here) and the
+    metadata DB outlives a session: the trigger guard would answer a new trigger of the same app
+    with 409 ("already being released"). Fail them, as a scheduler would have ended them."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    from amirelease.ui.trigger_guard import GUARDED_DAGS
+
+    with create_session() as session:
+        session.query(DagRun).filter(
+            DagRun.dag_id.in_(GUARDED_DAGS), DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING])
+        ).update({DagRun.state: DagRunState.FAILED}, synchronize_session=False)
+
+
 @pytest.fixture(scope="module")
 def api_server(aws_sandbox: Any, airflow_db: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """`airflow api-server` with the plugins folder of this repo, aws_default -> the sandbox."""
+    end_leftover_runs()
     server = ApiServer(tmp_path_factory.mktemp("api-server")).start()
     try:
         yield server

@@ -202,12 +202,12 @@ class StoryWriter:
             current_amis={REGION: held.ami},
             reason=reason,
         )
-        MarkRolledBackOperator(
+        MarkRolledBackOperator(  # its marking step (the story is written after the fact: no re-check of the fleet)
             task_id="mark_rolled_back",
             region_name=REGION,
             resolved=target.to_xcom(),
             hold=True,
-        ).execute({"run_id": rollback.run_id, "ti": SimpleNamespace(dag_id=rollback.dag_id)})  # type: ignore[arg-type]
+        ).mark(target, {"run_id": rollback.run_id, "ti": SimpleNamespace(dag_id=rollback.dag_id)})  # type: ignore[arg-type]
         hold = self.ledger.get(APP, held.release_id)["forensic_hold"]  # type: ignore[index]
         self.ledger.update(APP, held.release_id, forensic_hold={**hold, "placed_at": iso(placed)})
 

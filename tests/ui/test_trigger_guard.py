@@ -5,6 +5,7 @@ the trigger form in Chromium shows the words. Screenshots: .artifacts/ui/test_tr
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from amirelease.ui.trigger_guard import problems, run_name
+from amirelease.ui.trigger_guard import duplicate_words, problems, run_name
 from tests.release.conftest import load_dag
 from tests.ui.conftest import login
 from tests.ui.server import ApiServer
@@ -54,18 +55,50 @@ def test_good_params_pass_and_every_problem_is_named() -> None:
 
 def test_run_names_say_what_the_run_is() -> None:
     at = datetime(2026, 11, 26, 13, 1, 56, tzinfo=UTC)
-    assert (
-        run_name("ami_release", {"app": "demo-web", "version": "1.2.0"}, at) == "demo-web_1.2.0__2026-11-26T13:01:56Z"
+    release = {"app": "demo-web", "version": "1.2.0"}
+    assert run_name("ami_release", release, at, suffix="3f9c2a") == "demo-web_1.2.0__2026-11-26T13:01:56Z-3f9c2a"
+    assert run_name("ami_rollback", {"app": "demo-web", "target": "1.1.0"}, at, suffix="x") == (
+        "rollback_demo-web_to_1.1.0__2026-11-26T13:01:56Z-x"
     )
-    assert run_name("ami_rollback", {"app": "demo-web", "target": "1.1.0"}, at) == (
-        "rollback_demo-web_to_1.1.0__2026-11-26T13:01:56Z"
+    assert run_name("ami_rollback", {"app": "demo-web", "target": None}, at, suffix="x") == (
+        "rollback_demo-web__2026-11-26T13:01:56Z-x"
     )
-    assert (
-        run_name("ami_rollback", {"app": "demo-web", "target": None}, at) == "rollback_demo-web__2026-11-26T13:01:56Z"
-    )
-    assert run_name("ami_retention_manual", {"mode": "dry_run"}, at) == "dry_run__2026-11-26T13:01:56Z"
+    assert run_name("ami_retention_manual", {"mode": "dry_run"}, at, suffix="x") == "dry_run__2026-11-26T13:01:56Z-x"
     assert run_name("ami_release", {"app": "demo-web", "version": "1.2.0 x/y"}, at).startswith("demo-web_1.2.0-x-y__")
     assert run_name("ami_retention", {}, at) is None
+
+
+def test_two_triggers_in_the_same_second_get_two_run_ids() -> None:
+    """A double click or a re-sent webhook: the same conf in the same second is two ids (it was one)."""
+    at = datetime(2026, 11, 26, 13, 1, 56, 999, tzinfo=UTC)
+    for dag_id, conf in (
+        ("ami_release", {"app": "demo-web", "version": "1.2.0"}),
+        ("ami_rollback", {"app": "demo-web"}),
+        ("ami_retention_manual", {"mode": "apply"}),
+    ):
+        names = {run_name(dag_id, conf, at) for _ in range(50)}
+        assert len(names) == 50, names
+        assert all(re.fullmatch(r"[A-Za-z0-9_.~:+-]+__2026-11-26T13:01:56Z-[0-9a-f]{6}", n or "") for n in names)
+
+
+def test_a_trigger_that_repeats_an_active_run_is_named_in_words() -> None:
+    since = datetime(2026, 12, 4, 2, 46, 58, tzinfo=UTC)
+    active = [
+        ("demo-web_1.1.5__2026-12-04T02:46:58Z-aa", "running", since, {"app": "demo-web", "version": "1.1.5"}),
+        ("other_1.2.0__x", "queued", None, {"app": "other", "version": "1.2.0"}),
+    ]
+    words = duplicate_words("ami_release", {"app": "demo-web", "version": "1.1.5"}, active)
+    assert words == (
+        "demo-web 1.1.5 is already being released by run demo-web_1.1.5__2026-12-04T02:46:58Z-aa (running since "
+        "2026-12-04 02:46:58 UTC). Follow that run: when it succeeds the version is released; if it fails, trigger "
+        "again."
+    )
+    assert duplicate_words("ami_release", {"app": "demo-web", "version": "1.2.0"}, active) is None  # another app's
+    assert duplicate_words("ami_release", {"app": "demo-web", "version": "1.1.6"}, active) is None
+    rollbacks = [("rollback_demo-web__x", "queued", since, {"app": "demo-web", "reason": "r" * 10})]
+    words = duplicate_words("ami_rollback", {"app": "demo-web", "target": "1.0.0"}, rollbacks)
+    assert words is not None and "a rollback of demo-web is already queued: run rollback_demo-web__x" in words
+    assert duplicate_words("ami_rollback", {"app": "other"}, rollbacks) is None
 
 
 # -- through the API server ------------------------------------------------------------------------
@@ -146,7 +179,35 @@ def test_a_good_trigger_is_named_after_its_conf(server: ApiServer) -> None:
         "/api/v2/dags/ami_release/dagRuns",
         {"logical_date": None, "dag_run_id": own, "conf": {"app": "demo-web", "version": "1.2.1"}},
     )
-    assert status == 409, body
+    assert status == 409 and f"demo-web 1.2.1 is already being released by run {own}" in body["detail"], body
+
+
+def test_the_same_trigger_twice_at_once_is_one_run_or_two_never_a_database_error(server: ApiServer) -> None:
+    """Double clicks (issue 26): the same release or rollback twice -> one run, the second answered 409
+    in words naming it; the same manual retention twice -> two runs (Airflow queues the second)."""
+    conf = {"app": "demo-win", "version": "4.0.0"}
+    first = call(server, "POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+    second = call(server, "POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+    assert first[0] == 200, first
+    assert second[0] == 409, second
+    assert second[1]["detail"].startswith(
+        f"Not started: demo-win 4.0.0 is already being released by run {first[1]['dag_run_id']} (queued since 20"
+    ) and second[1]["detail"].endswith(
+        " UTC). Follow that run: when it succeeds the version is released; if it fails, trigger again."
+    ), second
+    rollback = {"app": "demo-win", "reason": "INC-2: the same rollback twice"}
+    first = call(server, "POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": rollback})
+    second = call(server, "POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": rollback})
+    assert first[0] == 200 and second[0] == 409, (first, second)
+    assert f"a rollback of demo-win is already queued: run {first[1]['dag_run_id']}" in second[1]["detail"]
+    started = [
+        call(server, "POST", "/api/v2/dags/ami_retention_manual/dagRuns", {"logical_date": None, "conf": {}})
+        for _ in range(2)
+    ]
+    assert [s for s, _ in started] == [200, 200], started
+    a, b = (body["dag_run_id"] for _, body in started)
+    assert a != b and a.split("__")[0] == b.split("__")[0] == "policy", (a, b)
+    assert "Unique constraint" not in json.dumps(started)
 
 
 def test_no_credentials_no_words(server: ApiServer) -> None:
@@ -194,3 +255,54 @@ def test_the_trigger_form_shows_the_words(admin_page: Any, server: ApiServer, ar
     page.goto(f"{server.base}/dags/ami_release/runs")
     page.get_by_text("demo-web_1.3.0__", exact=False).first.wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "runs-list-named.png"))
+
+
+def test_a_released_version_is_answered_409_at_the_trigger_from_the_ledger(server: ApiServer, aws_sandbox) -> None:
+    """The ledger (S3, through aws_default) holds a succeeded 4.1.0 of demo-win (written here as the
+    record task writes it; tests/release/test_one_release_e2e.py makes one through a real release):
+    ami_release 4.1.0 is answered 409 in words naming it, before a run exists; 4.1.0-rc.1 (a
+    release id sharing the prefix) and a rebuild on purpose are started."""
+    from amirelease.ledger import Ledger
+    from tests.ui.server import LEDGER_BUCKET
+
+    ledger = Ledger(aws_sandbox.client("s3"), LEDGER_BUCKET)
+    ledger.put(
+        {
+            "app": "demo-win",
+            "version": "4.1.0",
+            "release_id": "demo-win-4.1.0-0a1b2c3d4e5f",
+            "kind": "release",
+            "outcome": "succeeded",
+            "amis": {"us-east-1": "ami-0feedbeef0000041"},
+            "dag_id": "ami_release",
+            "pipeline_run": "demo-win_4.1.0__2026-12-04T02:46:58Z-aa11bb",
+            "started_at": "2026-12-04T02:46:58Z",
+            "finished_at": "2026-12-04T02:58:01Z",
+        }
+    )
+    ledger.put({**ledger.get("demo-win", "demo-win-4.1.0-0a1b2c3d4e5f"), "release_id": "demo-win-4.1.0-rc.1-f0"})
+    ledger.update("demo-win", "demo-win-4.1.0-rc.1-f0", version="4.1.0-rc.1", outcome="failed")
+    before = runs(server, "ami_release")
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_release/dagRuns",
+        {"logical_date": None, "conf": {"app": "demo-win", "version": "4.1.0"}},
+    )
+    assert status == 409, body
+    assert body["detail"].startswith(
+        "Not started: demo-win 4.1.0 was already released: release demo-win-4.1.0-0a1b2c3d4e5f (finished "
+        "2026-12-04T02:58:01Z, AMI ami-0feedbeef0000041, run ami_release/demo-win_4.1.0__2026-12-04T02:46:58Z-aa11bb). "
+        "To go on: to bring that release back, trigger ami_rollback with target 4.1.0;"
+    ), body
+    assert runs(server, "ami_release") == before
+    status, body = call(
+        server,
+        "POST",
+        "/api/v2/dags/ami_release/dagRuns",
+        {"logical_date": None, "conf": {"app": "demo-win", "version": "4.1.0-rc.1"}},
+    )
+    assert status == 200, body  # its only release failed: it may be tried again
+    rebuild = {"app": "demo-win", "version": "4.1.0", "rebuild": True, "rebuild_reason": "CVE-2026-1234 base image"}
+    status, body = call(server, "POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": rebuild})
+    assert status == 200 and body["conf"]["rebuild"] is True, body

@@ -10,7 +10,10 @@ from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 
-from amirelease.ledger import ReleaseLock, ledger_bucket, utcnow
+from amirelease.constants import TaskIds
+from amirelease.errors import PreflightError
+from amirelease.handoffs import ReleasePlan
+from amirelease.ledger import Ledger, ReleaseLock, already_released, ledger_bucket, released_words, utcnow, ways_on
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -23,6 +26,11 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
     while another run of the same app holds it. Different apps never wait for each other.
     The lock is released by the pipeline's last task, whatever the outcome.
 
+    Once it holds the lock it re-checks what preflight decided before the lock (DESIGN.md,
+    "decide under the lock"): a plain release whose version has meanwhile been released by
+    another run (two triggers of one version that both passed preflight) is refused here,
+    before anything is built, in the same words as preflight's refusal.
+
     :param app: the application (rendered from the plan; a text template, so the sensor's own
         trigger rule is free of the setup task's constraints).
     """
@@ -30,7 +38,7 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
     aws_hook_class = S3Hook
     template_fields: Sequence[str] = aws_template_fields("app")
     iam_role = "deploy"
-    iam_actions = ("s3:DeleteObject", "s3:GetObject", "s3:PutObject")
+    iam_actions = ("s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject")
     ui_color = "#fff7d6"
 
     def __init__(self, *, app: str, **kwargs: Any) -> None:
@@ -44,14 +52,22 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         ti = context["ti"]
         app = self.app
         lock = ReleaseLock(self.hook.conn, ledger_bucket(), app)
-        me = {"dag_id": ti.dag_id, "run_id": ti.run_id, "app": app, "acquired_at": utcnow()}
+        raw_plan = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
+        plan = ReleasePlan.from_xcom(raw_plan) if raw_plan else None
+        me = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "app": app,
+            "version": plan.version if plan else None,
+            "acquired_at": utcnow(),
+        }
         ok, holder = lock.try_acquire(me)
         if ok:
             self.log.info("Release lock for %s acquired by %s", app, ti.run_id)
-            return True
+            return self._held(plan)
         if holder is None:  # released between our attempt and our look: try once more
             ok, _ = lock.try_acquire(me)
-            return ok
+            return self._held(plan) if ok else False
         state = None
         try:
             state = ti.get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])
@@ -66,7 +82,7 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
             )
             lock.break_stale(holder)
             ok, _ = lock.try_acquire(me)
-            return ok
+            return self._held(plan) if ok else False
         self.log.info(
             "Another release of %s is running (%s %s since %s): waiting",
             app,
@@ -75,3 +91,35 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
             holder.get("acquired_at"),
         )
         return False
+
+    def _held(self, plan: ReleasePlan | None) -> bool:
+        """Called once the lock is ours: re-check, under the lock, what preflight decided."""
+        if plan is not None:
+            self.recheck(Ledger(self.hook.conn, ledger_bucket()), plan)
+        return True
+
+    def recheck(self, ledger: Ledger, plan: ReleasePlan) -> None:
+        """A plain release of a version that another run released while this one waited, or a
+        rebuild of a version that another run released or rebuilt meanwhile (a double click),
+        is refused here; the lock is released by ``record``. A rollback's re-release is checked
+        by its own ``mark_rolled_back``."""
+        if plan.re_release_of:
+            return
+        existing = already_released(ledger.history(plan.app), plan.version, besides=plan.release_id)
+        if plan.rebuild_of:
+            if existing is not None and existing.get("release_id") != plan.rebuild_of:
+                raise PreflightError(
+                    released_words(plan.app, existing)
+                    + f" while this rebuild of {plan.rebuild_of} waited for the release lock; nothing was built for "
+                    "this run",
+                    fix="look at that release; if you still need another rebuild, trigger it again",
+                )
+            self.log.info("Under the lock: nobody rebuilt %s %s meanwhile; going on", plan.app, plan.version)
+            return
+        if existing is not None:
+            raise PreflightError(
+                released_words(plan.app, existing)
+                + " while this run waited for the release lock; nothing was built for this run",
+                fix=ways_on(plan.version),
+            )
+        self.log.info("Under the lock: %s %s has no succeeded release yet; going on", plan.app, plan.version)

@@ -18,8 +18,9 @@ from amirelease.errors import ConfigError, PreflightError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
-from amirelease.ledger import Ledger, ledger_bucket
+from amirelease.ledger import Ledger, ReleaseLock, already_released, ledger_bucket, released_words, ways_on
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
+from amirelease.operators.lock import FINISHED
 from amirelease.release import ami_name, files_digest, newest_image, release_id
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 GIT_REF_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}", re.ASCII)
 MAX_NOTES = 500
+MIN_REBUILD_REASON = 10
 
 
 def resolve_base_image(
@@ -70,6 +72,18 @@ def text_param(name: str, value: object, *, example: str) -> str:
             fix=f"type it as text, e.g. {example}",
         )
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """A boolean trigger parameter, rendered as text by the templates: exactly true or false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0", "", "none"):
+        return False
+    raise ConfigError(f"parameter '{name}' must be true or false, got {value!r}", fix="tick or untick the box")
 
 
 def check_git_ref(value: str) -> str | None:
@@ -129,12 +143,14 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     :param notes: optional release notes (kept in the ledger).
     :param triggered_by: who triggered the run (kept in the ledger).
     :param re_release: for a rollback, the output of ``resolve_target`` (a RollbackTarget).
+    :param rebuild: bake a version that was already released again, on purpose (true/false).
+    :param rebuild_reason: why the rebuild (at least 10 characters; kept in the ledger).
     :param vault_conn_id: the Vault connection (AppRole) the secrets are read with.
     """
 
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields(
-        "app", "version", "git_ref", "notes", "triggered_by", "re_release"
+        "app", "version", "git_ref", "notes", "triggered_by", "re_release", "rebuild", "rebuild_reason"
     )
     ui_color = "#e8f4fa"
     iam_actions = (
@@ -158,6 +174,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         notes: str | None = None,
         triggered_by: str | None = None,
         re_release: Any = None,
+        rebuild: bool | str = False,
+        rebuild_reason: str | None = None,
         vault_conn_id: str = "vault_default",
         **kwargs: Any,
     ) -> None:
@@ -168,6 +186,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self.notes = notes
         self.triggered_by = triggered_by
         self.re_release = re_release
+        self.rebuild = rebuild
+        self.rebuild_reason = rebuild_reason
         self.vault_conn_id = vault_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -184,6 +204,9 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
         run_id = context["run_id"]
+        rebuild_of, rebuild_reason = (
+            (None, None) if target else self._one_release_per_version(ledger, app_name, version, context)
+        )
 
         with TemporaryDirectory(prefix="release-preflight-") as tmp:
             source: dict[str, Any] | None = None
@@ -313,6 +336,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             re_release_of=target.target_release_id if target else None,
             source_bundle=source_bundle,
             source=source,
+            rebuild_of=rebuild_of,
+            rebuild_reason=rebuild_reason,
         )
         self.log.info(
             "Release plan: %s %s, release id %s, run list %s, bundle %s… (%d files), base image %s, regions %s",
@@ -326,6 +351,63 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             ", ".join(plan.regions),
         )
         return plan.to_xcom()
+
+    def _one_release_per_version(
+        self, ledger: Ledger, app_name: str, version: str, context: Context
+    ) -> tuple[str | None, str | None]:
+        """A version is released once: refuse a second release of a version that has a succeeded
+        release in the ledger, or that another run is releasing right now (it holds the app's
+        lock), unless ``rebuild`` asks for it on purpose. Returns (rebuild_of, rebuild_reason).
+
+        A version whose releases all failed may be released again. Two runs of one version that
+        both pass here before either holds the lock are told apart under the lock
+        (ReleaseLockSensor re-checks the ledger once it holds it)."""
+        app = catalog.known_app(app_name).name
+        rebuild = flag("rebuild", self.rebuild)
+        reason = text_param("rebuild_reason", self.rebuild_reason, example="CVE-2026-1234: today's base image").strip()
+        existing = already_released(ledger.history(app), version)
+        if rebuild:
+            if existing is None:
+                raise ConfigError(
+                    f"'rebuild' is ticked, but {app} {version} has no succeeded release to rebuild",
+                    fix="untick 'rebuild' to release it as a new version (a version whose releases all failed may "
+                    "simply be released again)",
+                )
+            if len(reason) < MIN_REBUILD_REASON:
+                raise ConfigError(
+                    f"a rebuild of {app} {version} needs a reason of at least {MIN_REBUILD_REASON} characters",
+                    fix="say why the same version is baked again (e.g. 'CVE-2026-1234: today's base image'); it goes "
+                    "in the ledger",
+                )
+            self.log.info(
+                "Rebuild on purpose: %s; it is baked again from today's source and base image and recorded as a "
+                "rebuild of %s. Reason: %s",
+                released_words(app, existing),
+                existing["release_id"],
+                reason,
+            )
+        else:
+            if reason:
+                self.log.info("A rebuild reason was given but 'rebuild' is not ticked: this is a plain release")
+            if existing is not None:
+                raise PreflightError(
+                    released_words(app, existing) + "; nothing was built for this run", fix=ways_on(version)
+                )
+        holder = ReleaseLock(ledger.s3, ledger.bucket, app).holder()
+        if holder and holder.get("version") == version and holder.get("run_id") != context["run_id"]:
+            try:
+                state = context["ti"].get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])
+            except Exception as exc:  # noqa: BLE001 - an unknown run is as good as finished (as the lock sees it)
+                self.log.info("Lock holder run %s not found (%s)", holder.get("run_id"), type(exc).__name__)
+                state = None
+            if state is not None and str(state) not in FINISHED:
+                raise PreflightError(
+                    f"{app} {version} is being released right now by run {holder['dag_id']}/{holder['run_id']} "
+                    f"(it holds the app's release lock since {holder.get('acquired_at')}); nothing was built for "
+                    "this run",
+                    fix="follow that run: when it succeeds the version is released; if it fails, trigger again",
+                )
+        return (str(existing["release_id"]), reason) if rebuild and existing is not None else (None, None)
 
     def _from_git(
         self, central: catalog.Entry, git_ref: str | None, tmp: Path

@@ -31,6 +31,17 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 FAILED_STATES = ("failed", "upstream_failed")
+# tasks after the lock that re-check what was decided before it: a refusal there (a typed
+# PreflightError/ConfigError, raised before they change anything) is a refusal like preflight's
+RECHECK_TASK_IDS = (TaskIds.LOCK, TaskIds.MARK_ROLLED_BACK)
+REFUSAL_ERRORS = ("PreflightError:", "ConfigError:")
+
+
+def refused(failed_task: str | None, reason: object, before_lock: set[str]) -> bool:
+    """Was the release refused before anything was built or changed? (pure)"""
+    if failed_task in before_lock:
+        return True
+    return failed_task in RECHECK_TASK_IDS and str(reason or "").startswith(REFUSAL_ERRORS)
 
 
 def _by_task(states: dict[str, str | None], order: list[str]) -> dict[str, list[str | None]]:
@@ -83,8 +94,10 @@ def build_record(
         "app": plan.app,
         "version": plan.version,
         "release_id": plan.release_id,
-        "kind": "re-release" if plan.re_release_of else "release",
+        "kind": "re-release" if plan.re_release_of else "rebuild" if plan.rebuild_of else "release",
         "re_release_of": plan.re_release_of,
+        "rebuild_of": plan.rebuild_of,
+        "rebuild_reason": plan.rebuild_reason,
         "outcome": outcome,
         "failed_task": failed_task,
         "failure_reason": reason,
@@ -187,7 +200,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         reason = ti.xcom_pull(task_ids=failed_task, key="failure") if failed_task else None
         if isinstance(reason, list):
             reason = next((r for r in reason if r), None)
-        if failed_task in self.refusal_task_ids:
+        if refused(failed_task, reason, self.refusal_task_ids):
+            self._release_lock(plan.app, ti)
             self.log.info(
                 "Release %s %s was refused at '%s' before anything was built or changed (no ledger record): %s",
                 plan.app,

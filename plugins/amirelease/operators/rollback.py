@@ -11,12 +11,21 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease import catalog
 from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, TAG_RELEASE_ID, TAG_VERSION
-from amirelease.errors import ConfigError, PreflightError
+from amirelease.errors import PreflightError
 from amirelease.handoffs import BundleRef, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.ledger import Ledger, fleet_targets, ledger_bucket, pick_rollback_target, rolled_back_entry, utcnow
+from amirelease.ledger import (
+    Ledger,
+    Record,
+    choice_words,
+    fleet_targets,
+    ledger_bucket,
+    pick_rollback_target,
+    rolled_back_entry,
+    utcnow,
+)
 from amirelease.operators.base import ReleaseOperatorMixin, tag_list, tags_dict
-from amirelease.operators.preflight import text_param
+from amirelease.operators.preflight import flag, text_param
 from amirelease.release import release_id, tag_value
 
 if TYPE_CHECKING:
@@ -25,16 +34,53 @@ if TYPE_CHECKING:
 MIN_REASON = 10
 
 
-def flag(name: str, value: object) -> bool:
-    """A boolean trigger parameter, rendered as text by the templates: exactly true or false."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0", "", "none"):
-        return False
-    raise ConfigError(f"parameter '{name}' must be true or false, got {value!r}", fix="tick or untick the box")
+def live_release(clients: Any, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:
+    """What the app's groups run now: the AMI(s) in service and the release they belong to
+    (``release_id``/``version`` None when no in-service AMI carries a ReleaseId)."""
+    amis: dict[str, str] = {}
+    found: dict[str, str] = {}
+    for t in targets:
+        group = clients.autoscaling(t.region).describe_group(t.auto_scaling_group)
+        if group is None:
+            log.info("Group %s does not exist in %s: nothing runs there", t.auto_scaling_group, t.region)
+            continue
+        ids = [i["InstanceId"] for i in group.get("Instances", []) if i.get("LifecycleState") == "InService"]
+        if not ids:
+            continue
+        ec2 = clients.ec2(t.region)
+        images = {i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+        for image in ec2.describe_images(ImageIds=sorted(images))["Images"]:
+            amis[t.region] = image["ImageId"]
+            tags = tags_dict(image.get("Tags"))
+            if tags.get(TAG_RELEASE_ID):
+                found[tags[TAG_RELEASE_ID]] = tags.get(TAG_VERSION, "")
+    rid = max(found, default=None)
+    return {"amis": amis, "release_id": rid, "version": found.get(rid) if rid else None}
+
+
+def went_live_words(asked: RollbackTarget, live: dict[str, Any], history: list[Record]) -> str | None:
+    """None when what runs now is what the rollback was asked against; else what changed, in words (pure)."""
+    if live.get("release_id") == asked.current_release_id and (
+        asked.current_release_id or live.get("amis") == asked.current_amis
+    ):
+        return None
+    record = next((r for r in history if r.get("release_id") == live.get("release_id")), None)
+    now = (
+        f"{live.get('version')} ({live['release_id']})"
+        if live.get("release_id")
+        else "an AMI this pipeline did not build"
+    )
+    when = f" at {record.get('finished_at')}" if record and record.get("finished_at") else ""
+    was = (
+        f"{asked.current_version} ({asked.current_release_id})"
+        if asked.current_release_id
+        else f"what ran then ({', '.join(asked.current_amis.values()) or 'nothing'})"
+    )
+    again = f"roll back {live.get('version')}" if live.get("release_id") else "roll back what runs now"
+    return (
+        f"{now} went live{when}, after you asked to roll back {was}; nothing was marked, held or built by this "
+        f"rollback. Trigger ami_rollback again to {again}"
+    )
 
 
 class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
@@ -91,7 +137,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
         history = ledger.history(app.name)
-        current = self._current(fleet_targets(app, history))
+        current = live_release(self.clients, fleet_targets(app, history), self.log)
         current_rid = current.get("release_id")
         self.log.info(
             "%s now runs %s (release %s)",
@@ -102,6 +148,9 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         target = pick_rollback_target(
             history, current_rid, wanted, allow_rolled_back=flag("confirm_rolled_back", self.confirm_rolled_back)
         )
+        choice = choice_words(history, wanted, target)
+        if choice:
+            self.log.warning("Target %s: %s", wanted, choice)
         self.log.info(
             "Rolling %s forward to a re-release of %s (%s, finished %s, bundle %s…)",
             app.name,
@@ -122,34 +171,13 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
             reason=reason,
         ).to_xcom()
 
-    def _current(self, targets: tuple[catalog.Target, ...]) -> dict[str, Any]:
-        """The AMI(s) in service in the app's groups and the release they belong to."""
-        amis: dict[str, str] = {}
-        found: dict[str, str] = {}
-        for t in targets:
-            group = self.clients.autoscaling(t.region).describe_group(t.auto_scaling_group)
-            if group is None:
-                self.log.info("Group %s does not exist in %s: nothing runs there", t.auto_scaling_group, t.region)
-                continue
-            ids = [i["InstanceId"] for i in group.get("Instances", []) if i.get("LifecycleState") == "InService"]
-            if not ids:
-                continue
-            ec2 = self.clients.ec2(t.region)
-            images = {
-                i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]
-            }
-            for image in ec2.describe_images(ImageIds=sorted(images))["Images"]:
-                amis[t.region] = image["ImageId"]
-                tags = tags_dict(image.get("Tags"))
-                if tags.get(TAG_RELEASE_ID):
-                    found[tags[TAG_RELEASE_ID]] = tags.get(TAG_VERSION, "")
-        rid = max(found, default=None)
-        return {"amis": amis, "release_id": rid, "version": found.get(rid) if rid else None}
-
 
 class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
     """
-    Record the release being replaced as rolled back (by this rollback, when, why) in its
+    Runs right after ``release_lock``: first re-checks, under the app's lock, that what the
+    groups run is still what ``resolve_target`` saw (DESIGN.md, "decide under the lock"); if a
+    release went live in between, it refuses, before anything is marked, held or built. Then:
+    record the release being replaced as rolled back (by this rollback, when, why) in its
     ledger record, so no later rollback picks it by default; and, unless turned off, place a
     forensic hold on its AMI(s) (tags ForensicHold/ForensicHoldReason, which the retention DAG
     honours) and note the hold in the same record.
@@ -161,7 +189,15 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields("resolved", "hold")
     ui_color = "#fde8e8"
-    iam_actions = ("ec2:CreateTags", "s3:GetObject", "s3:PutObject")
+    iam_actions = (
+        "autoscaling:DescribeAutoScalingGroups",
+        "ec2:CreateTags",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstances",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+    )
 
     def __init__(self, *, resolved: Any, hold: bool | str = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -170,6 +206,11 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         r = RollbackTarget.from_xcom(self.resolved)
+        self.recheck(r)
+        return self.mark(r, context)
+
+    def mark(self, r: RollbackTarget, context: Context) -> dict[str, Any] | None:
+        """Mark ``r.current_release_id`` rolled back by this run and hold its AMI(s) (after the re-check)."""
         ti = context["ti"]
         now = utcnow()
         hold = None
@@ -214,3 +255,22 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
                 r.reason,
             )
         return hold
+
+    def recheck(self, asked: RollbackTarget) -> None:
+        """Under the lock: what runs now must be what resolve_target saw, or the rollback stops."""
+        ledger = Ledger(self.clients.s3(), ledger_bucket())
+        history = ledger.history(asked.app)
+        live = live_release(self.clients, fleet_targets(catalog.known_app(asked.app), history), self.log)
+        changed = went_live_words(asked, live, history)
+        if changed:
+            raise PreflightError(
+                changed,
+                fix="look at what runs now (Releases page, or python -m amirelease.cli history "
+                f"{asked.app}) and trigger ami_rollback again if you still need to roll back",
+            )
+        self.log.info(
+            "Under the lock: %s still runs %s (%s), as when the rollback was asked for; marking it",
+            asked.app,
+            asked.current_version or "an AMI this pipeline did not build",
+            asked.current_release_id or ", ".join(asked.current_amis.values()) or "nothing",
+        )

@@ -114,7 +114,10 @@ def _by_ami(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def kind_label(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
-    """'release' or 're-release of 1.1.0'."""
+    """'release', 're-release of 1.1.0' or 'rebuild of 1.1.0 (<release id>)'."""
+    if record.get("kind") == "rebuild" or record.get("rebuild_of"):
+        rebuilt = str(record.get("rebuild_of") or "")
+        return f"rebuild of {record.get('version')}" + (f" ({rebuilt})" if rebuilt else "")
     of = record.get("re_release_of")
     if not of and record.get("kind") != "re-release":
         return "release"
@@ -434,7 +437,7 @@ def timeline(snap: AppSnapshot, root: str) -> list[TimelineRow]:
                 failed_task=str(r.get("failed_task") or "") if failed else "",
                 failure_reason=str(r.get("failure_reason") or "") if failed else "",
                 by=str(r.get("triggered_by") or ""),
-                reason=str(r.get("reason") or ""),
+                reason=str(r.get("rebuild_reason") or r.get("reason") or ""),
                 run_href=run_href(root, r.get("dag_id"), r.get("pipeline_run")),
                 hold=held,
                 hold_class=held_class,

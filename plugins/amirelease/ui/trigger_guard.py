@@ -12,9 +12,18 @@ make:
   the metadata DB, so the DAG file stays the one place the rules live); a failure is answered
   400 with the param's title, what was wrong and its description: "Version: '1.2' is not in the
   expected form. MAJOR.MINOR.PATCH in plain digits, …". Nothing is created.
-- a run without a caller-chosen id is named after its conf: ``demo-web_1.2.0__2026-11-26T13:01:56Z``
-  (release), ``rollback_demo-web_to_1.1.0__…`` (rollback), ``dry-run__…`` (manual retention),
-  so the runs list says what each run is about.
+- a trigger that repeats what is already under way or done is answered 409 in words (issue
+  26): an ``ami_release`` of an app and version that a queued or running run is releasing, or
+  whose version has a succeeded release in the ledger (S3, one listing, unless ``rebuild`` is
+  ticked); an ``ami_rollback`` of an app that a queued or running rollback is rolling back.
+  Active runs come from the metadata DB (the API server has it); the ledger through the AWS
+  connection. Preflight and the lock remain the authority: when either look-up fails, the
+  trigger goes on and preflight decides.
+- a run without a caller-chosen id is named after its conf, the second and a short random
+  suffix: ``demo-web_1.2.0__2026-11-26T13:01:56Z-3f9c2a`` (release), ``rollback_demo-web_to_1.1.0__…``
+  (rollback), ``dry-run__…`` (manual retention), so the runs list says what each run is about and
+  two triggers in one second (a double click, a re-sent webhook) are two runs, never the
+  database's "Unique constraint violation".
 
 Everything else (authentication, permissions, the remaining validation, creating the run) is
 Airflow's: the middleware never creates anything and passes every other request through
@@ -27,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +47,7 @@ GUARDED_DAGS = ("ami_release", "ami_rollback", "ami_retention_manual")
 _TRIGGER_PATH = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns/?$")
 _MAX_BODY = 256 * 1024  # a trigger body is a few hundred bytes; anything larger is not ours to read
 _NOT_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]+")
+RUN_SUFFIX_BYTES = 3  # 6 hex characters: two triggers in one second collide once in 16 million
 # the most telling error first: the expected form (type, choices, pattern) before a length
 _ERROR_RANK = {"type": 0, "enum": 1, "pattern": 2, "minLength": 3, "maxLength": 4}
 
@@ -110,9 +121,12 @@ def problems(params: Mapping[str, tuple[Mapping[str, Any], str, Any]], conf: Map
     return found
 
 
-def run_name(dag_id: str, conf: Mapping[str, Any], now: datetime) -> str | None:
-    """'demo-web_1.2.0__2026-11-26T13:01:56Z': what the run is about, then when it was asked for."""
+def run_name(dag_id: str, conf: Mapping[str, Any], now: datetime, suffix: str | None = None) -> str | None:
+    """'demo-web_1.2.0__2026-11-26T13:01:56Z-3f9c2a': what the run is about, when it was asked
+    for, and a random suffix: two triggers in the same second (a double click, a re-sent webhook)
+    get two run ids instead of the database's "Unique constraint violation"."""
     when = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    suffix = secrets.token_hex(RUN_SUFFIX_BYTES) if suffix is None else suffix
     app = str(conf.get("app") or "")
     if dag_id == "ami_release" and app and conf.get("version"):
         what = f"{app}_{conf['version']}"
@@ -122,7 +136,63 @@ def run_name(dag_id: str, conf: Mapping[str, Any], now: datetime) -> str | None:
         what = str(conf.get("mode") or "dry-run").replace(" ", "-")
     else:
         return None
-    return f"{_NOT_RUN_ID.sub('-', what)[:200]}__{when}"
+    return f"{_NOT_RUN_ID.sub('-', what)[:200]}__{when}-{_NOT_RUN_ID.sub('-', suffix)}"
+
+
+def duplicate_words(dag_id: str, conf: Mapping[str, Any], active: list[tuple[str, str, Any, Any]]) -> str | None:
+    """Words for a trigger that repeats a run already queued or running, or None (pure).
+
+    :param active: (run id, state, start or queued time, conf) of the DAG's queued and running runs.
+    """
+    app = conf.get("app")
+    for run_id, state, since, other in active:
+        other = other or {}
+        if other.get("app") != app:
+            continue
+        at = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if isinstance(since, datetime) else ""
+        if dag_id == "ami_release" and other.get("version") == conf.get("version"):
+            return (
+                f"{app} {conf.get('version')} is already being released by run {run_id} ({state}{at}). "
+                "Follow that run: when it succeeds the version is released; if it fails, trigger again."
+            )
+        if dag_id == "ami_rollback":
+            return (
+                f"a rollback of {app} is already {state}: run {run_id}{at}. Follow that run; when it has finished, "
+                "look at what runs now and trigger again if you still need to roll back."
+            )
+    return None
+
+
+def released_already(conf: Mapping[str, Any], aws_conn_id: str = "aws_default") -> str | None:
+    """For an ami_release trigger without ``rebuild``: the refusal words when the ledger (S3,
+    through the AWS connection) holds a succeeded release of the version, else None. One
+    listing by the version's release-id prefix; preflight makes the same check again."""
+    from amirelease.aws import AwsClients
+    from amirelease.ledger import Ledger, already_released, ledger_bucket, released_words, ways_on
+
+    app, version = str(conf.get("app") or ""), str(conf.get("version") or "")
+    if not app or not version or conf.get("rebuild") in (True, "true"):
+        return None
+    ledger = Ledger(AwsClients(aws_conn_id=aws_conn_id).s3(), ledger_bucket())
+    existing = already_released(ledger.of_version(app, version), version)
+    if existing is None:
+        return None
+    return f"{released_words(app, existing)}. To go on: {ways_on(version)}."
+
+
+def active_runs(dag_id: str) -> list[tuple[str, str, Any, Any]]:
+    """The DAG's queued and running runs from the metadata DB: (run id, state, since, conf)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        rows = (
+            session.query(DagRun.run_id, DagRun.state, DagRun.start_date, DagRun.queued_at, DagRun.conf)
+            .filter(DagRun.dag_id == dag_id, DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))
+            .all()
+        )
+        return [(r[0], str(r[1]), r[2] or r[3], r[4]) for r in rows]
 
 
 # -- the middleware -----------------------------------------------------------------------------
@@ -213,26 +283,40 @@ class TriggerGuard:
             return body
         found = problems(params, conf)
         if found:
-            detail = f"Not started: {' '.join(found)}"
-            payload = json.dumps({"detail": detail}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await _answer(send, 400, f"Not started: {' '.join(found)}")
+            return None
+        full = {**{k: v[2] for k, v in params.items()}, **conf}
+        try:
+            duplicate = duplicate_words(dag_id, full, await run_in_threadpool(active_runs, dag_id))
+        except Exception:  # noqa: BLE001 - never why a trigger fails: preflight and the lock are the authority
+            log.warning("trigger guard: could not list the active runs of %s; leaving it to preflight", dag_id)
+            duplicate = None
+        if duplicate is None and dag_id == "ami_release":
+            try:
+                duplicate = await run_in_threadpool(released_already, full)
+            except Exception as exc:  # noqa: BLE001 - the ledger unreachable from here: preflight decides
+                log.warning("trigger guard: could not read the release ledger (%s); leaving it to preflight", exc)
+        if duplicate:
+            await _answer(send, 409, f"Not started: {duplicate}")
             return None
         if not data.get("dag_run_id"):
-            name = run_name(dag_id, {**{k: v[2] for k, v in params.items()}, **conf}, datetime.now(UTC))
+            name = run_name(dag_id, full, datetime.now(UTC))
             if name and _allowed_run_id(name):
                 data["dag_run_id"] = name
                 return json.dumps(data).encode()
         return body
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

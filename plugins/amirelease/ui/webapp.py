@@ -315,7 +315,7 @@ def trigger_rollback(conf: dict[str, Any], who: str) -> str:
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.utils.types import DagRunTriggeredByType
 
-    from amirelease.ui.trigger_guard import dag_params, problems, run_name
+    from amirelease.ui.trigger_guard import active_runs, dag_params, duplicate_words, problems, run_name
 
     params = dag_params(ROLLBACK_DAG)
     if params is None:
@@ -325,6 +325,9 @@ def trigger_rollback(conf: dict[str, Any], who: str) -> str:
     found = problems(params, conf)
     if found:
         raise ReleaseError(" ".join(found))
+    duplicate = duplicate_words(ROLLBACK_DAG, conf, active_runs(ROLLBACK_DAG))
+    if duplicate:
+        raise ReleaseError(duplicate)
     run_id = run_name(ROLLBACK_DAG, conf, datetime.now(UTC))
     try:
         dag_run = trigger_dag(

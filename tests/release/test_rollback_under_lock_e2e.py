@@ -1,0 +1,119 @@
+"""A rollback decides under the release lock (issue 26, item 3), through Airflow against the
+sandbox: the issue's scenario, replayed. A release (A) holds demo-web's lock and is baking; a
+rollback is triggered, resolves "roll back what runs now" at once, then waits at release_lock.
+A goes live. Once the rollback holds the lock, mark_rolled_back sees that what runs now is not
+what it was asked to roll back, and stops: nothing marked, nothing held, nothing built."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from amirelease.handoffs import RollbackTarget
+from amirelease.ledger import utcnow
+from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
+from tests.conftest import REPO
+from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+from tests.release.invariant import ledger_tells_the_truth
+from tests.release.test_one_release_e2e import BUCKET, RUN_A, _lock_held
+from tests.release.test_rollback_e2e import _failure, _tags
+
+# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+
+
+def _images(sb) -> list[dict]:
+    ec2, _, _ = clients(sb)
+    return ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:App", "Values": ["demo-web"]}])["Images"]
+
+
+def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(fleet_env, tmp_path):
+    sb = fleet_env
+    _, _, s3 = clients(sb)
+    if len({r["version"] for r in ledger_records(sb) if r["outcome"] == "succeeded"}) < 2:  # something to go back to
+        first = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "9.0.0"})
+        assert first.state == "success", task_states(first)
+    since = utcnow()
+    before = {r["release_id"]: r for r in ledger_records(sb)}
+    holds_before = {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)}
+
+    code = RUN_A.format(
+        plugins=str(REPO / "plugins"),
+        dags=str(REPO / "dags"),
+        repo=str(REPO),
+        conf={"app": "demo-web", "version": "9.1.0", "notes": "A goes live while the rollback waits"},
+    )
+    a = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=os.environ.copy(),
+        stdout=(tmp_path / "a.log").open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _lock_held(s3):
+            assert a.poll() is None and time.monotonic() < deadline, "release A never took the lock"
+            time.sleep(0.2)
+        live_when_asked = group_images(sb)
+        rb = load_dag("ami_rollback").test(
+            run_conf={"app": "demo-web", "reason": "INC-26: 5xx on what runs now (asked before A went live)"}
+        )
+        a.wait(timeout=400)
+        out = (tmp_path / "a.log").read_text()
+    finally:
+        if a.poll() is None:
+            a.kill()
+    result = [line.split() for line in out.splitlines() if line.startswith("RESULT")]
+    assert result and result[0][2] == "success", out[-3000:]
+    records = {r["pipeline_run"]: r for r in ledger_records(sb)}
+    a_rec = records[result[0][1]]
+    asked = RollbackTarget.from_xcom(_xcom(rb, "resolve_target"))
+    assert asked.current_release_id in before and set(asked.current_amis.values()) == live_when_asked  # asked before A
+
+    states = task_states(rb)
+    assert rb.state == "failed" and states["release_lock"] == "success", states
+    assert states["mark_rolled_back"] == "failed", states
+    assert states["bake.packer-chef-linux"] == "upstream_failed", states  # nothing built
+    words = _failure(rb, "mark_rolled_back")
+    assert words == (
+        f"PreflightError: 9.1.0 ({a_rec['release_id']}) went live at {a_rec['finished_at']}, after you asked to roll "
+        f"back {asked.current_version} ({asked.current_release_id}); nothing was marked, held or built by this "
+        "rollback. Trigger ami_rollback again to roll back 9.1.0 Fix: look at what runs now (Releases page, or "
+        "python -m amirelease.cli history demo-web) and trigger ami_rollback again if you still need to roll back"
+    ), words
+
+    # nothing marked or held, nothing built, no record of the refused rollback, the lock released
+    after = {r["release_id"]: r for r in ledger_records(sb)}
+    assert set(after) == set(before) | {a_rec["release_id"]}, "the refused rollback wrote a ledger record"
+    assert all(after[rid] == rec for rid, rec in before.items()), "a record changed"
+    assert not after[a_rec["release_id"]]["rolled_back"] and not after[a_rec["release_id"]]["forensic_hold"]
+    assert {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)} == holds_before
+    assert run_images(sb, rb.run_id) == []
+    assert not _lock_held(s3)
+    assert group_images(sb) == set(a_rec["amis"].values())  # A is what runs
+    assert ledger_tells_the_truth(sb, since) == []
+
+    # asked again now, the rollback's re-check under the lock agrees with what runs
+    again = RollbackTarget.from_xcom(
+        ResolveRollbackTargetOperator(
+            task_id="resolve_target", app="demo-web", reason="INC-26: now roll back 9.1.0", region_name="us-east-1"
+        ).execute({"run_id": "manual__again"})
+    )
+    assert again.current_release_id == a_rec["release_id"]
+    MarkRolledBackOperator(task_id="mark_rolled_back", resolved=again.to_xcom(), region_name="us-east-1").recheck(again)
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="locks/").get("KeyCount", 0) == 0
+
+
+def _xcom(dr, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="return_value").one().value
+    return json.loads(value) if isinstance(value, str) else value
