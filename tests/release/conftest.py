@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import REPO
 
+LEDGER_BUCKET = "ami-release-ledger-123456789012"
+
 MUTATING = (
     "Create",
     "Run",
@@ -38,6 +40,53 @@ MUTATING = (
     "Import",
     "Stop",
 )
+
+
+RELEASE_IN_ITS_OWN_PROCESS = """
+import sys
+sys.path[:0] = [{plugins!r}, {dags!r}, {repo!r}]
+import ami_release
+dr = ami_release.dag.test(run_conf={conf!r})
+print("RESULT", dr.run_id, dr.state)
+"""
+
+
+class ReleaseHoldingTheLock:
+    """A release run in its own process (its own dag.test), started and waited for by a test
+    that acts while that release holds the app's lock; ``result`` is (run id, state) after."""
+
+    def __init__(self, s3, tmp_path, conf: dict, what: str = "release A", bucket: str = LEDGER_BUCKET) -> None:
+        self.s3, self.log, self.conf, self.what, self.bucket = s3, tmp_path / "a.log", conf, what, bucket
+        self.result: tuple[str, str] | None = None
+        self.output = ""
+
+    def __enter__(self) -> ReleaseHoldingTheLock:
+        code = RELEASE_IN_ITS_OWN_PROCESS.format(
+            plugins=str(REPO / "plugins"), dags=str(REPO / "dags"), repo=str(REPO), conf=self.conf
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=os.environ.copy(), stdout=self.log.open("w"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 180
+        while not self.lock_held():
+            assert self.proc.poll() is None and time.monotonic() < deadline, f"{self.what} never took the lock"
+            time.sleep(0.2)
+        return self
+
+    def lock_held(self, app: str = "demo-web") -> bool:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])
+        return f"locks/{app}.json" in [o["Key"] for o in listed]
+
+    def wait(self, timeout: float = 400) -> None:
+        self.proc.wait(timeout=timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.output = self.log.read_text()
+        found = [line.split() for line in self.output.splitlines() if line.startswith("RESULT")]
+        self.result = (found[0][1], found[0][2]) if found else None
 
 
 def mutations(sb) -> dict[str, int]:

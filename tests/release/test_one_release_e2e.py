@@ -5,19 +5,21 @@ while the first one runs is refused; and the lock re-checks what preflight decid
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
 
 from amirelease.errors import PreflightError
 from amirelease.handoffs import ReleasePlan
 from amirelease.ledger import Ledger, utcnow
 from amirelease.operators.lock import ReleaseLockSensor
-from tests.conftest import REPO
-from tests.release.conftest import clients, ledger_records, load_dag, mutations, run_images, task_states
+from tests.release.conftest import (
+    ReleaseHoldingTheLock,
+    clients,
+    ledger_records,
+    load_dag,
+    mutations,
+    run_images,
+    task_states,
+)
 from tests.release.invariant import ledger_tells_the_truth
 from tests.release.test_rollback_e2e import _failure, _tags
 
@@ -26,22 +28,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 BUCKET = "ami-release-ledger-123456789012"
 REASON = "CVE-2026-1234: bake 1.0.0 on today's base image"
-RUN_A = """
-import sys
-sys.path[:0] = [{plugins!r}, {dags!r}, {repo!r}]
-import ami_release
-dr = ami_release.dag.test(run_conf={conf!r})
-print("RESULT", dr.run_id, dr.state)
-"""
 
 
 def _newest_succeeded(sb, version: str) -> dict:
     done = [r for r in ledger_records(sb) if r["version"] == version and r["outcome"] == "succeeded"]
     return max(done, key=lambda r: r["finished_at"])
-
-
-def _lock_held(s3) -> bool:
-    return "locks/demo-web.json" in [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
 
 def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_env, tmp_path, release_plan, capsys):
@@ -68,28 +59,11 @@ def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_en
     # 2. a rebuild on purpose (run A, in its own process) is accepted; the same rebuild pressed
     #    again while A runs (B) is refused in preflight, naming A
     conf = {"app": "demo-web", "version": "1.0.0", "rebuild": True, "rebuild_reason": REASON}
-    code = RUN_A.format(plugins=str(REPO / "plugins"), dags=str(REPO / "dags"), repo=str(REPO), conf=conf)
-    a = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=os.environ.copy(),
-        stdout=(tmp_path / "a.log").open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not _lock_held(s3):
-            assert a.poll() is None and time.monotonic() < deadline, "rebuild A never took the lock"
-            time.sleep(0.2)
+    with ReleaseHoldingTheLock(s3, tmp_path, conf, what="rebuild A") as a:
         b = release.test(run_conf=conf)
-        a.wait(timeout=400)
-        out = (tmp_path / "a.log").read_text()
-    finally:
-        if a.poll() is None:
-            a.kill()
-    result = [line.split() for line in out.splitlines() if line.startswith("RESULT")]
-    assert result and result[0][2] == "success", out[-3000:]
-    a_run = result[0][1]
+        a.wait()
+    assert a.result and a.result[1] == "success", a.output[-3000:]
+    a_run = a.result[0]
     states = task_states(b)
     assert b.state == "failed" and states["preflight"] == "failed", states
     assert f"is being released right now by run ami_release/{a_run}" in _failure(b, "preflight")

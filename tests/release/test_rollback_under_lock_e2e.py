@@ -7,20 +7,23 @@ what it was asked to roll back, and stops: nothing marked, nothing held, nothing
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 
 from amirelease.handoffs import RollbackTarget
 from amirelease.ledger import utcnow
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
-from tests.conftest import REPO
-from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+from tests.release.conftest import (
+    LEDGER_BUCKET,
+    ReleaseHoldingTheLock,
+    clients,
+    group_images,
+    ledger_records,
+    load_dag,
+    run_images,
+    task_states,
+)
 from tests.release.invariant import ledger_tells_the_truth
-from tests.release.test_one_release_e2e import BUCKET, RUN_A, _lock_held
 from tests.release.test_rollback_e2e import _failure, _tags
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
@@ -42,37 +45,16 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     before = {r["release_id"]: r for r in ledger_records(sb)}
     holds_before = {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)}
 
-    code = RUN_A.format(
-        plugins=str(REPO / "plugins"),
-        dags=str(REPO / "dags"),
-        repo=str(REPO),
-        conf={"app": "demo-web", "version": "9.1.0", "notes": "A goes live while the rollback waits"},
-    )
-    a = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=os.environ.copy(),
-        stdout=(tmp_path / "a.log").open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not _lock_held(s3):
-            assert a.poll() is None and time.monotonic() < deadline, "release A never took the lock"
-            time.sleep(0.2)
+    conf = {"app": "demo-web", "version": "9.1.0", "notes": "A goes live while the rollback waits"}
+    with ReleaseHoldingTheLock(s3, tmp_path, conf) as a:
         live_when_asked = group_images(sb)
         rb = load_dag("ami_rollback").test(
             run_conf={"app": "demo-web", "reason": "INC-26: 5xx on what runs now (asked before A went live)"}
         )
-        a.wait(timeout=400)
-        out = (tmp_path / "a.log").read_text()
-    finally:
-        if a.poll() is None:
-            a.kill()
-    result = [line.split() for line in out.splitlines() if line.startswith("RESULT")]
-    assert result and result[0][2] == "success", out[-3000:]
+        a.wait()
+    assert a.result and a.result[1] == "success", a.output[-3000:]
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
-    a_rec = records[result[0][1]]
+    a_rec = records[a.result[0]]
     asked = RollbackTarget.from_xcom(_xcom(rb, "resolve_target"))
     assert asked.current_release_id in before and set(asked.current_amis.values()) == live_when_asked  # asked before A
 
@@ -95,7 +77,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     assert not after[a_rec["release_id"]]["rolled_back"] and not after[a_rec["release_id"]]["forensic_hold"]
     assert {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)} == holds_before
     assert run_images(sb, rb.run_id) == []
-    assert not _lock_held(s3)
+    assert not a.lock_held()
     assert group_images(sb) == set(a_rec["amis"].values())  # A is what runs
     assert ledger_tells_the_truth(sb, since) == []
 
@@ -107,7 +89,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     )
     assert again.current_release_id == a_rec["release_id"]
     MarkRolledBackOperator(task_id="mark_rolled_back", resolved=again.to_xcom(), region_name="us-east-1").recheck(again)
-    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="locks/").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=LEDGER_BUCKET, Prefix="locks/").get("KeyCount", 0) == 0
 
 
 def _xcom(dr, task_id: str):
