@@ -164,6 +164,9 @@ class SandboxMiddleware:
         # request's RoleArn, RoleSessionName and session tags (moto accepts the tags, keeps none)
         self.keys: dict[tuple[str, str], set[str]] = {}
         self.assume_requests: list[dict[str, Any]] = []
+        # access key id -> role ARN of every session AssumeRole handed out (kept across account
+        # resets, which empty moto's own list)
+        self.role_keys: dict[str, str] = {}
 
     def reset_counts(self) -> None:
         with self.counts_lock:
@@ -176,6 +179,10 @@ class SandboxMiddleware:
     def snapshot_keys(self) -> dict[tuple[str, str], set[str]]:
         with self.counts_lock:
             return {k: set(v) for k, v in self.keys.items()}
+
+    def snapshot_role_keys(self) -> dict[str, str]:
+        with self.counts_lock:
+            return dict(self.role_keys)
 
     def snapshot_assume_requests(self) -> list[dict[str, Any]]:
         with self.counts_lock:
@@ -225,6 +232,8 @@ class SandboxMiddleware:
                 finally:
                     if hasattr(result, "close"):
                         result.close()
+            if service == "sts" and action == "AssumeRole" and not internal:
+                self._remember_session(body, chunks)
             return [chunks]
         # a listing cut short: the same answer without its paging token (Content-Length redone)
         held: list[Any] = []
@@ -242,6 +251,14 @@ class SandboxMiddleware:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
+
+    def _remember_session(self, body: bytes, answer: bytes) -> None:
+        """Which role an AssumeRole answer's access key belongs to (from the request's RoleArn)."""
+        found = re.search(rb"<AccessKeyId>([^<]+)</AccessKeyId>", answer)
+        role = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"))).get("RoleArn")
+        if found and role:
+            with self.counts_lock:
+                self.role_keys[found.group(1).decode()] = role
 
     @staticmethod
     def _read_body(environ: dict[str, Any]) -> bytes:

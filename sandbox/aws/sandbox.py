@@ -170,10 +170,9 @@ class AwsSandbox:
         return self._middleware.snapshot_assume_requests() if self._middleware else []
 
     def assumed_roles(self) -> dict[str, str]:
-        """access key id -> role ARN, for every role session moto handed out."""
-        from moto.sts.models import sts_backends
-
-        return {r.access_key_id: r.role_arn for r in sts_backends[self.account_id]["global"].assumed_roles}
+        """access key id -> role ARN, for every role session AssumeRole handed out since start
+        (recorded from the answers, so an account reset does not forget them)."""
+        return self._middleware.snapshot_role_keys() if self._middleware else {}
 
     def reset_request_counts(self) -> None:
         if self._middleware:

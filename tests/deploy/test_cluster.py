@@ -103,7 +103,10 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
     t0 = time.monotonic()
     # Not pytest's tmp_path: a concurrent pytest run on the machine may prune it while we run.
     root = Path(tempfile.mkdtemp(prefix="ami-cluster-test-"))
-    cl = Cluster(root=root, say=lambda *a: print(*a, flush=True))
+    # checkpoint delays at full length (demo-web pauses 30 s at 34 %): every refresh outlasts the
+    # wait's first poll, so the release and rollback waits surely defer to the triggerer (at 0.02
+    # a refresh on a quiet machine could end before the wait polled: no deferral to see)
+    cl = Cluster(root=root, checkpoint_delay_scale=1.0, say=lambda *a: print(*a, flush=True))
     try:
         cl.start()
         anonymous, admin = Api(cl.base, None, None), cl.api("admin")
