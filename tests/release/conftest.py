@@ -116,14 +116,18 @@ def group_images(sb, group="demo-web-asg") -> set[str]:
     return {i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
 
 
-def running_instances(sb, purpose: str) -> list[str]:
+def running_instances(sb, purpose: str, release_id: str | None = None) -> list[str]:
+    """Instances of that purpose not terminated; of one release only when release_id is given
+    (the fleet's account is shared by the tests of one worker: another test's leftovers are not
+    this release's)."""
     ec2, _, _ = clients(sb)
-    res = ec2.describe_instances(
-        Filters=[
-            {"Name": "tag:Purpose", "Values": [purpose]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-        ]
-    )
+    filters = [
+        {"Name": "tag:Purpose", "Values": [purpose]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+    ]
+    if release_id:
+        filters.append({"Name": "tag:ReleaseId", "Values": [release_id]})
+    res = ec2.describe_instances(Filters=filters)
     return [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]]
 
 

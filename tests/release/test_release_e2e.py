@@ -94,7 +94,8 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     lt, latest = _lt_latest(sb)
     assert latest["LaunchTemplateData"]["ImageId"] == ami["ImageId"]
     assert lt["DefaultVersionNumber"] == lt["LatestVersionNumber"] == latest["VersionNumber"]
-    assert running_instances(sb, "ami-smoke-test") == [] and running_instances(sb, "ami-bake-builder") == []
+    rid = tags["ReleaseId"]
+    assert running_instances(sb, "ami-smoke-test", rid) == [] and running_instances(sb, "ami-bake-builder", rid) == []
 
     [record] = [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
     assert record["outcome"] == "succeeded" and record["amis"] == {"us-east-1": ami["ImageId"]}
