@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-CENTRAL = ("name", "description", "owner", "platform", "toolchain", "base_image", "network", "allow", "aws")
-PLATFORM_INFRA = ("allow_destroy", "iam_actions")
+from amirelease.catalog import CENTRAL_KEYS, PLATFORM_INFRASTRUCTURE_KEYS
+
 PROJECT_PATH = "deploy/ami"
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "demo-web team",
@@ -32,12 +32,12 @@ _GIT_ENV = {
 
 def split_entry(entry: dict[str, Any], repository: str, path: str = PROJECT_PATH) -> tuple[dict, dict]:
     """(central entry, app definition) of a whole embedded catalog entry."""
-    central = {k: entry[k] for k in CENTRAL if k in entry}
+    central = {k: entry[k] for k in CENTRAL_KEYS if k in entry}
     central["source"] = {"repository": repository, "path": path}
     infra = dict(entry.get("infrastructure", {}))
-    central["infrastructure"] = {k: infra.pop(k) for k in PLATFORM_INFRA if k in infra}
+    central["infrastructure"] = {k: infra.pop(k) for k in PLATFORM_INFRASTRUCTURE_KEYS if k in infra}
     infra["module"] = "terraform"
-    definition = {k: v for k, v in entry.items() if k not in CENTRAL and k != "infrastructure"}
+    definition = {k: v for k, v in entry.items() if k not in CENTRAL_KEYS and k != "infrastructure"}
     definition["infrastructure"] = infra
     return central, definition
 

@@ -312,7 +312,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         owner=str(data.get("owner", "")),
         attributes=dict(data.get("attributes", {})),
         allow=dict(data.get("allow", {})),
-        aws_role=str((data.get("aws") or {}).get("role_arn", "")),
+        aws_role=_aws_role(data),
     )
 
 
@@ -419,6 +419,7 @@ class Entry:
     file: str
     document: dict[str, Any]
     targets: tuple[Target, ...] = ()  # embedded apps; a git-sourced app's come from its releases
+    aws_role: str = ""  # aws.role_arn: the app's own role ("": the workers')
 
 
 def _relative_folder(value: Any, where: str, field: str, example: str) -> str:
@@ -523,6 +524,10 @@ def merge_definition(central: dict[str, Any], definition: Any, where: str) -> di
     return merged
 
 
+def _aws_role(data: dict[str, Any]) -> str:
+    return str((data.get("aws") or {}).get("role_arn", ""))
+
+
 def _own_secrets(items: Any, app: str, where: str, field: str) -> None:
     """A git-sourced app reads only its own Vault folder (<prefix>/<app>/...)."""
     for item in items or []:
@@ -558,6 +563,7 @@ def load_entry(path: Path) -> Entry:
             iam_actions=tuple((data.get("infrastructure") or {}).get("iam_actions", [])),
             file=where,
             document=data,
+            aws_role=_aws_role(data),
         )
     root = path.parent.parent
     app = parse_app(data, where, root if (root / "cookbooks").is_dir() else None)
@@ -572,6 +578,7 @@ def load_entry(path: Path) -> Entry:
         file=where,
         document=data,
         targets=app.targets,
+        aws_role=app.aws_role,
     )
 
 

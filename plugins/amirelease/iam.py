@@ -101,14 +101,14 @@ def grants() -> list[Grant]:
         for op in operators
     ]
     entries = catalog.load_entries().values()
-    scoped = [a for a in entries if app_role_arn(a)]
+    scoped = [a for a in entries if a.aws_role]
     if scoped:  # the workers assume each app's role for its Packer and Terraform
         out.append(Grant("bake", "airflow", "assuming app roles", ("sts:AssumeRole", "sts:TagSession")))
     if len(scoped) < len(entries):  # some app still runs with the workers' own role
         out.append(Grant("bake", "packer", "Packer (amazon-ebs builder)", PACKER_IAM_ACTIONS))
         out.append(Grant("bake", "terraform", "Terraform's S3 state backend", BACKEND_IAM_ACTIONS))
     for app in entries:
-        role = app_role(app.name) if app_role_arn(app) else "bake"
+        role = app_role(app.name) if app.aws_role else "bake"
         if role != "bake":
             out.append(Grant(role, "packer", f"{app.name}'s bake (Packer)", PACKER_IAM_ACTIONS))
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform state", BACKEND_IAM_ACTIONS))
@@ -120,10 +120,6 @@ def grants() -> list[Grant]:
 
 def app_role(app: str) -> str:
     return f"app:{app}"
-
-
-def app_role_arn(entry: Any) -> str:
-    return str(((entry.document or {}).get("aws") or {}).get("role_arn", ""))
 
 
 def actions_by_role() -> dict[str, list[str]]:

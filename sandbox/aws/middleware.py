@@ -200,6 +200,7 @@ class SandboxMiddleware:
         internal = environ.get("HTTP_X_SANDBOX_INTERNAL") == "1"
         service, action, json_protocol = identify(environ, body)
         truncate, keep = False, None
+        assume: dict[str, Any] | None = None  # an sts:AssumeRole request's parameters
         if action and not internal:
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -211,8 +212,9 @@ class SandboxMiddleware:
                 environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
             )
             if service == "sts" and action == "AssumeRole":
+                assume = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
                 with self.counts_lock:
-                    self.assume_requests.append(dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"))))
+                    self.assume_requests.append(assume)
             held = RUNTIME.faults.take_delay(service, action, request_text)
             if held:
                 time.sleep(held)
@@ -232,8 +234,8 @@ class SandboxMiddleware:
                 finally:
                     if hasattr(result, "close"):
                         result.close()
-            if service == "sts" and action == "AssumeRole" and not internal:
-                self._remember_session(body, chunks)
+            if assume is not None:
+                self._remember_session(assume, chunks)
             return [chunks]
         # a listing cut short: the same answer without its paging token (Content-Length redone)
         held: list[Any] = []
@@ -252,10 +254,10 @@ class SandboxMiddleware:
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
 
-    def _remember_session(self, body: bytes, answer: bytes) -> None:
+    def _remember_session(self, request: dict[str, Any], answer: bytes) -> None:
         """Which role an AssumeRole answer's access key belongs to (from the request's RoleArn)."""
         found = re.search(rb"<AccessKeyId>([^<]+)</AccessKeyId>", answer)
-        role = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"))).get("RoleArn")
+        role = request.get("RoleArn")
         if found and role:
             with self.counts_lock:
                 self.role_keys[found.group(1).decode()] = role

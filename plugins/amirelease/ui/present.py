@@ -343,7 +343,7 @@ def access_rows(entry: Any, vault_prefix: str) -> list[AccessRow]:
     src = getattr(entry, "source", None)
     allow = (getattr(entry, "document", {}) or {}).get("allow") or {}
     granted = ", ".join(f"{k}: {', '.join(v)}" for k, v in sorted(allow.items()) if v)
-    role = str(((getattr(entry, "document", {}) or {}).get("aws") or {}).get("role_arn", ""))
+    role = entry.aws_role
     rows = [
         AccessRow(
             "its definition",
