@@ -9,7 +9,7 @@ STAMP := $(VENV)/.synced
 
 # Two locks: requirements.txt is the runtime (what the image and every Airflow role install);
 # requirements-dev.txt adds the sandbox, tests and linters. .venv holds the dev lock.
-setup: $(STAMP) packer-check terraform-check cluster-servers-check chromium-check
+setup: $(STAMP) packer-check terraform-check cluster-servers-check chromium-check builder-check
 
 # Create the virtualenv with uv and install exactly the dev lock.
 $(STAMP): requirements-dev.txt requirements.txt
@@ -50,6 +50,22 @@ cluster-servers-check:
 	@command -v redis-server >/dev/null 2>&1 || { echo "ERROR: redis-server not found after install; install Redis >= 6 and re-run."; exit 1; }
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { echo "ERROR: PostgreSQL server binaries (pg_ctl, initdb) not found; install PostgreSQL >= 13 and re-run."; exit 1; }
 .PHONY: cluster-servers-check
+
+# The sandbox's Packer builders (sandbox/builders) are Debian's OpenSSH server with sudo, in a
+# mount+PID namespace per builder instance: install the packages when missing (no service is
+# started: each builder runs its own sshd on a loopback address). Without them (or without
+# root) the sandbox bakes the no-communicator source and says so; the suite's provisioned-bake
+# tests then fail and say why.
+builder-check:
+	@missing=""; test -x /usr/sbin/sshd || missing="openssh-server"; command -v sudo >/dev/null 2>&1 || missing="$$missing sudo"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (Debian packages, for the sandbox's SSH builders)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
+	    || echo "WARNING: could not install$$missing: the sandbox will bake without a builder (no Chef run)"; \
+	elif [ -n "$$missing" ]; then \
+	  echo "WARNING: the sandbox's SSH builders need$$missing and root: bakes in the sandbox skip Chef (apt-get install$$missing)"; \
+	fi
+.PHONY: builder-check
 
 # Debian's chromium: the UI tests (tests/ui) drive it headless with Playwright; no browser download.
 CHROMIUM ?= /usr/bin/chromium

@@ -61,7 +61,12 @@ SANDBOX_KEYS = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "AIRFLOW_CONN_AWS_DEFAULT",
-    "AIRFLOW__AMI_RELEASE__PACKER_SOURCE",  # no reachable hosts: the no-communicator source
+)
+# How the bake reaches the sandbox's builders (sandbox/runtime.py builder_settings), when set.
+BUILDER_KEY_PREFIXES = (
+    "AIRFLOW__AMI_RELEASE__PACKER_SOURCE",
+    "AIRFLOW__AMI_RELEASE__BUILDER_",
+    "AIRFLOW__AMI_RELEASE__CHEF_PREINSTALLED",
 )
 # Faster polling than production; the behaviour is the same.
 FAST_POLLING = {
@@ -558,6 +563,7 @@ class Cluster:
         env = self._base_env()
         env.update(self.compose_env(service))
         env.update({k: self.sandbox_env[k] for k in SANDBOX_KEYS})  # the sandbox is the AWS account
+        env.update({k: v for k, v in self.sandbox_env.items() if k.startswith(BUILDER_KEY_PREFIXES)})
         env.update(FAST_POLLING)
         home = Path(env["AIRFLOW_HOME"])
         home.mkdir(parents=True, exist_ok=True)

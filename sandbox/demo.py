@@ -285,6 +285,24 @@ def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1, key: str 
         return None
 
 
+def _chef_run(rt: SandboxRuntime, release_id: str) -> str:
+    """What chef-solo was given on the sandbox's SSH builder for this release (sandbox/builders)."""
+    state = rt.aws.handle_control("GET", "builders", {})[1]  # type: ignore[union-attr]
+    if not state["enabled"]:
+        return f"not run: no SSH builder in this sandbox ({state['reason']})"
+    for runs in state["chef_runs"].values():
+        for run in runs:
+            release = (run.get("node") or {}).get("ami_release") or {}
+            if release.get("release_id") == release_id:
+                cookbooks = ", ".join(f"{p} sha256 {c['sha256'][:12]}" for p, c in run["cookbooks"].items())
+                return (
+                    f"over SSH on the sandbox's builder (recorded, not converged): run list "
+                    f"{' '.join(run['run_list'] or [])}, version {release.get('version')}, cookbooks {cookbooks}, "
+                    f"exit {run['exit_code']}"
+                )
+    return "no Chef run recorded for this release (see the bake's log)"
+
+
 def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     import boto3
 
@@ -309,6 +327,7 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         where = f"{source['repository']} {source['ref']}"
         print(f"   source         {where} = commit {source['commit']} ({source['path']})")
     print(f"   bundle         s3://{bucket}/{(plan.get('bundle') or {}).get('key')}")
+    print(f"   chef-solo      {_chef_run(rt, str(plan.get('release_id')))}")
     for applied in (record.get("infrastructure") or {}).get("applied") or []:
         p = applied["plan"]
         changed = ", ".join(f"{c['address']} ({c['action']})" for c in p["changes"] if c["action"] != "noop")

@@ -73,8 +73,7 @@ class SandboxRuntime:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": self.aws.region,
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
-            # The sandbox has no reachable hosts: build the template's no-communicator source.
-            "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
+            **builder_settings(self.aws),
             "AIRFLOW__AMI_RELEASE__LEDGER_BUCKET": "ami-release-ledger-123456789012",
             "AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS": "3",
             # the provider says "credentials retrieved" at INFO for every client: not for people
@@ -100,6 +99,9 @@ class SandboxRuntime:
             else "Vault        not started (--no-vault)",
             f"  VPC {a.get('vpc_id')}  subnets {', '.join(a.get('subnet_ids', []))}",
             f"  vendor images {a.get('vendor_images')}",
+            "  Packer builders: SSH servers at loopback addresses (Linux: provisioned source, chef-solo recorded)"
+            if self.aws.state()["builders"]["enabled"]
+            else f"  Packer builders: none ({self.aws.state()['builders']['reason']}): bakes skip Chef",
             f"  shared load balancer {str(a.get('load_balancer_arn', '')).rsplit('/', 2)[-2:][0]} "
             "(apps add their rules)",
             "  app fleets: none yet (each app's Terraform module creates its fleet in its first release)",
@@ -129,6 +131,26 @@ class SandboxRuntime:
             time.sleep(0.1)
         print(f"sandbox (pid {pid}) did not stop in 10 s")
         return 1
+
+
+def builder_settings(aws: object) -> dict[str, str]:
+    """How the pipeline reaches Packer's builder in this sandbox. With builders (sandbox/builders:
+    an SSH server at the loopback address the sandbox reports as the builder's public IP) Linux
+    bakes build the provisioned source as on AWS: public IP, SSH from this machine, Chef already
+    on the image (the chef-solo recorder). Windows (no Windows builder yet) and machines where
+    builders cannot run build the no-communicator source; the bake log says so."""
+    state = aws.state()["builders"]  # type: ignore[attr-defined]
+    if not state["enabled"]:
+        return {"AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned"}
+    return {
+        "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "provisioned",
+        "AIRFLOW__AMI_RELEASE__PACKER_SOURCE_WINDOWS": "unprovisioned",
+        "AIRFLOW__AMI_RELEASE__BUILDER_SSH_INTERFACE": "public_ip",
+        "AIRFLOW__AMI_RELEASE__BUILDER_PUBLIC_IP": "true",
+        "AIRFLOW__AMI_RELEASE__BUILDER_INGRESS_CIDRS": "127.0.0.0/8",
+        "AIRFLOW__AMI_RELEASE__BUILDER_SSH_TIMEOUT": "2m",
+        "AIRFLOW__AMI_RELEASE__CHEF_PREINSTALLED": "true",
+    }
 
 
 def _shell_quote(v: str) -> str:

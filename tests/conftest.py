@@ -145,6 +145,19 @@ def release_settings(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "1")
 
 
+def provisioned_settings(monkeypatch, sb) -> None:
+    """Bake the provisioned source through the sandbox's SSH builders, set as `make demo` sets it
+    (sandbox/runtime.py builder_settings); skips nothing: fails when this machine has no builders."""
+    from sandbox.runtime import builder_settings
+
+    settings = builder_settings(sb)
+    assert settings["AIRFLOW__AMI_RELEASE__PACKER_SOURCE"] == "provisioned", (
+        f"this machine runs no sandbox builders: {sb.state()['builders']['reason']} (make setup installs them)"
+    )
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
     """Everything a release needs: the reset AWS sandbox (a fresh account, no app fleet yet),

@@ -34,11 +34,13 @@ build {
   # The two sources share source.amazon-ebs.base; each adds only what differs (Packer 1.6 can
   # add arguments to a source in a build block, not override them).
   source "source.amazon-ebs.base" {
-    name            = "provisioned"
-    communicator    = "ssh"
-    ssh_username    = var.ssh_username
-    ssh_timeout     = "10m"
-    run_volume_tags = var.run_tags
+    name                        = "provisioned"
+    communicator                = "ssh"
+    ssh_username                = var.ssh_username
+    ssh_interface               = var.ssh_interface
+    associate_public_ip_address = var.associate_public_ip_address
+    ssh_timeout                 = var.ssh_timeout
+    run_volume_tags             = var.run_tags
   }
   source "source.amazon-ebs.base" {
     name                       = "unprovisioned"
@@ -72,6 +74,7 @@ build {
     except          = ["amazon-ebs.unprovisioned"]
     cookbook_paths  = [var.cookbooks_dir]
     run_list        = var.run_list
+    skip_install    = var.chef_skip_install
     execute_command = "{{if .Sudo}}sudo {{end}}chef-solo --no-color -c {{.ConfigPath}} -j /etc/chef/ami-release-node.json"
   }
   provisioner "shell" {

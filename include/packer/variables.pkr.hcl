@@ -46,3 +46,24 @@ variable "secrets" {
   default   = {}
   sensitive = true
 }
+
+# How Packer reaches the builder and installs Chef ([ami_release] builder_* and
+# chef_preinstalled; plugins/amirelease/operators/bake.py builder_settings).
+variable "ssh_interface" {
+  type        = string
+  default     = "private_ip"
+  description = "Which address of the builder Packer connects to; private_ip: the workers reach it inside the VPC"
+}
+variable "associate_public_ip_address" {
+  type    = bool
+  default = false
+}
+variable "ssh_timeout" {
+  type    = string
+  default = "10m"
+}
+variable "chef_skip_install" {
+  type        = bool
+  default     = false
+  description = "true when the base image already has Chef Infra Client (no download from omnitruck at bake time)"
+}

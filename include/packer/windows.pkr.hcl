@@ -62,6 +62,7 @@ build {
   provisioner "chef-solo" {
     except          = ["amazon-ebs.unprovisioned"]
     guest_os_type   = "windows"
+    skip_install    = var.chef_skip_install
     cookbook_paths  = [var.cookbooks_dir]
     run_list        = var.run_list
     execute_command = "c:/opscode/chef/bin/chef-solo.bat --no-color -c {{.ConfigPath}} -j C:/chef/ami-release-node.json"

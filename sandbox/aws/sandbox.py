@@ -21,7 +21,9 @@ from moto.moto_api._internal import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from . import patches, refresh, ssm
+from sandbox.builders import Builders
+
+from . import instances, patches, refresh, ssm
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -35,6 +37,7 @@ def install_extensions() -> None:
     patches.install()
     refresh.install()
     ssm.install()
+    instances.install()
 
 
 class AwsSandbox:
@@ -44,8 +47,10 @@ class AwsSandbox:
         port: int = 0,
         account_file: str | Path | None = None,
         refresh_batch_seconds: float = 1.0,
+        builders: bool = True,
     ) -> None:
         self.host = host
+        self.with_builders = builders  # SSH builders behind Packer's instances (sandbox/builders)
         self.port = port
         self.account_file = Path(account_file) if account_file else DEFAULT_ACCOUNT_FILE
         self.spec: dict[str, Any] = yaml.safe_load(self.account_file.read_text())
@@ -73,6 +78,9 @@ class AwsSandbox:
             return self
         install_extensions()
         self.configure(refresh_batch_seconds=self._refresh_batch_seconds)
+        if RUNTIME.builders is None:
+            RUNTIME.builders = Builders()
+        RUNTIME.builders.start(enabled=self.with_builders)
         app = DomainDispatcherApplication(create_backend_app)
         self._middleware = SandboxMiddleware(app, self)
         self._server = make_server(
@@ -96,6 +104,8 @@ class AwsSandbox:
 
     def stop(self) -> None:
         self._stop.set()
+        if RUNTIME.builders is not None:
+            RUNTIME.builders.stop()
         if self._ticker_thread is not None:
             self._ticker_thread.join(timeout=5)
             self._ticker_thread = None
@@ -148,6 +158,8 @@ class AwsSandbox:
             refresh.reset()
             RUNTIME.faults.clear()
             RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
+            if RUNTIME.builders is not None:
+                RUNTIME.builders.reset()
         self._seed()
         self.generation += 1  # fixtures that build on the account (a fleet) know it was wiped
         self.reset_request_counts()
@@ -514,6 +526,9 @@ class AwsSandbox:
                 "checkpoint_delay_scale": RUNTIME.config.checkpoint_delay_scale,
             },
             "instance_refreshes": refreshes,
+            "builders": {"enabled": RUNTIME.builders.enabled, "reason": RUNTIME.builders.reason}
+            if RUNTIME.builders is not None
+            else {"enabled": False, "reason": "not started"},
         }
 
     def handle_control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
@@ -543,6 +558,12 @@ class AwsSandbox:
         if path == "config" and method == "POST":
             self.configure(**payload)
             return 200, self.state()["config"]
+        if path == "builders" and RUNTIME.builders is not None:
+            if method == "GET":
+                return 200, RUNTIME.builders.state()
+            if method == "POST":
+                RUNTIME.builders.configure(**payload)
+                return 200, RUNTIME.builders.state()
         if path == "reset" and method == "POST":
             self.reset()
             return 200, self.account

@@ -31,6 +31,9 @@ def _result_for(command: Any, instance_id: str) -> tuple[int, str, str]:
     lines: list[str] = []
     for entry in (command.parameters or {}).get("commands", []) or []:
         lines.extend(str(entry).splitlines())
+    image_answer = _from_image_files(command, instance_id, lines)
+    if image_answer is not None:
+        return image_answer
     stdout: list[str] = []
     stderr: list[str] = []
     exit_code = 0
@@ -47,6 +50,34 @@ def _result_for(command: Any, instance_id: str) -> tuple[int, str, str]:
             stderr.append(str(rule["stderr"]).rstrip("\n"))
         exit_code = int(rule.get("exit_code", 0))
     return exit_code, "\n".join(stdout) + ("\n" if stdout else ""), "\n".join(stderr) + ("\n" if stderr else "")
+
+
+_CAT = re.compile(r"^\s*cat\s+(/[\w./-]+)\s*$")
+
+
+def _from_image_files(command: Any, instance_id: str, lines: list[str]) -> tuple[int, str, str] | None:
+    """`cat <file>` on an instance whose image a sandbox builder baked: the file as the bake left
+    it (sandbox/builders), or cat's own error when the image has no such file."""
+    builders = RUNTIME.builders
+    if builders is None or len([ln for ln in lines if ln.strip()]) != 1:
+        return None
+    m = _CAT.match(next(ln for ln in lines if ln.strip()))
+    if m is None:
+        return None
+    from moto.ec2.models import ec2_backends
+
+    image_id = None
+    for region_backend in ec2_backends[command.account_id].values():
+        for reservation in region_backend.reservations.values():
+            for instance in reservation.instances:
+                if instance.id == instance_id:
+                    image_id = instance.image_id
+    if image_id is None or not builders.baked_by_builder(image_id):
+        return None
+    data = builders.image_file(image_id, m.group(1))
+    if data is None:
+        return 1, "", f"cat: {m.group(1)}: No such file or directory\n"
+    return 0, data.decode(errors="replace"), ""
 
 
 def _invocation_response(self: Any, instance_id: str, plugin_name: str) -> dict[str, Any]:

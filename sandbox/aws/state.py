@@ -27,6 +27,7 @@ class Runtime:
     faults: Faults = field(default_factory=Faults)
     config: Config = field(default_factory=Config)
     ssm_rules: list[dict[str, Any]] = field(default_factory=list)
+    builders: Any = None  # sandbox.builders.Builders while an AwsSandbox with builders runs
 
 
 RUNTIME = Runtime()

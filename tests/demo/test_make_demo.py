@@ -46,6 +46,11 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
     # both releases came from the git repository the demo made, each from its own tag's commit
     commits = re.findall(r"source\s+file://\S+/demo-web\.git (v\S+) = commit ([0-9a-f]{40}) \(deploy/ami\)", text)
     assert [ref for ref, _ in commits] == ["v1.0.0", "v7.7.7"] and commits[0][1] != commits[1][1], commits
+    # each bake reached the sandbox's SSH builder and chef-solo got that release's run list and version
+    chef = re.findall(
+        r"chef-solo\s+over SSH on the sandbox's builder .*? run list (recipe\[linux-base\] \S+), version (\S+),", text
+    )
+    assert [v for _, v in chef] == ["1.0.0", "7.7.7"], chef
     # the first release made the fleet with Terraform, the second changed only its image
     assert re.search(r"terraform\s+us-east-1: \d+ to add, 0 to change, 0 to destroy", text), text[-3000:]
     assert re.search(

@@ -37,15 +37,39 @@ if TYPE_CHECKING:
 COMMUNICATOR_PORT = {"linux": 22, "windows": 5986}
 
 
-def packer_source() -> str:
+def packer_source(platform: str = "linux") -> str:
     """Which source of the template to build: 'provisioned' (SSH/WinRM + Chef) or
-    'unprovisioned' (no communicator). Deployment configuration: [ami_release] packer_source."""
-    value = conf.get("ami_release", "packer_source", fallback="provisioned")
+    'unprovisioned' (no communicator). Deployment configuration: [ami_release] packer_source,
+    overridden per platform by packer_source_<platform> (e.g. packer_source_windows)."""
+    key = f"packer_source_{platform}"
+    value = conf.get("ami_release", key, fallback="") or conf.get("ami_release", "packer_source", fallback="")
+    value = value or "provisioned"
     if value not in ("provisioned", "unprovisioned"):
         raise BakeError(
-            f"[ami_release] packer_source = {value!r} is not valid", fix="use 'provisioned' or 'unprovisioned'"
+            f"[ami_release] packer_source (or {key}) = {value!r} is not valid",
+            fix="use 'provisioned' or 'unprovisioned'",
         )
     return str(value)
+
+
+SSH_INTERFACES = ("private_ip", "public_ip", "public_dns", "private_dns")
+
+
+def builder_settings() -> dict[str, Any]:
+    """How Packer reaches its builder and installs Chef, from [ami_release] (docs/configuration.md).
+    Packer variables of the template; checked here so a typo fails before anything is made."""
+    interface = conf.get("ami_release", "builder_ssh_interface", fallback="private_ip") or "private_ip"
+    if interface not in SSH_INTERFACES:
+        raise BakeError(
+            f"[ami_release] builder_ssh_interface = {interface!r} is not valid",
+            fix=f"use one of {', '.join(SSH_INTERFACES)} (private_ip: the workers reach the builder inside the VPC)",
+        )
+    return {
+        "ssh_interface": interface,
+        "associate_public_ip_address": conf.getboolean("ami_release", "builder_public_ip", fallback=False),
+        "ssh_timeout": conf.get("ami_release", "builder_ssh_timeout", fallback="10m") or "10m",
+        "chef_skip_install": conf.getboolean("ami_release", "chef_preinstalled", fallback=False),
+    }
 
 
 def key_pair_name(rid: str) -> str:
@@ -116,7 +140,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             return self._result(plan, existing, reused=True)
 
         self._cleanup(ec2, rid, "left by an earlier try")
-        source = packer_source()
+        source = packer_source(plan.platform)
+        reach = builder_settings()
         tags = build_ami_tags(plan)
         net = plan.network(region)
         store = bundle.BundleStore(self.clients.s3(), ledger_bucket())
@@ -143,6 +168,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                     "subnet_id": net.subnet_ids[0],
                     "security_group_id": group_id,
                     "temporary_key_pair_name": key_pair_name(rid),
+                    **reach,
                     "tags": tags,
                     "run_tags": {
                         TAG_RELEASE_ID: rid,
@@ -342,5 +368,5 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             amis=dict(artifacts),
             source_ami=plan.source_ami,
             reused=reused,
-            provisioned=packer_source() == "provisioned",
+            provisioned=packer_source(plan.platform) == "provisioned",
         ).to_xcom()
