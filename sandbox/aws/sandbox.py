@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from sandbox.builders import Builders
 
-from . import instances, patches, refresh, ssm
+from . import instances, patches, refresh, ssm, windows
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -38,6 +38,7 @@ def install_extensions() -> None:
     refresh.install()
     ssm.install()
     instances.install()
+    windows.install()
 
 
 class AwsSandbox:
@@ -145,8 +146,13 @@ class AwsSandbox:
                 refresh.tick_all()
 
     def configure(
-        self, refresh_batch_seconds: float | None = None, checkpoint_delay_scale: float | None = None
+        self,
+        refresh_batch_seconds: float | None = None,
+        checkpoint_delay_scale: float | None = None,
+        windows_password_seconds: float | None = None,
     ) -> None:
+        if windows_password_seconds is not None:
+            RUNTIME.config.windows_password_seconds = float(windows_password_seconds)
         if refresh_batch_seconds is not None:
             RUNTIME.config.refresh_batch_seconds = float(refresh_batch_seconds)
         if checkpoint_delay_scale is not None:
@@ -524,6 +530,7 @@ class AwsSandbox:
             "config": {
                 "refresh_batch_seconds": RUNTIME.config.refresh_batch_seconds,
                 "checkpoint_delay_scale": RUNTIME.config.checkpoint_delay_scale,
+                "windows_password_seconds": RUNTIME.config.windows_password_seconds,
             },
             "instance_refreshes": refreshes,
             "builders": {"enabled": RUNTIME.builders.enabled, "reason": RUNTIME.builders.reason}

@@ -20,6 +20,7 @@ LOCK = threading.RLock()
 class Config:
     refresh_batch_seconds: float = 1.0  # warm-up time of one refresh batch (new instances -> InService)
     checkpoint_delay_scale: float = 1.0  # real seconds per CheckpointDelay second
+    windows_password_seconds: float = 2.0  # GetPasswordData answers "" for this long after launch
 
 
 @dataclass

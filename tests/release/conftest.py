@@ -148,6 +148,19 @@ def ledger_records(sb, app="demo-web") -> list[dict]:
     return out
 
 
+def chef_run(sb, release_id: str) -> dict:
+    """What chef-solo was given on the sandbox's SSH builder for that release (sandbox/builders)."""
+    state = sb.handle_control("GET", "builders", {})[1]
+    runs = [
+        run
+        for runs in state["chef_runs"].values()
+        for run in runs
+        if ((run.get("node") or {}).get("ami_release") or {}).get("release_id") == release_id
+    ]
+    assert len(runs) == 1, f"{len(runs)} Chef runs recorded for {release_id}"
+    return runs[0]
+
+
 def task_durations(dr) -> dict[str, float]:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session

@@ -11,8 +11,17 @@ from amirelease.handoffs import RollbackTarget
 from amirelease.ledger import utcnow
 from amirelease.operators.rollback import ResolveRollbackTargetOperator
 from sandbox.gitsource import make_project_repo
-from tests.conftest import REPO
-from tests.release.conftest import clients, group_images, ledger_records, load_dag, mutations, run_images, task_states
+from tests.conftest import REPO, provisioned_settings
+from tests.release.conftest import (
+    chef_run,
+    clients,
+    group_images,
+    ledger_records,
+    load_dag,
+    mutations,
+    run_images,
+    task_states,
+)
 from tests.release.invariant import ledger_tells_the_truth
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
@@ -46,8 +55,10 @@ def _instance_types(sb) -> set[str]:
 def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp_path, monkeypatch, capsys):
     """demo-web released from its own git repository at two tags, then rolled back after the
     first tag was moved: the rollback bakes the first release's recorded bundle (its commit),
-    never what the tag names today."""
+    never what the tag names today. Baked through the sandbox's SSH builder: the cookbook tree
+    chef-solo received is each tag's own, and the rollback's is the first tag's again."""
     sb = fleet_env
+    provisioned_settings(monkeypatch, sb)
     since = utcnow()
     apps = tmp_path / "apps"
     repo = make_project_repo(tmp_path / "git", REPO / "include", "demo-web", apps)
@@ -109,6 +120,15 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     assert rec3["source"]["commit"] == commit_a and t3["SourceCommit"] == commit_a  # A's commit, not the moved tag
     assert rec3["outcome"] == "succeeded" and rec3["dag_id"] == "ami_rollback" and "INC-4711" in rec3["reason"]
     assert ledger_tells_the_truth(sb, since) == []  # 3.1.0, replaced by the re-release, is the one marked
+
+    # what chef-solo received over SSH: A's cookbooks, then B's, then A's again for the rollback
+    trees = [list(chef_run(sb, rec["release_id"])["cookbooks"].values())[0] for rec in (rec1, rec2, rec3)]
+    assert trees[0]["sha256"] != trees[1]["sha256"] and trees[2]["sha256"] == trees[0]["sha256"]
+    assert [chef_run(sb, rec["release_id"])["node"]["demo_web"]["version"] for rec in (rec1, rec2, rec3)] == [
+        "3.0.0",
+        "3.1.0",
+        "3.0.0",
+    ]
 
     # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release
     # is what runs now and is being rolled back); the newest release before them instead.
