@@ -136,15 +136,14 @@ class SandboxRuntime:
 def builder_settings(aws: object) -> dict[str, str]:
     """How the pipeline reaches Packer's builder in this sandbox. With builders (sandbox/builders:
     an SSH server at the loopback address the sandbox reports as the builder's public IP) Linux
-    bakes build the provisioned source as on AWS: public IP, SSH from this machine, Chef already
-    on the image (the chef-solo recorder). Windows (no Windows builder yet) and machines where
-    builders cannot run build the no-communicator source; the bake log says so."""
+    and Windows bakes build the provisioned source as on AWS: public IP, SSH from this machine,
+    Chef already on the image (the chef-solo recorder). Machines where builders cannot run
+    build the no-communicator source; the bake log says so."""
     state = aws.state()["builders"]  # type: ignore[attr-defined]
     if not state["enabled"]:
         return {"AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned"}
     return {
         "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "provisioned",
-        "AIRFLOW__AMI_RELEASE__PACKER_SOURCE_WINDOWS": "unprovisioned",
         "AIRFLOW__AMI_RELEASE__BUILDER_SSH_INTERFACE": "public_ip",
         "AIRFLOW__AMI_RELEASE__BUILDER_PUBLIC_IP": "true",
         "AIRFLOW__AMI_RELEASE__BUILDER_INGRESS_CIDRS": "127.0.0.0/8",

@@ -1,9 +1,18 @@
 # Windows AMI: vendor Windows Server image + stacked Chef cookbooks (windows-base first).
-# Same variables and the same two sources as linux.pkr.hcl; the provisioned source talks
-# WinRM over HTTPS (enabled by the user-data script) and finishes with Sysprep via EC2Launch.
+# Same variables and the same two sources as linux.pkr.hcl. The provisioned source uses the
+# same communicator as Linux, SSH with the temporary key pair, to OpenSSH Server, which the
+# user-data script (windows/ssh_bootstrap.ps1) starts with the key pair's public key for
+# Administrator. Sysprep (EC2Launch) is the last provisioner, always: an image that was not
+# generalised clones its machine identity into every instance (the bake checks it, see
+# plugins/amirelease/hooks/packer.py sysprep_is_last).
+#
+# Why SSH, not WinRM: one protocol, one port (22) and one kind of credential for both platforms;
+# key-pair authentication instead of the Administrator password decrypted from GetPasswordData
+# and sent with basic auth over a certificate Packer does not verify (winrm_insecure); SCP
+# uploads instead of WinRM's base64 chunks; no WinRM listener with basic auth left in the image.
 
 # Shared variables: variables.pkr.hcl. Only this platform's own here.
-variable "winrm_username" {
+variable "windows_username" {
   type    = string
   default = "Administrator"
 }
@@ -28,14 +37,14 @@ build {
   # The two sources share source.amazon-ebs.base; each adds only what differs (Packer 1.6 can
   # add arguments to a source in a build block, not override them).
   source "source.amazon-ebs.base" {
-    name            = "provisioned"
-    communicator    = "winrm"
-    winrm_username  = var.winrm_username
-    winrm_use_ssl   = true
-    winrm_insecure  = true
-    winrm_timeout   = "30m"
-    user_data_file  = "${path.root}/windows/winrm_bootstrap.ps1"
-    run_volume_tags = var.run_tags
+    name                        = "provisioned"
+    communicator                = "ssh"
+    ssh_username                = var.windows_username
+    ssh_interface               = var.ssh_interface
+    associate_public_ip_address = var.associate_public_ip_address
+    ssh_timeout                 = var.ssh_timeout
+    user_data_file              = "${path.root}/windows/ssh_bootstrap.ps1"
+    run_volume_tags             = var.run_tags
   }
   source "source.amazon-ebs.base" {
     name                       = "unprovisioned"
@@ -67,10 +76,14 @@ build {
     run_list        = var.run_list
     execute_command = "c:/opscode/chef/bin/chef-solo.bat --no-color -c {{.ConfigPath}} -j C:/chef/ami-release-node.json"
   }
+  # Last, always: the secret, the node JSON, Chef's staging folder and the builder's SSH key
+  # out of the image, then Sysprep. Nothing may run after it.
   provisioner "powershell" {
     except = ["amazon-ebs.unprovisioned"]
     inline = [
       "Remove-Item -Force C:\\chef\\encrypted_data_bag_secret, C:\\chef\\ami-release-node.json",
+      "Remove-Item -Recurse -Force C:\\Windows\\Temp\\packer-chef-solo",
+      "Remove-Item -Force C:\\ProgramData\\ssh\\administrators_authorized_keys",
       "& 'C:\\Program Files\\Amazon\\EC2Launch\\ec2launch.exe' sysprep --shutdown=false",
     ]
   }

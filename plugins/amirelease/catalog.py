@@ -142,7 +142,7 @@ class App:
 
 def packer_files(platform: str, root: Path | None = None) -> list[str]:
     """What one Packer build loads, relative to include/ (or a bundle): the shared variables,
-    the platform's template and its support folder (e.g. packer/windows/ for WinRM)."""
+    the platform's template and its support folder (e.g. packer/windows/ for the SSH bootstrap)."""
     root = root or include_dir()
     names = ["packer/variables.pkr.hcl", f"packer/{platform}.pkr.hcl"]
     if (root / "packer" / platform).is_dir():

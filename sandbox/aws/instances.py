@@ -5,7 +5,7 @@ it must on AWS for Packer to reach its builder over SSH:
 
 * the instance was launched with a key pair whose public key the account holds (Packer's
   temporary key pair, made by CreateKeyPair);
-* its image is not a Windows image (no Windows builder: WinRM has nothing to reach);
+* (a Windows image gets the Windows-shaped builder: sandbox/builders/windows.py);
 * it has a public IP (the subnet maps one, or AssociatePublicIpAddress): the sandbox's
   "internet" is this machine's loopback, so the public IP it reports is a loopback address
   where the builder's SSH server listens. The private IP is moto's and reaches nothing;
@@ -64,8 +64,6 @@ def why_no_builder(backend: Any, instance: Any) -> str | None:
     key_pair = backend.key_pairs.get(key_name)
     if key_pair is None or not getattr(key_pair, "material_public", None):
         return f"key pair {key_name!r} is not one the account holds"
-    if getattr(instance, "platform", None) == "windows":
-        return "Windows image: the sandbox has no Windows builder"
     if not instance.public_ip:
         return "no public IP (the subnet maps none and AssociatePublicIpAddress was not set): nothing reaches it"
     if not ssh_allowed(instance):
@@ -88,7 +86,9 @@ def _run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
         address = builders.allocate_address()
         instance.nics[0].public_ip = address
         hostname = "ip-" + str(instance.private_ip).replace(".", "-")
-        builders.launch(instance.id, address, self.key_pairs[instance.key_name].material_public.decode(), hostname)
+        platform = "windows" if getattr(instance, "platform", None) == "windows" else "linux"
+        public_key = self.key_pairs[instance.key_name].material_public.decode()
+        builders.launch(instance.id, address, public_key, hostname, platform=platform)
     return reservation
 
 

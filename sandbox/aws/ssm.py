@@ -52,7 +52,7 @@ def _result_for(command: Any, instance_id: str) -> tuple[int, str, str]:
     return exit_code, "\n".join(stdout) + ("\n" if stdout else ""), "\n".join(stderr) + ("\n" if stderr else "")
 
 
-_CAT = re.compile(r"^\s*cat\s+(/[\w./-]+)\s*$")
+_CAT = re.compile(r"^\s*(?:cat\s+(/[\w./-]+)|Get-Content\s+-Raw\s+'([A-Za-z]:[^']+)')\s*$")
 
 
 def _from_image_files(command: Any, instance_id: str, lines: list[str]) -> tuple[int, str, str] | None:
@@ -74,9 +74,12 @@ def _from_image_files(command: Any, instance_id: str, lines: list[str]) -> tuple
                     image_id = instance.image_id
     if image_id is None or not builders.baked_by_builder(image_id):
         return None
-    data = builders.image_file(image_id, m.group(1))
+    path = m.group(1) or m.group(2)
+    data = builders.image_file(image_id, path)
     if data is None:
-        return 1, "", f"cat: {m.group(1)}: No such file or directory\n"
+        if m.group(2):
+            return 1, "", f"Get-Content : Cannot find path '{path}' because it does not exist.\n"
+        return 1, "", f"cat: {path}: No such file or directory\n"
     return 0, data.decode(errors="replace"), ""
 
 

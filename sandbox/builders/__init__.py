@@ -9,8 +9,9 @@ sandbox reads them: ``cat /etc/ami-release.json`` on an instance of that image a
 them), TerminateInstances removes it, a reset or stop of the sandbox removes all.
 
 Everything about builders lives in this package; ``sandbox/aws/instances.py`` wires it to
-moto's EC2 calls. Windows images get no builder (yet): Packer's WinRM communicator has nothing
-to reach, so the Windows bake builds the template's unprovisioned source.
+moto's EC2 calls. A Windows image gets a Windows-shaped builder (``windows.py``): the same SSH
+server, Administrator's key in ``administrators_authorized_keys``, a ``C:`` drive and a shell
+that records PowerShell, chef-solo and Sysprep.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .linux import BuilderError, BuilderSpec, ImageFiles, LinuxBuilder, available, port_free
+from .windows import WindowsBuilder
 
 __all__ = ["BuilderError", "Builders", "ImageFiles", "available"]
 
@@ -44,11 +46,14 @@ class Builders:
         self.reason = "not started"
         self.chef_exit_code = 0
         self.chef_output = ""
+        self.sysprep_exit_code = 0
+        self.sysprep_output = ""
         self._by_instance: dict[str, LinuxBuilder] = {}
         self._boots: dict[str, Future[None]] = {}
         self._errors: dict[str, str] = {}
         self._skipped: dict[str, str] = {}
         self._records: dict[str, list[dict[str, Any]]] = {}
+        self._events: dict[str, list[dict[str, Any]]] = {}
         self._images: dict[str, ImageFiles] = {}
         self._image_instance: dict[str, str] = {}
         self._next = 0
@@ -85,13 +90,25 @@ class Builders:
             self._errors.clear()
             self._skipped.clear()
             self._records.clear()
+            self._events.clear()
             self._images.clear()
             self._image_instance.clear()
             self.chef_exit_code, self.chef_output = 0, ""
+            self.sysprep_exit_code, self.sysprep_output = 0, ""
         for b in builders:
             b.destroy()
 
-    def configure(self, chef_exit_code: int | None = None, chef_output: str | None = None) -> None:
+    def configure(
+        self,
+        chef_exit_code: int | None = None,
+        chef_output: str | None = None,
+        sysprep_exit_code: int | None = None,
+        sysprep_output: str | None = None,
+    ) -> None:
+        if sysprep_exit_code is not None:
+            self.sysprep_exit_code = int(sysprep_exit_code)
+        if sysprep_output is not None:
+            self.sysprep_output = str(sysprep_output)
         if chef_exit_code is not None:
             self.chef_exit_code = int(chef_exit_code)
         if chef_output is not None:
@@ -108,7 +125,7 @@ class Builders:
         raise BuilderError(f"no free loopback address in {self._net} for a builder")
 
     # -- instances -------------------------------------------------------------------------
-    def launch(self, instance_id: str, address: str, public_key: str, hostname: str) -> None:
+    def launch(self, instance_id: str, address: str, public_key: str, hostname: str, platform: str = "linux") -> None:
         """Boot a builder for the instance, in the background (Packer retries SSH until then)."""
         with self._lock:
             if not self.enabled or self._pool is None or self._home is None:
@@ -120,8 +137,11 @@ class Builders:
                 hostname=hostname,
                 chef_exit_code=self.chef_exit_code,
                 chef_output=self.chef_output,
+                sysprep_exit_code=self.sysprep_exit_code,
+                sysprep_output=self.sysprep_output,
             )
-            builder = LinuxBuilder(self._home / instance_id, spec)
+            kind = WindowsBuilder if platform == "windows" else LinuxBuilder
+            builder = kind(self._home / instance_id, spec)
             self._by_instance[instance_id] = builder
             self._boots[instance_id] = self._pool.submit(self._boot, builder)
 
@@ -178,13 +198,22 @@ class Builders:
         return builder
 
     def _collect(self, instance_id: str, builder: LinuxBuilder) -> None:
-        records = builder.records()
+        records, events = builder.records(), builder.events()
         with self._lock:
             if records:
                 self._records[instance_id] = records
+            if events:
+                self._events[instance_id] = events
 
     # -- what tests and the SSM sandbox read ------------------------------------------------
+    def image_platform_path(self, image_id: str, path: str) -> str:
+        """A guest path as it is kept in the image's layer (C:\\x -> /winroot/C:/x)."""
+        if len(path) > 1 and path[1] == ":":
+            return f"/winroot/{path[0].upper()}:{path[2:].replace(chr(92), '/')}"
+        return path
+
     def image_file(self, image_id: str, path: str) -> bytes | None:
+        path = self.image_platform_path(image_id, path)
         with self._lock:
             files = self._images.get(image_id)
         return None if files is None else files.read(path)
@@ -207,8 +236,12 @@ class Builders:
                 },
             }
             records = {k: list(v) for k, v in self._records.items()}
+            events = {k: list(v) for k, v in self._events.items()}
         for instance_id, b in live.items():
             records.setdefault(instance_id, b.records())
+            events.setdefault(instance_id, b.events())
         out["chef_runs"] = records
+        out["windows_steps"] = {k: v for k, v in events.items() if v}
+        out["platforms"] = {i: b.platform for i, b in live.items()}
         out["running"] = {i: b.spec.address for i, b in live.items() if b.running}
         return out

@@ -50,12 +50,18 @@ def option(argv, *names):
     return None
 
 
-def main(argv):
+def same(path):
+    return path
+
+
+def main(argv, local=same, secret=SECRET, identity=IDENTITY, secret_acl=None):
+    """Record one chef-solo call. `local` maps a path of the guest (C:/… on Windows) to this
+    machine's; `secret_acl` reads the ACL a Windows guest set on the secret file (icacls)."""
     record = {"argv": argv, "uid": os.geteuid(), "time": time.time()}
     config_path = option(argv, "-c", "--config")
     config = ""
-    if config_path and os.path.exists(config_path):
-        with open(config_path) as f:
+    if config_path and os.path.exists(local(config_path)):
+        with open(local(config_path)) as f:
             config = f.read()
     record["config"] = config
     paths = []
@@ -64,24 +70,26 @@ def main(argv):
         paths = re.findall(r'"([^"]+)"', m.group(1))
     record["cookbooks"] = {}
     for p in paths:
-        digest, files = tree_digest(p) if os.path.isdir(p) else (None, [])
+        digest, files = tree_digest(local(p)) if os.path.isdir(local(p)) else (None, [])
         record["cookbooks"][p] = {"sha256": digest, "files": files}
     node_path = option(argv, "-j", "--json-attributes")
     node = None
-    if node_path and os.path.exists(node_path):
-        with open(node_path) as f:
+    if node_path and os.path.exists(local(node_path)):
+        with open(local(node_path)) as f:
             node = json.load(f)
     record["node_json_path"] = node_path
     record["node"] = node
     record["run_list"] = (node or {}).get("run_list")
-    if os.path.exists(SECRET):
-        st = os.stat(SECRET)
+    if os.path.exists(local(secret)):
+        st = os.stat(local(secret))
         record["secret_file"] = {
             "present": True,
             "mode": oct(st.st_mode & 0o7777),
             "uid": st.st_uid,
             "size": st.st_size,
         }
+        if secret_acl is not None:
+            record["secret_file"]["acl"] = secret_acl(secret)
     else:
         record["secret_file"] = {"present": False}
     with open(os.path.join(RECORD_DIR, "chef-solo.json")) as f:
@@ -102,7 +110,7 @@ def main(argv):
     if node and isinstance(node.get("ami_release"), dict):
         old = os.umask(0o022)
         try:
-            with open(IDENTITY, "w") as f:
+            with open(local(identity), "w") as f:
                 json.dump(node["ami_release"], f, indent=2)
                 f.write("\n")
         finally:

@@ -174,13 +174,21 @@ class BuilderSpec:
     hostname: str
     chef_exit_code: int = 0
     chef_output: str = ""
+    sysprep_exit_code: int = 0
+    sysprep_output: str = ""
 
 
 class LinuxBuilder:
     """One builder machine. boot() returns once sshd accepts connections (or raises
-    BuilderError); stop() ends every process of it; snapshot() reads its image layer."""
+    BuilderError); stop() ends every process of it; snapshot() reads its image layer.
+    Subclasses (windows.py) change who logs in, where, with which shell."""
 
     platform = "linux"
+    login_user = LOGIN_USER
+    login_uid = LOGIN_UID
+    login_home = f"/home/{LOGIN_USER}"  # under /home: hidden host folder, bind-mounted from the base layer
+    login_shell = "/bin/sh"
+    authorized_keys = "%h/.ssh/authorized_keys"  # sshd's AuthorizedKeysFile
 
     def __init__(self, home: Path, spec: BuilderSpec) -> None:
         self.home = home
@@ -196,10 +204,11 @@ class LinuxBuilder:
         etc = base / "etc"
         (etc / "sudoers.d").mkdir(parents=True)
         (etc / "ssh").mkdir()
+        user, uid = self.login_user, self.login_uid
         for name, line in (
-            ("passwd", f"{LOGIN_USER}:x:{LOGIN_UID}:{LOGIN_UID}:EC2 Default User:/home/{LOGIN_USER}:/bin/sh\n"),
-            ("group", f"{LOGIN_USER}:x:{LOGIN_UID}:\n"),
-            ("shadow", f"{LOGIN_USER}:*:20000:0:99999:7:::\n"),
+            ("passwd", f"{user}:x:{uid}:{uid}:EC2 Default User:{self.login_home}:{self.login_shell}\n"),
+            ("group", f"{user}:x:{uid}:\n"),
+            ("shadow", f"{user}:*:20000:0:99999:7:::\n"),
         ):
             src = Path("/etc", name)
             (etc / name).write_text(src.read_text() + line)
@@ -207,7 +216,7 @@ class LinuxBuilder:
             st = src.stat()
             os.chown(etc / name, st.st_uid, st.st_gid)
         sudoers = etc / "sudoers.d" / "90-cloud-init-users"
-        sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
         sudoers.chmod(0o440)
         (etc / "ssh" / "sshd_config.builder").write_text(
             "\n".join(
@@ -218,7 +227,8 @@ class LinuxBuilder:
                     "KbdInteractiveAuthentication no",
                     "PermitRootLogin no",
                     "UsePAM no",
-                    f"AllowUsers {LOGIN_USER}",
+                    f"AllowUsers {user}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
                     "Subsystem sftp internal-sftp",
                     "PidFile /run/sshd.pid",
                     "",
@@ -227,6 +237,15 @@ class LinuxBuilder:
         )
         (etc / "hostname").write_text(self.spec.hostname + "\n")
         (etc / "hosts").write_text(Path("/etc/hosts").read_text() + f"127.0.1.1 {self.spec.hostname}\n")
+        lib = base / "usr" / "local" / "lib" / "sandbox-builder"
+        lib.mkdir(parents=True)
+        for module in Path(__file__).parent.glob("*_recorder.py"):
+            shutil.copy(module, lib / module.name)
+        self._write_login(base)
+        return base
+
+    def _write_login(self, base: Path) -> None:
+        """The login user's key and Chef (Linux: ~/.ssh/authorized_keys, /usr/local/bin/chef-solo)."""
         ssh_dir = base / "home" / LOGIN_USER / ".ssh"
         ssh_dir.mkdir(parents=True)
         (ssh_dir / "authorized_keys").write_text(self.spec.public_key.strip() + "\n")
@@ -238,12 +257,10 @@ class LinuxBuilder:
         chef.parent.mkdir(parents=True)
         chef.write_text(RECORDER.read_text())
         chef.chmod(0o755)
-        return base
 
     def _boot_script(self, base: Path) -> str:
         n = self.home / "root"
         hidden = "\n".join(f"mount -t tmpfs -o size=1m,mode=0755 hidden {n}{d}" for d in HIDDEN if os.path.isdir(d))
-        # the login user's home lives in the base layer: bring it back above the hidden /home
         # The base layer must be on a file system of its own (the kernel refuses two lower
         # layers of one overlay where one is inside the other): a tmpfs copy, in the namespace.
         layer = self.home / "base-fs"
@@ -254,8 +271,7 @@ mount -t tmpfs -o size=16m,mode=0755 base {layer}
 cp -a {base}/. {layer}/
 mount -t overlay builder -o lowerdir={layer}:/,upperdir={self.upper},workdir={self.home}/work {n}
 {hidden}
-mkdir -p {n}/home/{LOGIN_USER}
-mount --bind {layer}/home/{LOGIN_USER} {n}/home/{LOGIN_USER}
+{self._home_mount(layer, n)}
 mount -t proc proc {n}/proc
 mount --rbind /dev {n}/dev
 mount -t tmpfs -o mode=1777 tmp {n}/tmp
@@ -267,12 +283,23 @@ ssh-keygen -q -t ed25519 -N '' -f {n}/run/sshd-host-key </dev/null
 exec chroot {n} /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.builder
 """
 
+    def _home_mount(self, layer: Path, n: Path) -> str:
+        # the login user's home is in the base layer: bring it back above the hidden /home
+        return f"mkdir -p {n}{self.login_home}\nmount --bind {layer}{self.login_home} {n}{self.login_home}"
+
     # -- lifecycle -----------------------------------------------------------------------
     def boot(self, timeout: float = BOOT_TIMEOUT) -> None:
         for d in ("upper", "work", "root", "record"):
             (self.home / d).mkdir(parents=True, exist_ok=True)
         (self.record_dir / "chef-solo.json").write_text(
-            json.dumps({"exit_code": self.spec.chef_exit_code, "output": self.spec.chef_output})
+            json.dumps(
+                {
+                    "exit_code": self.spec.chef_exit_code,
+                    "output": self.spec.chef_output,
+                    "sysprep_exit_code": self.spec.sysprep_exit_code,
+                    "sysprep_output": self.spec.sysprep_output,
+                }
+            )
         )
         base = self._write_base()
         script = self.home / "boot.sh"
@@ -322,9 +349,13 @@ exec chroot {n} /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.builder
     def snapshot(self) -> ImageFiles:
         return layer_files(self.upper)
 
+    def events(self) -> list[dict[str, Any]]:
+        """What the builder's shell recorded besides chef-solo (the Windows builder's)."""
+        return []
+
     def records(self) -> list[dict[str, Any]]:
         out = []
-        for p in sorted(self.record_dir.glob("call-*.json")):
+        for p in sorted(self.record_dir.glob("call-*.json")):  # chef-solo's records
             with contextlib.suppress(ValueError):
                 out.append(json.loads(p.read_text()))
         return out

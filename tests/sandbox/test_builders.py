@@ -102,7 +102,6 @@ def test_an_instance_with_packer_s_key_pair_gets_an_ssh_builder(sandbox, tmp_pat
     [
         ({"port": 80}, "no security group of the instance lets tcp/22 in"),
         ({"public_ip": False}, "no public IP"),
-        ({"image": "windows"}, "Windows image"),
     ],
 )
 def test_no_builder_where_aws_would_not_let_packer_in(sandbox, tmp_path, kwargs, why):
@@ -112,6 +111,47 @@ def test_no_builder_where_aws_would_not_let_packer_in(sandbox, tmp_path, kwargs,
     assert why in state["skipped"][instance_id]
     assert instance_id not in state["running"]
     assert not (address or "").startswith("127.")
+
+
+def test_a_windows_image_gets_a_windows_shaped_builder(sandbox, tmp_path):
+    """Administrator with the key pair, a C: drive, uploads by scp, PowerShell recorded with its
+    effect on the drive, and anything the builder does not know refused in words."""
+    ec2 = sandbox.client("ec2")
+    instance_id, address, key = _launch(ec2, sandbox, tmp_path, image="windows")
+    assert address.startswith("127.")
+
+    def as_admin(command: str) -> subprocess.CompletedProcess[str]:
+        deadline = time.monotonic() + 20
+        while True:
+            done = subprocess.run(
+                [*SSH, "-i", str(key), f"Administrator@{address}", command], capture_output=True, text=True
+            )
+            if done.returncode != 255 or time.monotonic() > deadline:
+                return done
+            time.sleep(0.2)
+
+    made = as_admin('powershell.exe -Command "New-Item -ItemType directory -Force -Path C:/Windows/Temp/packer-x"')
+    assert made.returncode == 0, made.stderr
+    script = tmp_path / "s.ps1"
+    script.write_text("Set-Content -NoNewline -Path C:\\Windows\\Temp\\packer-x\\a.txt -Value 'hello'\n")
+    up = subprocess.run(
+        ["scp", "-O", *SSH[1:], "-i", str(key), str(script), f"Administrator@{address}:c:/Windows/Temp/s.ps1"],
+        capture_output=True,
+        text=True,
+    )
+    assert up.returncode == 0, up.stderr
+    ran = as_admin("powershell -executionpolicy bypass \"& { &'c:/Windows/Temp/s.ps1'; exit $LastExitCode }\"")
+    assert ran.returncode == 0, ran.stderr
+    refused = as_admin("net user Administrator hunter2")
+    assert refused.returncode == 1 and "does not know how to run: net user" in refused.stderr
+
+    ec2.stop_instances(InstanceIds=[instance_id])
+    image_id = ec2.create_image(InstanceId=instance_id, Name="windows-builder-test")["ImageId"]
+    assert RUNTIME.builders.image_file(image_id, "C:\\Windows\\Temp\\packer-x\\a.txt") == b"hello"
+    steps = sandbox.handle_control("GET", "builders", {})[1]["windows_steps"][instance_id]
+    assert [s["kind"] for s in steps] == ["scp", "powershell", "refused"]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    assert _builder_processes(address) == []
 
 
 def test_a_killed_sandbox_leaves_no_builder_behind(tmp_path):

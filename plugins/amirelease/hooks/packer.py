@@ -48,6 +48,45 @@ PACKER_IAM_ACTIONS: tuple[str, ...] = (
     "ec2:TerminateInstances",
 )
 
+SYSPREP = re.compile(r"ec2launch\.exe'?\s+sysprep|SysprepInstance\.ps1|sysprep\.exe\b.*/generalize", re.IGNORECASE)
+
+
+def _hcl_text(value: Any) -> str:
+    """A string as python-hcl2 gives it ('"…"' with HCL escapes) -> its text."""
+    s = str(value)
+    if len(s) >= 2 and s[0] == s[-1] == '"':
+        s = s[1:-1]
+        s = re.sub(r'\\(["\\nrt])', lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)), s)
+    return s
+
+
+def sysprep_problem(template: Path, source: str = "amazon-ebs.provisioned") -> str | None:
+    """None when the last provisioner that runs for `source` ends with Sysprep (EC2Launch v2's
+    `ec2launch.exe sysprep`, v1's SysprepInstance.ps1, or sysprep.exe /generalize); else what
+    is wrong. A Windows image that was not generalised clones its machine identity (SID,
+    host name, the builder's keys) into every instance launched from it."""
+    import hcl2
+
+    parsed = hcl2.loads(template.read_text())
+    steps: list[tuple[str, dict[str, Any]]] = []
+    for build in parsed.get("build", []):
+        for block in build.get("provisioner", []):
+            for kind, body in block.items():
+                only = [_hcl_text(x) for x in body.get("only", [])]
+                skip = [_hcl_text(x) for x in body.get("except", [])]
+                if (only and source not in only) or source in skip:
+                    continue
+                steps.append((_hcl_text(kind), body))
+    if not steps:
+        return f"{template.name} has no provisioner for {source}, so nothing runs Sysprep"
+    kind, body = steps[-1]
+    lines = [_hcl_text(x) for x in body.get("inline", [])]
+    if kind != "powershell" or not lines or not SYSPREP.search(lines[-1]):
+        last = f"{kind} provisioner" + (f" ending with {lines[-1]!r}" if lines else "")
+        return f"the last step of {template.name} for {source} is a {last}, not Sysprep"
+    return None
+
+
 _HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -25,7 +25,7 @@ from amirelease.constants import (
 )
 from amirelease.errors import BakeError
 from amirelease.handoffs import BakeResult, ReleasePlan
-from amirelease.hooks.packer import PackerHook
+from amirelease.hooks.packer import PackerHook, sysprep_problem
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import ledger_bucket
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list, tags_dict
@@ -34,11 +34,11 @@ from amirelease.release import build_ami_tags
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-COMMUNICATOR_PORT = {"linux": 22, "windows": 5986}
+COMMUNICATOR_PORT = {"linux": 22, "windows": 22}  # both templates use SSH (include/packer/windows.pkr.hcl says why)
 
 
 def packer_source(platform: str = "linux") -> str:
-    """Which source of the template to build: 'provisioned' (SSH/WinRM + Chef) or
+    """Which source of the template to build: 'provisioned' (SSH + Chef) or
     'unprovisioned' (no communicator). Deployment configuration: [ami_release] packer_source,
     overridden per platform by packer_source_<platform> (e.g. packer_source_windows)."""
     key = f"packer_source_{platform}"
@@ -156,6 +156,15 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         started = time.monotonic()
         try:
             with bundle.unpacked(store, plan.bundle.key, plan.bundle.sha256) as root:
+                if plan.platform == "windows" and source == "provisioned":
+                    problem = sysprep_problem(root / "packer" / "windows.pkr.hcl")
+                    if problem:  # before anything is made in AWS
+                        raise BakeError(
+                            f"{problem}: a Windows image must be generalised by Sysprep as its very last step",
+                            resource=f"bundle {plan.bundle.key}",
+                            fix="make EC2Launch's sysprep the last line of the last powershell provisioner in "
+                            "include/packer/windows.pkr.hcl (nothing may run after it), and release again",
+                        )
                 group_id = self._builder_security_group(ec2, plan, source)
                 variables = {
                     "region": region,
