@@ -148,9 +148,30 @@ def ledger_records(sb, app="demo-web") -> list[dict]:
     return out
 
 
+def builders(sb) -> dict:
+    """The sandbox's builders: chef runs, Windows steps, image files (GET /_sandbox/builders)."""
+    return sb.handle_control("GET", "builders", {})[1]
+
+
+NOTHING_LEFT = {"builder instances": [], "security groups": [], "key pairs": [], "builder processes": {}}
+
+
+def bake_leftovers(sb, release_id: str) -> dict:
+    """What a bake of that release could leave: builder instances, its security group and key
+    pair, builder processes of the sandbox (all empty: NOTHING_LEFT)."""
+    ec2, _, _ = clients(sb)
+    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [release_id]}])
+    return {
+        "builder instances": running_instances(sb, "ami-bake-builder", release_id),
+        "security groups": [g["GroupId"] for g in groups["SecurityGroups"]],
+        "key pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if release_id in k["KeyName"]],
+        "builder processes": builders(sb)["running"],
+    }
+
+
 def chef_run(sb, release_id: str) -> dict:
     """What chef-solo was given on the sandbox's SSH builder for that release (sandbox/builders)."""
-    state = sb.handle_control("GET", "builders", {})[1]
+    state = builders(sb)
     runs = [
         run
         for runs in state["chef_runs"].values()

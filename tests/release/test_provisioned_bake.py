@@ -13,26 +13,20 @@ import pytest
 from amirelease import bundle
 from sandbox.builders.chef_solo_recorder import tree_digest
 from tests.conftest import provisioned_settings
-from tests.release.conftest import clients, ledger_records, load_dag, run_images, running_instances, task_states
+from tests.release.conftest import (
+    NOTHING_LEFT,
+    bake_leftovers,
+    builders,
+    clients,
+    ledger_records,
+    load_dag,
+    run_images,
+    task_states,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("provisioned")]
 
 SECRET_FILE = "/etc/chef/encrypted_data_bag_secret"
-
-
-def _builders(sb) -> dict:
-    return sb.handle_control("GET", "builders", {})[1]
-
-
-def _leftovers(sb, release_id: str) -> dict:
-    ec2, _, _ = clients(sb)
-    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [release_id]}])
-    return {
-        "builder instances": running_instances(sb, "ami-bake-builder", release_id),
-        "security groups": [g["GroupId"] for g in groups["SecurityGroups"]],
-        "key pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if release_id in k["KeyName"]],
-        "builder processes": _builders(sb)["running"],
-    }
 
 
 def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vault_sandbox, monkeypatch, capfd, caplog):
@@ -45,7 +39,7 @@ def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vaul
     rid = record["release_id"]
     [ami] = run_images(sb, dr.run_id)
 
-    state = _builders(sb)
+    state = builders(sb)
     [(instance_id, [run])] = list(state["chef_runs"].items())  # one builder, one Chef run
     # the run list: the base cookbook first, then the app's, exactly as the plan has it
     assert run["run_list"] == record["run_list"] and run["run_list"][0] == "recipe[linux-base]"
@@ -76,12 +70,7 @@ def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vaul
     assert "packer | " in logs and "Provisioning with chef-solo" in logs
     for secret in vault_sandbox.seeded["ami-pipeline/demo-web/bake"].values():
         assert secret not in logs
-    assert _leftovers(sb, rid) == {
-        "builder instances": [],
-        "security groups": [],
-        "key pairs": [],
-        "builder processes": {},
-    }
+    assert bake_leftovers(sb, rid) == NOTHING_LEFT
 
 
 def sb_image_file(sb, image_id: str, path: str) -> str:
@@ -115,9 +104,4 @@ def test_a_failing_chef_run_fails_the_bake_in_words_and_leaves_nothing(release_e
     assert "Packer failed for demo-web 1.4.1" in logs
     rid = next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)["release_id"]
     assert run_images(sb, dr.run_id) == []
-    assert _leftovers(sb, rid) == {
-        "builder instances": [],
-        "security groups": [],
-        "key pairs": [],
-        "builder processes": {},
-    }
+    assert bake_leftovers(sb, rid) == NOTHING_LEFT

@@ -124,11 +124,9 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     # what chef-solo received over SSH: A's cookbooks, then B's, then A's again for the rollback
     trees = [list(chef_run(sb, rec["release_id"])["cookbooks"].values())[0] for rec in (rec1, rec2, rec3)]
     assert trees[0]["sha256"] != trees[1]["sha256"] and trees[2]["sha256"] == trees[0]["sha256"]
-    assert [chef_run(sb, rec["release_id"])["node"]["demo_web"]["version"] for rec in (rec1, rec2, rec3)] == [
-        "3.0.0",
-        "3.1.0",
-        "3.0.0",
-    ]
+    runs = [chef_run(sb, rec["release_id"])["node"] for rec in (rec1, rec2, rec3)]
+    assert [n["demo_web"]["version"] for n in runs] == ["3.0.0", "3.1.0", "3.0.0"]
+    assert [n["ami_release"]["commit"] for n in runs] == [commit_a, commit_b, commit_a]  # Chef is told the commit
 
     # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release
     # is what runs now and is being rolled back); the newest release before them instead.

@@ -13,7 +13,16 @@ import pytest
 from amirelease import bundle
 from sandbox.builders.chef_solo_recorder import tree_digest
 from tests.conftest import provisioned_settings
-from tests.release.conftest import clients, ledger_records, load_dag, run_images, running_instances, task_states
+from tests.release.conftest import (
+    NOTHING_LEFT,
+    bake_leftovers,
+    builders,
+    clients,
+    ledger_records,
+    load_dag,
+    run_images,
+    task_states,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("provisioned")]
 
@@ -21,24 +30,6 @@ SECRET = "C:/chef/encrypted_data_bag_secret"
 NODE = "C:/chef/ami-release-node.json"
 SSH_KEY = "C:/ProgramData/ssh/administrators_authorized_keys"
 DRIVE = "/winroot/C:"
-
-
-def _builders(sb) -> dict:
-    return sb.handle_control("GET", "builders", {})[1]
-
-
-def _leftovers(sb, release_id: str) -> dict:
-    ec2, _, _ = clients(sb)
-    groups = ec2.describe_security_groups(Filters=[{"Name": "tag:ReleaseId", "Values": [release_id]}])
-    return {
-        "builder instances": running_instances(sb, "ami-bake-builder", release_id),
-        "security groups": [g["GroupId"] for g in groups["SecurityGroups"]],
-        "key pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if release_id in k["KeyName"]],
-        "builder processes": _builders(sb)["running"],
-    }
-
-
-NOTHING_LEFT = {"builder instances": [], "security groups": [], "key pairs": [], "builder processes": {}}
 
 
 def _release(sb, version: str, capfd, caplog):
@@ -55,7 +46,7 @@ def test_demo_win_release_bakes_through_ssh_with_sysprep_last(release_env, vault
     assert dr.state == "success", task_states(dr)
     record = next(r for r in ledger_records(sb, "demo-win") if r["pipeline_run"] == dr.run_id)
     [ami] = run_images(sb, dr.run_id)
-    state = _builders(sb)
+    state = builders(sb)
     [(instance_id, steps)] = list(state["windows_steps"].items())
     [run] = state["chef_runs"][instance_id]
 
@@ -105,7 +96,7 @@ def test_demo_win_release_bakes_through_ssh_with_sysprep_last(release_env, vault
     assert identity["release_id"] == rid and identity["version"] == "1.2.0"
     assert "the image is this release (identity file)" in logs  # the smoke test read it (Get-Content)
     assert "Connected to SSH!" in logs and "Executing Chef: c:/opscode/chef/bin/chef-solo.bat" in logs
-    assert _leftovers(sb, rid) == NOTHING_LEFT
+    assert bake_leftovers(sb, rid) == NOTHING_LEFT
 
 
 def _ref(record: dict) -> dict:
@@ -139,4 +130,4 @@ def test_a_failing_windows_step_fails_the_bake_in_words_and_leaves_nothing(
     last_lines = answer.get("chef_output") or answer["sysprep_output"]
     assert last_lines.splitlines()[-1] in logs and words in logs  # the step's own last lines in the task log
     assert run_images(sb, dr.run_id) == []
-    assert _leftovers(sb, rid) == NOTHING_LEFT
+    assert bake_leftovers(sb, rid) == NOTHING_LEFT
