@@ -172,6 +172,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "ec2:DescribeVpcs",
         "s3:GetObject",
         "s3:ListBucket",
+        "s3:PutObject",  # only when AWS outlasted every retry: the failed attempt's ledger record
         "sts:AssumeRole",  # checks that the workers may assume the app's role (catalog aws.role_arn)
     )
 
