@@ -288,3 +288,12 @@ def test_steps_safe_to_repeat_retry_with_backoff_only_when_aws_pushes_back(monke
                 assert rules.evaluate(other, 1, 5).action == RetryAction.FAIL, (task_id, other)
         for task_id in [t for t in dag.task_ids if t.startswith(("bake.", "apply_infrastructure."))]:
             assert dag.get_task(task_id).retry_policy is None, task_id  # their own retry: adopt what was made
+
+
+def test_a_release_aws_stopped_before_the_lock_is_a_failed_attempt_not_a_refusal():
+    from amirelease.operators.record import refused
+
+    before = {"preflight", "route_toolchain", "check_infrastructure.packer-chef-linux"}
+    throttled = "AwsPushbackError: AWS is throttling this account: DescribeLaunchTemplates in us-east-1 …"
+    assert not refused("check_infrastructure.packer-chef-linux", throttled, before)  # recorded
+    assert refused("check_infrastructure.packer-chef-linux", "InfrastructureError: plan refused", before)
