@@ -8,8 +8,9 @@ The policy is a deployment setting, declared once in ``[ami_release]``:
   provider's hooks our operators use (their botocore ``retries``, merged into the Airflow
   connection's own ``config_kwargs``), our own clients (aws.py), the retention run, the
   instance-refresh trigger, Terraform's AWS provider (``max_retries`` and ``retry_mode`` in
-  the generated provider override, ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` for its S3
-  backend) and Packer's amazon builder (``max_retries`` through ``PKR_VAR_aws_max_retries``).
+  the generated provider override, counted as attempts in all as measured; ``AWS_MAX_ATTEMPTS``/
+  ``AWS_RETRY_MODE`` for its S3 backend) and Packer's amazon builder (``max_retries`` through
+  ``PKR_VAR_aws_max_retries``).
 * ``aws_poll_delay_seconds`` (15) and ``aws_wait_minutes`` (60): how Packer waits for AWS
   (the AMI to be available, the builder to stop): ``AWS_POLL_DELAY_SECONDS`` and
   ``AWS_MAX_ATTEMPTS`` in Packer's environment, which Packer's amazon plugin reads as its
@@ -162,7 +163,9 @@ class AwsRetryPolicy:
         }
 
     def terraform_environment(self) -> dict[str, str]:
-        """Terraform: the S3 backend and any aliased provider read these (AWS SDK for Go v2)."""
+        """Terraform's environment, for its S3 state backend (AWS SDK for Go v2 reads these). The
+        AWS provider does not take its attempts from here (measured: it keeps its own default of
+        25 unless its block sets max_retries): that is the override's job."""
         return {"AWS_MAX_ATTEMPTS": str(self.max_attempts), "AWS_RETRY_MODE": self.mode}
 
     def terraform_provider_settings(self) -> dict[str, str]:

@@ -242,7 +242,7 @@ class TerraformHook(BaseHook):
     ) -> dict[str, str]:
         env = {k: v for k, v in base_environment().items() if not k.startswith("AWS_")}
         env.update(aws_env)
-        env.update(policy().terraform_environment())  # the S3 backend's and aliased providers' retries
+        env.update(policy().terraform_environment())  # the S3 state backend's retries
         env.update(
             TF_IN_AUTOMATION="1",
             TF_INPUT="0",
