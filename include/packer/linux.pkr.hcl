@@ -27,6 +27,7 @@ source "amazon-ebs" "base" {
   tags                    = var.tags
   snapshot_tags           = var.tags
   run_tags                = var.run_tags
+  max_retries             = var.aws_max_retries
   shutdown_behavior       = "terminate"
 }
 

@@ -4,6 +4,11 @@
 # Packer's environment (PKR_VAR_secrets), sensitive, never argv, tags or the var file.
 
 variable "region" { type = string }
+variable "aws_max_retries" {
+  type        = number
+  default     = 9
+  description = "API retries after the first try (throttling, 5xx): the pipeline sets it from [ami_release] aws_max_attempts (PKR_VAR_aws_max_retries)"
+}
 variable "ami_regions" {
   type    = list(string)
   default = []

@@ -11,16 +11,43 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook, AwsGenericHook
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from amirelease.errors import PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
+from amirelease.retry import note_region, policy
+
+HookT = TypeVar("HookT", bound=AwsGenericHook[Any])
+
+
+def with_retry_policy(hook: HookT) -> HookT:
+    """The deployment's retry policy (retry.py) on a provider hook, before its client is made:
+    merged into the hook's resolved botocore config (an explicit ``config`` or the Airflow
+    connection's ``config_kwargs``), unless that config sets ``retries`` itself."""
+    wrapper = hook.conn_config
+    wrapper.botocore_config = policy().merge_config(wrapper.botocore_config)
+    return hook
+
+
+def retry_config(aws_conn_id: str | None, botocore_config: dict[str, Any] | None) -> Config:
+    """The botocore config a hook of this connection resolves to (an explicit one, else the
+    connection's ``config_kwargs``) with the deployment's retry policy merged in."""
+    resolved = AwsBaseHook(aws_conn_id=aws_conn_id, config=botocore_config, client_type="sts").conn_config
+    return policy().merge_config(resolved.botocore_config)
+
+
+def client_of(hook: AwsBaseHook) -> Any:
+    """The hook's boto3 client (its retry policy applied), naming its region in its errors."""
+    conn = with_retry_policy(hook).conn
+    note_region(getattr(getattr(conn, "meta", None), "client", None) or conn)  # a boto3 resource has .meta.client
+    return conn
 
 
 @dataclass(frozen=True)
@@ -41,26 +68,28 @@ class AwsClients:
         }
 
     def ec2(self, region: str | None = None) -> Any:
-        return EC2Hook(api_type="client_type", **self._kwargs(region)).conn
+        return client_of(EC2Hook(api_type="client_type", **self._kwargs(region)))
 
     def autoscaling(self, region: str | None = None) -> AutoScalingHook:
-        return AutoScalingHook(**self._kwargs(region))
+        hook = AutoScalingHook(**self._kwargs(region))
+        client_of(hook)
+        return hook
 
     def s3(self) -> Any:
-        return S3Hook(**self._kwargs(None)).conn
+        return client_of(S3Hook(**self._kwargs(None)))
 
     def ssm(self, region: str | None = None) -> Any:
-        return SsmHook(**self._kwargs(region)).conn
+        return client_of(SsmHook(**self._kwargs(region)))
 
     def elbv2(self, region: str | None = None) -> Any:
-        return AwsBaseHook(client_type="elbv2", **self._kwargs(region)).conn
+        return client_of(AwsBaseHook(client_type="elbv2", **self._kwargs(region)))
 
     def cloudwatch(self, region: str | None = None) -> Any:
-        return AwsBaseHook(client_type="cloudwatch", **self._kwargs(region)).conn
+        return client_of(AwsBaseHook(client_type="cloudwatch", **self._kwargs(region)))
 
     def base_hook(self, region: str | None = None) -> AwsBaseHook:
         """For credentials, the account id and the connection's endpoint settings."""
-        return AwsBaseHook(client_type="sts", **self._kwargs(region))
+        return with_retry_policy(AwsBaseHook(client_type="sts", **self._kwargs(region)))
 
 
 APP_TAG = "App"  # the session tag an app role's policy conditions on (cli iam-policy --app)
@@ -74,9 +103,11 @@ def session_name(app: str, release_id: str) -> str:
 
 def assume_app_role(hook: AwsBaseHook, region: str, role_arn: str, app: str, release_id: str) -> dict[str, Any]:
     """Credentials of the app's role for one release (session tag App=<app>, transitive)."""
-    sts = AwsBaseHook(
-        aws_conn_id=hook.aws_conn_id, region_name=region, client_type="sts", config=hook.config, verify=hook.verify
-    ).conn
+    sts = client_of(
+        AwsBaseHook(
+            aws_conn_id=hook.aws_conn_id, region_name=region, client_type="sts", config=hook.config, verify=hook.verify
+        )
+    )
     try:
         creds: dict[str, Any] = sts.assume_role(
             RoleArn=role_arn,

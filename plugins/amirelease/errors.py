@@ -48,3 +48,27 @@ class VerificationError(ReleaseError):
 
 class RetentionError(ReleaseError):
     """The retention run refused to act (policy invalid, safety cap exceeded...)."""
+
+
+class AwsPushbackError(ReleaseError):
+    """AWS throttled the account or erred (5xx) on a call, after every client retry. Built by
+    amirelease.retry.pushback_error, which says which call, where, and what was changed."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        resource: str | None = None,
+        fix: str | None = None,
+        operation: str = "",
+        region: str = "",
+        kind: str = "",
+        code: str = "",
+        step: str = "",
+    ):
+        super().__init__(problem, resource=resource, fix=fix)
+        self.operation = operation
+        self.region = region
+        self.kind = kind
+        self.code = code
+        self.step = step

@@ -49,6 +49,48 @@ def record_key(app: str, release_id: str) -> str:
     return f"releases/{app}/{release_id}.json"
 
 
+def failed_before_building(
+    *,
+    app: str,
+    version: str,
+    release_id: str,
+    dag_id: str,
+    run_id: str,
+    reason: str,
+    started_at: str | None,
+    triggered_by: str | None,
+    notes: str | None,
+    re_release_of: str | None,
+) -> Record:
+    """The ledger record of a release that failed before anything was built (AWS pushed back
+    in preflight): outcome failed, the reason in words, no AMI (pure)."""
+    return {
+        "app": app,
+        "version": version,
+        "release_id": release_id,
+        "kind": "re-release" if re_release_of else "release",
+        "re_release_of": re_release_of,
+        "rebuild_of": None,
+        "rebuild_reason": None,
+        "outcome": "failed",
+        "failed_task": "preflight",
+        "failure_reason": reason,
+        "nothing_built": True,
+        "amis": {},
+        "targets": [],
+        "launch_template_versions": [],
+        "refreshes": [],
+        "triggered_by": triggered_by,
+        "reason": notes,
+        "dag_id": dag_id,
+        "pipeline_run": run_id,
+        "started_at": started_at,
+        "finished_at": utcnow(),
+        "forensic_hold": None,
+        "rolled_back": None,
+    }
+
+
 # --- rollback targets (pure) ----------------------------------------------------------------
 
 

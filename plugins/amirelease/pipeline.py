@@ -30,6 +30,7 @@ from amirelease.operators.record import RecordReleaseOperator
 from amirelease.operators.rollout import RollOutOperator, WaitForInstanceRefreshOperator
 from amirelease.operators.smoke import SmokeTestOperator
 from amirelease.operators.verify import VerifyReleaseOperator
+from amirelease.retry import policy as aws_retry_policy
 
 PIPELINE_DOC = """
 | step | what it does |
@@ -51,6 +52,13 @@ target group, alarms…) |
 
 # Shared by the DAGs that run the release pipeline.
 DEFAULT_ARGS: dict[str, Any] = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure}
+
+
+def safe_to_repeat() -> dict[str, Any]:
+    """Task retries for the steps that are safe to repeat (preflight, the Terraform check, smoke
+    test, the waits, verify, record): only when AWS throttles or errs, with exponential backoff
+    ([ami_release] aws_step_retries / aws_step_retry_delay_seconds, retry.py)."""
+    return aws_retry_policy().step_retry_args()
 
 
 def app_param() -> Param:
@@ -190,7 +198,9 @@ def release_pipeline(
 
     infra = applied()
     roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=ami, infrastructure=infra)
-    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT).expand(refresh=roll_out.output)
+    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
+        refresh=roll_out.output
+    )
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
         task_id=TaskIds.RECORD,
@@ -199,6 +209,10 @@ def release_pipeline(
         check_task_ids=[toolchain_task(TaskIds.CHECK_INFRA, tc) for tc in tcs],
         apply_task_ids=[toolchain_task(TaskIds.APPLY_INFRA, tc) for tc in tcs],
     )
+
+    for step in (preflight, *(per_tc[tc]["check"] for tc in tcs), smoke, verify, record):
+        for name, value in safe_to_repeat().items():
+            setattr(step, name, value)
 
     preflight >> route
     for tc in tcs:

@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 
 from amirelease.errors import BakeError
 from amirelease.hooks.tool import ToolProcess, base_environment, workdir
+from amirelease.retry import policy
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,8 @@ class PackerHook(BaseHook):
         emit = on_line or log.info
         env = base_environment()
         env.update(aws_env or {})
+        # the deployment's retry policy (retry.py): API retries, and how Packer's waiters poll
+        env.update(policy().packer_environment())
         env["CHECKPOINT_DISABLE"] = "1"  # no phone-home
         env["PACKER_NO_COLOR"] = "1"
         if secrets is not None:

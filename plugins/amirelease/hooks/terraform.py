@@ -4,9 +4,10 @@
   checkout is never written to, and a killed task leaves nothing behind for long.
 * State: the S3 backend, settings given at init (-backend-config): the bucket, one key per
   app and region, server-side encryption, and S3-native locking (``use_lockfile``).
-* Where the AWS connection names a custom endpoint (the sandbox, a VPC endpoint), the
-  backend gets it at init and the AWS provider through a generated override file
-  (``zz_pipeline_override.tf``): the module itself never knows where it runs.
+* The AWS provider gets the deployment's retry policy (``max_retries``, ``retry_mode``) and,
+  where the AWS connection names a custom endpoint (the sandbox, a VPC endpoint), that
+  endpoint through a generated override file (``zz_pipeline_override.tf``); the backend gets
+  the endpoint at init: the module itself never knows where it runs.
 * Providers come from a local filesystem mirror when one is configured or found
   ([ami_release] terraform_plugin_dir); otherwise ``init`` downloads them as usual.
 * Non-secret variables go in a JSON var file; secrets only as ``TF_VAR_<name>`` in the
@@ -37,6 +38,7 @@ from airflow.sdk.configuration import conf
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import PlanSummary, ResourceChange
 from amirelease.hooks.tool import ToolProcess, base_environment
+from amirelease.retry import policy
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +87,21 @@ def hcl_quote(value: str) -> str:
     return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
 
 
-def override_file(endpoint_url: str) -> str:
-    """Provider settings for a custom AWS endpoint (merged into the module's provider block)."""
-    endpoints = "\n".join(f"    {svc} = {hcl_quote(endpoint_url)}" for svc in PROVIDER_ENDPOINT_SERVICES)
-    return (
-        "# Written by the release pipeline: the AWS connection names a custom endpoint.\n"
-        'provider "aws" {\n'
-        "  s3_use_path_style = true\n"
-        "  endpoints {\n"
-        f"{endpoints}\n"
-        "  }\n"
-        "}\n"
-    )
+def override_file(endpoint_url: str | None) -> str:
+    """The pipeline's AWS provider settings, merged into the module's default provider block:
+    the deployment's retry policy (retry.py) always, a custom endpoint when the connection
+    names one."""
+    settings = "\n".join(f"  {k} = {v}" for k, v in policy().terraform_provider_settings().items())
+    lines = [
+        "# Written by the release pipeline: the deployment's AWS retry policy ([ami_release] aws_max_attempts,",
+        "# aws_retry_mode)" + (" and the AWS connection's custom endpoint." if endpoint_url else "."),
+        'provider "aws" {',
+        settings,
+    ]
+    if endpoint_url:
+        endpoints = "\n".join(f"    {svc} = {hcl_quote(endpoint_url)}" for svc in PROVIDER_ENDPOINT_SERVICES)
+        lines += ["  s3_use_path_style = true", "  endpoints {", endpoints, "  }"]
+    return "\n".join([*lines, "}", ""])
 
 
 @dataclass(frozen=True)
@@ -221,8 +226,7 @@ class TerraformHook(BaseHook):
         """Copy the module into workdir/module and add the pipeline's files; return the folder."""
         wd = workdir / "module"
         shutil.copytree(module_dir, wd, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan"))
-        if endpoint_url:
-            (wd / OVERRIDE_FILE).write_text(override_file(endpoint_url))
+        (wd / OVERRIDE_FILE).write_text(override_file(endpoint_url))
         mirror = plugin_dir()
         cli = workdir / "terraform.tfrc"
         if mirror is not None:
@@ -238,6 +242,7 @@ class TerraformHook(BaseHook):
     ) -> dict[str, str]:
         env = {k: v for k, v in base_environment().items() if not k.startswith("AWS_")}
         env.update(aws_env)
+        env.update(policy().terraform_environment())  # the S3 state backend's retries
         env.update(
             TF_IN_AUTOMATION="1",
             TF_INPUT="0",

@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from amirelease.aws import AwsClients
+from botocore.exceptions import ClientError
+
+from amirelease.aws import AwsClients, retry_config
+from amirelease.retry import pushback_error
+
+NOTHING_CHANGED = "Nothing was changed in AWS by this step."
+
+
+def _in_words(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn AWS throttling or a 5xx that outlasted every client retry into AwsPushbackError
+    (which call, where, what was changed, what to do) instead of a botocore traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ClientError as exc:
+            error = pushback_error(
+                exc,
+                step=getattr(self, "task_id", type(self).__name__),
+                region=getattr(self, "region_name", None),
+                changed=self.pushback_changed,
+            )
+            if error is None:
+                raise
+            self.log.error("%s", error)
+            raise error from None
+
+    wrapper._in_words = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class ReleaseOperatorMixin:
@@ -24,6 +55,17 @@ class ReleaseOperatorMixin:
 
     iam_role: ClassVar[str] = "deploy"
     iam_actions: ClassVar[tuple[str, ...]] = ()
+    # What the person on call should know about AWS's state when AWS refused this step.
+    pushback_changed: ClassVar[str] = (
+        "This step may have changed AWS before the refusal; a retry of it or the next release adopts what it made."
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("execute", "execute_complete"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_in_words", False):
+                setattr(cls, name, _in_words(method))
 
     @property
     def clients(self) -> AwsClients:
@@ -33,6 +75,14 @@ class ReleaseOperatorMixin:
             verify=self.verify,
             botocore_config=self.botocore_config,
         )
+
+    @property
+    def _hook_parameters(self) -> dict[str, Any]:
+        """AwsBaseOperator's hook parameters, its botocore config with the deployment's retry
+        policy merged in (the hook itself is the provider's, final)."""
+        params: dict[str, Any] = {**super()._hook_parameters}  # type: ignore[misc]
+        params["config"] = retry_config(self.aws_conn_id, self.botocore_config)
+        return params
 
 
 class Ec2ClientHookMixin:

@@ -10,18 +10,27 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import bundle, catalog, contained, sources
 from amirelease.aws import assume_app_role
-from amirelease.errors import ConfigError, PreflightError
+from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
-from amirelease.ledger import Ledger, ReleaseLock, already_released, ledger_bucket, released_words, ways_on
+from amirelease.ledger import (
+    Ledger,
+    ReleaseLock,
+    already_released,
+    failed_before_building,
+    ledger_bucket,
+    released_words,
+    ways_on,
+)
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
 from amirelease.operators.lock import FINISHED
 from amirelease.release import ami_name, files_digest, newest_image, release_id
+from amirelease.retry import pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -153,6 +162,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "app", "version", "git_ref", "notes", "triggered_by", "re_release", "rebuild", "rebuild_reason"
     )
     ui_color = "#e8f4fa"
+    pushback_changed = "Nothing was changed in AWS: preflight only reads."
     iam_actions = (
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeInstanceRefreshes",
@@ -162,6 +172,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "ec2:DescribeVpcs",
         "s3:GetObject",
         "s3:ListBucket",
+        "s3:PutObject",  # only when AWS outlasted every retry: the failed attempt's ledger record
         "sts:AssumeRole",  # checks that the workers may assume the app's role (catalog aws.role_arn)
     )
 
@@ -191,6 +202,53 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self.vault_conn_id = vault_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._preflight(context)
+        except ClientError as exc:
+            error = pushback_error(exc, step=self.task_id, region=self.region_name, changed=self.pushback_changed)
+            if error is None:
+                raise
+            self._record_pushback(error, context)
+            raise error from None
+
+    def _record_pushback(self, error: AwsPushbackError, context: Context) -> None:
+        """AWS outlasted every retry of this release before anything was built: on the last try,
+        put the attempt in the ledger (outcome failed, the reason in words) so that the Releases
+        page shows it. Only for a known app and a valid version (nothing is written for bad input)."""
+        ti = context["ti"]
+        if ti.try_number <= (self.retries or 0):
+            self.log.warning(
+                "AWS pushed back (try %d of %d): this step is retried", ti.try_number, (self.retries or 0) + 1
+            )
+            return
+        try:
+            target = RollbackTarget.from_xcom(self.re_release) if self.re_release else None
+            app = catalog.known_app(text_param("app", self.app, example="demo-web")).name
+            version = target.version if target else catalog.validate_version(str(self.version or ""))
+        except ConfigError:
+            return
+        run_id = context["run_id"]
+        start = getattr(context.get("dag_run"), "start_date", None)
+        record = failed_before_building(
+            app=app,
+            version=version,
+            release_id=release_id(app, version, run_id),
+            dag_id=ti.dag_id,
+            run_id=run_id,
+            reason=f"{type(error).__name__}: {error}",
+            started_at=start.strftime("%Y-%m-%dT%H:%M:%SZ") if start is not None else None,
+            triggered_by=str(self.triggered_by or "") or None,
+            notes=str(self.notes or "") or None,
+            re_release_of=target.target_release_id if target else None,
+        )
+        try:
+            key = Ledger(self.clients.s3(), ledger_bucket()).put(record)
+        except (ClientError, BotoCoreError, ReleaseError) as exc:
+            self.log.error("The failed attempt could not be written to the ledger either: %s", exc)
+            return
+        self.log.info("The failed attempt is in the ledger: s3://%s/%s (nothing was built)", ledger_bucket(), key)
+
+    def _preflight(self, context: Context) -> dict[str, Any]:
         app_name = text_param("app", self.app, example="demo-web")
         notes = text_param("notes", self.notes, example="INC-123: fixes the login page")
         if len(notes) > MAX_NOTES:

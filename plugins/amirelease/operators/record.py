@@ -35,10 +35,15 @@ FAILED_STATES = ("failed", "upstream_failed")
 # PreflightError/ConfigError, raised before they change anything) is a refusal like preflight's
 RECHECK_TASK_IDS = (TaskIds.LOCK, TaskIds.MARK_ROLLED_BACK)
 REFUSAL_ERRORS = ("PreflightError:", "ConfigError:")
+# AWS throttled or erred past every retry: not a refusal of the release's inputs, a failed attempt
+# (recorded, so the Releases page shows it)
+PUSHBACK_ERROR = "AwsPushbackError:"
 
 
 def refused(failed_task: str | None, reason: object, before_lock: set[str]) -> bool:
     """Was the release refused before anything was built or changed? (pure)"""
+    if str(reason or "").startswith(PUSHBACK_ERROR):
+        return False
     if failed_task in before_lock:
         return True
     return failed_task in RECHECK_TASK_IDS and str(reason or "").startswith(REFUSAL_ERRORS)
@@ -166,6 +171,10 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields()
     ui_color = "#f0f0f0"
+    pushback_changed = (
+        "What the release changed stands as the earlier steps left it; the outcome tag and the ledger record "
+        "may be missing until this step is retried."
+    )
     iam_actions = ("ec2:CreateTags", "s3:DeleteObject", "s3:GetObject", "s3:PutObject")
 
     def __init__(

@@ -171,6 +171,7 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
     template_fields: Sequence[str] = aws_template_fields("refresh")
     ui_color = "#f3e8fb"
     iam_actions = ("autoscaling:DescribeInstanceRefreshes",)
+    pushback_changed = "Waiting only reads: the instance refresh goes on in AWS, and a retry of this step follows it."
 
     def __init__(
         self, *, refresh: Any, waiter_delay: int | None = None, deferrable: bool | None = None, **kwargs: Any

@@ -73,6 +73,10 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields("plan", "bake")
     ui_color = "#eaf7e6"
+    pushback_changed = (
+        "The smoke-test instance this step started, if any, is terminated by the step's own cleanup; nothing "
+        "else was changed by it."
+    )
     iam_actions = (
         "ec2:CreateTags",
         "ec2:DescribeInstances",

@@ -77,6 +77,7 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields("plan", "refreshes")
     ui_color = "#e6f7ee"
+    pushback_changed = "Verify only reads: this step changed nothing in AWS; the roll-out it checks has finished."
     iam_actions = (
         "autoscaling:DescribeAutoScalingGroups",
         "cloudwatch:DescribeAlarms",

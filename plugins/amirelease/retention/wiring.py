@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import Param, task
 
 from amirelease.operators.retention import MODES, AmiRetentionOperator
+from amirelease.retry import policy
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 POLICY_PATH = None  # None: [ami_release] retention_policy, else include/policies/ami-retention.yaml
@@ -56,6 +57,7 @@ def retention_tasks(*, mode: str | None) -> Any:
         policy_path=POLICY_PATH,
         mode=mode,
         aws_conn_id="aws_default",
-        botocore_config={"retries": {"mode": "standard", "max_attempts": 10}},
+        # the deployment's one retry policy ([ami_release] aws_retry_mode / aws_max_attempts, retry.py)
+        botocore_config=policy().botocore_config(),
         execution_timeout=timedelta(minutes=20),
     ).expand(region_name=policy_regions())

@@ -105,6 +105,12 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         self.auto_scaling_group = auto_scaling_group
         self.refresh_id = refresh_id
 
+    def hook(self) -> Any:
+        """The provider's way, with the deployment's retry policy (retry.py) on the hook."""
+        from amirelease.aws import with_retry_policy
+
+        return with_retry_policy(super().hook())
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self.hook()
         group = self.auto_scaling_group

@@ -1,0 +1,16 @@
+# Test module: one read (ec2:DescribeVpcs) by the AWS provider, to see its retries at work.
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+provider "aws" {
+  region                      = "us-east-1"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+}
+data "aws_vpcs" "all" {}
+output "vpcs" {
+  value = length(data.aws_vpcs.all.ids)
+}
