@@ -21,7 +21,7 @@ from moto.moto_api._internal import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from . import patches, refresh, ssm
+from . import image_references, images, patches, recycle_bin, refresh, ssm
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -33,6 +33,9 @@ MARK_TAG = "maid_status"
 def install_extensions() -> None:
     """Idempotent: patch moto's classes in this process."""
     patches.install()
+    images.install()  # deprecation, disabled images, deregistration protection, lastLaunchedTime
+    recycle_bin.install()  # rbin rules; deregistered images / deleted snapshots held and restored
+    image_references.install()  # DescribeImageReferences
     refresh.install()
     ssm.install()
 
@@ -146,6 +149,7 @@ class AwsSandbox:
         with LOCK:
             moto_api_backend.reset()
             refresh.reset()
+            recycle_bin.reset()
             RUNTIME.faults.clear()
             RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
         self._seed()
