@@ -52,6 +52,10 @@ class AwsClients:
     def ssm(self, region: str | None = None) -> Any:
         return SsmHook(**self._kwargs(region)).conn
 
+    def rbin(self, region: str | None = None) -> Any:
+        """The Recycle Bin (retention rules)."""
+        return AwsBaseHook(client_type="rbin", **self._kwargs(region)).conn
+
     def elbv2(self, region: str | None = None) -> Any:
         return AwsBaseHook(client_type="elbv2", **self._kwargs(region)).conn
 

@@ -115,6 +115,10 @@ def grants() -> list[Grant]:
         if app.iam_actions:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
     out.append(Grant("console", "airflow", "Releases page and CLI", CONSOLE_IAM_ACTIONS))
+    from amirelease.retention.restore import RESTORE_IAM_ACTIONS, RULES_IAM_ACTIONS
+
+    out.append(Grant("console", "airflow", "restore-ami (CLI)", RESTORE_IAM_ACTIONS))
+    out.append(Grant("console", "airflow", "recycle-bin-rules (CLI)", RULES_IAM_ACTIONS))
     return out
 
 

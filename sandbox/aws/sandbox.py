@@ -403,6 +403,19 @@ class AwsSandbox:
                 s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
         acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
 
+        # Recycle Bin retention rules, as `make recycle-bin-rules` creates them in a real account
+        # (the retention policy deregisters only into such a window): see account.yaml.
+        rbin = self.client("rbin", internal=True)
+        acct["recycle_bin_rules"] = []
+        for rule in spec.get("recycle_bin_rules") or []:
+            made = rbin.create_rule(
+                ResourceType=rule["resource_type"],
+                RetentionPeriod={"RetentionPeriodValue": int(rule["days"]), "RetentionPeriodUnit": "DAYS"},
+                ResourceTags=[{"ResourceTagKey": k, "ResourceTagValue": v} for k, v in rule["tags"].items()],
+                Description=rule.get("description", "sandbox seed"),
+            )
+            acct["recycle_bin_rules"].append(made["Identifier"])
+
         # App-scoped roles (include/apps/<app>.yaml aws.role_arn): each app's Packer and Terraform
         # run as its own role, assumed per release with the session tag App=<app>.
         iam = self.client("iam", internal=True)
