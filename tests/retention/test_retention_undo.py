@@ -278,3 +278,29 @@ def test_restore_says_so_when_the_snapshot_is_gone_for_good(sandbox):
     with pytest.raises(RestoreError, match="neither in the Recycle Bin nor in the account"):
         restore_ami(image_id=seeded["image_id"], region=sandbox.region, reason="too late for this one", by="dave")
     assert seeded["image_id"] in _bin(sandbox)[0]  # nothing half-restored
+
+
+def test_cli_recycle_bin_rules_reports_then_creates(sandbox, capsys):
+    from amirelease import cli
+
+    _delete_rules(sandbox)
+    assert cli.main(["recycle-bin-rules"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT covered" in out and "make recycle-bin-rules CREATE=1" in out
+    assert cli.main(["recycle-bin-rules", "--create"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("created") == 2 and f"{sandbox.region}: covered" in out
+    assert cli.main(["recycle-bin-rules"]) == 0
+
+
+def test_cli_restore_ami(sandbox, capsys):
+    from amirelease import cli
+
+    seeded = _seeded(sandbox, DUE_NOW)
+    run_retention(sandbox)
+    assert cli.main(["restore-ami", seeded["image_id"], "--reason", "x"]) == 2
+    assert "reason of at least" in capsys.readouterr().err
+    assert cli.main(["restore-ami", seeded["image_id"], "--reason", "INC-9: still needed by web-a"]) == 0
+    out = capsys.readouterr().out
+    assert f"Restored {seeded['image_id']}" in out and "(command line)" in out
+    assert _tags(_image(sandbox, seeded["image_id"]))["ForensicHoldReason"] == "INC-9: still needed by web-a"
