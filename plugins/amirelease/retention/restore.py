@@ -228,6 +228,10 @@ def restore_ami(
             restores = [*(rec.get("restores") or []), {k: v for k, v in entry.items() if k != "deregistration"}]
             ledger.update(app, release_id, forensic_hold=hold, restores=restores)
             ledger_release = release_id
+            from amirelease import protection
+
+            # the hold brings AWS's deregistration protection with it (protection.py)
+            protection.sync(ledger, clients.ec2, app, protection.protect_releases())
     return Restored(
         image_id=image_id,
         region=region,
