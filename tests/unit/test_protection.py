@@ -114,3 +114,24 @@ def test_lifting_a_hold_lifts_its_protection(world):
     assert _protection(sb, held) == "enabled-with-cooldown"
     lift_hold(app="prot", release_id="prot-1.1.0-r1", reason="INC-1 closed, forensics done", by="erin")
     assert _protection(sb, held).startswith("disabled-until ")
+
+
+def test_the_releases_page_says_what_aws_enforces(sandbox):
+    from datetime import UTC, datetime, timedelta
+
+    from amirelease.ui.collect import read_app_images
+    from amirelease.ui.present import aws_state
+
+    now = datetime.now(UTC)
+    assert aws_state({"DeregistrationProtection": "disabled"}, now) == ""
+    image = sandbox.create_image("page", age_days=90, tags={"App": "page-app"})
+    ec2 = sandbox.client("ec2", internal=True)
+    ec2.enable_image_deregistration_protection(ImageId=image, WithCooldown=True)
+    ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + timedelta(days=3))
+    [seen] = read_app_images(sandbox.client("ec2"), "page-app", sandbox.region)
+    text = aws_state(seen, now)
+    assert text.startswith("protected from deregistration (24 h cooldown once lifted)")
+    assert f"deprecated on {(now + timedelta(days=3)):%Y-%m-%d}" in text
+    ec2.disable_image_deregistration_protection(ImageId=image)
+    [seen] = read_app_images(sandbox.client("ec2"), "page-app", sandbox.region)
+    assert "protected from deregistration until " in aws_state(seen, now)

@@ -174,6 +174,8 @@ def read_app_images(ec2: Any, app: str, region: str) -> list[dict[str, Any]]:
             "CreationDate": i.get("CreationDate"),
             "Region": region,
             "Tags": tags_of(i),
+            "DeregistrationProtection": i.get("DeregistrationProtection"),
+            "DeprecationTime": i.get("DeprecationTime"),
         }
         for i in images
     ]

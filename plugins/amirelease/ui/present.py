@@ -468,6 +468,22 @@ class AmiRow:
     eligible: str
     warnings: list[str]
     source: str
+    aws: str = ""  # what AWS itself enforces: deregistration protection, deprecation
+
+
+def aws_state(image: dict[str, Any], now: datetime) -> str:
+    """(pure) AWS's own guards on an image, for a person: protected / deprecated on."""
+    parts = []
+    protection = str(image.get("DeregistrationProtection") or "disabled")
+    if protection.startswith("enabled"):
+        cooldown = " (24 h cooldown once lifted)" if protection == "enabled-with-cooldown" else ""
+        parts.append(f"protected from deregistration{cooldown}")
+    elif protection.startswith("disabled-until"):
+        parts.append(f"protected from deregistration until {protection.split(' ', 1)[1]} (cooldown)")
+    deprecated = parse_time(image.get("DeprecationTime"))
+    if deprecated is not None:
+        parts.append(f"{'deprecated since' if deprecated <= now else 'deprecated on'} {day(deprecated)}")
+    return "; ".join(parts)
 
 
 # The near-miss rule is the retention report's own (one rule, one place): the page shows what
@@ -612,6 +628,7 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
                 eligible=eligible,
                 warnings=warnings,
                 source=source,
+                aws=aws_state(image, now),
             )
         )
     return rows
