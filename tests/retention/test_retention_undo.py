@@ -304,3 +304,21 @@ def test_cli_restore_ami(sandbox, capsys):
     out = capsys.readouterr().out
     assert f"Restored {seeded['image_id']}" in out and "(command line)" in out
     assert _tags(_image(sandbox, seeded["image_id"]))["ForensicHoldReason"] == "INC-9: still needed by web-a"
+
+
+def test_an_image_aws_keeps_does_not_stall_the_drain(sandbox, tmp_path):
+    """With one deregistration per run, the oldest due image is one AWS finds referenced: its
+    slot goes to the next due image, which is asked about in turn, and goes."""
+    older = sandbox.create_image(
+        "due-older", age_days=90, tags={MARK: "Resource does not meet policy: deregister@2020/01/01"}
+    )
+    newer = sandbox.create_image(
+        "due-newer", age_days=90, tags={MARK: "Resource does not meet policy: deregister@2020/01/02"}
+    )
+    ssm = sandbox.client("ssm", internal=True)
+    ssm.put_parameter(Name="/golden/older", Value=older, Type="String", DataType="aws:ec2:image")
+    summary = run_retention(sandbox, policy_path=_policy(tmp_path, max_deregistrations_per_run=1))
+    assert _image(sandbox, older) is not None
+    assert _image(sandbox, newer) is None and newer in _bin(sandbox)[0]
+    assert summary["counts"]["deregister"] == 1
+    assert latest(sandbox)["aws_references"]["disagreements"] == 1

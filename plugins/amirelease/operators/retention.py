@@ -178,44 +178,49 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
     def s3_hook(self) -> S3Hook:
         return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify, config=self.botocore_config)
 
-    def _undo_checks(self, ec2: Any, plan: Any, policy: Any) -> tuple[Any, dict[str, Any]]:
-        """Before deregistering: AWS's own reference check (aws_opinion.py), then the Recycle
-        Bin window (recycle.py). Either may keep images; neither stops the run (marks go on)."""
+    def _aws_opinion(self, ec2: Any, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
+        """AWS's own reference check over the images about to go (aws_opinion.py), before the
+        recheck: an image AWS finds referenced is kept and its slot goes to the next deferred one.
+        A failing check deregisters nothing this run (marks go on)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from amirelease.retention import aws_opinion, recycle, recycle_aws
+        from amirelease.retention import aws_opinion, recycle
         from amirelease.retention.decide import Action
 
-        undo: dict[str, Any] = {}
+        if plan.stopped or not policy.aws_reference_check or not plan.of(Action.DEREGISTER):
+            return plan
+        try:
+            plan, opinion, kept = aws_opinion.second_opinion(ec2, plan, depth=policy.reference_version_depth)
+        except (ClientError, BotoCoreError) as exc:
+            reason = f"AWS's reference check (DescribeImageReferences) failed: {exc}"
+            self.log.warning("%s", reason)
+            undo["aws_references"] = {"available": False, "checked": 0, "note": reason}
+            return recycle.hold_back(plan, reason)
+        undo["aws_references"] = opinion.as_report(kept)
+        if kept:
+            self.log.warning("AWS finds references our own check did not: %d image(s) kept (disagreements)", kept)
+        elif opinion.note:
+            self.log.info("%s; relying on our own reference check", opinion.note)
+        return plan
+
+    def _recycle_bin(self, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
+        """Deregister only into a Recycle Bin window (recycle.py): no covering rule, nothing goes."""
+        from amirelease.retention import recycle, recycle_aws
+        from amirelease.retention.decide import Action
+
         if plan.stopped or not plan.of(Action.DEREGISTER):
-            return plan, undo
-        if policy.aws_reference_check:
-            ids = [d.image_id for d in plan.of(Action.DEREGISTER)]
-            try:
-                opinion = aws_opinion.ask(ec2, ids, depth=policy.reference_version_depth)
-            except (ClientError, BotoCoreError) as exc:
-                reason = f"AWS's reference check (DescribeImageReferences) failed: {exc}"
-                self.log.warning("%s", reason)
-                undo["aws_references"] = {"available": False, "checked": 0, "note": reason}
-                return recycle.hold_back(plan, reason), undo
-            plan, kept = aws_opinion.keep_referenced(plan, opinion)
-            undo["aws_references"] = opinion.as_report(kept)
-            if kept:
-                self.log.warning("AWS finds references our own check did not: %d image(s) kept (disagreements)", kept)
-            elif opinion.note:
-                self.log.info("%s; relying on our own reference check", opinion.note)
-        if policy.recycle_bin and plan.of(Action.DEREGISTER):
-            coverage = recycle_aws.check(self.rbin_client, policy)
-            undo["coverage_obj"] = coverage
-            undo["recycle_bin"] = coverage.as_report(policy)
-            if not coverage.covered:
-                self.log.warning("Deregistering nothing: %s", coverage.reason)
-                plan = recycle.hold_back(plan, coverage.reason)
-            else:
-                self.log.info("Recycle Bin: %s", coverage.reason)
-        elif not policy.recycle_bin:
+            return plan
+        if not policy.recycle_bin:
             undo["recycle_bin"] = {"enabled": False, "covered": False, "reason": "recycle_bin: off in the policy"}
-        return plan, undo
+            return plan
+        coverage = recycle_aws.check(self.rbin_client, policy)
+        undo["coverage_obj"] = coverage
+        undo["recycle_bin"] = coverage.as_report(policy)
+        if not coverage.covered:
+            self.log.warning("Deregistering nothing: %s", coverage.reason)
+            return recycle.hold_back(plan, coverage.reason)
+        self.log.info("Recycle Bin: %s", coverage.reason)
+        return plan
 
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease.ledger import ledger_bucket
@@ -251,12 +256,14 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
             marked_at=wall_clock,  # a new mark gives the full grace from when it is written
         )
         plan = checked(plan, collected.view, policy)
+        undo: dict[str, Any] = {}
+        plan = self._aws_opinion(ec2, plan, policy, undo)
         if not plan.stopped and not plan.dry_run and plan.of(Action.DEREGISTER):
             try:
                 plan = aws.recheck(ec2, autoscaling, plan, policy, account_id=collected.account_id)
             except aws.ListingFailed as exc:
                 plan = plan.stop(f"a listing failed or was cut short: {exc} (while rechecking the images to go)")
-        plan, undo = self._undo_checks(ec2, plan, policy)
+        plan = self._recycle_bin(plan, policy, undo)
         self.log.info("%s", render_table(plan, region=region, wall_clock=wall_clock))
 
         deleted_snapshots: list[str] = []

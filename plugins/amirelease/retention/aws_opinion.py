@@ -102,6 +102,62 @@ def ask(ec2: Any, image_ids: Sequence[str], *, depth: int, workers: int = 4) -> 
     return Opinion(available=True, references=merged, checked=len(ids))
 
 
+def promote_deferred(plan: Plan, n: int) -> Plan:
+    """(pure) The next ``n`` deferred images (oldest due first, as the drain orders them) take the
+    deregistration slots that images AWS keeps left free, so a kept image at the head of the queue
+    never stalls the drain."""
+    if n <= 0:
+        return plan
+    waiting = sorted(
+        (d for d in plan.decisions if d.action is Action.DEFERRED),
+        key=lambda d: (d.due or plan.now, d.created or plan.now, d.image_id),
+    )
+    chosen = {d.image_id for d in waiting[:n]}
+    if not chosen:
+        return plan
+    decisions = tuple(
+        replace(
+            d,
+            action=Action.DEREGISTER,
+            reasons=(
+                f"deregistered: marked, due {d.due:%Y-%m-%d}, still unused and unprotected "
+                "(took the slot of an image AWS found referenced)",
+            ),
+        )
+        if d.image_id in chosen and d.due is not None
+        else d
+        for d in plan.decisions
+    )
+    return replace(plan, decisions=decisions)
+
+
+def second_opinion(
+    ec2: Any, plan: Plan, *, depth: int, workers: int = 4, max_rounds: int = 20
+) -> tuple[Plan, Opinion, int]:
+    """Ask AWS about the images to deregister; each image it keeps frees a slot for the next
+    deferred one, which is asked about in turn (at most ``max_rounds`` rounds). Returns the plan,
+    the merged opinion and how many images AWS kept (the disagreements)."""
+    asked: set[str] = set()
+    references: dict[str, tuple[str, ...]] = {}
+    kept_total = 0
+    opinion = Opinion(available=True)
+    for _ in range(max_rounds):
+        ids = [d.image_id for d in plan.of(Action.DEREGISTER) if d.image_id not in asked]
+        if not ids:
+            break
+        opinion = ask(ec2, ids, depth=depth, workers=workers)
+        asked.update(ids)
+        if not opinion.available:
+            return plan, opinion, kept_total
+        references.update(opinion.references)
+        plan, kept = keep_referenced(plan, opinion)
+        kept_total += kept
+        if not kept:
+            break
+        plan = promote_deferred(plan, kept)
+    return plan, Opinion(available=True, references=references, checked=len(asked), note=opinion.note), kept_total
+
+
 def keep_referenced(plan: Plan, opinion: Opinion) -> tuple[Plan, int]:
     """(the plan with every image AWS finds referenced kept, how many): pure."""
     kept = 0
