@@ -653,11 +653,15 @@ def apply_plan(
     return applied
 
 
+DEPRECATION_WORKERS = 10  # one call per image (no batch API): as many as botocore's pool holds (10)
+
+
 def sync_deprecations(
-    ec2: Any, plan: Plan, images: Sequence[Image], now: datetime, *, workers: int = POOL_WORKERS
+    ec2: Any, plan: Plan, images: Sequence[Image], now: datetime, *, workers: int = DEPRECATION_WORKERS
 ) -> dict[str, Any]:
     """Make AWS's DeprecationTime show the marks (``deprecation.changes``): one call per image
-    that differs, on a small pool. Errors are returned, not raised: the next run tries again."""
+    that differs, on a pool as wide as botocore's connection pool (the listings are done by
+    then). Errors are returned, not raised: the next run tries again."""
     from amirelease.retention.deprecation import changes
 
     to_set, to_clear = changes(plan, images, now)
