@@ -135,3 +135,23 @@ def test_the_releases_page_says_what_aws_enforces(sandbox):
     ec2.disable_image_deregistration_protection(ImageId=image)
     [seen] = read_app_images(sandbox.client("ec2"), "page-app", sandbox.region)
     assert "protected from deregistration until " in aws_state(seen, now)
+
+
+def test_the_releases_page_shows_what_is_in_the_recycle_bin_until_when(sandbox):
+    from datetime import UTC, datetime, timedelta
+
+    from amirelease.ui.collect import read_binned_images
+    from amirelease.ui.present import aws_state
+
+    image = sandbox.create_image("binned-page", age_days=90, tags={"App": "page-app", "AmiRetention": "recycle-bin"})
+    live = sandbox.create_image("live-page", age_days=1, tags={"App": "page-app"})
+    ec2 = sandbox.client("ec2", internal=True)
+    ec2.deregister_image(ImageId=image)  # the seeded rules keep it 14 days
+    history = [
+        {"app": "page-app", "version": "1.0.0", "release_id": "page-app-1.0.0-x", "amis": {sandbox.region: image}},
+        {"app": "page-app", "version": "1.1.0", "release_id": "page-app-1.1.0-y", "amis": {sandbox.region: live}},
+    ]
+    [seen] = read_binned_images(sandbox.client("ec2"), history, sandbox.region, {live})
+    assert seen["ImageId"] == image and seen["Tags"]["Version"] == "1.0.0"
+    until = datetime.now(UTC) + timedelta(days=14)
+    assert f"in the Recycle Bin until {until:%Y-%m-%d}" in aws_state(seen, datetime.now(UTC))

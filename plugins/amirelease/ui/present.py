@@ -480,6 +480,9 @@ def aws_state(image: dict[str, Any], now: datetime) -> str:
         parts.append(f"protected from deregistration{cooldown}")
     elif protection.startswith("disabled-until"):
         parts.append(f"protected from deregistration until {protection.split(' ', 1)[1]} (cooldown)")
+    binned = parse_time(image.get("RecycleBinExitTime"))
+    if binned is not None:
+        parts.append(f"in the Recycle Bin until {day(binned)} (make restore-ami AMI={image.get('ImageId')} REASON=…)")
     deprecated = parse_time(image.get("DeprecationTime"))
     if deprecated is not None:
         parts.append(f"{'deprecated since' if deprecated <= now else 'deprecated on'} {day(deprecated)}")
@@ -609,6 +612,9 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
         else:
             retention, cls, eligible = _retention_from_tags(tags, created, users, hold_tagged, snap.policy, now)
             source = "AMI tags (no retention report yet)" if not snap.reports else "AMI tags (not in the last report)"
+        if image.get("RecycleBinExitTime"):
+            retention, cls, eligible = "deregistered; restorable from the Recycle Bin", "gone", ""
+            source = "the Recycle Bin"
         rows.append(
             AmiRow(
                 ami=ami,
