@@ -150,3 +150,26 @@ release-hold: $(STAMP)
 	  else echo "(no sandbox running: using aws_default and ledger_bucket from this shell's environment)"; fi; \
 	  PYTHONPATH=plugins $(VPY) -m amirelease.cli release-hold "$$HOLD_APP" "$$HOLD_RELEASE" --reason "$$HOLD_REASON"
 .PHONY: release-hold
+
+# Undo a deregistration: the image and its snapshots back from the Recycle Bin, its mark
+# removed, a forensic hold added (who and why), recorded (docs/retention.md, "The Recycle Bin"):
+#   make restore-ami AMI=ami-0abc... REASON="INC-4711: web-a still launches it" [REGION=us-east-1]
+# Against the sandbox when it runs (.sandbox/env.sh), otherwise aws_default from this shell.
+restore-ami: export RESTORE_AMI := $(value AMI)
+restore-ami: export RESTORE_REASON := $(value REASON)
+restore-ami: export RESTORE_REGION := $(value REGION)
+restore-ami: $(STAMP)
+	@if [ -z "$$RESTORE_AMI" ] || [ -z "$$RESTORE_REASON" ]; then \
+	  echo 'usage: make restore-ami AMI=ami-0abc... REASON="INC-4711: web-a still launches it" [REGION=us-east-1]'; exit 2; fi
+	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; \
+	  else echo "(no sandbox running: using aws_default and ledger_bucket from this shell's environment)"; fi; \
+	  PYTHONPATH=plugins $(VPY) -m amirelease.cli restore-ami "$$RESTORE_AMI" --reason "$$RESTORE_REASON" \
+	    $${RESTORE_REGION:+--region "$$RESTORE_REGION"}
+.PHONY: restore-ami
+
+# Do Recycle Bin rules keep what retention deregisters? CREATE=1 creates the missing ones
+# (never done silently: retention deregisters nothing until they exist, or `recycle_bin: off`).
+recycle-bin-rules: $(STAMP)
+	@if [ -f "$(SANDBOX_ENV)" ]; then . "$(SANDBOX_ENV)"; echo "(against the sandbox: $(SANDBOX_ENV))"; fi; \
+	  PYTHONPATH=plugins $(VPY) -m amirelease.cli recycle-bin-rules $(if $(CREATE),--create,)
+.PHONY: recycle-bin-rules

@@ -14,7 +14,10 @@ the same account - for each contender, and each contender is timed on its own co
 * ours: one ``ami_retention`` run as shipped (first, then steady 5 minutes later), then, 8
   days later, the deregistration pass (at most 50 per run as shipped: the rest is deferred);
 * ours-uncapped: the same with the cap lifted, so that its deregistration pass does as much
-  as Custodian's.
+  as Custodian's;
+* ours-nochecks, ours-uncapped-nochecks: the same two without AWS's own checks (issue 24: the
+  Recycle Bin window, marks as deprecations, DescribeImageReferences, lastLaunchedTime), to
+  price them: ``--contenders ours,ours-nochecks --sizes 1000``.
 
 "8 days later" is the account aged by 8 days (sandbox/aws/ageing.py): Custodian and our
 marks (due 7 days after marking; ours rounded up to midnight) are then due for both.
@@ -230,14 +233,21 @@ class Result:
     load: float = 0.0  # the machine's 1-minute load average when the run ended
 
 
-def _policy(cap: int) -> str:
+def _policy(cap: int, checks: bool = True) -> str:
+    """The shipped policy with this cap; ``checks=False``: without issue 24's AWS checks (no
+    Recycle Bin window, no deprecations, no DescribeImageReferences, no lastLaunchedTime)."""
     import yaml
 
     from amirelease.retention.policy import DEFAULT_POLICY_PATH
 
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
     data["max_deregistrations_per_run"] = cap
-    path = Path(tempfile.mkdtemp(prefix="retention-bench-")) / f"policy-{cap}.yaml"
+    if not checks:
+        data["recycle_bin"] = False
+        data["mark_deprecates"] = False
+        data["protections"]["recently_launched_days"] = 0
+        data["protections"]["aws_references"] = {"enabled": False}
+    path = Path(tempfile.mkdtemp(prefix="retention-bench-")) / f"policy-{cap}-{'checks' if checks else 'none'}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -310,6 +320,12 @@ def main() -> None:
         ),
     )
     shipped, uncapped = _policy(50), _policy(1_000_000)
+    policies = {
+        "ours": shipped,
+        "ours-uncapped": uncapped,
+        "ours-nochecks": _policy(50, checks=False),
+        "ours-uncapped-nochecks": _policy(1_000_000, checks=False),
+    }
     results: list[Result] = []
     accounts: dict[int, Account] = {}
     try:
@@ -330,7 +346,7 @@ def main() -> None:
                         text = CUSTODIAN_DEREGISTER if label == "8 days later" else CUSTODIAN_POLICY
                         data, process, counts = run_custodian(sb, env, text)
                     else:
-                        data, process, counts = run_ours(sb, env, shipped if who == "ours" else uncapped)
+                        data, process, counts = run_ours(sb, env, policies[who])
                     r = Result(n, who, label, data["seconds"], process, counts, data["outcome"], os.getloadavg()[0])
                     results.append(r)
                     print(
@@ -367,6 +383,20 @@ def report(results: list[Result], accounts: dict[int, Account]) -> None:
             o = by.get((n, "ours", label))
             u = by.get((n, "ours-uncapped", label))
             print(f"| {n:,} | {label} | {cell(c)} | {cell(o)} | {ratio(o, c)} | {cell(u)} | {ratio(u, c)} |")
+    if any(r.contender.endswith("nochecks") for r in results):
+        print(
+            "\n| AMIs | run | ours s | without AWS checks s | with / without "
+            "| uncapped s | uncapped without s | with / without |"
+        )
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for n in sorted(accounts):
+            for label in ("first", "steady", "8 days later"):
+                o, on = by.get((n, "ours", label)), by.get((n, "ours-nochecks", label))
+                u, un = by.get((n, "ours-uncapped", label)), by.get((n, "ours-uncapped-nochecks", label))
+                print(
+                    f"| {n:,} | {label} | {cell(o)} | {cell(on)} | {ratio(o, on)} | {cell(u)} | {cell(un)} | "
+                    f"{ratio(u, un)} |"
+                )
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ class AwsClients:
     def ssm(self, region: str | None = None) -> Any:
         return client_of(SsmHook(**self._kwargs(region)))
 
+    def rbin(self, region: str | None = None) -> Any:
+        """The Recycle Bin (retention rules)."""
+        return AwsBaseHook(client_type="rbin", **self._kwargs(region)).conn
+
     def elbv2(self, region: str | None = None) -> Any:
         return client_of(AwsBaseHook(client_type="elbv2", **self._kwargs(region)))
 

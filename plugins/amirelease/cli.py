@@ -2,6 +2,8 @@
 
   python -m amirelease.cli history APP [--json]
   python -m amirelease.cli release-hold APP RELEASE_ID --reason "..."
+  python -m amirelease.cli restore-ami AMI --reason "..." [--region R]
+  python -m amirelease.cli recycle-bin-rules [--region R] [--create]
   python -m amirelease.cli iam-policy [--role bake|deploy|retention|console] [--bucket LEDGER] [--markdown]
   python -m amirelease.cli iam-policy --app demo-web [--bucket LEDGER] [--workers-role ARN]
 
@@ -35,6 +37,55 @@ def _shell_user() -> str:
     except (KeyError, OSError):
         name = "unknown"
     return f"{name} (command line)"
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from amirelease.aws import AwsClients
+    from amirelease.retention.policy import load_policy
+    from amirelease.retention.restore import restore_ami
+
+    region = args.region or AwsClients(aws_conn_id=args.aws_conn_id).base_hook().region_name
+    try:
+        done = restore_ami(
+            image_id=args.ami,
+            region=str(region),
+            reason=args.reason,
+            by=_shell_user(),
+            aws_conn_id=args.aws_conn_id,
+            policy=load_policy(args.policy),
+        )
+    except ReleaseError as exc:
+        print(f"not restored: {exc}", file=sys.stderr)
+        return 2
+    print(done.summary())
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from amirelease.aws import AwsClients
+    from amirelease.retention import recycle_aws
+    from amirelease.retention.policy import load_policy
+    from amirelease.retention.recycle import coverage
+
+    policy = load_policy(args.policy)
+    if not policy.recycle_bin:
+        print(f"recycle_bin is off in {policy.source}: retention deregisters without a Recycle Bin window")
+        return 0
+    clients = AwsClients(aws_conn_id=args.aws_conn_id)
+    missing = 0
+    for region in args.region or list(policy.regions):
+        rbin = clients.rbin(region)
+        if args.create:
+            cov, created = recycle_aws.create_rules(rbin, policy)
+            for rule in created:
+                print(f"{region}: created {rule['ResourceType']} rule {rule['Identifier']} ({rule['RuleArn']})")
+        else:
+            cov = coverage(recycle_aws.read_rules(rbin), policy)
+        print(f"{region}: {'covered' if cov.covered else 'NOT covered'}: {cov.reason}")
+        missing += not cov.covered
+    if missing and not args.create:
+        print("create them with: make recycle-bin-rules CREATE=1 (python -m amirelease.cli recycle-bin-rules --create)")
+    return 1 if missing else 0
 
 
 def format_history(records: list[dict[str, Any]]) -> str:
@@ -78,6 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     rh.add_argument("app")
     rh.add_argument("release_id")
     rh.add_argument("--reason", required=True)
+    ra = sub.add_parser(
+        "restore-ami",
+        help="bring a deregistered AMI and its snapshots back from the Recycle Bin; unmarked, held, recorded",
+    )
+    ra.add_argument("ami")
+    ra.add_argument("--reason", required=True)
+    ra.add_argument("--region", help="default: the connection's region")
+    ra.add_argument("--policy", help="the retention policy file (default: as the DAGs read it)")
+    rr = sub.add_parser(
+        "recycle-bin-rules",
+        help="show whether Recycle Bin rules keep what retention deregisters; --create makes the missing ones",
+    )
+    rr.add_argument("--region", action="append", help="default: the policy's regions (repeatable)")
+    rr.add_argument("--create", action="store_true", help="create the rules the policy asks for that are missing")
+    rr.add_argument("--policy", help="the retention policy file (default: as the DAGs read it)")
     ip = sub.add_parser("iam-policy", help="the IAM policy documents the workers' roles need (JSON)")
     ip.add_argument("--role", choices=list(iam.ROLES))
     ip.add_argument("--bucket", help="the ledger bucket, to scope the S3 statements to it")
@@ -106,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             else f"no releases of {args.app} in the ledger"
         )
         return 0
+    if args.cmd == "restore-ami":
+        return _restore(args)
+    if args.cmd == "recycle-bin-rules":
+        return _rules(args)
     try:
         lifted = lift_hold(
             app=args.app, release_id=args.release_id, reason=args.reason, by=_shell_user(), aws_conn_id=args.aws_conn_id

@@ -96,6 +96,17 @@ def _existing_tags(ec2: Any, ami: str) -> dict[str, str] | None:
     return {t["Key"]: t["Value"] for t in images[0].get("Tags") or []}
 
 
+def _sync_protection(ledger: Ledger, aws_conn_id: str | None, app: str) -> None:
+    from amirelease import protection
+
+    try:
+        protection.sync(ledger, lambda region: _ec2(aws_conn_id, region), app, protection.protect_releases())
+    except (ClientError, ValueError) as exc:  # the hold is lifted; protection follows at the next release
+        import logging
+
+        logging.getLogger(__name__).warning("deregistration protection not updated for %s: %s", app, exc)
+
+
 def lift_hold(
     *,
     app: str,
@@ -168,6 +179,7 @@ def lift_hold(
     hold.setdefault("amis", existing or release_amis(record))
     hold.update(released_at=released_at, released_by=by, release_reason=reason)
     ledger.update(app, release_id, forensic_hold=hold)
+    _sync_protection(ledger, aws_conn_id, app)  # lifting a hold lifts its deregistration protection
     return HoldLifted(
         app=app,
         release_id=release_id,

@@ -115,6 +115,14 @@ def grants() -> list[Grant]:
         if app.iam_actions:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
     out.append(Grant("console", "airflow", "Releases page and CLI", CONSOLE_IAM_ACTIONS))
+    from amirelease.retention.restore import RESTORE_IAM_ACTIONS, RULES_IAM_ACTIONS
+
+    out.append(Grant("console", "airflow", "restore-ami (CLI)", RESTORE_IAM_ACTIONS))
+    from amirelease.protection import IAM_ACTIONS as PROTECTION_IAM_ACTIONS
+
+    # lifting a hold / restoring an image moves deregistration protection (protection.py)
+    out.append(Grant("console", "airflow", "deregistration protection (holds)", PROTECTION_IAM_ACTIONS))
+    out.append(Grant("console", "airflow", "recycle-bin-rules (CLI)", RULES_IAM_ACTIONS))
     return out
 
 

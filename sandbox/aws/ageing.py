@@ -3,6 +3,8 @@
 ``age_account(sb, days=8)`` moves, for every image the account owns (in every region):
 
 * ``CreationDate`` (and its root snapshot's ``StartTime``) ``days`` back;
+* the image's ``DeprecationTime``, the end of a deregistration-protection cooldown and
+  ``lastLaunchedTime``, and the Recycle Bin's enter/exit times, ``days`` back;
 * the due date in every mark tag written in Cloud Custodian's ``mark-for-op`` format
   (``<message>: <op>@YYYY/MM/DD`` or ``... @YYYY/MM/DD HHMM UTC``, any tag key) ``days``
   back, keeping its format.
@@ -22,6 +24,7 @@ from typing import Any
 
 from moto.ec2.models import ec2_backends
 
+from . import images, recycle_bin
 from .state import LOCK
 
 # op@date as Custodian writes it: %Y/%m/%d, optionally " %H%M %Z"
@@ -69,5 +72,7 @@ def age_account(sb: Any, days: int, *, regions: list[str] | None = None) -> int:
                     new = shift_mark(value, int(days))
                     if new != value:
                         tags[key] = new
+                images.shift_times(ami, delta)  # DeprecationTime, protection cooldown, lastLaunchedTime
                 aged += 1
+        recycle_bin.age(sb.account_id, delta)  # Recycle Bin enter/exit times
     return aged

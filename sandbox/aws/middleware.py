@@ -90,7 +90,28 @@ def identify(environ: dict[str, Any], body: bytes) -> tuple[str, str | None, boo
         action = (parse_qs(environ.get("QUERY_STRING", "")).get("Action") or [None])[0]
     if not action and service == "s3":
         action = s3_action(environ)
-    return service, action, False
+    if not action and service == "rbin":
+        action = rbin_action(environ)
+    return service, action, json_protocol_of(service)
+
+
+def json_protocol_of(service: str) -> bool:
+    return service == "rbin"  # REST-JSON: errors are rendered as JSON
+
+
+def rbin_action(environ: dict[str, Any]) -> str:
+    """The Recycle Bin (REST-JSON) operation of a request, from its method and path."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    parts = [p for p in environ.get("PATH_INFO", "").split("/") if p]
+    if parts == ["rules"]:
+        return "CreateRule"
+    if parts == ["list-rules"]:
+        return "ListRules"
+    if parts[:1] == ["tags"]:
+        return {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}.get(method, method)
+    if len(parts) == 3 and parts[0] == "rules":
+        return "LockRule" if parts[2] == "lock" else "UnlockRule"
+    return {"GET": "GetRule", "DELETE": "DeleteRule", "PATCH": "UpdateRule"}.get(method, method)
 
 
 def error_body(service: str, json_protocol: bool, code: str, message: str) -> tuple[bytes, list[tuple[str, str]]]:
@@ -226,6 +247,8 @@ class SandboxMiddleware:
                 start_response(_status_line(status), headers)
                 return [payload]
             truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
+        if service == "rbin":  # moto has no Recycle Bin: sandbox/aws/recycle_bin.py answers
+            return self._recycle_bin(environ, body, start_response)
         if not truncate:
             with LOCK:
                 result = self.app(environ, start_response)
@@ -253,6 +276,21 @@ class SandboxMiddleware:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
+
+    def _recycle_bin(self, environ: dict[str, Any], body: bytes, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        from moto.iam.models import get_account_id_from
+
+        from . import recycle_bin
+
+        match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = match.group(1) if match else self.sandbox.region
+        account = get_account_id_from(_access_key(environ) or "testing")
+        with LOCK:
+            status, headers, payload = recycle_bin.respond(
+                environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""), body, account, region
+            )
+        start_response(_status_line(status), headers)
+        return [payload]
 
     def _remember_session(self, request: dict[str, Any], answer: bytes) -> None:
         """Which role an AssumeRole answer's access key belongs to (from the request's RoleArn)."""

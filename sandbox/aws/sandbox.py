@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from sandbox.builders import Builders
 
-from . import instances, patches, refresh, ssm, windows
+from . import image_references, images, instances, patches, recycle_bin, refresh, ssm, windows
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -35,6 +35,9 @@ MARK_TAG = "maid_status"
 def install_extensions() -> None:
     """Idempotent: patch moto's classes in this process."""
     patches.install()
+    images.install()  # deprecation, disabled images, deregistration protection, lastLaunchedTime
+    recycle_bin.install()  # rbin rules; deregistered images / deleted snapshots held and restored
+    image_references.install()  # DescribeImageReferences
     refresh.install()
     ssm.install()
     instances.install()
@@ -162,6 +165,7 @@ class AwsSandbox:
         with LOCK:
             moto_api_backend.reset()
             refresh.reset()
+            recycle_bin.reset()
             RUNTIME.faults.clear()
             RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
             if RUNTIME.builders is not None:
@@ -416,6 +420,19 @@ class AwsSandbox:
             if b.get("versioning"):
                 s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
         acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
+
+        # Recycle Bin retention rules, as `make recycle-bin-rules` creates them in a real account
+        # (the retention policy deregisters only into such a window): see account.yaml.
+        rbin = self.client("rbin", internal=True)
+        acct["recycle_bin_rules"] = []
+        for rule in spec.get("recycle_bin_rules") or []:
+            made = rbin.create_rule(
+                ResourceType=rule["resource_type"],
+                RetentionPeriod={"RetentionPeriodValue": int(rule["days"]), "RetentionPeriodUnit": "DAYS"},
+                ResourceTags=[{"ResourceTagKey": k, "ResourceTagValue": v} for k, v in rule["tags"].items()],
+                Description=rule.get("description", "sandbox seed"),
+            )
+            acct["recycle_bin_rules"].append(made["Identifier"])
 
         # App-scoped roles (include/apps/<app>.yaml aws.role_arn): each app's Packer and Terraform
         # run as its own role, assumed per release with the session tag App=<app>.

@@ -73,6 +73,13 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     assert tags["SourceAmi"] == sb.account["vendor_images"]["amazon-linux"]
     assert tags["RunList"] == "linux-base demo-web::default@2.3.1"
     assert tags["PipelineRun"] == dr.run_id and tags["BuiltBy"] == "ami-release-pipeline"
+    # AWS guards what runs (amirelease/protection.py): the live release's AMI is protected from
+    # deregistration, so a person's `aws ec2 deregister-image` on it is refused by the API
+    assert ami["DeregistrationProtection"] == "enabled-with-cooldown"
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="OperationNotPermitted"):
+        sb.client("ec2").deregister_image(ImageId=ami["ImageId"])
     assert tags["GitRef"] == "1.10"  # typed as text, kept as text (not 1.1)
     assert group_images(sb) == {ami["ImageId"]} != before
 

@@ -97,7 +97,7 @@ def test_iam_declaration():
     assert AmiRetentionOperator.iam_role == "retention"
     actions = AmiRetentionOperator.iam_actions
     assert len(actions) == len(set(actions)) and list(actions) == sorted(actions)
-    assert {a.split(":")[0] for a in actions} == {"ec2", "autoscaling", "s3", "sts"}
+    assert {a.split(":")[0] for a in actions} == {"ec2", "autoscaling", "rbin", "s3", "sts"}
 
 
 def test_now_is_never_ahead_of_the_wall_clock():

@@ -377,6 +377,9 @@ def test_stop_when_group_instances_are_missing_from_the_instance_listing(sandbox
         backend = ec2_backends[sandbox.account_id][sandbox.region]
         for reservation in backend.reservations.values():
             reservation.instances = [i for i in reservation.instances if i.id not in instances]
+        # and its launches were long ago: AWS's lastLaunchedTime (recently_launched_days) would
+        # keep it otherwise, and this test is about the stop condition alone
+        backend.amis[old].__dict__["_sb_last_launched"] = None
     report = _stopped(sandbox, r"3 of \d+ instances that Auto Scaling lists as InService are missing")
     row = next(r for r in report["rows"] if r["image_id"] == old)
     assert row["action"] == "mark"  # what the wrong view would have done, and did not

@@ -175,7 +175,17 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         "What the release changed stands as the earlier steps left it; the outcome tag and the ledger record "
         "may be missing until this step is retried."
     )
-    iam_actions = ("ec2:CreateTags", "s3:DeleteObject", "s3:GetObject", "s3:PutObject")
+    # (+ amirelease/protection.py: deregistration protection on the rollback window's AMIs)
+    iam_actions = (
+        "ec2:CreateTags",
+        "ec2:DescribeImages",
+        "ec2:DisableImageDeregistrationProtection",
+        "ec2:EnableImageDeregistrationProtection",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+    )
 
     def __init__(
         self,
@@ -247,6 +257,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             self._tag(bake, outcome, failed_task, record["finished_at"])
             key = Ledger(self.clients.s3(), ledger_bucket()).put(record)
             self.log.info("Ledger record written: s3://%s/%s", ledger_bucket(), key)
+            if outcome == "succeeded":
+                self._protect_rollback_targets(plan.app)
         finally:
             self._release_lock(plan.app, ti)
         if outcome == "succeeded":
@@ -274,6 +286,22 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         for region, ami in bake.amis.items():
             self.clients.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
             self.log.info("AMI %s (%s) tagged %s", ami, region, ", ".join(f"{k}={v}" for k, v in tags.items()))
+
+    def _protect_rollback_targets(self, app: str) -> None:
+        """AWS guards what runs (amirelease/protection.py): deregistration protection on the live
+        release's AMIs, the rollback targets' and held ones; lifted from what fell out. Under the
+        lock; a failure is logged, never fails the record (the release has happened)."""
+        from amirelease import protection
+
+        try:
+            done = protection.sync(
+                Ledger(self.clients.s3(), ledger_bucket()), self.clients.ec2, app, protection.protect_releases()
+            )
+        except Exception as exc:  # noqa: BLE001 - the release is recorded; protection is retried next release
+            self.log.warning("Deregistration protection not updated for %s: %s", app, exc)
+            return
+        if done.errors:
+            self.log.warning("Deregistration protection: %s", "; ".join(done.errors))
 
     def _release_lock(self, app: str, ti: Any) -> None:
         try:

@@ -118,6 +118,9 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
 
     # Everything this operator can call, for the IAM policy of the role that runs it.
     iam_role: ClassVar[str] = "retention"
+    # (EnableImageDeprecation/DisableImageDeprecation: the mark as an AWS deprecation,
+    # retention/deprecation.py; DescribeImageReferences: AWS's second opinion, aws_opinion.py;
+    # rbin ListRules/GetRule: is there a Recycle Bin window, recycle_aws.py)
     iam_actions: ClassVar[tuple[str, ...]] = (
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeLaunchConfigurations",
@@ -125,9 +128,14 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         "ec2:DeleteSnapshot",
         "ec2:DeleteTags",
         "ec2:DeregisterImage",
+        "ec2:DescribeImageReferences",
         "ec2:DescribeImages",
         "ec2:DescribeInstances",
         "ec2:DescribeLaunchTemplateVersions",
+        "ec2:DisableImageDeprecation",
+        "ec2:EnableImageDeprecation",
+        "rbin:GetRule",
+        "rbin:ListRules",
         "s3:PutObject",
         "sts:GetCallerIdentity",
     )
@@ -154,12 +162,69 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         )
 
     @cached_property
+    def rbin_client(self) -> Any:
+        """The Recycle Bin (rbin) client of the same connection and region."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+            client_type="rbin",
+        ).conn
+
+    @cached_property
     def s3_hook(self) -> S3Hook:
         return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify, config=self.botocore_config)
 
+    def _aws_opinion(self, ec2: Any, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
+        """AWS's own reference check over the images about to go (aws_opinion.py), before the
+        recheck: an image AWS finds referenced is kept and its slot goes to the next deferred one.
+        A failing check deregisters nothing this run (marks go on)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from amirelease.retention import aws_opinion, recycle
+        from amirelease.retention.decide import Action
+
+        if plan.stopped or not policy.aws_reference_check or not plan.of(Action.DEREGISTER):
+            return plan
+        try:
+            plan, opinion, kept = aws_opinion.second_opinion(ec2, plan, depth=policy.reference_version_depth)
+        except (ClientError, BotoCoreError) as exc:
+            reason = f"AWS's reference check (DescribeImageReferences) failed: {exc}"
+            self.log.warning("%s", reason)
+            undo["aws_references"] = {"available": False, "checked": 0, "note": reason}
+            return recycle.hold_back(plan, reason)
+        undo["aws_references"] = opinion.as_report(kept)
+        if kept:
+            self.log.warning("AWS finds references our own check did not: %d image(s) kept (disagreements)", kept)
+        elif opinion.note:
+            self.log.info("%s; relying on our own reference check", opinion.note)
+        return plan
+
+    def _recycle_bin(self, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
+        """Deregister only into a Recycle Bin window (recycle.py): no covering rule, nothing goes."""
+        from amirelease.retention import recycle, recycle_aws
+        from amirelease.retention.decide import Action
+
+        if plan.stopped or not plan.of(Action.DEREGISTER):
+            return plan
+        if not policy.recycle_bin:
+            undo["recycle_bin"] = {"enabled": False, "covered": False, "reason": "recycle_bin: off in the policy"}
+            return plan
+        coverage = recycle_aws.check(self.rbin_client, policy)
+        undo["coverage_obj"] = coverage
+        undo["recycle_bin"] = coverage.as_report(policy)
+        if not coverage.covered:
+            self.log.warning("Deregistering nothing: %s", coverage.reason)
+            return recycle.hold_back(plan, coverage.reason)
+        self.log.info("Recycle Bin: %s", coverage.reason)
+        return plan
+
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease.ledger import ledger_bucket
-        from amirelease.retention import aws
+        from amirelease.retention import aws, recycle_aws
         from amirelease.retention.consistency import checked
         from amirelease.retention.decide import Action, decide
         from amirelease.retention.policy import load_policy
@@ -191,15 +256,41 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
             marked_at=wall_clock,  # a new mark gives the full grace from when it is written
         )
         plan = checked(plan, collected.view, policy)
+        undo: dict[str, Any] = {}
+        plan = self._aws_opinion(ec2, plan, policy, undo)
         if not plan.stopped and not plan.dry_run and plan.of(Action.DEREGISTER):
             try:
                 plan = aws.recheck(ec2, autoscaling, plan, policy, account_id=collected.account_id)
             except aws.ListingFailed as exc:
                 plan = plan.stop(f"a listing failed or was cut short: {exc} (while rechecking the images to go)")
+        plan = self._recycle_bin(plan, policy, undo)
         self.log.info("%s", render_table(plan, region=region, wall_clock=wall_clock))
 
-        applied = aws.apply_plan(ec2, plan, policy)
+        deleted_snapshots: list[str] = []
+        applied = aws.apply_plan(
+            ec2,
+            plan,
+            policy,
+            before_deregister=(
+                (lambda leaving: recycle_aws.tag_for_bin(ec2, leaving, policy)) if policy.recycle_bin else None
+            ),
+            deleted_snapshots=deleted_snapshots,
+        )
         failed = aws.failed_images(applied)
+        gone = [d for d in plan.to_apply().get(Action.DEREGISTER, []) if d.image_id not in failed]
+        if gone:
+            recycle_aws.record_deregistered(
+                s3,
+                bucket,
+                region,
+                gone,
+                deleted_snapshots=deleted_snapshots,
+                at=wall_clock,
+                run_id=run_id,
+                coverage_=undo.get("coverage_obj"),
+            )
+        if policy.mark_deprecates and not plan.dry_run and not plan.stopped:
+            applied.update(aws.sync_deprecations(ec2, plan, collected.images, wall_clock))
         if failed:
             plan = replace(
                 plan,
@@ -217,7 +308,10 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
             wall_clock=wall_clock,
             policy_source=policy.source,
             applied={k: v for k, v in applied.items()},
+            recycle_bin=undo.get("recycle_bin"),
         )
+        if undo.get("aws_references") is not None:
+            report["aws_references"] = undo["aws_references"]
         uris = write_report(s3, bucket, report, now)
         self.log.info("Report: %s (and %s)", uris["json"], uris["csv"])
 
@@ -236,4 +330,6 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
                 fix="the rest of the plan was applied; the next run retries the failed images",
             )
         self.log.info("Applied: %s", {k: v for k, v in applied.items() if k != "errors"})
+        if applied.get("deprecation_errors"):
+            self.log.warning("Deprecations not written (the next run tries again): %s", applied["deprecation_errors"])
         return summary(plan, region=region, max_items=policy.report_max_items, applied=applied, report_uris=uris)

@@ -579,11 +579,21 @@ def _delete_snapshot(ec2: Any, snap: str, image_id: str) -> str:
     return "deleted"
 
 
-def apply_plan(ec2: Any, plan: Plan, policy: RetentionPolicy, *, workers: int = POOL_WORKERS) -> dict[str, Any]:
+def apply_plan(
+    ec2: Any,
+    plan: Plan,
+    policy: RetentionPolicy,
+    *,
+    workers: int = POOL_WORKERS,
+    before_deregister: Callable[[list[Decision]], None] | None = None,
+    deleted_snapshots: list[str] | None = None,
+) -> dict[str, Any]:
     """Write the plan: unmark, mark (batched by value), deregister, delete orphaned snapshots.
 
     Nothing happens on a dry run or a stopped plan. Deregistrations and snapshot deletions
     run on a small pool; per-image errors are collected and returned, after the rest was applied.
+    ``before_deregister`` runs just before the first deregistration (the Recycle Bin tag); the
+    ids of deleted snapshots are appended to ``deleted_snapshots``.
     """
     applied: dict[str, Any] = {
         "unmarked": 0,
@@ -611,6 +621,8 @@ def apply_plan(ec2: Any, plan: Plan, policy: RetentionPolicy, *, workers: int = 
     leaving = todo[Action.DEREGISTER]
     errors: list[str] = []
     gone: set[str] = set()
+    if leaving and before_deregister is not None:
+        before_deregister(leaving)
     if leaving:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-apply") as pool:
             for image_id, error in pool.map(lambda d: _deregister(ec2, d), leaving):
@@ -627,9 +639,11 @@ def apply_plan(ec2: Any, plan: Plan, policy: RetentionPolicy, *, workers: int = 
                         applied["snapshots_kept"] += 1  # another user of it failed to go: keep
                         continue
                     jobs.append((snap, d.image_id))
-            for outcome in pool.map(lambda job: _delete_snapshot(ec2, *job), jobs):
+            for job, outcome in zip(jobs, pool.map(lambda job: _delete_snapshot(ec2, *job), jobs), strict=True):
                 if outcome == "deleted":
                     applied["snapshots_deleted"] += 1
+                    if deleted_snapshots is not None:
+                        deleted_snapshots.append(job[0])
                 elif outcome == "kept":
                     applied["snapshots_kept"] += 1
                 elif outcome != "gone":
@@ -637,6 +651,47 @@ def apply_plan(ec2: Any, plan: Plan, policy: RetentionPolicy, *, workers: int = 
     applied["deregistered"] = len(gone)
     applied["errors"] = errors
     return applied
+
+
+DEPRECATION_WORKERS = 10  # one call per image (no batch API): as many as botocore's pool holds (10)
+
+
+def sync_deprecations(
+    ec2: Any, plan: Plan, images: Sequence[Image], now: datetime, *, workers: int = DEPRECATION_WORKERS
+) -> dict[str, Any]:
+    """Make AWS's DeprecationTime show the marks (``deprecation.changes``): one call per image
+    that differs, on a pool as wide as botocore's connection pool (the listings are done by
+    then). Errors are returned, not raised: the next run tries again."""
+    from amirelease.retention.deprecation import changes
+
+    to_set, to_clear = changes(plan, images, now)
+    out: dict[str, Any] = {"deprecated": 0, "deprecation_cancelled": 0, "deprecation_errors": []}
+
+    def set_one(item: tuple[str, datetime]) -> str | None:
+        try:
+            ec2.enable_image_deprecation(ImageId=item[0], DeprecateAt=item[1])
+        except ClientError as exc:
+            return f"deprecate {item[0]}: {_code(exc)}"
+        return None
+
+    def clear_one(image_id: str) -> str | None:
+        try:
+            ec2.disable_image_deprecation(ImageId=image_id)
+        except ClientError as exc:
+            return f"cancel deprecation of {image_id}: {_code(exc)}"
+        return None
+
+    if not to_set and not to_clear:
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-deprecate") as pool:
+        set_errors = [e for e in pool.map(set_one, to_set) if e]
+        clear_errors = [e for e in pool.map(clear_one, to_clear) if e]
+    out["deprecated"] = len(to_set) - len(set_errors)
+    out["deprecation_cancelled"] = len(to_clear) - len(clear_errors)
+    out["deprecation_errors"] = set_errors + clear_errors
+    for error in out["deprecation_errors"]:
+        log.warning("%s (the next run tries again)", error)
+    return out
 
 
 def failed_images(applied: Mapping[str, Any]) -> set[str]:

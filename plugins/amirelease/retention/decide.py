@@ -72,6 +72,7 @@ class Plan:
     stopped: str | None = None  # a stop condition held: nothing may be applied
     snapshot_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     marked_at: datetime | None = None  # the time new marks count their grace from
+    held_back: str | None = None  # why due images were not deregistered (recycle.hold_back)
 
     def of(self, action: Action) -> list[Decision]:
         return [d for d in self.decisions if d.action is action]
@@ -155,6 +156,17 @@ def protections(image: Image, usage: Usage, now: datetime, policy: RetentionPoli
     if instances:
         reasons.append(f"in use by {_short_list(instances)}")
     reasons.extend(usage.references.get(image.image_id) or ())
+    if image.deregistration_protection != "disabled":
+        reasons.append(f"protected from deregistration by AWS ({image.deregistration_protection})")
+    if (
+        policy.recently_launched_days
+        and image.last_launched is not None
+        and now - image.last_launched <= timedelta(days=policy.recently_launched_days)
+    ):
+        reasons.append(
+            f"launched an instance {image.last_launched:%Y-%m-%d %H:%M} UTC (AWS lastLaunchedTime), within "
+            f"{policy.recently_launched_days} days"
+        )
     if image.creation_date is None:
         reasons.append("creation date unknown")
     elif now - image.creation_date <= timedelta(days=policy.min_age_days):

@@ -17,6 +17,9 @@ class Image:
     tags: Mapping[str, str] = field(default_factory=dict)
     snapshot_ids: tuple[str, ...] = ()
     state: str = "available"
+    deprecation_time: datetime | None = None  # AWS's DeprecationTime (a mark sets it: recycle.py/aws.py)
+    deregistration_protection: str = "disabled"  # AWS's DeregistrationProtection
+    last_launched: datetime | None = None  # AWS's LastLaunchedTime (about 24 h behind on AWS)
 
 
 @dataclass(frozen=True)
@@ -62,4 +65,7 @@ def image_from_api(item: Mapping[str, Any]) -> Image:
         tags={t["Key"]: t.get("Value", "") for t in item.get("Tags", []) or []},
         snapshot_ids=snapshots,
         state=item.get("State", "available"),
+        deprecation_time=parse_creation_date(item.get("DeprecationTime")),
+        deregistration_protection=str(item.get("DeregistrationProtection") or "disabled"),
+        last_launched=parse_creation_date(item.get("LastLaunchedTime")),
     )

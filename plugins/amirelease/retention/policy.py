@@ -37,6 +37,18 @@ class RetentionPolicy:
     group_instance_sample: int = 200
     max_missing_group_instances: int = 0
     min_live_vs_desired: float = 0.5
+    # the Recycle Bin window (recycle.py): deregister only when rules keep image and snapshots
+    recycle_bin: bool = True
+    recycle_bin_tag_key: str = "AmiRetention"
+    recycle_bin_tag_value: str = "recycle-bin"
+    recycle_bin_days: int = 14
+    # a mark is also an AWS deprecation (DeprecationTime = the mark's due time)
+    mark_deprecates: bool = True
+    # an image AWS says launched an instance within this many days is kept (0: off)
+    recently_launched_days: int = 30
+    # before a deregistration, DescribeImageReferences must find nothing (where the API answers)
+    aws_reference_check: bool = True
+    reference_version_depth: int = 10
     dry_run: bool = False
     report_max_items: int = 50
     source: str = "<defaults>"
@@ -49,6 +61,9 @@ class RetentionPolicy:
         op = mark["op"]
         consistency = data.get("consistency") or {}
         defaults = cls()
+        bin_setting = data.get("recycle_bin", True)  # YAML's `off` is False
+        bin_conf = bin_setting if isinstance(bin_setting, dict) else {}
+        bin_tag = bin_conf.get("tag") or {}
         return cls(
             min_age_days=data["min_age_days"],
             grace_days=data["grace_days"],
@@ -70,6 +85,16 @@ class RetentionPolicy:
                 "max_missing_group_instances", defaults.max_missing_group_instances
             ),
             min_live_vs_desired=float(consistency.get("min_live_vs_desired", defaults.min_live_vs_desired)),
+            recycle_bin=bin_setting is not False,
+            recycle_bin_tag_key=bin_tag.get("key", defaults.recycle_bin_tag_key),
+            recycle_bin_tag_value=bin_tag.get("value", defaults.recycle_bin_tag_value),
+            recycle_bin_days=bin_conf.get("retention_days", defaults.recycle_bin_days),
+            mark_deprecates=data.get("mark_deprecates", defaults.mark_deprecates),
+            recently_launched_days=prot.get("recently_launched_days", defaults.recently_launched_days),
+            aws_reference_check=(prot.get("aws_references") or {}).get("enabled", defaults.aws_reference_check),
+            reference_version_depth=(prot.get("aws_references") or {}).get(
+                "version_depth", defaults.reference_version_depth
+            ),
             dry_run=data["dry_run"],
             report_max_items=data.get("report", {}).get("max_items", 50),
             source=source,

@@ -93,6 +93,8 @@ def headline(plan: Plan, *, region: str | None = None, wall_clock: datetime | No
             f"\nDEFERRED: {plan.deferred} due image(s) wait for the next runs "
             f"(at most {plan.cap} deregistrations per run, oldest due first)."
         )
+    if plan.held_back:
+        head += f"\nNOT DEREGISTERED: {plan.held_back}."
     if plan.stopped:
         head += f"\nSTOPPED: {plan.stopped}. Nothing was changed."
     return head
@@ -141,6 +143,7 @@ def build_report(
     wall_clock: datetime,
     policy_source: str,
     applied: Mapping[str, Any] | None = None,
+    recycle_bin: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full report of one run (JSON-serialisable), every row, acted-on first."""
     return {
@@ -152,6 +155,8 @@ def build_report(
         "dry_run": plan.dry_run,
         "policy_source": policy_source,
         "stopped": plan.stopped,
+        "held_back": plan.held_back,
+        "recycle_bin": dict(recycle_bin) if recycle_bin is not None else None,
         "counts": plan.counts,
         "deferred": plan.deferred,
         "max_deregistrations_per_run": plan.cap,
@@ -260,6 +265,7 @@ def summary(
         "now": plan.now.isoformat(),
         "dry_run": plan.dry_run,
         "stopped": plan.stopped,
+        "held_back": plan.held_back,
         "counts": plan.counts,
         "deferred": plan.deferred,
         "applied": {k: v for k, v in (applied or {}).items()},

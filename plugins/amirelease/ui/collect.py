@@ -174,9 +174,49 @@ def read_app_images(ec2: Any, app: str, region: str) -> list[dict[str, Any]]:
             "CreationDate": i.get("CreationDate"),
             "Region": region,
             "Tags": tags_of(i),
+            "DeregistrationProtection": i.get("DeregistrationProtection"),
+            "DeprecationTime": i.get("DeprecationTime"),
         }
         for i in images
     ]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def read_binned_images(ec2: Any, history: list[dict[str, Any]], region: str, live: set[str]) -> list[dict[str, Any]]:
+    """The app's release AMIs (from the ledger) of one region that are in the Recycle Bin:
+    deregistered, restorable until RecycleBinExitTime (``make restore-ami``)."""
+    by_ami: dict[str, dict[str, Any]] = {}
+    for record in history:
+        ami = (record.get("amis") or {}).get(region)
+        if ami and ami not in live:
+            by_ami[str(ami)] = record
+    out: list[dict[str, Any]] = []
+    ids = sorted(by_ami)
+    for start in range(0, len(ids), 20):
+        for item in ec2.list_images_in_recycle_bin(ImageIds=ids[start : start + 20]).get("Images", []):
+            record = by_ami.get(item["ImageId"], {})
+            out.append(
+                {
+                    "ImageId": item["ImageId"],
+                    "Name": item.get("Name"),
+                    "CreationDate": None,
+                    "Region": region,
+                    "Tags": {
+                        k: str(v)
+                        for k, v in (
+                            ("App", record.get("app")),
+                            ("Version", record.get("version")),
+                            ("ReleaseId", record.get("release_id")),
+                        )
+                        if v
+                    },
+                    "RecycleBinExitTime": _iso(item.get("RecycleBinExitTime")),
+                }
+            )
+    return out
 
 
 def read_usage(ec2: Any, amis: list[str]) -> dict[str, list[str]]:
@@ -245,6 +285,12 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
             f"the AMIs of {app.name} in {region}", partial(read_app_images, ec2(region), app.name, region), []
         )
         images.extend(found)
+        live = {str(i["ImageId"]) for i in found}
+        images.extend(
+            reader.attempt(
+                f"the Recycle Bin of {region}", partial(read_binned_images, ec2(region), history, region, live), []
+            )
+        )
         if found:
             amis = [str(i["ImageId"]) for i in found]
             no_usage: dict[str, list[str]] = {}

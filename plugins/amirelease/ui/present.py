@@ -468,6 +468,25 @@ class AmiRow:
     eligible: str
     warnings: list[str]
     source: str
+    aws: str = ""  # what AWS itself enforces: deregistration protection, deprecation
+
+
+def aws_state(image: dict[str, Any], now: datetime) -> str:
+    """(pure) AWS's own guards on an image, for a person: protected / deprecated on."""
+    parts = []
+    protection = str(image.get("DeregistrationProtection") or "disabled")
+    if protection.startswith("enabled"):
+        cooldown = " (24 h cooldown once lifted)" if protection == "enabled-with-cooldown" else ""
+        parts.append(f"protected from deregistration{cooldown}")
+    elif protection.startswith("disabled-until"):
+        parts.append(f"protected from deregistration until {protection.split(' ', 1)[1]} (cooldown)")
+    binned = parse_time(image.get("RecycleBinExitTime"))
+    if binned is not None:
+        parts.append(f"in the Recycle Bin until {day(binned)} (make restore-ami AMI={image.get('ImageId')} REASON=…)")
+    deprecated = parse_time(image.get("DeprecationTime"))
+    if deprecated is not None:
+        parts.append(f"{'deprecated since' if deprecated <= now else 'deprecated on'} {day(deprecated)}")
+    return "; ".join(parts)
 
 
 # The near-miss rule is the retention report's own (one rule, one place): the page shows what
@@ -593,6 +612,9 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
         else:
             retention, cls, eligible = _retention_from_tags(tags, created, users, hold_tagged, snap.policy, now)
             source = "AMI tags (no retention report yet)" if not snap.reports else "AMI tags (not in the last report)"
+        if image.get("RecycleBinExitTime"):
+            retention, cls, eligible = "deregistered; restorable from the Recycle Bin", "gone", ""
+            source = "the Recycle Bin"
         rows.append(
             AmiRow(
                 ami=ami,
@@ -612,6 +634,7 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
                 eligible=eligible,
                 warnings=warnings,
                 source=source,
+                aws=aws_state(image, now),
             )
         )
     return rows

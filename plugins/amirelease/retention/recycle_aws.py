@@ -1,0 +1,135 @@
+"""The AWS side of the Recycle Bin window: read and create the retention rules, tag what is
+about to go, record it, and restore an image with its snapshots.
+
+* :func:`check` — ``rbin:ListRules`` per resource type, ``rbin:GetRule`` per rule (the listing
+  does not show a rule's tags), then :func:`amirelease.retention.recycle.coverage`. A read that
+  fails means "not covered": the run deregisters nothing.
+* :func:`create_rules` — the explicit command (``make recycle-bin-rules``): creates the two
+  rules the policy asks for, only those not already there. Never called by a retention run.
+* :func:`tag_for_bin` — ``CreateTags`` with the policy's tag on the images and snapshots about
+  to go, just before they go.
+* :func:`record_deregistered` — one JSON per deregistered image in the ledger bucket
+  (``retention/recycle-bin/<region>/<image id>.json``: name, tags, the snapshots deleted with
+  it, when, which run), so a restore knows which snapshots to bring back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from amirelease.errors import RetentionError
+from amirelease.retention.decide import Decision
+from amirelease.retention.policy import RetentionPolicy
+from amirelease.retention.recycle import RESOURCE_TYPES, Coverage, bin_tag, coverage, rule_requests, unreadable
+
+log = logging.getLogger(__name__)
+
+TAG_BATCH = 500
+RECORD_PREFIX = "retention/recycle-bin"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def read_rules(rbin: Any) -> dict[str, list[dict[str, Any]]]:
+    """resource type -> full rules (``GetRule``) of the region. Raises ClientError/BotoCoreError."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rtype in RESOURCE_TYPES:
+        rules: list[dict[str, Any]] = []
+        for page in rbin.get_paginator("list_rules").paginate(ResourceType=rtype):
+            for summary in page.get("Rules", []):
+                rule = rbin.get_rule(Identifier=summary["Identifier"])
+                rule.pop("ResponseMetadata", None)
+                rules.append(rule)
+        out[rtype] = rules
+    return out
+
+
+def check(rbin: Any, policy: RetentionPolicy) -> Coverage:
+    try:
+        return coverage(read_rules(rbin), policy)
+    except ClientError as exc:
+        return unreadable(f"{_code(exc)}: {exc}")
+    except BotoCoreError as exc:
+        return unreadable(f"{type(exc).__name__}: {exc}")
+
+
+def create_rules(rbin: Any, policy: RetentionPolicy) -> tuple[Coverage, list[dict[str, Any]]]:
+    """Create what is missing of the two rules; returns (coverage after, rules created)."""
+    before = coverage(read_rules(rbin), policy)
+    created = []
+    for request in rule_requests(policy):
+        if request["ResourceType"] in before.rules:
+            continue
+        made = rbin.create_rule(**request)
+        made.pop("ResponseMetadata", None)
+        created.append(made)
+    return coverage(read_rules(rbin), policy), created
+
+
+def tag_for_bin(ec2: Any, leaving: Sequence[Decision], policy: RetentionPolicy) -> None:
+    """Put the policy's Recycle Bin tag on the images and snapshots about to go."""
+    ids = [d.image_id for d in leaving] + sorted({s for d in leaving for s in d.snapshot_ids})
+    for start in range(0, len(ids), TAG_BATCH):
+        batch = ids[start : start + TAG_BATCH]
+        try:
+            ec2.create_tags(Resources=batch, Tags=[bin_tag(policy)])
+        except ClientError as exc:
+            raise RetentionError(
+                f"tagging images and snapshots for the Recycle Bin failed ({_code(exc)}): {exc}",
+                resource=f"{len(batch)} resource(s) starting {batch[0]}",
+                fix="check ec2:CreateTags on images and snapshots; nothing was deregistered, the next run retries",
+            ) from exc
+
+
+def record_key(region: str, image_id: str) -> str:
+    return f"{RECORD_PREFIX}/{region}/{image_id}.json"
+
+
+def record_deregistered(
+    s3: Any,
+    bucket: str,
+    region: str,
+    decisions: Sequence[Decision],
+    *,
+    deleted_snapshots: Sequence[str],
+    at: datetime,
+    run_id: str,
+    coverage_: Coverage | None,
+) -> None:
+    deleted = set(deleted_snapshots)
+    for d in decisions:
+        body = {
+            "image_id": d.image_id,
+            "name": d.name,
+            "region": region,
+            "tags": dict(d.tags),
+            "snapshot_ids": [s for s in d.snapshot_ids if s in deleted],
+            "deregistered_at": at.isoformat().replace("+00:00", "Z"),
+            "run_id": run_id,
+            "recycle_bin": dict(coverage_.rules) if coverage_ else None,
+        }
+        s3.put_object(
+            Bucket=bucket,
+            Key=record_key(region, d.image_id),
+            Body=json.dumps(body, indent=1).encode(),
+            ContentType="application/json",
+        )
+
+
+def read_record(s3: Any, bucket: str, region: str, image_id: str) -> dict[str, Any] | None:
+    try:
+        body = s3.get_object(Bucket=bucket, Key=record_key(region, image_id))["Body"].read()
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    data: dict[str, Any] = json.loads(body)
+    return data
