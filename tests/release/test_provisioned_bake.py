@@ -32,7 +32,7 @@ SECRET_FILE = "/etc/chef/encrypted_data_bag_secret"
 def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vault_sandbox, monkeypatch, capfd, caplog):
     sb = release_env
     provisioned_settings(monkeypatch, sb)
-    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.4.0", "notes": "provisioned"})
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "6.1.0", "notes": "provisioned"})
     assert dr.state == "success", task_states(dr)
     logs = "".join(capfd.readouterr()) + caplog.text
     record = next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)
@@ -46,8 +46,8 @@ def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vaul
     assert run["run_list"][1].startswith("recipe[demo-web::default")
     # the node JSON carries the release: version (also as the app's attribute), release id, bundle
     node = run["node"]
-    assert node["demo_web"]["version"] == "1.4.0"
-    assert node["ami_release"]["release_id"] == rid and node["ami_release"]["version"] == "1.4.0"
+    assert node["demo_web"]["version"] == "6.1.0"
+    assert node["ami_release"]["release_id"] == rid and node["ami_release"]["version"] == "6.1.0"
     assert node["ami_release"]["bundle_sha256"] == record["bundle"]["sha256"]
     assert run["uid"] == 0 and "-j" in run["argv"]  # through sudo, with the node JSON file
     # the cookbooks chef-solo got are byte-for-byte the release bundle's
@@ -63,7 +63,7 @@ def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vaul
     assert image["instance"] == instance_id
     assert SECRET_FILE not in image["files"] and "/etc/chef/ami-release-node.json" not in image["files"]
     identity = json.loads(sb_image_file(sb, ami["ImageId"], "/etc/ami-release.json"))
-    assert identity["release_id"] == rid and identity["version"] == "1.4.0"
+    assert identity["release_id"] == rid and identity["version"] == "6.1.0"
     # the smoke test read that file on an instance of the new image and compared it with the release
     assert "the image is this release (identity file)" in logs
     # Packer really went over SSH and ran Chef; no secret in its output or the task log
@@ -92,7 +92,7 @@ def test_a_failing_chef_run_fails_the_bake_in_words_and_leaves_nothing(release_e
             "chef_output": "Recipe: demo-web::default\nError executing action `start` on resource 'service[demo-web]'",
         },
     )
-    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.4.1", "notes": "chef fails"})
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "6.1.1", "notes": "chef fails"})
     assert dr.state == "failed"
     states = task_states(dr)
     bakes = {state for task, state in states.items() if task == "bake" or task.startswith("bake.")}
@@ -101,7 +101,7 @@ def test_a_failing_chef_run_fails_the_bake_in_words_and_leaves_nothing(release_e
     # Chef's last lines reach the task log, and the release fails with Packer's reason
     assert "Error executing action `start` on resource 'service[demo-web]'" in logs
     assert "ChildConvergeError" in logs
-    assert "Packer failed for demo-web 1.4.1" in logs
+    assert "Packer failed for demo-web 6.1.1" in logs
     rid = next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)["release_id"]
     assert run_images(sb, dr.run_id) == []
     assert bake_leftovers(sb, rid) == NOTHING_LEFT
