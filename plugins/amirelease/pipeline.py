@@ -4,11 +4,10 @@
 (a re-release) runs exactly the tasks a release runs. Only wiring here: no I/O beyond
 listing the catalog's toolchains (local files) at parse time.
 
-Toolchain routing: ``route_toolchain`` picks the app's toolchain; each toolchain has its
-own ``check_infrastructure.<tc>``, ``bake.<tc>`` and ``apply_infrastructure.<tc>`` tasks on
-that Airflow queue (the workers with Terraform, Packer and Chef). The unchosen toolchains'
-tasks are skipped by the scheduler (no worker needed); the joins (``release_lock``,
-``baked``, ``applied``) carry on with the chosen one.
+Toolchain routing: ``check_infrastructure``, ``bake`` and ``apply_infrastructure`` are one
+task each; Airflow's cluster policy (amirelease/routing.py) puts each of their task instances on
+the queue of the run's app's toolchain (the workers with Terraform, Packer and Chef). No branch
+task, no task per toolchain, no join.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, TaskGroup, TriggerRule, task
+from airflow.sdk import Param
 
 from amirelease.callbacks import remember_failure
-from amirelease.catalog import app_names, toolchains
-from amirelease.constants import TaskIds, toolchain_task
-from amirelease.handoffs import ReleasePlan
+from amirelease.catalog import app_names
+from amirelease.constants import TaskIds
 from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
 from amirelease.operators.lock import ReleaseLockSensor
@@ -65,31 +63,16 @@ def app_param() -> Param:
     )
 
 
-def _the_one_result(ti: Any, group: str, tcs: list[str], what: str) -> Any:
-    """The XCom of whichever toolchain's task in ``group`` ran (the others are skipped)."""
-    results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(group, tc)) for tc in tcs) if r]
-    if len(results) != 1:
-        raise ValueError(f"expected exactly one {what} result, got {len(results)}")
-    return results[0]
-
-
-def task_order(tcs: list[str], under_lock: list[str] | None = None) -> list[str]:
+def task_order(under_lock: list[str] | None = None) -> list[str]:
     """The pipeline's task ids in execution order (record.py reports the first failed one)."""
-
-    def per(group: str) -> list[str]:
-        return [toolchain_task(group, tc) for tc in tcs]
-
     return [
         TaskIds.PREFLIGHT,
-        TaskIds.ROUTE,
-        *per(TaskIds.CHECK_INFRA),
+        TaskIds.CHECK_INFRA,
         TaskIds.LOCK,
         *(under_lock or []),
-        *per(TaskIds.BAKE),
-        TaskIds.BAKED,
+        TaskIds.BAKE,
         TaskIds.SMOKE,
-        *per(TaskIds.APPLY_INFRA),
-        TaskIds.APPLIED,
+        TaskIds.APPLY_INFRA,
         TaskIds.ROLL_OUT,
         TaskIds.WAIT,
         TaskIds.VERIFY,
@@ -115,7 +98,6 @@ def release_pipeline(
     decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
     after ``release_lock``, while the app's lock is held, and before anything is built.
     """
-    tcs = toolchains()
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
         app=app,
@@ -129,85 +111,42 @@ def release_pipeline(
     ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)
     plan = preflight.output
 
-    @task.branch(task_id=TaskIds.ROUTE)
-    def route_toolchain(raw_plan: dict[str, Any]) -> list[str]:
-        """Send the Terraform and bake work to the queue whose workers have the app's toolchain."""
-        toolchain = ReleasePlan.from_xcom(raw_plan).toolchain
-        if toolchain not in tcs:
-            raise ValueError(f"no tasks for toolchain '{toolchain}'; known: {tcs}")
-        return [toolchain_task(TaskIds.CHECK_INFRA, toolchain)]
-
-    route = route_toolchain(plan)
     lock = ReleaseLockSensor(
         task_id=TaskIds.LOCK,
         app="{{ ti.xcom_pull(task_ids='" + TaskIds.PREFLIGHT + "')['app'] }}",
-        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
-
-    per_tc: dict[str, dict[str, Any]] = {}
-    with TaskGroup(TaskIds.CHECK_INFRA, tooltip="terraform init/validate/plan, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc] = {
-                "check": CheckInfrastructureOperator(
-                    task_id=tc, plan=plan, queue=tc, execution_timeout=timedelta(minutes=30)
-                )
-            }
-    with TaskGroup(TaskIds.BAKE, tooltip="Packer + stacked Chef cookbooks, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc]["bake"] = BakeAmiOperator(
-                task_id=tc,
-                plan=plan,
-                queue=tc,
-                retries=1,
-                retry_delay=timedelta(seconds=10),
-                execution_timeout=timedelta(hours=3),
-            )
-
-    @task(task_id=TaskIds.BAKED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def baked(ti: Any = None) -> Any:
-        """The AMI from whichever toolchain's bake ran."""
-        return _the_one_result(ti, TaskIds.BAKE, tcs, "bake")
-
-    ami = baked()
-    smoke = SmokeTestOperator(task_id=TaskIds.SMOKE, plan=plan, bake=ami, execution_timeout=timedelta(minutes=45))
-
-    with TaskGroup(TaskIds.APPLY_INFRA, tooltip="terraform apply with the new AMI, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc]["apply"] = ApplyInfrastructureOperator(
-                task_id=tc,
-                plan=plan,
-                bake=ami,
-                queue=tc,
-                retries=1,
-                retry_delay=timedelta(seconds=10),
-                execution_timeout=timedelta(hours=2),
-            )
-
-    @task(task_id=TaskIds.APPLIED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def applied(ti: Any = None) -> Any:
-        """The Terraform outputs from whichever toolchain's apply ran."""
-        return _the_one_result(ti, TaskIds.APPLY_INFRA, tcs, "apply")
-
-    infra = applied()
-    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=ami, infrastructure=infra)
+    # check_infrastructure, bake, apply_infrastructure: on the app's toolchain queue (routing.py)
+    check = CheckInfrastructureOperator(task_id=TaskIds.CHECK_INFRA, plan=plan, execution_timeout=timedelta(minutes=30))
+    bake = BakeAmiOperator(
+        task_id=TaskIds.BAKE,
+        plan=plan,
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=3),
+    )
+    smoke = SmokeTestOperator(
+        task_id=TaskIds.SMOKE, plan=plan, bake=bake.output, execution_timeout=timedelta(minutes=45)
+    )
+    apply = ApplyInfrastructureOperator(
+        task_id=TaskIds.APPLY_INFRA,
+        plan=plan,
+        bake=bake.output,
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=2),
+    )
+    infra = apply.output
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake.output, infrastructure=infra)
     waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT).expand(refresh=roll_out.output)
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
         task_id=TaskIds.RECORD,
-        task_order=task_order(tcs, [under_lock.task_id] if under_lock is not None else None),
-        bake_task_ids=[toolchain_task(TaskIds.BAKE, tc) for tc in tcs],
-        check_task_ids=[toolchain_task(TaskIds.CHECK_INFRA, tc) for tc in tcs],
-        apply_task_ids=[toolchain_task(TaskIds.APPLY_INFRA, tc) for tc in tcs],
+        task_order=task_order([under_lock.task_id] if under_lock is not None else None),
     )
 
-    preflight >> route
-    for tc in tcs:
-        route >> per_tc[tc]["check"] >> lock
-        [under_lock or lock, per_tc[tc]["check"]] >> per_tc[tc]["bake"] >> ami
-        [smoke, per_tc[tc]["bake"]] >> per_tc[tc]["apply"] >> infra
+    preflight >> check >> lock
     if under_lock is not None:
         lock >> under_lock
-    ami >> smoke
-    infra >> roll_out
+    (under_lock or lock) >> bake >> smoke >> apply >> roll_out
     verify >> record.as_teardown(setups=preflight)
     return preflight, record

@@ -99,9 +99,9 @@ def test_a_plan_that_would_destroy_the_group_is_refused_before_anything_changes(
     before = group_images(sb)
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.1.0"})
     states = task_states(dr)
-    assert dr.state == "failed" and states["check_infrastructure.packer-chef-linux"] == "failed", states
-    assert states["release_lock"] == states["bake.packer-chef-linux"] == "upstream_failed"
-    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert dr.state == "failed" and states["check_infrastructure"] == "failed", states
+    assert states["release_lock"] == states["bake"] == "upstream_failed"
+    msg = _failure(dr, "check_infrastructure")
     assert "would destroy 1 resource(s): aws_autoscaling_group.web (delete)" in msg, msg
     assert "allow_destroy" in msg and "Fix:" in msg and "moved" in msg
     assert mutations(sb) == {}, "a refused release changes nothing"
@@ -115,15 +115,15 @@ def test_an_invalid_module_fails_the_check_with_terraform_s_file_and_line(fleet_
     main.write_text(text)
     line = text.splitlines().index("  imge_id                = var.ami_id") + 1
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.2.0"})
-    assert dr.state == "failed" and task_states(dr)["check_infrastructure.packer-chef-linux"] == "failed"
-    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert dr.state == "failed" and task_states(dr)["check_infrastructure"] == "failed"
+    msg = _failure(dr, "check_infrastructure")
     assert "terraform validate failed" in msg and f"main.tf:{line}" in msg and "imge_id" in msg, msg
     assert mutations(sb) == {}
 
 
 def _apply(plan: dict, bake: dict, ti: SimpleNamespace, started) -> dict:
     op = ApplyInfrastructureOperator(
-        task_id="apply_infrastructure.packer-chef-linux", plan=plan, bake=bake, region_name="us-east-1", lock_timeout=5
+        task_id="apply_infrastructure", plan=plan, bake=bake, region_name="us-east-1", lock_timeout=5
     )
     return op.execute({"ti": ti, "dag_run": SimpleNamespace(start_date=started), "run_id": ti.run_id})
 

@@ -66,13 +66,13 @@ def test_a_rebuild_is_shown_as_a_rebuild():
 
 
 def test_a_refusal_under_the_lock_is_a_refusal_only_when_typed():
-    before = {"preflight", "route_toolchain", "check_infrastructure.x"}
+    before = {"preflight", "check_infrastructure"}
     assert refused("preflight", None, before)
     assert refused("release_lock", "PreflightError: demo-web 1.1.0 was already released…", before)
     assert refused("mark_rolled_back", "PreflightError: 1.2.0 went live at …", before)
     assert not refused("release_lock", "AirflowSensorTimeout: …", before)  # a lock never got: a failed release
     assert not refused("mark_rolled_back", "ClientError: …", before)  # failed half-way: recorded
-    assert not refused("bake.x", "PreflightError: …", before)
+    assert not refused("bake", "PreflightError: …", before)
 
 
 def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():

@@ -77,6 +77,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     template_fields: Sequence[str] = aws_template_fields("plan")
     ui_color = "#fdf1e1"
     iam_role = "bake"
+    runs_on_toolchain = True  # routing.py puts it on the app's toolchain queue
     # the task's own calls; Packer's are hooks/packer.py PACKER_IAM_ACTIONS
     iam_actions = (
         "ec2:AuthorizeSecurityGroupIngress",

@@ -100,6 +100,7 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     aws_hook_class = S3Hook
     ui_color = "#ece8fb"
     iam_role: ClassVar[str] = "bake"
+    runs_on_toolchain: ClassVar[bool] = True  # routing.py puts it on the app's toolchain queue
     # the task's own calls (the bundle; the stale-lock check); Terraform's are declared by its
     # S3 backend (hooks/terraform.py) and by each app's module (infrastructure.iam_actions)
     iam_actions: ClassVar[tuple[str, ...]] = ("s3:GetObject",)

@@ -158,9 +158,6 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     comes from the release's own tasks).
 
     :param task_order: the pipeline's task ids in order (the first failed one is "the" failure).
-    :param bake_task_ids: the per-toolchain bake task ids (the one that ran gave the AMIs).
-    :param check_task_ids: the per-toolchain check_infrastructure task ids (the plans against the current state).
-    :param apply_task_ids: the per-toolchain apply_infrastructure task ids (the applied plans and outputs).
     """
 
     aws_hook_class = EC2Hook
@@ -168,25 +165,11 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     ui_color = "#f0f0f0"
     iam_actions = ("ec2:CreateTags", "s3:DeleteObject", "s3:GetObject", "s3:PutObject")
 
-    def __init__(
-        self,
-        *,
-        task_order: list[str],
-        bake_task_ids: list[str],
-        check_task_ids: list[str],
-        apply_task_ids: list[str],
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, task_order: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.task_order = task_order
-        self.bake_task_ids = bake_task_ids
-        self.check_task_ids = check_task_ids
-        self.apply_task_ids = apply_task_ids
         # tasks that only check: failing there means the release was refused, nothing happened
-        self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.ROUTE, *check_task_ids}
-
-    def _first(self, ti: Any, task_ids: list[str]) -> Any:
-        return next((x for x in (ti.xcom_pull(task_ids=t) for t in task_ids) if x), None)
+        self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.CHECK_INFRA}
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         ti = context["ti"]
@@ -210,9 +193,9 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 reason or "see that task's log",
             )
             return None
-        raw_bake = self._first(ti, self.bake_task_ids)
-        raw_check = self._first(ti, self.check_task_ids)
-        raw_infra = self._first(ti, self.apply_task_ids)
+        raw_bake = ti.xcom_pull(task_ids=TaskIds.BAKE)
+        raw_check = ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA)
+        raw_infra = ti.xcom_pull(task_ids=TaskIds.APPLY_INFRA)
         raw_smoke = ti.xcom_pull(task_ids=TaskIds.SMOKE)
         raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
         bake = BakeResult.from_xcom(raw_bake) if raw_bake else None
