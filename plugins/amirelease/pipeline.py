@@ -64,11 +64,13 @@ def app_param() -> Param:
 
 
 def task_order(under_lock: list[str] | None = None) -> list[str]:
-    """The pipeline's task ids in execution order (record.py reports the first failed one)."""
+    """The pipeline's task ids in the order a failure is reported (record.py names the first
+    failed one): the check and a rollback's decision before the bake that runs beside them, so
+    a bake they stopped is not the reason."""
     return [
         TaskIds.PREFLIGHT,
-        TaskIds.CHECK_INFRA,
         TaskIds.LOCK,
+        TaskIds.CHECK_INFRA,
         *(under_lock or []),
         TaskIds.BAKE,
         TaskIds.SMOKE,
@@ -115,28 +117,36 @@ def release_pipeline(
         task_id=TaskIds.LOCK,
         app="{{ ti.xcom_pull(task_ids='" + TaskIds.PREFLIGHT + "')['app'] }}",
     )
-    # check_infrastructure, bake, apply_infrastructure: on the app's toolchain queue (routing.py)
+    # check_infrastructure, bake, apply_infrastructure: on the app's toolchain queue (routing.py).
+    # The gates: what must pass before anything built is kept or anything reaches the fleet. The
+    # bake runs beside them and stops when one fails; the smoke test and the apply come after them.
     check = CheckInfrastructureOperator(task_id=TaskIds.CHECK_INFRA, plan=plan, execution_timeout=timedelta(minutes=30))
+    gates = [check] if under_lock is None else [check, under_lock]
     bake = BakeAmiOperator(
         task_id=TaskIds.BAKE,
         plan=plan,
+        gates=[g.task_id for g in gates],
         retries=1,
         retry_delay=timedelta(seconds=10),
         execution_timeout=timedelta(hours=3),
     )
     smoke = SmokeTestOperator(
-        task_id=TaskIds.SMOKE, plan=plan, bake=bake.output, execution_timeout=timedelta(minutes=45)
+        task_id=TaskIds.SMOKE,
+        plan=plan,
+        bake=bake.output,
+        priority_weight=10,  # before the apply when both are ready: the apply waits for its verdict
+        execution_timeout=timedelta(minutes=45),
     )
-    apply = ApplyInfrastructureOperator(
+    apply = ApplyInfrastructureOperator(  # plans while the smoke test runs; applies after it passed
         task_id=TaskIds.APPLY_INFRA,
         plan=plan,
         bake=bake.output,
+        after=TaskIds.SMOKE,
         retries=1,
         retry_delay=timedelta(seconds=10),
         execution_timeout=timedelta(hours=2),
     )
-    infra = apply.output
-    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake.output, infrastructure=infra)
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake.output, infrastructure=apply.output)
     waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT).expand(refresh=roll_out.output)
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
@@ -144,9 +154,12 @@ def release_pipeline(
         task_order=task_order([under_lock.task_id] if under_lock is not None else None),
     )
 
-    preflight >> check >> lock
+    preflight >> lock >> [check, bake]
     if under_lock is not None:
-        lock >> under_lock
-    (under_lock or lock) >> bake >> smoke >> apply >> roll_out
+        [lock, check] >> under_lock  # a rollback marks what it replaces only once the check passed
+    [bake, *gates] >> smoke
+    [bake, *gates] >> apply
+    apply >> roll_out
+    smoke >> roll_out
     verify >> record.as_teardown(setups=preflight)
     return preflight, record

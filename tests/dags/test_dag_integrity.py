@@ -84,17 +84,24 @@ def test_release_dag_shape_and_params():
     assert not {"route_toolchain", "baked", "applied"} & ids and not [i for i in ids if "." in i], ids
     assert dag.get_task("record").is_teardown and dag.get_task("preflight").is_setup
     assert dag.get_task("release_lock").mode == "reschedule"
-    assert dag.get_task("smoke_test").downstream_task_ids == {"apply_infrastructure"}
+    # the critical path (issue 21): the check beside the bake, both under the lock; the smoke test and the
+    # apply after both (the apply plans while the smoke test runs and applies only after it passed)
+    assert dag.get_task("release_lock").downstream_task_ids == {"check_infrastructure", "bake"}
+    assert dag.get_task("bake").gates == ["check_infrastructure"]
+    assert dag.get_task("smoke_test").upstream_task_ids == {"preflight", "bake", "check_infrastructure"}
+    assert dag.get_task("apply_infrastructure").upstream_task_ids == {"preflight", "bake", "check_infrastructure"}
+    assert dag.get_task("apply_infrastructure").after == "smoke_test"
+    assert {"apply_infrastructure", "smoke_test"} <= dag.get_task("roll_out").upstream_task_ids
     assert not dag.render_template_as_native_obj  # text parameters stay text (1.10 is not 1.1)
     rollback = __import__("ami_rollback").dag
     assert not rollback.render_template_as_native_obj
     assert {"resolve_target"} == rollback.get_task("preflight").upstream_task_ids
-    # a rollback decides under the app's lock (issue 26): mark_rolled_back right after release_lock,
-    # before every bake (nothing is marked or held before the lock, nothing built before the mark)
+    # a rollback decides under the app's lock (issue 26): mark_rolled_back after release_lock and the check;
+    # the bake runs beside it and stops if it refuses; nothing is smoke-tested or applied before the mark
     mark = rollback.get_task("mark_rolled_back")
-    assert mark.upstream_task_ids == {"release_lock", "resolve_target"}, mark.upstream_task_ids
-    assert mark.downstream_task_ids == {"bake"}
-    assert "bake" not in rollback.get_task("release_lock").downstream_task_ids
+    assert mark.upstream_task_ids == {"release_lock", "resolve_target", "check_infrastructure"}, mark.upstream_task_ids
+    assert mark.downstream_task_ids == {"smoke_test", "apply_infrastructure"}
+    assert rollback.get_task("bake").gates == ["check_infrastructure", "mark_rolled_back"]
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

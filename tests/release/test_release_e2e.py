@@ -158,7 +158,9 @@ def test_failed_smoke_test_changes_nothing_downstream(fleet_env, release_dag):
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.3.0"})
     states = task_states(dr)
     assert dr.state == "failed"
-    assert states["smoke_test"] == "failed" and states["apply_infrastructure"] == "upstream_failed"
+    # the apply planned beside the smoke test (or found it failed first) and applied nothing: skipped
+    assert states["smoke_test"] == "failed" and states["apply_infrastructure"] == "skipped", states
+    assert states["roll_out"] == "upstream_failed", states
     assert states["record"] == "success"  # it recorded the failure; the run's state is the release's
     assert _lt_latest(sb)[1]["VersionNumber"] == latest_before["VersionNumber"]  # Terraform never applied
     assert len(asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]) == (

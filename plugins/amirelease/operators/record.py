@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
+from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_RELEASE_ID, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
 from amirelease.handoffs import (
     BakeResult,
@@ -163,7 +163,15 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields()
     ui_color = "#f0f0f0"
-    iam_actions = ("ec2:CreateTags", "s3:DeleteObject", "s3:GetObject", "s3:PutObject")
+    iam_actions = (
+        "ec2:CreateTags",
+        "ec2:DeleteSnapshot",  # a refused release's AMI (baked beside the check) is not kept
+        "ec2:DeregisterImage",
+        "ec2:DescribeImages",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:PutObject",
+    )
 
     def __init__(self, *, task_order: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -184,9 +192,12 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         if isinstance(reason, list):
             reason = next((r for r in reason if r), None)
         if refused(failed_task, reason, self.refusal_task_ids):
-            self._release_lock(plan.app, ti)
+            try:
+                self._discard_refused(plan)
+            finally:
+                self._release_lock(plan.app, ti)
             self.log.info(
-                "Release %s %s was refused at '%s' before anything was built or changed (no ledger record): %s",
+                "Release %s %s was refused at '%s' before anything reached the fleet (no ledger record): %s",
                 plan.app,
                 plan.version,
                 failed_task,
@@ -238,6 +249,31 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 "; the AMI is tagged ReleaseStatus=failed and kept" if bake else "",
             )
         return record
+
+    def _discard_refused(self, plan: ReleasePlan) -> None:
+        """A refused release keeps nothing: the AMI a bake beside the check may have finished
+        (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
+        for region in plan.regions:
+            ec2 = self.clients.ec2(region)
+            images = ec2.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan.release_id]}]
+            )["Images"]
+            for image in images:
+                snapshots = [
+                    m["Ebs"]["SnapshotId"]
+                    for m in image.get("BlockDeviceMappings", [])
+                    if m.get("Ebs", {}).get("SnapshotId")
+                ]
+                ec2.deregister_image(ImageId=image["ImageId"])
+                for snapshot in snapshots:
+                    ec2.delete_snapshot(SnapshotId=snapshot)
+                self.log.warning(
+                    "Refused release: AMI %s (%s) deregistered and its snapshot(s) %s deleted",
+                    image["ImageId"],
+                    region,
+                    ", ".join(snapshots) or "-",
+                )
+        self.clients.s3().delete_object(Bucket=ledger_bucket(), Key=plan.bundle.key)
 
     def _tag(self, bake: BakeResult | None, outcome: str, failed_task: str | None, at: str) -> None:
         if not bake:
