@@ -95,7 +95,7 @@ def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():
     moved = {"amis": {"us-east-1": "ami-120"}, "release_id": "r120", "version": "1.2.0"}
     assert went_live_words(asked, moved, history) == (
         "1.2.0 (r120) went live at 2026-12-04T02:49:59Z, after you asked to roll back 1.1.5 (r115); nothing was "
-        "marked, held or built by this rollback. Trigger ami_rollback again to roll back 1.2.0"
+        "marked or held by this rollback and nothing it built is kept. Trigger ami_rollback again to roll back 1.2.0"
     )
     # nothing of ours ran when asked: the AMIs are what is compared
     foreign = RollbackTarget.from_xcom({**asked.to_xcom(), "current_release_id": None, "current_version": None})
