@@ -32,15 +32,16 @@ from amirelease.operators.verify import VerifyReleaseOperator
 PIPELINE_DOC = """
 | step | what it does |
 |---|---|
-| `preflight` | checks the inputs, catalog, network, groups, vendor base image, ledger and Vault secrets; \
-changes nothing |
-| `check_infrastructure` | `terraform init`, `validate`, `plan` of the app's module against its current state; \
-refuses a plan that would destroy what the catalog does not allow; stores the release bundle |
+| `preflight` | checks the inputs, catalog, network, groups, vendor base image, ledger and Vault secrets; stores \
+the release bundle; changes nothing in AWS |
 | `release_lock` | one release per app at a time: a second one waits here |
+| `check_infrastructure` | beside the bake: `terraform init`, `validate`, `plan` of the app's module against its \
+current state; refuses a plan that would destroy what the catalog does not allow. If it fails, the bake stops and \
+nothing it built is kept |
 | `bake` | Packer bakes the AMI from today's vendor image with the stacked Chef cookbooks |
 | `smoke_test` | one instance of the new AMI runs the app's checks, then is terminated |
-| `apply_infrastructure` | `terraform apply` of the app's module with the new AMI (launch template, group, \
-target group, alarms…) |
+| `apply_infrastructure` | beside the smoke test: `terraform plan` with the new AMI; once the smoke test passed, \
+`apply` of exactly that plan (launch template, group, target group, alarms…) |
 | `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
