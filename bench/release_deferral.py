@@ -104,7 +104,7 @@ def one_run(deferrable: bool, batch_seconds: float, port: int, version: str) -> 
         )
         ref = asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"][0]
         refresh = (ref["EndTime"] - ref["StartTime"]).total_seconds()
-        tf_tasks = ["check_infrastructure.packer-chef-linux", "apply_infrastructure.packer-chef-linux"]
+        tf_tasks = ["check_infrastructure", "apply_infrastructure"]
         terraform = _terraform_seconds(af, run_id, tf_tasks)
         return {
             "mode": "deferred" if deferrable else "blocking",

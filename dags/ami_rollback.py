@@ -14,8 +14,8 @@ release that was itself rolled back needs the confirmation box.
 
 **Decided under the lock.** `resolve_target` proposes; once this run holds the app's release lock,
 `mark_rolled_back` checks that what runs now is still what you asked to roll back. If a release
-went live in between, the rollback stops there — nothing marked, held or built — and says which
-release is live now: trigger again to roll that one back.
+went live in between, the rollback stops there — nothing marked or held, and nothing its bake
+built is kept — and says which release is live now: trigger again to roll that one back.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.constants import TaskIds
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
+
+STEPS = (
+    "\n### Steps\n`resolve_target` → the release steps, with `mark_rolled_back` after `release_lock` and "
+    "`check_infrastructure`, beside the bake:\n"
+)
 
 with DAG(
     dag_id="ami_rollback",
@@ -70,9 +75,7 @@ with DAG(
             description="Retention will not deregister a held AMI until the hold is lifted.",
         ),
     },
-    doc_md=__doc__
-    + "\n### Steps\n`resolve_target` → the release steps, with `mark_rolled_back` right after `release_lock`:\n"
-    + PIPELINE_DOC,
+    doc_md=__doc__ + STEPS + PIPELINE_DOC,
 ) as dag:
     resolve = ResolveRollbackTargetOperator(
         task_id=TaskIds.RESOLVE_TARGET,

@@ -308,7 +308,7 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
 
     record = _xcom(af, run_id, "record") or {}
     plan = _xcom(af, run_id, "preflight") or {}
-    bake = _xcom(af, run_id, "baked") or {}
+    bake = _xcom(af, run_id, "bake") or {}
     bucket = os.environ.get("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", rt.env()["AIRFLOW__AMI_RELEASE__LEDGER_BUCKET"])
     print("\n== summary")
     if not plan:  # preflight failed: there is no release yet, only the reason

@@ -143,6 +143,9 @@ def release_settings(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__REFRESH_POLL_SECONDS", "1")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LOCK_POKE_SECONDS", "1")
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__SMOKE_POLL_SECONDS", "1")
+    # dag.test() runs one task at a time: an apply that comes before the smoke test waits briefly
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__APPLY_WAIT_SECONDS", "1")
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__APPLY_POKE_SECONDS", "1")
 
 
 def provisioned_settings(monkeypatch, sb) -> None:

@@ -53,20 +53,12 @@ class TaskIds:
     RESOLVE_TARGET: Final = "resolve_target"
     MARK_ROLLED_BACK: Final = "mark_rolled_back"
     PREFLIGHT: Final = "preflight"
-    ROUTE: Final = "route_toolchain"
-    CHECK_INFRA: Final = "check_infrastructure"  # a task group: one task per toolchain queue
+    CHECK_INFRA: Final = "check_infrastructure"  # on the app's toolchain queue (routing.py)
     LOCK: Final = "release_lock"
-    BAKE: Final = "bake"  # a task group: one task per toolchain queue
-    BAKED: Final = "baked"
+    BAKE: Final = "bake"  # on the app's toolchain queue
     SMOKE: Final = "smoke_test"
-    APPLY_INFRA: Final = "apply_infrastructure"  # a task group: one task per toolchain queue
-    APPLIED: Final = "applied"
+    APPLY_INFRA: Final = "apply_infrastructure"  # on the app's toolchain queue
     ROLL_OUT: Final = "roll_out"
     WAIT: Final = "wait_for_refresh"
     VERIFY: Final = "verify"
     RECORD: Final = "record"
-
-
-def toolchain_task(group: str, toolchain: str) -> str:
-    """The id of a toolchain's task in a per-toolchain group, e.g. ``bake.packer-chef-linux``."""
-    return f"{group}.{toolchain}"

@@ -4,11 +4,10 @@
 (a re-release) runs exactly the tasks a release runs. Only wiring here: no I/O beyond
 listing the catalog's toolchains (local files) at parse time.
 
-Toolchain routing: ``route_toolchain`` picks the app's toolchain; each toolchain has its
-own ``check_infrastructure.<tc>``, ``bake.<tc>`` and ``apply_infrastructure.<tc>`` tasks on
-that Airflow queue (the workers with Terraform, Packer and Chef). The unchosen toolchains'
-tasks are skipped by the scheduler (no worker needed); the joins (``release_lock``,
-``baked``, ``applied``) carry on with the chosen one.
+Toolchain routing: ``check_infrastructure``, ``bake`` and ``apply_infrastructure`` are one
+task each; Airflow's cluster policy (amirelease/routing.py) puts each of their task instances on
+the queue of the run's app's toolchain (the workers with Terraform, Packer and Chef). No branch
+task, no task per toolchain, no join.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, TaskGroup, TriggerRule, task
+from airflow.sdk import Param
 
 from amirelease.callbacks import remember_failure
-from amirelease.catalog import app_names, toolchains
-from amirelease.constants import TaskIds, toolchain_task
-from amirelease.handoffs import ReleasePlan
+from amirelease.catalog import app_names
+from amirelease.constants import TaskIds
 from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
 from amirelease.operators.lock import ReleaseLockSensor
@@ -35,15 +33,16 @@ from amirelease.retry import policy as aws_retry_policy
 PIPELINE_DOC = """
 | step | what it does |
 |---|---|
-| `preflight` | checks the inputs, catalog, network, groups, vendor base image, ledger and Vault secrets; \
-changes nothing |
-| `check_infrastructure` | `terraform init`, `validate`, `plan` of the app's module against its current state; \
-refuses a plan that would destroy what the catalog does not allow; stores the release bundle |
+| `preflight` | checks the inputs, catalog, network, groups, vendor base image, ledger and Vault secrets; stores \
+the release bundle; changes nothing in AWS |
 | `release_lock` | one release per app at a time: a second one waits here |
+| `check_infrastructure` | beside the bake: `terraform init`, `validate`, `plan` of the app's module against its \
+current state; refuses a plan that would destroy what the catalog does not allow. If it fails, the bake stops and \
+nothing it built is kept |
 | `bake` | Packer bakes the AMI from today's vendor image with the stacked Chef cookbooks |
 | `smoke_test` | one instance of the new AMI runs the app's checks, then is terminated |
-| `apply_infrastructure` | `terraform apply` of the app's module with the new AMI (launch template, group, \
-target group, alarms…) |
+| `apply_infrastructure` | beside the smoke test: `terraform plan` with the new AMI; once the smoke test passed, \
+`apply` of exactly that plan (launch template, group, target group, alarms…) |
 | `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
@@ -73,31 +72,18 @@ def app_param() -> Param:
     )
 
 
-def _the_one_result(ti: Any, group: str, tcs: list[str], what: str) -> Any:
-    """The XCom of whichever toolchain's task in ``group`` ran (the others are skipped)."""
-    results = [r for r in (ti.xcom_pull(task_ids=toolchain_task(group, tc)) for tc in tcs) if r]
-    if len(results) != 1:
-        raise ValueError(f"expected exactly one {what} result, got {len(results)}")
-    return results[0]
-
-
-def task_order(tcs: list[str], under_lock: list[str] | None = None) -> list[str]:
-    """The pipeline's task ids in execution order (record.py reports the first failed one)."""
-
-    def per(group: str) -> list[str]:
-        return [toolchain_task(group, tc) for tc in tcs]
-
+def task_order(under_lock: list[str] | None = None) -> list[str]:
+    """The pipeline's task ids in the order a failure is reported (record.py names the first
+    failed one): the check and a rollback's decision before the bake that runs beside them, so
+    a bake they stopped is not the reason."""
     return [
         TaskIds.PREFLIGHT,
-        TaskIds.ROUTE,
-        *per(TaskIds.CHECK_INFRA),
         TaskIds.LOCK,
+        TaskIds.CHECK_INFRA,
         *(under_lock or []),
-        *per(TaskIds.BAKE),
-        TaskIds.BAKED,
+        TaskIds.BAKE,
         TaskIds.SMOKE,
-        *per(TaskIds.APPLY_INFRA),
-        TaskIds.APPLIED,
+        TaskIds.APPLY_INFRA,
         TaskIds.ROLL_OUT,
         TaskIds.WAIT,
         TaskIds.VERIFY,
@@ -123,7 +109,6 @@ def release_pipeline(
     decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
     after ``release_lock``, while the app's lock is held, and before anything is built.
     """
-    tcs = toolchains()
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
         app=app,
@@ -137,91 +122,59 @@ def release_pipeline(
     ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)
     plan = preflight.output
 
-    @task.branch(task_id=TaskIds.ROUTE)
-    def route_toolchain(raw_plan: dict[str, Any]) -> list[str]:
-        """Send the Terraform and bake work to the queue whose workers have the app's toolchain."""
-        toolchain = ReleasePlan.from_xcom(raw_plan).toolchain
-        if toolchain not in tcs:
-            raise ValueError(f"no tasks for toolchain '{toolchain}'; known: {tcs}")
-        return [toolchain_task(TaskIds.CHECK_INFRA, toolchain)]
-
-    route = route_toolchain(plan)
     lock = ReleaseLockSensor(
         task_id=TaskIds.LOCK,
         app="{{ ti.xcom_pull(task_ids='" + TaskIds.PREFLIGHT + "')['app'] }}",
-        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
-
-    per_tc: dict[str, dict[str, Any]] = {}
-    with TaskGroup(TaskIds.CHECK_INFRA, tooltip="terraform init/validate/plan, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc] = {
-                "check": CheckInfrastructureOperator(
-                    task_id=tc, plan=plan, queue=tc, execution_timeout=timedelta(minutes=30)
-                )
-            }
-    with TaskGroup(TaskIds.BAKE, tooltip="Packer + stacked Chef cookbooks, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc]["bake"] = BakeAmiOperator(
-                task_id=tc,
-                plan=plan,
-                queue=tc,
-                retries=1,
-                retry_delay=timedelta(seconds=10),
-                execution_timeout=timedelta(hours=3),
-            )
-
-    @task(task_id=TaskIds.BAKED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def baked(ti: Any = None) -> Any:
-        """The AMI from whichever toolchain's bake ran."""
-        return _the_one_result(ti, TaskIds.BAKE, tcs, "bake")
-
-    ami = baked()
-    smoke = SmokeTestOperator(task_id=TaskIds.SMOKE, plan=plan, bake=ami, execution_timeout=timedelta(minutes=45))
-
-    with TaskGroup(TaskIds.APPLY_INFRA, tooltip="terraform apply with the new AMI, one task per toolchain queue"):
-        for tc in tcs:
-            per_tc[tc]["apply"] = ApplyInfrastructureOperator(
-                task_id=tc,
-                plan=plan,
-                bake=ami,
-                queue=tc,
-                retries=1,
-                retry_delay=timedelta(seconds=10),
-                execution_timeout=timedelta(hours=2),
-            )
-
-    @task(task_id=TaskIds.APPLIED, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def applied(ti: Any = None) -> Any:
-        """The Terraform outputs from whichever toolchain's apply ran."""
-        return _the_one_result(ti, TaskIds.APPLY_INFRA, tcs, "apply")
-
-    infra = applied()
-    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=ami, infrastructure=infra)
+    # check_infrastructure, bake, apply_infrastructure: on the app's toolchain queue (routing.py).
+    # The gates: what must pass before anything built is kept or anything reaches the fleet. The
+    # bake runs beside them and stops when one fails; the smoke test and the apply come after them.
+    check = CheckInfrastructureOperator(task_id=TaskIds.CHECK_INFRA, plan=plan, execution_timeout=timedelta(minutes=30))
+    gates = [check] if under_lock is None else [check, under_lock]
+    bake = BakeAmiOperator(
+        task_id=TaskIds.BAKE,
+        plan=plan,
+        gates=[g.task_id for g in gates],
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=3),
+    )
+    smoke = SmokeTestOperator(
+        task_id=TaskIds.SMOKE,
+        plan=plan,
+        bake=bake.output,
+        priority_weight=10,  # before the apply when both are ready: the apply waits for its verdict
+        execution_timeout=timedelta(minutes=45),
+    )
+    apply = ApplyInfrastructureOperator(  # plans while the smoke test runs; applies after it passed
+        task_id=TaskIds.APPLY_INFRA,
+        plan=plan,
+        bake=bake.output,
+        after=TaskIds.SMOKE,
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=2),
+    )
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake.output, infrastructure=apply.output)
     waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
         refresh=roll_out.output
     )
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
         task_id=TaskIds.RECORD,
-        task_order=task_order(tcs, [under_lock.task_id] if under_lock is not None else None),
-        bake_task_ids=[toolchain_task(TaskIds.BAKE, tc) for tc in tcs],
-        check_task_ids=[toolchain_task(TaskIds.CHECK_INFRA, tc) for tc in tcs],
-        apply_task_ids=[toolchain_task(TaskIds.APPLY_INFRA, tc) for tc in tcs],
+        task_order=task_order([under_lock.task_id] if under_lock is not None else None),
     )
 
-    for step in (preflight, *(per_tc[tc]["check"] for tc in tcs), smoke, verify, record):
+    for step in (preflight, check, smoke, verify, record):
         for name, value in safe_to_repeat().items():
             setattr(step, name, value)
 
-    preflight >> route
-    for tc in tcs:
-        route >> per_tc[tc]["check"] >> lock
-        [under_lock or lock, per_tc[tc]["check"]] >> per_tc[tc]["bake"] >> ami
-        [smoke, per_tc[tc]["bake"]] >> per_tc[tc]["apply"] >> infra
+    preflight >> lock >> [check, bake]
     if under_lock is not None:
-        lock >> under_lock
-    ami >> smoke
-    infra >> roll_out
+        [lock, check] >> under_lock  # a rollback marks what it replaces only once the check passed
+    [bake, *gates] >> smoke
+    [bake, *gates] >> apply
+    apply >> roll_out
+    smoke >> roll_out
     verify >> record.as_teardown(setups=preflight)
     return preflight, record

@@ -78,27 +78,30 @@ def test_release_dag_shape_and_params():
 
     dag = ami_release.dag
     assert dag.params["app"] and set(dag.params.get_param("app").schema["enum"]) == {"demo-web", "demo-win"}
-    for group in ("check_infrastructure.", "bake.", "apply_infrastructure."):  # Terraform and Packer: on the
-        tasks = [t for t in dag.tasks if t.task_id.startswith(group)]  # queue of the app's toolchain
-        assert {t.queue for t in tasks} == {"packer-chef-linux", "packer-chef-windows"}, group
+    # one task per step; the cluster policy (amirelease/routing.py) routes the toolchain's to its queue
+    ids = {t.task_id for t in dag.tasks}
+    assert {"check_infrastructure", "bake", "apply_infrastructure"} <= ids, ids
+    assert not {"route_toolchain", "baked", "applied"} & ids and not [i for i in ids if "." in i], ids
     assert dag.get_task("record").is_teardown and dag.get_task("preflight").is_setup
     assert dag.get_task("release_lock").mode == "reschedule"
-    assert dag.get_task("smoke_test").downstream_task_ids == {
-        "apply_infrastructure.packer-chef-linux",
-        "apply_infrastructure.packer-chef-windows",
-    }
+    # the critical path (issue 21): the check beside the bake, both under the lock; the smoke test and the
+    # apply after both (the apply plans while the smoke test runs and applies only after it passed)
+    assert dag.get_task("release_lock").downstream_task_ids == {"check_infrastructure", "bake"}
+    assert dag.get_task("bake").gates == ["check_infrastructure"]
+    assert dag.get_task("smoke_test").upstream_task_ids == {"preflight", "bake", "check_infrastructure"}
+    assert dag.get_task("apply_infrastructure").upstream_task_ids == {"preflight", "bake", "check_infrastructure"}
+    assert dag.get_task("apply_infrastructure").after == "smoke_test"
+    assert {"apply_infrastructure", "smoke_test"} <= dag.get_task("roll_out").upstream_task_ids
     assert not dag.render_template_as_native_obj  # text parameters stay text (1.10 is not 1.1)
     rollback = __import__("ami_rollback").dag
     assert not rollback.render_template_as_native_obj
     assert {"resolve_target"} == rollback.get_task("preflight").upstream_task_ids
-    # a rollback decides under the app's lock (issue 26): mark_rolled_back right after release_lock,
-    # before every bake (nothing is marked or held before the lock, nothing built before the mark)
+    # a rollback decides under the app's lock (issue 26): mark_rolled_back after release_lock and the check;
+    # the bake runs beside it and stops if it refuses; nothing is smoke-tested or applied before the mark
     mark = rollback.get_task("mark_rolled_back")
-    assert mark.upstream_task_ids == {"release_lock", "resolve_target"}, mark.upstream_task_ids
-    assert mark.downstream_task_ids == {"bake.packer-chef-linux", "bake.packer-chef-windows"}
-    assert not {t.task_id for t in rollback.tasks if t.task_id.startswith("bake.")} & (
-        rollback.get_task("release_lock").downstream_task_ids
-    )
+    assert mark.upstream_task_ids == {"release_lock", "resolve_target", "check_infrastructure"}, mark.upstream_task_ids
+    assert mark.downstream_task_ids == {"smoke_test", "apply_infrastructure"}
+    assert rollback.get_task("bake").gates == ["check_infrastructure", "mark_rolled_back"]
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

@@ -15,6 +15,7 @@ from amirelease.handoffs import BakeResult, InfrastructureResult, ReleasePlan
 from amirelease.ledger import ReleaseLock, ledger_bucket
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator
 from amirelease.operators.preflight import ReleasePreflightOperator
+from amirelease.release import release_id
 from tests.conftest import REPO
 from tests.release.conftest import (
     clients,
@@ -44,6 +45,27 @@ def _failure(dr, task_id: str) -> str:
 
     with create_session() as session:
         return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
+
+
+# calls that change an app's fleet (what a refused release must never make)
+FLEET_CALLS = ("autoscaling:", "elasticloadbalancing:", "cloudwatch:", "ec2:CreateLaunchTemplate", "ec2:ModifyLaunch")
+
+
+def _refused_left_nothing(sb, dr, version: str) -> None:
+    """The check refused the release: the bake beside it was stopped, or its AMI deregistered by
+    record; no builder, security group, key pair, bundle or ledger record is left; the fleet untouched."""
+    ec2, _, s3 = clients(sb)
+    assert not [k for k in mutations(sb) if k.startswith(FLEET_CALLS)], mutations(sb)
+    assert run_images(sb, dr.run_id) == [], "a refused release keeps no AMI"
+    assert mutations(sb).get("ec2:DeregisterImage", 0) == mutations(sb).get("ec2:CreateImage", 0)
+    builders = [{"Name": "tag:Purpose", "Values": ["ami-bake-builder"]}]
+    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    assert not ec2.describe_instances(Filters=builders + live)["Reservations"]
+    assert not ec2.describe_security_groups(Filters=builders)["SecurityGroups"]
+    assert not [k for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("packer-")]
+    key = bundle.bundle_key("demo-web", release_id("demo-web", version, dr.run_id))
+    assert not s3.list_objects_v2(Bucket=LEDGER, Prefix=key).get("Contents"), f"{key} kept"
+    assert not [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
 
 
 @pytest.fixture
@@ -99,13 +121,14 @@ def test_a_plan_that_would_destroy_the_group_is_refused_before_anything_changes(
     before = group_images(sb)
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.1.0"})
     states = task_states(dr)
-    assert dr.state == "failed" and states["check_infrastructure.packer-chef-linux"] == "failed", states
-    assert states["release_lock"] == states["bake.packer-chef-linux"] == "upstream_failed"
-    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert dr.state == "failed" and states["check_infrastructure"] == "failed", states
+    # the bake ran beside the check (dag.test runs one task at a time: before it, or after it and stopped)
+    assert states["smoke_test"] == states["apply_infrastructure"] == "upstream_failed", states
+    msg = _failure(dr, "check_infrastructure")
     assert "would destroy 1 resource(s): aws_autoscaling_group.web (delete)" in msg, msg
     assert "allow_destroy" in msg and "Fix:" in msg and "moved" in msg
-    assert mutations(sb) == {}, "a refused release changes nothing"
-    assert group_images(sb) == before and not [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
+    _refused_left_nothing(sb, dr, "2.1.0")
+    assert group_images(sb) == before
 
 
 def test_an_invalid_module_fails_the_check_with_terraform_s_file_and_line(fleet_env, include):
@@ -115,15 +138,15 @@ def test_an_invalid_module_fails_the_check_with_terraform_s_file_and_line(fleet_
     main.write_text(text)
     line = text.splitlines().index("  imge_id                = var.ami_id") + 1
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.2.0"})
-    assert dr.state == "failed" and task_states(dr)["check_infrastructure.packer-chef-linux"] == "failed"
-    msg = _failure(dr, "check_infrastructure.packer-chef-linux")
+    assert dr.state == "failed" and task_states(dr)["check_infrastructure"] == "failed"
+    msg = _failure(dr, "check_infrastructure")
     assert "terraform validate failed" in msg and f"main.tf:{line}" in msg and "imge_id" in msg, msg
-    assert mutations(sb) == {}
+    _refused_left_nothing(sb, dr, "2.2.0")
 
 
 def _apply(plan: dict, bake: dict, ti: SimpleNamespace, started) -> dict:
     op = ApplyInfrastructureOperator(
-        task_id="apply_infrastructure.packer-chef-linux", plan=plan, bake=bake, region_name="us-east-1", lock_timeout=5
+        task_id="apply_infrastructure", plan=plan, bake=bake, region_name="us-east-1", lock_timeout=5
     )
     return op.execute({"ti": ti, "dag_run": SimpleNamespace(start_date=started), "run_id": ti.run_id})
 

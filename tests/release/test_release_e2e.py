@@ -87,12 +87,13 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        bake = (
-            session.query(TaskInstance)
-            .filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake.packer-chef-linux")
-            .one()
-        )
+        bake = session.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="bake").one()
         assert bake.try_number == 2
+        # the cluster policy (amirelease/routing.py) put the toolchain's tasks on its queue, no other task
+        queues = {ti.task_id: ti.queue for ti in session.query(TaskInstance).filter_by(run_id=dr.run_id)}
+        toolchain = {"check_infrastructure", "bake", "apply_infrastructure"}
+        assert {queues[t] for t in toolchain} == {"packer-chef-linux"}, queues
+        assert {q for t, q in queues.items() if t not in toolchain} == {"default"}, queues
     assert sb.request_counts().get("ec2:CreateImage") == 1
     # the builder security group of the first try was removed (by the first try or the retry)
     assert mutations(sb).get("ec2:CreateSecurityGroup") == mutations(sb).get("ec2:DeleteSecurityGroup") == 1
@@ -164,7 +165,9 @@ def test_failed_smoke_test_changes_nothing_downstream(fleet_env, release_dag):
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.3.0"})
     states = task_states(dr)
     assert dr.state == "failed"
-    assert states["smoke_test"] == "failed" and states["apply_infrastructure.packer-chef-linux"] == "upstream_failed"
+    # the apply planned beside the smoke test (or found it failed first) and applied nothing: skipped
+    assert states["smoke_test"] == "failed" and states["apply_infrastructure"] == "skipped", states
+    assert states["roll_out"] == "upstream_failed", states
     assert states["record"] == "success"  # it recorded the failure; the run's state is the release's
     assert _lt_latest(sb)[1]["VersionNumber"] == latest_before["VersionNumber"]  # Terraform never applied
     assert len(asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"]) == (

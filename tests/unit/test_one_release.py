@@ -66,13 +66,13 @@ def test_a_rebuild_is_shown_as_a_rebuild():
 
 
 def test_a_refusal_under_the_lock_is_a_refusal_only_when_typed():
-    before = {"preflight", "route_toolchain", "check_infrastructure.x"}
+    before = {"preflight", "check_infrastructure"}
     assert refused("preflight", None, before)
     assert refused("release_lock", "PreflightError: demo-web 1.1.0 was already released…", before)
     assert refused("mark_rolled_back", "PreflightError: 1.2.0 went live at …", before)
     assert not refused("release_lock", "AirflowSensorTimeout: …", before)  # a lock never got: a failed release
     assert not refused("mark_rolled_back", "ClientError: …", before)  # failed half-way: recorded
-    assert not refused("bake.x", "PreflightError: …", before)
+    assert not refused("bake", "PreflightError: …", before)
 
 
 def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():
@@ -95,7 +95,7 @@ def test_a_rollback_stops_in_words_when_what_runs_changed_since_it_was_asked():
     moved = {"amis": {"us-east-1": "ami-120"}, "release_id": "r120", "version": "1.2.0"}
     assert went_live_words(asked, moved, history) == (
         "1.2.0 (r120) went live at 2026-12-04T02:49:59Z, after you asked to roll back 1.1.5 (r115); nothing was "
-        "marked, held or built by this rollback. Trigger ami_rollback again to roll back 1.2.0"
+        "marked or held by this rollback and nothing it built is kept. Trigger ami_rollback again to roll back 1.2.0"
     )
     # nothing of ours ran when asked: the AMIs are what is compared
     foreign = RollbackTarget.from_xcom({**asked.to_xcom(), "current_release_id": None, "current_version": None})

@@ -1,7 +1,12 @@
 """Run Terraform (init / validate / plan / apply) on an app's root module.
 
-* The module is copied into a private working folder (hooks/tool.py), so a bundle or a
-  checkout is never written to, and a killed task leaves nothing behind for long.
+* The module is copied into a working folder of this worker keyed by the app, the region and
+  the release bundle's digest (:meth:`TerraformHook.workspace`): the bundle or a checkout is
+  never written to, and the tasks of one release that run here (the check, the apply) share
+  one ``init``; the providers come from a plugin cache shared by every folder. The last
+  Terraform task of a release removes its folder; a folder unused for
+  ``[ami_release] terraform_workspace_max_age_hours`` (default 12) is removed by the next task.
+  A module's exact bytes are validated once per worker.
 * State: the S3 backend, settings given at init (-backend-config): the bucket, one key per
   app and region, server-side encryption, and S3-native locking (``use_lockfile``).
 * The AWS provider gets the deployment's retry policy (``max_retries``, ``retry_mode``) and,
@@ -21,13 +26,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +91,66 @@ def plugin_dir() -> Path | None:
         if (path / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
             return path
     return None
+
+
+def workspace_root() -> Path:
+    """Where this worker keeps Terraform working folders: [ami_release] terraform_workspace_dir,
+    else <temp>/amirelease.terraform (private to the worker's user)."""
+    configured = conf.get("ami_release", "terraform_workspace_dir", fallback="").strip()
+    return Path(configured).expanduser() if configured else Path(tempfile.gettempdir()) / "amirelease.terraform"
+
+
+def workspace_key(app: str, region: str, bundle_sha256: str) -> str:
+    """One folder per app, region and bundle digest (the module's exact bytes and the catalog)."""
+    return f"{app}-{region}-{bundle_sha256[:32]}"
+
+
+def tree_digest(folder: Path) -> str:
+    """sha256 over a folder's files (relative path and bytes), ignoring Terraform's own data."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".terraform" not in p.parts):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class Workspace:
+    """A Terraform working folder on this worker, held (flock) by one task at a time."""
+
+    path: Path
+    reused: bool  # prepared by an earlier task (of this release, or of one with the same bundle)
+
+    @property
+    def module(self) -> Path:
+        return self.path / "module"
+
+    def _marker(self, name: str) -> Path:
+        return self.path / f".{name}"
+
+    def initialised_for(self, backend: Backend) -> bool:
+        marker = self._marker("init")
+        return (self.path / "data").is_dir() and marker.is_file() and marker.read_text() == _init_key(backend)
+
+    def mark_initialised(self, backend: Backend) -> None:
+        self._marker("init").write_text(_init_key(backend))
+
+
+def _init_key(backend: Backend) -> str:
+    return json.dumps(backend.init_args())
+
+
+def _sweep_workspaces(root: Path, max_age: float) -> None:
+    """Remove folders nobody has used for max_age seconds and nobody holds now."""
+    now = time.time()
+    for path in root.iterdir():
+        if not path.is_dir() or path.name in ("plugins", "validated") or now - path.stat().st_mtime < max_age:
+            continue
+        try:
+            with open(path / ".lock", "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue  # held by a running task, or already gone
 
 
 def hcl_quote(value: str) -> str:
@@ -229,13 +299,60 @@ class TerraformHook(BaseHook):
         (wd / OVERRIDE_FILE).write_text(override_file(endpoint_url))
         mirror = plugin_dir()
         cli = workdir / "terraform.tfrc"
+        cache = workdir.parent / "plugins"  # shared by the folders of workspace(): one copy of each provider
+        text = f"plugin_cache_dir = {hcl_quote(str(cache))}\n" if cache.is_dir() else ""
         if mirror is not None:
-            cli.write_text(
-                f"provider_installation {{\n  filesystem_mirror {{\n    path = {hcl_quote(str(mirror))}\n  }}\n}}\n"
-            )
+            text += f"provider_installation {{\n  filesystem_mirror {{\n    path = {hcl_quote(str(mirror))}\n  }}\n}}\n"
         else:
-            cli.write_text("# no provider mirror: providers are downloaded from their registries\n")
+            text += "# no provider mirror: providers are downloaded from their registries\n"
+        cli.write_text(text)
         return wd
+
+    @contextmanager
+    def workspace(self, module_dir: Path, key: str, endpoint_url: str | None) -> Iterator[Workspace]:
+        """This worker's working folder for ``key`` (workspace_key), prepared from module_dir the
+        first time and reused by later tasks while the module's bytes, the endpoint and the
+        provider mirror are the same. Held exclusively (flock) while the caller runs Terraform."""
+        root = workspace_root()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (root / "plugins").mkdir(mode=0o700, exist_ok=True)
+        (root / "validated").mkdir(mode=0o700, exist_ok=True)
+        max_age = float(conf.get("ami_release", "terraform_workspace_max_age_hours", fallback="12")) * 3600
+        _sweep_workspaces(root, max_age)
+        path = root / key
+        path.mkdir(mode=0o700, exist_ok=True)
+        with open(path / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            os.utime(path)
+            wanted = json.dumps([tree_digest(module_dir), endpoint_url, str(plugin_dir())])
+            prepared = path / ".prepared"
+            reused = prepared.is_file() and prepared.read_text() == wanted and (path / "module").is_dir()
+            if not reused:
+                for stale in ("module", "data", ".init", ".prepared"):
+                    target = path / stale
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
+                self.prepare(module_dir, path, endpoint_url)
+                prepared.write_text(wanted)
+            yield Workspace(path=path, reused=reused)
+
+    @staticmethod
+    def remove_workspace(key: str) -> None:
+        """The release is done with this folder on this worker (its last Terraform task ended)."""
+        path = workspace_root() / key
+        if not path.is_dir():
+            return
+        with open(path / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def validated_marker(module: Path, terraform_version: str) -> Path:
+        """The marker that this Terraform version validated these exact module bytes on this worker."""
+        digest = hashlib.sha256(f"{tree_digest(module)} {terraform_version}".encode()).hexdigest()
+        return workspace_root() / "validated" / digest
 
     def environment(
         self, workdir: Path, aws_env: Mapping[str, str], secrets: Mapping[str, str] | None = None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
@@ -25,7 +26,7 @@ from amirelease.constants import (
 )
 from amirelease.errors import BakeError
 from amirelease.handoffs import BakeResult, ReleasePlan
-from amirelease.hooks.packer import PackerHook, sysprep_problem
+from amirelease.hooks.packer import PackerHook, PackerResult, sysprep_problem
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import ledger_bucket
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list, tags_dict
@@ -35,6 +36,29 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 COMMUNICATOR_PORT = {"linux": 22, "windows": 22}  # both templates use SSH (include/packer/windows.pkr.hcl says why)
+GATE_FAILED_STATES = ("failed", "upstream_failed")
+
+
+class GateWatch:
+    """The tasks a bake runs beside (the Terraform check; a rollback's mark_rolled_back): what
+    must pass before anything the bake builds may be kept. Read through the Task SDK's task
+    states of this DAG run."""
+
+    def __init__(self, ti: Any, gates: Sequence[str], log: Any) -> None:
+        self.ti, self.gates, self.log = ti, tuple(gates), log
+
+    def failed(self) -> str | None:
+        """The first gate that failed, or None (also when the states cannot be read just now)."""
+        if not self.gates or self.ti is None:
+            return None
+        try:
+            states = self.ti.get_task_states(
+                dag_id=self.ti.dag_id, run_ids=[self.ti.run_id], task_ids=list(self.gates)
+            ).get(self.ti.run_id, {})
+        except Exception as exc:  # noqa: BLE001 - a missed poll is retried; the bake itself goes on
+            self.log.warning("Could not read the state of %s (%s); asking again", ", ".join(self.gates), exc)
+            return None
+        return next((g for g in self.gates if states.get(g) in GATE_FAILED_STATES), None)
 
 
 def packer_source(platform: str = "linux") -> str:
@@ -95,12 +119,18 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     :param plan: the ReleasePlan from preflight.
     :param vault_conn_id: the Vault connection (AppRole) the bake secrets are read with.
     :param packer_timeout: seconds before Packer is interrupted (it then cleans up).
+    :param gates: task ids this bake runs beside that must pass (the Terraform check; a
+        rollback's mark_rolled_back). When one fails, Packer is interrupted (it removes its
+        builder), the release's leftovers are removed and the bake fails naming that task; an
+        AMI of a release refused there is deregistered by ``record``.
+    :param gate_poll_seconds: how often the gates' states are read while Packer runs.
     """
 
     aws_hook_class = EC2Hook
     template_fields: Sequence[str] = aws_template_fields("plan")
     ui_color = "#fdf1e1"
     iam_role = "bake"
+    runs_on_toolchain = True  # routing.py puts it on the app's toolchain queue
     # the task's own calls; Packer's are hooks/packer.py PACKER_IAM_ACTIONS
     iam_actions = (
         "ec2:AuthorizeSecurityGroupIngress",
@@ -118,12 +148,21 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     )
 
     def __init__(
-        self, *, plan: Any, vault_conn_id: str = "vault_default", packer_timeout: float = 3 * 3600, **kwargs: Any
+        self,
+        *,
+        plan: Any,
+        vault_conn_id: str = "vault_default",
+        packer_timeout: float = 3 * 3600,
+        gates: Sequence[str] = (),
+        gate_poll_seconds: float = 3.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.vault_conn_id = vault_conn_id
         self.packer_timeout = packer_timeout
+        self.gates = list(gates)
+        self.gate_poll_seconds = gate_poll_seconds
         self._packer: PackerHook | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -132,6 +171,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         region = plan.home_region
         ec2 = self.clients.ec2(region)
         rid = plan.release_id
+        watch = GateWatch(context.get("ti"), self.gates, self.log)
+        self._stop_if_gate_failed(watch, plan, "before Packer started: nothing was built")
 
         existing = self._find_release_amis(plan)
         if existing and set(existing) >= set(plan.regions):
@@ -208,14 +249,20 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                         )
                     ),
                 }
-                result = self._packer.build(
-                    root / "packer",
-                    variables,
-                    secrets=secrets.values,
-                    only=f"amazon-ebs.{source}",
-                    aws_env=tool_environment(self.hook, region, role_arn=app.aws_role, app=app.name, release_id=rid),
-                    on_line=lambda line: self.log.info("packer | %s", line),
-                    timeout=self.packer_timeout,
+                packer = self._packer
+                result, stopped_by = self._build_watching(
+                    watch,
+                    lambda: packer.build(
+                        root / "packer",
+                        variables,
+                        secrets=secrets.values,
+                        only=f"amazon-ebs.{source}",
+                        aws_env=tool_environment(
+                            self.hook, region, role_arn=app.aws_role, app=app.name, release_id=rid
+                        ),
+                        on_line=lambda line: self.log.info("packer | %s", line),
+                        timeout=self.packer_timeout,
+                    ),
                 )
         finally:
             self._packer = None
@@ -224,6 +271,9 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             # Packer that was killed, and it removes the security group and key pair of this release.
             self._cleanup(ec2, rid, "after the build")
         self.log.info("packer finished in %.1fs with exit code %s", time.monotonic() - started, result.returncode)
+        if stopped_by:
+            self._refused(stopped_by, plan, "Packer was interrupted and its builder removed")
+        self._stop_if_gate_failed(watch, plan, "after Packer: record deregisters the AMI")
         if result.returncode != 0 or not result.artifacts:
             raise BakeError(
                 f"Packer failed for {app.name} {plan.version} (exit {result.returncode}"
@@ -238,6 +288,45 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     def on_kill(self) -> None:
         if self._packer is not None:
             self._packer.interrupt()
+
+    def _build_watching(self, watch: GateWatch, build: Callable[[], PackerResult]) -> tuple[PackerResult, str | None]:
+        """Run Packer; while it runs, read the gates' states and interrupt it when one failed.
+        Returns (Packer's result, the gate that stopped it or None)."""
+        if not watch.gates:
+            return build(), None
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = build()
+            except BaseException as exc:  # noqa: BLE001 - handed to the task's thread below
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name="packer-build", daemon=True)
+        worker.start()
+        stopped_by: str | None = None
+        while worker.is_alive():
+            worker.join(self.gate_poll_seconds)
+            if worker.is_alive() and stopped_by is None:
+                stopped_by = watch.failed()
+                if stopped_by and self._packer is not None:
+                    self.log.warning("%s failed: interrupting Packer (it removes its builder)", stopped_by)
+                    self._packer.interrupt()
+        if "error" in box:
+            raise box["error"]
+        return box["result"], stopped_by
+
+    def _stop_if_gate_failed(self, watch: GateWatch, plan: ReleasePlan, where: str) -> None:
+        failed = watch.failed()
+        if failed:
+            self._refused(failed, plan, where)
+
+    def _refused(self, gate: str, plan: ReleasePlan, what: str) -> None:
+        raise BakeError(
+            f"the bake of {plan.app} {plan.version} was stopped because {gate} failed ({what})",
+            resource=f"release {plan.release_id}",
+            fix=f"the release's reason is {gate}'s error: read that task's log, fix it and release again",
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:

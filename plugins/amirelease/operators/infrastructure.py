@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, catalog, contained, sources
+from amirelease import bundle, contained
 from amirelease.aws import tool_environment
 from amirelease.errors import InfrastructureError
 from amirelease.handoffs import (
@@ -31,7 +33,7 @@ from amirelease.handoffs import (
     RegionPlan,
     ReleasePlan,
 )
-from amirelease.hooks.terraform import Backend, TerraformHook, TerraformRun, destroys
+from amirelease.hooks.terraform import Backend, TerraformHook, TerraformRun, destroys, workspace_key
 from amirelease.hooks.tool import workdir
 from amirelease.hooks.vault import PipelineSecrets, Secrets
 from amirelease.ledger import ReleaseLock, ledger_bucket
@@ -100,6 +102,7 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     aws_hook_class = S3Hook
     ui_color = "#ece8fb"
     iam_role: ClassVar[str] = "bake"
+    runs_on_toolchain: ClassVar[bool] = True  # routing.py puts it on the app's toolchain queue
     # the task's own calls (the bundle; the stale-lock check); Terraform's are declared by its
     # S3 backend (hooks/terraform.py) and by each app's module (infrastructure.iam_actions)
     iam_actions: ClassVar[tuple[str, ...]] = ("s3:GetObject",)
@@ -136,19 +139,22 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     def _module(
         self, plan: ReleasePlan, root: Path, region: str, ami_id: str, secrets: Secrets
     ) -> Iterator[tuple[Path, dict[str, str], Path, Backend]]:
-        """An initialised working copy of the module for one region: (folder, env, var file, backend)."""
+        """An initialised working copy of the module for one region: (folder, env, var file, backend).
+
+        The folder is this worker's for the app, region and bundle digest: a second Terraform
+        task of the release here (the apply after the check) finds it initialised."""
         assert self._terraform is not None
         infra = plan.app_spec.infrastructure
         backend = self._backend(plan, region)
-        with workdir("terraform") as wd:
-            app = plan.app_spec
-            contained.check_module(root / infra.module, app.name, contained.Allowances.from_entry({"allow": app.allow}))
-            module = self._terraform.prepare(root / infra.module, wd, self._endpoint())
+        app = plan.app_spec
+        contained.check_module(root / infra.module, app.name, contained.Allowances.from_entry({"allow": app.allow}))
+        key = workspace_key(plan.app, region, plan.bundle.sha256)
+        with self._terraform.workspace(root / infra.module, key, self._endpoint()) as ws, workdir("terraform") as own:
             aws_env = tool_environment(
                 self.hook, region, role_arn=app.aws_role, app=app.name, release_id=plan.release_id
             )
-            env = self._terraform.environment(wd, aws_env, secrets.values)
-            var_file = wd / "release.tfvars.json"
+            env = self._terraform.environment(ws.path, aws_env, secrets.values)
+            var_file = own / "release.tfvars.json"  # this task's files: in its own folder (hooks/tool.py)
             var_file.write_text(json.dumps(variables_for(plan, region, ami_id, secrets), indent=2))
             self.log.info(
                 "%s in %s: module %s, state s3://%s/%s (encrypted, locked with use_lockfile)",
@@ -158,8 +164,17 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
                 backend.bucket,
                 backend.key,
             )
-            fail_on_errors(self._terraform.init(module, backend, env, self._say), "init", plan, region)
-            yield module, env, var_file, backend
+            if ws.initialised_for(backend):
+                self._say(f"init: skipped, this worker's folder for bundle {plan.bundle.sha256[:16]}… is initialised")
+            else:
+                fail_on_errors(self._terraform.init(ws.module, backend, env, self._say), "init", plan, region)
+                ws.mark_initialised(backend)
+            yield ws.module, env, var_file, backend
+
+    def _done_with_workspaces(self, plan: ReleasePlan) -> None:
+        """The release needs no more Terraform on this worker: remove its folders here."""
+        for region in plan.regions:
+            TerraformHook.remove_workspace(workspace_key(plan.app, region, plan.bundle.sha256))
 
     def _secrets(self, plan: ReleasePlan) -> Secrets:
         return PipelineSecrets(self.vault_conn_id).read(plan.app, plan.app_spec.infrastructure.secrets)
@@ -171,54 +186,29 @@ class CheckInfrastructureOperator(_TerraformOperator):
     ``plan`` against the current state (no lock taken, nothing written; the vendor base image
     stands in for the AMI not baked yet). A module that is invalid, or a plan that would
     destroy or replace a resource whose type the catalog does not allow
-    (``infrastructure.allow_destroy``), fails the release here, with zero changes in AWS.
-    Then the release's bundle is stored next to its ledger record.
+    (``infrastructure.allow_destroy``), fails the release here. It runs beside the bake (the
+    bundle preflight stored is the input of both): the bake watches this task and stops when it
+    fails, and nothing reaches the fleet before it passed (the apply runs after it).
 
     :param plan: the ReleasePlan from preflight.
     :param vault_conn_id: the Vault connection for the module's secrets (TF_VAR_*).
     """
 
     template_fields: Sequence[str] = aws_template_fields("plan")
-    iam_actions = ("s3:GetObject", "s3:PutObject", "sts:AssumeRole")  # Terraform runs as the app's role
+    iam_actions = ("s3:GetObject", "sts:AssumeRole")  # Terraform runs as the app's role
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)
         self._terraform = TerraformHook()
         version = self._terraform.version()
         store = bundle.BundleStore(self.clients.s3(), ledger_bucket())
-        with TemporaryDirectory(prefix="release-bundle-") as tmp:
-            root = Path(tmp)
-            if plan.source_bundle is not None:  # a re-release: exactly the bundle it repeats
-                data = store.get(plan.source_bundle.key, plan.source_bundle.sha256)
-                packed = bundle.Bundle(
-                    data=data, sha256=plan.source_bundle.sha256, files=tuple(bundle.unpack(data, root))
-                )
-            elif plan.source is not None:  # a git-sourced app: the commit preflight pinned, fetched again
-                entry = catalog.known_app(plan.app)
-                _, _, packed = sources.build(entry, plan.source, root / "git")
-                bundle.unpack(packed.data, root)
-            else:
-                packed = bundle.pack_app(plan.app_spec)
-                bundle.unpack(packed.data, root)
-            if packed.sha256 != plan.bundle.sha256:
-                where = (
-                    f"commit {plan.source['commit'][:12]} of {plan.source['repository']} with this worker's "
-                    "central catalog and Packer files"
-                    if plan.source
-                    else "this worker's include/"
-                )
-                raise InfrastructureError(
-                    f"the release inputs of {plan.app} built here ({where}: bundle {packed.sha256[:16]}…) differ from "
-                    f"those preflight saw ({plan.bundle.sha256[:16]}…)",
-                    fix="deploy the same version of include/ (catalog, cookbooks, Packer files, Terraform modules) to "
-                    "every worker, then retrigger",
-                )
+        with bundle.unpacked(store, plan.bundle.key, plan.bundle.sha256) as root:  # stored by preflight
             secrets = self._secrets(plan)
             regions = []
             try:
                 for region in plan.regions:
                     with self._module(plan, root, region, plan.source_ami, secrets) as (module, env, var_file, backend):
-                        fail_on_errors(self._terraform.validate(module, env, self._say), "validate", plan, region)
+                        self._validate(plan, region, module, env, version)
                         run = self._terraform.plan(module, var_file, env, self._say, lock=False)
                         fail_on_errors(run, "plan", plan, region)
                         summary = run.plan_summary()
@@ -230,17 +220,22 @@ class CheckInfrastructureOperator(_TerraformOperator):
                         )
                         refuse_destroys(plan, region, summary)
                         regions.append(RegionPlan(region=region, state_key=backend.key, plan=summary))
+            except BaseException:
+                self._done_with_workspaces(plan)  # refused: the release ends here
+                raise
             finally:
                 secrets.clear()
-            store.put(plan.bundle.key, packed)
-            self.log.info(
-                "Release bundle stored: s3://%s/%s (sha256 %s, %d files)",
-                ledger_bucket(),
-                plan.bundle.key,
-                packed.sha256,
-                len(packed.files),
-            )
         return InfrastructureCheck(regions=tuple(regions), terraform_version=version).to_xcom()
+
+    def _validate(self, plan: ReleasePlan, region: str, module: Path, env: dict[str, str], version: str) -> None:
+        """``terraform validate``, once per exact module bytes and Terraform version on this worker."""
+        assert self._terraform is not None
+        marker = self._terraform.validated_marker(module, version)
+        if marker.exists():
+            self._say(f"validate: skipped, these exact module bytes were validated here ({marker.name[:16]}…)")
+            return
+        fail_on_errors(self._terraform.validate(module, env, self._say), "validate", plan, region)
+        marker.touch()
 
 
 class ApplyInfrastructureOperator(_TerraformOperator):
@@ -251,46 +246,137 @@ class ApplyInfrastructureOperator(_TerraformOperator):
     refreshes. A retry re-plans and applies idempotently (the same inputs give "No changes");
     a state lock left by an earlier try of this run is released first.
 
+    With ``after`` (the smoke test's task id) the plan is made while that task runs, and
+    applied only once it has succeeded: this task waits up to ``wait_seconds`` for it, then
+    gives its worker slot back and is rescheduled every ``poke_interval`` seconds, keeping the
+    saved plan in this worker's Terraform folder (planned again if the next poke lands on
+    another worker). When that task did not succeed, nothing is applied and this task is
+    skipped.
+
     :param plan: the ReleasePlan from preflight.
     :param bake: the BakeResult (the AMI per region).
     :param vault_conn_id: the Vault connection for the module's secrets (TF_VAR_*).
     :param lock_timeout: seconds to wait for another Terraform run's state lock.
+    :param after: the task that must succeed before the saved plan is applied (the smoke test).
+    :param wait_seconds: how long to wait for ``after`` in this process before rescheduling
+        (default: [ami_release] apply_wait_seconds, 20).
+    :param poke_interval: seconds between reschedules while ``after`` runs (default:
+        [ami_release] apply_poke_seconds, 10).
     """
 
     template_fields: Sequence[str] = aws_template_fields("plan", "bake")
 
-    def __init__(self, *, bake: Any, lock_timeout: int = 300, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        bake: Any,
+        lock_timeout: int = 300,
+        after: str | None = None,
+        wait_seconds: float | None = None,
+        poke_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.bake = bake
         self.lock_timeout = lock_timeout
+        self.after = after
+        self.wait_seconds = wait_seconds
+        self.poke_interval = poke_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)
         baked = BakeResult.from_xcom(self.bake)
+        ti = context["ti"]
+        if self.wait_seconds is None:
+            self.wait_seconds = conf.getfloat("ami_release", "apply_wait_seconds", fallback=20.0)
+        if self.poke_interval is None:
+            self.poke_interval = conf.getfloat("ami_release", "apply_poke_seconds", fallback=10.0)
         self._terraform = TerraformHook()
+        if self._verdict(ti) is False:
+            self._skip(plan, "before anything was planned")
         store = bundle.BundleStore(self.clients.s3(), ledger_bucket())
         secrets = self._secrets(plan)
         regions = []
         try:
             with bundle.unpacked(store, plan.bundle.key, plan.bundle.sha256) as root:
+                summaries = {}
                 for region in plan.regions:
-                    with self._module(plan, root, region, baked.amis[region], secrets) as (
-                        module,
-                        env,
-                        var_file,
-                        backend,
-                    ):
-                        self._release_own_stale_lock(plan, backend, module, env, context)
-                        regions.append(self._apply(plan, region, module, env, var_file, backend))
+                    with self._module(plan, root, region, baked.amis[region], secrets) as (mod, env, var_file, backend):
+                        self._release_own_stale_lock(plan, backend, mod, env, context)
+                        summaries[region] = self._plan(plan, region, mod, env, var_file, backend, ti, baked)
+                verdict = self._await(ti)
+                if verdict is False:
+                    self._skip(plan, "the saved plan was not applied")
+                if verdict is None:
+                    self.log.info(
+                        "%s has not finished: the saved plan waits in this worker's Terraform folder; "
+                        "this task gives its worker slot back and looks again in %ss",
+                        self.after,
+                        self.poke_interval,
+                    )
+                    raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=self.poke_interval or 10.0))
+                for region in plan.regions:
+                    with self._module(plan, root, region, baked.amis[region], secrets) as (mod, env, vf, backend):
+                        regions.append(self._apply_saved(plan, region, mod, env, vf.parent, backend, summaries[region]))
         finally:
             secrets.clear()
+        self._done_with_workspaces(plan)  # applied: the release's last Terraform on this worker
         return InfrastructureResult(regions=tuple(regions)).to_xcom()
 
-    def _apply(
-        self, plan: ReleasePlan, region: str, module: Path, env: dict[str, str], var_file: Path, backend: Backend
-    ) -> RegionInfrastructure:
+    # -- waiting for the smoke test ---------------------------------------------------------------
+    def _verdict(self, ti: Any) -> bool | None:
+        """True: ``after`` succeeded (or there is none); False: it ended otherwise; None: not yet."""
+        if not self.after:
+            return True
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=[self.after])
+        state = states.get(ti.run_id, {}).get(self.after)
+        if state == "success":
+            return True
+        if state in ("failed", "upstream_failed", "skipped", "removed"):
+            return False
+        return None
+
+    def _await(self, ti: Any) -> bool | None:
+        deadline = time.monotonic() + (self.wait_seconds or 0.0)
+        verdict = self._verdict(ti)
+        if verdict is None:
+            self.log.info("Planned; waiting for %s before applying the saved plan", self.after)
+        while verdict is None and time.monotonic() < deadline:
+            time.sleep(2)
+            verdict = self._verdict(ti)
+        if verdict:
+            self.log.info("%s passed: applying the saved plan", self.after or "nothing to wait for")
+        return verdict
+
+    def _skip(self, plan: ReleasePlan, what: str) -> None:
+        self._done_with_workspaces(plan)
+        raise AirflowSkipException(f"{self.after} did not succeed: {what}; nothing was applied to {plan.app}'s fleet")
+
+    # -- plan, then apply exactly that plan -----------------------------------------------------------
+    def _plan(
+        self,
+        plan: ReleasePlan,
+        region: str,
+        module: Path,
+        env: dict[str, str],
+        var_file: Path,
+        backend: Backend,
+        ti: Any,
+        baked: BakeResult,
+    ) -> PlanSummary:
+        """``plan -out`` with the new AMI, or the plan this try saved here before a reschedule."""
         assert self._terraform is not None
-        plan_file = module.parent / "release.tfplan"
+        plan_file = var_file.parent / "release.tfplan"
+        saved_file = module.parent / "release.tfplan"  # kept in the worker's folder across a reschedule
+        marker = module.parent / ".planned"
+        key = json.dumps([plan.release_id, baked.amis[region], getattr(ti, "try_number", 0)])
+        if saved_file.is_file() and marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved.get("key") == key:
+                summary = PlanSummary.from_xcom(saved["summary"])
+                self.log.info("%s in %s: the plan saved before the reschedule: %s", plan.app, region, summary.line())
+                return summary
+        marker.unlink(missing_ok=True)
         run = self._terraform.plan(module, var_file, env, self._say, out=plan_file, lock_timeout=self.lock_timeout)
         if run.lock_id:
             raise InfrastructureError(
@@ -303,6 +389,24 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         summary = run.plan_summary()
         self.log.info("%s in %s: %s", plan.app, region, summary.line())
         refuse_destroys(plan, region, summary)
+        shutil.copyfile(plan_file, saved_file)
+        marker.write_text(json.dumps({"key": key, "summary": summary.to_xcom()}))
+        return summary
+
+    def _apply_saved(
+        self,
+        plan: ReleasePlan,
+        region: str,
+        module: Path,
+        env: dict[str, str],
+        own: Path,
+        backend: Backend,
+        summary: PlanSummary,
+    ) -> RegionInfrastructure:
+        assert self._terraform is not None
+        plan_file = own / "release.tfplan"
+        shutil.copyfile(module.parent / "release.tfplan", plan_file)
+        (module.parent / ".planned").unlink(missing_ok=True)  # a saved plan is applied once
         run = self._terraform.apply(module, plan_file, env, self._say)
         fail_on_errors(run, "apply", plan, region)
         out = self._outputs(plan, region, run.outputs)

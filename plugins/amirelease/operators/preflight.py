@@ -172,7 +172,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "ec2:DescribeVpcs",
         "s3:GetObject",
         "s3:ListBucket",
-        "s3:PutObject",  # only when AWS outlasted every retry: the failed attempt's ledger record
+        "s3:PutObject",  # the release bundle; and, when AWS outlasted every retry, the failed attempt's ledger record
         "sts:AssumeRole",  # checks that the workers may assume the app's role (catalog aws.role_arn)
     )
 
@@ -397,6 +397,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             rebuild_of=rebuild_of,
             rebuild_reason=rebuild_reason,
         )
+        # stored now, so that the Terraform check and the bake can start side by side, both from these bytes
+        bundle.BundleStore(self.clients.s3(), ledger_bucket()).put(plan.bundle.key, packed)
         self.log.info(
             "Release plan: %s %s, release id %s, run list %s, bundle %s… (%d files), base image %s, regions %s",
             plan.app,

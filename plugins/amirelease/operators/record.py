@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
+from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_RELEASE_ID, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
 from amirelease.handoffs import (
     BakeResult,
@@ -163,9 +163,6 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     comes from the release's own tasks).
 
     :param task_order: the pipeline's task ids in order (the first failed one is "the" failure).
-    :param bake_task_ids: the per-toolchain bake task ids (the one that ran gave the AMIs).
-    :param check_task_ids: the per-toolchain check_infrastructure task ids (the plans against the current state).
-    :param apply_task_ids: the per-toolchain apply_infrastructure task ids (the applied plans and outputs).
     """
 
     aws_hook_class = EC2Hook
@@ -178,6 +175,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     # (+ amirelease/protection.py: deregistration protection on the rollback window's AMIs)
     iam_actions = (
         "ec2:CreateTags",
+        "ec2:DeleteSnapshot",  # a refused release's AMI (baked beside the check) is not kept
+        "ec2:DeregisterImage",
         "ec2:DescribeImages",
         "ec2:DisableImageDeregistrationProtection",
         "ec2:EnableImageDeregistrationProtection",
@@ -187,25 +186,11 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         "s3:PutObject",
     )
 
-    def __init__(
-        self,
-        *,
-        task_order: list[str],
-        bake_task_ids: list[str],
-        check_task_ids: list[str],
-        apply_task_ids: list[str],
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, task_order: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.task_order = task_order
-        self.bake_task_ids = bake_task_ids
-        self.check_task_ids = check_task_ids
-        self.apply_task_ids = apply_task_ids
         # tasks that only check: failing there means the release was refused, nothing happened
-        self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.ROUTE, *check_task_ids}
-
-    def _first(self, ti: Any, task_ids: list[str]) -> Any:
-        return next((x for x in (ti.xcom_pull(task_ids=t) for t in task_ids) if x), None)
+        self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.CHECK_INFRA}
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         ti = context["ti"]
@@ -220,18 +205,21 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         if isinstance(reason, list):
             reason = next((r for r in reason if r), None)
         if refused(failed_task, reason, self.refusal_task_ids):
-            self._release_lock(plan.app, ti)
+            try:
+                self._discard_refused(plan)
+            finally:
+                self._release_lock(plan.app, ti)
             self.log.info(
-                "Release %s %s was refused at '%s' before anything was built or changed (no ledger record): %s",
+                "Release %s %s was refused at '%s' before anything reached the fleet (no ledger record): %s",
                 plan.app,
                 plan.version,
                 failed_task,
                 reason or "see that task's log",
             )
             return None
-        raw_bake = self._first(ti, self.bake_task_ids)
-        raw_check = self._first(ti, self.check_task_ids)
-        raw_infra = self._first(ti, self.apply_task_ids)
+        raw_bake = ti.xcom_pull(task_ids=TaskIds.BAKE)
+        raw_check = ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA)
+        raw_infra = ti.xcom_pull(task_ids=TaskIds.APPLY_INFRA)
         raw_smoke = ti.xcom_pull(task_ids=TaskIds.SMOKE)
         raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
         bake = BakeResult.from_xcom(raw_bake) if raw_bake else None
@@ -276,6 +264,31 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 "; the AMI is tagged ReleaseStatus=failed and kept" if bake else "",
             )
         return record
+
+    def _discard_refused(self, plan: ReleasePlan) -> None:
+        """A refused release keeps nothing: the AMI a bake beside the check may have finished
+        (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
+        for region in plan.regions:
+            ec2 = self.clients.ec2(region)
+            images = ec2.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan.release_id]}]
+            )["Images"]
+            for image in images:
+                snapshots = [
+                    m["Ebs"]["SnapshotId"]
+                    for m in image.get("BlockDeviceMappings", [])
+                    if m.get("Ebs", {}).get("SnapshotId")
+                ]
+                ec2.deregister_image(ImageId=image["ImageId"])
+                for snapshot in snapshots:
+                    ec2.delete_snapshot(SnapshotId=snapshot)
+                self.log.warning(
+                    "Refused release: AMI %s (%s) deregistered and its snapshot(s) %s deleted",
+                    image["ImageId"],
+                    region,
+                    ", ".join(snapshots) or "-",
+                )
+        self.clients.s3().delete_object(Bucket=ledger_bucket(), Key=plan.bundle.key)
 
     def _tag(self, bake: BakeResult | None, outcome: str, failed_task: str | None, at: str) -> None:
         if not bake:

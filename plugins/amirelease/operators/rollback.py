@@ -78,8 +78,8 @@ def went_live_words(asked: RollbackTarget, live: dict[str, Any], history: list[R
     )
     again = f"roll back {live.get('version')}" if live.get("release_id") else "roll back what runs now"
     return (
-        f"{now} went live{when}, after you asked to roll back {was}; nothing was marked, held or built by this "
-        f"rollback. Trigger ami_rollback again to {again}"
+        f"{now} went live{when}, after you asked to roll back {was}; nothing was marked or held by this "
+        f"rollback and nothing it built is kept. Trigger ami_rollback again to {again}"
     )
 
 
@@ -176,7 +176,8 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
     """
     Runs right after ``release_lock``: first re-checks, under the app's lock, that what the
     groups run is still what ``resolve_target`` saw (DESIGN.md, "decide under the lock"); if a
-    release went live in between, it refuses, before anything is marked, held or built. Then:
+    release went live in between, it refuses, before anything is marked or held (the bake beside it
+    stops, and record removes what it built). Then:
     record the release being replaced as rolled back (by this rollback, when, why) in its
     ledger record, so no later rollback picks it by default; and, unless turned off, place a
     forensic hold on its AMI(s) (tags ForensicHold/ForensicHoldReason, which the retention DAG
