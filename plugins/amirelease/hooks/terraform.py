@@ -100,9 +100,12 @@ def workspace_root() -> Path:
     return Path(configured).expanduser() if configured else Path(tempfile.gettempdir()) / "amirelease.terraform"
 
 
-def workspace_key(app: str, region: str, bundle_sha256: str) -> str:
-    """One folder per app, region and bundle digest (the module's exact bytes and the catalog)."""
-    return f"{app}-{region}-{bundle_sha256[:32]}"
+def workspace_key(app: str, region: str, bundle_sha256: str, backend: Backend) -> str:
+    """One folder per app, region, bundle digest (the module's exact bytes and the catalog) and
+    state backend (bucket, key, endpoint): two accounts or endpoints served by one worker
+    never share a folder, its initialised backend or a saved plan."""
+    where = hashlib.sha256(_init_key(backend).encode()).hexdigest()[:16]
+    return f"{app}-{region}-{bundle_sha256[:32]}-{where}"
 
 
 def tree_digest(folder: Path) -> str:
@@ -328,7 +331,7 @@ class TerraformHook(BaseHook):
             prepared = path / ".prepared"
             reused = prepared.is_file() and prepared.read_text() == wanted and (path / "module").is_dir()
             if not reused:
-                for stale in ("module", "data", ".init", ".prepared"):
+                for stale in ("module", "data", ".init", ".prepared", ".planned", "release.tfplan"):
                     target = path / stale
                     if target.is_dir():
                         shutil.rmtree(target)

@@ -148,7 +148,7 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         backend = self._backend(plan, region)
         app = plan.app_spec
         contained.check_module(root / infra.module, app.name, contained.Allowances.from_entry({"allow": app.allow}))
-        key = workspace_key(plan.app, region, plan.bundle.sha256)
+        key = workspace_key(plan.app, region, plan.bundle.sha256, backend)
         with self._terraform.workspace(root / infra.module, key, self._endpoint()) as ws, workdir("terraform") as own:
             aws_env = tool_environment(
                 self.hook, region, role_arn=app.aws_role, app=app.name, release_id=plan.release_id
@@ -174,7 +174,9 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     def _done_with_workspaces(self, plan: ReleasePlan) -> None:
         """The release needs no more Terraform on this worker: remove its folders here."""
         for region in plan.regions:
-            TerraformHook.remove_workspace(workspace_key(plan.app, region, plan.bundle.sha256))
+            TerraformHook.remove_workspace(
+                workspace_key(plan.app, region, plan.bundle.sha256, self._backend(plan, region))
+            )
 
     def _secrets(self, plan: ReleasePlan) -> Secrets:
         return PipelineSecrets(self.vault_conn_id).read(plan.app, plan.app_spec.infrastructure.secrets)
@@ -317,6 +319,10 @@ class ApplyInfrastructureOperator(_TerraformOperator):
                     raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=self.poke_interval or 10.0))
                 for region in plan.regions:
                     with self._module(plan, root, region, baked.amis[region], secrets) as (mod, env, vf, backend):
+                        if not _saved_plan_is(mod.parent, _saved_plan_key(plan, region, ti, baked)):
+                            # the folder lost this try's plan meanwhile (swept, or prepared again):
+                            # plan again rather than apply anything else
+                            summaries[region] = self._plan(plan, region, mod, env, vf, backend, ti, baked)
                         regions.append(self._apply_saved(plan, region, mod, env, vf.parent, backend, summaries[region]))
         finally:
             secrets.clear()
@@ -369,7 +375,7 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         plan_file = var_file.parent / "release.tfplan"
         saved_file = module.parent / "release.tfplan"  # kept in the worker's folder across a reschedule
         marker = module.parent / ".planned"
-        key = json.dumps([plan.release_id, baked.amis[region], getattr(ti, "try_number", 0)])
+        key = _saved_plan_key(plan, region, ti, baked)
         if saved_file.is_file() and marker.is_file():
             saved = json.loads(marker.read_text())
             if saved.get("key") == key:
@@ -498,6 +504,19 @@ class ApplyInfrastructureOperator(_TerraformOperator):
             plan,
             plan.home_region,
         )
+
+
+def _saved_plan_key(plan: ReleasePlan, region: str, ti: Any, baked: BakeResult) -> str:
+    """What a saved plan in a worker's folder was made for: this release, region, AMI and try."""
+    return json.dumps([plan.release_id, region, baked.amis[region], getattr(ti, "try_number", 0)])
+
+
+def _saved_plan_is(folder: Path, key: str) -> bool:
+    marker = folder / ".planned"
+    try:
+        return (folder / "release.tfplan").is_file() and json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
 
 
 def _parse_time(value: str) -> datetime | None:
