@@ -11,14 +11,14 @@ import pytest
 from amirelease.hooks.terraform import TerraformHook
 from amirelease.hooks.tool import workdir
 
-MODULE = Path(__file__).parent / "tf" / "vpcs"
+MODULE = Path(__file__).parent / "tf" / "security_groups"
 APP_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
 @pytest.mark.parametrize(("attempts", "throttles", "succeeds"), [(3, 3, False), (3, 2, True)])
 def test_terraforms_provider_makes_the_policys_attempts(sandbox, monkeypatch, attempts, throttles, succeeds):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__AWS_MAX_ATTEMPTS", str(attempts))
-    sandbox.faults.throttle("ec2:DescribeVpcs", times=throttles)
+    sandbox.faults.throttle("ec2:DescribeSecurityGroups", times=throttles)
     hook, lines = TerraformHook(), []
     with workdir("terraform") as wd:
         module = hook.prepare(MODULE, wd, sandbox.endpoint_url)
@@ -28,4 +28,4 @@ def test_terraforms_provider_makes_the_policys_attempts(sandbox, monkeypatch, at
         var_file.write_text("{}")
         plan = hook.plan(module, var_file, env, lines.append, out=wd / "p.tfplan", lock=False)
     assert (plan.returncode == 0) is succeeds, lines[-5:]
-    assert sandbox.request_counts()["ec2:DescribeVpcs"] == attempts
+    assert sandbox.request_counts()["ec2:DescribeSecurityGroups"] == attempts

@@ -158,7 +158,10 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
         {"data_interval_end": now, "logical_date": now}
     )
     assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0])  # held
-    assert "maid_status" in _tags(ec2.describe_images(ImageIds=[ami1["ImageId"]])["Images"][0])
+    # 3.0.0's own AMI is a rollback target of what runs now (protect_releases): AWS protects it
+    # from deregistration, and retention keeps what AWS protects
+    first = ec2.describe_images(ImageIds=[ami1["ImageId"]])["Images"][0]
+    assert "maid_status" not in _tags(first) and first["DeregistrationProtection"].startswith("enabled"), first
     assert "maid_status" not in _tags(ec2.describe_images(ImageIds=[ami3["ImageId"]])["Images"][0])  # in use
 
     # The history CLI reads what the pipeline wrote.

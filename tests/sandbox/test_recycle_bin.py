@@ -60,7 +60,8 @@ def test_rules_create_get_list_update_delete(sandbox, clients):
     assert got["ResourceTags"] == [TAG] and got["RetentionPeriod"]["RetentionPeriodValue"] == 14
     _rule(rbin, "EBS_SNAPSHOT")
     listed = rbin.list_rules(ResourceType="EC2_IMAGE")["Rules"]
-    assert [r["Identifier"] for r in listed] == [rule_id]
+    seeded = set(sandbox.account["recycle_bin_rules"])  # the account's own rules (account.yaml)
+    assert [r["Identifier"] for r in listed if r["Identifier"] not in seeded] == [rule_id]
     assert rbin.list_rules(ResourceType="EC2_IMAGE", ResourceTags=[{"ResourceTagKey": "other"}])["Rules"] == []
     rbin.update_rule(Identifier=rule_id, RetentionPeriod={"RetentionPeriodValue": 30, "RetentionPeriodUnit": "DAYS"})
     assert rbin.get_rule(Identifier=rule_id)["RetentionPeriod"]["RetentionPeriodValue"] == 30
@@ -88,7 +89,8 @@ def test_list_rules_pages(sandbox, clients):
         for p in rbin.get_paginator("list_rules").paginate(ResourceType="EC2_IMAGE", PaginationConfig={"PageSize": 2})
         for r in p["Rules"]
     ]
-    assert sorted(seen) == sorted(ids)
+    assert sorted(seen) == sorted(ids | (set(sandbox.account["recycle_bin_rules"]) & set(seen)))
+    assert ids <= set(seen) and len(seen) == len(set(seen))  # every rule once, across pages
 
 
 def test_without_a_matching_rule_deregistration_is_final(sandbox, clients):

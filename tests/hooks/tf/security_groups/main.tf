@@ -1,4 +1,5 @@
-# Test module: one read (ec2:DescribeVpcs) by the AWS provider, to see its retries at work.
+# Test module: one read (ec2:DescribeSecurityGroups, a call the apps' modules make and declare)
+# by the AWS provider, to see its retries at work.
 terraform {
   required_providers {
     aws = { source = "hashicorp/aws" }
@@ -10,7 +11,7 @@ provider "aws" {
   skip_requesting_account_id  = true
   skip_metadata_api_check     = true
 }
-data "aws_vpcs" "all" {}
-output "vpcs" {
-  value = length(data.aws_vpcs.all.ids)
+data "aws_security_groups" "all" {}
+output "groups" {
+  value = length(data.aws_security_groups.all.ids)
 }
