@@ -181,10 +181,13 @@ def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch):
     sb.faults.clear()
     if not _demo_fleet_ready(sb):
         sb.reset()
-        from tests.release.conftest import load_dag, task_states
+        from tests.release.conftest import ledger_records, load_dag, task_states
 
         dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "the fleet"})
-        assert dr.state == "success", f"the first release that makes the fleet failed: {task_states(dr)}"
+        assert dr.state == "success", (
+            f"the first release that makes the fleet failed: {task_states(dr)}; "
+            f"ledger: {[(r.get('version'), r.get('failure_reason')) for r in ledger_records(sb)]}"
+        )
     sb.faults.clear()
     sb.reset_request_counts()
     return sb

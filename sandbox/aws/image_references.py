@@ -25,13 +25,13 @@ launch configurations (the product's own reference model covers them).
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses import amis as _amis_responses
+
+from . import paging
 
 TYPES = (
     "ec2:Instance",
@@ -137,25 +137,10 @@ def _r_describe_image_references(self: Any) -> ActionResult:
         raise _invalid(f"ImageIds must name between 1 and {MAX_IMAGES} images; got {len(image_ids)}.")
     chosen = _options(self)
     found = references(self, image_ids, chosen)
-    raw_max = self._get_param("MaxResults")
-    token = self._get_param("NextToken")
-    start = 0
-    if token:
-        try:
-            start = int(json.loads(base64.b64decode(token))["o"])
-        except (ValueError, KeyError, TypeError):
-            raise EC2ClientError("InvalidNextToken", "The token provided is invalid.") from None
-    result: dict[str, Any] = {}
-    if raw_max is None:
-        result["ImageReferences"] = found[start:]
-    else:
-        max_results = int(raw_max)
-        if not 5 <= max_results <= 1000:
-            raise _invalid("MaxResults must be between 5 and 1000.")
-        end = start + max_results
-        result["ImageReferences"] = found[start:end]
-        if end < len(found):
-            result["NextToken"] = base64.b64encode(json.dumps({"o": end}).encode()).decode()
+    refs, nxt = paging.page(self, found, 5, 1000)
+    result: dict[str, Any] = {"ImageReferences": refs}
+    if nxt:
+        result["NextToken"] = nxt
     return ActionResult(result)
 
 

@@ -31,7 +31,6 @@ As the Recycle Bin user guide and API references describe it:
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import string
@@ -46,6 +45,8 @@ from moto.ec2.models import amis as _amis
 from moto.ec2.models import elastic_block_store as _ebs
 from moto.ec2.responses import amis as _amis_responses
 from moto.ec2.responses import elastic_block_store as _ebs_responses
+
+from . import paging
 
 RESOURCE_TYPES = ("EBS_SNAPSHOT", "EC2_IMAGE", "EBS_VOLUME")
 _ORIGINAL: dict[str, Any] = {}
@@ -156,25 +157,6 @@ def _delete_snapshot(self: Any, snapshot_id: str) -> Any:
     return snapshot
 
 
-def _page(self: Any, items: list[Any], lo: int, hi: int) -> tuple[list[Any], str | None]:
-    raw_max = self._get_param("MaxResults")
-    token = self._get_param("NextToken")
-    start = 0
-    if token:
-        try:
-            start = int(json.loads(base64.b64decode(token))["o"])
-        except (ValueError, KeyError, TypeError):
-            raise EC2ClientError("InvalidNextToken", "The token provided is invalid.") from None
-    if raw_max is None:
-        return items[start:], None
-    max_results = int(raw_max)
-    if not lo <= max_results <= hi:
-        raise EC2ClientError("InvalidParameterValue", f"MaxResults must be between {lo} and {hi}.")
-    end = start + max_results
-    nxt = base64.b64encode(json.dumps({"o": end}).encode()).decode() if end < len(items) else None
-    return items[start:end], nxt
-
-
 class IncorrectState(EC2ClientError):
     def __init__(self, message: str) -> None:
         super().__init__("IncorrectState", message)
@@ -186,7 +168,7 @@ def _r_list_images(self: Any) -> ActionResult:
     b = bin_for(self.ec2_backend.account_id, self.ec2_backend.region_name)
     _expire(b)
     entries = [(k, v) for k, v in sorted(b.images.items()) if not ids or k in ids]
-    page, nxt = _page(self, entries, 1, 1000)
+    page, nxt = paging.page(self, entries, 1, 1000)
     images = [
         {
             "ImageId": k,
@@ -209,7 +191,7 @@ def _r_list_snapshots(self: Any) -> ActionResult:
     b = bin_for(self.ec2_backend.account_id, self.ec2_backend.region_name)
     _expire(b)
     entries = [(k, v) for k, v in sorted(b.snapshots.items()) if not ids or k in ids]
-    page, nxt = _page(self, entries, 5, 1000)
+    page, nxt = paging.page(self, entries, 5, 1000)
     snapshots = [
         {
             "SnapshotId": k,

@@ -5,33 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
 from sandbox.aws.ageing import age_account
-
-NO_RETRY = Config(retries={"total_max_attempts": 1})
-
-
-def code_of(call):
-    with pytest.raises(ClientError) as err:
-        call()
-    return err.value.response["Error"]["Code"]
-
-
-@pytest.fixture
-def ec2(sandbox):
-    import boto3
-
-    return boto3.client(
-        "ec2",
-        endpoint_url=sandbox.endpoint_url,
-        region_name=sandbox.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=NO_RETRY,
-    )
+from tests.sandbox.conftest import code_of
 
 
 def _image(ec2, image_id, **kw):

@@ -7,35 +7,18 @@ from datetime import timedelta
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from sandbox.aws.ageing import age_account
+from tests.sandbox.conftest import code_of, no_retry_client
 
 NO_RETRY = Config(retries={"total_max_attempts": 1})
 TAG = {"ResourceTagKey": "RecycleBin", "ResourceTagValue": "ami-release"}
 
 
-def code_of(call):
-    with pytest.raises(ClientError) as err:
-        call()
-    return err.value.response["Error"]["Code"]
-
-
 @pytest.fixture
 def clients(sandbox):
-    import boto3
 
-    def make(service):
-        return boto3.client(
-            service,
-            endpoint_url=sandbox.endpoint_url,
-            region_name=sandbox.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=NO_RETRY,
-        )
-
-    return make("ec2"), make("rbin")
+    return no_retry_client(sandbox, "ec2"), no_retry_client(sandbox, "rbin")
 
 
 def _rule(rbin, rtype, days=14, tags=(TAG,), **kw):
