@@ -37,10 +37,11 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
+from amirelease.constants import DagIds
 from amirelease.retention.wiring import retention_tasks, schedule
 
 with DAG(
-    dag_id="ami_retention",
+    dag_id=DagIds.RETENTION,
     dag_display_name="AMI retention (every 5 minutes)",
     description="Mark, unmark and deregister old unused AMIs (Custodian-compatible marks)",
     schedule=schedule(),

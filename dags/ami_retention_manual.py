@@ -23,10 +23,11 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
+from amirelease.constants import DagIds
 from amirelease.retention.wiring import mode_param, retention_tasks
 
 with DAG(
-    dag_id="ami_retention_manual",
+    dag_id=DagIds.RETENTION_MANUAL,
     dag_display_name="AMI retention, now (dry run or apply)",
     description="One retention run on demand: as the policy says, dry run, or apply",
     schedule=None,

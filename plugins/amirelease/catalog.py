@@ -392,7 +392,6 @@ DEFINITION_KEYS = (
 )
 DEFINITION_FILE = "ami-release.yaml"
 PROJECT_DIR = "project"  # where the app's Terraform module sits inside a bundle
-GIT_REF_PATTERN = r"^[A-Za-z0-9._/-]{1,128}$"
 _CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}", re.ASCII)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
+from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 
@@ -113,7 +113,7 @@ def lift_hold(
     release_id: str,
     reason: str,
     by: str,
-    aws_conn_id: str | None = "aws_default",
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
 ) -> HoldLifted:
     """Lift the forensic hold on a release: remove the hold tags from every AMI of the
     release, then record ``released_at``/``released_by``/``release_reason`` in the hold of

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -30,8 +31,8 @@ class RetentionPolicy:
     protect_launch_templates: bool = True
     protect_launch_configurations: bool = True
     hold_enabled: bool = True
-    hold_tag: str = "ForensicHold"
-    hold_reason_tag: str = "ForensicHoldReason"
+    hold_tag: str = HOLD_TAG
+    hold_reason_tag: str = HOLD_REASON_TAG
     max_deregistrations_per_run: int = 50
     # stop conditions (see consistency.py); the defaults are the safe ones
     group_instance_sample: int = 200

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
+from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.operators.retention import MODES, AmiRetentionOperator
 from amirelease.retry import policy
 
@@ -56,7 +57,7 @@ def retention_tasks(*, mode: str | None) -> Any:
         task_display_name="Retention in one region",
         policy_path=POLICY_PATH,
         mode=mode,
-        aws_conn_id="aws_default",
+        aws_conn_id=DEFAULT_AWS_CONN_ID,
         # the deployment's one retry policy ([ami_release] aws_retry_mode / aws_max_attempts, retry.py)
         botocore_config=policy().botocore_config(),
         execution_timeout=timedelta(minutes=20),

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import catalog
-from amirelease.constants import LIVE_INSTANCE_STATES
+from amirelease.constants import DEFAULT_AWS_CONN_ID, LIVE_INSTANCE_STATES
 from amirelease.errors import ReleaseError
 from amirelease.retention.policy import RetentionPolicy
 
@@ -234,7 +234,7 @@ def read_usage(ec2: Any, amis: list[str]) -> dict[str, list[str]]:
     return usage
 
 
-def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnapshot:
+def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> AppSnapshot:
     """Read everything the page shows about one app (read-only)."""
     from amirelease.aws import AwsClients
     from amirelease.ledger import fleet_targets, ledger_bucket

@@ -22,6 +22,7 @@ from amirelease.constants import (
     TAG_RE_RELEASE_OF,
     TAG_RELEASE_ID,
     TAG_VERSION,
+    DagIds,
 )
 from amirelease.errors import PreflightError
 from amirelease.ledger import pick_rollback_target
@@ -30,8 +31,8 @@ from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.ui.collect import AppSnapshot, GroupState
 
-ROLLBACK_DAG = "ami_rollback"
-RELEASE_DAG = "ami_release"
+ROLLBACK_DAG = DagIds.ROLLBACK
+RELEASE_DAG = DagIds.RELEASE
 
 
 # -- small formatting helpers ---------------------------------------------------------------

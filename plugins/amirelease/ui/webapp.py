@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException
 
 from amirelease import catalog
+from amirelease.constants import DagIds
 from amirelease.errors import ConfigError, ReleaseError
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ CONSOLE_IAM_ACTIONS: tuple[str, ...] = (
 )
 
 URL_PREFIX = "/releases"
-RELEASE_DAG = "ami_release"
-ROLLBACK_DAG = "ami_rollback"
+RELEASE_DAG = DagIds.RELEASE
+ROLLBACK_DAG = DagIds.ROLLBACK
 TEMPLATES = Path(__file__).with_name("templates")
 RETENTION_LABELS = {
     "kept": "kept",
