@@ -123,10 +123,6 @@ class App:
     aws_role: str = ""  # the app-scoped role its Packer and Terraform run with ("": the workers' own)
 
     @property
-    def base_cookbook(self) -> str:
-        return BASE_COOKBOOK[self.platform]
-
-    @property
     def run_list(self) -> list[str]:
         return stacked_run_list(self.platform, self.cookbooks)
 

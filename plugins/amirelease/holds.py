@@ -64,12 +64,6 @@ def release_amis(record: dict[str, Any]) -> dict[str, str]:
     return amis
 
 
-def is_held(record: dict[str, Any]) -> bool:
-    """Whether the ledger says the release is under a hold that was not lifted (pure)."""
-    hold = record.get("forensic_hold")
-    return isinstance(hold, dict) and bool(hold) and not hold.get("released_at")
-
-
 def _ec2(aws_conn_id: str | None, region: str) -> Any:
     from amirelease.aws import AwsClients
 

@@ -113,10 +113,6 @@ def render_table(plan: Plan, *, region: str | None = None, wall_clock: datetime 
     return "\n".join([headline(plan, region=region, wall_clock=wall_clock), *lines])
 
 
-def format_counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in counts.items())
-
-
 def row(d: Decision) -> dict[str, Any]:
     return {
         "image_id": d.image_id,
