@@ -618,6 +618,10 @@ class AwsSandbox:
             payload = dict(payload)
             name = payload.pop("name")
             return 200, {"image_id": self.create_image(name, **payload)}
+        if path == "accounts" and method == "POST":
+            payload = dict(payload)
+            account_id = str(payload.pop("account_id"))
+            return 200, {"account_id": account_id, "role_arn": self.add_member_account(account_id, **payload)}
         if path == "config" and method == "POST":
             self.configure(**payload)
             return 200, self.state()["config"]

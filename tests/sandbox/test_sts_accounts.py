@@ -64,3 +64,23 @@ def test_the_seeded_app_roles_can_still_be_assumed(sandbox):
         RoleArn=arn, RoleSessionName="test", Tags=[{"Key": "App", "Value": "demo-web"}]
     )["Credentials"]
     assert creds["AccessKeyId"]
+
+
+def test_member_accounts_through_the_control_surface(sandbox):
+    """Another process (the Celery shape's workers) seeds accounts over HTTP: POST /_sandbox/accounts."""
+    import json
+    import urllib.request
+
+    def post(path: str, body: dict) -> dict:
+        req = urllib.request.Request(
+            f"{sandbox.endpoint_url}/_sandbox/{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(req) as resp:
+            return json.loads(resp.read())
+
+    made = post("accounts", {"account_id": MEMBER})
+    assert made == {"account_id": MEMBER, "role_arn": f"arn:aws:iam::{MEMBER}:role/ami-retention"}
+    image = post("images", {"name": "remote", "age_days": 70, "account_id": MEMBER, "region": "us-west-2"})["image_id"]
+    session = _session_for(sandbox, made["role_arn"])
+    ec2 = session.client("ec2", region_name="us-west-2", endpoint_url=sandbox.endpoint_url, config=NO_RETRY)
+    assert [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]] == [image]
