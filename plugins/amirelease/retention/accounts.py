@@ -206,8 +206,9 @@ class AccountRetentionOperator(AmiRetentionOperator):
             error = exc.response.get("Error", {})
             fix = (
                 "create the role in that account with the retention permissions "
-                "(`amirelease.cli iam-policy --markdown`, role 'retention') and a trust policy that lets the "
-                "workers' account assume it (sts:AssumeRole), or correct role_arn in the policy"
+                "(`amirelease.cli iam-policy --role retention-account`) and a trust policy that lets the "
+                "workers' role assume it (sts:AssumeRole; docs/retention.md, Several accounts), or correct "
+                "role_arn in the policy"
                 if acct.get("role_arn")
                 else "check the connection's credentials and permissions, or correct aws_conn_id in the policy"
             )
