@@ -280,3 +280,8 @@ def test_an_account_named_by_its_airflow_connection(org, sandbox, monkeypatch):
     assert ids["due"] not in _images(sandbox, ACCOUNTS["beta"], "us-west-2")
     report = latest_report(sandbox.client("s3", internal=True), LEDGER_BUCKET, "us-west-2", account="beta")
     assert report["account_id"] == ACCOUNTS["beta"] and {r["image_id"] for r in report["rows"]} == set(ids.values())
+    # the deregistration record (what restore-ami reads) says which account the image was in
+    from amirelease.retention.recycle_aws import read_record
+
+    record = read_record(sandbox.client("s3", internal=True), LEDGER_BUCKET, "us-west-2", ids["due"])
+    assert record["account"] == "beta" and record["account_id"] == ACCOUNTS["beta"]
