@@ -285,3 +285,14 @@ def test_an_account_named_by_its_airflow_connection(org, sandbox, monkeypatch):
 
     record = read_record(sandbox.client("s3", internal=True), LEDGER_BUCKET, "us-west-2", ids["due"])
     assert record["account"] == "beta" and record["account_id"] == ACCOUNTS["beta"]
+
+
+def test_iam_each_accounts_role_and_the_workers_assume():
+    from amirelease import iam
+    from amirelease.operators.retention import AmiRetentionOperator
+
+    roles = iam.actions_by_role()
+    region_task = set(AmiRetentionOperator.iam_actions)
+    assert set(roles["retention-account"]) == {a for a in region_task if not a.startswith("s3:")}
+    assert "sts:AssumeRole" in roles["retention"] and "sts:AssumeRole" not in roles["retention-account"]
+    assert "retention-account" in iam.markdown()
