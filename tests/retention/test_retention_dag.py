@@ -57,6 +57,12 @@ def test_parallel_tasks_are_a_deployment_setting(monkeypatch):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__RETENTION_MAX_PARALLEL", "10")
     retention = _parse(monkeypatch, "ami_retention").get_task("retention")
     assert retention.partial_kwargs["max_active_tis_per_dagrun"] == 10
+    from amirelease.errors import ConfigError
+
+    for bad in ("0", "four", "-2"):
+        monkeypatch.setenv("AIRFLOW__AMI_RELEASE__RETENTION_MAX_PARALLEL", bad)
+        with pytest.raises(ConfigError, match=r"retention_max_parallel must be a whole number of at least 1"):
+            _parse(monkeypatch, "ami_retention")
 
 
 def test_schedule_is_a_deployment_setting(monkeypatch):

@@ -4,9 +4,10 @@ on demand): read the policy's accounts and regions, one retention task per accou
 
 Concurrency: at most ``[ami_release] retention_max_parallel`` (default 4) retention tasks of a
 run at once (``max_active_tis_per_dagrun``). Chosen over a pool because it needs no setup (a
-missing pool leaves tasks unscheduled), holds in ``dag.test()`` and on Celery alike, and bounds
-what matters: one run's load on the workers and on the workers' own account (STS, the ledger
-bucket). Each account's AWS limits are its own, and both retention DAGs keep one active run.
+missing pool leaves tasks unscheduled), the scheduler enforces it per run on Celery
+(``dag.test()`` runs tasks one at a time anyway), and it bounds what matters: one run's load on
+the workers and on the workers' own account (STS, the ledger bucket). Each account's AWS limits
+are its own, and both retention DAGs keep one active run.
 
 Nothing here touches AWS at import or parse time.
 """
@@ -40,7 +41,17 @@ def max_parallel() -> int:
     from airflow.sdk.configuration import conf
 
     text = conf.get("ami_release", "retention_max_parallel", fallback="").strip()
-    return max(1, int(text)) if text else DEFAULT_MAX_PARALLEL
+    if not text:
+        return DEFAULT_MAX_PARALLEL
+    if not text.isdigit() or int(text) < 1:
+        from amirelease.errors import ConfigError
+
+        raise ConfigError(
+            f"retention_max_parallel must be a whole number of at least 1, got {text!r}",
+            resource="[ami_release] retention_max_parallel",
+            fix="set it to how many account/region retention tasks may run at once (default 4), or unset it",
+        )
+    return int(text)
 
 
 def mode_param() -> Param:
