@@ -60,6 +60,8 @@ class AppSnapshot:
     read_at: datetime
     problems: list[str] = field(default_factory=list)
     entry: catalog.Entry | None = None  # the central catalog entry (where its definition lives, allow:)
+    # the policy's accounts (accounts:): one entry per account x region, its latest report or None
+    account_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 def tags_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -125,6 +127,18 @@ def read_report(s3: Any, bucket: str, region: str) -> dict[str, Any] | None:
         raise
     report = json.loads(body)
     return report if isinstance(report, dict) else None
+
+
+def read_account_reports(s3: Any, bucket: str, policy: RetentionPolicy) -> list[dict[str, Any]]:
+    """``{"account", "region", "report"}`` per account x region the policy names (report: the
+    latest, None when there is none yet); empty when the policy names no accounts."""
+    from amirelease.retention.report import latest_report
+
+    return [
+        {"account": a.name, "region": r, "report": latest_report(s3, bucket, r, account=a.name)}
+        for a in policy.accounts
+        for r in a.regions
+    ]
 
 
 def read_group(asg: Any, ec2: Any, region: str, name: str, launch_template: str) -> GroupState:
@@ -300,6 +314,14 @@ def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> Ap
             if report:
                 reports[region] = report
 
+    account_reports: list[dict[str, Any]] = []
+    if s3 is not None and policy.accounts:
+        account_reports = reader.attempt(
+            "the retention reports of the policy's accounts",
+            partial(read_account_reports, s3, bucket, policy),
+            [],
+        )
+
     return AppSnapshot(
         app=app.name,
         description=app.description,
@@ -313,4 +335,5 @@ def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> Ap
         read_at=read_at,
         problems=reader.problems,
         entry=app,
+        account_reports=account_reports,
     )

@@ -495,6 +495,31 @@ def aws_state(image: dict[str, Any], now: datetime) -> str:
 near_miss_warnings = near_miss_tag_warnings
 
 
+def account_report_rows(snap: AppSnapshot) -> list[dict[str, str]]:
+    """One row per account x region of the policy's accounts: when its last run was, what it
+    did, and whether it stopped or has no report yet (its task failed before writing one)."""
+    rows = []
+    for entry in snap.account_reports:
+        report = entry.get("report")
+        row = {"account": str(entry["account"]), "region": str(entry["region"]), "account_id": "", "at": ""}
+        if not report:
+            rows.append({**row, "state": "missing", "text": "no report yet (its task has not completed a run)"})
+            continue
+        counts = {k: v for k, v in (report.get("counts") or {}).items() if v}
+        text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no own images"
+        stopped = report.get("stopped")
+        rows.append(
+            {
+                **row,
+                "account_id": str(report.get("account_id") or ""),
+                "at": when(report.get("now") or report.get("wall_clock"), snap.read_at),
+                "state": "stopped" if stopped else ("dry-run" if report.get("dry_run") else "ok"),
+                "text": f"stopped, nothing changed: {stopped}" if stopped else text,
+            }
+        )
+    return rows
+
+
 def _report_rows(snap: AppSnapshot) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
     out = {}
     for region, report in snap.reports.items():

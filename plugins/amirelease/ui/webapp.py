@@ -188,6 +188,7 @@ def _app_page(
         reports={
             r: present.when(rep.get("now") or rep.get("wall_clock"), snap.read_at) for r, rep in snap.reports.items()
         },
+        accounts=present.account_report_rows(snap),
         may_lift=may_lift_holds(user),
         user_name=user.get_name() if hasattr(user, "get_name") else "",
         message=message,
