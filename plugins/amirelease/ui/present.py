@@ -470,6 +470,7 @@ class AmiRow:
     warnings: list[str]
     source: str
     aws: str = ""  # what AWS itself enforces: deregistration protection, deprecation
+    restorable: bool = False  # deregistered into the Recycle Bin: the page offers a restore
 
 
 def aws_state(image: dict[str, Any], now: datetime) -> str:
@@ -661,6 +662,7 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
                 warnings=warnings,
                 source=source,
                 aws=aws_state(image, now),
+                restorable=bool(image.get("RecycleBinExitTime")),
             )
         )
     return rows
