@@ -65,6 +65,10 @@ def copies(path: Path, root: Path = REPO) -> list[str]:
             items = {e.value for e in node.elts if isinstance(e, ast.Constant)}
             if {"shutting-down", "stopping", "stopped"} <= items:
                 found.append(f"{where}:{node.lineno}: instance states written out (use constants.LIVE_INSTANCE_STATES)")
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and type(node.value.value) is int:
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if any("REASON" in n or "NOTES" in n for n in names) and node.value.value in LIMITS.values():
+                found.append(f"{where}:{node.lineno}: {names[0]} = {node.value.value} written out (use constants)")
         elif isinstance(node, ast.keyword) and node.arg in LIMITS and isinstance(node.value, ast.Constant):
             if node.value.value == LIMITS[node.arg]:
                 found.append(f"{where}:{node.lineno}: {node.arg}={node.value.value} written out (use constants)")
@@ -89,6 +93,7 @@ def test_the_check_sees_a_copy(tmp_path):
         "E = dict(maxLength=500)\n"
         'F = "ForensicHold"\n'
         'G = conf.getfloat("ami_release", "x")  # the config section: fine\n'
+        "MIN_REASON_CHARS = 10\n"
     )
     found = copies(module, root=tmp_path)
-    assert sorted(int(line.split(":")[1]) for line in found) == [2, 3, 4, 5, 6, 7], found
+    assert sorted(int(line.split(":")[1]) for line in found) == [2, 3, 4, 5, 6, 7, 9], found

@@ -28,13 +28,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG
+from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG, MIN_REASON
 from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 from amirelease.retention.policy import RetentionPolicy, load_policy
 from amirelease.retention.recycle_aws import read_record
 
-MIN_REASON_CHARS = 10
+MIN_REASON_CHARS = MIN_REASON  # one rule for every reason a person gives: constants.py
 RESTORE_PREFIX = "retention/restores"
 # what a restore calls (the console role: the CLI and the Releases page)
 RESTORE_IAM_ACTIONS: tuple[str, ...] = (
