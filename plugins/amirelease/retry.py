@@ -31,6 +31,7 @@ documents adaptive mode as experimental. Adaptive stays available as a setting.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -245,11 +246,45 @@ def pushback_error(
     kind = pushback_kind(exc)
     if kind is None:
         return None
-    error = exc.response.get("Error", {})
-    code = error.get("Code", "")
+    code = str(exc.response.get("Error", {}).get("Code", ""))
     operation = exc.operation_name or "an AWS call"
     where = region_of(exc) or region or "the connection's region"
-    tries = attempts or policy().max_attempts
+    return _pushback_words(kind, operation, code, where, step, attempts or policy().max_attempts, changed)
+
+
+# How the AWS SDK for Go v2 (Terraform's AWS provider, Packer's amazon plugin) words a call that
+# failed after its retries: "operation error EC2: DescribeSecurityGroups, exceeded maximum number
+# of attempts, 10, https response error StatusCode: 503, RequestID: …, api error RequestLimitExceeded: …"
+_GO_SDK_ERROR = re.compile(
+    r"operation error (?P<service>[^:,]+): (?P<operation>\w+),(?P<middle>.*?)api error (?P<code>\w+):", re.S
+)
+_GO_SDK_ATTEMPTS = re.compile(r"exceeded maximum number of attempts, (\d+)")
+_GO_SDK_STATUS = re.compile(r"StatusCode: (\d+)")
+
+
+def tool_pushback_error(text: str, *, tool: str, step: str, region: str, changed: str) -> AwsPushbackError | None:
+    """The same words for an AWS call that a tool (Terraform, Packer) gave up on after its own
+    retries (the policy's attempts: retry.py gives them max_retries), read from the tool's error
+    text; None when the text is not AWS throttling or erring."""
+    for match in _GO_SDK_ERROR.finditer(text):
+        code = match["code"]
+        status = _GO_SDK_STATUS.search(match["middle"])
+        if code in THROTTLING_CODES:
+            kind = "throttling"
+        elif code in SERVER_ERROR_CODES or (status is not None and int(status[1]) >= 500):
+            kind = "erring"
+        else:
+            continue
+        attempts = _GO_SDK_ATTEMPTS.search(match["middle"])
+        tries = int(attempts[1]) if attempts else policy().max_attempts
+        operation = f"{match['operation']} (called by {tool})"
+        return _pushback_words(kind, operation, code, region, step, tries, changed)
+    return None
+
+
+def _pushback_words(
+    kind: str, operation: str, code: str, where: str, step: str, tries: int, changed: str
+) -> AwsPushbackError:
     if kind == "throttling":
         problem = (
             f"AWS is throttling this account: {operation} in {where} was refused ({code}) in step '{step}', "

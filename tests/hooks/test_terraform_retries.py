@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from amirelease.errors import AwsPushbackError
 from amirelease.hooks.terraform import TerraformHook
 from amirelease.hooks.tool import workdir
+from amirelease.operators.infrastructure import fail_on_errors
 
 MODULE = Path(__file__).parent / "tf" / "security_groups"
 APP_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
 @pytest.mark.parametrize(("attempts", "throttles", "succeeds"), [(3, 3, False), (3, 2, True)])
-def test_terraforms_provider_makes_the_policys_attempts(sandbox, monkeypatch, attempts, throttles, succeeds):
+def test_terraforms_provider_makes_the_policys_attempts(
+    sandbox, monkeypatch, release_plan, attempts, throttles, succeeds
+):
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__AWS_MAX_ATTEMPTS", str(attempts))
     sandbox.faults.throttle("ec2:DescribeSecurityGroups", times=throttles)
     hook, lines = TerraformHook(), []
@@ -29,3 +33,11 @@ def test_terraforms_provider_makes_the_policys_attempts(sandbox, monkeypatch, at
         plan = hook.plan(module, var_file, env, lines.append, out=wd / "p.tfplan", lock=False)
     assert (plan.returncode == 0) is succeeds, lines[-5:]
     assert sandbox.request_counts()["ec2:DescribeSecurityGroups"] == attempts
+    if not succeeds:  # Terraform's own retries ran out: the task says so in words, as for our own calls
+        with pytest.raises(AwsPushbackError) as words:
+            fail_on_errors(plan, "plan", release_plan(), "us-east-1")
+        assert str(words.value).startswith(
+            "AWS is throttling this account: DescribeSecurityGroups (called by Terraform) in us-east-1 was refused "
+            f"(RequestLimitExceeded) in step 'terraform plan', after {attempts} attempts with backoff."
+        ), words.value
+        assert "Nothing was changed by this Terraform command." in str(words.value)

@@ -297,3 +297,28 @@ def test_a_release_aws_stopped_before_the_lock_is_a_failed_attempt_not_a_refusal
     throttled = "AwsPushbackError: AWS is throttling this account: DescribeLaunchTemplates in us-east-1 …"
     assert not refused("check_infrastructure.packer-chef-linux", throttled, before)  # recorded
     assert refused("check_infrastructure.packer-chef-linux", "InfrastructureError: plan refused", before)
+
+
+# Packer and Terraform (the AWS SDK for Go v2) word a call they gave up on like this
+GO_THROTTLED = (
+    "reading EC2 Security Groups: operation error EC2: DescribeSecurityGroups, exceeded maximum number of "
+    "attempts, 10, https response error StatusCode: 503, RequestID: 742b, api error RequestLimitExceeded: "
+    "Rate exceeded (main.tf:14)"
+)
+
+
+def test_a_tools_own_retries_running_out_is_told_in_words():
+    from amirelease.retry import tool_pushback_error
+
+    words = tool_pushback_error(GO_THROTTLED, tool="Packer", step="bake", region="eu-west-1", changed="X.")
+    assert words is not None and words.kind == "throttling" and words.code == "RequestLimitExceeded"
+    assert str(words).startswith(
+        "AWS is throttling this account: DescribeSecurityGroups (called by Packer) in eu-west-1 was refused "
+        "(RequestLimitExceeded) in step 'bake', after 10 attempts with backoff. X."
+    )
+    erring = GO_THROTTLED.replace("RequestLimitExceeded: Rate exceeded", "Unavailable2: try later")
+    assert tool_pushback_error(erring, tool="Terraform", step="s", region="r", changed="").kind == "erring"  # 503
+    other = GO_THROTTLED.replace("StatusCode: 503", "StatusCode: 400").replace("RequestLimitExceeded", "InvalidGroup")
+    assert tool_pushback_error(other, tool="Terraform", step="s", region="r", changed="") is None
+    assert tool_pushback_error("Error: Unsupported argument (main.tf:3)", tool="Terraform", step="s", region="r",
+                               changed="") is None  # fmt: skip

@@ -31,6 +31,7 @@ from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import ledger_bucket
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list, tags_dict
 from amirelease.release import build_ami_tags
+from amirelease.retry import tool_pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -275,6 +276,15 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             self._refused(stopped_by, plan, "Packer was interrupted and its builder removed")
         self._stop_if_gate_failed(watch, plan, "after Packer: record deregisters the AMI")
         if result.returncode != 0 or not result.artifacts:
+            pushback = tool_pushback_error(
+                "\n".join(result.errors),
+                tool="Packer",
+                step="bake",
+                region=plan.home_region,
+                changed="Packer removes its builder when it fails, and this step removed its security group and key pair.",
+            )
+            if pushback is not None:
+                raise pushback
             raise BakeError(
                 f"Packer failed for {app.name} {plan.version} (exit {result.returncode}"
                 f"{', interrupted' if result.interrupted else ''}): "

@@ -38,6 +38,7 @@ from amirelease.hooks.tool import workdir
 from amirelease.hooks.vault import PipelineSecrets, Secrets
 from amirelease.ledger import ReleaseLock, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin
+from amirelease.retry import tool_pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -84,10 +85,25 @@ def refuse_destroys(plan: ReleasePlan, region: str, summary: PlanSummary) -> Non
         )
 
 
+APPLY_CHANGED = (
+    "Terraform may have changed part of the module's resources before AWS refused; the state in S3 says "
+    "which, and the next apply converges (a retry of this task re-plans)."
+)
+
+
 def fail_on_errors(run: TerraformRun, what: str, plan: ReleasePlan, region: str) -> None:
     if run.returncode == 0 and not run.errors:
         return
     errors = "; ".join(str(e) for e in run.errors[:5]) or f"exit code {run.returncode}"
+    pushback = tool_pushback_error(
+        errors,
+        tool="Terraform",
+        step=f"terraform {what}",
+        region=region,
+        changed=APPLY_CHANGED if what == "apply" else "Nothing was changed by this Terraform command.",
+    )
+    if pushback is not None:
+        raise pushback
     raise InfrastructureError(
         f"terraform {what} failed for {plan.app} in {region}{' (interrupted)' if run.interrupted else ''}: {errors}",
         resource=f"module {plan.app_spec.infrastructure.module}",
