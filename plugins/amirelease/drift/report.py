@@ -136,13 +136,19 @@ def read_plan(plan: dict[str, Any]) -> PlanReading:
     A resource has drifted when Terraform's refresh found it changed or deleted
     (``resource_drift``) *and* the plan would change it back (``resource_changes``): a change
     the plan would not undo (an attribute the module ignores, such as the group's desired
-    capacity, or null read back as []) is not drift."""
+    capacity, or null read back as []) is not drift, and is not listed."""
     planned: dict[str, str] = {}
+    reverted: dict[str, set[str]] = {}  # address -> attribute paths the plan changes (or computes anew)
     for rc in plan.get("resource_changes") or []:
-        actions = list((rc.get("change") or {}).get("actions") or [])
+        change = rc.get("change") or {}
+        actions = list(change.get("actions") or [])
         if actions in (["no-op"], ["read"], []):
             continue
-        planned[str(rc.get("address"))] = "replace" if set(actions) == {"create", "delete"} else "+".join(actions)
+        address = str(rc.get("address"))
+        planned[address] = "replace" if set(actions) == {"create", "delete"} else "+".join(actions)
+        before, after = _flatten(change.get("before") or {}), _flatten(change.get("after") or {})
+        paths = {p for p in set(before) | set(after) if not _same(before.get(p), after.get(p))}
+        reverted[address] = paths | {p for p, v in _flatten(change.get("after_unknown") or {}).items() if v is True}
     drifted = []
     for rd in plan.get("resource_drift") or []:
         address = str(rd.get("address"))
@@ -150,12 +156,15 @@ def read_plan(plan: dict[str, Any]) -> PlanReading:
             continue
         change = rd.get("change") or {}
         action = "delete" if list(change.get("actions") or []) == ["delete"] else "update"
+        attrs = attribute_changes(change) if action == "update" else ()
+        # the drifted attributes the plan would set back; all of them if Terraform's shapes differ
+        back = tuple(a for a in attrs if _covered(a.path, reverted.get(address, set())))
         drifted.append(
             DriftedResource(
                 address=address,
                 resource_type=str(rd.get("type", "")),
                 action=action,
-                attributes=attribute_changes(change) if action == "update" else (),
+                attributes=back or attrs,
                 planned=planned[address],
             )
         )
