@@ -8,6 +8,7 @@ a release clears them (the next run finds no drift and deletes the record)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -33,7 +34,7 @@ def _state(s3) -> tuple[str, bool]:
     return s3.head_object(Bucket=LEDGER_BUCKET, Key=STATE)["ETag"], f"{STATE}.tflock" in keys
 
 
-def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd):
+def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd, caplog):
     sb = fleet_env
     ec2, asg, s3 = clients(sb)
     inbox = Inbox(sb)
@@ -98,13 +99,15 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
     # 4. a release re-applies the module: the next run finds no drift and clears the record. The
     #    app's topic is gone meanwhile: the notifications fail, the release does not (a warning)
     inbox.remove_topic()
-    capfd.readouterr()
-    released = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "8.1.0", "notes": "drift"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="amirelease.notify"):
+        released = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "8.1.0", "notes": "drift"})
     assert released.state == "success", task_states(released)
-    out = capfd.readouterr()
-    warned = [line for line in (out.out + out.err).splitlines() if "not sent to sns" in line]
-    assert any("release_started" in line and "NotFound" in line for line in warned), warned
-    assert any("release_succeeded" in line and "warning" in line.lower() for line in warned), warned
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "not sent to sns" in r.getMessage()
+    ]
+    assert any("release_started" in m and "NotFound" in m for m in warned), warned
+    assert any("release_succeeded" in m and "NotFound" in m for m in warned), warned
     inbox = Inbox(sb)
     cleared = drift.test()
     assert cleared.state == "success", task_states(cleared)

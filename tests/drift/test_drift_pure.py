@@ -93,6 +93,17 @@ def test_drift_is_what_changed_outside_terraform_and_the_plan_would_revert():
     )
     assert reading.pending == ("aws_ssm_parameter.api_token (update)",)  # planned, but no drift explains it
     assert read_plan({"resource_drift": [], "resource_changes": []}).drifted == ()
+    # without the plan's before/after (another Terraform shape): every drifted attribute, but
+    # null and [] are one value
+    bare = read_plan(
+        {
+            "resource_drift": [
+                {"address": "x.y", "type": "x", "change": {"before": {"a": None, "b": 1}, "after": {"a": [], "b": 2}}}
+            ],
+            "resource_changes": [{"address": "x.y", "change": {"actions": ["update"]}}],
+        }
+    )
+    assert [a.words() for a in bare.drifted[0].attributes] == ["b: 1 -> 2"]
 
 
 def test_the_record_keeps_first_seen_while_drift_lasts_and_is_cleared_by_a_clean_plan():
