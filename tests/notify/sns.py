@@ -1,5 +1,5 @@
-"""The sandbox's SNS topic of demo-web's catalog entry, read through an SQS queue subscribed to it
-(moto serves both): what a person subscribed to the topic would receive."""
+"""The sandbox's SNS topic of demo-web's catalog entry (seeded: sandbox/account.yaml), read through
+a queue of the test's own subscribed to it (moto serves both): what a subscriber would receive."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TOPIC_ARN = f"arn:aws:sns:us-east-1:123456789012:{TOPIC}"  # include/apps/demo-w
 
 
 class Inbox:
-    def __init__(self, sb, queue: str = "demo-web-releases-inbox") -> None:
+    def __init__(self, sb, queue: str = "demo-web-releases-test-inbox") -> None:
         kw = dict(
             region_name="us-east-1",
             endpoint_url=sb.endpoint_url,
