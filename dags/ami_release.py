@@ -29,10 +29,11 @@ from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.catalog import VERSION_PATTERN
+from amirelease.constants import GIT_REF_PATTERN, MAX_NOTES, DagIds
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
 with DAG(
-    dag_id="ami_release",
+    dag_id=DagIds.RELEASE,
     description="Release an application version as a new AMI, with its Terraform definition",
     schedule=None,
     start_date=datetime(2026, 1, 1),
@@ -55,12 +56,12 @@ with DAG(
         "git_ref": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9._/-]{1,128}(?![\s\S])",
+            pattern=GIT_REF_PATTERN,
             title="Git ref",
             description="Tag, branch or full commit of the app's repository to release, e.g. v1.4.2 (needed for apps "
             "whose AMI project lives in git; for apps defined in the central catalog it is only recorded)",
         ),
-        "notes": Param(None, type=["null", "string"], maxLength=500, title="Release notes (optional)"),
+        "notes": Param(None, type=["null", "string"], maxLength=MAX_NOTES, title="Release notes (optional)"),
         "rebuild": Param(
             False,
             type="boolean",
@@ -72,7 +73,7 @@ with DAG(
         "rebuild_reason": Param(
             None,
             type=["null", "string"],
-            maxLength=500,
+            maxLength=MAX_NOTES,
             title="Rebuild reason (with rebuild)",
             description="Why the same version is baked again, e.g. 'CVE-2026-1234: today's base image'. Kept in "
             "the ledger.",

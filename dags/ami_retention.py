@@ -1,8 +1,9 @@
 """
 ### AMI retention (scheduled)
 
-Every 5 minutes, for each region in the retention policy, old AMIs that nothing uses
-are marked, and deregistered a week later if still unused:
+Every 5 minutes, for each region in the retention policy (and each account, when the policy
+names accounts: one task per account and region, at most `retention_max_parallel` at once),
+old AMIs that nothing uses are marked, and deregistered a week later if still unused:
 
 - **mark**: own AMIs more than 60 days old, not used by any existing instance or by a
   launch template / configuration an Auto Scaling group uses, not protected, get the tag
@@ -23,7 +24,10 @@ Auto Scaling's instances missing from EC2's listing, far fewer live instances th
 groups want): the run fails with the reason.
 
 **The report** of every run: the task log of `retention`, and JSON/CSV in the ledger bucket
-under `retention/reports/<region>/` (`latest.json` is the newest).
+under `retention/reports/<region>/` (`latest.json` is the newest), or
+`retention/reports/accounts/<account>/<region>/` per named account. **A failed account** (its
+role cannot be assumed, its run stopped) does not stop the others; `retention_summary` names it
+and fails the run.
 
 **To run it now** (dry run or apply), trigger **`ami_retention_manual`**: this DAG only
 runs on its schedule (manual runs of it are refused, so a run dated in the future can
@@ -37,10 +41,11 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
+from amirelease.constants import DagIds
 from amirelease.retention.wiring import retention_tasks, schedule
 
 with DAG(
-    dag_id="ami_retention",
+    dag_id=DagIds.RETENTION,
     dag_display_name="AMI retention (every 5 minutes)",
     description="Mark, unmark and deregister old unused AMIs (Custodian-compatible marks)",
     schedule=schedule(),

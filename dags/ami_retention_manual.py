@@ -1,7 +1,7 @@
 """
 ### AMI retention, now (manual)
 
-One retention run in every region of the policy, when you trigger it. Choose what it does:
+One retention run in every region (and account) of the policy, when you trigger it. Choose what it does:
 
 - **As the policy file says** (default): what the scheduled run would do now.
 - **Dry run**: decide and write the report, change nothing.
@@ -13,7 +13,8 @@ nothing but the run you trigger, and never the scheduled `ami_retention`.
 Runs decide as of the wall clock, never as of a future date.
 
 **The report**: the task log of `retention`, and JSON/CSV in the ledger bucket under
-`retention/reports/<region>/`. See `docs/retention.md`.
+`retention/reports/<region>/` (per named account: `retention/reports/accounts/<account>/<region>/`);
+`retention_summary` names any account/region that failed. See `docs/retention.md`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
+from amirelease.constants import DagIds
 from amirelease.retention.wiring import mode_param, retention_tasks
 
 with DAG(
-    dag_id="ami_retention_manual",
+    dag_id=DagIds.RETENTION_MANUAL,
     dag_display_name="AMI retention, now (dry run or apply)",
     description="One retention run on demand: as the policy says, dry run, or apply",
     schedule=None,

@@ -25,7 +25,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
-from amirelease.constants import TaskIds
+from amirelease.constants import MAX_NOTES, MIN_REASON, DagIds, TaskIds
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
@@ -35,7 +35,7 @@ STEPS = (
 )
 
 with DAG(
-    dag_id="ami_rollback",
+    dag_id=DagIds.ROLLBACK,
     description="Roll back an app by re-releasing an earlier good release exactly, as a new AMI",
     schedule=None,
     start_date=datetime(2026, 1, 1),
@@ -49,8 +49,8 @@ with DAG(
         "reason": Param(
             "",
             type="string",
-            minLength=10,
-            maxLength=500,
+            minLength=MIN_REASON,
+            maxLength=MAX_NOTES,
             title="Reason (required)",
             description="What is wrong with the current release, e.g. 'INC-123: 5xx since 1.2.0'. Kept in the ledger.",
         ),

@@ -20,6 +20,7 @@ from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.errors import PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.retry import note_region, policy
@@ -54,7 +55,7 @@ def client_of(hook: AwsBaseHook) -> Any:
 class AwsClients:
     """Clients for one Airflow AWS connection; ``region=None`` means the connection's region."""
 
-    aws_conn_id: str | None = "aws_default"
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID
     region_name: str | None = None
     verify: bool | str | None = None
     botocore_config: dict[str, Any] | None = None

@@ -123,10 +123,6 @@ class App:
     aws_role: str = ""  # the app-scoped role its Packer and Terraform run with ("": the workers' own)
 
     @property
-    def base_cookbook(self) -> str:
-        return BASE_COOKBOOK[self.platform]
-
-    @property
     def run_list(self) -> list[str]:
         return stacked_run_list(self.platform, self.cookbooks)
 
@@ -393,7 +389,6 @@ DEFINITION_KEYS = (
 )
 DEFINITION_FILE = "ami-release.yaml"
 PROJECT_DIR = "project"  # where the app's Terraform module sits inside a bundle
-GIT_REF_PATTERN = r"^[A-Za-z0-9._/-]{1,128}$"
 _CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}", re.ASCII)
 
 

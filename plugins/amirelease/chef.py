@@ -18,6 +18,8 @@ import json
 import re
 from typing import Any
 
+from amirelease.constants import CHEF_ATTRIBUTES
+
 IDENTITY_PATH = {"linux": "/etc/ami-release.json", "windows": "C:\\ProgramData\\ami-release.json"}
 
 
@@ -60,7 +62,7 @@ def node_json(
     if not isinstance(own, dict):
         own = node[attribute_key(app)] = {}
     own["version"] = version
-    node["ami_release"] = dict(release)
+    node[CHEF_ATTRIBUTES] = dict(release)
     node["run_list"] = list(run_list)
     return node
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from amirelease import iam
 from amirelease.aws import AwsClients
+from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.errors import ReleaseError
 from amirelease.holds import lift_hold
 from amirelease.ledger import Ledger, ledger_bucket
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m amirelease.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--aws-conn-id", default="aws_default")
+    p.add_argument("--aws-conn-id", default=DEFAULT_AWS_CONN_ID)
     sub = p.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("history", help="an app's releases and rollbacks, oldest first")
     h.add_argument("app")

@@ -3,6 +3,7 @@ resource states and task ids. One place, so a rename is one edit the type checke
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # --- AMI tags: the release record on AWS (never a secret) ------------------------------
@@ -46,6 +47,27 @@ TERMINABLE_INSTANCE_STATES: Final = ("pending", "running", "stopping", "stopped"
 ACTIVE_REFRESH_STATES: Final = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 # Refreshes that ended without replacing the instances as asked.
 FAILED_REFRESH_STATES: Final = ("Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
+
+
+# --- The DAGs ------------------------------------------------------------------------------
+class DagIds:
+    RELEASE: Final = "ami_release"
+    ROLLBACK: Final = "ami_rollback"
+    RETENTION: Final = "ami_retention"
+    RETENTION_MANUAL: Final = "ami_retention_manual"
+
+
+DEFAULT_AWS_CONN_ID: Final = "aws_default"
+CHEF_ATTRIBUTES: Final = "ami_release"  # node['ami_release']: the release identity the cookbooks read
+
+# --- What a person types into a trigger form: the form's Param and preflight check the same rule
+GIT_REF_CHARS: Final = r"[A-Za-z0-9._/-]{1,128}"
+# JSON-schema pattern for the form (the browser's and Airflow's validators): whole text, no
+# trailing newline (``$`` would accept one in Python's re, and a ref never ends in one)
+GIT_REF_PATTERN: Final = rf"^{GIT_REF_CHARS}(?![\s\S])"
+GIT_REF_RE: Final = re.compile(GIT_REF_CHARS, re.ASCII)  # with fullmatch
+MAX_NOTES: Final = 500  # release notes, rollback and rebuild reasons: kept in the ledger and on the page
+MIN_REASON: Final = 10  # a rollback's or a rebuild's reason
 
 
 # --- Task ids of the release pipeline (pipeline.py wires them, record.py reads them) ------

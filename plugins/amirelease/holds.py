@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
+from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 
@@ -64,12 +64,6 @@ def release_amis(record: dict[str, Any]) -> dict[str, str]:
     return amis
 
 
-def is_held(record: dict[str, Any]) -> bool:
-    """Whether the ledger says the release is under a hold that was not lifted (pure)."""
-    hold = record.get("forensic_hold")
-    return isinstance(hold, dict) and bool(hold) and not hold.get("released_at")
-
-
 def _ec2(aws_conn_id: str | None, region: str) -> Any:
     from amirelease.aws import AwsClients
 
@@ -113,7 +107,7 @@ def lift_hold(
     release_id: str,
     reason: str,
     by: str,
-    aws_conn_id: str | None = "aws_default",
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
 ) -> HoldLifted:
     """Lift the forensic hold on a release: remove the hold tags from every AMI of the
     release, then record ``released_at``/``released_by``/``release_reason`` in the hold of

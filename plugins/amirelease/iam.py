@@ -14,6 +14,8 @@ Roles (one IAM role per kind of machine):
   deploy     default workers and the triggerer: preflight, lock, smoke test, roll-out, waits, verify, record, rollback,
              notifications, ami_drift's targets and report
   retention  the worker that runs ami_retention
+  retention-account  the role in each account the retention policy names (``accounts:``),
+             assumed by the retention worker
   console    the API server (Releases page, lifting holds) and people using the CLI
 
 ``tests/test_zz_iam_policy.py`` holds the declarations against the calls the end-to-end tests
@@ -27,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("bake", "deploy", "retention", "console")
+ROLES = ("bake", "deploy", "retention", "retention-account", "console")
 
 # Calls that need no IAM permission at all.
 NO_PERMISSION = frozenset({"sts:GetCallerIdentity"})
@@ -119,6 +121,12 @@ def grants() -> list[Grant]:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform state", BACKEND_IAM_ACTIONS))
         if app.iam_actions:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
+    from amirelease.retention.accounts import ACCOUNT_ROLE_IAM_ACTIONS, ASSUME_IAM_ACTIONS
+
+    # retention across accounts (the policy's accounts:): the worker assumes each account's role,
+    # which may do what the region task does in that account except write the ledger (S3)
+    out.append(Grant("retention", "airflow", "assuming the policy accounts' roles", ASSUME_IAM_ACTIONS))
+    out.append(Grant("retention-account", "airflow", "retention in a policy account", ACCOUNT_ROLE_IAM_ACTIONS))
     out.append(Grant("console", "airflow", "Releases page and CLI", CONSOLE_IAM_ACTIONS))
     from amirelease.retention.restore import RESTORE_IAM_ACTIONS, RULES_IAM_ACTIONS
 
@@ -224,6 +232,9 @@ def markdown() -> str:
         "bake": "toolchain workers (the bake and Terraform tasks; Packer and Terraform of apps without a role)",
         "deploy": "default workers, triggerer",
         "retention": "the ami_retention worker",
+        "retention-account": (
+            "each account the retention policy names (`accounts:`): assumed by the ami_retention worker"
+        ),
         "console": "API server (Releases page), the CLI",
     }
     for role, actions in actions_by_role().items():

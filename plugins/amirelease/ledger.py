@@ -24,6 +24,7 @@ from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
 from amirelease import catalog
+from amirelease.constants import DagIds
 from amirelease.errors import ConfigError, PreflightError
 
 SCHEMA_VERSION = 2
@@ -201,7 +202,7 @@ def released_words(app: str, existing: Record) -> str:
     return (
         f"{app} {existing.get('version')} was already released: {what} {existing.get('release_id')} "
         f"(finished {existing.get('finished_at') or existing.get('started_at') or 'at an unknown time'}, AMI {amis}, "
-        f"run {existing.get('dag_id') or 'ami_release'}/{existing.get('pipeline_run') or '?'})"
+        f"run {existing.get('dag_id') or DagIds.RELEASE}/{existing.get('pipeline_run') or '?'})"
     )
 
 

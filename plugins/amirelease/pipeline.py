@@ -20,7 +20,7 @@ from airflow.sdk import Param
 from amirelease import notify
 from amirelease.callbacks import remember_failure
 from amirelease.catalog import app_names
-from amirelease.constants import TaskIds
+from amirelease.constants import DEFAULT_AWS_CONN_ID, TaskIds
 from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
 from amirelease.operators.lock import ReleaseLockSensor
@@ -51,7 +51,11 @@ nothing it built is kept |
 
 
 # Shared by the DAGs that run the release pipeline.
-DEFAULT_ARGS: dict[str, Any] = {"retries": 0, "aws_conn_id": "aws_default", "on_failure_callback": remember_failure}
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 0,
+    "aws_conn_id": DEFAULT_AWS_CONN_ID,
+    "on_failure_callback": remember_failure,
+}
 
 
 def safe_to_repeat() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from sandbox.builders import Builders
 
-from . import image_references, images, instances, patches, recycle_bin, refresh, ssm, windows
+from . import image_references, images, instances, patches, recycle_bin, refresh, ssm, sts, windows
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -42,6 +42,7 @@ def install_extensions() -> None:
     ssm.install()
     instances.install()
     windows.install()
+    sts.install()  # AssumeRole only into roles that exist and trust the caller (member accounts)
 
 
 class AwsSandbox:
@@ -201,7 +202,11 @@ class AwsSandbox:
             self._middleware.reset_counts()
 
     # -- clients -----------------------------------------------------------------------
-    def client(self, service: str, region: str | None = None, internal: bool = False) -> Any:
+    def client(
+        self, service: str, region: str | None = None, internal: bool = False, account_id: str | None = None
+    ) -> Any:
+        """A boto3 client of the seeded account, or (``account_id``) of another account of the
+        same server (moto's ``x-moto-account-id`` header: for seeding member accounts)."""
         c = boto3.client(
             service,
             endpoint_url=self.endpoint_url,
@@ -216,7 +221,35 @@ class AwsSandbox:
                 request.headers[INTERNAL_HEADER] = "1"
 
             c.meta.events.register("before-sign.*.*", _mark)
+        if account_id is not None and account_id != self.account_id:
+
+            def _account(request: Any, **_: Any) -> None:
+                request.headers["x-moto-account-id"] = account_id
+
+            c.meta.events.register("before-sign.*.*", _account)
         return c
+
+    def add_member_account(
+        self, account_id: str, *, role_name: str = "ami-retention", trusted_account: str | None = None
+    ) -> str:
+        """Another account in the same server (an Organization's member account): an IAM role
+        ``role_name`` in it whose trust policy lets ``trusted_account`` (default: the seeded
+        account, where the workers' credentials land) assume it. Returns the role's ARN.
+        The account's EC2/Auto Scaling are empty apart from moto's vendor images; its images
+        are made with ``create_image(..., account_id=...)``. A reset() wipes it."""
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{trusted_account or self.account_id}:root"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        iam = self.client("iam", internal=True, account_id=account_id)
+        role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+        return str(role["Arn"])
 
     # -- images -------------------------------------------------------------------------
     def create_image(
@@ -231,9 +264,12 @@ class AwsSandbox:
         in_use: bool = False,
         description: str | None = None,
         platform: str | None = None,
+        account_id: str | None = None,
     ) -> str:
-        """Register an account-owned, EBS-backed AMI with a chosen CreationDate; return its id."""
+        """Register an account-owned, EBS-backed AMI with a chosen CreationDate; return its id.
+        ``account_id``: another account of the server (see add_member_account; default the seeded one)."""
         region = region or self.region
+        account = account_id or self.account_id
         if creation_date is None:
             created = utcnow() - timedelta(days=float(age_days or 0))
         elif isinstance(creation_date, str):
@@ -243,13 +279,13 @@ class AwsSandbox:
         if created.tzinfo is not None:
             created = created.astimezone(UTC).replace(tzinfo=None)
         with LOCK:
-            ec2 = ec2_backends[self.account_id][region]
+            ec2 = ec2_backends[account][region]
             ami = Ami(
                 ec2,
                 random_ami_id(),
                 name=name,
                 description=description if description is not None else name,
-                owner_id=self.account_id,
+                owner_id=account,
                 public=False,
                 virtualization_type="hvm",
                 architecture="x86_64",
@@ -269,7 +305,8 @@ class AwsSandbox:
                 ec2.snapshots.pop(own.id, None)
             ec2.amis[ami.id] = ami
             if in_use:
-                subnet = (self.account.get("subnet_ids") or [None])[0] if region == self.region else None
+                seeded = region == self.region and account == self.account_id
+                subnet = (self.account.get("subnet_ids") or [None])[0] if seeded else None
                 ec2.run_instances(
                     ami.id,
                     1,
@@ -283,11 +320,13 @@ class AwsSandbox:
                 )
         return ami.id
 
-    def age_images(self, image_ids: list[str], days: float, region: str | None = None) -> None:
+    def age_images(
+        self, image_ids: list[str], days: float, region: str | None = None, account_id: str | None = None
+    ) -> None:
         """Make images (and their snapshots) `days` older: how tests let time pass for retention,
         instead of running it in the future."""
         with LOCK:
-            ec2 = ec2_backends[self.account_id][region or self.region]
+            ec2 = ec2_backends[account_id or self.account_id][region or self.region]
             for image_id in image_ids:
                 ami = ec2.amis[image_id]
                 created = ami.creation_date
@@ -589,6 +628,10 @@ class AwsSandbox:
             payload = dict(payload)
             name = payload.pop("name")
             return 200, {"image_id": self.create_image(name, **payload)}
+        if path == "accounts" and method == "POST":
+            payload = dict(payload)
+            account_id = str(payload.pop("account_id"))
+            return 200, {"account_id": account_id, "role_arn": self.add_member_account(account_id, **payload)}
         if path == "config" and method == "POST":
             self.configure(**payload)
             return 200, self.state()["config"]

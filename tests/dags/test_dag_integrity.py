@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ DAG_FILES = sorted(p.name for p in (REPO / "dags").glob("*.py"))
 
 # Runs in a fresh interpreter so nothing cached by other tests hides a parse-time import.
 PROBE = r"""
-import socket, sys, time
+import json, socket, sys, time
 class Blocked(RuntimeError): pass
 def refuse(*a, **k): raise Blocked(f"network use at DAG parse time: {a[:1]}")
 socket.socket.connect = refuse
@@ -23,8 +24,8 @@ socket.getaddrinfo = refuse
 t0 = time.monotonic()
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
-print("ERRORS", dict(bag.import_errors))
-print("DAGS", sorted(bag.dag_ids))
+print("ERRORS", json.dumps(dict(bag.import_errors)))
+print("DAGS", json.dumps(sorted(bag.dag_ids)))
 print("SECONDS", round(time.monotonic() - t0, 2))
 """
 
@@ -45,7 +46,7 @@ def _parse(folder=None):
         for line in out.stdout.splitlines()
         if line.split(" ", 1)[0] in ("ERRORS", "DAGS", "SECONDS")
     }
-    return eval(lines["ERRORS"]), eval(lines["DAGS"]), float(lines["SECONDS"])
+    return json.loads(lines["ERRORS"]), json.loads(lines["DAGS"]), float(lines["SECONDS"])
 
 
 @pytest.fixture(scope="module")

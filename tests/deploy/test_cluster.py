@@ -31,7 +31,6 @@ BAKE = "bake"
 BAKE_HOST = "bake-worker-linux"
 # everything the Linux toolchain's workers (Packer, Terraform) run, and nothing else
 TOOLCHAIN_TASKS = (BAKE, "check_infrastructure", "apply_infrastructure")  # routed by the cluster policy
-BUDGET_SECONDS = 600  # the hang guard: 443 s measured with Terraform in each of the three runs on 2 shared cores
 
 
 def _runs(api: Api, dag_id: str) -> int:
@@ -231,6 +230,6 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
     alive = [name for name, p in cl.procs.items() if p.group_alive()]
     assert not alive, f"processes still running after stop: {alive}"
     elapsed = time.monotonic() - t0
+    # a figure, not an assertion (timing belongs in bench/); hangs are caught by the timeout mark
     print(f"cluster test wall time {elapsed:.0f}s; timings {cl.timings}")
-    assert elapsed < BUDGET_SECONDS, f"the cluster test took {elapsed:.0f}s (budget {BUDGET_SECONDS}s)"
     shutil.rmtree(root, ignore_errors=True)  # kept when anything above failed, for its logs

@@ -38,11 +38,31 @@ def test_scheduled_dag_shape(dag):
     # only the scheduler starts runs: a manual (e.g. future-dated) run is refused by the API
     assert {str(t.value) for t in dag.allowed_run_types} == {"scheduled"}
     assert dag.doc_md and "RetainIndefinitely=true" in dag.doc_md and "ami_retention_manual" in dag.doc_md
-    assert set(dag.task_ids) == {"policy_regions", "retention"}
+    assert set(dag.task_ids) == {"policy_regions", "retention", "retention_summary"}
     assert "mode" not in dag.params
     retention = dag.get_task("retention")
     assert "policy_regions" in retention.upstream_task_ids
     assert retention.partial_kwargs.get("mode") is None
+    # one task per account x region, at most [ami_release] retention_max_parallel at once
+    from amirelease.retention.accounts import AccountRetentionOperator
+
+    assert retention.operator_class is AccountRetentionOperator
+    assert retention.partial_kwargs["max_active_tis_per_dagrun"] == 4
+    summary = dag.get_task("retention_summary")
+    assert summary.upstream_task_ids == {"policy_regions", "retention"}
+    assert summary.trigger_rule == "all_done"  # it runs when a task failed, and names it
+
+
+def test_parallel_tasks_are_a_deployment_setting(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__RETENTION_MAX_PARALLEL", "10")
+    retention = _parse(monkeypatch, "ami_retention").get_task("retention")
+    assert retention.partial_kwargs["max_active_tis_per_dagrun"] == 10
+    from amirelease.errors import ConfigError
+
+    for bad in ("0", "four", "-2"):
+        monkeypatch.setenv("AIRFLOW__AMI_RELEASE__RETENTION_MAX_PARALLEL", bad)
+        with pytest.raises(ConfigError, match=r"retention_max_parallel must be a whole number of at least 1"):
+            _parse(monkeypatch, "ami_retention")
 
 
 def test_schedule_is_a_deployment_setting(monkeypatch):

@@ -511,3 +511,54 @@ def test_drift_found_by_ami_drift_is_shown_per_region_until_cleared(
     page = open_app(admin, api_server)
     assert page.locator("#drift .banner").count() == 0
     assert "No drift recorded" in page.locator("#drift").inner_text()
+
+
+def test_a_deregistered_release_ami_is_restored_from_the_page(
+    admin: Any, viewer: Any, api_server: ApiServer, story: Story, artifacts: Path
+) -> None:
+    """Issue 24: a release AMI that retention (or a person) deregistered into the Recycle Bin is
+    shown as restorable; a release manager restores it from the page with a reason (snapshots,
+    then the image, held with who and why); a viewer may not. Last in the file: it changes the story."""
+    gone = story["1.3.0"]
+    ec2 = story.writer.ec2
+    image = ec2.describe_images(ImageIds=[gone.ami])["Images"][0]
+    if str(image.get("DeregistrationProtection") or "").startswith("enabled"):
+        ec2.disable_image_deregistration_protection(ImageId=gone.ami)
+    # as retention does before deregistering: the tag the account's Recycle Bin rule keeps
+    ec2.create_tags(Resources=[gone.ami], Tags=[{"Key": "AmiRetention", "Value": "recycle-bin"}])
+    ec2.deregister_image(ImageId=gone.ami)
+    assert [i["ImageId"] for i in ec2.list_images_in_recycle_bin(ImageIds=[gone.ami])["Images"]] == [gone.ami]
+    url = f"{api_server.base}/releases/apps/{APP}/images/{REGION}/{gone.ami}/restore"
+
+    refused = viewer.request.post(url, form={"reason": "INC-9 I am only a viewer"})
+    assert refused.status == 403 and "needs the permission to trigger ami_rollback" in refused.text()
+    viewer_page = open_app(viewer, api_server)
+    row = viewer_page.locator(f"#holds tr[data-ami='{gone.ami}']")
+    assert row.get_by_role("button", name="Restore").count() == 0
+    assert "Restoring an AMI needs the permission to trigger ami_rollback" in row.inner_text()
+    viewer_page.close()
+
+    page = open_app(admin, api_server)
+    row = page.locator(f"#holds tr[data-ami='{gone.ami}']")
+    assert "deregistered; restorable from the Recycle Bin" in row.inner_text()
+    too_short = admin.request.post(url, form={"reason": "ok"})
+    assert too_short.status == 400 and "a reason of at least 10 characters is needed" in too_short.text()
+    not_ours = admin.request.post(url.replace(gone.ami, story["1.2.0"].ami), form={"reason": "INC-9 not binned"})
+    assert not_ours.status == 404 and "release AMIs in the Recycle Bin of us-east-1" in not_ours.text()
+    assert [i["ImageId"] for i in ec2.list_images_in_recycle_bin(ImageIds=[gone.ami])["Images"]] == [gone.ami]
+
+    row.get_by_role("textbox").fill("INC-4711: web-a still launches 1.3.0")
+    row.get_by_role("button", name="Restore").click()
+    banner = page.get_by_role("status")
+    banner.wait_for()
+    assert banner.inner_text().startswith(f"{gone.ami} (1.3.0) is back from the Recycle Bin and held"), (
+        banner.inner_text()
+    )
+    page.screenshot(path=str(artifacts / "05-ami-restored.png"), full_page=True)
+
+    row = page.locator(f"#holds tr[data-ami='{gone.ami}']")
+    assert row.get_by_role("button", name="Restore").count() == 0 and "Recycle Bin" not in row.inner_text()
+    assert ec2.list_images_in_recycle_bin(ImageIds=[gone.ami])["Images"] == []
+    tags = ami_tags(story, gone.ami)  # registered again, under a hold naming who and why
+    assert "restored" in tags["ForensicHold"] and "by admin" in tags["ForensicHold"], tags
+    assert "INC-4711: web-a still launches 1.3.0" in tags["ForensicHoldReason"], tags

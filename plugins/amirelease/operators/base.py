@@ -45,7 +45,7 @@ class ReleaseOperatorMixin:
     connection settings, in any region (an app's groups may live in several).
     ``iam_actions``: the IAM actions the operator may call, printed as a policy by
     ``python -m amirelease.cli iam-policy`` and checked against what the end-to-end tests
-    really called (tests/test_iam_policy.py). ``iam_role``: which worker role needs them.
+    really called (tests/test_zz_iam_policy.py). ``iam_role``: which worker role needs them.
     """
 
     aws_conn_id: str | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -14,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import bundle, catalog, contained, sources
 from amirelease.aws import assume_app_role
+from amirelease.constants import GIT_REF_RE, MAX_NOTES, MIN_REASON
 from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
@@ -34,10 +34,6 @@ from amirelease.retry import pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-GIT_REF_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}", re.ASCII)
-MAX_NOTES = 500
-MIN_REBUILD_REASON = 10
 
 
 def resolve_base_image(
@@ -433,9 +429,9 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                     fix="untick 'rebuild' to release it as a new version (a version whose releases all failed may "
                     "simply be released again)",
                 )
-            if len(reason) < MIN_REBUILD_REASON:
+            if len(reason) < MIN_REASON:
                 raise ConfigError(
-                    f"a rebuild of {app} {version} needs a reason of at least {MIN_REBUILD_REASON} characters",
+                    f"a rebuild of {app} {version} needs a reason of at least {MIN_REASON} characters",
                     fix="say why the same version is baked again (e.g. 'CVE-2026-1234: today's base image'); it goes "
                     "in the ledger",
                 )

@@ -10,7 +10,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease import catalog
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, TAG_RELEASE_ID, TAG_VERSION
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, MIN_REASON, TAG_RELEASE_ID, TAG_VERSION
 from amirelease.errors import PreflightError
 from amirelease.handoffs import BundleRef, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
@@ -30,8 +30,6 @@ from amirelease.release import release_id, tag_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-MIN_REASON = 10
 
 
 def live_release(clients: Any, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from amirelease.constants import LIVE_INSTANCE_STATES
 from amirelease.retention.decide import Action, Plan
 
 BATCH = 10  # DescribeImageReferences: at most 10 image ids per call
 PAGE = 1000
-LIVE = ["pending", "running", "shutting-down", "stopping", "stopped"]
+LIVE = list(LIVE_INSTANCE_STATES)  # the instance states that keep an image in use: constants.py
 # answers that mean "this endpoint does not serve the call", not "it failed"
 UNSUPPORTED = frozenset({"InvalidAction", "UnsupportedOperation", "NotImplemented", "UnknownOperationException"})
 

@@ -7,11 +7,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_POLICY_PATH = REPO_ROOT / "include" / "policies" / "ami-retention.yaml"
 SCHEMA_PATH = REPO_ROOT / "include" / "policies" / "ami-retention.schema.json"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One account retention runs in: a label, exactly one way in, its regions.
+
+    ``aws_conn_id``: an Airflow AWS connection acting in that account. ``role_arn``: a role in
+    that account that the workers' connection assumes (the Amazon provider's assume-role).
+    """
+
+    name: str
+    regions: tuple[str, ...]
+    aws_conn_id: str | None = None
+    role_arn: str | None = None
+
+    @property
+    def role_account_id(self) -> str | None:
+        """The account id a role ARN names (``arn:aws:iam::<id>:role/...``), else None."""
+        return self.role_arn.split(":")[4] if self.role_arn else None
+
+    @property
+    def way_in(self) -> str:
+        return f"role {self.role_arn}" if self.role_arn else f"connection {self.aws_conn_id}"
+
+    def as_task_arg(self) -> dict[str, str]:
+        """What a mapped retention task receives (plain, JSON-serialisable, no secret)."""
+        out = {"name": self.name}
+        if self.role_arn:
+            out["role_arn"] = self.role_arn
+        if self.aws_conn_id:
+            out["aws_conn_id"] = self.aws_conn_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -30,8 +63,8 @@ class RetentionPolicy:
     protect_launch_templates: bool = True
     protect_launch_configurations: bool = True
     hold_enabled: bool = True
-    hold_tag: str = "ForensicHold"
-    hold_reason_tag: str = "ForensicHoldReason"
+    hold_tag: str = HOLD_TAG
+    hold_reason_tag: str = HOLD_REASON_TAG
     max_deregistrations_per_run: int = 50
     # stop conditions (see consistency.py); the defaults are the safe ones
     group_instance_sample: int = 200
@@ -51,7 +84,17 @@ class RetentionPolicy:
     reference_version_depth: int = 10
     dry_run: bool = False
     report_max_items: int = 50
+    # the accounts to run in (empty: the workers' own account through aws_default, as before)
+    accounts: tuple[Account, ...] = ()
     source: str = "<defaults>"
+
+    def targets(self) -> list[dict[str, Any]]:
+        """One entry per retention task: ``{"region_name": r}`` when the policy names no accounts
+        (the workers' own account), else ``{"region_name": r, "account": {...}}`` per account
+        and region, in the policy's order."""
+        if not self.accounts:
+            return [{"region_name": r} for r in self.regions]
+        return [{"region_name": r, "account": a.as_task_arg()} for a in self.accounts for r in a.regions]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> RetentionPolicy:
@@ -97,8 +140,33 @@ class RetentionPolicy:
             ),
             dry_run=data["dry_run"],
             report_max_items=data.get("report", {}).get("max_items", 50),
+            accounts=_accounts(data.get("accounts") or [], tuple(data["regions"]), source),
             source=source,
         )
+
+
+def _accounts(items: list[dict[str, Any]], regions: tuple[str, ...], source: str) -> tuple[Account, ...]:
+    """The validated ``accounts`` list; names must be unique (they are the reports' S3 keys)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        name = item["name"]
+        if name in seen:
+            raise ConfigError(
+                f"retention policy names account {name!r} twice",
+                resource=source,
+                fix="give each entry of `accounts` its own name (it is the account's report prefix in S3)",
+            )
+        seen.add(name)
+        out.append(
+            Account(
+                name=name,
+                regions=tuple(item.get("regions") or regions),
+                aws_conn_id=item.get("aws_conn_id"),
+                role_arn=item.get("role_arn"),
+            )
+        )
+    return tuple(out)
 
 
 def _schema() -> dict[str, Any]:

@@ -104,12 +104,16 @@ def record_deregistered(
     run_id: str,
     coverage_: Coverage | None,
 ) -> None:
+    from amirelease.retention.report import current_account
+
     deleted = set(deleted_snapshots)
+    scope = current_account()  # the policy account the run acts in (None: the workers' own)
     for d in decisions:
         body = {
             "image_id": d.image_id,
             "name": d.name,
             "region": region,
+            **({"account": scope[0], "account_id": scope[1]} if scope else {}),
             "tags": dict(d.tags),
             "snapshot_ids": [s for s in d.snapshot_ids if s in deleted],
             "deregistered_at": at.isoformat().replace("+00:00", "Z"),

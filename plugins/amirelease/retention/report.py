@@ -5,6 +5,10 @@ Artifacts (under the release ledger bucket, ``[ami_release] ledger_bucket``)::
     retention/reports/<region>/<YYYY>/<MM>/<DD>/<run id, made key-safe>.json   (and .csv)
     retention/reports/<region>/latest.json                                  (the newest run's JSON)
 
+When the policy names accounts (``accounts:``), each account's reports go under its own prefix,
+``retention/reports/accounts/<account name>/<region>/...`` (same layout), and carry
+``account`` (the name) and ``account_id``.
+
 The JSON has one row per own image; a UI page reads ``latest.json`` with :func:`latest_report`.
 """
 
@@ -14,7 +18,9 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +30,39 @@ from amirelease.errors import RetentionError
 from amirelease.retention.decide import REPORT_TAGS, Action, Decision, Plan
 
 REPORT_PREFIX = "retention/reports"
+ACCOUNTS_PREFIX = f"{REPORT_PREFIX}/accounts"
+
+# The account the reports written in this context belong to: (policy name, account id), or None
+# for the workers' own account (the single-account layout). Set by the per-account retention task
+# (retention/accounts.py) around the whole run, so every report, summary and key it writes names
+# the account; a context variable, so that the region operator needs no account parameter.
+_ACCOUNT: ContextVar[tuple[str, str | None] | None] = ContextVar("retention_report_account", default=None)
+
+
+@contextmanager
+def account_scope(name: str, account_id: str | None = None) -> Iterator[None]:
+    """Reports, keys and summaries written inside belong to account ``name`` (``account_id``)."""
+    token = _ACCOUNT.set((name, account_id))
+    try:
+        yield
+    finally:
+        _ACCOUNT.reset(token)
+
+
+def current_account() -> tuple[str, str | None] | None:
+    return _ACCOUNT.get()
+
+
+def region_prefix(region: str, account: str | None = None) -> str:
+    """``retention/reports/<region>``, or ``retention/reports/accounts/<account>/<region>``."""
+    return f"{ACCOUNTS_PREFIX}/{account}/{region}" if account else f"{REPORT_PREFIX}/{region}"
+
+
+def _account_fields() -> dict[str, Any]:
+    scope = _ACCOUNT.get()
+    return {} if scope is None else {"account": scope[0], "account_id": scope[1]}
+
+
 SCHEMA_VERSION = 1
 CSV_COLUMNS = (
     "image_id",
@@ -113,10 +152,6 @@ def render_table(plan: Plan, *, region: str | None = None, wall_clock: datetime 
     return "\n".join([headline(plan, region=region, wall_clock=wall_clock), *lines])
 
 
-def format_counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in counts.items())
-
-
 def row(d: Decision) -> dict[str, Any]:
     return {
         "image_id": d.image_id,
@@ -149,6 +184,7 @@ def build_report(
     return {
         "schema_version": SCHEMA_VERSION,
         "region": region,
+        **_account_fields(),
         "run_id": run_id,
         "now": _iso(plan.now),
         "wall_clock": _iso(wall_clock),
@@ -194,14 +230,15 @@ def safe_run_id(run_id: str) -> str:
     return _UNSAFE.sub("_", run_id).strip("_") or "run"
 
 
-def report_keys(region: str, run_id: str, now: datetime) -> dict[str, str]:
-    base = f"{REPORT_PREFIX}/{region}/{now:%Y/%m/%d}/{safe_run_id(run_id)}"
-    return {"json": f"{base}.json", "csv": f"{base}.csv", "latest": f"{REPORT_PREFIX}/{region}/latest.json"}
+def report_keys(region: str, run_id: str, now: datetime, account: str | None = None) -> dict[str, str]:
+    prefix = region_prefix(region, account)
+    base = f"{prefix}/{now:%Y/%m/%d}/{safe_run_id(run_id)}"
+    return {"json": f"{base}.json", "csv": f"{base}.csv", "latest": f"{prefix}/latest.json"}
 
 
 def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime) -> dict[str, str]:
     """Put the JSON, the CSV and latest.json; returns their ``s3://`` URIs. Raises RetentionError."""
-    keys = report_keys(str(report["region"]), str(report["run_id"]), now)
+    keys = report_keys(str(report["region"]), str(report["run_id"]), now, account=report.get("account"))
     body = json.dumps(report, separators=(",", ":"), default=str).encode()
     objects = (
         (keys["json"], body, "application/json"),
@@ -222,9 +259,10 @@ def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime)
     return {k: f"s3://{bucket}/{v}" for k, v in keys.items()}
 
 
-def latest_report(s3_client: Any, bucket: str, region: str) -> dict[str, Any] | None:
-    """The newest report written for ``region`` (``latest.json``), or None if there is none yet."""
-    key = f"{REPORT_PREFIX}/{region}/latest.json"
+def latest_report(s3_client: Any, bucket: str, region: str, account: str | None = None) -> dict[str, Any] | None:
+    """The newest report written for ``region`` (of policy account ``account``; None: the
+    workers' own account) (``latest.json``), or None if there is none yet."""
+    key = f"{region_prefix(region, account)}/latest.json"
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
@@ -262,6 +300,7 @@ def summary(
     ]
     return {
         "region": region,
+        **_account_fields(),
         "now": plan.now.isoformat(),
         "dry_run": plan.dry_run,
         "stopped": plan.stopped,

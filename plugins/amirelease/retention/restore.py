@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG
+from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG
 from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 from amirelease.retention.policy import RetentionPolicy, load_policy
@@ -134,7 +134,7 @@ def restore_ami(
     region: str,
     reason: str,
     by: str,
-    aws_conn_id: str | None = "aws_default",
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
     policy: RetentionPolicy | None = None,
 ) -> Restored:
     from amirelease.aws import AwsClients

@@ -12,6 +12,7 @@ from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.triggers.base import TriggerEvent
 from botocore.exceptions import WaiterError
 
+from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.hooks.autoscaling import AutoScalingHook
 
 WAITER = "instance_refresh_complete"
@@ -81,7 +82,7 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         refresh_id: str,
         waiter_delay: int = 15,
         waiter_max_attempts: int = 480,
-        aws_conn_id: str | None = "aws_default",
+        aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
         region_name: str | None = None,
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,

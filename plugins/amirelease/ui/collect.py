@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import catalog
-from amirelease.constants import LIVE_INSTANCE_STATES
+from amirelease.constants import DEFAULT_AWS_CONN_ID, LIVE_INSTANCE_STATES
 from amirelease.errors import ReleaseError
 from amirelease.retention.policy import RetentionPolicy
 
@@ -61,6 +61,8 @@ class AppSnapshot:
     problems: list[str] = field(default_factory=list)
     entry: catalog.Entry | None = None  # the central catalog entry (where its definition lives, allow:)
     drift: list[dict[str, Any]] = field(default_factory=list)  # ami_drift's records (drift/<app>/...)
+    # the policy's accounts (accounts:): one entry per account x region, its latest report or None
+    account_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 def tags_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -126,6 +128,18 @@ def read_report(s3: Any, bucket: str, region: str) -> dict[str, Any] | None:
         raise
     report = json.loads(body)
     return report if isinstance(report, dict) else None
+
+
+def read_account_reports(s3: Any, bucket: str, policy: RetentionPolicy) -> list[dict[str, Any]]:
+    """``{"account", "region", "report"}`` per account x region the policy names (report: the
+    latest, None when there is none yet); empty when the policy names no accounts."""
+    from amirelease.retention.report import latest_report
+
+    return [
+        {"account": a.name, "region": r, "report": latest_report(s3, bucket, r, account=a.name)}
+        for a in policy.accounts
+        for r in a.regions
+    ]
 
 
 def read_group(asg: Any, ec2: Any, region: str, name: str, launch_template: str) -> GroupState:
@@ -235,7 +249,7 @@ def read_usage(ec2: Any, amis: list[str]) -> dict[str, list[str]]:
     return usage
 
 
-def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnapshot:
+def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> AppSnapshot:
     """Read everything the page shows about one app (read-only)."""
     from amirelease.aws import AwsClients
     from amirelease.ledger import fleet_targets, ledger_bucket
@@ -309,6 +323,14 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
             if report:
                 reports[region] = report
 
+    account_reports: list[dict[str, Any]] = []
+    if s3 is not None and policy.accounts:
+        account_reports = reader.attempt(
+            "the retention reports of the policy's accounts",
+            partial(read_account_reports, s3, bucket, policy),
+            [],
+        )
+
     return AppSnapshot(
         app=app.name,
         description=app.description,
@@ -323,4 +345,5 @@ def read_app(app_name: str, aws_conn_id: str | None = "aws_default") -> AppSnaps
         problems=reader.problems,
         entry=app,
         drift=drift,
+        account_reports=account_reports,
     )

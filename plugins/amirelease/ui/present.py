@@ -22,6 +22,7 @@ from amirelease.constants import (
     TAG_RE_RELEASE_OF,
     TAG_RELEASE_ID,
     TAG_VERSION,
+    DagIds,
 )
 from amirelease.errors import PreflightError
 from amirelease.ledger import pick_rollback_target
@@ -30,8 +31,8 @@ from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.ui.collect import AppSnapshot, GroupState
 
-ROLLBACK_DAG = "ami_rollback"
-RELEASE_DAG = "ami_release"
+ROLLBACK_DAG = DagIds.ROLLBACK
+RELEASE_DAG = DagIds.RELEASE
 
 
 # -- small formatting helpers ---------------------------------------------------------------
@@ -469,6 +470,7 @@ class AmiRow:
     warnings: list[str]
     source: str
     aws: str = ""  # what AWS itself enforces: deregistration protection, deprecation
+    restorable: bool = False  # deregistered into the Recycle Bin: the page offers a restore
 
 
 def aws_state(image: dict[str, Any], now: datetime) -> str:
@@ -492,6 +494,31 @@ def aws_state(image: dict[str, Any], now: datetime) -> str:
 # The near-miss rule is the retention report's own (one rule, one place): the page shows what
 # the policy decides, with or without a report.
 near_miss_warnings = near_miss_tag_warnings
+
+
+def account_report_rows(snap: AppSnapshot) -> list[dict[str, str]]:
+    """One row per account x region of the policy's accounts: when its last run was, what it
+    did, and whether it stopped or has no report yet (its task failed before writing one)."""
+    rows = []
+    for entry in snap.account_reports:
+        report = entry.get("report")
+        row = {"account": str(entry["account"]), "region": str(entry["region"]), "account_id": "", "at": ""}
+        if not report:
+            rows.append({**row, "state": "missing", "text": "no report yet (its task has not completed a run)"})
+            continue
+        counts = {k: v for k, v in (report.get("counts") or {}).items() if v}
+        text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no own images"
+        stopped = report.get("stopped")
+        rows.append(
+            {
+                **row,
+                "account_id": str(report.get("account_id") or ""),
+                "at": when(report.get("now") or report.get("wall_clock"), snap.read_at),
+                "state": "stopped" if stopped else ("dry-run" if report.get("dry_run") else "ok"),
+                "text": f"stopped, nothing changed: {stopped}" if stopped else text,
+            }
+        )
+    return rows
 
 
 def _report_rows(snap: AppSnapshot) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
@@ -635,6 +662,7 @@ def ami_rows(snap: AppSnapshot) -> list[AmiRow]:
                 warnings=warnings,
                 source=source,
                 aws=aws_state(image, now),
+                restorable=bool(image.get("RecycleBinExitTime")),
             )
         )
     return rows

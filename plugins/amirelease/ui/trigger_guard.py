@@ -41,9 +41,11 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from amirelease.constants import DEFAULT_AWS_CONN_ID, DagIds
+
 log = logging.getLogger(__name__)
 
-GUARDED_DAGS = ("ami_release", "ami_rollback", "ami_retention_manual")
+GUARDED_DAGS = (DagIds.RELEASE, DagIds.ROLLBACK, DagIds.RETENTION_MANUAL)
 _TRIGGER_PATH = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns/?$")
 _MAX_BODY = 256 * 1024  # a trigger body is a few hundred bytes; anything larger is not ours to read
 _NOT_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]+")
@@ -128,11 +130,11 @@ def run_name(dag_id: str, conf: Mapping[str, Any], now: datetime, suffix: str | 
     when = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     suffix = secrets.token_hex(RUN_SUFFIX_BYTES) if suffix is None else suffix
     app = str(conf.get("app") or "")
-    if dag_id == "ami_release" and app and conf.get("version"):
+    if dag_id == DagIds.RELEASE and app and conf.get("version"):
         what = f"{app}_{conf['version']}"
-    elif dag_id == "ami_rollback" and app:
+    elif dag_id == DagIds.ROLLBACK and app:
         what = f"rollback_{app}" + (f"_to_{conf['target']}" if conf.get("target") else "")
-    elif dag_id == "ami_retention_manual":
+    elif dag_id == DagIds.RETENTION_MANUAL:
         what = str(conf.get("mode") or "dry-run").replace(" ", "-")
     else:
         return None
@@ -150,12 +152,12 @@ def duplicate_words(dag_id: str, conf: Mapping[str, Any], active: list[tuple[str
         if other.get("app") != app:
             continue
         at = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if isinstance(since, datetime) else ""
-        if dag_id == "ami_release" and other.get("version") == conf.get("version"):
+        if dag_id == DagIds.RELEASE and other.get("version") == conf.get("version"):
             return (
                 f"{app} {conf.get('version')} is already being released by run {run_id} ({state}{at}). "
                 "Follow that run: when it succeeds the version is released; if it fails, trigger again."
             )
-        if dag_id == "ami_rollback":
+        if dag_id == DagIds.ROLLBACK:
             return (
                 f"a rollback of {app} is already {state}: run {run_id}{at}. Follow that run; when it has finished, "
                 "look at what runs now and trigger again if you still need to roll back."
@@ -163,7 +165,7 @@ def duplicate_words(dag_id: str, conf: Mapping[str, Any], active: list[tuple[str
     return None
 
 
-def released_already(conf: Mapping[str, Any], aws_conn_id: str = "aws_default") -> str | None:
+def released_already(conf: Mapping[str, Any], aws_conn_id: str = DEFAULT_AWS_CONN_ID) -> str | None:
     """For an ami_release trigger without ``rebuild``: the refusal words when the ledger (S3,
     through the AWS connection) holds a succeeded release of the version, else None. One
     listing by the version's release-id prefix; preflight makes the same check again."""
@@ -291,7 +293,7 @@ class TriggerGuard:
         except Exception:  # noqa: BLE001 - never why a trigger fails: preflight and the lock are the authority
             log.warning("trigger guard: could not list the active runs of %s; leaving it to preflight", dag_id)
             duplicate = None
-        if duplicate is None and dag_id == "ami_release":
+        if duplicate is None and dag_id == DagIds.RELEASE:
             try:
                 duplicate = await run_in_threadpool(released_already, full)
             except Exception as exc:  # noqa: BLE001 - the ledger unreachable from here: preflight decides

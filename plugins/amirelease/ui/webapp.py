@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException
 
 from amirelease import catalog
+from amirelease.constants import DagIds
 from amirelease.errors import ConfigError, ReleaseError
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ CONSOLE_IAM_ACTIONS: tuple[str, ...] = (
 )
 
 URL_PREFIX = "/releases"
-RELEASE_DAG = "ami_release"
-ROLLBACK_DAG = "ami_rollback"
+RELEASE_DAG = DagIds.RELEASE
+ROLLBACK_DAG = DagIds.ROLLBACK
 TEMPLATES = Path(__file__).with_name("templates")
 RETENTION_LABELS = {
     "kept": "kept",
@@ -156,7 +157,14 @@ def _error_page(request: Request, status_code: int, message: str) -> HTMLRespons
 
 
 def _app_page(
-    request: Request, app_name: str, user: Any, *, lifted: str = "", error: str = "", status_code: int = 200
+    request: Request,
+    app_name: str,
+    user: Any,
+    *,
+    lifted: str = "",
+    restored: str = "",
+    error: str = "",
+    status_code: int = 200,
 ) -> HTMLResponse:
     from amirelease.ui import present
     from amirelease.ui.collect import read_app
@@ -170,6 +178,13 @@ def _app_page(
         text, state = present.hold_text((record or {}).get("forensic_hold"), snap.read_at)
         if record and state == "lifted":
             message = f"{record.get('version')} ({lifted}): {text}. Recorded in the release ledger."
+    if restored:  # after a restore: say what AWS now says (not what the URL says)
+        row = next((a for a in present.ami_rows(snap) if a.ami == restored), None)
+        if row is not None and not row.restorable:
+            message = (
+                f"{restored} ({row.version or 'no version'}) is back from the Recycle Bin and held: "
+                f"{row.hold or 'held'}. Recorded in the release ledger."
+            )
     return _render(
         "releases.html",
         status_code=status_code,
@@ -188,11 +203,15 @@ def _app_page(
         reports={
             r: present.when(rep.get("now") or rep.get("wall_clock"), snap.read_at) for r, rep in snap.reports.items()
         },
+        accounts=present.account_report_rows(snap),
         may_lift=may_lift_holds(user),
         user_name=user.get_name() if hasattr(user, "get_name") else "",
         message=message,
         error=error,
         lift_href=lambda rid: f"{here}/apps/{quote(snap.app, safe='')}/holds/{quote(rid, safe='')}/lift",
+        restore_href=lambda region, ami: (
+            f"{here}/apps/{quote(snap.app, safe='')}/images/{quote(region, safe='')}/{quote(ami, safe='')}/restore"
+        ),
         rollback_href=f"{here}/apps/{quote(snap.app, safe='')}/rollback",
         min_reason=_min_reason(),
         retention_labels=RETENTION_LABELS,
@@ -244,8 +263,8 @@ def create_app() -> FastAPI:
         return _render("index.html", here=here, airflow_root=airflow_root, apps=list(apps.values()))
 
     @app.get("/apps/{app_name}", response_class=HTMLResponse)
-    def app_page(request: Request, app_name: str, user: ReaderDep, lifted: str = "") -> Response:
-        return _app_page(request, _known_app(app_name), user, lifted=lifted)
+    def app_page(request: Request, app_name: str, user: ReaderDep, lifted: str = "", restored: str = "") -> Response:
+        return _app_page(request, _known_app(app_name), user, lifted=lifted, restored=restored)
 
     @app.post("/apps/{app_name}/holds/{release_id}/lift", response_class=HTMLResponse)
     async def lift(request: Request, app_name: str, release_id: str, user: UserDep) -> Response:
@@ -273,6 +292,48 @@ def create_app() -> FastAPI:
         here, _ = _roots(request)
         return RedirectResponse(
             f"{here}/apps/{quote(name, safe='')}?lifted={quote(release_id, safe='')}#holds", status_code=303
+        )
+
+    @app.post("/apps/{app_name}/images/{region}/{image_id}/restore", response_class=HTMLResponse)
+    async def restore(request: Request, app_name: str, region: str, image_id: str, user: UserDep) -> Response:
+        """Bring a deregistered release AMI of this app back from the Recycle Bin (retention/restore.py,
+        as `make restore-ami`): snapshots, then the image; held, with who and why, in the ledger."""
+        from starlette.concurrency import run_in_threadpool
+
+        from amirelease.retention.restore import restore_ami
+        from amirelease.ui import present
+        from amirelease.ui.collect import read_app
+
+        if not may_lift_holds(user):
+            raise HTTPException(
+                403,
+                "You may not restore an AMI: it needs the permission to trigger ami_rollback. "
+                "Ask somebody on call who has it, or an Airflow admin.",
+            )
+        name = _known_app(app_name)
+        snap = await run_in_threadpool(read_app, name)
+        if not any(a.ami == image_id and a.region == region and a.restorable for a in present.ami_rows(snap)):
+            return await run_in_threadpool(
+                _app_page,
+                request,
+                name,
+                user,
+                error=f"Not restored: {image_id} is not one of {name}'s release AMIs in the Recycle Bin of {region}",
+                status_code=404,
+            )
+        form = await request.form()
+        reason = str(form.get("reason") or "")
+        who = user.get_name() if hasattr(user, "get_name") else str(user)
+        try:
+            done = await run_in_threadpool(restore_ami, image_id=image_id, region=region, reason=reason, by=who)
+        except ReleaseError as exc:
+            return await run_in_threadpool(
+                _app_page, request, name, user, error=f"Not restored: {exc}", status_code=400
+            )
+        log.info("Releases page: %s", done.summary())
+        here, _ = _roots(request)
+        return RedirectResponse(
+            f"{here}/apps/{quote(name, safe='')}?restored={quote(image_id, safe='')}#holds", status_code=303
         )
 
     @app.post("/apps/{app_name}/rollback", response_class=HTMLResponse)
