@@ -373,6 +373,7 @@ CENTRAL_KEYS = (
     "source",
     "allow",
     "aws",
+    "notify",  # who is told about releases and drift (notify.py)
 )
 PLATFORM_INFRASTRUCTURE_KEYS = ("allow_destroy", "iam_actions")  # guardrails: central, under infrastructure:
 DEFINITION_KEYS = (

@@ -10,8 +10,9 @@ Who declares:
   * the Releases page and the CLI (ui/webapp.py ``CONSOLE_IAM_ACTIONS``).
 
 Roles (one IAM role per kind of machine):
-  bake       toolchain workers: Packer, Terraform (check and apply), the bake task
-  deploy     default workers and the triggerer: preflight, lock, smoke test, roll-out, waits, verify, record, rollback
+  bake       toolchain workers: Packer, Terraform (check and apply; ami_drift's read-only plan), the bake task
+  deploy     default workers and the triggerer: preflight, lock, smoke test, roll-out, waits, verify, record, rollback,
+             notifications, ami_drift's targets and report
   retention  the worker that runs ami_retention
   retention-account  the role in each account the retention policy names (``accounts:``),
              assumed by the retention worker
@@ -78,6 +79,7 @@ class Grant:
 def grants() -> list[Grant]:
     """Every declaration, from the code and the catalog (imports are local: safe anywhere)."""
     from amirelease import catalog
+    from amirelease.drift.operators import DriftPlanOperator, DriftReportOperator, DriftTargetsOperator
     from amirelease.hooks.packer import PACKER_IAM_ACTIONS
     from amirelease.hooks.terraform import BACKEND_IAM_ACTIONS
     from amirelease.operators.bake import BakeAmiOperator
@@ -97,11 +99,14 @@ def grants() -> list[Grant]:
         SmokeTestOperator, ApplyInfrastructureOperator, RollOutOperator, WaitForInstanceRefreshOperator,
         VerifyReleaseOperator, RecordReleaseOperator, ResolveRollbackTargetOperator, MarkRolledBackOperator,
         AmiRetentionOperator,
+        DriftTargetsOperator, DriftPlanOperator, DriftReportOperator,  # ami_drift (drift/)
     ]  # fmt: skip
     out = [
         Grant(getattr(op, "iam_role", "deploy"), "airflow", op.__name__, tuple(getattr(op, "iam_actions", ())))
         for op in operators
     ]
+    # the release DAGs' notification callbacks (notify.py: the provider's SnsNotifier)
+    out.append(Grant("deploy", "airflow", "release notifications (notify.py)", ("sns:Publish",)))
     entries = catalog.load_entries().values()
     scoped = [a for a in entries if a.aws_role]
     if scoped:  # the workers assume each app's role for its Packer and Terraform

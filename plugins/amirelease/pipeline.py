@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from amirelease import notify
 from amirelease.callbacks import remember_failure
 from amirelease.catalog import app_names
 from amirelease.constants import DEFAULT_AWS_CONN_ID, TaskIds
@@ -115,6 +116,8 @@ def release_pipeline(
     """
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
+        on_success_callback=notify.release_started,  # notifications (notify.py, the app's catalog notify:)
+        on_failure_callback=[remember_failure, notify.release_refused],
         app=app,
         version=version,
         git_ref=git_ref,
@@ -166,6 +169,8 @@ def release_pipeline(
     verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
     record = RecordReleaseOperator(
         task_id=TaskIds.RECORD,
+        on_success_callback=notify.release_outcome,  # tells what record recorded (its XCom 'outcome')
+        on_failure_callback=[remember_failure, notify.record_failed],
         task_order=task_order([under_lock.task_id] if under_lock is not None else None),
     )
 

@@ -460,6 +460,16 @@ class AwsSandbox:
                 s3.put_bucket_versioning(Bucket=b["name"], VersioningConfiguration={"Status": "Enabled"})
         acct["buckets"] = [b["name"] for b in spec.get("buckets") or []]
 
+        # Notification topics (include/apps/<app>.yaml notify:), each read through a subscribed SQS queue.
+        sns, sqs = self.client("sns", internal=True), self.client("sqs", internal=True)
+        acct["notification_topics"] = {}
+        for t in spec.get("notification_topics") or []:
+            topic = sns.create_topic(Name=t["name"])["TopicArn"]
+            inbox = sqs.create_queue(QueueName=t["inbox"])["QueueUrl"]
+            queue = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue)
+            acct["notification_topics"][t["name"]] = {"topic_arn": topic, "inbox": inbox}
+
         # Recycle Bin retention rules, as `make recycle-bin-rules` creates them in a real account
         # (the retention policy deregisters only into such a window): see account.yaml.
         rbin = self.client("rbin", internal=True)

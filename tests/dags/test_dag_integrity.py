@@ -65,7 +65,30 @@ def test_no_import_errors_with_network_blocked(parsed):
 
 def test_expected_dags_present(parsed):
     _, dags, _ = parsed
-    assert {"ami_release", "ami_rollback", "ami_retention"} <= set(dags)
+    assert {"ami_release", "ami_rollback", "ami_retention", "ami_drift"} <= set(dags)
+
+
+def test_drift_dag_plans_on_each_toolchains_queue():
+    """ami_drift: per toolchain of the catalog, targets -> a mapped plan on that toolchain's queue
+    (the workers with Terraform) -> one report that runs whatever the plans did."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "dags"))
+    try:
+        dag = importlib.import_module("ami_drift").dag
+    finally:
+        sys.path.remove(str(REPO / "dags"))
+    assert set(dag.task_ids) == {
+        "targets_packer_chef_linux",
+        "plan_packer_chef_linux",
+        "targets_packer_chef_windows",
+        "plan_packer_chef_windows",
+        "report",
+    }
+    assert dag.get_task("plan_packer_chef_linux").queue == "packer-chef-linux"
+    assert dag.get_task("plan_packer_chef_windows").queue == "packer-chef-windows"
+    assert dag.get_task("report").trigger_rule == "all_done"
+    assert dag.timetable.expression == "0 * * * *"  # @hourly, [ami_release] drift_schedule unset
 
 
 def test_every_dag_file_defines_a_dag(parsed):

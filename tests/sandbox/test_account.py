@@ -157,3 +157,14 @@ def test_ssm_fault_and_list_command_invocations(sandbox):
     assert by_id[good]["Status"] == "Success" and by_id[good]["CommandPlugins"][0]["Output"] == "ok\n"
     assert by_id[bad]["Status"] == "Failed" and by_id[bad]["CommandPlugins"][0]["ResponseCode"] == 7
     assert ssm.list_commands(CommandId=cid)["Commands"][0]["Status"] == "Failed"
+
+
+def test_the_catalogs_notification_topic_is_seeded_with_an_inbox(sandbox):
+    """demo-web's notify: topic exists; what is published to it lands in the seeded SQS queue."""
+    import json
+
+    seeded = sandbox.account["notification_topics"]["demo-web-releases"]
+    assert seeded["topic_arn"] == "arn:aws:sns:us-east-1:123456789012:demo-web-releases"
+    sandbox.client("sns").publish(TopicArn=seeded["topic_arn"], Subject="hello", Message="words")
+    got = sandbox.client("sqs").receive_message(QueueUrl=seeded["inbox"], MaxNumberOfMessages=10)["Messages"]
+    assert [(json.loads(m["Body"])["Subject"], json.loads(m["Body"])["Message"]) for m in got] == [("hello", "words")]

@@ -464,6 +464,55 @@ def test_release_bundles_next_to_the_records_are_not_read_as_records(
     assert page.locator("#timeline tbody tr").count() == 7
 
 
+def test_drift_found_by_ami_drift_is_shown_per_region_until_cleared(
+    admin: Any, api_server: ApiServer, story: Story, artifacts: Path
+) -> None:
+    """A drift record as ami_drift writes it (tests/drift/test_drift_e2e.py makes real ones) shows
+    as a warning above Live now: where, since when, what changed, the drift run; gone once cleared."""
+    from amirelease.drift.report import read_plan
+    from amirelease.drift.store import DriftStore
+    from tests.drift.test_drift_pure import PLAN
+
+    store = DriftStore(story.writer.s3, LEDGER_BUCKET)
+    live = story["rb2"]
+    first = (story.now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    store.put(
+        {
+            "app": APP,
+            "region": REGION,
+            "stage": None,
+            "release_id": live.release_id,
+            "version": "1.2.0",
+            "first_seen": first,
+            "last_seen": story.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resources": [d.to_dict() for d in read_plan(PLAN).drifted],
+            "run": {"dag_id": "ami_drift", "run_id": "scheduled__2026-12-05T09:00:00+00:00"},
+        }
+    )
+    try:
+        page = open_app(admin, api_server)
+        banner = page.locator(f"#drift .banner[data-region='{REGION}']")
+        text = banner.inner_text()
+        page.screenshot(path=str(artifacts / "20-drift.png"), full_page=True)
+        for words in (
+            f"Drift in {REGION}",
+            f"since {first[:16].replace('T', ' ')} UTC (3 h",
+            f"against release 1.2.0 {live.release_id}",
+            "aws_autoscaling_group.web changed outside a release: max_size: 6 -> 10 (a release would update it)",
+            "aws_security_group.web deleted outside Terraform",
+        ):
+            assert words in text, (words, text)
+        link = banner.get_by_role("link", name="the drift run")
+        assert link.get_attribute("href") == "/dags/ami_drift/runs/" + quote(
+            "scheduled__2026-12-05T09:00:00+00:00", safe=""
+        )
+    finally:
+        store.clear(APP, REGION)
+    page = open_app(admin, api_server)
+    assert page.locator("#drift .banner").count() == 0
+    assert "No drift recorded" in page.locator("#drift").inner_text()
+
+
 def test_a_deregistered_release_ami_is_restored_from_the_page(
     admin: Any, viewer: Any, api_server: ApiServer, story: Story, artifacts: Path
 ) -> None:

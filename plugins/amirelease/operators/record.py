@@ -209,6 +209,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 self._discard_refused(plan)
             finally:
                 self._release_lock(plan.app, ti)
+            self._tell(ti, plan, outcome, failed_task, reason, refused=True)
             self.log.info(
                 "Release %s %s was refused at '%s' before anything reached the fleet (no ledger record): %s",
                 plan.app,
@@ -249,6 +250,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 self._protect_rollback_targets(plan.app)
         finally:
             self._release_lock(plan.app, ti)
+        self._tell(ti, plan, outcome, failed_task, reason, amis=dict(bake.amis) if bake else {})
         if outcome == "succeeded":
             self.log.info(
                 "Release %s %s (%s) SUCCEEDED: recorded in the ledger", plan.app, plan.version, plan.release_id
@@ -264,6 +266,35 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 "; the AMI is tagged ReleaseStatus=failed and kept" if bake else "",
             )
         return record
+
+    @staticmethod
+    def _tell(
+        ti: Any,
+        plan: ReleasePlan,
+        outcome: str,
+        failed_task: str | None,
+        reason: object,
+        *,
+        refused: bool = False,
+        amis: dict[str, str] | None = None,
+    ) -> None:
+        """The outcome for the notifications (XCom 'outcome', read by notify.release_outcome, the
+        on_success_callback pipeline.py gives this task): no secret, the reason is redacted."""
+        kind = "rollback" if plan.re_release_of else "rebuild" if plan.rebuild_of else "release"
+        ti.xcom_push(
+            key="outcome",
+            value={
+                "app": plan.app,
+                "version": plan.version,
+                "release_id": plan.release_id,
+                "kind": kind,
+                "outcome": outcome,
+                "failed_task": failed_task,
+                "reason": str(reason) if reason else None,
+                "refused": refused,
+                "amis": amis or {},
+            },
+        )
 
     def _discard_refused(self, plan: ReleasePlan) -> None:
         """A refused release keeps nothing: the AMI a bake beside the check may have finished

@@ -60,6 +60,7 @@ class AppSnapshot:
     read_at: datetime
     problems: list[str] = field(default_factory=list)
     entry: catalog.Entry | None = None  # the central catalog entry (where its definition lives, allow:)
+    drift: list[dict[str, Any]] = field(default_factory=list)  # ami_drift's records (drift/<app>/...)
     # the policy's accounts (accounts:): one entry per account x region, its latest report or None
     account_reports: list[dict[str, Any]] = field(default_factory=list)
 
@@ -277,6 +278,14 @@ def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> Ap
             [],
         )
 
+    drift: list[dict[str, Any]] = []
+    if s3 is not None:
+        from amirelease.drift.store import DriftStore
+
+        drift = reader.attempt(
+            f"the drift records (s3://{bucket}/drift/{app.name}/)", partial(DriftStore(s3, bucket).of_app, app.name), []
+        )
+
     targets = fleet_targets(app, history)
     groups = []
     for t in targets:
@@ -335,5 +344,6 @@ def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> Ap
         read_at=read_at,
         problems=reader.problems,
         entry=app,
+        drift=drift,
         account_reports=account_reports,
     )

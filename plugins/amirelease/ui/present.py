@@ -749,3 +749,38 @@ def rollback_preview(snap: AppSnapshot, root: str) -> Preview:
         ("Place a forensic hold", "leave it on: the AMI being replaced is kept for the investigation"),
     ]
     return preview
+
+
+# -- drift (ami_drift's records) ---------------------------------------------------------------------
+@dataclass
+class DriftRow:
+    region: str
+    stage: str | None
+    since: str  # first seen, with "… ago"
+    last: str  # last seen
+    version: str
+    release_id: str
+    lines: list[str]  # one per drifted resource, in words
+    run_href: str
+
+
+def drift_rows(records: list[dict[str, Any]], now: datetime, root: str) -> list[DriftRow]:
+    """One row per app × region (× stage) that ami_drift found drifted (pure)."""
+    from amirelease.drift.report import record_words
+
+    rows = []
+    for r in records:
+        run = r.get("run") or {}
+        rows.append(
+            DriftRow(
+                region=str(r.get("region") or "?"),
+                stage=r.get("stage"),
+                since=when(r.get("first_seen"), now),
+                last=when(r.get("last_seen"), now),
+                version=str(r.get("version") or "?"),
+                release_id=str(r.get("release_id") or ""),
+                lines=record_words(r),
+                run_href=run_href(root, run.get("dag_id"), run.get("run_id")),
+            )
+        )
+    return rows

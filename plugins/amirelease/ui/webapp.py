@@ -196,6 +196,7 @@ def _app_page(
         read_at=present.when(snap.read_at, snap.read_at),
         live=present.live_groups(snap, airflow_root),
         timeline=present.timeline(snap, airflow_root),
+        drift=present.drift_rows(snap.drift, snap.read_at, airflow_root),
         amis=present.ami_rows(snap),
         preview=present.rollback_preview(snap, airflow_root),
         access=present.access_rows(snap.entry, _vault_prefix()),
