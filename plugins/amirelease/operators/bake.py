@@ -281,7 +281,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                 tool="Packer",
                 step="bake",
                 region=plan.home_region,
-                changed="Packer removes its builder when it fails, and this step removed its security group and key pair.",
+                changed="Packer removes its builder when it fails; this step removed its security group and key pair.",
             )
             if pushback is not None:
                 raise pushback
