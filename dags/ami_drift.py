@@ -23,10 +23,11 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
+from amirelease.constants import DEFAULT_AWS_CONN_ID, DagIds
 from amirelease.drift.wiring import drift_tasks, schedule
 
 with DAG(
-    dag_id="ami_drift",
+    dag_id=DagIds.DRIFT,
     dag_display_name="Drift: live resources vs their release (hourly)",
     description="Read-only Terraform plan of each app's live release against AWS; reports drift",
     schedule=schedule(),
@@ -37,6 +38,6 @@ with DAG(
     doc_md=__doc__,
     tags=["ami", "drift"],
     access_control=RELEASE_MANAGERS_READ,
-    default_args={"owner": "platform", "retries": 0, "aws_conn_id": "aws_default"},
+    default_args={"owner": "platform", "retries": 0, "aws_conn_id": DEFAULT_AWS_CONN_ID},
 ) as dag:
     drift_tasks()

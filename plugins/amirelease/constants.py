@@ -55,6 +55,7 @@ class DagIds:
     ROLLBACK: Final = "ami_rollback"
     RETENTION: Final = "ami_retention"
     RETENTION_MANUAL: Final = "ami_retention_manual"
+    DRIFT: Final = "ami_drift"
 
 
 DEFAULT_AWS_CONN_ID: Final = "aws_default"

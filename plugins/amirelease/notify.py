@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
+from amirelease.constants import DEFAULT_AWS_CONN_ID, DagIds
+
 log = logging.getLogger(__name__)
 
 
@@ -146,7 +148,7 @@ def sns_notifier(settings: dict[str, Any], notice: Notice, aws_conn_id: str | No
 NOTIFIERS: dict[str, Callable[[dict[str, Any], Notice, str | None], Any]] = {"sns": sns_notifier}
 
 
-def send(notice: Notice, settings: NotifySettings, aws_conn_id: str | None = "aws_default") -> list[str]:
+def send(notice: Notice, settings: NotifySettings, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> list[str]:
     """Send to every channel that wants this event; return what was sent or failed, in words.
     Never raises: a notifier that fails is a warning (the release is not the notifier's)."""
     done = []
@@ -201,7 +203,7 @@ def _conf(context: Any) -> dict[str, Any]:
 
 
 def _kind(dag_id: str, plan: dict[str, Any] | None) -> str:
-    if dag_id == "ami_rollback" or (plan or {}).get("re_release_of"):
+    if dag_id == DagIds.ROLLBACK or (plan or {}).get("re_release_of"):
         return "rollback"
     if (plan or {}).get("rebuild_of"):
         return "rebuild"
@@ -210,8 +212,8 @@ def _kind(dag_id: str, plan: dict[str, Any] | None) -> str:
 
 def _aws_conn_id(context: Any) -> str | None:
     task = context.get("task")
-    conn = getattr(task, "aws_conn_id", "aws_default")
-    return conn if conn is None or isinstance(conn, str) else "aws_default"
+    conn = getattr(task, "aws_conn_id", DEFAULT_AWS_CONN_ID)
+    return conn if conn is None or isinstance(conn, str) else DEFAULT_AWS_CONN_ID
 
 
 def _emit(context: Any, notice: Notice) -> None:
@@ -265,7 +267,7 @@ def release_refused(context: Any) -> None:
                 event=Events.RELEASE_FAILED,
                 app=app,
                 version=str(conf.get("version") or ""),
-                kind="rollback" if ti.dag_id == "ami_rollback" else "release",
+                kind="rollback" if ti.dag_id == DagIds.ROLLBACK else "release",
                 outcome=f"failed at '{ti.task_id}': refused before anything was built or changed",
                 reason=reason,
                 run_url=run_url(ti.dag_id, ti.run_id),
