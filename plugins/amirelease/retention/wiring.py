@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import Param, task
 
 from amirelease.operators.retention import MODES, AmiRetentionOperator
+from amirelease.retention.pacing import pace_retention
 from amirelease.retry import policy
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
@@ -60,4 +61,6 @@ def retention_tasks(*, mode: str | None) -> Any:
         # the deployment's one retry policy ([ami_release] aws_retry_mode / aws_max_attempts, retry.py)
         botocore_config=policy().botocore_config(),
         execution_timeout=timedelta(minutes=20),
+        # its EC2 calls keep to a share of the account's API budget ([ami_release] retention_api_share)
+        on_execute_callback=pace_retention,
     ).expand(region_name=policy_regions())
