@@ -1,6 +1,19 @@
 """Retention at account scale: ami_retention vs real Cloud Custodian on the same sandbox account.
 
     nice -n 10 .venv/bin/python bench/retention_bench.py [--sizes 1000,5000,10000] [--groups 300]
+        [--latency-ms 0,50,50-150] [--runs first,steady,later] [--pacing shipped|off]
+        [--token-buckets] [--release-probe 2]
+
+Latency (``--latency-ms``): each request to the sandbox is answered that many milliseconds late (a
+number, or ``low-high`` drawn per request), slept outside moto's lock (sandbox/aws/latency.py), so
+concurrent requests are served side by side as AWS serves them; every size is run at every
+latency. ``--token-buckets``: the sandbox throttles EC2 as AWS does, with AWS's bucket sizes
+(sandbox/aws/token_bucket.py), and the bench counts who was throttled. ``--pacing``: ours as
+shipped (``[ami_release] retention_api_share`` 0.5, retention/pacing.py) or ``off``.
+``--release-probe R``: while each run goes, a release's read calls (``DescribeImages``,
+``DescribeInstances``, ``DescribeLaunchTemplateVersions`` of one app, no retries, its own access
+key) are made R times a second beside it, to see whether the run leaves the release its budget
+(a probe of the calls, not a release).
 
 For each size N, one account (own AMIs, 2N instances, a few hundred Auto Scaling groups
 each on its own launch template, some pinning a version, some on $Latest or $Default, a
@@ -231,6 +244,67 @@ class Result:
     requests: dict[str, int]
     outcome: str
     load: float = 0.0  # the machine's 1-minute load average when the run ended
+    latency: str = "0"
+    throttled: int = 0  # requests of the contender the sandbox's token buckets refused
+    pacing: dict[str, Any] | None = None  # ours: the pacer's summary (calls, waited seconds)
+    probe: dict[str, int] = field(default_factory=dict)  # the release probe's outcomes
+
+
+class ReleaseProbe:
+    """A release's read calls beside a run, ``rate`` a second, no retries, its own access key."""
+
+    KEY = "release-probe"
+
+    def __init__(self, sb: Any, rate: float) -> None:
+        import threading
+
+        import boto3
+        from botocore.config import Config
+
+        self.rate = rate
+        self.ec2 = boto3.client(
+            "ec2",
+            endpoint_url=sb.endpoint_url,
+            region_name=sb.region,
+            aws_access_key_id=self.KEY,
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        self.stop = threading.Event()
+        self.outcomes: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()  # by action, to take out of the contender's count
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ReleaseProbe:
+        if self.rate > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        from botocore.exceptions import ClientError
+
+        names = ("ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeLaunchTemplateVersions")
+        calls = (
+            lambda: self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:App", "Values": ["app-001"]}]),
+            lambda: self.ec2.describe_instances(
+                Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": ["app-001"]}], MaxResults=100
+            ),
+            lambda: self.ec2.describe_launch_template_versions(LaunchTemplateName="app-001", Versions=["$Latest"]),
+        )
+        i = 0
+        while not self.stop.wait(1.0 / self.rate):
+            self.calls[names[i % len(names)]] += 1
+            try:
+                calls[i % len(calls)]()
+                self.outcomes["ok"] += 1
+            except ClientError as exc:
+                self.outcomes[exc.response["Error"]["Code"]] += 1
+            i += 1
 
 
 def _policy(cap: int, checks: bool = True) -> str:
@@ -289,9 +363,26 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--groups", type=int, default=300)
     parser.add_argument("--contenders", default="custodian,ours,ours-uncapped")
+    parser.add_argument("--latency-ms", default="0", help="per-request latencies, e.g. 0,50,50-150")
+    parser.add_argument("--runs", default="first,steady,later", help="which runs: first, steady, later")
+    parser.add_argument("--pacing", choices=("shipped", "off"), default="shipped")
+    parser.add_argument("--token-buckets", action="store_true", help="the sandbox throttles EC2 as AWS does")
+    parser.add_argument("--release-probe", type=float, default=0.0, help="a release's read calls per second")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     contenders = args.contenders.split(",")
+    latencies = [x.strip() for x in args.latency_ms.split(",") if x.strip()]
+    labels = {"first": "first", "steady": "steady", "later": "8 days later", "8 days later": "8 days later"}
+    runs = [labels[r.strip()] for r in args.runs.split(",")]
+    from sandbox.aws.latency import parse_ms
+
+    for latency in latencies:
+        parse_ms(latency)  # a bad value fails here, before any account is made
+    print(
+        f"load {os.getloadavg()}, latencies {latencies} ms, runs {runs}, pacing {args.pacing}, "
+        f"token buckets {'on' if args.token_buckets else 'off'}, release probe {args.release_probe}/s",
+        flush=True,
+    )
     if "custodian" in contenders:
         c7n_python()
 
@@ -319,6 +410,8 @@ def main() -> None:
             }
         ),
     )
+    if args.pacing == "off":
+        env["AIRFLOW__AMI_RELEASE__RETENTION_API_SHARE"] = "off"
     shipped, uncapped = _policy(50), _policy(1_000_000)
     policies = {
         "ours": shipped,
@@ -330,73 +423,111 @@ def main() -> None:
     accounts: dict[int, Account] = {}
     try:
         for n in sizes:
-            for who in contenders:
-                sb.reset()
-                acct = populate(sb, n, args.groups)
-                accounts[n] = acct
-                print(
-                    f"{n:>6} AMIs, {acct.instances} instances, {acct.groups} groups {dict(acct.spec)}, "
-                    f"{acct.due_marks} due Custodian marks: populated in {acct.seconds:.0f} s, running {who}",
-                    flush=True,
-                )
-                for label in ("first", "steady", "8 days later"):
-                    if label == "8 days later":
-                        age_account(sb, 8)
-                    if who == "custodian":
-                        text = CUSTODIAN_DEREGISTER if label == "8 days later" else CUSTODIAN_POLICY
-                        data, process, counts = run_custodian(sb, env, text)
-                    else:
-                        data, process, counts = run_ours(sb, env, policies[who])
-                    r = Result(n, who, label, data["seconds"], process, counts, data["outcome"], os.getloadavg()[0])
-                    results.append(r)
+            for latency in latencies:
+                for who in contenders:
+                    sb.reset()  # latency and token buckets off while the account is made
+                    acct = populate(sb, n, args.groups)
+                    accounts[n] = acct
                     print(
-                        f"    {label:<13} {r.seconds:7.2f} s  {sum(counts.values()):5d} requests  {r.outcome}",
+                        f"{n:>6} AMIs, {acct.instances} instances, {acct.groups} groups {dict(acct.spec)}, "
+                        f"{acct.due_marks} due Custodian marks: populated in {acct.seconds:.0f} s, "
+                        f"running {who} at {latency} ms",
                         flush=True,
                     )
+                    for label in runs:
+                        if label == "8 days later":
+                            age_account(sb, 8)
+                        sb.configure(latency_ms=latency, token_buckets=bool(args.token_buckets))
+                        with ReleaseProbe(sb, args.release_probe) as probe:
+                            if who == "custodian":
+                                text = CUSTODIAN_DEREGISTER if label == "8 days later" else CUSTODIAN_POLICY
+                                data, process, counts = run_custodian(sb, env, text)
+                            else:
+                                data, process, counts = run_ours(sb, env, policies[who])
+                        counts = {k: v - probe.calls.get(k, 0) for k, v in counts.items() if v > probe.calls.get(k, 0)}
+                        throttles = sb.token_buckets.as_dict()["throttled_by_caller"]
+                        sb.configure(latency_ms=0, token_buckets=False)
+                        r = Result(
+                            n,
+                            who,
+                            label,
+                            data["seconds"],
+                            process,
+                            counts,
+                            data["outcome"],
+                            os.getloadavg()[0],
+                            latency=latency,
+                            throttled=sum(throttles.get("testing", {}).values()),
+                            pacing=data.get("pacing"),
+                            probe=dict(probe.outcomes),
+                        )
+                        results.append(r)
+                        paced = f"  paced, waited {r.pacing['waited_seconds']:.1f} s" if r.pacing else ""
+                        print(
+                            f"    {label:<13} {r.seconds:7.2f} s  {sum(counts.values()):5d} requests  "
+                            f"{r.throttled} throttled{paced}  probe {r.probe or '-'}  load {r.load:.1f}  "
+                            f"{r.outcome}",
+                            flush=True,
+                        )
     finally:
         sb.stop()
     report(results, accounts)
 
 
 def report(results: list[Result], accounts: dict[int, Account]) -> None:
-    print("\n| AMIs | instances | contender | run | run s | process s | load | requests | by action | outcome |")
-    print("|---:|---:|---|---|---:|---:|---:|---:|---|---|")
+    print(
+        "\n| AMIs | latency ms | contender | run | run s | process s | load | requests | requests/s | throttled "
+        "| paced: waited s | release probe | by action | outcome |"
+    )
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in results:
         by_action = ", ".join(f"{a.split(':')[1]} {c}" for a, c in sorted(r.requests.items(), key=lambda kv: -kv[1]))
+        total = sum(r.requests.values())
+        waited = f"{r.pacing['waited_seconds']:.1f}" if r.pacing else "-"
+        probe = ", ".join(f"{k} {v}" for k, v in sorted(r.probe.items())) or "-"
         print(
-            f"| {r.size:,} | {accounts[r.size].instances:,} | {r.contender} | {r.run} | {r.seconds:.2f} | "
-            f"{r.process:.2f} | {r.load:.1f} | {sum(r.requests.values())} | {by_action} | {r.outcome} |"
+            f"| {r.size:,} | {r.latency} | {r.contender} | {r.run} | {r.seconds:.2f} | {r.process:.2f} | "
+            f"{r.load:.1f} | {total} | {total / max(r.seconds, 1e-9):.1f} | {r.throttled} | {waited} | {probe} | "
+            f"{by_action} | {r.outcome} |"
         )
-    print("\n| AMIs | run | Custodian s | ours s | ours / Custodian | ours uncapped s | uncapped / Custodian |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    by = {(r.size, r.contender, r.run): r for r in results}
+    by = {(r.size, r.latency, r.contender, r.run): r for r in results}
+    latencies = list(dict.fromkeys(r.latency for r in results))
+    runs = list(dict.fromkeys(r.run for r in results))
 
     def cell(x: Result | None) -> str:
-        return f"{x.seconds:.2f}" if x else "-"
+        return f"{x.seconds:.2f} ({sum(x.requests.values())})" if x else "-"
 
     def ratio(x: Result | None, base: Result | None) -> str:
         return f"{x.seconds / base.seconds:.2f}" if x and base else "-"
 
+    print(
+        "\n| AMIs | latency ms | run | Custodian s (requests) | ours s (requests) | ours / Custodian "
+        "| ours uncapped s | uncapped / Custodian | ours without AWS checks s | with / without checks |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n in sorted(accounts):
-        for label in ("first", "steady", "8 days later"):
-            c = by.get((n, "custodian", label))
-            o = by.get((n, "ours", label))
-            u = by.get((n, "ours-uncapped", label))
-            print(f"| {n:,} | {label} | {cell(c)} | {cell(o)} | {ratio(o, c)} | {cell(u)} | {ratio(u, c)} |")
-    if any(r.contender.endswith("nochecks") for r in results):
-        print(
-            "\n| AMIs | run | ours s | without AWS checks s | with / without "
-            "| uncapped s | uncapped without s | with / without |"
-        )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|")
-        for n in sorted(accounts):
-            for label in ("first", "steady", "8 days later"):
-                o, on = by.get((n, "ours", label)), by.get((n, "ours-nochecks", label))
-                u, un = by.get((n, "ours-uncapped", label)), by.get((n, "ours-uncapped-nochecks", label))
+        for lat in latencies:
+            for label in runs:
+                c = by.get((n, lat, "custodian", label))
+                o = by.get((n, lat, "ours", label))
+                u = by.get((n, lat, "ours-uncapped", label))
+                on = by.get((n, lat, "ours-nochecks", label))
+                if not any((c, o, u, on)):
+                    continue
                 print(
-                    f"| {n:,} | {label} | {cell(o)} | {cell(on)} | {ratio(o, on)} | {cell(u)} | {cell(un)} | "
-                    f"{ratio(u, un)} |"
+                    f"| {n:,} | {lat} | {label} | {cell(c)} | {cell(o)} | {ratio(o, c)} | {cell(u)} | "
+                    f"{ratio(u, c)} | {cell(on)} | {ratio(o, on)} |"
                 )
+    if any(r.contender == "ours-uncapped-nochecks" for r in results):
+        print("\n| AMIs | latency ms | run | ours uncapped s | uncapped without checks s | with / without |")
+        print("|---:|---|---|---:|---:|---:|")
+        for n in sorted(accounts):
+            for lat in latencies:
+                for label in runs:
+                    u = by.get((n, lat, "ours-uncapped", label))
+                    un = by.get((n, lat, "ours-uncapped-nochecks", label))
+                    if u or un:
+                        print(f"| {n:,} | {lat} | {label} | {cell(u)} | {cell(un)} | {ratio(u, un)} |")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ def ours(policy_path: str, out: str) -> None:
     import airflow.sdk.execution_time.task_runner  # noqa: F401
 
     from amirelease.operators.retention import AmiRetentionOperator
+    from amirelease.retention.pacing import pace_retention
 
     op = AmiRetentionOperator(task_id="retention", region_name="us-east-1", policy_path=policy_path)
+    # as the task does it (wiring.py's on_execute_callback): paced unless retention_api_share = off
+    pace_retention({"task": op})
     now = datetime.now(UTC)
     context = {"data_interval_end": now, "logical_date": now, "run_id": f"bench__{now:%Y%m%dT%H%M%S%f}"}
     start = time.perf_counter()
@@ -37,7 +40,11 @@ def ours(policy_path: str, out: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the bench reports any failure of the run
         summary, error = {}, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
-    Path(out).write_text(json.dumps({"seconds": seconds, "summary": summary, "error": error}, default=str))
+    pacer = getattr(op, "retention_pacer", None)
+    pacing = pacer.summary() if pacer is not None else None
+    Path(out).write_text(
+        json.dumps({"seconds": seconds, "summary": summary, "error": error, "pacing": pacing}, default=str)
+    )
 
 
 def custodian(policy_path: str, out_dir: str, out: str) -> None:

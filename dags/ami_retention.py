@@ -55,7 +55,7 @@ with DAG(
     # Only the scheduler starts runs: no manual run (dated in the future or not) can act or
     # occupy the one active-run slot. Manual runs: the DAG ami_retention_manual.
     allowed_run_types=["scheduled"],
-    dagrun_timeout=timedelta(minutes=30),
+    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention/wiring.py
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],

@@ -35,7 +35,7 @@ with DAG(
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=30),
+    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention/wiring.py
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],

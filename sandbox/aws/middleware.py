@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 from .state import LOCK, RUNTIME
+from .token_bucket import THROTTLE_CODE, THROTTLE_MESSAGE, THROTTLE_STATUS
 
 if TYPE_CHECKING:
     from .sandbox import AwsSandbox
@@ -223,6 +224,7 @@ class SandboxMiddleware:
         truncate, keep = False, None
         assume: dict[str, Any] | None = None  # an sts:AssumeRole request's parameters
         if action and not internal:
+            RUNTIME.latency.wait()  # AWS's round trip, outside moto's lock (latency.py)
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
                 self.callers[(agent_of(environ), f"{service}:{action}")] += 1
@@ -245,6 +247,11 @@ class SandboxMiddleware:
                 payload, headers = error_body(service, json_protocol, code, message)
                 headers.append(("Content-Length", str(len(payload))))
                 start_response(_status_line(status), headers)
+                return [payload]
+            if RUNTIME.token_buckets.enabled and not self._token(environ, service, action, body):
+                payload, headers = error_body(service, json_protocol, THROTTLE_CODE, THROTTLE_MESSAGE)
+                headers.append(("Content-Length", str(len(payload))))
+                start_response(_status_line(THROTTLE_STATUS), headers)
                 return [payload]
             truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
         if service == "rbin":  # moto has no Recycle Bin: sandbox/aws/recycle_bin.py answers
@@ -276,6 +283,16 @@ class SandboxMiddleware:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
+
+    def _token(self, environ: dict[str, Any], service: str, action: str, body: bytes) -> bool:
+        """EC2's token bucket for this request's account, Region and action (token_bucket.py)."""
+        from moto.iam.models import get_account_id_from
+
+        match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = match.group(1) if match else self.sandbox.region
+        key = _access_key(environ)
+        params = parse_qs(body.decode("utf-8", "replace") or environ.get("QUERY_STRING", ""))
+        return RUNTIME.token_buckets.take(service, action, get_account_id_from(key or "testing"), region, params, key)
 
     def _recycle_bin(self, environ: dict[str, Any], body: bytes, start_response: Callable[..., Any]) -> Iterable[bytes]:
         from moto.iam.models import get_account_id_from

@@ -63,6 +63,8 @@ class AwsSandbox:
         self.account_id: str = str(self.spec.get("account_id", "123456789012"))
         self.account: dict[str, Any] = {}
         self.faults: Faults = RUNTIME.faults
+        self.latency = RUNTIME.latency  # AWS's round trip per request (latency.py)
+        self.token_buckets = RUNTIME.token_buckets  # EC2's request throttling (token_bucket.py)
         self._refresh_batch_seconds = refresh_batch_seconds
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
@@ -134,6 +136,8 @@ class AwsSandbox:
         with LOCK:
             refresh.reset()
         RUNTIME.faults.clear()
+        RUNTIME.latency.clear()
+        RUNTIME.token_buckets.clear()
 
     def __enter__(self) -> AwsSandbox:
         return self.start()
@@ -154,7 +158,22 @@ class AwsSandbox:
         refresh_batch_seconds: float | None = None,
         checkpoint_delay_scale: float | None = None,
         windows_password_seconds: float | None = None,
+        latency_ms: Any = None,
+        token_buckets: bool | dict[str, Any] | None = None,
     ) -> None:
+        """``latency_ms``: AWS's round trip per request, a number or ``[low, high]`` (0: off;
+        latency.py). ``token_buckets``: EC2's request throttling on (True, or the keyword arguments
+        of ``TokenBuckets.configure``: ``scale``, ``classes``, ``actions``) or off (False;
+        token_bucket.py). A reset turns both off."""
+        if latency_ms is not None:
+            RUNTIME.latency.set(latency_ms)
+        if token_buckets is not None:
+            if isinstance(token_buckets, dict):
+                RUNTIME.token_buckets.configure(**{"enabled": True, **token_buckets})
+            elif token_buckets:
+                RUNTIME.token_buckets.configure(enabled=True)
+            else:
+                RUNTIME.token_buckets.clear()
         if windows_password_seconds is not None:
             RUNTIME.config.windows_password_seconds = float(windows_password_seconds)
         if refresh_batch_seconds is not None:
@@ -168,6 +187,8 @@ class AwsSandbox:
             refresh.reset()
             recycle_bin.reset()
             RUNTIME.faults.clear()
+            RUNTIME.latency.clear()
+            RUNTIME.token_buckets.clear()
             RUNTIME.ssm_rules[:] = list(self.spec.get("ssm_responses") or [])
             if RUNTIME.builders is not None:
                 RUNTIME.builders.reset()
@@ -597,6 +618,8 @@ class AwsSandbox:
                 "refresh_batch_seconds": RUNTIME.config.refresh_batch_seconds,
                 "checkpoint_delay_scale": RUNTIME.config.checkpoint_delay_scale,
                 "windows_password_seconds": RUNTIME.config.windows_password_seconds,
+                "latency_ms": RUNTIME.latency.as_dict()["latency_ms"],
+                "token_buckets": RUNTIME.token_buckets.enabled,
             },
             "instance_refreshes": refreshes,
             "builders": {"enabled": RUNTIME.builders.enabled, "reason": RUNTIME.builders.reason}
@@ -635,6 +658,17 @@ class AwsSandbox:
         if path == "config" and method == "POST":
             self.configure(**payload)
             return 200, self.state()["config"]
+        if path == "latency" and method == "GET":
+            return 200, RUNTIME.latency.as_dict()
+        if path == "throttling":
+            if method == "GET":
+                return 200, RUNTIME.token_buckets.as_dict()
+            if method == "POST":
+                RUNTIME.token_buckets.configure(**payload)
+                return 200, RUNTIME.token_buckets.as_dict()
+            if method == "DELETE":
+                RUNTIME.token_buckets.clear()
+                return 200, RUNTIME.token_buckets.as_dict()
         if path == "builders" and RUNTIME.builders is not None:
             if method == "GET":
                 return 200, RUNTIME.builders.state()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import Faults
+from .latency import Latency
+from .token_bucket import TokenBuckets
 
 LOCK = threading.RLock()
 
@@ -29,6 +31,8 @@ class Runtime:
     config: Config = field(default_factory=Config)
     ssm_rules: list[dict[str, Any]] = field(default_factory=list)
     builders: Any = None  # sandbox.builders.Builders while an AwsSandbox with builders runs
+    latency: Latency = field(default_factory=Latency)  # AWS's round trip (latency.py)
+    token_buckets: TokenBuckets = field(default_factory=TokenBuckets)  # EC2's throttling (token_bucket.py)
 
 
 RUNTIME = Runtime()

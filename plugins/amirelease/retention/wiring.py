@@ -22,6 +22,7 @@ from airflow.sdk import Param, task
 from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.operators.retention import MODES
 from amirelease.retention.accounts import AccountRetentionOperator
+from amirelease.retention.pacing import pace_retention
 from amirelease.retry import policy
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
@@ -98,8 +99,12 @@ def retention_tasks(*, mode: str | None) -> Any:
         aws_conn_id=DEFAULT_AWS_CONN_ID,
         # the deployment's one retry policy ([ami_release] aws_retry_mode / aws_max_attempts, retry.py)
         botocore_config=policy().botocore_config(),
-        execution_timeout=timedelta(minutes=20),
+        # paced (below), a first run of a large account takes long: AWS lets EnableImageDeprecation
+        # (one per new mark) through at 5 a second; 5,000 AMIs' first run took 891 s (bench)
+        execution_timeout=timedelta(minutes=60),
         max_active_tis_per_dagrun=max_parallel(),
+        # its EC2 calls keep to a share of the account's API budget ([ami_release] retention_api_share)
+        on_execute_callback=pace_retention,
     ).expand_kwargs(targets)
     retention_summary(targets, runs.output)  # type: ignore[arg-type]  # XComArgs, resolved at run time
     return runs
