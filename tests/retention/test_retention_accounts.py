@@ -146,7 +146,7 @@ def test_three_accounts_two_regions_one_role_missing(org, sandbox, airflow_db):
 
     workers_before = {r: _images(sandbox, None, r) for r in REGIONS}
     broken_before = {r: _images(sandbox, ACCOUNTS[BROKEN], r) for r in REGIONS}
-    keys_before = sandbox.access_keys()
+    keys_before, calls_before = sandbox.access_keys(), sandbox.callers()
 
     dr = _fresh_dag().test()
 
@@ -201,9 +201,12 @@ def test_three_accounts_two_regions_one_role_missing(org, sandbox, airflow_db):
     # role's session, none by the workers' own key; one AssumeRole per task that worked
     roles = sandbox.assumed_roles()
     after = sandbox.access_keys()
+    calls = sandbox.callers()
+    made = {c for c, n in calls.items() if n > calls_before.get(c, 0)}  # by this run (other tests' calls stay)
+    assert ("airflow", "ec2:DescribeImages") in made
     for (sender, call), keys in after.items():
         new = keys - keys_before.get((sender, call), set())
-        if sender == "airflow" and call.split(":")[0] in ("ec2", "autoscaling"):
+        if (sender, call) in made and sender == "airflow" and call.split(":")[0] in ("ec2", "autoscaling"):
             assert new and all(roles.get(k) in (org["roles"]["alpha"], org["roles"]["beta"]) for k in new), call
     assumed = [a["RoleArn"] for a in sandbox.assume_requests()]
     assert assumed.count(org["roles"]["alpha"]) == len(REGIONS)
