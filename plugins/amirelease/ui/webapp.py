@@ -218,6 +218,33 @@ def _app_page(
     )
 
 
+def _may_act(user: Any, what: str) -> None:
+    """The page's writes (lift a hold, restore an AMI) need what ami_rollback's trigger needs."""
+    if not may_lift_holds(user):
+        raise HTTPException(
+            403,
+            f"You may not {what}: it needs the permission to trigger ami_rollback. "
+            "Ask somebody on call who has it, or an Airflow admin.",
+        )
+
+
+async def _act(request: Request, user: Any, app_name: str, action: Any, *, failed: str, back: str) -> Response:
+    """Run one of the page's writes with the form's reason, as this user: its refusal in words on
+    the page (400), else back to the app's page (``back``: the query that says what was done)."""
+    from starlette.concurrency import run_in_threadpool
+
+    form = await request.form()
+    reason = str(form.get("reason") or "")
+    who = user.get_name() if hasattr(user, "get_name") else str(user)
+    try:
+        done = await run_in_threadpool(action, reason, who)
+    except ReleaseError as exc:
+        return await run_in_threadpool(_app_page, request, app_name, user, error=f"{failed}: {exc}", status_code=400)
+    log.info("Releases page: %s", done.summary())
+    here, _ = _roots(request)
+    return RedirectResponse(f"{here}/apps/{quote(app_name, safe='')}?{back}#holds", status_code=303)
+
+
 def _vault_prefix() -> str:
     from amirelease.hooks.vault import vault_path_prefix
 
@@ -268,30 +295,17 @@ def create_app() -> FastAPI:
 
     @app.post("/apps/{app_name}/holds/{release_id}/lift", response_class=HTMLResponse)
     async def lift(request: Request, app_name: str, release_id: str, user: UserDep) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         from amirelease.holds import lift_hold
 
-        if not may_lift_holds(user):
-            raise HTTPException(
-                403,
-                "You may not lift a forensic hold: it needs the permission to trigger ami_rollback. "
-                "Ask somebody on call who has it, or an Airflow admin.",
-            )
+        _may_act(user, "lift a forensic hold")
         name = _known_app(app_name)
-        form = await request.form()
-        reason = str(form.get("reason") or "")
-        who = user.get_name() if hasattr(user, "get_name") else str(user)
-        try:
-            done = await run_in_threadpool(lift_hold, app=name, release_id=release_id, reason=reason, by=who)
-        except ReleaseError as exc:
-            return await run_in_threadpool(
-                _app_page, request, name, user, error=f"Hold not lifted: {exc}", status_code=400
-            )
-        log.info("Releases page: %s", done.summary())
-        here, _ = _roots(request)
-        return RedirectResponse(
-            f"{here}/apps/{quote(name, safe='')}?lifted={quote(release_id, safe='')}#holds", status_code=303
+        return await _act(
+            request,
+            user,
+            name,
+            lambda reason, who: lift_hold(app=name, release_id=release_id, reason=reason, by=who),
+            failed="Hold not lifted",
+            back=f"lifted={quote(release_id, safe='')}",
         )
 
     @app.post("/apps/{app_name}/images/{region}/{image_id}/restore", response_class=HTMLResponse)
@@ -304,12 +318,7 @@ def create_app() -> FastAPI:
         from amirelease.ui import present
         from amirelease.ui.collect import read_app
 
-        if not may_lift_holds(user):
-            raise HTTPException(
-                403,
-                "You may not restore an AMI: it needs the permission to trigger ami_rollback. "
-                "Ask somebody on call who has it, or an Airflow admin.",
-            )
+        _may_act(user, "restore an AMI")
         name = _known_app(app_name)
         snap = await run_in_threadpool(read_app, name)
         if not any(a.ami == image_id and a.region == region and a.restorable for a in present.ami_rows(snap)):
@@ -321,19 +330,13 @@ def create_app() -> FastAPI:
                 error=f"Not restored: {image_id} is not one of {name}'s release AMIs in the Recycle Bin of {region}",
                 status_code=404,
             )
-        form = await request.form()
-        reason = str(form.get("reason") or "")
-        who = user.get_name() if hasattr(user, "get_name") else str(user)
-        try:
-            done = await run_in_threadpool(restore_ami, image_id=image_id, region=region, reason=reason, by=who)
-        except ReleaseError as exc:
-            return await run_in_threadpool(
-                _app_page, request, name, user, error=f"Not restored: {exc}", status_code=400
-            )
-        log.info("Releases page: %s", done.summary())
-        here, _ = _roots(request)
-        return RedirectResponse(
-            f"{here}/apps/{quote(name, safe='')}?restored={quote(image_id, safe='')}#holds", status_code=303
+        return await _act(
+            request,
+            user,
+            name,
+            lambda reason, who: restore_ami(image_id=image_id, region=region, reason=reason, by=who),
+            failed="Not restored",
+            back=f"restored={quote(image_id, safe='')}",
         )
 
     @app.post("/apps/{app_name}/rollback", response_class=HTMLResponse)
