@@ -17,10 +17,10 @@ MARK = "maid_status"
 DUE_NOW = "demo-web-0.9.4"  # seeded with a Custodian mark due yesterday, eligible: goes on the first run
 
 
-def _policy(tmp_path, **changes):
+def _policy(tmp_path, name="policy.yaml", **changes):
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
     data.update(changes)
-    path = tmp_path / "policy.yaml"
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -322,3 +322,75 @@ def test_an_image_aws_keeps_does_not_stall_the_drain(sandbox, tmp_path):
     assert _image(sandbox, newer) is None and newer in _bin(sandbox)[0]
     assert summary["counts"]["deregister"] == 1
     assert latest(sandbox)["aws_references"]["disagreements"] == 1
+
+
+def test_the_scream_test_disables_before_the_due_date_and_anything_that_unmarks_enables(sandbox, tmp_path):
+    """Policy `scream_test_days: 3`: a marked image is disabled (launches fail) once its due time
+    is 3 days away; a hold enables it again in the next run; `restore-ami` enables one at once;
+    an image somebody else disabled is left alone; turning the option off enables the rest; a
+    disabled image is still deregistered (into the bin) when due."""
+    from botocore.exceptions import ClientError
+
+    from amirelease.retention.restore import restore_ami
+    from amirelease.retention.scream import DISABLED_TAG
+
+    ec2 = sandbox.client("ec2", internal=True)
+    on = _policy(tmp_path, scream_test_days=3)
+    first = run_retention(sandbox, policy_path=on)
+    assert first["counts"]["mark"] == 5 and first["applied"]["disabled"] == 0  # due in 7+ days: not yet
+    marked = [i["image_id"] for i in first["items"] if i["action"] == "mark"]
+    held, restored, other, *rest = marked
+    ec2.disable_image(ImageId=other)  # somebody else's decision: no tag of ours
+
+    age_account(sandbox, 5)  # the marks are due within 3 days now
+    second = run_retention(sandbox, policy_path=on)
+    assert second["applied"]["disabled"] == 4, second["applied"]
+    for image_id in (held, restored, *rest):
+        image = _image(sandbox, image_id)
+        assert image["State"] == "disabled" and DISABLED_TAG in _tags(image), image_id
+    assert DISABLED_TAG not in _tags(_image(sandbox, other)) and _image(sandbox, other)["State"] == "disabled"
+    with pytest.raises(ClientError, match="InvalidAMIID"):  # the scream: a launch fails
+        ec2.run_instances(ImageId=held, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    assert run_retention(sandbox, policy_path=on)["applied"]["disabled"] == 0  # steady: no call again
+
+    # a hold unmarks it: the next run enables it and drops our tag
+    ec2.create_tags(Resources=[held], Tags=[{"Key": "ForensicHold", "Value": "INC-7: web-b still launches it"}])
+    third = run_retention(sandbox, policy_path=on)
+    assert third["applied"]["enabled_again"] == 1 and third["applied"]["disabled"] == 0
+    image = _image(sandbox, held)
+    assert image["State"] == "available" and DISABLED_TAG not in _tags(image)
+    ec2.run_instances(ImageId=held, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+
+    # restore-ami is the way back at once for a disabled image that is still registered
+    done = restore_ami(image_id=restored, region=sandbox.region, reason="INC-8: batch job launches it", by="carol")
+    image = _image(sandbox, restored)
+    assert done.already_back and image["State"] == "available"
+    assert {MARK, DISABLED_TAG}.isdisjoint(_tags(image)) and "carol" in _tags(image)["ForensicHold"]
+
+    # still due and disabled: deregistered into the bin like any other (a disabled image may go)
+    age_account(sandbox, 4)
+    gone = run_retention(sandbox, policy_path=on)
+    assert {i["image_id"] for i in gone["items"] if i["action"] == "deregister"} >= set(rest)
+    assert set(rest) <= _bin(sandbox)[0]
+    assert other in _bin(sandbox)[0]  # somebody else's disabled image goes when due, like the rest
+
+
+def test_turning_the_scream_test_off_enables_what_it_disabled(sandbox, tmp_path):
+    from amirelease.retention.scream import DISABLED_TAG
+
+    on, off = _policy(tmp_path, "on.yaml", scream_test_days=30), _policy(tmp_path, "off.yaml", scream_test_days=0)
+    first = run_retention(sandbox, policy_path=on)  # due within 30 days: disabled as it is marked
+    assert first["applied"]["disabled"] == first["counts"]["mark"] == 5
+    ec2 = sandbox.client("ec2", internal=True)
+    theirs = next(i["image_id"] for i in first["items"] if i["action"] == "keep" and "too young" in i["reason"])
+    ec2.disable_image(ImageId=theirs)  # somebody else's: turning ours off leaves it disabled
+    dry = run_retention(sandbox, policy_path=off, mode="dry_run")
+    assert "enabled_again" not in dry.get("applied", {}) or dry["applied"]["enabled_again"] == 0
+    assert sum(_image(sandbox, i["image_id"])["State"] == "disabled" for i in first["items"] if i["action"] == "mark") == 5
+    later = run_retention(sandbox, policy_path=off)
+    assert later["applied"]["enabled_again"] == 5
+    for item in first["items"]:
+        if item["action"] == "mark":
+            image = _image(sandbox, item["image_id"])
+            assert image["State"] == "available" and DISABLED_TAG not in _tags(image)
+    assert _image(sandbox, theirs)["State"] == "disabled"

@@ -132,7 +132,9 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         "ec2:DescribeImages",
         "ec2:DescribeInstances",
         "ec2:DescribeLaunchTemplateVersions",
+        "ec2:DisableImage",  # the scream test (scream.py), when the policy turns it on
         "ec2:DisableImageDeprecation",
+        "ec2:EnableImage",
         "ec2:EnableImageDeprecation",
         "rbin:GetRule",
         "rbin:ListRules",
@@ -224,7 +226,7 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease.ledger import ledger_bucket
-        from amirelease.retention import aws, recycle_aws
+        from amirelease.retention import aws, recycle_aws, scream
         from amirelease.retention.consistency import checked
         from amirelease.retention.decide import Action, decide
         from amirelease.retention.policy import load_policy
@@ -291,6 +293,8 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
             )
         if policy.mark_deprecates and not plan.dry_run and not plan.stopped:
             applied.update(aws.sync_deprecations(ec2, plan, collected.images, wall_clock))
+        # the scream test (scream.py): after the deregistrations, so it never touches what went
+        applied.update(scream.sync(ec2, plan, collected.images, wall_clock, policy))
         if failed:
             plan = replace(
                 plan,
@@ -330,6 +334,8 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
                 fix="the rest of the plan was applied; the next run retries the failed images",
             )
         self.log.info("Applied: %s", {k: v for k, v in applied.items() if k != "errors"})
+        if applied.get("scream_test_errors"):
+            self.log.warning("Scream test not applied (the next run tries again): %s", applied["scream_test_errors"])
         if applied.get("deprecation_errors"):
             self.log.warning("Deprecations not written (the next run tries again): %s", applied["deprecation_errors"])
         return summary(plan, region=region, max_items=policy.report_max_items, applied=applied, report_uris=uris)

@@ -77,6 +77,8 @@ class RetentionPolicy:
     recycle_bin_days: int = 14
     # a mark is also an AWS deprecation (DeprecationTime = the mark's due time)
     mark_deprecates: bool = True
+    # the scream test (scream.py): disable a marked image this many days before it is due (0: off)
+    scream_test_days: int = 0
     # an image AWS says launched an instance within this many days is kept (0: off)
     recently_launched_days: int = 30
     # before a deregistration, DescribeImageReferences must find nothing (where the API answers)
@@ -133,6 +135,7 @@ class RetentionPolicy:
             recycle_bin_tag_value=bin_tag.get("value", defaults.recycle_bin_tag_value),
             recycle_bin_days=bin_conf.get("retention_days", defaults.recycle_bin_days),
             mark_deprecates=data.get("mark_deprecates", defaults.mark_deprecates),
+            scream_test_days=data.get("scream_test_days", defaults.scream_test_days),
             recently_launched_days=prot.get("recently_launched_days", defaults.recently_launched_days),
             aws_reference_check=(prot.get("aws_references") or {}).get("enabled", defaults.aws_reference_check),
             reference_version_depth=(prot.get("aws_references") or {}).get(

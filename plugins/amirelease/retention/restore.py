@@ -10,14 +10,17 @@
    bucket), else every snapshot in the bin whose description names the image (AWS's
    ``Created by CreateImage(…) for ami-…``);
 3. the image comes back (``RestoreImageFromRecycleBin``) and is waited for (``available``);
-4. its mark goes (the mark tag, and the AWS deprecation), a forensic hold comes on
+4. its mark goes (the mark tag, and the AWS deprecation); an image the scream test disabled
+   (retention/scream.py) is enabled again, so it launches at once; a forensic hold comes on
    (``ForensicHold`` = who and when, ``ForensicHoldReason`` = why), so retention keeps it until
    somebody lifts the hold (``make release-hold``);
 5. it is recorded: ``retention/restores/<region>/<image>-<time>.json`` in the ledger bucket, and,
    for an image of one of our releases (tags ``App``/``ReleaseId``), a ``forensic_hold`` and a
    ``restores`` entry in that release's ledger record.
 
-Safe to repeat: an image already back is not restored again, but still gets its hold.
+Safe to repeat: an image already back is not restored again, but still gets its hold. That is
+also the way back for an image the scream test disabled before its due date (still registered):
+``make restore-ami`` enables it, unmarks it and holds it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from amirelease.errors import ReleaseError
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 from amirelease.retention.policy import RetentionPolicy, load_policy
 from amirelease.retention.recycle_aws import read_record
+from amirelease.retention.scream import DISABLED_TAG
 
 MIN_REASON_CHARS = MIN_REASON  # one rule for every reason a person gives: constants.py
 RESTORE_PREFIX = "retention/restores"
@@ -43,6 +47,7 @@ RESTORE_IAM_ACTIONS: tuple[str, ...] = (
     "ec2:DescribeImages",
     "ec2:DescribeSnapshots",
     "ec2:DisableImageDeprecation",
+    "ec2:EnableImage",
     "ec2:ListImagesInRecycleBin",
     "ec2:ListSnapshotsInRecycleBin",
     "ec2:RestoreImageFromRecycleBin",
@@ -185,8 +190,11 @@ def restore_ami(
     from amirelease.release import tag_value
 
     now = utcnow()
-    if policy.mark_tag in tags:
-        ec2.delete_tags(Resources=[image_id], Tags=[{"Key": policy.mark_tag}])
+    if (live or {}).get("State") == "disabled":  # the scream test's (or anybody's): a restore means "launch it"
+        ec2.enable_image(ImageId=image_id)
+    stale = [k for k in (policy.mark_tag, DISABLED_TAG) if k in tags]
+    if stale:
+        ec2.delete_tags(Resources=[image_id], Tags=[{"Key": k} for k in stale])
     try:
         ec2.disable_image_deprecation(ImageId=image_id)
     except ClientError as exc:

@@ -175,7 +175,12 @@ def read_group(asg: Any, ec2: Any, region: str, name: str, launch_template: str)
 
 def read_app_images(ec2: Any, app: str, region: str) -> list[dict[str, Any]]:
     """AMIs owned by the account and tagged App=<app>, in one region."""
-    kwargs: dict[str, Any] = {"Owners": ["self"], "Filters": [{"Name": "tag:App", "Values": [app]}]}
+    # IncludeDisabled: an image the scream test disabled (retention/scream.py) is still ours to show
+    kwargs: dict[str, Any] = {
+        "Owners": ["self"],
+        "Filters": [{"Name": "tag:App", "Values": [app]}],
+        "IncludeDisabled": True,
+    }
     images = []
     if ec2.can_paginate("describe_images"):
         pages = ec2.get_paginator("describe_images").paginate(**kwargs)
@@ -191,6 +196,7 @@ def read_app_images(ec2: Any, app: str, region: str) -> list[dict[str, Any]]:
             "Tags": tags_of(i),
             "DeregistrationProtection": i.get("DeregistrationProtection"),
             "DeprecationTime": i.get("DeprecationTime"),
+            "State": i.get("State"),
         }
         for i in images
     ]

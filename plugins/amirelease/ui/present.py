@@ -29,6 +29,7 @@ from amirelease.ledger import pick_rollback_target
 from amirelease.retention.decide import near_miss_tag_warnings
 from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
+from amirelease.retention.scream import note as scream_note
 from amirelease.ui.collect import AppSnapshot, GroupState
 
 ROLLBACK_DAG = DagIds.ROLLBACK
@@ -488,6 +489,9 @@ def aws_state(image: dict[str, Any], now: datetime) -> str:
     deprecated = parse_time(image.get("DeprecationTime"))
     if deprecated is not None:
         parts.append(f"{'deprecated since' if deprecated <= now else 'deprecated on'} {day(deprecated)}")
+    disabled = scream_note({**image, "Tags": image.get("Tags") or {}})
+    if disabled:
+        parts.append(f"{disabled} (make restore-ami AMI={image.get('ImageId')} REASON=… enables it)")
     return "; ".join(parts)
 
 
