@@ -386,7 +386,8 @@ def test_turning_the_scream_test_off_enables_what_it_disabled(sandbox, tmp_path)
     ec2.disable_image(ImageId=theirs)  # somebody else's: turning ours off leaves it disabled
     dry = run_retention(sandbox, policy_path=off, mode="dry_run")
     assert "enabled_again" not in dry.get("applied", {}) or dry["applied"]["enabled_again"] == 0
-    assert sum(_image(sandbox, i["image_id"])["State"] == "disabled" for i in first["items"] if i["action"] == "mark") == 5
+    marked = [i["image_id"] for i in first["items"] if i["action"] == "mark"]
+    assert [_image(sandbox, i)["State"] for i in marked] == ["disabled"] * 5  # a dry run changes nothing
     later = run_retention(sandbox, policy_path=off)
     assert later["applied"]["enabled_again"] == 5
     for item in first["items"]:

@@ -135,6 +135,13 @@ def test_the_releases_page_says_what_aws_enforces(sandbox):
     ec2.disable_image_deregistration_protection(ImageId=image)
     [seen] = read_app_images(sandbox.client("ec2"), "page-app", sandbox.region)
     assert "protected from deregistration until " in aws_state(seen, now)
+    # disabled (the scream test, retention/scream.py): still listed, and said so with the way back
+    ec2.create_tags(Resources=[image], Tags=[{"Key": "AmiRetentionDisabled", "Value": "2026-12-05T07:00:00Z"}])
+    ec2.disable_image(ImageId=image)
+    [seen] = read_app_images(sandbox.client("ec2"), "page-app", sandbox.region)
+    text = aws_state(seen, now)
+    assert "disabled by retention since 2026-12-05T07:00:00Z" in text, text
+    assert f"make restore-ami AMI={image} REASON=… enables it" in text, text
 
 
 def test_the_releases_page_shows_what_is_in_the_recycle_bin_until_when(sandbox):
