@@ -320,10 +320,20 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         self.log.info("Report: %s (and %s)", uris["json"], uris["csv"])
 
         if plan.stopped:
+            from amirelease.retry import THROTTLING_CODES
+
+            throttled = any(f"({code})" in plan.stopped for code in THROTTLING_CODES)
             raise RetentionError(
                 f"retention stopped, nothing was changed: {plan.stopped}",
                 resource=f"region {region}, policy {policy.source}",
-                fix="the account view looked wrong; read the reason, check the AWS side (permissions, "
+                fix=(
+                    "AWS is throttling this account and region beyond every retry: a throttled listing is never read "
+                    "as a whole one, so nothing was marked or deregistered. The next scheduled run tries again; if "
+                    "it keeps happening, look for another heavy caller of the EC2 API here (Cloud Custodian, "
+                    "scripts, a second retention deployment) or lower [ami_release] retention_api_share"
+                )
+                if throttled
+                else "the account view looked wrong; read the reason, check the AWS side (permissions, "
                 "throttling, Auto Scaling) and let the next run try again; the consistency checks are "
                 "set under `consistency` in the policy",
             )
