@@ -123,3 +123,78 @@ def test_a_storm_longer_than_every_retry_fails_in_words_changes_nothing_and_is_r
 
     [row] = [r for r in present.timeline(read_app("demo-web"), "") if r.release_id == record["release_id"]]
     assert row.outcome == "failed" and row.failed_task == "preflight" and row.failure_reason == words, row
+
+
+def test_a_release_finishes_beside_retention_runs_in_token_bucket_mode(fleet_env, release_dag, monkeypatch):
+    """EC2's token buckets on (AWS's sizes and refill rates, token_bucket.py): while a real release
+    runs, paced retention runs back to back over the account (its own access key, 400 extra
+    old images, 60 groups on launch templates that use them, the shipped policy in dry-run so
+    nothing is marked). The release succeeds with
+    every task on its first try, and not one of its calls — provider hooks, Packer, Terraform —
+    was refused by a bucket: our own retention is never the reason a release was throttled."""
+    import json
+    import threading
+    from datetime import UTC, datetime
+
+    from amirelease.operators.retention import AmiRetentionOperator
+    from amirelease.retention.pacing import pace_retention
+
+    sb = fleet_env
+    monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", "ami-release-ledger-123456789012")
+    conn = {"conn_type": "aws", "login": "retention-beside", "password": "testing",
+            "extra": {"region_name": sb.region, "endpoint_url": sb.endpoint_url}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_RETENTION_BESIDE", json.dumps(conn))
+    extra = [sb.create_image(f"beside-{i:03d}", age_days=90) for i in range(400)]
+    ec2, asg = sb.client("ec2", internal=True), sb.client("autoscaling", internal=True)
+    templates = []
+    for g in range(60):  # groups on templates whose versions use the old images: what retention resolves
+        lt = ec2.create_launch_template(
+            LaunchTemplateName=f"beside-{g:02d}",
+            LaunchTemplateData={"ImageId": extra[3 * g], "InstanceType": "t3.micro"},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        for image in extra[3 * g + 1 : 3 * g + 3]:
+            ec2.create_launch_template_version(LaunchTemplateId=lt, LaunchTemplateData={"ImageId": image})
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=f"beside-{g:02d}", MinSize=0, MaxSize=1, DesiredCapacity=0,
+            LaunchTemplate={"LaunchTemplateId": lt, "Version": ("$Latest", "$Default", "2")[g % 3]},
+            VPCZoneIdentifier=",".join(sb.account["subnet_ids"]),
+        )  # fmt: skip
+        templates.append(lt)
+    sb.configure(token_buckets=True)
+    done, runs, errors = threading.Event(), [], []
+
+    def retention_loop() -> None:
+        while not done.is_set():
+            op = AmiRetentionOperator(
+                task_id="retention", region_name=sb.region, aws_conn_id="retention_beside", mode="dry_run"
+            )
+            pace_retention({"task": op})
+            now = datetime.now(UTC)
+            try:
+                op.execute({"data_interval_end": now, "logical_date": now, "run_id": f"beside__{now:%H%M%S%f}"})
+                runs.append(op.retention_pacer.summary()["total"])
+            except Exception as exc:  # noqa: BLE001 - reported below, never swallowed
+                errors.append(repr(exc))
+
+    loop = threading.Thread(target=retention_loop, daemon=True)
+    try:
+        loop.start()
+        dr = release_dag.test(run_conf={"app": "demo-web", "version": "7.3.0", "notes": "beside retention"})
+    finally:
+        done.set()
+        loop.join(timeout=300)
+        buckets = sb.token_buckets.as_dict()
+        sb.configure(token_buckets=False)
+        for g, lt in enumerate(templates):
+            asg.delete_auto_scaling_group(AutoScalingGroupName=f"beside-{g:02d}", ForceDelete=True)
+            ec2.delete_launch_template(LaunchTemplateId=lt)
+        for image in extra:
+            ec2.deregister_image(ImageId=image)
+    refused = {who: calls for who, calls in buckets["throttled_by_caller"].items() if who != "retention-beside"}
+    assert refused == {}, f"release calls refused by EC2's buckets: {refused}; retention's calls per run: {runs}"
+    states = task_states(dr)
+    assert dr.state == "success", states
+    tries = {ti.task_id: ti.try_number for ti in dr.get_task_instances()}
+    assert all(n <= 1 for n in tries.values()), tries
+    assert errors == [], errors
+    assert len(runs) >= 5 and sum(runs) >= 300, runs  # retention kept asking all along
