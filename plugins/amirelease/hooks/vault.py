@@ -7,14 +7,16 @@ see it, so it is redacted from task logs even if a tool echoes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.hashicorp.hooks.vault import VaultHook
 from airflow.sdk.configuration import conf
 from airflow.sdk.log import mask_secret
 
 from amirelease.catalog import SecretRef
 from amirelease.errors import PreflightError
+
+if TYPE_CHECKING:  # the provider's hook (and hvac) load when a task reads secrets, not when a DAG file is parsed
+    from airflow.providers.hashicorp.hooks.vault import VaultHook
 
 
 def vault_path_prefix() -> str:
@@ -89,6 +91,7 @@ class PipelineSecrets:
         out = Secrets()
         if not refs:
             return out
+        from airflow.providers.hashicorp.hooks.vault import VaultHook
         from hvac.exceptions import Forbidden, InvalidPath, VaultError  # hvac is the provider's own dependency
 
         from amirelease.vault_bootstrap import app_policy_name

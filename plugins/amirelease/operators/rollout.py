@@ -19,7 +19,6 @@ from amirelease.errors import RolloutError
 from amirelease.handoffs import BakeResult, InfrastructureResult, RefreshHandle, ReleasePlan
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin
-from amirelease.triggers.instance_refresh import InstanceRefreshCompleteTrigger, refresh_line, wait_blocking
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -192,6 +191,9 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
         return bool(conf.getboolean("operators", "default_deferrable", fallback=True))
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        # the trigger module (Airflow's trigger base) loads when a task waits, not when a DAG file is parsed
+        from amirelease.triggers.instance_refresh import InstanceRefreshCompleteTrigger, wait_blocking
+
         r = RefreshHandle.from_xcom(self.refresh)
         delay = self._delay()
         attempts = max(1, int(r.timeout_minutes * 60 / delay))
@@ -244,6 +246,8 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
     ) -> dict[str, Any]:
         """The handle with the refresh's end state; fails on anything but Successful.
         ``found``: the DescribeInstanceRefreshes answer the caller already has (else asked here)."""
+        from amirelease.triggers.instance_refresh import refresh_line
+
         if found is None:
             found = hook.refreshes(r.auto_scaling_group, [r.refresh_id])
         if not found:
