@@ -89,4 +89,5 @@ with DAG(
         rebuild="{{ params.rebuild }}",
         rebuild_reason="{{ params.rebuild_reason or '' }}",
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
+        roll_forward=True,  # a failed release of an app that opts in starts ami_rollback (never a rollback's)
     )

@@ -25,7 +25,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
-from amirelease.constants import MAX_NOTES, MIN_REASON, DagIds, TaskIds
+from amirelease.constants import MAX_NOTES, MIN_REASON, RELEASE_REF_PATTERN, DagIds, TaskIds
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 
@@ -57,7 +57,7 @@ with DAG(
         "target": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9.-]{1,128}(?![\s\S])",
+            pattern=RELEASE_REF_PATTERN,
             title="Target release (optional)",
             description="Empty: the newest good release that is not running now and was never rolled back. "
             "Or a version (1.4.2) or a release id.",
@@ -67,6 +67,14 @@ with DAG(
             type="boolean",
             title="Roll back to a rolled-back release on purpose",
             description="Only needed when the target you typed was itself rolled back.",
+        ),
+        "replaces": Param(
+            None,
+            type=["null", "string"],
+            pattern=RELEASE_REF_PATTERN,
+            title="Replaces (set by the automatic roll-forward)",
+            description="Leave empty. A release that failed after it reached the fleet sets it to its own release id "
+            "when its app opts in to automatic rollback: that release is marked rolled back and held.",
         ),
         "forensic_hold": Param(
             True,
@@ -83,6 +91,7 @@ with DAG(
         target="{{ params.target or '' }}",
         reason="{{ params.reason }}",
         confirm_rolled_back="{{ params.confirm_rolled_back }}",
+        replaces="{{ params.replaces or '' }}",
     )
     mark = MarkRolledBackOperator(
         task_id=TaskIds.MARK_ROLLED_BACK, resolved=resolve.output, hold="{{ params.forensic_hold }}"

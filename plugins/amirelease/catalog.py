@@ -374,6 +374,7 @@ CENTRAL_KEYS = (
     "allow",
     "aws",
     "notify",  # who is told about releases and drift (notify.py)
+    "rollback",  # may a release that failed on the fleet start ami_rollback on its own (roll_forward.py)
 )
 PLATFORM_INFRASTRUCTURE_KEYS = ("allow_destroy", "iam_actions")  # guardrails: central, under infrastructure:
 DEFINITION_KEYS = (

@@ -67,6 +67,8 @@ GIT_REF_CHARS: Final = r"[A-Za-z0-9._/-]{1,128}"
 # trailing newline (``$`` would accept one in Python's re, and a ref never ends in one)
 GIT_REF_PATTERN: Final = rf"^{GIT_REF_CHARS}(?![\s\S])"
 GIT_REF_RE: Final = re.compile(GIT_REF_CHARS, re.ASCII)  # with fullmatch
+# a rollback's target or the release it replaces: a version or a release id
+RELEASE_REF_PATTERN: Final = r"^[A-Za-z0-9.-]{1,128}(?![\s\S])"
 MAX_NOTES: Final = 500  # release notes, rollback and rebuild reasons: kept in the ledger and on the page
 MIN_REASON: Final = 10  # a rollback's or a rebuild's reason
 
@@ -85,3 +87,4 @@ class TaskIds:
     WAIT: Final = "wait_for_refresh"
     VERIFY: Final = "verify"
     RECORD: Final = "record"
+    ROLL_FORWARD: Final = "roll_forward"  # ami_release only: the automatic rollback (roll_forward.py)

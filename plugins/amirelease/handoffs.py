@@ -366,6 +366,18 @@ class RollbackTarget(Handoff):
     current_version: str | None
     current_amis: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    # an automatic roll-forward (operators/roll_forward.py): the failed release it replaces, which
+    # is marked and held instead of what the fleet runs (AWS may have rolled the refresh back)
+    replaces_release_id: str | None = None
+    replaces_version: str | None = None
+    replaces_amis: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def replaced(self) -> tuple[str | None, str | None, dict[str, str]]:
+        """(release id, version, AMIs) of the release this rollback replaces and marks."""
+        if self.replaces_release_id:
+            return self.replaces_release_id, self.replaces_version, self.replaces_amis
+        return self.current_release_id, self.current_version, self.current_amis
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:

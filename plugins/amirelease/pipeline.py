@@ -26,6 +26,7 @@ from amirelease.operators.infrastructure import ApplyInfrastructureOperator, Che
 from amirelease.operators.lock import ReleaseLockSensor
 from amirelease.operators.preflight import ReleasePreflightOperator
 from amirelease.operators.record import RecordReleaseOperator
+from amirelease.operators.roll_forward import AutoRollForwardOperator
 from amirelease.operators.rollout import RollOutOperator, WaitForInstanceRefreshOperator
 from amirelease.operators.smoke import SmokeTestOperator
 from amirelease.operators.verify import VerifyReleaseOperator
@@ -47,6 +48,8 @@ nothing it built is kept |
 | `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
+| `roll_forward` | `ami_release` only: a release that failed on the fleet (refresh or verify) starts `ami_rollback` \
+to the last good release when its app opts in (catalog `rollback: {automatic: true}`); otherwise skipped, saying why |
 """
 
 
@@ -106,6 +109,7 @@ def release_pipeline(
     rebuild: str | bool = False,
     rebuild_reason: str = "",
     under_lock: Any = None,
+    roll_forward: bool = False,
 ) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
@@ -113,6 +117,8 @@ def release_pipeline(
     output (``re_release``: resolve_target's RollbackTarget). ``under_lock``: a task that
     decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
     after ``release_lock``, while the app's lock is held, and before anything is built.
+    ``roll_forward`` (ami_release only, never a rollback): after ``record``, start ``ami_rollback``
+    when the release failed on the fleet and its app opts in (operators/roll_forward.py).
     """
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
@@ -186,4 +192,8 @@ def release_pipeline(
     apply >> roll_out
     smoke >> roll_out
     verify >> record.as_teardown(setups=preflight)
+    if roll_forward:  # a teardown too: the run's state stays the release's, whatever this task does
+        auto = AutoRollForwardOperator(task_id=TaskIds.ROLL_FORWARD, **safe_to_repeat())
+        record >> auto.as_teardown(setups=preflight)
+        return preflight, auto
     return preflight, record

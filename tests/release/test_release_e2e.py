@@ -194,3 +194,45 @@ def test_refresh_failing_midway_fails_the_wait_with_aws_reason(fleet_env, releas
     assert record["failed_task"] == "wait_for_refresh"
     assert "failed ELB health checks (injected)" in record["failure_reason"]
     assert "ended Rollback" in record["failure_reason"] or "ended Failed" in record["failure_reason"]
+    # demo-web opts in to automatic rollback (include/apps/demo-web.yaml): the failed release
+    # started exactly one ami_rollback (issue 20 item 3)
+    assert states["roll_forward"] == "success", states
+    assert record["automatic_rollback"]["run_id"] == f"rollback_demo-web__auto_{record['release_id']}"
+    _rolls_forward_to_the_last_good_release(sb, record)
+
+
+def _rolls_forward_to_the_last_good_release(sb, failed):
+    """The run the failed release started: queued in Airflow with the failed release as
+    'replaces' and an empty target, run here as the scheduler would. It re-releases the last
+    good release although the fleet already runs that release's AMI (AWS rolled the refresh
+    back), marks and holds the failed release (not the one the fleet runs), and the ledger's
+    story holds. A rollback never starts another: it has no roll_forward task."""
+    from airflow.models import DagRun
+
+    from amirelease.ledger import pick_rollback_target, utcnow
+    from tests.release.conftest import load_dag
+    from tests.release.invariant import ledger_tells_the_truth
+
+    good = pick_rollback_target(ledger_records(sb), failed["release_id"])
+    [queued] = DagRun.find(dag_id="ami_rollback", run_id=failed["automatic_rollback"]["run_id"])
+    conf = queued.conf
+    assert conf["replaces"] == failed["release_id"] and conf["target"] is None and conf["forensic_hold"], conf
+    assert conf["reason"].startswith(f"automatic: demo-web {failed['version']} ({failed['release_id']}) failed at")
+    assert failed["pipeline_run"] in conf["reason"] and "failed ELB health checks (injected)" in conf["reason"]
+
+    since = utcnow()
+    rollback = load_dag("ami_rollback")
+    assert "roll_forward" not in rollback.task_ids and "roll_forward" in load_dag("ami_release").task_ids
+    dr = rollback.test(run_conf=conf)
+    assert dr.state == "success", task_states(dr)
+    after = ledger_records(sb)
+    [re_release] = [r for r in after if r["pipeline_run"] == dr.run_id]
+    assert re_release["re_release_of"] == good["release_id"] and re_release["version"] == good["version"]
+    marked = next(r for r in after if r["release_id"] == failed["release_id"])
+    assert marked["rolled_back"]["by_release_id"] == re_release["release_id"], marked.get("rolled_back")
+    assert marked["forensic_hold"]["amis"] == failed["amis"]
+    assert not next(r for r in after if r["release_id"] == good["release_id"]).get("rolled_back")  # the good one
+    held = run_images(sb, failed["pipeline_run"])[0]
+    assert {t["Key"] for t in held["Tags"]} >= {"ForensicHold", "ForensicHoldReason"}
+    assert group_images(sb) == set(re_release["amis"].values())
+    assert ledger_tells_the_truth(sb, since) == []

@@ -97,7 +97,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
     """
 
     aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("app", "target", "reason", "confirm_rolled_back")
+    template_fields: Sequence[str] = aws_template_fields("app", "target", "reason", "confirm_rolled_back", "replaces")
     ui_color = "#fde8e8"
     iam_actions = (
         "autoscaling:DescribeAutoScalingGroups",
@@ -114,6 +114,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         target: str | None = None,
         reason: str = "",
         confirm_rolled_back: bool | str = False,
+        replaces: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +122,7 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         self.target = target
         self.reason = reason
         self.confirm_rolled_back = confirm_rolled_back
+        self.replaces = replaces
 
     def execute(self, context: Context) -> dict[str, Any]:
         app = catalog.known_app(text_param("app", self.app, example="demo-web"))
@@ -143,8 +145,12 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
             current.get("amis") or "nothing",
             current_rid or "unknown: not built by this pipeline",
         )
+        failed = self._replaces(app.name, history)
         target = pick_rollback_target(
-            history, current_rid, wanted, allow_rolled_back=flag("confirm_rolled_back", self.confirm_rolled_back)
+            history,
+            failed["release_id"] if failed else current_rid,
+            wanted,
+            allow_rolled_back=flag("confirm_rolled_back", self.confirm_rolled_back),
         )
         choice = choice_words(history, wanted, target)
         if choice:
@@ -167,7 +173,38 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
             current_version=current.get("version"),
             current_amis=current.get("amis", {}),
             reason=reason,
+            replaces_release_id=failed["release_id"] if failed else None,
+            replaces_version=str(failed["version"]) if failed else None,
+            replaces_amis=dict(failed.get("amis") or {}) if failed else {},
         ).to_xcom()
+
+    def _replaces(self, app: str, history: list[Record]) -> Record | None:
+        """``replaces`` (set by the automatic roll-forward): the failed release this rollback replaces.
+        It must be the app's newest release: if another one started since, that one decides."""
+        wanted = text_param("replaces", self.replaces, example="demo-web-1.2.0-1b77d45f6b4e").strip()
+        if not wanted:
+            return None
+        record = next((r for r in history if r.get("release_id") == wanted), None)
+        if record is None:
+            raise PreflightError(
+                f"'replaces' names {wanted}, which is not a release of {app} in the ledger",
+                fix="leave 'replaces' empty (the automatic roll-forward sets it), or give a release id of this app",
+            )
+        newest = max(history, key=lambda r: str(r.get("started_at") or ""))
+        if newest.get("release_id") != wanted:
+            raise PreflightError(
+                f"{app} {newest.get('version')} ({newest.get('release_id')}) started after {wanted}, which this "
+                "rollback was asked to replace; nothing was marked, held or built",
+                fix="look at what runs now (Releases page) and trigger ami_rollback by hand if it is still needed",
+            )
+        self.log.info(
+            "Replacing the failed release %s %s (%s): it is marked rolled back and its AMI held, whatever the "
+            "fleet runs now",
+            app,
+            record.get("version"),
+            wanted,
+        )
+        return record
 
 
 class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
@@ -209,9 +246,12 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         return self.mark(r, context)
 
     def mark(self, r: RollbackTarget, context: Context) -> dict[str, Any] | None:
-        """Mark ``r.current_release_id`` rolled back by this run and hold its AMI(s) (after the re-check)."""
+        """Mark the release this rollback replaces (``r.replaced``: what the fleet ran when it was
+        asked, or the failed release an automatic roll-forward names) rolled back by this run and
+        hold its AMI(s) (after the re-check)."""
         ti = context["ti"]
         now = utcnow()
+        replaced_id, replaced_version, replaced_amis = r.replaced
         hold = None
         if flag("forensic_hold", self.hold):
             hold = {
@@ -219,17 +259,17 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
                 "by_run": context["run_id"],
                 "dag_id": ti.dag_id,
                 "reason": r.reason,
-                "amis": r.current_amis,
+                "amis": replaced_amis,
             }
             tags = {HOLD_TAG: tag_value(f"rollback {now}"), HOLD_REASON_TAG: tag_value(r.reason)}
-            for region, ami in r.current_amis.items():
+            for region, ami in replaced_amis.items():
                 self.clients.ec2(region).create_tags(Resources=[ami], Tags=tag_list(tags))
                 self.log.info(
                     "Forensic hold placed on %s (%s): retention keeps it until the hold is lifted", ami, region
                 )
         else:
-            self.log.info("No forensic hold requested: %s stays subject to the retention policy", r.current_amis)
-        if not r.current_release_id:
+            self.log.info("No forensic hold requested: %s stays subject to the retention policy", replaced_amis)
+        if not replaced_id:
             self.log.warning("What runs now was not built by this pipeline: no ledger record to mark as rolled back")
             return hold
         entry = rolled_back_entry(
@@ -242,13 +282,13 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         changes: dict[str, Any] = {"rolled_back": entry}
         if hold:
             changes["forensic_hold"] = hold
-        if Ledger(self.clients.s3(), ledger_bucket()).update(r.app, r.current_release_id, **changes) is None:
-            self.log.warning("No ledger record for %s; the hold is on the AMI tags only", r.current_release_id)
+        if Ledger(self.clients.s3(), ledger_bucket()).update(r.app, replaced_id, **changes) is None:
+            self.log.warning("No ledger record for %s; the hold is on the AMI tags only", replaced_id)
         else:
             self.log.info(
                 "Ledger: %s %s is recorded as rolled back by this run (re-release of %s %s): %s",
                 r.app,
-                r.current_version or "",
+                replaced_version or "",
                 r.version,
                 r.target_release_id,
                 r.reason,
