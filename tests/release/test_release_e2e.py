@@ -212,6 +212,7 @@ def _rolls_forward_to_the_last_good_release(sb, failed):
     from amirelease.ledger import pick_rollback_target, utcnow
     from tests.release.conftest import load_dag
     from tests.release.invariant import ledger_tells_the_truth
+    from tests.release.test_rollback_e2e import _failure
 
     good = pick_rollback_target(ledger_records(sb), failed["release_id"])
     [queued] = DagRun.find(dag_id="ami_rollback", run_id=failed["automatic_rollback"]["run_id"])
@@ -223,6 +224,13 @@ def _rolls_forward_to_the_last_good_release(sb, failed):
     since = utcnow()
     rollback = load_dag("ami_rollback")
     assert "roll_forward" not in rollback.task_ids and "roll_forward" in load_dag("ami_release").task_ids
+    # 'replaces' must name the app's newest release: anything older is refused before anything is built
+    stale = rollback.test(run_conf={**conf, "replaces": good["release_id"]})
+    assert stale.state == "failed" and task_states(stale)["resolve_target"] == "failed"
+    assert f"started after {good['release_id']}, which this rollback was asked to replace" in _failure(
+        stale, "resolve_target"
+    )
+    assert not [r for r in ledger_records(sb) if r["pipeline_run"] == stale.run_id and not r.get("nothing_built")]
     dr = rollback.test(run_conf=conf)
     assert dr.state == "success", task_states(dr)
     after = ledger_records(sb)
