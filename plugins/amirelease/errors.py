@@ -144,9 +144,8 @@ NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "403"})
 DRY_RUN_OK_CODES = frozenset({"DryRunOperation"})
 IN_USE_CODES = frozenset({"DependencyViolation", "InvalidGroup.InUse", "ResourceInUse", "ResourceInUseException"})
-CONFLICT_CODES = frozenset(
-    {"PreconditionFailed", "412", "ConditionalRequestConflict", "InstanceRefreshInProgress", "OperationAborted"}
-)
+# (S3's OperationAborted is left out: the release lock treats a conflict as "held by another run")
+CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "InstanceRefreshInProgress"})
 UNSUPPORTED_CODES = frozenset({"InvalidAction", "UnsupportedOperation", "NotImplemented", "UnknownOperationException"})
 
 _FAMILIES = (
