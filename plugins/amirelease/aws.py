@@ -21,8 +21,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID
-from amirelease.errors import PreflightError
+from amirelease.errors import PreflightError, aws_error_code
 from amirelease.hooks.autoscaling import AutoScalingHook
+from amirelease.hooks.ec2_release import Ec2ReleaseHook
 from amirelease.retry import note_region, policy
 
 HookT = TypeVar("HookT", bound=AwsGenericHook[Any])
@@ -70,6 +71,12 @@ class AwsClients:
 
     def ec2(self, region: str | None = None) -> Any:
         return client_of(EC2Hook(api_type="client_type", **self._kwargs(region)))
+
+    def ec2_release(self, region: str | None = None) -> Ec2ReleaseHook:
+        """The release's EC2 work (hooks/ec2_release.py), a client hook like ``ec2``."""
+        hook = Ec2ReleaseHook(**self._kwargs(region))
+        client_of(hook)
+        return hook
 
     def autoscaling(self, region: str | None = None) -> AutoScalingHook:
         hook = AutoScalingHook(**self._kwargs(region))
@@ -122,7 +129,7 @@ def assume_app_role(hook: AwsBaseHook, region: str, role_arn: str, app: str, rel
             TransitiveTagKeys=[APP_TAG],
         )["Credentials"]
     except ClientError as exc:
-        code = exc.response["Error"]["Code"]
+        code = aws_error_code(exc)
         raise PreflightError(
             f"the workers' AWS role may not assume {app}'s role {role_arn} ({code})",
             fix="let the workers' role assume it: the app role's trust policy must allow sts:AssumeRole and "

@@ -39,7 +39,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from amirelease import catalog
-from amirelease.errors import ConfigError, PreflightError
+from amirelease.errors import AwsErrorFamily, ConfigError, PreflightError, aws_error_code, aws_error_family
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 SOURCE_FILE = "source.json"  # git-sourced apps: repository (no credentials), path, ref, commit
@@ -213,7 +213,7 @@ class BundleStore:
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
                 return False
             raise
         return bool(head.get("Metadata", {}).get("sha256") == sha256)
@@ -237,7 +237,7 @@ class BundleStore:
             data: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             raise PreflightError(
-                f"release bundle s3://{self.bucket}/{key} cannot be read ({exc.response['Error']['Code']})",
+                f"release bundle s3://{self.bucket}/{key} cannot be read ({aws_error_code(exc)})",
                 fix="check the ledger bucket and the worker's s3:GetObject permission; a bundle is never rebuilt",
             ) from None
         actual = hashlib.sha256(data).hexdigest()

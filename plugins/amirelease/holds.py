@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG, MIN_REASON
-from amirelease.errors import ReleaseError
+from amirelease.errors import AwsErrorFamily, ReleaseError, aws_error_family
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 
 MIN_REASON_CHARS = MIN_REASON  # one rule for every reason a person gives: constants.py
@@ -82,7 +82,7 @@ def _existing_tags(ec2: Any, ami: str) -> dict[str, str] | None:
     try:
         images = ec2.describe_images(ImageIds=[ami])["Images"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             return None
         raise
     if not images or images[0].get("State") == "deregistered":  # AWS lists a deregistered AMI for a while

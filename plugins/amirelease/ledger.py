@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from amirelease import catalog
 from amirelease.constants import DagIds
-from amirelease.errors import ConfigError, PreflightError
+from amirelease.errors import AwsErrorFamily, ConfigError, PreflightError, aws_error_code, aws_error_family
 
 SCHEMA_VERSION = 2
 Record = dict[str, Any]
@@ -263,7 +263,7 @@ def _read_json(s3: Any, bucket: str, key: str) -> Record | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             return None
         raise
     doc: Record = json.loads(body)
@@ -280,7 +280,7 @@ class Ledger:
             self.s3.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             raise PreflightError(
-                f"release ledger bucket '{self.bucket}' is not reachable ({exc.response['Error']['Code']})",
+                f"release ledger bucket '{self.bucket}' is not reachable ({aws_error_code(exc)})",
                 fix="create the bucket (with versioning) or correct [ami_release] ledger_bucket; grant "
                 "s3:GetObject/PutObject/ListBucket",
             ) from None
@@ -353,7 +353,7 @@ class ReleaseLock:
             self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(holder).encode(), IfNoneMatch="*")
             return True, holder
         except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if aws_error_family(exc) is not AwsErrorFamily.CONFLICT:
                 raise
         current = self.holder()
         if current and current.get("run_id") == holder["run_id"] and current.get("dag_id") == holder["dag_id"]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from amirelease.errors import AwsErrorFamily, aws_error_code, aws_error_family
 from amirelease.ledger import Ledger, Record, utcnow
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _state(ec2: Any, ami: str) -> str | None:
     try:
         images = ec2.describe_images(ImageIds=[ami], IncludeDisabled=True)["Images"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             return None
         raise
     return str(images[0].get("DeregistrationProtection") or "disabled") if images else None
@@ -136,7 +137,7 @@ def sync(ledger: Ledger, ec2_for: Callable[[str], Any], app: str, keep: int) -> 
                 done[region] = ami
                 out.protected.append(f"{ami} ({region}): {want.why[release_id]}")
             except ClientError as exc:
-                out.errors.append(f"protect {ami} ({region}): {exc.response['Error']['Code']}")
+                out.errors.append(f"protect {ami} ({region}): {aws_error_code(exc)}")
         if done and (by_id[release_id].get("deregistration_protection") or {}).get("amis") != done:
             ledger.update(
                 app, release_id, deregistration_protection={"amis": done, "since": now, "why": want.why[release_id]}
@@ -151,7 +152,7 @@ def sync(ledger: Ledger, ec2_for: Callable[[str], Any], app: str, keep: int) -> 
                 out.lifted.append(f"{ami} ({region})")
             except ClientError as exc:
                 failed = True
-                out.errors.append(f"lift protection of {ami} ({region}): {exc.response['Error']['Code']}")
+                out.errors.append(f"lift protection of {ami} ({region}): {aws_error_code(exc)}")
         if not failed:
             mine = dict(by_id[release_id].get("deregistration_protection") or {})
             mine["lifted_at"] = now

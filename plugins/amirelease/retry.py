@@ -39,7 +39,14 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from amirelease.errors import AwsPushbackError, ConfigError
+from amirelease.errors import (  # AWS's error codes are read and grouped in errors.py
+    AwsErrorFamily,
+    AwsPushbackError,
+    ConfigError,
+    aws_error,
+    aws_error_family,
+    error_family,
+)
 
 MODES = ("standard", "adaptive")
 DEFAULT_MODE = "standard"
@@ -49,40 +56,6 @@ DEFAULT_WAIT_MINUTES = 60
 DEFAULT_STEP_RETRIES = 3
 DEFAULT_STEP_RETRY_DELAY = 30
 MAX_STEP_RETRY_DELAY = timedelta(minutes=10)
-
-# AWS's throttling error codes (botocore's standard-mode list, retryhandler.py, and EC2's
-# "Request throttling" page); 5xx is decided by the HTTP status as well as these codes.
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-    }
-)
-SERVER_ERROR_CODES = frozenset(
-    {
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "InternalServiceError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "Unavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 
 
 def _int_setting(key: str, default: int, low: int, high: int) -> int:
@@ -208,11 +181,10 @@ def pushback_kind(exc: BaseException) -> str | None:
     """'throttling', 'erring' (a 5xx or a server error code) or None (any other error)."""
     if not isinstance(exc, ClientError):
         return None
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in THROTTLING_CODES:
+    family = aws_error_family(exc)
+    if family is AwsErrorFamily.THROTTLED:
         return "throttling"
-    if code in SERVER_ERROR_CODES or (isinstance(status, int) and status >= 500):
+    if family is AwsErrorFamily.SERVER:
         return "erring"
     return None
 
@@ -246,7 +218,7 @@ def pushback_error(
     kind = pushback_kind(exc)
     if kind is None:
         return None
-    code = str(exc.response.get("Error", {}).get("Code", ""))
+    code = aws_error(exc).code
     operation = exc.operation_name or "an AWS call"
     where = region_of(exc) or region or "the connection's region"
     return _pushback_words(kind, operation, code, where, step, attempts or policy().max_attempts, changed)
@@ -269,9 +241,10 @@ def tool_pushback_error(text: str, *, tool: str, step: str, region: str, changed
     for match in _GO_SDK_ERROR.finditer(text):
         code = match["code"]
         status = _GO_SDK_STATUS.search(match["middle"])
-        if code in THROTTLING_CODES:
+        family = error_family(code, int(status[1]) if status is not None else None)
+        if family is AwsErrorFamily.THROTTLED:
             kind = "throttling"
-        elif code in SERVER_ERROR_CODES or (status is not None and int(status[1]) >= 500):
+        elif family is AwsErrorFamily.SERVER:
             kind = "erring"
         else:
             continue

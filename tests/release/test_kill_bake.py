@@ -91,13 +91,14 @@ def test_the_builder_is_reachable_only_from_the_configured_network(fleet_env, re
         subnet_ids=tuple(sb.account["subnet_ids"]),
     )
     op = BakeAmiOperator(task_id="bake", plan={}, region_name="us-east-1")
-    ec2 = op.clients.ec2()  # the provider's hook, as the task uses it (its calls count for the IAM check)
-    group = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg"), "provisioned")
+    hook = op.clients.ec2_release()  # the release's EC2 hook, as the task uses it (its calls count for the IAM check)
+    ec2 = hook.conn
+    group = op._builder_security_group(hook, release_plan(networks=(net,), release_id="r-sg"), "provisioned")
     [perm] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     assert (perm["FromPort"], perm["ToPort"]) == (22, 22) and perm["IpRanges"] == [{"CidrIp": "10.20.0.0/16"}]
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__BUILDER_INGRESS_CIDRS", "10.99.0.0/24, 10.98.0.0/24")
-    group = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg2"), "provisioned")
+    group = op._builder_security_group(hook, release_plan(networks=(net,), release_id="r-sg2"), "provisioned")
     [perm] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     assert sorted(r["CidrIp"] for r in perm["IpRanges"]) == ["10.98.0.0/24", "10.99.0.0/24"]
-    none = op._builder_security_group(ec2, release_plan(networks=(net,), release_id="r-sg3"), "unprovisioned")
+    none = op._builder_security_group(hook, release_plan(networks=(net,), release_id="r-sg3"), "unprovisioned")
     assert ec2.describe_security_groups(GroupIds=[none])["SecurityGroups"][0]["IpPermissions"] == []

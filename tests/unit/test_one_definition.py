@@ -97,3 +97,43 @@ def test_the_check_sees_a_copy(tmp_path):
     )
     found = copies(module, root=tmp_path)
     assert sorted(int(line.split(":")[1]) for line in found) == [2, 3, 4, 5, 6, 7, 9], found
+
+
+# -- AWS's error codes are read in one place (errors.aws_error) --------------------------------
+ERRORS = REPO / "plugins" / "amirelease" / "errors.py"
+
+
+def error_reads(path: Path, root: Path = REPO) -> list[str]:
+    """Where a module reads a botocore answer's ``"Error"`` by hand (``x["Error"]``,
+    ``x.get("Error")``) instead of asking ``errors.aws_error``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    where = path.relative_to(root)
+    found = []
+    for node in ast.walk(tree):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            key = node.args[0] if node.args else None
+        if isinstance(key, ast.Constant) and key.value == "Error":
+            found.append(f"{where}:{node.lineno}: reads AWS's error by hand (use errors.aws_error)")
+    return found
+
+
+def test_aws_error_codes_are_read_in_one_place():
+    found = [line for path in SOURCES if path != ERRORS for line in error_reads(path)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_check_sees_an_error_read_by_hand(tmp_path):
+    module = tmp_path / "probe.py"
+    module.write_text(
+        '"""exc.response["Error"]["Code"] in a docstring is fine."""\n'
+        'a = exc.response["Error"]["Code"]\n'
+        'b = exc.response.get("Error", {}).get("Code")\n'
+        "c = exc.last_response.get('Error', exc)\n"
+        "d = aws_error(exc).code\n"
+        'e = response["Errors"]\n'
+    )
+    found = error_reads(module, root=tmp_path)
+    assert sorted(int(line.split(":")[1]) for line in found) == [2, 3, 4], found

@@ -9,6 +9,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from amirelease.errors import AwsErrorFamily, aws_error_family
+
 PREFIX = "drift/"
 
 
@@ -25,7 +27,7 @@ class DriftStore:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=drift_key(app, region, stage))["Body"].read()
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
                 return None
             raise
         doc = json.loads(body)

@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 
 from amirelease import bundle, chef
 from amirelease.aws import tool_environment
@@ -22,14 +22,14 @@ from amirelease.constants import (
     TAG_PIPELINE_RUN,
     TAG_PURPOSE,
     TAG_RELEASE_ID,
-    TERMINABLE_INSTANCE_STATES,
 )
-from amirelease.errors import BakeError
+from amirelease.errors import BakeError, aws_error_code
 from amirelease.handoffs import BakeResult, ReleasePlan
+from amirelease.hooks.ec2_release import Ec2ReleaseHook
 from amirelease.hooks.packer import PackerHook, PackerResult, sysprep_problem
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import ledger_bucket
-from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list, tags_dict
+from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin
 from amirelease.release import build_ami_tags
 from amirelease.retry import tool_pushback_error
 
@@ -170,7 +170,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         plan = ReleasePlan.from_xcom(self.plan)
         app = plan.app_spec
         region = plan.home_region
-        ec2 = self.clients.ec2(region)
+        ec2 = self.clients.ec2_release(region)
         rid = plan.release_id
         watch = GateWatch(context.get("ti"), self.gates, self.log)
         self._stop_if_gate_failed(watch, plan, "before Packer started: nothing was built")
@@ -338,133 +338,67 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             fix=f"the release's reason is {gate}'s error: read that task's log, fix it and release again",
         )
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- helpers: the EC2 work is the hook's (hooks/ec2_release.py) -----------------------------
     def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for region in plan.regions:
-            ec2 = self.clients.ec2(region)
-            images = ec2.describe_images(
-                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan.release_id]}]
-            )["Images"]
-            images = [i for i in images if i["State"] in ("available", "pending")]
-            if images:
-                img = max(images, key=lambda i: i.get("CreationDate", ""))
-                if img["State"] == "pending":
-                    self.log.info("AMI %s from an earlier try is still pending; waiting", img["ImageId"])
-                    ec2.get_waiter("image_available").wait(ImageIds=[img["ImageId"]])
-                found[region] = img["ImageId"]
-        return found
+        """The AMI per region an earlier try of this release built (a pending one waited for)."""
+        found = {region: self.clients.ec2_release(region).release_image(plan.release_id) for region in plan.regions}
+        return {region: ami for region, ami in found.items() if ami}
 
-    def _release_filters(self, rid: str) -> list[dict[str, Any]]:
-        return [
-            {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
-            {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE_BUILDER]},
-        ]
-
-    def _builder_security_group(self, ec2: Any, plan: ReleasePlan, source: str) -> str:
+    def _builder_security_group(self, ec2: Ec2ReleaseHook, plan: ReleasePlan, source: str) -> str:
         """The builder's security group: no ingress without a communicator; the communicator port
         from the configured CIDRs (default: the VPC's) otherwise. Never 0.0.0.0/0 by default."""
         net = plan.network(plan.home_region)
-        group_id: str = ec2.create_security_group(
-            GroupName=f"ami-builder-{plan.release_id}"[:255],
-            Description=f"Packer builder of {plan.release_id} (deleted after the bake)",
-            VpcId=net.vpc_id,
-            TagSpecifications=[
-                {
-                    "ResourceType": "security-group",
-                    "Tags": tag_list(
-                        {
-                            TAG_RELEASE_ID: plan.release_id,
-                            TAG_PURPOSE: PURPOSE_BUILDER,
-                            TAG_APP: plan.app,
-                            TAG_NAME: f"packer-builder {plan.release_id}",
-                        }
-                    ),
-                }
-            ],
-        )["GroupId"]
+        port: int | None = None
+        cidrs: list[str] = []
         if source == "provisioned":
             cidrs = [
                 c.strip() for c in conf.get("ami_release", "builder_ingress_cidrs", fallback="").split(",") if c.strip()
             ] or [net.vpc_cidr]
             port = COMMUNICATOR_PORT[plan.platform]
-            ec2.authorize_security_group_ingress(
-                GroupId=group_id,
-                IpPermissions=[
-                    {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": c} for c in cidrs]}
-                ],
-            )
+        group_id = ec2.create_security_group(
+            name=f"ami-builder-{plan.release_id}",
+            description=f"Packer builder of {plan.release_id} (deleted after the bake)",
+            vpc_id=net.vpc_id,
+            tags={
+                TAG_RELEASE_ID: plan.release_id,
+                TAG_PURPOSE: PURPOSE_BUILDER,
+                TAG_APP: plan.app,
+                TAG_NAME: f"packer-builder {plan.release_id}",
+            },
+            tcp_port=port,
+            cidrs=cidrs,
+        )
+        if port is not None:
             self.log.info("Builder security group %s: tcp/%s from %s", group_id, port, ", ".join(cidrs))
         else:
             self.log.info("Builder security group %s: no ingress (no communicator)", group_id)
         return group_id
 
-    def _cleanup(self, ec2: Any, rid: str, why: str) -> None:
+    def _cleanup(self, ec2: Ec2ReleaseHook, rid: str, why: str) -> None:
         """Builder instances, the key pair and the security group of this release, if any. Every
         step is tried; the first error is raised at the end (a retry finishes the job)."""
+        steps: tuple[Callable[[], object], ...] = (
+            lambda: ec2.remove_release_instances(rid, PURPOSE_BUILDER, what="Packer builder instance(s)", why=why),
+            lambda: ec2.delete_key_pair_named(key_pair_name(rid), why=why),
+            lambda: ec2.delete_release_security_groups(rid, PURPOSE_BUILDER, why=why),
+        )
         errors: list[ClientError] = []
-        for step in (self._cleanup_instances, self._cleanup_key_pair, self._cleanup_groups):
+        for step in steps:
             try:
-                step(ec2, rid, why)
+                step()
             except ClientError as exc:
-                self.log.warning("Cleanup of %s (%s) incomplete: %s", rid, why, exc.response["Error"]["Code"])
+                self.log.warning("Cleanup of %s (%s) incomplete: %s", rid, why, aws_error_code(exc))
                 errors.append(exc)
         if errors:
             raise errors[0]
 
-    def _cleanup_instances(self, ec2: Any, rid: str, why: str) -> None:
-        reservations = ec2.describe_instances(
-            Filters=[
-                *self._release_filters(rid),
-                {"Name": "instance-state-name", "Values": list(TERMINABLE_INSTANCE_STATES)},
-            ]
-        )["Reservations"]
-        ids = [i["InstanceId"] for r in reservations for i in r["Instances"]]
-        if ids:
-            self.log.warning("Terminating Packer builder instance(s) of %s (%s): %s", rid, why, ids)
-            ec2.terminate_instances(InstanceIds=ids)
-            try:
-                ec2.get_waiter("instance_terminated").wait(
-                    InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
-                )
-            except WaiterError:
-                self.log.warning("Builder instance(s) %s not terminated yet; the next try removes the rest", ids)
-
-    def _cleanup_key_pair(self, ec2: Any, rid: str, why: str) -> None:
-        name = key_pair_name(rid)
-        if ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]:
-            self.log.warning("Deleting the builder key pair %s (%s)", name, why)
-            ec2.delete_key_pair(KeyName=name)
-
-    def _cleanup_groups(self, ec2: Any, rid: str, why: str) -> None:
-        for g in ec2.describe_security_groups(Filters=self._release_filters(rid))["SecurityGroups"]:
-            self._delete_group(ec2, g["GroupId"], why)
-
-    def _delete_group(self, ec2: Any, group_id: str, why: str) -> None:
-        for attempt in range(15):
-            try:
-                ec2.delete_security_group(GroupId=group_id)
-                self.log.info("Builder security group %s deleted (%s)", group_id, why)
-                return
-            except ClientError as exc:
-                code = exc.response["Error"]["Code"]
-                if code == "InvalidGroup.NotFound":
-                    return
-                if code != "DependencyViolation" or attempt == 14:
-                    self.log.warning(
-                        "Builder security group %s not deleted (%s); the next try removes it", group_id, code
-                    )
-                    return
-                time.sleep(2)
-
     def _ensure_tags(self, artifacts: dict[str, str], tags: dict[str, str]) -> None:
         for region, ami in artifacts.items():
-            ec2 = self.clients.ec2(region)
-            image = ec2.describe_images(ImageIds=[ami])["Images"][0]
-            have = tags_dict(image.get("Tags"))
+            ec2 = self.clients.ec2_release(region)
+            have = ec2.image_tags(ami)
             missing = {k: v for k, v in tags.items() if have.get(k) != v}
             if missing:
-                ec2.create_tags(Resources=[ami], Tags=tag_list(missing))
+                ec2.tag(ami, missing)
             self.log.info(
                 "AMI %s in %s tagged: %s", ami, region, ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
             )

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from amirelease import bundle, contained
 from amirelease.aws import tool_environment
-from amirelease.errors import InfrastructureError
+from amirelease.errors import AwsErrorFamily, InfrastructureError, aws_error_family
 from amirelease.handoffs import (
     BakeResult,
     InfrastructureCheck,
@@ -490,7 +490,7 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         try:
             info = json.loads(s3.get_object(Bucket=backend.bucket, Key=backend.lock_key)["Body"].read())
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
                 return
             raise
         ti = context["ti"]

@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from amirelease import bundle, catalog, contained, sources
 from amirelease.aws import assume_app_role
 from amirelease.constants import GIT_REF_RE, MAX_NOTES, MIN_REASON
-from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError
+from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError, aws_error_code
 from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.vault import PipelineSecrets
@@ -487,8 +487,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             group = asg.describe_group(t.auto_scaling_group)
         except ClientError as exc:
             raise PreflightError(
-                f"cannot describe Auto Scaling group '{t.auto_scaling_group}' in {t.region}: "
-                f"{exc.response['Error']['Code']}",
+                f"cannot describe Auto Scaling group '{t.auto_scaling_group}' in {t.region}: {aws_error_code(exc)}",
                 fix="check the AWS connection's permissions (autoscaling:Describe*) and region",
             ) from None
         if group is None:

@@ -15,7 +15,7 @@ from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
 from amirelease.constants import ACTIVE_REFRESH_STATES
-from amirelease.errors import RolloutError
+from amirelease.errors import RolloutError, aws_error, aws_error_code
 from amirelease.handoffs import BakeResult, InfrastructureResult, RefreshHandle, ReleasePlan
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin
@@ -121,7 +121,7 @@ class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
             try:
                 refresh_id = asg.start_refresh(group, {"LaunchTemplateId": lt_id, "Version": version}, prefs)
             except ClientError as exc:
-                code = exc.response["Error"]["Code"]
+                code = aws_error_code(exc)
                 if code == "InstanceRefreshInProgress":
                     raise RolloutError(
                         f"another instance refresh started on '{group}' meanwhile",
@@ -129,7 +129,7 @@ class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
                         fix="wait for it, then retry this task",
                     ) from None
                 raise RolloutError(
-                    f"StartInstanceRefresh on '{group}' failed: {code}: {exc.response['Error'].get('Message')}",
+                    f"StartInstanceRefresh on '{group}' failed: {aws_error(exc)}",
                     resource=f"{region}/{group}",
                     fix="check the group and the refresh preferences in the catalog",
                 ) from None

@@ -20,15 +20,15 @@ from amirelease.constants import (
     TAG_NAME,
     TAG_PURPOSE,
     TAG_RELEASE_ID,
-    TERMINABLE_INSTANCE_STATES,
 )
-from amirelease.errors import SmokeTestError
+from amirelease.errors import SmokeTestError, aws_error, aws_error_code
 from amirelease.handoffs import BakeResult, ReleasePlan, SmokeCommandResult, SmokeResult
-from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list
+from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+SMOKE_INSTANCES = "smoke-test instance(s)"
 DOCUMENT = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
 
 
@@ -102,51 +102,32 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         target = plan.targets[0]
         region = target.region
         ami = baked.amis[region]
-        ec2 = self.clients.ec2(region)
+        ec2 = self.clients.ec2_release(region)
         rid = plan.release_id
-        self._terminate(ec2, self._leftovers(ec2, rid), reason="left by an earlier try")
+        ec2.remove_release_instances(rid, PURPOSE_SMOKE, what=SMOKE_INSTANCES, why="left by an earlier try")
 
-        run_args: dict[str, Any] = {
-            "ImageId": ami,
-            "MinCount": 1,
-            "MaxCount": 1,
-            "SubnetId": plan.network(region).subnet_ids[0],
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": tag_list(
-                        {
-                            TAG_RELEASE_ID: rid,
-                            TAG_PURPOSE: PURPOSE_SMOKE,
-                            TAG_APP: app.name,
-                            TAG_NAME: f"smoke-test {rid}",
-                        }
-                    ),
-                }
-            ],
-        }
-        templates = ec2.describe_launch_templates(
-            Filters=[{"Name": "launch-template-name", "Values": [target.launch_template]}]
-        )["LaunchTemplates"]
-        if templates:
-            run_args["LaunchTemplate"] = {"LaunchTemplateId": templates[0]["LaunchTemplateId"], "Version": "$Default"}
+        subnet = plan.network(region).subnet_ids[0]
+        template_id = ec2.launch_template_id(target.launch_template)
+        if template_id:
+            launch: dict[str, Any] = {"LaunchTemplate": {"LaunchTemplateId": template_id, "Version": "$Default"}}
             launched_from = f"launch template {target.launch_template} ($Default, image replaced by {ami})"
         else:
-            run_args["InstanceType"] = app.smoke_instance_type
+            launch = {"InstanceType": app.smoke_instance_type}
             launched_from = (
-                f"{app.smoke_instance_type} in subnet {run_args['SubnetId']} (launch template "
+                f"{app.smoke_instance_type} in subnet {subnet} (launch template "
                 f"{target.launch_template} does not exist yet: the first apply creates it)"
             )
-
-        instance_id = ec2.run_instances(**run_args)["Instances"][0]["InstanceId"]
+        instance_id = ec2.run_instance(
+            ImageId=ami,
+            SubnetId=subnet,
+            tags={TAG_RELEASE_ID: rid, TAG_PURPOSE: PURPOSE_SMOKE, TAG_APP: app.name, TAG_NAME: f"smoke-test {rid}"},
+            **launch,
+        )
         self._instance = (region, instance_id)
         self.log.info("Smoke-test instance %s of %s launched in %s from %s", instance_id, ami, region, launched_from)
         results: list[SmokeCommandResult] = []
         try:
-            ec2.get_waiter("instance_running").wait(
-                InstanceIds=[instance_id],
-                WaiterConfig={"Delay": poll, "MaxAttempts": max(1, int(app.smoke_boot_timeout / poll))},
-            )
+            ec2.wait_running(instance_id, delay=poll, timeout=app.smoke_boot_timeout)
             self.log.info(
                 "Instance %s is running; running %d smoke command(s) via SSM", instance_id, len(app.smoke_commands)
             )
@@ -170,11 +151,11 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         except WaiterError as exc:
             raise SmokeTestError(
                 f"smoke-test instance {instance_id} of {ami} did not reach 'running': "
-                f"{exc.last_response.get('Error', exc)}",
+                f"{aws_error(exc) if aws_error(exc).code else exc}",
                 fix="check the AMI boots (console output) and the launch template; nothing was rolled out",
             ) from None
         finally:
-            self._terminate(ec2, [instance_id], reason="smoke test finished")
+            ec2.terminate_and_wait([instance_id], what=SMOKE_INSTANCES, why="smoke test finished")
             self._instance = None
         return SmokeResult(
             ami_id=ami, instance_id=instance_id, passed=True, commands=tuple(results), launched_from=launched_from
@@ -201,7 +182,7 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
                 )["Command"]["CommandId"]
                 break
             except ClientError as exc:
-                code = exc.response["Error"]["Code"]
+                code = aws_error_code(exc)
                 # A booting instance's SSM agent registers a little after 'running'.
                 if code == "InvalidInstanceId" and time.monotonic() < deadline:
                     self.log.info("SSM agent on %s not registered yet; retrying", instance_id)
@@ -229,27 +210,7 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
             problem += f"; stderr: {inv['StandardErrorContent'].strip()[:200]}"
         return SmokeCommandResult(name=cmd.name, status=inv["Status"], exit_code=exit_code, problem=problem)
 
-    def _leftovers(self, ec2: Any, rid: str) -> list[str]:
-        res = ec2.describe_instances(
-            Filters=[
-                {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [rid]},
-                {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE_SMOKE]},
-                {"Name": "instance-state-name", "Values": list(TERMINABLE_INSTANCE_STATES)},
-            ]
-        )["Reservations"]
-        return [i["InstanceId"] for r in res for i in r["Instances"]]
-
-    def _terminate(self, ec2: Any, ids: list[str], reason: str) -> None:
-        if not ids:
-            return
-        self.log.info("Terminating smoke-test instance(s) %s (%s)", ids, reason)
-        ec2.terminate_instances(InstanceIds=ids)
-        try:
-            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
-        except WaiterError:
-            self.log.warning("Instance(s) %s not yet terminated; termination was requested", ids)
-
     def on_kill(self) -> None:
         if self._instance:
             region, instance_id = self._instance
-            self._terminate(self.clients.ec2(region), [instance_id], reason="task killed")
+            self.clients.ec2_release(region).terminate_and_wait([instance_id], what=SMOKE_INSTANCES, why="task killed")

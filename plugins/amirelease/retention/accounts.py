@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 
-from amirelease.errors import ConfigError, RetentionError
+from amirelease.errors import ConfigError, RetentionError, aws_error
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.retention import AmiRetentionOperator
 
@@ -203,7 +203,7 @@ class AccountRetentionOperator(AmiRetentionOperator):
         try:
             found = str(self.hook.account_id)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
+            error = aws_error(exc)
             fix = (
                 "create the role in that account with the retention permissions "
                 "(`amirelease.cli iam-policy --role retention-account`) and a trust policy that lets the "
@@ -213,7 +213,7 @@ class AccountRetentionOperator(AmiRetentionOperator):
                 else "check the connection's credentials and permissions, or correct aws_conn_id in the policy"
             )
             raise RetentionError(
-                f"cannot act in account {acct['name']}: {error.get('Code', 'error')}: {error.get('Message', exc)}"
+                f"cannot act in account {acct['name']}: {error.code or 'error'}: {error.message or exc}"
                 " (nothing was read or changed in this account)",
                 resource=where,
                 fix=fix,

@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from amirelease.errors import RetentionError
+from amirelease.errors import AwsErrorFamily, RetentionError, aws_error_family
+from amirelease.errors import aws_error_code as _code
 from amirelease.retention.consistency import GONE_LIFECYCLE, LIVE_STATES, AccountView, select_sample
 from amirelease.retention.decide import Action, Decision, Plan, decide, needs_usage
 from amirelease.retention.model import Image, Usage, image_from_api
@@ -72,10 +73,6 @@ T = TypeVar("T")
 
 class ListingFailed(Exception):
     """A listing failed or was cut short; the message says which and why."""
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -557,7 +554,7 @@ def _deregister(ec2: Any, d: Decision) -> tuple[str, str | None]:
         ec2.deregister_image(ImageId=d.image_id)
     except ClientError as exc:
         code = _code(exc)
-        if code in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             log.info("%s was already deregistered (%s).", d.image_id, code)
             return d.image_id, None
         return d.image_id, f"deregister {d.image_id}: {code}"

@@ -22,6 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease.constants import LIVE_INSTANCE_STATES
+from amirelease.errors import aws_error_code
 from amirelease.retention.decide import Action, Plan
 
 BATCH = 10  # DescribeImageReferences: at most 10 image ids per call
@@ -88,7 +89,7 @@ def ask(ec2: Any, image_ids: Sequence[str], *, depth: int, workers: int = 4) -> 
         ) as pool:
             results = list(pool.map(lambda b: _batch(ec2, b, depth), batches))
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = aws_error_code(exc)
         if code in UNSUPPORTED:
             return Opinion(available=False, note=f"DescribeImageReferences is not served here ({code})")
         raise

@@ -23,7 +23,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from amirelease.errors import RetentionError
+from amirelease.errors import AwsErrorFamily, RetentionError, aws_error_family
+from amirelease.errors import aws_error_code as _code
 from amirelease.retention.decide import Decision
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.recycle import RESOURCE_TYPES, Coverage, bin_tag, coverage, rule_requests, unreadable
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 
 TAG_BATCH = 500
 RECORD_PREFIX = "retention/recycle-bin"
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def read_rules(rbin: Any) -> dict[str, list[dict[str, Any]]]:
@@ -132,7 +129,7 @@ def read_record(s3: Any, bucket: str, region: str, image_id: str) -> dict[str, A
     try:
         body = s3.get_object(Bucket=bucket, Key=record_key(region, image_id))["Body"].read()
     except ClientError as exc:
-        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             return None
         raise
     data: dict[str, Any] = json.loads(body)

@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amirelease.errors import RetentionError
+from amirelease.errors import AwsErrorFamily, RetentionError, aws_error, aws_error_code
 from amirelease.retention.decide import REPORT_TAGS, Action, Decision, Plan
 
 REPORT_PREFIX = "retention/reports"
@@ -249,7 +249,7 @@ def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime)
         try:
             s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = aws_error_code(exc)
             raise RetentionError(
                 f"could not write the retention report ({code})",
                 resource=f"s3://{bucket}/{key}",
@@ -266,8 +266,8 @@ def latest_report(s3_client: Any, bucket: str, region: str, account: str | None 
     try:
         body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
+        code = aws_error_code(exc)
+        if aws_error(exc).family is AwsErrorFamily.NOT_FOUND:
             return None
         raise RetentionError(
             f"could not read the latest retention report ({code})",

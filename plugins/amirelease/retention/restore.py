@@ -32,7 +32,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG, MIN_REASON
-from amirelease.errors import ReleaseError
+from amirelease.errors import AwsErrorFamily, ReleaseError, aws_error_family
+from amirelease.errors import aws_error_code as _code
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
 from amirelease.retention.policy import RetentionPolicy, load_policy
 from amirelease.retention.recycle_aws import read_record
@@ -87,15 +88,11 @@ class Restored:
         )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _live_image(ec2: Any, image_id: str) -> dict[str, Any] | None:
     try:
         images = ec2.describe_images(ImageIds=[image_id], IncludeDisabled=True)["Images"]
     except ClientError as exc:
-        if _code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+        if aws_error_family(exc) is AwsErrorFamily.NOT_FOUND:
             return None
         raise
     live = [i for i in images if i.get("State") not in ("deregistered",)]

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease import catalog
 from amirelease.constants import DEFAULT_AWS_CONN_ID, LIVE_INSTANCE_STATES
-from amirelease.errors import ReleaseError
+from amirelease.errors import AwsErrorFamily, ReleaseError, aws_error
 from amirelease.retention.policy import RetentionPolicy
 
 T = TypeVar("T")
@@ -71,8 +71,7 @@ def tags_of(obj: dict[str, Any]) -> dict[str, str]:
 
 def _problem_text(exc: Exception) -> str:
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
+        return str(aws_error(exc))
     return str(exc)
 
 
@@ -123,7 +122,7 @@ def read_report(s3: Any, bucket: str, region: str) -> dict[str, Any] | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=REPORT_KEY.format(region=region))["Body"].read()
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
+        if aws_error(exc).family in (AwsErrorFamily.NOT_FOUND, AwsErrorFamily.NO_BUCKET):
             return None
         raise
     report = json.loads(body)
