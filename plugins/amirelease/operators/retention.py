@@ -320,7 +320,7 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         self.log.info("Report: %s (and %s)", uris["json"], uris["csv"])
 
         if plan.stopped:
-            from amirelease.retry import THROTTLING_CODES
+            from amirelease.errors import THROTTLING_CODES
 
             throttled = any(f"({code})" in plan.stopped for code in THROTTLING_CODES)
             raise RetentionError(

@@ -35,6 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from amirelease.errors import aws_error_code as _code
 from amirelease.retention.decide import Action, Plan
 from amirelease.retention.model import Image
 from amirelease.retention.policy import RetentionPolicy
@@ -74,10 +75,6 @@ def changes(plan: Plan, images: Iterable[Image], now: datetime, policy: Retentio
         elif ours and not scream:
             enable.append(d.image_id)
     return disable, enable
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def sync(
