@@ -9,9 +9,13 @@ record, not a KeyError three tasks later. Never a secret in any of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from amirelease import catalog
 from amirelease.errors import ReleaseError
@@ -25,7 +29,7 @@ class HandoffError(ReleaseError):
 
 @dataclass(frozen=True)
 class Handoff:
-    """Base: strict dict round trip for flat records (nested records override from_xcom)."""
+    """Base: a strict dict round trip, decoded by the fields' types (``_decode``)."""
 
     def to_xcom(self) -> dict[str, Any]:
         plain: dict[str, Any] = _plain(dataclasses.asdict(self))
@@ -33,10 +37,36 @@ class Handoff:
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:
+        """Strictly, by the field types: a nested record is read by its own ``from_xcom``,
+        ``tuple[X, ...]`` from a list, ``X | None`` as X or None; anything else as it is."""
         if isinstance(data, cls):
             return data
-        fields = _check(cls, data)
-        return cls(**{k: _tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
+        _check(cls, data)
+        hints = _hints(cast(Hashable, cls))
+        return cls(**{k: _decode(hints[k], v) for k, v in data.items()})
+
+
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """The init fields' resolved types (annotations are strings here: ``from __future__``)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(options[0], value) if len(options) == 1 else value
+    if isinstance(tp, type) and issubclass(tp, Handoff):
+        return tp.from_xcom(value)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_decode(inner, v) for v in value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -45,10 +75,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _tuple(value: list[Any]) -> tuple[Any, ...]:
-    return tuple(_tuple(v) if isinstance(v, list) else v for v in value)
 
 
 def _check(cls: type, data: Any) -> set[str]:
@@ -127,20 +153,6 @@ class ReleasePlan(Handoff):
     rebuild_of: str | None = None  # a rebuild on purpose: the release id of the version's release it bakes again
     rebuild_reason: str | None = None
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        d = dict(data)
-        d["networks"] = tuple(RegionNetwork.from_xcom(n) for n in d["networks"])
-        d["bundle"] = BundleRef.from_xcom(d["bundle"])
-        if d.get("source_bundle") is not None:
-            d["source_bundle"] = BundleRef.from_xcom(d["source_bundle"])
-        d["run_list"] = tuple(d["run_list"])
-        d["regions"] = tuple(d["regions"])
-        return cls(**d)
-
     @cached_property
     def app_spec(self) -> catalog.App:
         return catalog.parse_app(self.catalog_entry, f"{self.app}.yaml (bundle {self.bundle.sha256[:12]})")
@@ -188,13 +200,6 @@ class SmokeResult(Handoff):
     commands: tuple[SmokeCommandResult, ...]
     launched_from: str  # "launch template <name>" or "plain run_instances"
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(**{**data, "commands": tuple(SmokeCommandResult.from_xcom(c) for c in data["commands"])})
-
 
 # --- Terraform: check + apply ---------------------------------------------------------------------
 
@@ -213,13 +218,6 @@ class PlanSummary(Handoff):
     destroy: int
     changes: tuple[ResourceChange, ...] = ()
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(**{**data, "changes": tuple(ResourceChange.from_xcom(c) for c in data.get("changes", []))})
-
     def line(self) -> str:
         return f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
 
@@ -232,27 +230,11 @@ class RegionPlan(Handoff):
     state_key: str
     plan: PlanSummary
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(**{**data, "plan": PlanSummary.from_xcom(data["plan"])})
-
 
 @dataclass(frozen=True)
 class InfrastructureCheck(Handoff):
     regions: tuple[RegionPlan, ...]
     terraform_version: str
-
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(
-            regions=tuple(RegionPlan.from_xcom(r) for r in data["regions"]), terraform_version=data["terraform_version"]
-        )
 
 
 @dataclass(frozen=True)
@@ -266,30 +248,10 @@ class RegionInfrastructure(Handoff):
     launch_template_version: int
     auto_scaling_groups: tuple[str, ...]
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(
-            **{
-                **data,
-                "plan": PlanSummary.from_xcom(data["plan"]),
-                "auto_scaling_groups": tuple(data["auto_scaling_groups"]),
-            }
-        )
-
 
 @dataclass(frozen=True)
 class InfrastructureResult(Handoff):
     regions: tuple[RegionInfrastructure, ...]
-
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(regions=tuple(RegionInfrastructure.from_xcom(r) for r in data["regions"]))
 
     def region(self, region: str) -> RegionInfrastructure:
         for r in self.regions:
@@ -337,18 +299,6 @@ class VerifySummary(Handoff):
     warnings: tuple[str, ...]
     verified: bool
 
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(
-            groups=tuple(GroupCheck.from_xcom(g) for g in data["groups"]),
-            problems=tuple(data["problems"]),
-            warnings=tuple(data["warnings"]),
-            verified=bool(data["verified"]),
-        )
-
 
 # --- rollback: resolve_target -> forensic_hold -> preflight ------------------------------------------
 
@@ -378,13 +328,6 @@ class RollbackTarget(Handoff):
         if self.replaces_release_id:
             return self.replaces_release_id, self.replaces_version, self.replaces_amis
         return self.current_release_id, self.current_version, self.current_amis
-
-    @classmethod
-    def from_xcom(cls, data: Any) -> Self:
-        if isinstance(data, cls):
-            return data
-        _check(cls, data)
-        return cls(**{**data, "bundle": BundleRef.from_xcom(data["bundle"])})
 
 
 def from_xcom_list(kind: type[T], items: Any) -> list[T]:

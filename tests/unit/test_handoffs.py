@@ -62,3 +62,26 @@ def test_nested_records_round_trip():
     handles = [RefreshHandle("us-east-1", "g", "r-1", "lt-1", 3, "ami-1", 60).to_xcom()]
     assert from_xcom_list(RefreshHandle, handles)[0].launch_template_version == 3
     assert from_xcom_list(RefreshHandle, None) == []
+
+
+def _all_handoffs():
+    from amirelease import handoffs
+
+    return [c for c in vars(handoffs).values() if isinstance(c, type) and issubclass(c, handoffs.Handoff)]
+
+
+def test_every_handoff_is_decoded_by_its_field_types_with_no_override():
+    """One generic decoder (issue 22 item 4): no record carries its own from_xcom, every field's
+    type resolves, and a nested record, a tuple of records and an optional record come back typed."""
+    from amirelease.handoffs import BundleRef, Handoff, RollbackTarget, SmokeCommandResult, SmokeResult, _hints
+
+    kinds = _all_handoffs()
+    assert len(kinds) >= 15
+    for kind in kinds:
+        assert "from_xcom" not in vars(kind) or kind is Handoff, f"{kind.__name__} overrides from_xcom"
+        assert _hints(kind) or kind is Handoff, kind
+    smoke = SmokeResult("ami-1", "i-1", True, (SmokeCommandResult("up", 0, None, "ok"),), "plain run_instances")
+    back = SmokeResult.from_xcom(json.loads(json.dumps(smoke.to_xcom())))
+    assert back == smoke and isinstance(back.commands, tuple) and isinstance(back.commands[0], SmokeCommandResult)
+    target = RollbackTarget("a", "1.0.0", "a-1", BundleRef("k", "s"), None, None, None)
+    assert RollbackTarget.from_xcom(json.loads(json.dumps(target.to_xcom()))).bundle == BundleRef("k", "s")
