@@ -90,3 +90,55 @@ def ledger_tells_the_truth(sb, since: str = "", app: str = "demo-web", group: st
         data = ec2.describe_launch_template_versions(LaunchTemplateId=spec["LaunchTemplateId"], Versions=[version])
         template_amis = {v["LaunchTemplateData"].get("ImageId") for v in data["LaunchTemplateVersions"]}
     return story_problems(ledger_records(sb, app), group_images(sb, group), template_amis, since)
+
+
+def ami_problems(images: list[dict[str, Any]], records: list[dict[str, Any]], region: str = "us-east-1") -> list[str]:
+    """No duplicate AMI (pure), in words; [] when there is one AMI per succeeded release record:
+    every image that names a release (tag ReleaseId) names one that succeeded and is its recorded
+    AMI (a refused or failed run keeps nothing it built), every succeeded release's AMI exists,
+    and no release has two. ``images``: the app's images of ours in ``region`` (older images
+    without a ReleaseId are no release's and are not judged)."""
+    tag = {i["ImageId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in images}
+    by_release: dict[str, list[str]] = {}
+    for ami, tags in tag.items():
+        if tags.get("ReleaseId"):  # a release's image (older images of the app are no release's)
+            by_release.setdefault(tags["ReleaseId"], []).append(ami)
+    problems = [
+        f"release {rid} has {len(amis)} AMIs: {sorted(amis)}" for rid, amis in by_release.items() if len(amis) > 1
+    ]
+    succeeded = {
+        str(r["release_id"]): {(r.get("amis") or {}).get(region)} for r in records if r.get("outcome") == "succeeded"
+    }
+    for rid, amis in by_release.items():
+        if rid not in succeeded:
+            problems.append(f"AMI {sorted(amis)} of {rid}, which has no succeeded release record")
+        elif set(amis) != succeeded[rid]:
+            problems.append(f"{rid}'s record names {sorted(succeeded[rid])}, AWS holds {sorted(amis)}")
+    problems += [f"{rid}'s AMI {sorted(amis)} is gone" for rid, amis in succeeded.items() if rid not in by_release]
+    return problems
+
+
+def leftovers(sb: Any) -> dict[str, list[str]]:
+    """What a bake or a smoke test could leave: their instances, Packer's security groups and key pairs."""
+    from tests.release.conftest import clients
+
+    ec2, _, _ = clients(sb)
+    live = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Purpose", "Values": ["ami-bake-builder", "ami-smoke-test"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    return {
+        "builder/smoke instances": [i["InstanceId"] for r in live for i in r["Instances"]],
+        "Packer security groups": [
+            g["GroupId"]
+            for g in groups
+            if g["GroupName"].startswith(("packer", "ami-builder-"))
+            or any(t["Key"] == "ReleaseId" for t in g.get("Tags", []))
+        ],
+        "Packer key pairs": [
+            k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("packer")
+        ],
+    }
