@@ -14,15 +14,16 @@ rollback itself, under the app's release lock, like a rollback a person starts:
   (operators/rollback.py, "decided under the lock");
 * the run id is derived from the failed release, so a retried task never starts a second one.
 
-It is an Airflow ``TriggerDagRunOperator`` (the trigger is made through Airflow's execution API,
-with the provider's run link); when nothing is to be done it skips, saying why.
+The trigger is Airflow's own ``TriggerDagRunOperator`` (made through the execution API, with the
+provider's run link XCom), built inside ``execute``: importing it pulls in Airflow's ORM models
+(~300 ms), which a DAG file's parse must not pay. When nothing is to be done it skips, saying why.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import BaseOperator
 
 from amirelease.constants import DagIds, TaskIds
 
@@ -73,15 +74,13 @@ def rollback_run_id(outcome: dict[str, Any]) -> str:
     return f"rollback_{outcome['app']}__auto_{outcome['release_id']}"
 
 
-class AutoRollForwardOperator(TriggerDagRunOperator):
+class AutoRollForwardOperator(BaseOperator):
     """Start ``ami_rollback`` for a release that failed on the fleet, when its app opts in."""
 
     ui_color = "#fde8e8"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(trigger_dag_id=DagIds.ROLLBACK, skip_when_already_exists=True, **kwargs)
-
     def execute(self, context: Context) -> None:
+        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
         from airflow.sdk.exceptions import AirflowSkipException
 
         ti = context["ti"]
@@ -91,20 +90,25 @@ class AutoRollForwardOperator(TriggerDagRunOperator):
         if why_not:
             raise AirflowSkipException(f"No automatic rollback: {why_not}")
         assert outcome is not None  # decision() said so
-        self.trigger_run_id = rollback_run_id(outcome)
-        self.conf = rollback_conf(outcome, ti.dag_id, ti.run_id)
+        run_id = rollback_run_id(outcome)
         self.log.warning(
             "%s %s failed at '%s' after it reached the fleet: starting ami_rollback %s (empty target: the last good "
             "release, decided under the app's lock; replaces %s, which gets a forensic hold)",
             outcome["app"],
             outcome.get("version"),
             outcome.get("failed_task"),
-            self.trigger_run_id,
+            run_id,
             outcome["release_id"],
         )
-        self._remember(outcome, self.trigger_run_id)
-        self._tell(context, outcome, self.trigger_run_id)
-        super().execute(context)
+        self._remember(outcome, run_id)
+        self._tell(context, outcome, run_id)
+        TriggerDagRunOperator(  # raises Airflow's DagRunTriggerException: the task runner makes the run
+            task_id=self.task_id,
+            trigger_dag_id=DagIds.ROLLBACK,
+            trigger_run_id=run_id,
+            conf=rollback_conf(outcome, ti.dag_id, ti.run_id),
+            skip_when_already_exists=True,  # a retried task never starts a second rollback
+        ).execute(context)
 
     def _remember(self, outcome: dict[str, Any], run_id: str) -> None:
         """The failed release's ledger record names the rollback it started (the Releases page shows it)."""
