@@ -28,10 +28,14 @@ class Usage:
 
     ``instances``: ids of existing (non-terminated) instances running the image.
     ``references``: readable descriptions of launch templates / configurations that name it.
+    ``template_versions``: ``(launch template id, version number) -> image id ('' for none)`` for
+    every version the run read (versions never change once made): the recheck before
+    deregistering asks AWS only for versions not among them.
     """
 
     instances: Mapping[str, Sequence[str]] = field(default_factory=dict)
     references: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    template_versions: Mapping[tuple[str, int], str] = field(default_factory=dict)
 
 
 def parse_creation_date(value: Any) -> datetime | None:
