@@ -8,9 +8,14 @@ sandbox can drive them. What one run asks, and why:
   templates/configurations, desired capacities and instances (the stop conditions).
 * ``DescribeLaunchTemplateVersions(Versions=['$Latest', '$Default'])`` without a template:
   the latest and default version of *every* template in the account, 200 per page (the
-  API's maximum), instead of one call per template; then one call per template only for
-  numbered versions a group pins that this listing did not already return. Skipped when no
-  group uses a template.
+  API's maximum), instead of one call per template. Beside it ``DescribeLaunchTemplates``
+  for the templates groups use, 200 ids per call: the exact numbers ``$Latest`` and
+  ``$Default`` stand for. The cross-check: every (template, version number) a group uses
+  that the listing did not return (cut short, or a pinned version) is asked directly, all of
+  one template's versions in one call. Skipped when no group uses a template. Nothing is
+  trusted to be whole: a listing cut short costs direct calls, never a protection.
+* The recheck before deregistering asks ``DescribeLaunchTemplates`` again and only the
+  versions the run has not read yet (a version never changes once made), not the listing.
 * ``DescribeLaunchConfigurations(LaunchConfigurationNames=…)``, 50 names per call (the API's
   maximum): only configurations groups use; none when no group uses one.
 * ``DescribeInstances`` with an ``image-id`` filter, only for *candidates* (own, old enough,
@@ -61,7 +66,8 @@ from amirelease.retention.references import (
 
 log = logging.getLogger(__name__)
 
-POOL_WORKERS = 4  # concurrent AWS calls of one run (botocore's pool holds 10 connections)
+POOL_WORKERS = 8  # concurrent AWS reads of one run (botocore's pool holds 10 connections)
+APPLY_WORKERS = 10  # concurrent DeregisterImage / DeleteSnapshot (one call per image or snapshot; no batch API)
 IMAGE_PAGE = 1000  # DescribeImages MaxResults: 5-1000
 INSTANCE_PAGE = 1000  # DescribeInstances MaxResults: 5-1000
 TEMPLATE_PAGE = 200  # DescribeLaunchTemplateVersions / DescribeLaunchTemplates MaxResults: 1-200
@@ -687,7 +693,7 @@ def apply_plan(
     plan: Plan,
     policy: RetentionPolicy,
     *,
-    workers: int = POOL_WORKERS,
+    workers: int = APPLY_WORKERS,
     before_deregister: Callable[[list[Decision]], None] | None = None,
     deleted_snapshots: list[str] | None = None,
 ) -> dict[str, Any]:
