@@ -105,3 +105,47 @@ def test_the_listing_covers_aliases_and_one_call_asks_all_pinned_versions_of_a_t
     kept = next(d for d in again.decisions if d.image_id == loose)
     assert kept.action is Action.KEEP
     assert f"referenced by launch template {latest} v3 (ASG g-latest)" in "; ".join(kept.protections)
+
+
+def test_the_recheck_looks_up_only_group_instances_the_run_has_not_seen(sandbox):
+    from amirelease.retention import aws
+    from amirelease.retention.decide import Action, decide
+    from amirelease.retention.policy import load_policy
+
+    due = format_mark(datetime.now(UTC) - timedelta(days=1))
+    young = sandbox.create_image("gi-young", age_days=2)
+    going = sandbox.create_image("gi-going", age_days=100, tags={MARK: due})
+    lt = _template(sandbox, "gi-lt", [young])
+    asg_internal = sandbox.client("autoscaling", internal=True)
+    _group(sandbox, "gi-group", lt, "$Latest")
+    asg_internal.update_auto_scaling_group(AutoScalingGroupName="gi-group", MaxSize=3, DesiredCapacity=2)
+
+    ec2, asg = sandbox.client("ec2"), sandbox.client("autoscaling")
+    policy = load_policy()
+    now = datetime.now(UTC)
+    got = aws.collect(ec2, asg, policy, now, account_id=lambda: sandbox.account_id)
+    plan = decide(got.images, got.usage, now, policy, account_id=got.account_id)
+    assert going in {d.image_id for d in plan.of(Action.DEREGISTER)}
+    mine = {i for i, (_, image) in plan.group_instances.items() if image == young}
+    assert len(mine) == 2
+
+    def instance_calls() -> int:
+        return sandbox.request_counts().get("ec2:DescribeInstances", 0)
+
+    sandbox.reset_request_counts()
+    aws.recheck(ec2, asg, plan, policy, account_id=got.account_id)
+    # the images about to go, by image id (1 call); the group's 2 instances were read by the run
+    assert instance_calls() == 1
+
+    # a third instance, running the image about to go (launched outside the template, then
+    # attached): looked up by id, and its image is kept
+    extra = sandbox.client("ec2", internal=True).run_instances(
+        ImageId=going, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=sandbox.account["subnet_ids"][0]
+    )["Instances"][0]["InstanceId"]
+    asg_internal.attach_instances(AutoScalingGroupName="gi-group", InstanceIds=[extra])
+    sandbox.faults.truncate("ec2:DescribeInstances", times=10**6, empty=True, match="image-id")
+    sandbox.reset_request_counts()
+    again = aws.recheck(ec2, asg, plan, policy, account_id=got.account_id)
+    assert instance_calls() == 2  # the images about to go (answered empty: cut), the new instance by id
+    kept = next(d for d in again.decisions if d.image_id == going)
+    assert kept.action is Action.KEEP and extra in "; ".join(kept.protections), kept

@@ -393,6 +393,7 @@ def resolve_groups(
     pool: ThreadPoolExecutor,
     *,
     known: Mapping[VersionKey, str] | None = None,
+    known_instances: Mapping[str, tuple[str, str]] | None = None,
 ) -> Resolution:
     """Resolve every launch template version, launch configuration and instance the groups name.
 
@@ -404,7 +405,9 @@ def resolve_groups(
     all of one template's in one call (:func:`template_numbers`). A template
     ``DescribeLaunchTemplates`` did not return is asked for by spec as before (``$Latest`` alone:
     nothing tells which listed version is the latest). A reference still missing is
-    *unresolved*: the caller must stop, changing nothing.
+    *unresolved*: the caller must stop, changing nothing. ``known_instances``: group instances an
+    earlier resolution of this run found (an instance's image never changes and a terminated one
+    never comes back): only instances not among them are looked up again.
     """
     out = Resolution()
 
@@ -416,7 +419,8 @@ def resolve_groups(
     f_alias = pool.submit(list_alias_versions, ec2) if used and not known else None
     f_numbers = pool.submit(describe_templates, ec2, sorted(used)) if used else None
     f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_users)) if lc_users else None
-    ids = group_instance_ids(groups)
+    seen_instances = {i: v for i, v in (known_instances or {}).items()}
+    ids = [i for i in group_instance_ids(groups) if i not in seen_instances]
     f_inst = pool.submit(describe_instances_by_id, ec2, ids) if ids else None
 
     listed: list[dict[str, Any]] = result(f_alias, [])
@@ -475,7 +479,8 @@ def resolve_groups(
             ]
     lc_refs = launch_configuration_references(configurations, groups)
     out.references = merge(lt_refs, lc_refs)
-    out.group_instances = result(f_inst, {})
+    listed_now = set(group_instance_ids(groups))
+    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | result(f_inst, {})
     return out
 
 
@@ -556,6 +561,7 @@ def collect(
             instances=_union(listed_usage, resolution.instance_usage()),
             references=references,
             template_versions=resolution.versions,
+            group_instances=resolution.group_instances,
         ),
         account_id=owner,
         view=view,
@@ -611,7 +617,15 @@ def recheck(
         f_images = pool.submit(list_images, ec2, image_ids=ids)
         f_usage = pool.submit(list_instance_usage, ec2, ids)
         groups = list_groups(autoscaling)
-        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool, known=plan.template_versions)
+        resolution = resolve_groups(
+            ec2,
+            autoscaling,
+            groups,
+            policy,
+            pool,
+            known=plan.template_versions,
+            known_instances=plan.group_instances,
+        )
         fresh_images, fresh_instances = f_images.result(), f_usage.result()
     if resolution.errors:
         raise ListingFailed("; ".join(resolution.errors))
