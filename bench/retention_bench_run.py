@@ -7,6 +7,9 @@ Imports happen first; the clock covers the run only: ``AmiRetentionOperator.exec
 ours, ``custodian run`` (``c7n.cli.main``) for Cloud Custodian. Both read the sandbox
 through the environment (AWS_ENDPOINT_URL / the Airflow AWS connection). The custodian
 mode imports nothing from this project (it runs in Custodian's own virtualenv).
+
+``RETENTION_BENCH_PROFILE=<file>`` in the environment: ours runs under cProfile, its stats
+written to that file (to see where a run's time goes: waiting on the server or working).
 """
 
 from __future__ import annotations
