@@ -7,11 +7,15 @@ Imports happen first; the clock covers the run only: ``AmiRetentionOperator.exec
 ours, ``custodian run`` (``c7n.cli.main``) for Cloud Custodian. Both read the sandbox
 through the environment (AWS_ENDPOINT_URL / the Airflow AWS connection). The custodian
 mode imports nothing from this project (it runs in Custodian's own virtualenv).
+
+``RETENTION_BENCH_PROFILE=<file>`` in the environment: ours runs under cProfile, its stats
+written to that file (to see where a run's time goes: waiting on the server or working).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -35,11 +39,21 @@ def ours(policy_path: str, out: str) -> None:
     context = {"data_interval_end": now, "logical_date": now, "run_id": f"bench__{now:%Y%m%dT%H%M%S%f}"}
     start = time.perf_counter()
     error = None
+    profile_to = os.environ.get("RETENTION_BENCH_PROFILE")  # a path: cProfile the run into it
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         summary = op.execute(context)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - the bench reports any failure of the run
         summary, error = {}, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     pacer = getattr(op, "retention_pacer", None)
     pacing = pacer.summary() if pacer is not None else None
     Path(out).write_text(

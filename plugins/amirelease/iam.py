@@ -122,6 +122,10 @@ def grants() -> list[Grant]:
         if app.iam_actions:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
     from amirelease.retention.accounts import ACCOUNT_ROLE_IAM_ACTIONS, ASSUME_IAM_ACTIONS
+    from amirelease.retention.aws import IAM_ACTIONS as RETENTION_AWS_IAM_ACTIONS
+
+    # retention/aws.py's template cross-check (beside the operator's own declaration)
+    out.append(Grant("retention", "airflow", "retention's launch template cross-check", RETENTION_AWS_IAM_ACTIONS))
 
     # retention across accounts (the policy's accounts:): the worker assumes each account's role,
     # which may do what the region task does in that account except write the ledger (S3)

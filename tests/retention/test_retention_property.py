@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from amirelease.errors import RetentionError
@@ -160,6 +160,27 @@ def _state(sb) -> dict[str, dict[str, str]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(acc=account)
+# Always tried: only the template listing cut (one entry kept, direct calls whole), groups on
+# $Latest by id and by name, on $Default and on a number. Generated examples rarely cut the
+# template listing alone (the other cuts stop the run first): without this one, the suite stayed
+# green with the cross-check of the listing removed (retention/aws.py numbered_asks).
+@example(
+    acc={
+        "templates": [
+            {"versions": [0, 1], "default": 1, "groups": [("$Latest", False)]},
+            {"versions": [2, 3], "default": 1, "groups": [("$Latest", True)]},
+            {"versions": [4, 5], "default": 2, "groups": [("1", False), ("$Default", True)]},
+        ],
+        "configurations": [],
+        "instance": None,
+        "retain": None,
+        "lt_cut": (1, True),
+        "lc_cut": None,
+        "instances_cut": None,
+        "images_cut": None,
+        "stock_moto": False,
+    }
+)
 def test_no_protected_image_is_ever_marked_or_deregistered(aws_sandbox, acc):
     sb = aws_sandbox
     sb.reset()

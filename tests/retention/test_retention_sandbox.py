@@ -201,10 +201,13 @@ def test_launch_template_and_configuration_references_protect(sandbox):
     assert rows[lt_old]["action"] == "mark" and rows[lc_unused]["action"] == "mark"
     counts = sb.request_counts()
     # $Latest/$Default of every template in one paged call, plus one call for ret-a's pinned v3
-    # (ret-mixed pins v1, which is its $Default: already known); one call for the used configuration;
-    # the same again in the recheck before the seeded due image (demo-web-0.9.4) is deregistered
+    # (ret-mixed pins v1, which is its $Default: already known); one DescribeLaunchTemplates for
+    # the numbers $Latest/$Default stand for; one call for the used configuration. The recheck
+    # before the seeded due image (demo-web-0.9.4) is deregistered asks the numbers and the
+    # configuration again, but no version: the run has read every version a group uses.
     assert summary["counts"]["deregister"] == 1
-    assert counts["ec2:DescribeLaunchTemplateVersions"] == 2 * 2
+    assert counts["ec2:DescribeLaunchTemplateVersions"] == 2
+    assert counts["ec2:DescribeLaunchTemplates"] == 1 * 2
     assert counts["autoscaling:DescribeLaunchConfigurations"] == 1 * 2
 
 

@@ -32,6 +32,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from amirelease.errors import ConfigError, RetentionError, aws_error
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.retention import AmiRetentionOperator
+from amirelease.retention.aws import IAM_ACTIONS as RETENTION_AWS_IAM_ACTIONS
 
 if TYPE_CHECKING:
     import boto3
@@ -45,7 +46,7 @@ SESSION_NAME = "ami-retention"
 # worker's own role). Its trust policy must let the worker's account (or role) assume it.
 ASSUME_IAM_ACTIONS: tuple[str, ...] = ("sts:AssumeRole",)
 ACCOUNT_ROLE_IAM_ACTIONS: tuple[str, ...] = tuple(
-    a for a in AmiRetentionOperator.iam_actions if not a.startswith("s3:")
+    a for a in (*AmiRetentionOperator.iam_actions, *RETENTION_AWS_IAM_ACTIONS) if not a.startswith("s3:")
 )
 
 

@@ -8,9 +8,14 @@ sandbox can drive them. What one run asks, and why:
   templates/configurations, desired capacities and instances (the stop conditions).
 * ``DescribeLaunchTemplateVersions(Versions=['$Latest', '$Default'])`` without a template:
   the latest and default version of *every* template in the account, 200 per page (the
-  API's maximum), instead of one call per template; then one call per template only for
-  numbered versions a group pins that this listing did not already return. Skipped when no
-  group uses a template.
+  API's maximum), instead of one call per template. Beside it ``DescribeLaunchTemplates``
+  for the templates groups use, 200 ids per call: the exact numbers ``$Latest`` and
+  ``$Default`` stand for. The cross-check: every (template, version number) a group uses
+  that the listing did not return (cut short, or a pinned version) is asked directly, all of
+  one template's versions in one call. Skipped when no group uses a template. Nothing is
+  trusted to be whole: a listing cut short costs direct calls, never a protection.
+* The recheck before deregistering asks ``DescribeLaunchTemplates`` again and only the
+  versions the run has not read yet (a version never changes once made), not the listing.
 * ``DescribeLaunchConfigurations(LaunchConfigurationNames=…)``, 50 names per call (the API's
   maximum): only configurations groups use; none when no group uses one.
 * ``DescribeInstances`` with an ``image-id`` filter, only for *candidates* (own, old enough,
@@ -45,23 +50,30 @@ from amirelease.retention.decide import Action, Decision, Plan, decide, needs_us
 from amirelease.retention.model import Image, Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.references import (
+    Numbers,
     TemplateKey,
+    VersionKey,
     direct_asks,
     group_launch_configurations,
     group_template_specs,
     index_alias_versions,
+    index_listed,
     launch_configuration_references,
-    listed_last,
     merge,
+    numbered_asks,
+    resolve_numbered,
     resolve_templates,
 )
 
 log = logging.getLogger(__name__)
 
-POOL_WORKERS = 4  # concurrent AWS calls of one run (botocore's pool holds 10 connections)
+POOL_WORKERS = 8  # concurrent AWS reads of one run (botocore's pool holds 10 connections)
+APPLY_WORKERS = 10  # concurrent DeregisterImage / DeleteSnapshot (one call per image or snapshot; no batch API)
 IMAGE_PAGE = 1000  # DescribeImages MaxResults: 5-1000
 INSTANCE_PAGE = 1000  # DescribeInstances MaxResults: 5-1000
-TEMPLATE_PAGE = 200  # DescribeLaunchTemplateVersions MaxResults: 1-200
+TEMPLATE_PAGE = 200  # DescribeLaunchTemplateVersions / DescribeLaunchTemplates MaxResults: 1-200
+TEMPLATE_IDS = 200  # DescribeLaunchTemplates: template ids (or names) per call, one page of 200
+VERSIONS_PER_CALL = 200  # DescribeLaunchTemplateVersions: numbered versions of one template per call (a page)
 GROUP_PAGE = 100  # DescribeAutoScalingGroups MaxRecords: at most 100
 LC_NAMES = 50  # DescribeLaunchConfigurations LaunchConfigurationNames: at most 50
 MAX_FILTER_VALUES = 200  # EC2 describe calls: filter values per call, all filters together
@@ -69,6 +81,10 @@ IMAGE_ID_BATCH = MAX_FILTER_VALUES - len(LIVE_STATES)  # image ids per call next
 TAG_BATCH = 500  # CreateTags/DeleteTags resource ids per call (up to 1000; AWS advises smaller batches)
 
 T = TypeVar("T")
+
+# Calls this module makes beyond AmiRetentionOperator.iam_actions (iam.py adds them to the
+# retention roles): the exact $Latest/$Default numbers of the templates groups use.
+IAM_ACTIONS: tuple[str, ...] = ("ec2:DescribeLaunchTemplates",)
 
 
 class ListingFailed(Exception):
@@ -246,6 +262,68 @@ def lookup_template(ec2: Any, template: TemplateKey, specs: list[str]) -> tuple[
     return {s: v for s, v in found.items() if s in specs}, absent
 
 
+def describe_templates(ec2: Any, keys: Sequence[TemplateKey]) -> dict[TemplateKey, Numbers]:
+    """``{template: (id, latest number, default number)}`` for these templates, asked by id and by
+    name, ``TEMPLATE_IDS`` per call: what ``$Latest`` and ``$Default`` mean right now, exactly.
+
+    A template AWS does not return is left out (its versions are then asked for by spec); an
+    unknown template fails AWS's whole call, so then that batch is left out. Any other error ->
+    ListingFailed.
+    """
+    out: dict[TemplateKey, Numbers] = {}
+    for kind, param in (("id", "LaunchTemplateIds"), ("name", "LaunchTemplateNames")):
+        values = sorted({k[1] for k in keys if k[0] == kind})
+        for batch in _chunks(values, TEMPLATE_IDS):
+            try:
+                items = _paginate(
+                    ec2,
+                    "describe_launch_templates",
+                    "LaunchTemplates",
+                    TEMPLATE_PAGE,
+                    f"DescribeLaunchTemplates ({len(batch)} template(s) groups use)",
+                    **{param: batch},
+                )
+            except ListingFailed as failed:
+                exc = failed.__cause__
+                if isinstance(exc, ClientError) and _code(exc) in _TEMPLATE_GONE:
+                    log.info("DescribeLaunchTemplates: %s; asking those %d template(s) by spec.", exc, len(batch))
+                    continue
+                raise
+            wanted = set(batch)
+            for t in items:
+                name = str(t.get("LaunchTemplateId") if kind == "id" else t.get("LaunchTemplateName") or "")
+                latest, default = t.get("LatestVersionNumber"), t.get("DefaultVersionNumber")
+                if name in wanted and t.get("LaunchTemplateId") and latest is not None and default is not None:
+                    out[(kind, name)] = (str(t["LaunchTemplateId"]), int(latest), int(default))
+    return out
+
+
+def template_numbers(
+    ec2: Any, template_id: str, wanted: Sequence[int]
+) -> tuple[dict[VersionKey, str], set[VersionKey]]:
+    """({(id, number): image id} AWS returned, {(id, number) AWS says do not exist}) for these
+    version numbers of one template: one ``DescribeLaunchTemplateVersions`` per ``VERSIONS_PER_CALL``.
+
+    The answer is cross-checked: a number neither returned nor declared missing (an answer cut
+    short) is asked for alone, once more.
+    """
+    found: dict[VersionKey, str] = {}
+    absent: set[VersionKey] = set()
+
+    def ask(batch: list[str]) -> None:
+        items, gone = template_versions(ec2, ("id", template_id), batch)
+        found.update({k: v for k, v in index_listed(items).items() if k[0] == template_id})
+        absent.update((template_id, int(v)) for v in gone)
+
+    for batch in _chunks([str(n) for n in wanted], VERSIONS_PER_CALL):
+        ask(batch)
+    if len(wanted) > 1:
+        for n in wanted:
+            if (template_id, n) not in found and (template_id, n) not in absent:
+                ask([str(n)])
+    return found, absent
+
+
 def list_launch_configurations(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for batch in _chunks(list(names), LC_NAMES):
@@ -282,6 +360,7 @@ class Resolution:
     warnings: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    versions: dict[VersionKey, str] = field(default_factory=dict)  # every template version seen: image id
 
     def instance_usage(self) -> dict[str, list[str]]:
         """``image id -> [live group instance ids]``."""
@@ -304,14 +383,28 @@ def _settled(fut: Future[T] | None, default: T, errors: list[str]) -> T:
 
 
 def resolve_groups(
-    ec2: Any, autoscaling: Any, groups: Sequence[Mapping[str, Any]], policy: RetentionPolicy, pool: ThreadPoolExecutor
+    ec2: Any,
+    autoscaling: Any,
+    groups: Sequence[Mapping[str, Any]],
+    policy: RetentionPolicy,
+    pool: ThreadPoolExecutor,
+    *,
+    known: Mapping[VersionKey, str] | None = None,
+    known_instances: Mapping[str, tuple[str, str]] | None = None,
 ) -> Resolution:
     """Resolve every launch template version, launch configuration and instance the groups name.
 
-    Listings first (side by side): ``$Latest``/``$Default`` of all templates, the configurations
-    by name, the group instances by id. Then a direct call for whatever a listing lacks
-    (:func:`amirelease.retention.references.direct_asks`; configurations by name again). A
-    reference that is still missing is *unresolved*: the caller must stop, changing nothing.
+    Side by side: ``$Latest``/``$Default`` of all templates (the listing; skipped when ``known``
+    is given: the versions an earlier resolution of this run saw), ``DescribeLaunchTemplates``
+    for the templates the groups use (the exact numbers their ``$Latest`` and ``$Default`` are),
+    the configurations by name, the group instances by id. Then the cross-check: every (template,
+    version number) a group uses that neither the listing nor ``known`` holds is asked directly,
+    all of one template's in one call (:func:`template_numbers`). A template
+    ``DescribeLaunchTemplates`` did not return is asked for by spec as before (``$Latest`` alone:
+    nothing tells which listed version is the latest). A reference still missing is
+    *unresolved*: the caller must stop, changing nothing. ``known_instances``: group instances an
+    earlier resolution of this run found (an instance's image never changes and a terminated one
+    never comes back): only instances not among them are looked up again.
     """
     out = Resolution()
 
@@ -320,35 +413,51 @@ def resolve_groups(
 
     used = group_template_specs(groups) if policy.protect_launch_templates else {}
     lc_users = group_launch_configurations(groups) if policy.protect_launch_configurations else {}
-    f_alias = pool.submit(list_alias_versions, ec2) if used else None
+    f_alias = pool.submit(list_alias_versions, ec2) if used and not known else None
+    f_numbers = pool.submit(describe_templates, ec2, sorted(used)) if used else None
     f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_users)) if lc_users else None
-    ids = group_instance_ids(groups)
+    seen_instances = {i: v for i, v in (known_instances or {}).items()}
+    ids = [i for i in group_instance_ids(groups) if i not in seen_instances]
     f_inst = pool.submit(describe_instances_by_id, ec2, ids) if ids else None
 
     listed: list[dict[str, Any]] = result(f_alias, [])
-    alias = index_alias_versions(listed)
-    # Known incomplete (a template a group uses is not in it) or suspect (a full last page
-    # without a token): its $Latest, the highest number *listed*, cannot be trusted either.
-    distrust = any(key not in alias for key in used) or (bool(listed) and len(listed) % TEMPLATE_PAGE == 0)
-    if used and f_alias is not None and not out.errors:
-        asks = direct_asks(used, alias, distrust_latest=distrust, last=listed_last(listed))
-        if asks:
+    numbers: dict[TemplateKey, Numbers] = result(f_numbers, {})
+    lt_refs: dict[str, list[str]] = {}
+    if used and not out.errors:
+        seen: dict[VersionKey, str] = dict(known or {})
+        seen.update(index_listed(listed))
+        asks = numbered_asks(used, numbers, seen)
+        # templates DescribeLaunchTemplates did not return: by spec, every $Latest asked alone
+        by_spec = {key: specs for key, specs in used.items() if key not in numbers}
+        alias = index_alias_versions(listed)
+        spec_asks = direct_asks(by_spec, alias, distrust_latest=True)
+        if asks or spec_asks:
             log.info(
-                "Asking AWS directly for %d launch template(s) the listing of all templates lacked or may have cut "
-                "short (%d listed).",
+                "Asking AWS directly for versions of %d launch template(s) the listing of all templates lacked "
+                "(%d listed, %d known), %d more by spec.",
                 len(asks),
                 len(listed),
+                len(known or {}),
+                len(spec_asks),
             )
-        f_direct = {key: pool.submit(lookup_template, ec2, key, specs) for key, specs in asks.items()}
+        f_direct = [pool.submit(template_numbers, ec2, tid, wanted) for tid, wanted in asks.items()]
+        f_spec = {key: pool.submit(lookup_template, ec2, key, specs) for key, specs in spec_asks.items()}
+        absent_numbers: set[VersionKey] = set()
+        for f_numbered in f_direct:
+            got, gone = result(f_numbered, ({}, set()))
+            seen.update(got)
+            absent_numbers |= gone
         found: dict[TemplateKey, dict[str, dict[str, Any]]] = {}
         absent: dict[TemplateKey, set[str]] = {}
-        for key, fut in f_direct.items():
+        for key, fut in f_spec.items():
             found[key], absent[key] = result(fut, ({}, set()))
-        lt_refs, warnings, unresolved = resolve_templates(used, alias, asks, found, absent)
-        out.warnings += warnings
-        out.unresolved += unresolved
-    else:
-        lt_refs = {}
+            seen.update(index_listed(found[key].values()))
+        by_number = resolve_numbered(used, numbers, seen, absent_numbers)
+        by_name = resolve_templates(by_spec, alias, spec_asks, found, absent)
+        lt_refs = merge(by_number[0], by_name[0])
+        out.warnings += by_number[1] + by_name[1]
+        out.unresolved += by_number[2] + by_name[2]
+        out.versions = seen
 
     configurations: list[dict[str, Any]] = result(f_lcs, [])
     if lc_users and f_lcs is not None and not out.errors:
@@ -367,7 +476,8 @@ def resolve_groups(
             ]
     lc_refs = launch_configuration_references(configurations, groups)
     out.references = merge(lt_refs, lc_refs)
-    out.group_instances = result(f_inst, {})
+    listed_now = set(group_instance_ids(groups))
+    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | result(f_inst, {})
     return out
 
 
@@ -444,7 +554,12 @@ def collect(
     )
     return Collected(
         images=images,
-        usage=Usage(instances=_union(listed_usage, resolution.instance_usage()), references=references),
+        usage=Usage(
+            instances=_union(listed_usage, resolution.instance_usage()),
+            references=references,
+            template_versions=resolution.versions,
+            group_instances=resolution.group_instances,
+        ),
         account_id=owner,
         view=view,
         warnings=warnings,
@@ -499,7 +614,15 @@ def recheck(
         f_images = pool.submit(list_images, ec2, image_ids=ids)
         f_usage = pool.submit(list_instance_usage, ec2, ids)
         groups = list_groups(autoscaling)
-        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool)
+        resolution = resolve_groups(
+            ec2,
+            autoscaling,
+            groups,
+            policy,
+            pool,
+            known=plan.template_versions,
+            known_instances=plan.group_instances,
+        )
         fresh_images, fresh_instances = f_images.result(), f_usage.result()
     if resolution.errors:
         raise ListingFailed("; ".join(resolution.errors))
@@ -581,7 +704,7 @@ def apply_plan(
     plan: Plan,
     policy: RetentionPolicy,
     *,
-    workers: int = POOL_WORKERS,
+    workers: int = APPLY_WORKERS,
     before_deregister: Callable[[list[Decision]], None] | None = None,
     deleted_snapshots: list[str] | None = None,
 ) -> dict[str, Any]:

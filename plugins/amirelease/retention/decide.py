@@ -73,6 +73,9 @@ class Plan:
     snapshot_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     marked_at: datetime | None = None  # the time new marks count their grace from
     held_back: str | None = None  # why due images were not deregistered (recycle.hold_back)
+    # the launch template versions the run read (Usage.template_versions), for aws.recheck
+    template_versions: Mapping[tuple[str, int], str] = field(default_factory=dict, repr=False)
+    group_instances: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # likewise
 
     def of(self, action: Action) -> list[Decision]:
         return [d for d in self.decisions if d.action is action]
@@ -362,4 +365,6 @@ def decide(
         cap=cap,
         snapshot_users={s: tuple(sorted(u)) for s, u in snapshot_users.items()},
         marked_at=marked_at,
+        template_versions=usage.template_versions,
+        group_instances=usage.group_instances,
     )

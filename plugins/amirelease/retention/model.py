@@ -28,10 +28,17 @@ class Usage:
 
     ``instances``: ids of existing (non-terminated) instances running the image.
     ``references``: readable descriptions of launch templates / configurations that name it.
+    ``template_versions``: ``(launch template id, version number) -> image id ('' for none)`` for
+    every version the run read (versions never change once made): the recheck before
+    deregistering asks AWS only for versions not among them.
+    ``group_instances``: ``instance id -> (state, image id)`` as EC2 answered for the instances the
+    groups list (an instance's image never changes): the recheck looks up only new ones.
     """
 
     instances: Mapping[str, Sequence[str]] = field(default_factory=dict)
     references: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    template_versions: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    group_instances: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def parse_creation_date(value: Any) -> datetime | None:

@@ -25,9 +25,9 @@ included) of the retention run's EC2 client:
 ``retention_api_share = off`` turns pacing off. Auto Scaling, S3 and the Recycle Bin are not
 paced: AWS publishes no bucket sizes for them, and a run makes a handful of those calls.
 
-What it costs (measured, docs/benchmarks.md): at 5,000 AMIs a steady run makes ~650 calls, 366
-of them ``DescribeLaunchTemplateVersions``, which the pacer holds to 10 a second after a burst of
-50 (>= 32 s); a first run that writes thousands of marks (one ``EnableImageDeprecation`` each:
+What it costs (measured, docs/benchmarks.md): at 5,000 AMIs a steady run made ~650 calls, 366
+of them ``DescribeLaunchTemplateVersions``, before the template cross-check asked only for what
+the listing lacks (now ~65 a run); a first run that writes thousands of marks (one ``EnableImageDeprecation`` each:
 3,334) runs at 4.5 a second (AWS allows 5) and took 891 s, 15 of the task's 20 minutes.
 """
 
@@ -58,6 +58,7 @@ SHARED = frozenset(
         "DescribeInstances",
         "CreateTags",
         "DescribeLaunchTemplateVersions",
+        "DescribeLaunchTemplates",  # the template cross-check (aws.describe_templates); preflight reads it too
         # a release's record step deregisters the AMI of a release that a gate refused (and its
         # snapshots): rare, but the same buckets (tests/retention/test_retention_pacing.py reads
         # the release roles' IAM actions and fails on the next action both make)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TAG_BATCH = 500
 RECORD_PREFIX = "retention/recycle-bin"
+RECORD_WORKERS = 10  # PutObject of the records side by side (botocore's pool holds 10 connections)
 
 
 def read_rules(rbin: Any) -> dict[str, list[dict[str, Any]]]:
@@ -105,24 +107,33 @@ def record_deregistered(
 
     deleted = set(deleted_snapshots)
     scope = current_account()  # the policy account the run acts in (None: the workers' own)
-    for d in decisions:
-        body = {
-            "image_id": d.image_id,
-            "name": d.name,
-            "region": region,
-            **({"account": scope[0], "account_id": scope[1]} if scope else {}),
-            "tags": dict(d.tags),
-            "snapshot_ids": [s for s in d.snapshot_ids if s in deleted],
-            "deregistered_at": at.isoformat().replace("+00:00", "Z"),
-            "run_id": run_id,
-            "recycle_bin": dict(coverage_.rules) if coverage_ else None,
-        }
-        s3.put_object(
-            Bucket=bucket,
-            Key=record_key(region, d.image_id),
-            Body=json.dumps(body, indent=1).encode(),
-            ContentType="application/json",
+    bodies = [
+        (
+            record_key(region, d.image_id),
+            {
+                "image_id": d.image_id,
+                "name": d.name,
+                "region": region,
+                **({"account": scope[0], "account_id": scope[1]} if scope else {}),
+                "tags": dict(d.tags),
+                "snapshot_ids": [s for s in d.snapshot_ids if s in deleted],
+                "deregistered_at": at.isoformat().replace("+00:00", "Z"),
+                "run_id": run_id,
+                "recycle_bin": dict(coverage_.rules) if coverage_ else None,
+            },
         )
+        for d in decisions
+    ]
+
+    def put(item: tuple[str, dict[str, Any]]) -> None:
+        s3.put_object(
+            Bucket=bucket, Key=item[0], Body=json.dumps(item[1], indent=1).encode(), ContentType="application/json"
+        )
+
+    # one object per image (a restore reads it by image id): side by side, as many as botocore's
+    # connection pool holds, not one round trip after another; the first error is raised
+    with ThreadPoolExecutor(max_workers=RECORD_WORKERS, thread_name_prefix="retention-records") as pool:
+        list(pool.map(put, bodies))
 
 
 def read_record(s3: Any, bucket: str, region: str, image_id: str) -> dict[str, Any] | None:

@@ -196,3 +196,111 @@ def merge(*maps: Mapping[str, list[str]]) -> dict[str, list[str]]:
         for image_id, reasons in m.items():
             out[image_id].extend(reasons)
     return dict(out)
+
+
+# ---------------------------------------------------------------- by number (the cross-check)
+
+VersionKey = tuple[str, int]  # (launch template id, version number): immutable once created
+Numbers = tuple[str, int, int]  # (launch template id, latest version number, default version number)
+
+
+def spec_numbers(spec: str, numbers: Numbers) -> int | None:
+    """The version number a spec means, per ``DescribeLaunchTemplates`` (None: not a number)."""
+    if spec == "$Latest":
+        return numbers[1]
+    if spec == "$Default":
+        return numbers[2]
+    try:
+        return int(spec)
+    except ValueError:
+        return None
+
+
+def index_listed(versions: Iterable[Mapping[str, Any]]) -> dict[VersionKey, str]:
+    """``{(template id, number): image id or ''}`` for every version a listing or a direct call returned."""
+    out: dict[VersionKey, str] = {}
+    for v in versions:
+        if v.get("LaunchTemplateId") and v.get("VersionNumber") is not None:
+            out[(str(v["LaunchTemplateId"]), int(v["VersionNumber"]))] = str(
+                (v.get("LaunchTemplateData") or {}).get("ImageId") or ""
+            )
+    return out
+
+
+def numbered_asks(
+    used: Mapping[TemplateKey, Mapping[str, set[str]]],
+    numbers: Mapping[TemplateKey, Numbers],
+    known: Mapping[VersionKey, str],
+) -> dict[str, list[int]]:
+    """``{template id: [version numbers]}`` that groups use and neither the listing nor an
+    earlier answer returned: the cross-check of the listing against the exact (template,
+    version) pairs, by the numbers ``DescribeLaunchTemplates`` gives for ``$Latest``/``$Default``."""
+    out: dict[str, set[int]] = defaultdict(set)
+    for key, specs in used.items():
+        if key not in numbers:
+            continue
+        tid = numbers[key][0]
+        for spec in specs:
+            n = spec_numbers(spec, numbers[key])
+            if n is not None and (tid, n) not in known:
+                out[tid].add(n)
+    return {tid: sorted(ns) for tid, ns in out.items()}
+
+
+def resolve_numbered(
+    used: Mapping[TemplateKey, Mapping[str, set[str]]],
+    numbers: Mapping[TemplateKey, Numbers],
+    known: Mapping[VersionKey, str],
+    absent: Collection[VersionKey],
+) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """(``image id -> [reasons]``, [warnings], [unresolved]) for the templates ``numbers`` covers.
+
+    Each spec is turned into its version number (``$Latest``/``$Default`` by
+    ``DescribeLaunchTemplates``) and looked up in ``known`` (the listing, earlier runs' answers
+    and the direct calls). A number AWS said does not exist (``absent``) references no image (a
+    warning); one that is in none of them is *unresolved*: the run must stop. A version numbered
+    above ``$Latest`` that ``known`` holds (made after ``DescribeLaunchTemplates`` answered, seen
+    by the listing) is protected for a ``$Latest`` group too: it may be the latest by now.
+    """
+    numbers_of: dict[str, list[int]] = defaultdict(list)
+    for tid_n in known:
+        numbers_of[tid_n[0]].append(tid_n[1])
+    by_version: dict[VersionKey, set[str]] = defaultdict(set)
+    images: dict[VersionKey, str] = {}
+    warnings: list[str] = []
+    unresolved: list[str] = []
+    for key, specs in used.items():
+        if key not in numbers:
+            continue
+        tid = numbers[key][0]
+        for spec, groups in specs.items():
+            names = ", ".join(sorted(groups))
+            n = spec_numbers(spec, numbers[key])
+            if n is None or (tid, n) in absent:
+                warnings.append(
+                    f"launch template {key[1]} has no version {spec} or does not exist (used by ASG {names}); "
+                    "it references no image"
+                )
+                continue
+            if (tid, n) not in known:
+                how = "--launch-template-id" if key[0] == "id" else "--launch-template-name"
+                unresolved.append(
+                    f"Auto Scaling group {names} uses launch template {key[1]} version {spec} (number {n}), "
+                    "which AWS returned neither in the listing of all templates nor when asked for it directly "
+                    f"(check: aws ec2 describe-launch-template-versions {how} {key[1]} --versions '{spec}')"
+                )
+                continue
+            hits = [(tid, n)]
+            if spec == "$Latest":
+                hits += [(tid, m) for m in sorted(numbers_of[tid]) if m > n]
+            for hit in hits:
+                image_id = known[hit]
+                if image_id:
+                    by_version[hit] |= set(groups)
+                    images[hit] = image_id
+    refs: dict[str, list[str]] = defaultdict(list)
+    for ident in sorted(by_version):
+        refs[images[ident]].append(
+            f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
+        )
+    return dict(refs), warnings, unresolved
