@@ -773,6 +773,23 @@ def apply_plan(
     return applied
 
 
+def one_call_each(
+    pool: ThreadPoolExecutor, items: Sequence[T], call: Callable[[T], Any], what: Callable[[T], str]
+) -> list[str]:
+    """``call(item)`` for every item on ``pool`` (EC2 has no batch form of these calls); an AWS
+    refusal becomes ``"<what(item)>: <code>"`` in the returned list instead of an exception, so
+    one image never stops the others and the next run tries the failed ones again."""
+
+    def one(item: T) -> str | None:
+        try:
+            call(item)
+        except ClientError as exc:
+            return f"{what(item)}: {_code(exc)}"
+        return None
+
+    return [e for e in pool.map(one, items) if e]
+
+
 DEPRECATION_WORKERS = 10  # one call per image (no batch API): as many as botocore's pool holds (10)
 
 
@@ -787,25 +804,21 @@ def sync_deprecations(
     to_set, to_clear = changes(plan, images, now)
     out: dict[str, Any] = {"deprecated": 0, "deprecation_cancelled": 0, "deprecation_errors": []}
 
-    def set_one(item: tuple[str, datetime]) -> str | None:
-        try:
-            ec2.enable_image_deprecation(ImageId=item[0], DeprecateAt=item[1])
-        except ClientError as exc:
-            return f"deprecate {item[0]}: {_code(exc)}"
-        return None
-
-    def clear_one(image_id: str) -> str | None:
-        try:
-            ec2.disable_image_deprecation(ImageId=image_id)
-        except ClientError as exc:
-            return f"cancel deprecation of {image_id}: {_code(exc)}"
-        return None
-
     if not to_set and not to_clear:
         return out
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-deprecate") as pool:
-        set_errors = [e for e in pool.map(set_one, to_set) if e]
-        clear_errors = [e for e in pool.map(clear_one, to_clear) if e]
+        set_errors = one_call_each(
+            pool,
+            to_set,
+            lambda item: ec2.enable_image_deprecation(ImageId=item[0], DeprecateAt=item[1]),
+            lambda item: f"deprecate {item[0]}",
+        )
+        clear_errors = one_call_each(
+            pool,
+            to_clear,
+            lambda image_id: ec2.disable_image_deprecation(ImageId=image_id),
+            lambda image_id: f"cancel deprecation of {image_id}",
+        )
     out["deprecated"] = len(to_set) - len(set_errors)
     out["deprecation_cancelled"] = len(to_clear) - len(clear_errors)
     out["deprecation_errors"] = set_errors + clear_errors

@@ -33,9 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from amirelease.errors import aws_error_code as _code
+from amirelease.retention.aws import one_call_each
 from amirelease.retention.decide import Action, Plan
 from amirelease.retention.model import Image
 from amirelease.retention.policy import RetentionPolicy
@@ -88,25 +86,17 @@ def sync(
         return out
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def disable(image_id: str) -> str | None:
-        try:  # the tag first: an image disabled without it would never be enabled by us
-            ec2.create_tags(Resources=[image_id], Tags=[{"Key": DISABLED_TAG, "Value": stamp}])
-            ec2.disable_image(ImageId=image_id)
-        except ClientError as exc:
-            return f"disable {image_id}: {_code(exc)}"
-        return None
+    def disable(image_id: str) -> None:  # the tag first: an image disabled without it would never be enabled by us
+        ec2.create_tags(Resources=[image_id], Tags=[{"Key": DISABLED_TAG, "Value": stamp}])
+        ec2.disable_image(ImageId=image_id)
 
-    def enable(image_id: str) -> str | None:
-        try:  # enabled first: a failure leaves the tag, so the next run tries again
-            ec2.enable_image(ImageId=image_id)
-            ec2.delete_tags(Resources=[image_id], Tags=[{"Key": DISABLED_TAG}])
-        except ClientError as exc:
-            return f"enable {image_id} again: {_code(exc)}"
-        return None
+    def enable(image_id: str) -> None:  # enabled first: a failure leaves the tag, so the next run tries again
+        ec2.enable_image(ImageId=image_id)
+        ec2.delete_tags(Resources=[image_id], Tags=[{"Key": DISABLED_TAG}])
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-scream") as pool:
-        enable_errors = [e for e in pool.map(enable, to_enable) if e]
-        disable_errors = [e for e in pool.map(disable, to_disable) if e]
+        enable_errors = one_call_each(pool, to_enable, enable, lambda image_id: f"enable {image_id} again")
+        disable_errors = one_call_each(pool, to_disable, disable, lambda image_id: f"disable {image_id}")
     out["disabled"] = len(to_disable) - len(disable_errors)
     out["enabled_again"] = len(to_enable) - len(enable_errors)
     out["scream_test_errors"] = enable_errors + disable_errors
