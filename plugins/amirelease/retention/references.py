@@ -114,6 +114,34 @@ def direct_asks(
     return out
 
 
+def _no_version_words(key: TemplateKey, spec: str, names: str) -> str:
+    return (
+        f"launch template {key[1]} has no version {spec} or does not exist (used by ASG {names}); "
+        "it references no image"
+    )
+
+
+def _unresolved_words(key: TemplateKey, spec: str, names: str, number: int | None = None) -> str:
+    """A version a group uses that AWS answered neither way, with the command a person checks it by."""
+    how = "--launch-template-id" if key[0] == "id" else "--launch-template-name"
+    which = f"version {spec} (number {number}), which AWS" if number is not None else f"version {spec}, which AWS"
+    return (
+        f"Auto Scaling group {names} uses launch template {key[1]} {which} "
+        "returned neither in the listing of all templates nor when asked for it directly "
+        f"(check: aws ec2 describe-launch-template-versions {how} {key[1]} --versions '{spec}')"
+    )
+
+
+def _version_refs(by_version: Mapping[Any, set[str]], images: Mapping[Any, str]) -> dict[str, list[str]]:
+    """``{image id: ["referenced by launch template <id> v<n> (ASG …)", …]}`` from the resolved versions."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    for ident in sorted(by_version):
+        refs[images[ident]].append(
+            f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
+        )
+    return dict(refs)
+
+
 def resolve_templates(
     used: Mapping[TemplateKey, Mapping[str, set[str]]],
     alias: Mapping[TemplateKey, Mapping[str, Mapping[str, Any]]],
@@ -140,17 +168,9 @@ def resolve_templates(
             names = ", ".join(sorted(groups))
             if version is None:
                 if spec in gone:
-                    warnings.append(
-                        f"launch template {key[1]} has no version {spec} or does not exist (used by ASG {names}); "
-                        "it references no image"
-                    )
+                    warnings.append(_no_version_words(key, spec, names))
                 else:
-                    how = "--launch-template-id" if key[0] == "id" else "--launch-template-name"
-                    unresolved.append(
-                        f"Auto Scaling group {names} uses launch template {key[1]} version {spec}, which AWS "
-                        "returned neither in the listing of all templates nor when asked for it directly "
-                        f"(check: aws ec2 describe-launch-template-versions {how} {key[1]} --versions '{spec}')"
-                    )
+                    unresolved.append(_unresolved_words(key, spec, names))
                 continue
             image_id = (version.get("LaunchTemplateData") or {}).get("ImageId")
             if not image_id:
@@ -158,12 +178,7 @@ def resolve_templates(
             ident = (str(version.get("LaunchTemplateId") or key[1]), int(version.get("VersionNumber") or 0))
             by_version[ident] |= set(groups)
             images[ident] = image_id
-    refs: dict[str, list[str]] = defaultdict(list)
-    for ident in sorted(by_version):
-        refs[images[ident]].append(
-            f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
-        )
-    return dict(refs), warnings, unresolved
+    return _version_refs(by_version, images), warnings, unresolved
 
 
 def group_launch_configurations(groups: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -277,18 +292,10 @@ def resolve_numbered(
             names = ", ".join(sorted(groups))
             n = spec_numbers(spec, numbers[key])
             if n is None or (tid, n) in absent:
-                warnings.append(
-                    f"launch template {key[1]} has no version {spec} or does not exist (used by ASG {names}); "
-                    "it references no image"
-                )
+                warnings.append(_no_version_words(key, spec, names))
                 continue
             if (tid, n) not in known:
-                how = "--launch-template-id" if key[0] == "id" else "--launch-template-name"
-                unresolved.append(
-                    f"Auto Scaling group {names} uses launch template {key[1]} version {spec} (number {n}), "
-                    "which AWS returned neither in the listing of all templates nor when asked for it directly "
-                    f"(check: aws ec2 describe-launch-template-versions {how} {key[1]} --versions '{spec}')"
-                )
+                unresolved.append(_unresolved_words(key, spec, names, number=n))
                 continue
             hits = [(tid, n)]
             if spec == "$Latest":
@@ -298,9 +305,4 @@ def resolve_numbered(
                 if image_id:
                     by_version[hit] |= set(groups)
                     images[hit] = image_id
-    refs: dict[str, list[str]] = defaultdict(list)
-    for ident in sorted(by_version):
-        refs[images[ident]].append(
-            f"referenced by launch template {ident[0]} v{ident[1]} (ASG {', '.join(sorted(by_version[ident]))})"
-        )
-    return dict(refs), warnings, unresolved
+    return _version_refs(by_version, images), warnings, unresolved
