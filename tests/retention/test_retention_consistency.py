@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amirelease.retention.consistency import AccountView, checked, select_sample, stop_reasons
+from amirelease.retention.consistency import AccountView, checked, doubtful_sample, select_sample, stop_reasons
 from amirelease.retention.decide import Action, decide
 from amirelease.retention.model import Image, Usage
 from amirelease.retention.policy import RetentionPolicy
@@ -27,7 +27,7 @@ def group(name, instances, desired=None, state="InService"):
     }
 
 
-def view(groups, found, *, candidates=(), usage=None, errors=(), size=200):
+def view(groups, found, *, candidates=(), usage=None, errors=(), size=200, left=()):
     sample = select_sample(groups, size)
     return AccountView(
         groups=groups,
@@ -36,6 +36,7 @@ def view(groups, found, *, candidates=(), usage=None, errors=(), size=200):
         candidates=frozenset(candidates),
         candidate_usage=usage or {},
         listing_errors=tuple(errors),
+        sample_left=frozenset(left),
     )
 
 
@@ -74,6 +75,24 @@ def test_group_instances_missing_or_terminated_in_ec2():
     assert stop_reasons(view(groups, found, size=1), RetentionPolicy(min_live_vs_desired=0)) == []  # i-1 only
 
 
+def test_instances_that_left_their_group_meanwhile_are_set_aside():
+    """The second read of the groups no longer lists i-2 and i-3 InService: a refresh or scale-in
+    between the reads, neither missing nor live; only what is still doubtful is read again."""
+    groups = [group("web", ["i-1", "i-2", "i-3", "i-4"])]
+    found = {"i-1": ("running", "ami-x"), "i-2": ("terminated", "ami-x"), "i-4": ("terminated", "ami-x")}
+    policy = RetentionPolicy(min_live_vs_desired=0)
+    assert doubtful_sample(view(groups, found)) == [("web", "i-2"), ("web", "i-3"), ("web", "i-4")]
+    assert stop_reasons(view(groups, found, left={"i-2", "i-3", "i-4"}), policy) == []
+    (reason,) = stop_reasons(view(groups, found, left={"i-2", "i-3"}), policy)
+    assert "1 of 2 instances that Auto Scaling lists as InService are missing or terminated" in reason
+    assert "i-4 (web: terminated)" in reason and "i-2" not in reason
+    # the share EC2 confirmed is of the instances still in their groups (1 of 1, not 1 of 4)
+    tolerant = RetentionPolicy(max_missing_group_instances=10, min_live_vs_desired=1)
+    assert stop_reasons(view(groups, found, left={"i-2", "i-3", "i-4"}), tolerant) == []
+    (reason,) = stop_reasons(view(groups, found), tolerant)
+    assert reason.startswith("far fewer live instances than the groups want: about 1 live instances")
+
+
 def test_group_instance_on_a_candidate_missing_from_its_image_listing():
     groups = [group("web", ["i-1"])]
     v = view(groups, {"i-1": ("running", "ami-old")}, candidates={"ami-old"}, usage={})
@@ -107,16 +126,19 @@ def runs(draw):
         Image(image_id=f"ami-{i}", owner_id=ME, creation_date=NOW - timedelta(days=90), tags=dict(DUE))
         for i in range(draw(st.integers(1, 6)))
     ] + [Image(image_id="ami-fresh", owner_id=ME, creation_date=NOW - timedelta(days=90))]
-    groups, found, usage = [], {}, {}
+    groups, found, usage, left = [], {}, {}, set()
     for g in range(draw(st.integers(0, 4))):
         ids = [f"i-{g}-{n}" for n in range(draw(st.integers(0, 4)))]
         groups.append(group(f"asg-{g}", ids, desired=len(ids) + draw(st.integers(0, 4))))
         for instance_id in ids:
-            fate = draw(st.sampled_from(["live", "live", "live", "terminated", "unlisted", "on-candidate"]))
+            fate = draw(st.sampled_from(["live", "live", "live", "terminated", "unlisted", "on-candidate", "left"]))
             if fate == "live":
                 found[instance_id] = ("running", "ami-current")
             elif fate == "terminated":
                 found[instance_id] = ("terminated", "ami-current")
+            elif fate == "left":  # replaced between the two reads of its group
+                found[instance_id] = (draw(st.sampled_from(["terminated", "shutting-down", "running"])), "ami-current")
+                left.add(instance_id)
             elif fate == "on-candidate":
                 image = draw(st.sampled_from(images)).image_id
                 found[instance_id] = ("running", image)
@@ -130,7 +152,9 @@ def runs(draw):
         group_instance_sample=draw(st.integers(0, 20)),
     )
     candidates = {i.image_id for i in images}
-    v = view(groups, found, candidates=candidates, usage=usage, errors=errors, size=policy.group_instance_sample)
+    v = view(
+        groups, found, candidates=candidates, usage=usage, errors=errors, size=policy.group_instance_sample, left=left
+    )
     return images, Usage(instances=usage), v, policy
 
 
@@ -138,8 +162,11 @@ def oracle_stops(v: AccountView, policy: RetentionPolicy) -> bool:
     """The stop conditions, written out again."""
     if v.listing_errors:
         return True
-    bad, live = 0, 0
+    bad, live, counted = 0, 0, 0
     for _, instance_id in v.sample:
+        if instance_id in v.sample_left:
+            continue
+        counted += 1
         state, image = v.sample_found.get(instance_id, ("absent", ""))
         if state != "running":
             bad += 1
@@ -151,7 +178,7 @@ def oracle_stops(v: AccountView, policy: RetentionPolicy) -> bool:
         return True
     desired = sum(g["DesiredCapacity"] for g in v.groups)
     listed = sum(len(g["Instances"]) for g in v.groups)
-    share = live / len(v.sample) if v.sample else 1.0
+    share = live / counted if counted else 1.0
     return policy.min_live_vs_desired > 0 and desired > 0 and listed * share < policy.min_live_vs_desired * desired
 
 

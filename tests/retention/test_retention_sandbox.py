@@ -394,6 +394,46 @@ def test_stop_when_group_instances_are_missing_from_the_instance_listing(sandbox
     assert summary["stopped"] is None
 
 
+def _collect_while(sb, act):
+    """Retention's read of the account, with ``act(asg_client)`` done right after its first read
+    of the groups (a real call to the sandbox, from a botocore event: the race made on purpose)."""
+    from amirelease.retention import aws
+    from amirelease.retention.consistency import stop_reasons
+    from amirelease.retention.policy import load_policy
+
+    ec2, asg = sb.client("ec2", internal=True), sb.client("autoscaling", internal=True)
+    other = sb.client("autoscaling", internal=True)
+    done: list[bool] = []
+
+    def after_first_listing(**_):
+        if not done:
+            done.append(True)
+            act(other)
+
+    asg.meta.events.register("after-call.auto-scaling.DescribeAutoScalingGroups", after_first_listing)
+    policy = load_policy()
+    view = aws.collect(ec2, asg, policy, datetime.now(UTC)).view
+    return view, stop_reasons(view, policy)
+
+
+def test_a_group_refreshing_while_the_run_reads_is_not_a_wrong_view(sandbox):
+    """An instance Auto Scaling replaces between the run's read of the groups and EC2's answer
+    (an instance refresh beside retention: CI saw it) is terminated in EC2 yet InService in the
+    first read. Listings are not a snapshot, on AWS too: the group, read again, no longer has it,
+    so the run goes on. An instance the group still lists InService after EC2 answered counts as
+    before (test_stop_when_group_instances_are_missing_from_the_instance_listing)."""
+    _, instances = _old_fleet(sandbox)
+    gone = instances[0]
+
+    def replace_one(asg):
+        asg.terminate_instance_in_auto_scaling_group(InstanceId=gone, ShouldDecrementDesiredCapacity=False)
+
+    view, reasons = _collect_while(sandbox, replace_one)
+    assert (("ret-fleet", gone) in view.sample) and view.sample_found[gone][0] == "terminated"
+    assert view.sample_left == {gone}
+    assert reasons == []
+
+
 def test_stop_when_far_fewer_live_instances_than_desired(sandbox, tmp_path):
     from moto.autoscaling.models import autoscaling_backends
 

@@ -45,7 +45,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease.errors import AwsErrorFamily, RetentionError, aws_error_family
 from amirelease.errors import aws_error_code as _code
-from amirelease.retention.consistency import GONE_LIFECYCLE, LIVE_STATES, AccountView, select_sample
+from amirelease.retention.consistency import (
+    GONE_LIFECYCLE,
+    LIVE_STATES,
+    AccountView,
+    doubtful_sample,
+    select_sample,
+)
 from amirelease.retention.decide import Action, Decision, Plan, decide, needs_usage
 from amirelease.retention.model import Image, Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
@@ -179,6 +185,51 @@ def list_groups(autoscaling: Any) -> list[dict[str, Any]]:
     return _paginate(
         autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups", GROUP_PAGE, "DescribeAutoScalingGroups"
     )
+
+
+def describe_groups(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The named groups as Auto Scaling lists them now (a group it does not return is left out)."""
+    items: list[dict[str, Any]] = []
+    for batch in _chunks(sorted(set(names)), GROUP_PAGE):
+        items += _paginate(
+            autoscaling,
+            "describe_auto_scaling_groups",
+            "AutoScalingGroups",
+            GROUP_PAGE,
+            "DescribeAutoScalingGroups (second read)",
+            AutoScalingGroupNames=batch,
+        )
+    return items
+
+
+def left_their_groups(autoscaling: Any, doubtful: Sequence[tuple[str, str]]) -> frozenset[str]:
+    """Of ``doubtful`` (group name, instance id) pairs, the instances their group, read again now,
+    no longer lists as ``InService``: scaled in or replaced (an instance refresh) between the read
+    of the groups and EC2's answer. Listings are not a snapshot of the account, on AWS as here.
+    An instance whose group is not returned, or still lists it InService, is not among them; a
+    failed second read returns none (the first read's doubt stands)."""
+    if not doubtful:
+        return frozenset()
+    try:
+        again = describe_groups(autoscaling, [g for g, _ in doubtful])
+    except ListingFailed as exc:
+        log.warning("Could not read the groups again to settle %d doubtful instance(s): %s", len(doubtful), exc)
+        return frozenset()
+    now = {
+        str(g.get("AutoScalingGroupName")): {
+            str(i.get("InstanceId")): i.get("LifecycleState") for i in g.get("Instances") or []
+        }
+        for g in again
+    }
+    left = frozenset(i for g, i in doubtful if g in now and now[g].get(i) != "InService")
+    if left:
+        log.info(
+            "%d sampled instance(s) left their group while the run read the account (scale-in or instance "
+            "refresh), not counted as missing: %s",
+            len(left),
+            ", ".join(sorted(left)[:5]),
+        )
+    return left
 
 
 def list_alias_versions(ec2: Any) -> list[dict[str, Any]]:
@@ -543,10 +594,15 @@ def collect(
     for u in resolution.unresolved:
         log.error("%s", u)
     found = resolution.group_instances
+    sample_found = {i: found[i] for _, i in sample if i in found}
+    probe = AccountView(
+        sample=sample, sample_found=sample_found, candidates=frozenset(candidates), candidate_usage=listed_usage
+    )
     view = AccountView(
         groups=groups,
         sample=sample,
-        sample_found={i: found[i] for _, i in sample if i in found},
+        sample_found=sample_found,
+        sample_left=left_their_groups(autoscaling, doubtful_sample(probe)) if not errors else frozenset(),
         candidates=frozenset(candidates),
         candidate_usage=listed_usage,
         listing_errors=tuple(errors),

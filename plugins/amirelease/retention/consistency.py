@@ -15,7 +15,11 @@ reason) when they disagree:
    lists as ``InService`` in its groups (spread over the groups) are looked up by id in
    EC2's instance listing. An instance EC2 does not list as live, or one that runs an image
    the run considered without appearing in that image's instance listing, counts as
-   missing; more than ``max_missing_group_instances`` stop the run.
+   missing; more than ``max_missing_group_instances`` stop the run. Listings are not a
+   snapshot: a group scaling in or refreshing between the read of the groups and EC2's answer
+   looks the same. So the groups of the doubtful instances are read once more, after EC2
+   answered; an instance its group no longer lists as ``InService`` left it in the meantime and
+   is set aside (neither missing nor live). One it still lists counts.
 3. **Far fewer live instances than the groups want**: the instances Auto Scaling lists in
    its groups, times the share of the sample EC2 confirmed live, must add up to at least
    ``min_live_vs_desired`` of the groups' desired capacities.
@@ -46,6 +50,30 @@ class AccountView:
     candidate_usage: Mapping[str, Sequence[str]] = field(default_factory=dict)  # image -> live instance ids
     listing_errors: Sequence[str] = ()
     unresolved: Sequence[str] = ()  # references groups make that AWS did not return (aws.resolve_groups)
+    sample_left: frozenset[str] = frozenset()  # sampled instances their group, read again, no longer has InService
+
+
+def _judged(view: AccountView) -> list[tuple[str, str, str, str]]:
+    """(group, instance, verdict, detail) for each sampled instance that did not leave its group:
+    verdict ``missing`` (detail: EC2's state), ``unlisted`` (live on a candidate its image's listing
+    lacked; detail: the image) or ``live``."""
+    out = []
+    for group, instance_id in view.sample:
+        if instance_id in view.sample_left:
+            continue
+        found = view.sample_found.get(instance_id)
+        if found is None or found[0] not in LIVE_STATES:
+            out.append((group, instance_id, "missing", "not listed" if found is None else found[0]))
+        elif found[1] in view.candidates and instance_id not in (view.candidate_usage.get(found[1]) or ()):
+            out.append((group, instance_id, "unlisted", found[1]))
+        else:
+            out.append((group, instance_id, "live", found[1]))
+    return out
+
+
+def doubtful_sample(view: AccountView) -> list[tuple[str, str]]:
+    """The sampled (group, instance) pairs that count against the view: to be read again."""
+    return [(g, i) for g, i, verdict, _ in _judged(view) if verdict != "live"]
 
 
 def select_sample(groups: Sequence[Mapping[str, Any]], size: int) -> list[tuple[str, str]]:
@@ -99,24 +127,16 @@ def stop_reasons(view: AccountView, policy: RetentionPolicy) -> list[str]:
     if view.listing_errors or view.unresolved:
         return reasons  # the other checks would read incomplete data
 
-    missing: list[str] = []
-    unlisted: list[str] = []
-    live_in_sample = 0
-    for group, instance_id in view.sample:
-        found = view.sample_found.get(instance_id)
-        if found is None or found[0] not in LIVE_STATES:
-            state = "not listed" if found is None else found[0]
-            missing.append(f"{instance_id} ({group}: {state})")
-            continue
-        live_in_sample += 1
-        image_id = found[1]
-        if image_id in view.candidates and instance_id not in (view.candidate_usage.get(image_id) or ()):
-            unlisted.append(f"{instance_id} ({group}) on {image_id}")
+    judged = _judged(view)
+    missing = [f"{i} ({g}: {detail})" for g, i, verdict, detail in judged if verdict == "missing"]
+    unlisted = [f"{i} ({g}) on {detail}" for g, i, verdict, detail in judged if verdict == "unlisted"]
+    live_in_sample = len(judged) - len(missing)
+    counted = len(judged)
     if len(missing) + len(unlisted) > policy.max_missing_group_instances:
         parts = []
         if missing:
             parts.append(
-                f"{len(missing)} of {len(view.sample)} instances that Auto Scaling lists as InService are "
+                f"{len(missing)} of {counted} instances that Auto Scaling lists as InService are "
                 f"missing or terminated in EC2's instance listing: {_examples(missing)}"
             )
         if unlisted:
@@ -133,7 +153,7 @@ def stop_reasons(view: AccountView, policy: RetentionPolicy) -> list[str]:
     desired = _desired(view.groups)
     if policy.min_live_vs_desired > 0 and desired > 0:
         listed = _listed_in_groups(view.groups)
-        confirmed = live_in_sample / len(view.sample) if view.sample else 1.0
+        confirmed = live_in_sample / counted if counted else 1.0
         live = listed * confirmed
         if live < policy.min_live_vs_desired * desired:
             reasons.append(
