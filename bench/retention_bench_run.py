@@ -33,7 +33,7 @@ def ours(policy_path: str, out: str) -> None:
     from amirelease.retention.pacing import pace_retention
 
     op = AmiRetentionOperator(task_id="retention", region_name="us-east-1", policy_path=policy_path)
-    # as the task does it (wiring.py's on_execute_callback): paced unless retention_api_share = off
+    # as the task does it (retention_pipeline.py's on_execute_callback): paced unless retention_api_share = off
     pace_retention({"task": op})
     now = datetime.now(UTC)
     context = {"data_interval_end": now, "logical_date": now, "run_id": f"bench__{now:%Y%m%dT%H%M%S%f}"}

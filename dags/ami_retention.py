@@ -42,7 +42,7 @@ from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
 from amirelease.constants import DagIds
-from amirelease.retention.wiring import retention_tasks, schedule
+from amirelease.retention_pipeline import retention_tasks, schedule
 
 with DAG(
     dag_id=DagIds.RETENTION,
@@ -55,7 +55,7 @@ with DAG(
     # Only the scheduler starts runs: no manual run (dated in the future or not) can act or
     # occupy the one active-run slot. Manual runs: the DAG ami_retention_manual.
     allowed_run_types=["scheduled"],
-    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention/wiring.py
+    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention_pipeline.py
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],

@@ -25,7 +25,7 @@ from airflow.sdk import DAG
 
 from amirelease.access import RELEASE_MANAGERS_READ
 from amirelease.constants import DagIds
-from amirelease.retention.wiring import mode_param, retention_tasks
+from amirelease.retention_pipeline import mode_param, retention_tasks
 
 with DAG(
     dag_id=DagIds.RETENTION_MANUAL,
@@ -35,7 +35,7 @@ with DAG(
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention/wiring.py
+    dagrun_timeout=timedelta(minutes=75),  # a paced first run of a large account: see retention_pipeline.py
     render_template_as_native_obj=True,
     doc_md=__doc__,
     tags=["ami", "retention"],

@@ -121,7 +121,7 @@ def grants() -> list[Grant]:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform state", BACKEND_IAM_ACTIONS))
         if app.iam_actions:
             out.append(Grant(role, "terraform", f"{app.name}'s Terraform module", app.iam_actions))
-    from amirelease.retention.accounts import ACCOUNT_ROLE_IAM_ACTIONS, ASSUME_IAM_ACTIONS
+    from amirelease.operators.retention_accounts import ACCOUNT_ROLE_IAM_ACTIONS, ASSUME_IAM_ACTIONS
     from amirelease.retention.aws import IAM_ACTIONS as RETENTION_AWS_IAM_ACTIONS
 
     # retention/aws.py's template cross-check (beside the operator's own declaration)

@@ -215,7 +215,7 @@ def test_three_accounts_two_regions_one_role_missing(org, sandbox, airflow_db):
 
 @pytest.mark.e2e
 def test_a_role_that_cannot_be_assumed_fails_in_words_and_reads_nothing(org, sandbox):
-    from amirelease.retention.accounts import AccountRetentionOperator
+    from amirelease.operators.retention_accounts import AccountRetentionOperator
 
     role = org["roles"][BROKEN]
     op = AccountRetentionOperator(
@@ -259,7 +259,7 @@ def test_an_account_named_by_its_airflow_connection(org, sandbox, monkeypatch):
     provider's own way); the report lands under the account's key with beta's id."""
     import json
 
-    from amirelease.retention.accounts import AccountRetentionOperator
+    from amirelease.operators.retention_accounts import AccountRetentionOperator
     from amirelease.retention.report import latest_report
 
     monkeypatch.setenv(

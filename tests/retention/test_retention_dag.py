@@ -44,7 +44,7 @@ def test_scheduled_dag_shape(dag):
     assert "policy_regions" in retention.upstream_task_ids
     assert retention.partial_kwargs.get("mode") is None
     # one task per account x region, at most [ami_release] retention_max_parallel at once
-    from amirelease.retention.accounts import AccountRetentionOperator
+    from amirelease.operators.retention_accounts import AccountRetentionOperator
 
     assert retention.operator_class is AccountRetentionOperator
     assert retention.partial_kwargs["max_active_tis_per_dagrun"] == 4

@@ -34,7 +34,7 @@ ACCOUNTS_PREFIX = f"{REPORT_PREFIX}/accounts"
 
 # The account the reports written in this context belong to: (policy name, account id), or None
 # for the workers' own account (the single-account layout). Set by the per-account retention task
-# (retention/accounts.py) around the whole run, so every report, summary and key it writes names
+# (operators/retention_accounts.py) around the whole run, so every report, summary and key it writes names
 # the account; a context variable, so that the region operator needs no account parameter.
 _ACCOUNT: ContextVar[tuple[str, str | None] | None] = ContextVar("retention_report_account", default=None)
 

@@ -21,7 +21,7 @@ from airflow.sdk import Param, task
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.operators.retention import MODES
-from amirelease.retention.accounts import AccountRetentionOperator
+from amirelease.operators.retention_accounts import AccountRetentionOperator
 from amirelease.retention.pacing import pace_retention
 from amirelease.retry import policy
 

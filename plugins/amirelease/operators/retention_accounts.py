@@ -116,7 +116,7 @@ def _account(value: Any) -> dict[str, str] | None:
         raise ConfigError(
             f"the retention task's account must be a mapping with a name, got {value!r}",
             resource="task argument account",
-            fix="let the DAG pass the policy's accounts (retention/wiring.py); name accounts in the policy",
+            fix="let the DAG pass the policy's accounts (retention_pipeline.py); name accounts in the policy",
         )
     if bool(value.get("role_arn")) == bool(value.get("aws_conn_id")):
         raise ConfigError(
