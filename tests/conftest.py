@@ -217,15 +217,10 @@ def release_plan():
             version="1.0.0",
             release_id="demo-web-1.0.0-abc",
             ami_name="demo-web-1.0.0-abc",
-            platform="linux",
-            toolchain="packer-chef-linux",
-            run_list=("recipe[linux-base]", "recipe[demo-web::default@2.3.1]"),
             cookbook_versions={"linux-base": "1.4.0", "demo-web": "2.3.1"},
             packer_template_digest="d" * 16,
             source_ami="ami-0a11a2023b0000002",
             source_ami_name="al2023-ami-2023.6-x86_64",
-            home_region="us-east-1",
-            regions=("us-east-1",),
             networks=(
                 RegionNetwork(
                     region="us-east-1", vpc_id="vpc-1", vpc_cidr="10.20.0.0/16", subnet_ids=("subnet-a", "subnet-b")

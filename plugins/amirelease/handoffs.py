@@ -123,22 +123,18 @@ class ReleasePlan(Handoff):
     """The release as decided by preflight: every later task acts on this, nothing else.
 
     ``catalog_entry`` is the app's catalog document as bundled; ``app_spec`` parses it, so a
-    re-release's tasks use the recorded entry, not today's catalog.
+    re-release's tasks use the recorded entry, not today's catalog. What the entry already says
+    (platform, toolchain, run list, regions) is read from it, not carried twice.
     """
 
     app: str
     version: str
     release_id: str
     ami_name: str
-    platform: str
-    toolchain: str
-    run_list: tuple[str, ...]
     cookbook_versions: dict[str, str]
     packer_template_digest: str
     source_ami: str
     source_ami_name: str
-    home_region: str
-    regions: tuple[str, ...]
     networks: tuple[RegionNetwork, ...]
     account_id: str
     pipeline_run: str
@@ -160,6 +156,28 @@ class ReleasePlan(Handoff):
     @property
     def targets(self) -> tuple[catalog.Target, ...]:
         return self.app_spec.targets
+
+    @property
+    def platform(self) -> str:
+        return self.app_spec.platform
+
+    @property
+    def toolchain(self) -> str:
+        return self.app_spec.toolchain
+
+    @property
+    def run_list(self) -> tuple[str, ...]:
+        """The stacked Chef run list (platform base cookbook first, then the app's)."""
+        return tuple(self.app_spec.run_list)
+
+    @property
+    def home_region(self) -> str:
+        """The region Packer builds in; the others get copies."""
+        return self.app_spec.home_region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(self.app_spec.regions)
 
     def network(self, region: str) -> RegionNetwork:
         for n in self.networks:

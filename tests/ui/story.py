@@ -112,15 +112,10 @@ class StoryWriter:
             version=version,
             release_id=rid,
             ami_name=ami_name(APP, version, rid),
-            platform=self.app.platform,
-            toolchain=self.app.toolchain,
-            run_list=tuple(self.app.run_list),
             cookbook_versions=catalog.cookbook_versions(self.app.run_list, REPO / "include" / "cookbooks"),
             packer_template_digest="3f9c2a1b7d4e5f60",
             source_ami=self.vendor,
             source_ami_name="al2023-ami-2026.11-x86_64",
-            home_region=REGION,
-            regions=(REGION,),
             networks=(
                 RegionNetwork(
                     region=REGION,
