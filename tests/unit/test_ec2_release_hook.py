@@ -96,3 +96,33 @@ def test_it_finds_a_releases_image_and_tags_it(hook, sandbox):
     hook.tag(image, {"Version": "1.2.3"})
     assert hook.image_tags(image) == {TAG_RELEASE_ID: "r-img-hook", "Version": "1.2.3"}
     hook.terminate_and_wait([builder], what="test instance(s)", why="cleanup")
+
+
+def test_it_tells_what_instances_run_and_discards_a_releases_images(hook, sandbox):
+    """What the rollback reads (the images a group's instances run) and what record does with a
+    refused release (its AMIs deregistered, their snapshots deleted; another release's kept)."""
+    own = _own_client(sandbox)
+    builder = _launch(hook, sandbox, "r-discard", PURPOSE_BUILDER)
+    vendor = sandbox.account["vendor_images"]["amazon-linux"]
+    images = {}
+    for rid in ("r-discard", "r-keep"):
+        images[rid] = own.create_image(
+            InstanceId=builder,
+            Name=rid,
+            TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": TAG_RELEASE_ID, "Value": rid}]}],
+        )["ImageId"]
+    assert [i["ImageId"] for i in hook.images_of_instances([builder])] == [vendor]
+    assert hook.images_of_instances([]) == []
+
+    def snapshots(image_id):
+        image = own.describe_images(ImageIds=[image_id])["Images"][0]
+        return [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
+
+    doomed = snapshots(images["r-discard"])
+    assert doomed
+    assert hook.discard_release_images("r-discard") == [(images["r-discard"], doomed)]
+    assert own.describe_images(Owners=["self"], ImageIds=[images["r-discard"]])["Images"] == []
+    left = {s["SnapshotId"] for s in own.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(doomed) & left and set(snapshots(images["r-keep"])) <= left
+    assert hook.discard_release_images("r-discard") == []
+    hook.terminate_and_wait([builder], what="test instance(s)", why="cleanup")

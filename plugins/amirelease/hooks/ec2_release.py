@@ -190,3 +190,30 @@ class Ec2ReleaseHook(EC2Hook):
         self.log.warning("Deleting the key pair %s (%s)", name, why)
         self.conn.delete_key_pair(KeyName=name)
         return True
+
+    def discard_release_images(self, release_id: str) -> list[tuple[str, list[str]]]:
+        """Deregister every AMI of this account tagged with the release and delete its snapshots
+        (a refused release keeps nothing). Returns ``[(image id, [snapshot ids])]``."""
+        images = self.conn.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
+        )["Images"]
+        gone = []
+        for image in images:
+            snapshots = [
+                m["Ebs"]["SnapshotId"]
+                for m in image.get("BlockDeviceMappings", [])
+                if m.get("Ebs", {}).get("SnapshotId")
+            ]
+            self.conn.deregister_image(ImageId=image["ImageId"])
+            for snapshot in snapshots:
+                self.conn.delete_snapshot(SnapshotId=snapshot)
+            gone.append((str(image["ImageId"]), snapshots))
+        return gone
+
+    def images_of_instances(self, instance_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The images (DescribeImages items) the given instances run, each once."""
+        if not instance_ids:
+            return []
+        reservations = self.conn.describe_instances(InstanceIds=list(instance_ids))["Reservations"]
+        images = sorted({i["ImageId"] for r in reservations for i in r["Instances"]})
+        return list(self.conn.describe_images(ImageIds=images)["Images"]) if images else []

@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_RELEASE_ID, TAG_STATUS, TaskIds
+from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
 from amirelease.handoffs import (
     BakeResult,
@@ -300,22 +300,10 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         """A refused release keeps nothing: the AMI a bake beside the check may have finished
         (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
         for region in plan.regions:
-            ec2 = self.clients.ec2(region)
-            images = ec2.describe_images(
-                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [plan.release_id]}]
-            )["Images"]
-            for image in images:
-                snapshots = [
-                    m["Ebs"]["SnapshotId"]
-                    for m in image.get("BlockDeviceMappings", [])
-                    if m.get("Ebs", {}).get("SnapshotId")
-                ]
-                ec2.deregister_image(ImageId=image["ImageId"])
-                for snapshot in snapshots:
-                    ec2.delete_snapshot(SnapshotId=snapshot)
+            for image_id, snapshots in self.clients.ec2_release(region).discard_release_images(plan.release_id):
                 self.log.warning(
                     "Refused release: AMI %s (%s) deregistered and its snapshot(s) %s deleted",
-                    image["ImageId"],
+                    image_id,
                     region,
                     ", ".join(snapshots) or "-",
                 )

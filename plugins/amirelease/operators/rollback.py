@@ -45,9 +45,7 @@ def live_release(clients: Any, targets: tuple[catalog.Target, ...], log: Any) ->
         ids = [i["InstanceId"] for i in group.get("Instances", []) if i.get("LifecycleState") == "InService"]
         if not ids:
             continue
-        ec2 = clients.ec2(t.region)
-        images = {i["ImageId"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
-        for image in ec2.describe_images(ImageIds=sorted(images))["Images"]:
+        for image in clients.ec2_release(t.region).images_of_instances(ids):
             amis[t.region] = image["ImageId"]
             tags = tags_dict(image.get("Tags"))
             if tags.get(TAG_RELEASE_ID):
