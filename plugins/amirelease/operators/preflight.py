@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,19 @@ def resolve_network(ec2: Any, net: catalog.Network, region: str) -> RegionNetwor
         vpc_cidr=vpc["CidrBlock"],
         subnet_ids=tuple(by_name[n] for n in net.subnets),
     )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a release is built from: the app as its bundle defines it, the folder it was read
+    from, the packed bundle, the git source (None for a central-catalog app) and, for a
+    re-release, the bundle of the release it repeats."""
+
+    app: catalog.App
+    root: Path
+    packed: bundle.Bundle
+    source: dict[str, Any] | None
+    source_bundle: BundleRef | None
 
 
 class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
@@ -263,56 +277,12 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         )
 
         with TemporaryDirectory(prefix="release-preflight-") as tmp:
-            source: dict[str, Any] | None = None
-            if target is None:
-                central = catalog.known_app(app_name)
-                if central.source is not None:
-                    app, root, packed, source = self._from_git(central, git_ref, Path(tmp))
-                else:
-                    app = catalog.get_app(app_name)
-                    root = catalog.include_dir()
-                    packed = bundle.pack_app(app, root, Path(app.source_file))
-                    if git_ref:
-                        self.log.info(
-                            "%s is defined in the central catalog (include/), not in a git repository: git_ref %r "
-                            "is recorded as a label only; nothing is fetched",
-                            app.name,
-                            git_ref,
-                        )
-                source_bundle = None
-                self.log.info(
-                    "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
-                    app.name,
-                    version,
-                    app.platform,
-                    app.toolchain,
-                )
-            else:
-                if target.app != app_name:
-                    raise PreflightError(f"rollback target is an app '{target.app}', not '{app_name}'", fix="retrigger")
-                root = Path(tmp)
-                bundle.unpack(
-                    bundle.BundleStore(self.clients.s3(), ledger_bucket()).get(target.bundle.key, target.bundle.sha256),
-                    root,
-                )
-                app = bundle.load_app(root, app_name)
-                source = bundle.read_source(root)
-                packed = bundle.pack_app(app, root)
-                source_bundle = target.bundle
-                if packed.sha256 != target.bundle.sha256:
-                    raise PreflightError(
-                        f"repacking the bundle of {target.target_release_id} gave another digest",
-                        fix="report this: bundles are deterministic; the stored bundle may be damaged",
-                    )
-                self.log.info(
-                    "Re-release of %s %s (%s) from its bundle %s…: its catalog entry, cookbooks, "
-                    "Packer files and Terraform module%s, on today's vendor base image; no git ref is resolved again",
-                    app.name,
-                    version,
-                    target.target_release_id,
-                    target.bundle.sha256[:16],
-                    f" (commit {source['commit'][:12]} of {source['repository']})" if source else "",
-                )
+            src = (
+                self._plan_release(app_name, version, git_ref, Path(tmp))
+                if target is None
+                else self._plan_re_release(target, app_name, version, Path(tmp))
+            )
+            app, root, packed, source, source_bundle = src.app, src.root, src.packed, src.source, src.source_bundle
             contained.check_module(
                 root / app.infrastructure.module, app.name, contained.Allowances.from_entry({"allow": app.allow})
             )
@@ -323,21 +293,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             packer_digest = files_digest(catalog.packer_file_paths(app.platform, root))
 
         own_account = self.hook.account_id
-        networks = []
-        for region in app.regions:
-            networks.append(resolve_network(self.clients.ec2(region), app.network, region))
-        for t in app.targets:
-            self._check_target(app, t)
-        base = resolve_base_image(
-            self.clients.ec2(app.home_region), app.base_image_owners, app.base_image_name, app.architecture, own_account
-        )
-        self.log.info(
-            "Base image: %s %s (owner %s, created %s)",
-            base["ImageId"],
-            base.get("Name"),
-            base.get("OwnerId"),
-            base.get("CreationDate"),
-        )
+        networks, base = self._check_aws(app, own_account)
 
         if app.aws_role:
             assume_app_role(self.hook, app.home_region, app.aws_role, app.name, "preflight")
@@ -352,17 +308,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                 "AWS: %s's Packer and Terraform run with the workers' own role (no aws.role_arn in its central entry)",
                 app.name,
             )
-        vault = PipelineSecrets(self.vault_conn_id)
-        for label, refs in (("bake", app.secrets), ("Terraform", app.infrastructure.secrets)):
-            found = vault.read(app.name, refs)
-            self.log.info(
-                "Vault: %d %s secret key(s) present for %s: %s",
-                len(found.values),
-                label,
-                app.name,
-                ", ".join(sorted(found.values)) or "-",
-            )
-            found.clear()
+        self._check_secrets(app)
 
         rid = release_id(app.name, version, run_id)
         plan = ReleasePlan(
@@ -402,6 +348,92 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             ", ".join(plan.regions),
         )
         return plan.to_xcom()
+
+    def _plan_release(self, app_name: str, version: str, git_ref: str | None, tmp: Path) -> Sources:
+        """A new release: the app's sources from its repository at the ref (or the central
+        catalog), packed into the bundle every later task reads."""
+        central = catalog.known_app(app_name)
+        if central.source is not None:
+            app, root, packed, source = self._from_git(central, git_ref, tmp)
+            sources_ = Sources(app, root, packed, source, None)
+        else:
+            app = catalog.get_app(app_name)
+            root = catalog.include_dir()
+            sources_ = Sources(app, root, bundle.pack_app(app, root, Path(app.source_file)), None, None)
+            if git_ref:
+                self.log.info(
+                    "%s is defined in the central catalog (include/), not in a git repository: git_ref %r "
+                    "is recorded as a label only; nothing is fetched",
+                    app.name,
+                    git_ref,
+                )
+        self.log.info(
+            "Preflight for %s %s (%s, toolchain %s): no AWS resource is created here",
+            app.name,
+            version,
+            app.platform,
+            app.toolchain,
+        )
+        return sources_
+
+    def _plan_re_release(self, target: RollbackTarget, app_name: str, version: str, tmp: Path) -> Sources:
+        """A re-release: exactly the recorded release's bundle (entry, cookbooks, Packer files,
+        module), checked to repack to the same digest; no git ref is resolved again."""
+        if target.app != app_name:
+            raise PreflightError(f"rollback target is an app '{target.app}', not '{app_name}'", fix="retrigger")
+        bundle.unpack(
+            bundle.BundleStore(self.clients.s3(), ledger_bucket()).get(target.bundle.key, target.bundle.sha256), tmp
+        )
+        app = bundle.load_app(tmp, app_name)
+        source = bundle.read_source(tmp)
+        packed = bundle.pack_app(app, tmp)
+        if packed.sha256 != target.bundle.sha256:
+            raise PreflightError(
+                f"repacking the bundle of {target.target_release_id} gave another digest",
+                fix="report this: bundles are deterministic; the stored bundle may be damaged",
+            )
+        self.log.info(
+            "Re-release of %s %s (%s) from its bundle %s…: its catalog entry, cookbooks, "
+            "Packer files and Terraform module%s, on today's vendor base image; no git ref is resolved again",
+            app.name,
+            version,
+            target.target_release_id,
+            target.bundle.sha256[:16],
+            f" (commit {source['commit'][:12]} of {source['repository']})" if source else "",
+        )
+        return Sources(app, tmp, packed, source, target.bundle)
+
+    def _check_aws(self, app: catalog.App, own_account: str) -> tuple[list[RegionNetwork], dict[str, Any]]:
+        """Read-only: each region's network, each target group, and today's vendor base image."""
+        networks = [resolve_network(self.clients.ec2(region), app.network, region) for region in app.regions]
+        for t in app.targets:
+            self._check_target(app, t)
+        base = resolve_base_image(
+            self.clients.ec2(app.home_region), app.base_image_owners, app.base_image_name, app.architecture, own_account
+        )
+        self.log.info(
+            "Base image: %s %s (owner %s, created %s)",
+            base["ImageId"],
+            base.get("Name"),
+            base.get("OwnerId"),
+            base.get("CreationDate"),
+        )
+        return networks, base
+
+    def _check_secrets(self, app: catalog.App) -> None:
+        """Every bake and Terraform secret key the app names is in Vault (the values are read,
+        counted and dropped: they reach the tools at deploy time, never the plan)."""
+        vault = PipelineSecrets(self.vault_conn_id)
+        for label, refs in (("bake", app.secrets), ("Terraform", app.infrastructure.secrets)):
+            found = vault.read(app.name, refs)
+            self.log.info(
+                "Vault: %d %s secret key(s) present for %s: %s",
+                len(found.values),
+                label,
+                app.name,
+                ", ".join(sorted(found.values)) or "-",
+            )
+            found.clear()
 
     def _one_release_per_version(
         self, ledger: Ledger, app_name: str, version: str, context: Context
