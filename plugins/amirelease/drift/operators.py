@@ -23,7 +23,7 @@ from amirelease.hooks.terraform import Backend, TerraformHook, workspace_key
 from amirelease.hooks.tool import workdir
 from amirelease.hooks.vault import PipelineSecrets
 from amirelease.ledger import Ledger, ReleaseLock, ledger_bucket
-from amirelease.operators.base import ReleaseOperatorMixin
+from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
 from amirelease.operators.infrastructure import state_bucket, state_key
 from amirelease.operators.preflight import resolve_network
 
@@ -144,7 +144,7 @@ class DriftTargetsOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         return targets
 
 
-class DriftPlanOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
+class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     """
     A read-only ``terraform plan -detailed-exitcode -lock=false`` of one app × region's live
     release: its bundle (digest verified), its module's variables with its AMI, its Vault
@@ -163,18 +163,9 @@ class DriftPlanOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     iam_actions = ("ec2:DescribeSubnets", "ec2:DescribeVpcs", "s3:GetObject", "sts:AssumeRole")
     pushback_changed = "Nothing was changed: this step only reads (a Terraform plan, never applied)."
 
-    def __init__(self, *, target: Any, vault_conn_id: str = "vault_default", **kwargs: Any) -> None:
+    def __init__(self, *, target: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
-        self.vault_conn_id = vault_conn_id
-        self._terraform: TerraformHook | None = None
-
-    def on_kill(self) -> None:
-        if self._terraform is not None:
-            self._terraform.interrupt()
-
-    def _say(self, line: str) -> None:
-        self.log.info("terraform | %s", line)
 
     def execute(self, context: Context) -> dict[str, Any]:
         t = dict(self.target)

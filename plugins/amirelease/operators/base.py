@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
 from amirelease.aws import AwsClients, retry_config
 from amirelease.retry import pushback_error
+
+if TYPE_CHECKING:
+    from amirelease.hooks.terraform import TerraformHook
 
 NOTHING_CHANGED = "Nothing was changed in AWS by this step."
 
@@ -83,6 +86,26 @@ class ReleaseOperatorMixin:
         params: dict[str, Any] = {**super()._hook_parameters}  # type: ignore[misc]
         params["config"] = retry_config(self.aws_conn_id, self.botocore_config)
         return params
+
+
+class TerraformTaskMixin:
+    """For operators that run Terraform (hooks/terraform.py): the Vault connection its secrets
+    come from, the hook kept so that ``on_kill`` interrupts Terraform (it then releases its state
+    lock), and Terraform's lines in the task log. List before AwsBaseOperator."""
+
+    log: Any
+
+    def __init__(self, *, vault_conn_id: str = "vault_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vault_conn_id = vault_conn_id
+        self._terraform: TerraformHook | None = None
+
+    def on_kill(self) -> None:
+        if self._terraform is not None:
+            self._terraform.interrupt()
+
+    def _say(self, line: str) -> None:
+        self.log.info("terraform | %s", line)
 
 
 class Ec2ClientHookMixin:

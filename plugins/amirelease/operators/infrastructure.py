@@ -37,7 +37,7 @@ from amirelease.hooks.terraform import Backend, TerraformHook, TerraformRun, des
 from amirelease.hooks.tool import workdir
 from amirelease.hooks.vault import PipelineSecrets, Secrets
 from amirelease.ledger import ReleaseLock, ledger_bucket
-from amirelease.operators.base import ReleaseOperatorMixin
+from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
 from amirelease.retry import tool_pushback_error
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def fail_on_errors(run: TerraformRun, what: str, plan: ReleasePlan, region: str)
     )
 
 
-class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
+class _TerraformOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     """Shared by the check and the apply: one Terraform working folder per region."""
 
     aws_hook_class = S3Hook
@@ -123,18 +123,9 @@ class _TerraformOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
     # S3 backend (hooks/terraform.py) and by each app's module (infrastructure.iam_actions)
     iam_actions: ClassVar[tuple[str, ...]] = ("s3:GetObject",)
 
-    def __init__(self, *, plan: Any, vault_conn_id: str = "vault_default", **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
-        self.vault_conn_id = vault_conn_id
-        self._terraform: TerraformHook | None = None
-
-    def on_kill(self) -> None:
-        if self._terraform is not None:
-            self._terraform.interrupt()
-
-    def _say(self, line: str) -> None:
-        self.log.info("terraform | %s", line)
 
     def _endpoint(self) -> str | None:
         url: str | None = self.hook.conn_config.endpoint_url
