@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,34 @@ def test_the_same_trigger_twice_at_once_is_one_run_or_two_never_a_database_error
     a, b = (body["dag_run_id"] for _, body in started)
     assert a != b and a.split("__")[0] == b.split("__")[0] == "policy", (a, b)
     assert "Unique constraint" not in json.dumps(started)
+
+
+def _at_once(server: ApiServer, dag_id: str, conf: dict[str, Any], n: int) -> list[tuple[int, Any]]:
+    """The same trigger n times at the same instant (a double submit, webhooks re-sent together)."""
+    start = threading.Barrier(n)
+
+    def send() -> tuple[int, Any]:
+        start.wait()
+        return call(server, "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+
+    with ThreadPoolExecutor(n) as pool:
+        return [f.result() for f in [pool.submit(send) for _ in range(n)]]
+
+
+def test_the_same_trigger_at_the_same_instant_is_one_run(server: ApiServer) -> None:
+    """Sent together, not one after the other: the repeat check and the run's creation are one
+    step per app, so exactly one run is made and every other trigger is answered 409 naming it."""
+    version = f"4.2.{uuid.uuid4().int % 10**6}"  # the API server's DB outlives one pytest run
+    answers = _at_once(server, "ami_release", {"app": "demo-win", "version": version}, 4)
+    made = [body["dag_run_id"] for status, body in answers if status == 200]
+    assert len(made) == 1, answers
+    refused = [body["detail"] for status, body in answers if status == 409]
+    assert len(refused) == 3 and all(f"{version} is already being released by run {made[0]}" in d for d in refused)
+    status, body = call(server, "GET", "/api/v2/dags/ami_release/dagRuns?limit=100&order_by=-run_after")
+    assert status == 200, body
+    assert [r["dag_run_id"] for r in body["dag_runs"] if (r["conf"] or {}).get("version") == version] == made
+    answers = _at_once(server, "ami_rollback", {"app": "demo-web", "reason": "INC-3: two on-call at once"}, 3)
+    assert sorted(status for status, _ in answers) == [200, 409, 409], answers
 
 
 def test_no_credentials_no_words(server: ApiServer) -> None:

@@ -25,6 +25,14 @@ make:
   two triggers in one second (a double click, a re-sent webhook) are two runs, never the
   database's "Unique constraint violation".
 
+- the check for a repeat and the creation of the run are one step per app: triggers of
+  ``ami_release`` or ``ami_rollback`` for the same app are handed to Airflow one at a time (an
+  asyncio lock in this process and, on PostgreSQL, an advisory lock for the other API server
+  workers and replicas, held until Airflow has answered), so two triggers sent at the same
+  instant are one run and a 409, never two runs that both passed the check. Waiting for that
+  lock is bounded (``LOCK_WAIT_SECONDS``); past it, or without PostgreSQL across processes, the
+  trigger goes on and preflight and the app's release lock decide, as before.
+
 Everything else (authentication, permissions, the remaining validation, creating the run) is
 Airflow's: the middleware never creates anything and passes every other request through
 untouched. It acts only for requests that carry credentials (a session cookie or a bearer
@@ -33,11 +41,15 @@ token), so an anonymous caller learns nothing from it (Airflow answers them 401)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +62,8 @@ _TRIGGER_PATH = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns/?$")
 _MAX_BODY = 256 * 1024  # a trigger body is a few hundred bytes; anything larger is not ours to read
 _NOT_RUN_ID = re.compile(r"[^A-Za-z0-9_.~:+-]+")
 RUN_SUFFIX_BYTES = 3  # 6 hex characters: two triggers in one second collide once in 16 million
+LOCK_WAIT_SECONDS = 30.0  # a trigger waits at most this long for another trigger of its app
+_LOCK_POLL_SECONDS = 0.05
 # the most telling error first: the expected form (type, choices, pattern) before a length
 _ERROR_RANK = {"type": 0, "enum": 1, "pattern": 2, "minLength": 3, "maxLength": 4}
 
@@ -197,6 +211,94 @@ def active_runs(dag_id: str) -> list[tuple[str, str, Any, Any]]:
         return [(r[0], str(r[1]), r[2] or r[3], r[4]) for r in rows]
 
 
+# -- one trigger of an app at a time ----------------------------------------------------------
+_APP_LOCKS: dict[str, asyncio.Lock] = {}
+
+
+def serial_key(dag_id: str, body: bytes) -> str | None:
+    """What triggers must not pass the repeat check side by side: the app of an ami_release or
+    ami_rollback trigger (None for anything else, or a body that is not a trigger's)."""
+    if dag_id not in (DagIds.RELEASE, DagIds.ROLLBACK):
+        return None
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    conf = data.get("conf") if isinstance(data, dict) else None
+    app = conf.get("app") if isinstance(conf, dict) else None
+    return f"trigger:{app}" if isinstance(app, str) and app else None
+
+
+def advisory_lock_id(key: str) -> int:
+    """A signed 64-bit id for PostgreSQL's advisory locks, stable across processes."""
+    return int.from_bytes(hashlib.blake2b(f"amirelease:{key}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def db_lock(key: str, wait: float = LOCK_WAIT_SECONDS) -> Any:
+    """Take the key's advisory lock on a connection of its own (PostgreSQL only): the
+    connection, to give to :func:`db_unlock`; None on another database or after ``wait``."""
+    from airflow import settings
+    from sqlalchemy import text
+
+    engine = settings.engine
+    if engine is None or engine.dialect.name != "postgresql":
+        return None
+    conn = engine.connect()
+    lock_id = advisory_lock_id(key)
+    deadline = time.monotonic() + wait
+    try:
+        while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar():
+            if time.monotonic() > deadline:
+                log.warning("trigger guard: %s stayed locked for %.0f s; going on without it", key, wait)
+                conn.close()
+                return None
+            time.sleep(_LOCK_POLL_SECONDS)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def db_unlock(conn: Any, key: str) -> None:
+    from sqlalchemy import text
+
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_lock_id(key)})
+    finally:
+        conn.close()  # a closed session ends its advisory locks too
+
+
+@contextlib.asynccontextmanager
+async def one_at_a_time(key: str | None) -> AsyncIterator[None]:
+    """Hold the key in this process and, on PostgreSQL, across processes (see the module's
+    docstring). A failure to take the database lock never fails the trigger."""
+    if key is None:
+        yield
+        return
+    from starlette.concurrency import run_in_threadpool
+
+    lock = _APP_LOCKS.setdefault(key, asyncio.Lock())
+    try:
+        await asyncio.wait_for(lock.acquire(), LOCK_WAIT_SECONDS)
+    except TimeoutError:
+        log.warning("trigger guard: %s stayed busy for %.0f s in this process; going on", key, LOCK_WAIT_SECONDS)
+        yield
+        return
+    try:
+        conn = None
+        try:
+            conn = await run_in_threadpool(db_lock, key)
+        except Exception as exc:  # noqa: BLE001 - never why a trigger fails: preflight and the lock decide
+            log.warning("trigger guard: could not take the database lock for %s (%s); going on", key, exc)
+        try:
+            yield
+        finally:
+            if conn is not None:
+                await run_in_threadpool(db_unlock, conn, key)
+    finally:
+        lock.release()
+
+
 # -- the middleware -----------------------------------------------------------------------------
 def dag_params(dag_id: str) -> dict[str, tuple[Mapping[str, Any], str, Any]] | None:
     """The params of the DAG's latest serialized version (None when Airflow does not know it)."""
@@ -256,14 +358,17 @@ class TriggerGuard:
         if more or len(body) > _MAX_BODY:  # not a trigger form's body: Airflow's to judge
             await self.app(scope, _replay(messages, receive), send)
             return
-        new_body = await self._judge(match["dag_id"], body, send)
-        if new_body is None:
-            return  # answered already
-        scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-length"] + [
-            (b"content-length", str(len(new_body)).encode())
-        ]
-        await self.app(scope, _replay([{"type": "http.request", "body": new_body, "more_body": False}], receive), send)
+        # the repeat check and Airflow's creation of the run, one trigger of an app at a time
+        async with one_at_a_time(serial_key(match["dag_id"], body)):
+            new_body = await self._judge(match["dag_id"], body, send)
+            if new_body is None:
+                return  # answered already
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-length"] + [
+                (b"content-length", str(len(new_body)).encode())
+            ]
+            replay = _replay([{"type": "http.request", "body": new_body, "more_body": False}], receive)
+            await self.app(scope, replay, send)
 
     async def _judge(self, dag_id: str, body: bytes, send: Send) -> bytes | None:
         """The body to hand on (renamed run), or None after answering 400 ourselves."""
