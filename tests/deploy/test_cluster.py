@@ -11,8 +11,9 @@ anonymous call gets 401; every process stops and no port stays open.
 Issue 26's scenarios ride on the same runs (no second cluster, no extra release): two apps at once
 (demo-win released beside demo-web 1.0.0, neither waiting for the other); two releases of one app
 at once (1.1.0 queued on the lock behind 1.0.0); the same trigger twice at once on each DAG (sent
-together: 409 in words, or two distinct runs of which at most one releases, never the database's
-error; the rollback as a double click, answered 409 naming the first); a released version again
+together: a release is one run and a 409 in words — the trigger guard's per-app lock, a Postgres
+advisory lock also shown to hold across two processes —, manual retention two distinct runs, never
+the database's error; the rollback as a double click, answered 409 naming the first); a released version again
 (409 in words, no run); manual retention (apply) during a bake; a rollback triggered during
 1.1.0's instance refresh (it waits on the lock and decides under it). After all of them: the
 ledger tells the truth (tests/release/invariant.py), one AMI per release record and nothing left
@@ -22,6 +23,7 @@ over (builder/smoke instances, Packer security groups and key pairs).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -140,6 +142,37 @@ def _twice(api: Api, dag_id: str, conf: dict[str, Any]) -> tuple[tuple[int, Any]
     return first, second
 
 
+LOCK_PROBE = """
+import sys, time
+from amirelease.ui.trigger_guard import db_lock, db_unlock
+conn = db_lock("trigger:probe", wait=float(sys.argv[1]))
+print("held" if conn is not None else "not held", flush=True)
+time.sleep(float(sys.argv[2]))
+if conn is not None:
+    db_unlock(conn, "trigger:probe")
+"""
+
+
+def _advisory_lock_holds_across_processes(cl: Cluster) -> None:
+    """The guard's lock as API server replicas see it: a second process does not get the app's
+    lock while the first holds it, and gets it once it is let go (the cluster's Postgres)."""
+    env = cl.role_env("api-server")
+    python = str(cl.venv / "bin" / "python") if cl.venv else "python3"
+
+    def probe(wait: float, hold: float) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [python, "-c", LOCK_PROBE, str(wait), str(hold)], env=env, stdout=subprocess.PIPE, text=True
+        )
+
+    first = probe(0, 6)
+    assert first.stdout is not None and first.stdout.readline().strip() == "held"
+    second = probe(0.5, 0)  # gives up after 0.5 s while the first holds it
+    assert second.communicate(timeout=60)[0].strip() == "not held"
+    assert first.wait(timeout=60) == 0
+    third = probe(0.5, 0)
+    assert third.communicate(timeout=60)[0].strip() == "held"
+
+
 def _two_runs(dag_id: str, answers: list[tuple[int, Any]]) -> tuple[str, str]:
     [(s1, b1), (s2, b2)] = answers
     assert s1 == s2 == 200, (dag_id, answers)
@@ -242,16 +275,16 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         sb = _sandbox(cl)
         f = Follower(admin)
         f.wait("ami_release", r1, until=lambda: "success" in f.seen.get((r1, "release_lock"), set()))
-        # 1.1.0 sent twice at once: one run and a 409 in words naming it, or (both passed the trigger
-        # guard together) two runs, the one that gets the lock second refused there (one release)
+        # 1.1.0 sent twice at once: one run and a 409 in words naming it (the trigger guard hands
+        # one trigger of an app at a time to Airflow: an advisory lock on this Postgres)
         answers = _at_once(rm, "ami_release", {"app": APP, "version": "1.1.0", "notes": "cluster test 2"})
         created = [b["dag_run_id"] for status, b in answers if status == 200]
-        assert len(created) == len(set(created)) >= 1, answers
-        for status, b in answers:
-            assert status == 200 or (
-                status == 409
-                and b["detail"].startswith(f"Not started: {APP} 1.1.0 is already being released by run {created[0]} (")
-            ), answers
+        assert len(created) == 1, answers
+        [(status, b)] = [a for a in answers if a[0] != 200]
+        assert status == 409 and b["detail"].startswith(
+            f"Not started: {APP} 1.1.0 is already being released by run {created[0]} ("
+        ), answers
+        _advisory_lock_holds_across_processes(cl)
         print(f"1.1.0 sent twice at once: {[a[0] for a in answers]}", flush=True)
         runs_before = _runs(admin, "ami_release")
 
