@@ -1,8 +1,8 @@
 """EC2 Auto Scaling: the hook the Amazon provider does not ship.
 
-A thin AwsGenericHook (typed, as the provider's own hooks are) over the ``autoscaling`` client, with our custom waiter
-(``instance_refresh_complete``, waiters/autoscaling.json) since botocore has none
-for instance refreshes.
+A thin ``AwsGenericHook["AutoScalingClient"]`` (typed, as the provider types its own hooks) over
+the ``autoscaling`` client, with our custom waiter (``instance_refresh_complete``,
+waiters/autoscaling.json) since botocore has none for instance refreshes.
 """
 
 from __future__ import annotations
