@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_rbin import RecycleBinClient
+    from mypy_boto3_s3 import S3Client
 
 # What a person may choose on a manual run (the DAG param `mode`), and how it reads in the form.
 MODES = {
@@ -247,7 +248,7 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         run_id = _run_id(context, now)
         ec2: EC2Client = self.hook.conn  # the provider's EC2Hook is untyped; built as a client (Ec2ClientHookMixin)
         autoscaling = self.autoscaling_hook.conn
-        s3 = self.s3_hook.conn
+        s3: S3Client = self.s3_hook.conn  # the provider's S3Hook is untyped
 
         collected = aws.collect(ec2, autoscaling, policy, now, account_id=lambda: self.hook.account_id)
         plan = decide(
