@@ -3,7 +3,8 @@ Airflow connection, in any region.
 
 EC2 through ``EC2Hook`` (as a client), Auto Scaling through our ``AutoScalingHook`` (the
 provider has none), S3 through ``S3Hook``, SSM through ``SsmHook``; ELBv2 and CloudWatch,
-which have no provider hook, through the provider's generic ``AwsBaseHook``. Operators,
+which have no provider hook, through the provider's generic ``AwsGenericHook["<Client>"]`` (typed
+by the mypy-boto3 stubs, imported for the type checker only). Operators,
 the CLI and the UI plugin all go through :class:`AwsClients`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook, AwsGenericHook
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
@@ -26,7 +27,18 @@ from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.hooks.ec2_release import Ec2ReleaseHook
 from amirelease.retry import note_region, policy
 
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
+    from mypy_boto3_rbin import RecycleBinClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_sts import STSClient  # noqa: F401 (named as a string: AwsGenericHook["STSClient"])
+    from mypy_boto3_sts.type_defs import CredentialsTypeDef
+
 HookT = TypeVar("HookT", bound=AwsGenericHook[Any])
+ClientT = TypeVar("ClientT")
 
 
 def with_retry_policy(hook: HookT) -> HookT:
@@ -45,8 +57,9 @@ def retry_config(aws_conn_id: str | None, botocore_config: dict[str, Any] | None
     return policy().merge_config(resolved.botocore_config)
 
 
-def client_of(hook: AwsBaseHook) -> Any:
-    """The hook's boto3 client (its retry policy applied), naming its region in its errors."""
+def client_of(hook: AwsGenericHook[ClientT]) -> ClientT:
+    """The hook's boto3 client (its retry policy applied), naming its region in its errors.
+    Typed as the hook's: ``AwsGenericHook["EC2Client"]`` gives an ``EC2Client``."""
     conn = with_retry_policy(hook).conn
     note_region(getattr(getattr(conn, "meta", None), "client", None) or conn)  # a boto3 resource has .meta.client
     return conn
@@ -69,8 +82,10 @@ class AwsClients:
             "config": self.botocore_config,
         }
 
-    def ec2(self, region: str | None = None) -> Any:
-        return client_of(EC2Hook(api_type="client_type", **self._kwargs(region)))
+    def ec2(self, region: str | None = None) -> EC2Client:
+        # The provider's EC2Hook is untyped (a client or a resource: Any); built as a client.
+        client: EC2Client = client_of(EC2Hook(api_type="client_type", **self._kwargs(region)))
+        return client
 
     def ec2_release(self, region: str | None = None) -> Ec2ReleaseHook:
         """The release's EC2 work (hooks/ec2_release.py), a client hook like ``ec2``."""
@@ -83,21 +98,23 @@ class AwsClients:
         client_of(hook)
         return hook
 
-    def s3(self) -> Any:
-        return client_of(S3Hook(**self._kwargs(None)))
+    def s3(self) -> S3Client:
+        client: S3Client = client_of(S3Hook(**self._kwargs(None)))  # S3Hook is untyped (Any)
+        return client
 
-    def ssm(self, region: str | None = None) -> Any:
-        return client_of(SsmHook(**self._kwargs(region)))
+    def ssm(self, region: str | None = None) -> SSMClient:
+        client: SSMClient = client_of(SsmHook(**self._kwargs(region)))  # SsmHook is untyped (Any)
+        return client
 
-    def rbin(self, region: str | None = None) -> Any:
+    def rbin(self, region: str | None = None) -> RecycleBinClient:
         """The Recycle Bin (retention rules)."""
-        return AwsBaseHook(client_type="rbin", **self._kwargs(region)).conn
+        return AwsGenericHook["RecycleBinClient"](client_type="rbin", **self._kwargs(region)).conn
 
-    def elbv2(self, region: str | None = None) -> Any:
-        return client_of(AwsBaseHook(client_type="elbv2", **self._kwargs(region)))
+    def elbv2(self, region: str | None = None) -> ElasticLoadBalancingv2Client:
+        return client_of(AwsGenericHook["ElasticLoadBalancingv2Client"](client_type="elbv2", **self._kwargs(region)))
 
-    def cloudwatch(self, region: str | None = None) -> Any:
-        return client_of(AwsBaseHook(client_type="cloudwatch", **self._kwargs(region)))
+    def cloudwatch(self, region: str | None = None) -> CloudWatchClient:
+        return client_of(AwsGenericHook["CloudWatchClient"](client_type="cloudwatch", **self._kwargs(region)))
 
     def base_hook(self, region: str | None = None) -> AwsBaseHook:
         """For credentials, the account id and the connection's endpoint settings."""
@@ -113,15 +130,17 @@ def session_name(app: str, release_id: str) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", f"ami-release-{release_id or app}")[:64]
 
 
-def assume_app_role(hook: AwsBaseHook, region: str, role_arn: str, app: str, release_id: str) -> dict[str, Any]:
+def assume_app_role(
+    hook: AwsGenericHook[Any], region: str, role_arn: str, app: str, release_id: str
+) -> CredentialsTypeDef:
     """Credentials of the app's role for one release (session tag App=<app>, transitive)."""
     sts = client_of(
-        AwsBaseHook(
+        AwsGenericHook["STSClient"](
             aws_conn_id=hook.aws_conn_id, region_name=region, client_type="sts", config=hook.config, verify=hook.verify
         )
     )
     try:
-        creds: dict[str, Any] = sts.assume_role(
+        creds = sts.assume_role(
             RoleArn=role_arn,
             RoleSessionName=session_name(app, release_id),
             DurationSeconds=ASSUME_SECONDS,
@@ -139,7 +158,7 @@ def assume_app_role(hook: AwsBaseHook, region: str, role_arn: str, app: str, rel
 
 
 def tool_environment(
-    hook: AwsBaseHook, region: str, *, role_arn: str = "", app: str = "", release_id: str = ""
+    hook: AwsGenericHook[Any], region: str, *, role_arn: str = "", app: str = "", release_id: str = ""
 ) -> dict[str, str]:
     """Credentials for a tool run as a subprocess (Packer, Terraform): the app role's for this
     release when the app has one, else the connection's; in its environment, where the AWS SDKs

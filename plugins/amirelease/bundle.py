@@ -33,13 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from botocore.exceptions import ClientError
 
 from amirelease import catalog
 from amirelease.errors import AwsErrorFamily, ConfigError, PreflightError, aws_error_code, aws_error_family
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 SOURCE_FILE = "source.json"  # git-sourced apps: repository (no credentials), path, ref, commit
@@ -205,7 +208,7 @@ def load_app(root: Path, app_name: str) -> catalog.App:
 class BundleStore:
     """Bundles in the ledger bucket (S3 client from the provider's S3Hook)."""
 
-    def __init__(self, s3_client: Any, bucket: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
 

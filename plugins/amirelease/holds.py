@@ -12,13 +12,16 @@ Used by the Releases page in the Airflow UI and by ``make release-hold`` (amirel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID, HOLD_REASON_TAG, HOLD_TAG, MIN_REASON
 from amirelease.errors import AwsErrorFamily, ReleaseError, aws_error_family
 from amirelease.ledger import Ledger, ledger_bucket, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 MIN_REASON_CHARS = MIN_REASON  # one rule for every reason a person gives: constants.py
 
@@ -64,7 +67,7 @@ def release_amis(record: dict[str, Any]) -> dict[str, str]:
     return amis
 
 
-def _ec2(aws_conn_id: str | None, region: str) -> Any:
+def _ec2(aws_conn_id: str | None, region: str) -> EC2Client:
     from amirelease.aws import AwsClients
 
     return AwsClients(aws_conn_id=aws_conn_id).ec2(region)
@@ -77,7 +80,7 @@ def _ledger(aws_conn_id: str | None) -> Ledger:
     return Ledger(AwsClients(aws_conn_id=aws_conn_id).s3(), bucket)
 
 
-def _existing_tags(ec2: Any, ami: str) -> dict[str, str] | None:
+def _existing_tags(ec2: EC2Client, ami: str) -> dict[str, str] | None:
     """The AMI's tags, or None when the AMI no longer exists (deregistered)."""
     try:
         images = ec2.describe_images(ImageIds=[ami])["Images"]

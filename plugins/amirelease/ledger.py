@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
@@ -26,6 +26,9 @@ from botocore.exceptions import ClientError
 from amirelease import catalog
 from amirelease.constants import DagIds
 from amirelease.errors import AwsErrorFamily, ConfigError, PreflightError, aws_error_code, aws_error_family
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 SCHEMA_VERSION = 2
 Record = dict[str, Any]
@@ -258,7 +261,7 @@ def rolled_back_entry(*, at: str, by_run: str, by_dag: str, by_release_id: str, 
 # --- S3 -------------------------------------------------------------------------------------
 
 
-def _read_json(s3: Any, bucket: str, key: str) -> Record | None:
+def _read_json(s3: S3Client, bucket: str, key: str) -> Record | None:
     """An S3 JSON object, or None when the key does not exist."""
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -271,7 +274,7 @@ def _read_json(s3: Any, bucket: str, key: str) -> Record | None:
 
 
 class Ledger:
-    def __init__(self, s3_client: Any, bucket: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
 
@@ -340,7 +343,7 @@ class ReleaseLock:
     The holder is a DAG run; a lock whose run has finished (or vanished) is stale and is
     taken over, so a killed run cannot block an app forever."""
 
-    def __init__(self, s3_client: Any, bucket: str, app: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str, app: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
         self.key = f"locks/{app}.json"

@@ -26,12 +26,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from amirelease.errors import AwsErrorFamily, aws_error_code, aws_error_family
 from amirelease.ledger import Ledger, Record, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ class Synced:
     errors: list[str] = field(default_factory=list)
 
 
-def _state(ec2: Any, ami: str) -> str | None:
+def _state(ec2: EC2Client, ami: str) -> str | None:
     try:
         images = ec2.describe_images(ImageIds=[ami], IncludeDisabled=True)["Images"]
     except ClientError as exc:

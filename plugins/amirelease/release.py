@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from amirelease.constants import (
     BUILT_BY,
@@ -29,6 +30,8 @@ from amirelease.constants import (
     TAG_VERSION,
 )
 from amirelease.handoffs import ReleasePlan
+
+ImageT = TypeVar("ImageT", bound=Mapping[str, Any])  # a DescribeImages item, typed or not
 
 _TAG_VALUE_RE = re.compile(r"[^\w\s.:/=+\-@]")
 
@@ -83,7 +86,7 @@ def build_ami_tags(plan: ReleasePlan) -> dict[str, str]:
     return {k: tag_value(v) for k, v in tags.items()}
 
 
-def newest_image(images: list[dict[str, Any]]) -> dict[str, Any] | None:
+def newest_image(images: Sequence[ImageT]) -> ImageT | None:
     return max(images, key=lambda i: str(i.get("CreationDate", "")), default=None)
 
 

@@ -34,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -194,7 +194,10 @@ def region_of(exc: ClientError) -> str | None:
     return str(region) if region else None
 
 
-def note_region(client: Any) -> Any:
+ClientT = TypeVar("ClientT")
+
+
+def note_region(client: ClientT) -> ClientT:
     """Have ``client``'s error responses name its region (ClientError does not), for
     :func:`pushback_error`. Returns the client."""
     meta = getattr(client, "meta", None)

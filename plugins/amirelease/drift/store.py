@@ -5,11 +5,14 @@ when a plan shows no drift (the bucket's versioning keeps the history)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from amirelease.errors import AwsErrorFamily, aws_error_family
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 PREFIX = "drift/"
 
@@ -19,7 +22,7 @@ def drift_key(app: str, region: str, stage: str | None = None) -> str:
 
 
 class DriftStore:
-    def __init__(self, s3_client: Any, bucket: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str) -> None:
         self.s3 = s3_client
         self.bucket = bucket
 

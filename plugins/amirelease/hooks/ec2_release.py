@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from botocore.exceptions import ClientError, WaiterError
@@ -23,15 +24,20 @@ from botocore.exceptions import ClientError, WaiterError
 from amirelease.constants import TAG_PURPOSE, TAG_RELEASE_ID, TERMINABLE_INSTANCE_STATES
 from amirelease.errors import AwsErrorFamily, aws_error
 
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import ResourceTypeType
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, ImageTypeDef, TagSpecificationTypeDef, WaiterConfigTypeDef
+
 # How long a removal waits for AWS: instances to terminate (botocore's waiter), a security group
 # to lose its last network interface (DependencyViolation while a terminated builder's ENI lingers).
-TERMINATE_WAIT = {"Delay": 2, "MaxAttempts": 150}
+TERMINATE_WAIT: WaiterConfigTypeDef = {"Delay": 2, "MaxAttempts": 150}
 GROUP_DELETE_ATTEMPTS = 15
 GROUP_DELETE_DELAY = 2.0
 LIVE_IMAGE_STATES = ("available", "pending")
 
 
-def release_filters(release_id: str, purpose: str) -> list[dict[str, Any]]:
+def release_filters(release_id: str, purpose: str) -> list[FilterTypeDef]:
     """EC2 filters for what a release made for one purpose (its ReleaseId and Purpose tags)."""
     return [
         {"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]},
@@ -39,7 +45,7 @@ def release_filters(release_id: str, purpose: str) -> list[dict[str, Any]]:
     ]
 
 
-def tag_specification(resource_type: str, tags: Mapping[str, str]) -> dict[str, Any]:
+def tag_specification(resource_type: ResourceTypeType, tags: Mapping[str, str]) -> TagSpecificationTypeDef:
     return {"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
 
 
@@ -49,6 +55,12 @@ class Ec2ReleaseHook(EC2Hook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["api_type"] = "client_type"
         super().__init__(*args, **kwargs)
+
+    if TYPE_CHECKING:
+        # For the type checker only: the provider's EC2Hook is untyped (a client or a resource);
+        # this one is always a client (api_type above), so its ``conn`` is an EC2Client.
+        @cached_property
+        def conn(self) -> EC2Client: ...
 
     # -- instances -------------------------------------------------------------------------
     def release_instances(self, release_id: str, purpose: str) -> list[str]:
@@ -96,8 +108,11 @@ class Ec2ReleaseHook(EC2Hook):
 
     def wait_running(self, instance_id: str, *, delay: float, timeout: float) -> None:
         """botocore's ``instance_running`` waiter; raises its WaiterError when the time is up."""
+        # botocore sleeps ``Delay`` seconds with time.sleep, so a fraction works (the tests poll at
+        # 0.2 s); the stubs say int, from the service model's waiter definitions, hence the cast.
         self.conn.get_waiter("instance_running").wait(
-            InstanceIds=[instance_id], WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(timeout / delay))}
+            InstanceIds=[instance_id],
+            WaiterConfig={"Delay": cast("int", delay), "MaxAttempts": max(1, int(timeout / delay))},
         )
 
     # -- images ----------------------------------------------------------------------------
@@ -210,7 +225,7 @@ class Ec2ReleaseHook(EC2Hook):
             gone.append((str(image["ImageId"]), snapshots))
         return gone
 
-    def images_of_instances(self, instance_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def images_of_instances(self, instance_ids: Sequence[str]) -> list[ImageTypeDef]:
         """The images (DescribeImages items) the given instances run, each once."""
         if not instance_ids:
             return []

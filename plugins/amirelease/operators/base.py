@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -12,6 +12,8 @@ from amirelease.aws import AwsClients, retry_config
 from amirelease.retry import pushback_error
 
 if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+
     from amirelease.hooks.terraform import TerraformHook
 
 NOTHING_CHANGED = "Nothing was changed in AWS by this step."
@@ -118,15 +120,15 @@ class Ec2ClientHookMixin:
         return params
 
 
-def tags_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+def tags_dict(tags: Iterable[TagTypeDef] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
 
 
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+def tag_list(tags: Mapping[str, str]) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def group_launch_template(group: dict[str, Any]) -> dict[str, Any] | None:
+def group_launch_template(group: Mapping[str, Any]) -> dict[str, Any] | None:
     """The launch template spec a group uses (plain or in a mixed-instances policy)."""
     if group.get("LaunchTemplate"):
         spec: dict[str, Any] = group["LaunchTemplate"]

@@ -35,11 +35,13 @@ from amirelease.retry import pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import ImageTypeDef
 
 
 def resolve_base_image(
-    ec2: Any, owners: Sequence[str], name_pattern: str, architecture: str, own_account: str
-) -> dict[str, Any]:
+    ec2: EC2Client, owners: Sequence[str], name_pattern: str, architecture: str, own_account: str
+) -> ImageTypeDef:
     """Newest available vendor image matching the catalog; never one of our own AMIs."""
     if own_account in owners:
         raise ConfigError(
@@ -103,7 +105,7 @@ def check_git_ref(value: str) -> str | None:
     return value
 
 
-def resolve_network(ec2: Any, net: catalog.Network, region: str) -> RegionNetwork:
+def resolve_network(ec2: EC2Client, net: catalog.Network, region: str) -> RegionNetwork:
     """The VPC and subnets named in the catalog (Name tags), in one region."""
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [net.vpc]}])["Vpcs"]
     if len(vpcs) != 1:
@@ -403,7 +405,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         )
         return Sources(app, tmp, packed, source, target.bundle)
 
-    def _check_aws(self, app: catalog.App, own_account: str) -> tuple[list[RegionNetwork], dict[str, Any]]:
+    def _check_aws(self, app: catalog.App, own_account: str) -> tuple[list[RegionNetwork], ImageTypeDef]:
         """Read-only: each region's network, each target group, and today's vendor base image."""
         networks = [resolve_network(self.clients.ec2(region), app.network, region) for region in app.regions]
         for t in app.targets:

@@ -19,6 +19,9 @@ from amirelease.operators.base import Ec2ClientHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_rbin import RecycleBinClient
+    from mypy_boto3_s3 import S3Client
 
 # What a person may choose on a manual run (the DAG param `mode`), and how it reads in the form.
 MODES = {
@@ -164,11 +167,11 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
         )
 
     @cached_property
-    def rbin_client(self) -> Any:
+    def rbin_client(self) -> RecycleBinClient:
         """The Recycle Bin (rbin) client of the same connection and region."""
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
 
-        return AwsBaseHook(
+        return AwsGenericHook["RecycleBinClient"](
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
             verify=self.verify,
@@ -180,7 +183,7 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
     def s3_hook(self) -> S3Hook:
         return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify, config=self.botocore_config)
 
-    def _aws_opinion(self, ec2: Any, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
+    def _aws_opinion(self, ec2: EC2Client, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:
         """AWS's own reference check over the images about to go (aws_opinion.py), before the
         recheck: an image AWS finds referenced is kept and its slot goes to the next deferred one.
         A failing check deregisters nothing this run (marks go on)."""
@@ -243,9 +246,9 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
             self.log.warning("%s", note)
         region = self.region_name or self.hook.region_name or ""
         run_id = _run_id(context, now)
-        ec2 = self.hook.conn
+        ec2: EC2Client = self.hook.conn  # the provider's EC2Hook is untyped; built as a client (Ec2ClientHookMixin)
         autoscaling = self.autoscaling_hook.conn
-        s3 = self.s3_hook.conn
+        s3: S3Client = self.s3_hook.conn  # the provider's S3Hook is untyped
 
         collected = aws.collect(ec2, autoscaling, policy, now, account_id=lambda: self.hook.account_id)
         plan = decide(

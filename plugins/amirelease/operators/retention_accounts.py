@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import boto3
     from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
     from airflow.sdk import Context
+    from mypy_boto3_rbin import RecycleBinClient
 
 SESSION_NAME = "ami-retention"
 
@@ -186,10 +187,11 @@ class AccountRetentionOperator(AmiRetentionOperator):
         return hook
 
     @cached_property
-    def rbin_client(self) -> Any:
+    def rbin_client(self) -> RecycleBinClient:
         if self._acct is None:
             return super().rbin_client
-        return self._make(AccountAwsHook, client_type="rbin").conn
+        client: RecycleBinClient = self._make(AccountAwsHook, client_type="rbin").conn  # an AwsBaseHook: Any
+        return client
 
     # s3_hook (reports to the ledger bucket) stays the region operator's: the workers' own
     # connection (self.aws_conn_id), never the account's.

@@ -31,8 +31,10 @@ from amirelease.release import release_id, tag_value
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from amirelease.aws import AwsClients
 
-def live_release(clients: Any, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:
+
+def live_release(clients: AwsClients, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:
     """What the app's groups run now: the AMI(s) in service and the release they belong to
     (``release_id``/``version`` None when no in-service AMI carries a ReleaseId)."""
     amis: dict[str, str] = {}

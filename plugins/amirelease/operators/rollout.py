@@ -4,9 +4,9 @@ the same result."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
@@ -22,6 +22,7 @@ from amirelease.operators.base import ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from mypy_boto3_autoscaling.type_defs import InstanceRefreshTypeDef, RefreshPreferencesTypeDef
 
 PREFERENCE_KEYS = {
     "min_healthy_percentage": "MinHealthyPercentage",
@@ -34,14 +35,16 @@ PREFERENCE_KEYS = {
 }
 
 
-def refresh_preferences(refresh: dict[str, Any]) -> dict[str, Any]:
+def refresh_preferences(refresh: dict[str, Any]) -> RefreshPreferencesTypeDef:
     """Catalog refresh settings -> StartInstanceRefresh Preferences (pure)."""
     prefs = {aws: refresh[ours] for ours, aws in PREFERENCE_KEYS.items() if ours in refresh}
     prefs.setdefault("SkipMatching", True)
-    return prefs
+    # The keys are PREFERENCE_KEYS' values, the Preferences' own names; the values are the
+    # catalog's, which its schema checks (catalog.py), so the dict is the TypedDict it is cast to.
+    return cast("RefreshPreferencesTypeDef", prefs)
 
 
-def _desired_version(refresh: dict[str, Any]) -> str | None:
+def _desired_version(refresh: Mapping[str, Any]) -> str | None:
     return str(((refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate") or {}).get("Version") or "") or None
 
 
@@ -89,7 +92,7 @@ class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
         group: str,
         ami: str,
         infra: InfrastructureResult,
-        prefs: dict[str, Any],
+        prefs: RefreshPreferencesTypeDef,
         timeout: int,
     ) -> RefreshHandle:
         applied = infra.region(region)
@@ -242,7 +245,7 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
         return self._summary(self.clients.autoscaling(r.region), r)
 
     def _summary(
-        self, hook: AutoScalingHook, r: RefreshHandle, found: list[dict[str, Any]] | None = None
+        self, hook: AutoScalingHook, r: RefreshHandle, found: list[InstanceRefreshTypeDef] | None = None
     ) -> dict[str, Any]:
         """The handle with the refresh's end state; fails on anything but Successful.
         ``found``: the DescribeInstanceRefreshes answer the caller already has (else asked here)."""

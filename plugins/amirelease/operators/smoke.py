@@ -27,6 +27,7 @@ from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from mypy_boto3_ssm import SSMClient
 
 SMOKE_INSTANCES = "smoke-test instance(s)"
 DOCUMENT = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
@@ -163,7 +164,7 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
 
     def _run(
         self,
-        ssm: Any,
+        ssm: SSMClient,
         instance_id: str,
         platform: str,
         cmd: catalog.SmokeCommand,
@@ -201,7 +202,7 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         except WaiterError:
             pass  # a failed command ends the waiter too; the invocation below says how it ended
         inv = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
-        exit_code = inv.get("ResponseCode")
+        exit_code: int | None = inv.get("ResponseCode")
         if exit_code == -1:  # AWS: no exit code (still running, timed out, undeliverable)
             exit_code = None
         stdout = inv.get("StandardOutputContent", "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -26,7 +26,7 @@ def evaluate_group(
     *,
     group: str,
     ami: str,
-    instances: list[dict[str, Any]],
+    instances: Sequence[Mapping[str, Any]],
     images: dict[str, str],
     target_health: dict[str, list[str]],
     alarms: dict[str, str],
@@ -100,8 +100,8 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
         problems: list[str] = []
         warnings: list[str] = []
         for r in from_xcom_list(RefreshHandle, self.refreshes):
-            group = self.clients.autoscaling(r.region).describe_group(r.auto_scaling_group) or {}
-            instances = group.get("Instances", [])
+            group = self.clients.autoscaling(r.region).describe_group(r.auto_scaling_group)
+            instances = group.get("Instances", []) if group else []
             ids = [i["InstanceId"] for i in instances]
             images: dict[str, str] = {}
             if ids:
@@ -110,9 +110,10 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
                     for res in page["Reservations"]:
                         images.update({i["InstanceId"]: i["ImageId"] for i in res["Instances"]})
             tg_health: dict[str, list[str]] = {}
-            if want_tg and group.get("TargetGroupARNs"):
+            target_groups = group.get("TargetGroupARNs", []) if group else []
+            if want_tg and target_groups:
                 elb = self.clients.elbv2(r.region)
-                for arn in group["TargetGroupARNs"]:
+                for arn in target_groups:
                     desc = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
                     tg_health[arn] = [d["TargetHealth"]["State"] for d in desc]
             alarms: dict[str, str] = {}

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -70,6 +70,10 @@ from amirelease.retention.references import (
     resolve_numbered,
     resolve_templates,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_ec2 import EC2Client
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +106,12 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-def _paginate(client: Any, operation: str, key: str, page_size: int, what: str, **kwargs: Any) -> list[Any]:
-    """Every item of a paged listing; any error (after botocore's retries) -> ListingFailed."""
+def _collect(pages: Iterable[Mapping[str, Any]], key: str, what: str) -> list[Any]:
+    """Every item under ``key`` of a paged listing (a typed client's ``get_paginator(...).paginate(...)``,
+    which asks AWS only as it is read); any error (after botocore's retries) -> ListingFailed."""
     out: list[Any] = []
     try:
-        for page in client.get_paginator(operation).paginate(**kwargs, PaginationConfig={"PageSize": page_size}):
+        for page in pages:
             out.extend(page.get(key, []))
     except ClientError as exc:
         raise ListingFailed(f"{what} ({_code(exc)}): {exc}") from exc
@@ -118,40 +123,42 @@ def _paginate(client: Any, operation: str, key: str, page_size: int, what: str, 
 # ---------------------------------------------------------------- listing
 
 
-def list_images(ec2: Any, *, image_ids: Sequence[str] | None = None) -> list[Image]:
+def list_images(ec2: EC2Client, *, image_ids: Sequence[str] | None = None) -> list[Image]:
     """Own images (``Owners=['self']``), 1000 per page; only ``image_ids`` when given."""
     kwargs: dict[str, Any] = {"Owners": ["self"], "IncludeDisabled": True}
     if image_ids is None:
-        items = _paginate(ec2, "describe_images", "Images", IMAGE_PAGE, "DescribeImages", **kwargs)
+        items = _collect(
+            ec2.get_paginator("describe_images").paginate(**kwargs, PaginationConfig={"PageSize": IMAGE_PAGE}),
+            "Images",
+            "DescribeImages",
+        )
     else:
         items = []
         for batch in _chunks(list(image_ids), MAX_FILTER_VALUES):
-            items += _paginate(
-                ec2,
-                "describe_images",
+            items += _collect(
+                ec2.get_paginator("describe_images").paginate(
+                    Filters=[{"Name": "image-id", "Values": batch}], **kwargs, PaginationConfig={"PageSize": IMAGE_PAGE}
+                ),
                 "Images",
-                IMAGE_PAGE,
                 "DescribeImages (recheck)",
-                Filters=[{"Name": "image-id", "Values": batch}],
-                **kwargs,
             )
     return [image_from_api(item) for item in items]
 
 
-def list_instance_usage(ec2: Any, image_ids: Sequence[str]) -> dict[str, list[str]]:
+def list_instance_usage(ec2: EC2Client, image_ids: Sequence[str]) -> dict[str, list[str]]:
     """``image id -> [live instance ids]`` for these images (non-terminated instances only)."""
     usage: dict[str, list[str]] = defaultdict(list)
     for batch in _chunks(list(image_ids), IMAGE_ID_BATCH):
-        reservations = _paginate(
-            ec2,
-            "describe_instances",
+        reservations = _collect(
+            ec2.get_paginator("describe_instances").paginate(
+                Filters=[
+                    {"Name": "image-id", "Values": batch},
+                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+                ],
+                PaginationConfig={"PageSize": INSTANCE_PAGE},
+            ),
             "Reservations",
-            INSTANCE_PAGE,
             f"DescribeInstances for {len(batch)} image(s)",
-            Filters=[
-                {"Name": "image-id", "Values": batch},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-            ],
         )
         for reservation in reservations:
             for instance in reservation.get("Instances", []):
@@ -160,17 +167,16 @@ def list_instance_usage(ec2: Any, image_ids: Sequence[str]) -> dict[str, list[st
     return dict(usage)
 
 
-def describe_instances_by_id(ec2: Any, instance_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+def describe_instances_by_id(ec2: EC2Client, instance_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """``instance id -> (state, image id)`` as EC2 lists them (terminated included; unknown absent)."""
     found: dict[str, tuple[str, str]] = {}
     for batch in _chunks(list(instance_ids), MAX_FILTER_VALUES):
-        reservations = _paginate(
-            ec2,
-            "describe_instances",
+        reservations = _collect(
+            ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-id", "Values": batch}], PaginationConfig={"PageSize": INSTANCE_PAGE}
+            ),
             "Reservations",
-            INSTANCE_PAGE,
             "DescribeInstances for sampled group instances",
-            Filters=[{"Name": "instance-id", "Values": batch}],
         )
         for reservation in reservations:
             for instance in reservation.get("Instances", []):
@@ -181,28 +187,29 @@ def describe_instances_by_id(ec2: Any, instance_ids: Sequence[str]) -> dict[str,
     return found
 
 
-def list_groups(autoscaling: Any) -> list[dict[str, Any]]:
-    return _paginate(
-        autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups", GROUP_PAGE, "DescribeAutoScalingGroups"
+def list_groups(autoscaling: AutoScalingClient) -> list[dict[str, Any]]:
+    return _collect(
+        autoscaling.get_paginator("describe_auto_scaling_groups").paginate(PaginationConfig={"PageSize": GROUP_PAGE}),
+        "AutoScalingGroups",
+        "DescribeAutoScalingGroups",
     )
 
 
-def describe_groups(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+def describe_groups(autoscaling: AutoScalingClient, names: Sequence[str]) -> list[dict[str, Any]]:
     """The named groups as Auto Scaling lists them now (a group it does not return is left out)."""
     items: list[dict[str, Any]] = []
     for batch in _chunks(sorted(set(names)), GROUP_PAGE):
-        items += _paginate(
-            autoscaling,
-            "describe_auto_scaling_groups",
+        items += _collect(
+            autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
+                AutoScalingGroupNames=batch, PaginationConfig={"PageSize": GROUP_PAGE}
+            ),
             "AutoScalingGroups",
-            GROUP_PAGE,
             "DescribeAutoScalingGroups (second read)",
-            AutoScalingGroupNames=batch,
         )
     return items
 
 
-def left_their_groups(autoscaling: Any, doubtful: Sequence[tuple[str, str]]) -> frozenset[str]:
+def left_their_groups(autoscaling: AutoScalingClient, doubtful: Sequence[tuple[str, str]]) -> frozenset[str]:
     """Of ``doubtful`` (group name, instance id) pairs, the instances their group, read again now,
     no longer lists as ``InService``: scaled in or replaced (an instance refresh) between the read
     of the groups and EC2's answer. Listings are not a snapshot of the account, on AWS as here.
@@ -232,16 +239,14 @@ def left_their_groups(autoscaling: Any, doubtful: Sequence[tuple[str, str]]) -> 
     return left
 
 
-def list_alias_versions(ec2: Any) -> list[dict[str, Any]]:
+def list_alias_versions(ec2: EC2Client) -> list[dict[str, Any]]:
     """``$Latest`` and ``$Default`` of every launch template in the account (paged)."""
-    return _paginate(
-        ec2,
-        "describe_launch_template_versions",
+    return _collect(
+        ec2.get_paginator("describe_launch_template_versions").paginate(
+            Versions=["$Latest", "$Default"], ResolveAlias=True, PaginationConfig={"PageSize": TEMPLATE_PAGE}
+        ),
         "LaunchTemplateVersions",
-        TEMPLATE_PAGE,
         "DescribeLaunchTemplateVersions ($Latest/$Default of all templates)",
-        Versions=["$Latest", "$Default"],
-        ResolveAlias=True,
     )
 
 
@@ -252,23 +257,25 @@ _TEMPLATE_GONE = (
 )
 
 
-def template_versions(ec2: Any, template: TemplateKey, versions: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+def template_versions(
+    ec2: EC2Client, template: TemplateKey, versions: list[str]
+) -> tuple[list[dict[str, Any]], set[str]]:
     """(the versions AWS returned, the asked specs AWS says do not exist) for one template.
 
     Asked by ``LaunchTemplateId`` (or ``LaunchTemplateName``) and ``Versions``: a direct
     answer, not a listing. Any other error -> ListingFailed.
     """
-    ident = {"LaunchTemplateId": template[1]} if template[0] == "id" else {"LaunchTemplateName": template[1]}
+    # one of two parameters, by the key's kind (so not checked by name: dict[str, Any])
+    ident: dict[str, Any] = (
+        {"LaunchTemplateId": template[1]} if template[0] == "id" else {"LaunchTemplateName": template[1]}
+    )
     try:
-        items = _paginate(
-            ec2,
-            "describe_launch_template_versions",
+        items = _collect(
+            ec2.get_paginator("describe_launch_template_versions").paginate(
+                **ident, Versions=versions, ResolveAlias=True, PaginationConfig={"PageSize": TEMPLATE_PAGE}
+            ),
             "LaunchTemplateVersions",
-            TEMPLATE_PAGE,
             f"DescribeLaunchTemplateVersions {template[1]} {','.join(versions)}",
-            **ident,
-            Versions=versions,
-            ResolveAlias=True,
         )
         return items, set()
     except ListingFailed as failed:
@@ -289,7 +296,9 @@ def template_versions(ec2: Any, template: TemplateKey, versions: list[str]) -> t
         raise
 
 
-def lookup_template(ec2: Any, template: TemplateKey, specs: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def lookup_template(
+    ec2: EC2Client, template: TemplateKey, specs: list[str]
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """({spec: version} for the asked specs AWS returned, {specs AWS says do not exist}).
 
     ``$Latest`` is asked alone (the one version returned *is* the latest); the other specs
@@ -313,7 +322,7 @@ def lookup_template(ec2: Any, template: TemplateKey, specs: list[str]) -> tuple[
     return {s: v for s, v in found.items() if s in specs}, absent
 
 
-def describe_templates(ec2: Any, keys: Sequence[TemplateKey]) -> dict[TemplateKey, Numbers]:
+def describe_templates(ec2: EC2Client, keys: Sequence[TemplateKey]) -> dict[TemplateKey, Numbers]:
     """``{template: (id, latest number, default number)}`` for these templates, asked by id and by
     name, ``TEMPLATE_IDS`` per call: what ``$Latest`` and ``$Default`` mean right now, exactly.
 
@@ -325,14 +334,14 @@ def describe_templates(ec2: Any, keys: Sequence[TemplateKey]) -> dict[TemplateKe
     for kind, param in (("id", "LaunchTemplateIds"), ("name", "LaunchTemplateNames")):
         values = sorted({k[1] for k in keys if k[0] == kind})
         for batch in _chunks(values, TEMPLATE_IDS):
+            by_kind: dict[str, Any] = {param: batch}  # LaunchTemplateIds or LaunchTemplateNames
             try:
-                items = _paginate(
-                    ec2,
-                    "describe_launch_templates",
+                items = _collect(
+                    ec2.get_paginator("describe_launch_templates").paginate(
+                        **by_kind, PaginationConfig={"PageSize": TEMPLATE_PAGE}
+                    ),
                     "LaunchTemplates",
-                    TEMPLATE_PAGE,
                     f"DescribeLaunchTemplates ({len(batch)} template(s) groups use)",
-                    **{param: batch},
                 )
             except ListingFailed as failed:
                 exc = failed.__cause__
@@ -350,7 +359,7 @@ def describe_templates(ec2: Any, keys: Sequence[TemplateKey]) -> dict[TemplateKe
 
 
 def template_numbers(
-    ec2: Any, template_id: str, wanted: Sequence[int]
+    ec2: EC2Client, template_id: str, wanted: Sequence[int]
 ) -> tuple[dict[VersionKey, str], set[VersionKey]]:
     """({(id, number): image id} AWS returned, {(id, number) AWS says do not exist}) for these
     version numbers of one template: one ``DescribeLaunchTemplateVersions`` per ``VERSIONS_PER_CALL``.
@@ -375,16 +384,15 @@ def template_numbers(
     return found, absent
 
 
-def list_launch_configurations(autoscaling: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+def list_launch_configurations(autoscaling: AutoScalingClient, names: Sequence[str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for batch in _chunks(list(names), LC_NAMES):
-        items += _paginate(
-            autoscaling,
-            "describe_launch_configurations",
+        items += _collect(
+            autoscaling.get_paginator("describe_launch_configurations").paginate(
+                LaunchConfigurationNames=batch, PaginationConfig={"PageSize": 100}
+            ),
             "LaunchConfigurations",
-            100,
             "DescribeLaunchConfigurations",
-            LaunchConfigurationNames=batch,
         )
     return items
 
@@ -434,8 +442,8 @@ def _settled(fut: Future[T] | None, default: T, errors: list[str]) -> T:
 
 
 def resolve_groups(
-    ec2: Any,
-    autoscaling: Any,
+    ec2: EC2Client,
+    autoscaling: AutoScalingClient,
     groups: Sequence[Mapping[str, Any]],
     policy: RetentionPolicy,
     pool: ThreadPoolExecutor,
@@ -544,8 +552,8 @@ class Collected:
 
 
 def collect(
-    ec2: Any,
-    autoscaling: Any,
+    ec2: EC2Client,
+    autoscaling: AutoScalingClient,
     policy: RetentionPolicy,
     now: datetime,
     *,
@@ -647,8 +655,8 @@ class ReferencesUnresolved(ListingFailed):
 
 
 def recheck(
-    ec2: Any,
-    autoscaling: Any,
+    ec2: EC2Client,
+    autoscaling: AutoScalingClient,
     plan: Plan,
     policy: RetentionPolicy,
     *,
@@ -727,7 +735,7 @@ def _tag_call(call: Callable[..., Any], ids: list[str], tags: list[dict[str, str
             ) from exc
 
 
-def _deregister(ec2: Any, d: Decision) -> tuple[str, str | None]:
+def _deregister(ec2: EC2Client, d: Decision) -> tuple[str, str | None]:
     """(image id, error or None); an image already gone counts as gone."""
     try:
         ec2.deregister_image(ImageId=d.image_id)
@@ -740,7 +748,7 @@ def _deregister(ec2: Any, d: Decision) -> tuple[str, str | None]:
     return d.image_id, None
 
 
-def _delete_snapshot(ec2: Any, snap: str, image_id: str) -> str:
+def _delete_snapshot(ec2: EC2Client, snap: str, image_id: str) -> str:
     """'deleted', 'kept' or an error text."""
     try:
         ec2.delete_snapshot(SnapshotId=snap)
@@ -756,7 +764,7 @@ def _delete_snapshot(ec2: Any, snap: str, image_id: str) -> str:
 
 
 def apply_plan(
-    ec2: Any,
+    ec2: EC2Client,
     plan: Plan,
     policy: RetentionPolicy,
     *,
@@ -850,7 +858,7 @@ DEPRECATION_WORKERS = 10  # one call per image (no batch API): as many as botoco
 
 
 def sync_deprecations(
-    ec2: Any, plan: Plan, images: Sequence[Image], now: datetime, *, workers: int = DEPRECATION_WORKERS
+    ec2: EC2Client, plan: Plan, images: Sequence[Image], now: datetime, *, workers: int = DEPRECATION_WORKERS
 ) -> dict[str, Any]:
     """Make AWS's DeprecationTime show the marks (``deprecation.changes``): one call per image
     that differs, on a pool as wide as botocore's connection pool (the listings are done by

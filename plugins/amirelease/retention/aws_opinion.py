@@ -17,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from amirelease.constants import LIVE_INSTANCE_STATES
 from amirelease.errors import aws_error_code
 from amirelease.retention.decide import Action, Plan
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 BATCH = 10  # DescribeImageReferences: at most 10 image ids per call
 PAGE = 1000
@@ -49,7 +52,7 @@ class Opinion:
         }
 
 
-def _batch(ec2: Any, ids: list[str], depth: int) -> dict[str, list[str]]:
+def _batch(ec2: EC2Client, ids: list[str], depth: int) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     kwargs: dict[str, Any] = {
         "ImageIds": ids,
@@ -78,7 +81,7 @@ def _batch(ec2: Any, ids: list[str], depth: int) -> dict[str, list[str]]:
         kwargs["NextToken"] = token
 
 
-def ask(ec2: Any, image_ids: Sequence[str], *, depth: int, workers: int = 4) -> Opinion:
+def ask(ec2: EC2Client, image_ids: Sequence[str], *, depth: int, workers: int = 4) -> Opinion:
     ids = list(dict.fromkeys(image_ids))
     if not ids:
         return Opinion(available=True)
@@ -134,7 +137,7 @@ def promote_deferred(plan: Plan, n: int) -> Plan:
 
 
 def second_opinion(
-    ec2: Any, plan: Plan, *, depth: int, workers: int = 4, max_rounds: int = 20
+    ec2: EC2Client, plan: Plan, *, depth: int, workers: int = 4, max_rounds: int = 20
 ) -> tuple[Plan, Opinion, int]:
     """Ask AWS about the images to deregister; each image it keeps frees a slot for the next
     deferred one, which is asked about in turn (at most ``max_rounds`` rounds). Returns the plan,

@@ -37,7 +37,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 DEFAULT_SHARE = 0.5
 # AWS's published buckets (size, refill per second) for the EC2 calls retention makes; any
@@ -125,7 +128,7 @@ class Pacer:
             self._sleep(wait)
         return wait
 
-    def install(self, client: Any) -> Any:
+    def install(self, client: EC2Client) -> EC2Client:
         """Pace every HTTP attempt of an EC2 client (botocore's ``before-send`` event). Returns it."""
         client.meta.events.register("before-send.ec2", self._before_send, unique_id="amirelease-retention-pacing")
         return client

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from amirelease.retention.decide import Action, Plan
 from amirelease.retention.policy import RetentionPolicy
 
-RESOURCE_TYPES = ("EC2_IMAGE", "EBS_SNAPSHOT")
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+
+ResourceType = Literal["EC2_IMAGE", "EBS_SNAPSHOT"]  # the Recycle Bin's resource types retention uses
+RESOURCE_TYPES: tuple[ResourceType, ...] = ("EC2_IMAGE", "EBS_SNAPSHOT")
 WHAT = {"EC2_IMAGE": "images", "EBS_SNAPSHOT": "snapshots"}
 
 
@@ -45,7 +49,7 @@ class Coverage:
         }
 
 
-def bin_tag(policy: RetentionPolicy) -> dict[str, str]:
+def bin_tag(policy: RetentionPolicy) -> TagTypeDef:
     return {"Key": policy.recycle_bin_tag_key, "Value": policy.recycle_bin_tag_value}
 
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +30,11 @@ from amirelease.retention.decide import Decision
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.recycle import RESOURCE_TYPES, Coverage, bin_tag, coverage, rule_requests, unreadable
 
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_rbin import RecycleBinClient
+    from mypy_boto3_s3 import S3Client
+
 log = logging.getLogger(__name__)
 
 TAG_BATCH = 500
@@ -37,7 +42,7 @@ RECORD_PREFIX = "retention/recycle-bin"
 RECORD_WORKERS = 10  # PutObject of the records side by side (botocore's pool holds 10 connections)
 
 
-def read_rules(rbin: Any) -> dict[str, list[dict[str, Any]]]:
+def read_rules(rbin: RecycleBinClient) -> dict[str, list[dict[str, Any]]]:
     """resource type -> full rules (``GetRule``) of the region. Raises ClientError/BotoCoreError."""
     out: dict[str, list[dict[str, Any]]] = {}
     for rtype in RESOURCE_TYPES:
@@ -45,13 +50,12 @@ def read_rules(rbin: Any) -> dict[str, list[dict[str, Any]]]:
         for page in rbin.get_paginator("list_rules").paginate(ResourceType=rtype):
             for summary in page.get("Rules", []):
                 rule = rbin.get_rule(Identifier=summary["Identifier"])
-                rule.pop("ResponseMetadata", None)
-                rules.append(rule)
+                rules.append({k: v for k, v in rule.items() if k != "ResponseMetadata"})
         out[rtype] = rules
     return out
 
 
-def check(rbin: Any, policy: RetentionPolicy) -> Coverage:
+def check(rbin: RecycleBinClient, policy: RetentionPolicy) -> Coverage:
     try:
         return coverage(read_rules(rbin), policy)
     except ClientError as exc:
@@ -60,20 +64,19 @@ def check(rbin: Any, policy: RetentionPolicy) -> Coverage:
         return unreadable(f"{type(exc).__name__}: {exc}")
 
 
-def create_rules(rbin: Any, policy: RetentionPolicy) -> tuple[Coverage, list[dict[str, Any]]]:
+def create_rules(rbin: RecycleBinClient, policy: RetentionPolicy) -> tuple[Coverage, list[dict[str, Any]]]:
     """Create what is missing of the two rules; returns (coverage after, rules created)."""
     before = coverage(read_rules(rbin), policy)
-    created = []
+    created: list[dict[str, Any]] = []
     for request in rule_requests(policy):
         if request["ResourceType"] in before.rules:
             continue
         made = rbin.create_rule(**request)
-        made.pop("ResponseMetadata", None)
-        created.append(made)
+        created.append({k: v for k, v in made.items() if k != "ResponseMetadata"})
     return coverage(read_rules(rbin), policy), created
 
 
-def tag_for_bin(ec2: Any, leaving: Sequence[Decision], policy: RetentionPolicy) -> None:
+def tag_for_bin(ec2: EC2Client, leaving: Sequence[Decision], policy: RetentionPolicy) -> None:
     """Put the policy's Recycle Bin tag on the images and snapshots about to go."""
     ids = [d.image_id for d in leaving] + sorted({s for d in leaving for s in d.snapshot_ids})
     for start in range(0, len(ids), TAG_BATCH):
@@ -93,7 +96,7 @@ def record_key(region: str, image_id: str) -> str:
 
 
 def record_deregistered(
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     region: str,
     decisions: Sequence[Decision],
@@ -136,7 +139,7 @@ def record_deregistered(
         list(pool.map(put, bodies))
 
 
-def read_record(s3: Any, bucket: str, region: str, image_id: str) -> dict[str, Any] | None:
+def read_record(s3: S3Client, bucket: str, region: str, image_id: str) -> dict[str, Any] | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=record_key(region, image_id))["Body"].read()
     except ClientError as exc:

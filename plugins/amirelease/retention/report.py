@@ -22,12 +22,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from amirelease.errors import AwsErrorFamily, RetentionError, aws_error, aws_error_code
 from amirelease.retention.decide import REPORT_TAGS, Action, Decision, Plan
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 REPORT_PREFIX = "retention/reports"
 ACCOUNTS_PREFIX = f"{REPORT_PREFIX}/accounts"
@@ -236,7 +239,7 @@ def report_keys(region: str, run_id: str, now: datetime, account: str | None = N
     return {"json": f"{base}.json", "csv": f"{base}.csv", "latest": f"{prefix}/latest.json"}
 
 
-def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime) -> dict[str, str]:
+def write_report(s3: S3Client, bucket: str, report: Mapping[str, Any], now: datetime) -> dict[str, str]:
     """Put the JSON, the CSV and latest.json; returns their ``s3://`` URIs. Raises RetentionError."""
     keys = report_keys(str(report["region"]), str(report["run_id"]), now, account=report.get("account"))
     body = json.dumps(report, separators=(",", ":"), default=str).encode()
@@ -259,7 +262,7 @@ def write_report(s3: Any, bucket: str, report: Mapping[str, Any], now: datetime)
     return {k: f"s3://{bucket}/{v}" for k, v in keys.items()}
 
 
-def latest_report(s3_client: Any, bucket: str, region: str, account: str | None = None) -> dict[str, Any] | None:
+def latest_report(s3_client: S3Client, bucket: str, region: str, account: str | None = None) -> dict[str, Any] | None:
     """The newest report written for ``region`` (of policy account ``account``; None: the
     workers' own account) (``latest.json``), or None if there is none yet."""
     key = f"{region_prefix(region, account)}/latest.json"

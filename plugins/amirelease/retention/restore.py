@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -38,6 +38,10 @@ from amirelease.ledger import Ledger, ledger_bucket, utcnow
 from amirelease.retention.policy import RetentionPolicy, load_policy
 from amirelease.retention.recycle_aws import read_record
 from amirelease.retention.scream import DISABLED_TAG
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import ImageTypeDef
 
 MIN_REASON_CHARS = MIN_REASON  # one rule for every reason a person gives: constants.py
 RESTORE_PREFIX = "retention/restores"
@@ -88,7 +92,7 @@ class Restored:
         )
 
 
-def _live_image(ec2: Any, image_id: str) -> dict[str, Any] | None:
+def _live_image(ec2: EC2Client, image_id: str) -> ImageTypeDef | None:
     try:
         images = ec2.describe_images(ImageIds=[image_id], IncludeDisabled=True)["Images"]
     except ClientError as exc:
@@ -99,7 +103,7 @@ def _live_image(ec2: Any, image_id: str) -> dict[str, Any] | None:
     return live[0] if live else None
 
 
-def _snapshots_to_restore(ec2: Any, record: dict[str, Any] | None, image_id: str) -> list[str]:
+def _snapshots_to_restore(ec2: EC2Client, record: dict[str, Any] | None, image_id: str) -> list[str]:
     if record is not None:
         return list(record.get("snapshot_ids") or [])
     found = []
@@ -110,7 +114,7 @@ def _snapshots_to_restore(ec2: Any, record: dict[str, Any] | None, image_id: str
     return found
 
 
-def _restore_snapshot(ec2: Any, snapshot_id: str, image_id: str) -> bool:
+def _restore_snapshot(ec2: EC2Client, snapshot_id: str, image_id: str) -> bool:
     """True when restored now, False when it was not in the bin but exists; raises otherwise."""
     try:
         ec2.restore_snapshot_from_recycle_bin(SnapshotId=snapshot_id)

@@ -31,12 +31,15 @@ import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amirelease.retention.aws import one_call_each
 from amirelease.retention.decide import Action, Plan
 from amirelease.retention.model import Image
 from amirelease.retention.policy import RetentionPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,13 @@ def changes(plan: Plan, images: Iterable[Image], now: datetime, policy: Retentio
 
 
 def sync(
-    ec2: Any, plan: Plan, images: Iterable[Image], now: datetime, policy: RetentionPolicy, *, workers: int = WORKERS
+    ec2: EC2Client,
+    plan: Plan,
+    images: Iterable[Image],
+    now: datetime,
+    policy: RetentionPolicy,
+    *,
+    workers: int = WORKERS,
 ) -> dict[str, Any]:
     """Apply :func:`changes`: ``DisableImage`` + our tag, ``EnableImage`` + tag removed.
     Errors are returned (the next run tries again), never raised: the marks stand either way."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
@@ -18,7 +18,7 @@ from amirelease.hooks.autoscaling import AutoScalingHook
 WAITER = "instance_refresh_complete"
 
 
-def refresh_line(group: str, response: dict[str, Any]) -> str:
+def refresh_line(group: str, response: Mapping[str, Any]) -> str:
     """'demo-web-asg 66 % · 1 to update · waiting at checkpoint 34 %' (pure)."""
     refreshes = response.get("InstanceRefreshes") or []
     if not refreshes:
@@ -42,18 +42,18 @@ def wait_blocking(
     """Poll until the refresh ends; returns the last DescribeInstanceRefreshes response.
     Success and failure are the waiter's acceptors (waiters/autoscaling.json)."""
     waiter = hook.get_waiter(WAITER)
-    args = {"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]}
+    args: dict[str, Any] = {"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]}
     for attempt in range(attempts):
         try:
             waiter.wait(**args, WaiterConfig={"MaxAttempts": 1})
-            response = hook.conn.describe_instance_refreshes(**args)
-            say(refresh_line(group, response))
-            return dict(response)
+            answer = hook.conn.describe_instance_refreshes(AutoScalingGroupName=group, InstanceRefreshIds=[refresh_id])
+            say(refresh_line(group, answer))
+            return dict(answer)
         except WaiterError as err:
-            response = err.last_response or {}
-            say(refresh_line(group, response))
+            last: dict[str, Any] = err.last_response or {}
+            say(refresh_line(group, last))
             if "terminal failure" in str(err):
-                return dict(response)
+                return dict(last)
         if attempt + 1 < attempts:
             time.sleep(delay)
     return {"TimedOut": True}

@@ -8,11 +8,11 @@ kept as a problem to show on the page instead of failing the whole page.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,6 +20,14 @@ from amirelease import catalog
 from amirelease.constants import DEFAULT_AWS_CONN_ID, LIVE_INSTANCE_STATES
 from amirelease.errors import AwsErrorFamily, ReleaseError, aws_error
 from amirelease.retention.policy import RetentionPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.type_defs import InstanceRefreshTypeDef
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
+    from mypy_boto3_s3 import S3Client
+
+    from amirelease.hooks.autoscaling import AutoScalingHook
 
 T = TypeVar("T")
 
@@ -41,7 +49,7 @@ class GroupState:
     # InstanceId, LifecycleState, HealthStatus (from the group) + ImageId (from EC2)
     instances: list[dict[str, Any]] = field(default_factory=list)
     image_tags: dict[str, dict[str, str]] = field(default_factory=dict)  # AMI -> its tags
-    refreshes: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    refreshes: list[InstanceRefreshTypeDef] = field(default_factory=list)  # newest first
 
 
 @dataclass
@@ -65,7 +73,7 @@ class AppSnapshot:
     account_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
-def tags_of(obj: dict[str, Any]) -> dict[str, str]:
+def tags_of(obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(t["Key"]): str(t["Value"]) for t in obj.get("Tags") or []}
 
 
@@ -94,7 +102,7 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
-def read_history(s3: Any, bucket: str, app: str, problems: list[str] | None = None) -> list[dict[str, Any]]:
+def read_history(s3: S3Client, bucket: str, app: str, problems: list[str] | None = None) -> list[dict[str, Any]]:
     """The app's ledger records, oldest first. Only releases/<app>/<release_id>.json: other
     objects under the prefix (release bundles) are not records. A record that is not JSON is
     left out and named in ``problems``."""
@@ -117,7 +125,7 @@ def read_history(s3: Any, bucket: str, app: str, problems: list[str] | None = No
     return sorted(out, key=lambda r: r.get("started_at") or r.get("finished_at") or "")
 
 
-def read_report(s3: Any, bucket: str, region: str) -> dict[str, Any] | None:
+def read_report(s3: S3Client, bucket: str, region: str) -> dict[str, Any] | None:
     """The latest retention report of a region, or None when there is none yet."""
     try:
         body = s3.get_object(Bucket=bucket, Key=REPORT_KEY.format(region=region))["Body"].read()
@@ -129,7 +137,7 @@ def read_report(s3: Any, bucket: str, region: str) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def read_account_reports(s3: Any, bucket: str, policy: RetentionPolicy) -> list[dict[str, Any]]:
+def read_account_reports(s3: S3Client, bucket: str, policy: RetentionPolicy) -> list[dict[str, Any]]:
     """``{"account", "region", "report"}`` per account x region the policy names (report: the
     latest, None when there is none yet); empty when the policy names no accounts."""
     from amirelease.retention.report import latest_report
@@ -141,7 +149,7 @@ def read_account_reports(s3: Any, bucket: str, policy: RetentionPolicy) -> list[
     ]
 
 
-def read_group(asg: Any, ec2: Any, region: str, name: str, launch_template: str) -> GroupState:
+def read_group(asg: AutoScalingHook, ec2: EC2Client, region: str, name: str, launch_template: str) -> GroupState:
     state = GroupState(region=region, name=name, launch_template=launch_template)
     group = asg.describe_group(name)
     if group is None:
@@ -172,7 +180,7 @@ def read_group(asg: Any, ec2: Any, region: str, name: str, launch_template: str)
     return state
 
 
-def read_app_images(ec2: Any, app: str, region: str) -> list[dict[str, Any]]:
+def read_app_images(ec2: EC2Client, app: str, region: str) -> list[dict[str, Any]]:
     """AMIs owned by the account and tagged App=<app>, in one region."""
     # IncludeDisabled: an image the scream test disabled (retention/scream.py) is still ours to show
     kwargs: dict[str, Any] = {
@@ -205,7 +213,9 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def read_binned_images(ec2: Any, history: list[dict[str, Any]], region: str, live: set[str]) -> list[dict[str, Any]]:
+def read_binned_images(
+    ec2: EC2Client, history: list[dict[str, Any]], region: str, live: set[str]
+) -> list[dict[str, Any]]:
     """The app's release AMIs (from the ledger) of one region that are in the Recycle Bin:
     deregistered, restorable until RecycleBinExitTime (``make restore-ami``)."""
     by_ami: dict[str, dict[str, Any]] = {}
@@ -239,11 +249,11 @@ def read_binned_images(ec2: Any, history: list[dict[str, Any]], region: str, liv
     return out
 
 
-def read_usage(ec2: Any, amis: list[str]) -> dict[str, list[str]]:
+def read_usage(ec2: EC2Client, amis: list[str]) -> dict[str, list[str]]:
     """AMI -> existing (not terminated) instances that run it."""
     usage: dict[str, list[str]] = {}
     for chunk in _chunks(sorted(amis), 150):
-        filters = [
+        filters: list[FilterTypeDef] = [
             {"Name": "image-id", "Values": chunk},
             {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ]
@@ -265,9 +275,9 @@ def read_app(app_name: str, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> Ap
     read_at = datetime.now(UTC)
     policy = reader.attempt("the retention policy", load_policy, RetentionPolicy())
 
-    ec2_clients: dict[str, Any] = {}
+    ec2_clients: dict[str, EC2Client] = {}
 
-    def ec2(region: str) -> Any:
+    def ec2(region: str) -> EC2Client:
         if region not in ec2_clients:
             ec2_clients[region] = AwsClients(aws_conn_id=aws_conn_id).ec2(region)
         return ec2_clients[region]

@@ -7,6 +7,7 @@ class that gives a status its colour, and links into Airflow. Nothing talks to A
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,7 +190,7 @@ class LiveGroup:
     refresh: RefreshView | None = None
 
 
-def _refresh_view(r: dict[str, Any], now: datetime) -> RefreshView:
+def _refresh_view(r: Mapping[str, Any], now: datetime) -> RefreshView:
     status = str(r.get("Status", ""))
     active = status in ACTIVE_REFRESH_STATES
     cls = "progress" if active else "failed" if status in FAILED_REFRESH_STATES else "ok"
