@@ -12,10 +12,10 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 from amirelease import catalog
 from amirelease.errors import ReleaseError
@@ -118,6 +118,22 @@ class BundleRef(Handoff):
     sha256: str
 
 
+class _Regional(Protocol):
+    @property
+    def region(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Regional)
+
+
+def _in_region(items: Sequence[R], region: str, missing: str, fix: str) -> R:
+    """The item of ``region`` in a hand-off's per-region list; a HandoffError in words if none."""
+    for item in items:
+        if item.region == region:
+            return item
+    raise HandoffError(f"{missing} for region {region}", fix=fix)
+
+
 @dataclass(frozen=True)
 class ReleasePlan(Handoff):
     """The release as decided by preflight: every later task acts on this, nothing else.
@@ -180,10 +196,7 @@ class ReleasePlan(Handoff):
         return tuple(self.app_spec.regions)
 
     def network(self, region: str) -> RegionNetwork:
-        for n in self.networks:
-            if n.region == region:
-                return n
-        raise HandoffError(f"the plan has no network for region {region}", fix="clear preflight so it runs again")
+        return _in_region(self.networks, region, "the plan has no network", "clear preflight so it runs again")
 
 
 # --- bake -> smoke test, apply, roll-out, record ----------------------------------------------
@@ -272,10 +285,7 @@ class InfrastructureResult(Handoff):
     regions: tuple[RegionInfrastructure, ...]
 
     def region(self, region: str) -> RegionInfrastructure:
-        for r in self.regions:
-            if r.region == region:
-                return r
-        raise HandoffError(f"no Terraform apply for region {region}", fix="clear apply_infrastructure")
+        return _in_region(self.regions, region, "no Terraform apply", "clear apply_infrastructure")
 
 
 # --- roll-out -> wait -> verify -------------------------------------------------------------------

@@ -27,6 +27,8 @@ def test_plan_survives_xcom_json_exactly(release_plan):
     assert back.git_ref == "1.10" and isinstance(back.git_ref, str)  # strings stay strings
     assert back.app_spec.targets[0].auto_scaling_group == "demo-web-asg"
     assert back.network("us-east-1").subnet_ids == ("subnet-a", "subnet-b")
+    with pytest.raises(HandoffError, match="the plan has no network for region eu-west-1"):
+        back.network("eu-west-1")
 
 
 def test_a_renamed_or_missing_key_is_a_clear_error(release_plan):
@@ -59,6 +61,10 @@ def test_nested_records_round_trip():
         )
     )
     assert InfrastructureResult.from_xcom(json.loads(json.dumps(infra.to_xcom()))) == infra
+    assert infra.region("us-east-1").launch_template_version == 3
+    with pytest.raises(HandoffError, match="no Terraform apply for region eu-west-1") as err:
+        infra.region("eu-west-1")
+    assert "clear apply_infrastructure" in str(err.value)
     handles = [RefreshHandle("us-east-1", "g", "r-1", "lt-1", 3, "ami-1", 60).to_xcom()]
     assert from_xcom_list(RefreshHandle, handles)[0].launch_template_version == 3
     assert from_xcom_list(RefreshHandle, None) == []
