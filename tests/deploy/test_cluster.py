@@ -164,13 +164,21 @@ def _advisory_lock_holds_across_processes(cl: Cluster) -> None:
             [python, "-c", LOCK_PROBE, str(wait), str(hold)], env=env, stdout=subprocess.PIPE, text=True
         )
 
+    def answer(proc: subprocess.Popen[str]) -> str:  # its last line (log lines may come first)
+        return proc.communicate(timeout=60)[0].strip().splitlines()[-1]
+
     first = probe(0, 6)
-    assert first.stdout is not None and first.stdout.readline().strip() == "held"
+    assert first.stdout is not None
+    line = ""
+    for raw in first.stdout:  # log lines may come first; the loop ends at the answer or at its exit
+        line = raw.strip()
+        if line in ("held", "not held"):
+            break
+    assert line == "held"
     second = probe(0.5, 0)  # gives up after 0.5 s while the first holds it
-    assert second.communicate(timeout=60)[0].strip() == "not held"
+    assert answer(second) == "not held"
     assert first.wait(timeout=60) == 0
-    third = probe(0.5, 0)
-    assert third.communicate(timeout=60)[0].strip() == "held"
+    assert answer(probe(0.5, 0)) == "held"
 
 
 def _two_runs(dag_id: str, answers: list[tuple[int, Any]]) -> tuple[str, str]:

@@ -249,7 +249,7 @@ def db_lock(key: str, wait: float = LOCK_WAIT_SECONDS) -> Any:
     try:
         while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar():
             if time.monotonic() > deadline:
-                log.warning("trigger guard: %s stayed locked for %.0f s; going on without it", key, wait)
+                log.warning("trigger guard: %s stayed locked for %.1f s; going on without it", key, wait)
                 conn.close()
                 return None
             time.sleep(_LOCK_POLL_SECONDS)

@@ -1,0 +1,60 @@
+"""VerifyReleaseOperator alone against the sandbox, in seconds: its inputs are the hand-offs it
+is given, as roll_out would give them; the group and the app's alarms are made by the test's own
+clients (setup the product never does itself), so the account is exactly what the test says."""
+
+from __future__ import annotations
+
+import pytest
+
+from amirelease.errors import VerificationError
+from amirelease.handoffs import RefreshHandle, VerifySummary
+from amirelease.operators.verify import VerifyReleaseOperator
+from tests.release.conftest import mutations
+from tests.retention.conftest import make_group
+
+ALARMS = ("demo-web-5xx", "demo-web-latency")  # what demo-web's catalog entry asks verify to read
+
+
+def _verify(plan, group: str, ami: str) -> dict:
+    handle = RefreshHandle("us-east-1", group, "refresh-x", "lt-x", 1, ami, 30, status="Successful")
+    op = VerifyReleaseOperator(
+        task_id="verify", region_name="us-east-1", plan=plan.to_xcom(), refreshes=[handle.to_xcom()]
+    )
+    return op.execute({})
+
+
+def test_it_verifies_a_group_on_its_ami_and_names_what_is_not(release_env, release_plan):
+    sb = release_env
+    ami = sb.account["vendor_images"]["amazon-linux"]
+    make_group(sb, "verify-asg", ami, desired=2)
+    cloudwatch = sb.client("cloudwatch", internal=True)
+    for name in ALARMS:
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            MetricName="HTTPCode_Target_5XX_Count",
+            Namespace="AWS/ApplicationELB",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
+    sb.reset_request_counts()
+
+    summary = VerifySummary.from_xcom(_verify(release_plan(), "verify-asg", ami))
+    [check] = summary.groups
+    assert summary.verified and (check.in_service, check.on_new_ami) == (2, 2), check
+    assert set(check.alarms) == set(ALARMS) and summary.problems == ()
+
+    other = sb.account["vendor_images"]["windows"]
+    with pytest.raises(VerificationError, match=f"verify-asg: 2 in-service instance\\(s\\) not on {other}") as err:
+        _verify(release_plan(), "verify-asg", other)
+    assert "ami_rollback" in str(err.value)
+
+    cloudwatch.set_alarm_state(AlarmName="demo-web-5xx", StateValue="ALARM", StateReason="test")
+    with pytest.raises(VerificationError, match="alarm demo-web-5xx is ALARM"):
+        _verify(release_plan(), "verify-asg", ami)
+    cloudwatch.delete_alarms(AlarmNames=["demo-web-latency"])
+    with pytest.raises(VerificationError, match="alarm demo-web-latency is MISSING"):
+        _verify(release_plan(), "verify-asg", ami)
+    assert mutations(sb) == {}  # verify only reads (the test's own calls are not counted as the product's)
