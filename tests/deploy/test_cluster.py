@@ -143,11 +143,11 @@ def _twice(api: Api, dag_id: str, conf: dict[str, Any]) -> tuple[tuple[int, Any]
 
 
 LOCK_PROBE = """
-import sys, time
+import sys
 from amirelease.ui.trigger_guard import db_lock, db_unlock
 conn = db_lock("trigger:probe", wait=float(sys.argv[1]))
 print("held" if conn is not None else "not held", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.read()  # hold it until the test closes our stdin
 if conn is not None:
     db_unlock(conn, "trigger:probe")
 """
@@ -159,15 +159,19 @@ def _advisory_lock_holds_across_processes(cl: Cluster) -> None:
     env = cl.role_env("api-server")
     python = str(cl.venv / "bin" / "python") if cl.venv else "python3"
 
-    def probe(wait: float, hold: float) -> subprocess.Popen[str]:
+    def probe(wait: float) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [python, "-c", LOCK_PROBE, str(wait), str(hold)], env=env, stdout=subprocess.PIPE, text=True
+            [python, "-c", LOCK_PROBE, str(wait)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
     def answer(proc: subprocess.Popen[str]) -> str:  # its last line (log lines may come first)
-        return proc.communicate(timeout=60)[0].strip().splitlines()[-1]
+        return proc.communicate("", timeout=120)[0].strip().splitlines()[-1]
 
-    first = probe(0, 6)
+    first = probe(0)
     assert first.stdout is not None
     line = ""
     for raw in first.stdout:  # log lines may come first; the loop ends at the answer or at its exit
@@ -175,10 +179,11 @@ def _advisory_lock_holds_across_processes(cl: Cluster) -> None:
         if line in ("held", "not held"):
             break
     assert line == "held"
-    second = probe(0.5, 0)  # gives up after 0.5 s while the first holds it
-    assert answer(second) == "not held"
+    assert answer(probe(0.5)) == "not held"  # gives up after 0.5 s: the first holds it
+    assert first.stdin is not None
+    first.stdin.close()  # the first lets go
     assert first.wait(timeout=60) == 0
-    assert answer(probe(0.5, 0)) == "held"
+    assert answer(probe(0.5)) == "held"
 
 
 def _two_runs(dag_id: str, answers: list[tuple[int, Any]]) -> tuple[str, str]:
