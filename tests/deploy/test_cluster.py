@@ -244,6 +244,10 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         anonymous, admin = Api(cl.base, None, None), cl.api("admin")
         rm, viewer = cl.api("release-manager"), cl.api("viewer")
 
+        # the trigger guard's per-app lock across processes (before any run: it takes a few
+        # process starts, which must not eat into the windows the scenarios below wait for)
+        _advisory_lock_holds_across_processes(cl)
+
         # -- who may do what -------------------------------------------------------------------
         assert anonymous.call("GET", "/api/v2/dags")[0] == 401
         assert anonymous.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None})[0] == 401
@@ -297,7 +301,6 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         assert status == 409 and b["detail"].startswith(
             f"Not started: {APP} 1.1.0 is already being released by run {created[0]} ("
         ), answers
-        _advisory_lock_holds_across_processes(cl)
         print(f"1.1.0 sent twice at once: {[a[0] for a in answers]}", flush=True)
         runs_before = _runs(admin, "ami_release")
 
