@@ -188,11 +188,23 @@ def unpack(data: bytes, dest: Path) -> list[str]:
     if len(data) > MAX_BUNDLE_BYTES:
         raise ConfigError(f"bundle is {len(data)} bytes, more than {MAX_BUNDLE_BYTES}", fix="keep inputs small")
     names = []
+    root = dest.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    # Written by hand, not with TarFile.extract(filter="data"): that filter is Python 3.11.4+,
+    # and Debian bookworm's python3 is 3.11.2 (found by the container test on a Debian base).
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for info in tar.getmembers():
             if not info.isfile():
                 raise ConfigError(f"bundle member {info.name!r} is not a plain file", fix="rebuild the bundle")
-            tar.extract(info, dest, filter="data")
+            target = (root / info.name).resolve()
+            if info.name.startswith("/") or not target.is_relative_to(root) or target == root:
+                raise ConfigError(f"bundle member {info.name!r} points outside the bundle", fix="rebuild the bundle")
+            source = tar.extractfile(info)
+            if source is None:  # a regular file always has its bytes; kept for the type checker
+                raise ConfigError(f"bundle member {info.name!r} has no content", fix="rebuild the bundle")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+            target.chmod(0o600 | (info.mode & 0o755))  # never setuid/setgid or writable by others
             names.append(info.name)
     return names
 

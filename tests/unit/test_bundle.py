@@ -95,3 +95,27 @@ def test_unpack_refuses_links_and_escapes(tmp_path):
         tar.addfile(info)
     with pytest.raises(ConfigError, match="not a plain file"):
         bundle.unpack(raw.getvalue(), tmp_path / "x")
+    for name in ("../outside", "/etc/cron.d/evil", "a/../../outside"):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"bad"))
+        with pytest.raises(ConfigError, match="points outside the bundle"):
+            bundle.unpack(raw.getvalue(), tmp_path / "y")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_unpack_keeps_an_executable_bit_and_drops_special_ones(tmp_path):
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, mode in (("bin/run.sh", 0o4777), ("conf/app.yaml", 0o666)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = 2, mode
+            tar.addfile(info, io.BytesIO(b"ok"))
+    assert bundle.unpack(raw.getvalue(), tmp_path / "z") == ["bin/run.sh", "conf/app.yaml"]
+    assert (tmp_path / "z/bin/run.sh").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "z/conf/app.yaml").stat().st_mode & 0o7777 == 0o644
