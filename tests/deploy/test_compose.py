@@ -346,6 +346,14 @@ def _redact(text: str) -> str:
     return re.sub(r"(?im)^(unseal key \d+|initial root token|root token|vault_secret_id)\b.*$", r"\1: <redacted>", text)
 
 
+def _ti_log(api: Any, dag_id: str, run_id: str, ti: dict[str, Any]) -> tuple[int, Any]:
+    return api.call(  # type: ignore[no-any-return]
+        "GET",
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
+        f"?map_index={ti['map_index']}&full_content=true",
+    )
+
+
 def _image_problems(engine: Any, image: str, bake: bool) -> list[str]:
     """What every role relies on in the image (the Dockerfile's user, home, logs, tools)."""
     script = (
@@ -536,34 +544,69 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
         assert status == 200, (status, body)
         run_id = body["dag_run_id"]
         t = time.monotonic()
-        deadline = time.monotonic() + 900
-        while (state := admin.get(f"/api/v2/dags/ami_release/dagRuns/{run_id}")["state"]) not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"release still {state} after 900 s\n{compose.diagnose()}"
-            time.sleep(2)
-        tis = admin.get(f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
-        failed = [ti["task_id"] for ti in tis if ti["state"] == "failed"]
-        report = ""
-        for ti in tis:
-            if ti["state"] == "failed":
-                path = (
-                    f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
+
+        def finish(dag_id: str, run: str, timeout: float = 900) -> dict[str, dict[str, Any]]:
+            """Waits for the run; its task instances by task (map index 0 for mapped ones)."""
+            deadline = time.monotonic() + timeout
+            while (state := admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}")["state"]) not in ("success", "failed"):
+                assert time.monotonic() < deadline, (
+                    f"{dag_id} {run} still {state} after {timeout} s\n{compose.diagnose()}"
                 )
-                report += f"\n--- {ti['task_id']}\n{str(admin.call('GET', path + '?full_content=true')[1])[-3000:]}"
-        assert state == "success", f"release {state}; failed: {failed}{report}"
+                time.sleep(2)
+            tis = admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?limit=100")["task_instances"]
+            report = "".join(
+                f"\n--- {ti['task_id']}\n{str(_ti_log(admin, dag_id, run, ti)[1])[-3000:]}"
+                for ti in tis
+                if ti["state"] == "failed"
+            )
+            assert state == "success", f"{dag_id} {run} {state}:{report}"
+            return {ti["task_id"]: ti for ti in sorted(tis, key=lambda ti: -ti["map_index"])}
+
+        # a retention dry run by the admin, beside the release
+        assert admin.call("PATCH", "/api/v2/dags/ami_retention_manual", {"is_paused": False})[0] == 200
+        status, body = admin.call(
+            "POST", "/api/v2/dags/ami_retention_manual/dagRuns", {"logical_date": None, "conf": {"mode": "dry_run"}}
+        )
+        assert status == 200, (status, body)
+        retention = body["dag_run_id"]
+        by_task = finish("ami_release", run_id)
         t = lap("release 1.0.0 (trigger to success)", t)
         hostnames = {compose.service_of(c): c["Config"]["Hostname"] for c in compose.containers(all_=False)}
-        by_task = {ti["task_id"]: ti for ti in tis}
-        bake = by_task["bake"]
-        assert bake["queue"] == "packer-chef-linux" and bake["hostname"] == hostnames["bake-worker-linux"], (
-            bake,
-            hostnames,
-        )
+        for task_id in ("check_infrastructure", "bake", "apply_infrastructure"):  # Packer, Terraform: the bake image
+            ti = by_task[task_id]
+            assert ti["queue"] == "packer-chef-linux" and ti["hostname"] == hostnames["bake-worker-linux"], (
+                ti,
+                hostnames,
+            )
         assert by_task["record"]["hostname"] == hostnames["worker"], (by_task["record"], hostnames)
-        status, log = viewer.call(
-            "GET",
-            f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/bake/logs/{bake['try_number']}?full_content=true",
-        )
+        status, log = _ti_log(viewer, "ami_release", run_id, by_task["bake"])  # the viewer reads task logs
         assert status == 200 and "packer" in str(log).lower(), (status, str(log)[-2000:])
+        report = finish("ami_retention_manual", retention, timeout=300)["retention"]
+        xcom = f"/api/v2/dags/ami_retention_manual/dagRuns/{retention}/taskInstances/retention/xcomEntries/return_value"
+        assert "'dry_run': True" in str(admin.get(f"{xcom}?map_index={report['map_index']}")["value"])
+        t = lap("retention dry run (beside the release)", t)
+
+        # 1.1.0 (an instance refresh of the fleet: its wait defers to the triggerer), then a rollback
+        conf = {"app": APP, "version": "1.1.0", "notes": "compose test 2"}
+        status, body = rm.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 200, (status, body)
+        by_task = finish("ami_release", body["dag_run_id"])
+        text = str(_ti_log(admin, "ami_release", body["dag_run_id"], by_task["wait_for_refresh"])[1])
+        assert "Pausing task as DEFERRED" in text, text[-2000:]
+        t = lap("release 1.1.0", t)
+        conf = {"app": APP, "reason": "1.1.0 breaks checkout (compose test)"}
+        assert viewer.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})[0] == 403
+        assert admin.call("PATCH", "/api/v2/dags/ami_rollback", {"is_paused": False})[0] == 200
+        status, body = rm.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 200, (status, body)
+        rollback = body["dag_run_id"]
+        by_task = finish("ami_rollback", rollback)
+        target = admin.get(
+            f"/api/v2/dags/ami_rollback/dagRuns/{rollback}/taskInstances/resolve_target/xcomEntries/return_value"
+        )
+        assert "1.0.0" in str(target["value"]), target
+        assert by_task["bake"]["hostname"] == hostnames["bake-worker-linux"], by_task["bake"]
+        t = lap("rollback to 1.0.0", t)
     finally:
         t = time.monotonic()
         down = compose("down", "-v", "--remove-orphans", timeout=300, check=False)
