@@ -93,6 +93,8 @@ def docker_engine() -> Iterator[Engine]:
     try:
         yield engine
     finally:
+        # our engine only: the layers older builds left behind (the tagged images stay, as the cache)
+        engine.docker("image", "prune", "-f", check=False, timeout=300)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
