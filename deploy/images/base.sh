@@ -46,8 +46,9 @@ if [ ! -s "$tarball" ]; then
   if [ -n "${BASE_PYTHON:-}" ]; then
     "$BASE_PYTHON/bin/python3" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
       || { echo "ERROR: BASE_PYTHON=$BASE_PYTHON is not a CPython 3.11" >&2; exit 1; }
+    shared=""; test -e "$BASE_PYTHON/lib/libpython3.11.so.1.0" && shared=./lib/libpython3.11.so.1.0
     tar -C "$BASE_PYTHON" --exclude='./lib/python3.11/site-packages/*' --exclude='./lib/python3.11/test' \
-      --exclude='__pycache__' -cf - ./bin/python3.11 ./lib/python3.11 ./lib/libpython3.11.so.1.0 | tar -C "$root/usr/local" -xf -
+      --exclude='__pycache__' -cf - ./bin/python3.11 ./lib/python3.11 $shared | tar -C "$root/usr/local" -xf -
     ln -sf python3.11 "$root/usr/local/bin/python3"
     ln -sf python3.11 "$root/usr/local/bin/python"
     chroot "$root" ldconfig

@@ -481,9 +481,12 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
         }
         roles = [*AIRFLOW_ROLES, "airflow-init"]
         override: dict[str, Any] = {"services": {r: {"environment": aws_env} for r in roles}}
+        from amirelease.hooks.terraform import plugin_dir
+
+        tf_mirror = plugin_dir()  # the host's provider mirror, where the bake image looks by itself
         for r in roles:
-            if SERVICES[r].get("image") == "ami-release-bake:latest":
-                override["services"][r]["volumes"] = ["/opt/tf-plugins:/opt/tf-plugins:ro"]
+            if tf_mirror and SERVICES[r].get("image") == "ami-release-bake:latest":
+                override["services"][r]["volumes"] = [f"{tf_mirror}:/opt/tf-plugins:ro"]
         (project / "docker-compose.override.yml").write_text(
             "# tests/deploy/test_compose.py: AWS is the sandbox account\n" + yaml.safe_dump(override, sort_keys=False)
         )
