@@ -395,6 +395,7 @@ def _wait_healthy(compose: _Compose, timeout: float) -> None:
 # Its own xdist group, not "system" (test_cluster, tests/demo): there it would add its whole
 # wall time to that worker's chain; see docs/containers.md, "What it costs".
 @pytest.mark.e2e
+@pytest.mark.containers
 @pytest.mark.xdist_group("containers")
 @pytest.mark.timeout(2400)
 def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine):
