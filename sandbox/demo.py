@@ -321,7 +321,8 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
         f"   AMI            {bake.get('amis')}  (from vendor image {plan.get('source_ami')} "
         f"{plan.get('source_ami_name')})"
     )
-    print(f"   run list       {' '.join(plan.get('run_list') or [])}")
+    # the ledger record's: the plan hands over the catalog entry, not the run list derived from it
+    print(f"   run list       {' '.join(record.get('run_list') or [])}")
     source = plan.get("source")
     if source:
         where = f"{source['repository']} {source['ref']}"

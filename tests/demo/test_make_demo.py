@@ -51,6 +51,9 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
         r"chef-solo\s+over SSH on the sandbox's builder .*? run list (recipe\[linux-base\] \S+), version (\S+),", text
     )
     assert [v for _, v in chef] == ["1.0.0", "7.7.7"], chef
+    # the summary's run list is the one chef-solo got (it read empty once the plan stopped carrying it)
+    listed = re.findall(r"^   run list +(.*)$", text, re.MULTILINE)
+    assert listed == [run for run, _ in chef], (listed, chef)
     # the first release made the fleet with Terraform, the second changed only its image
     assert re.search(r"terraform\s+us-east-1: \d+ to add, 0 to change, 0 to destroy", text), text[-3000:]
     assert re.search(
