@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from amirelease.constants import TAG_PURPOSE, TAG_RELEASE_ID, TERMINABLE_INSTANCE_STATES
 from amirelease.errors import AwsErrorFamily, aws_error
+from amirelease.retention.model import snapshot_ids
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -119,10 +120,7 @@ class Ec2ReleaseHook(EC2Hook):
     def release_image(self, release_id: str) -> str | None:
         """The newest available (or pending: waited for) AMI of this account tagged with the
         release, or None. How a retry of a bake finds what an earlier try built."""
-        images = self.conn.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
-        )["Images"]
-        images = [i for i in images if i["State"] in LIVE_IMAGE_STATES]
+        images = [i for i in self._release_images(release_id) if i["State"] in LIVE_IMAGE_STATES]
         if not images:
             return None
         image = max(images, key=lambda i: i.get("CreationDate", ""))
@@ -130,6 +128,12 @@ class Ec2ReleaseHook(EC2Hook):
             self.log.info("AMI %s from an earlier try is still pending; waiting", image["ImageId"])
             self.conn.get_waiter("image_available").wait(ImageIds=[image["ImageId"]])
         return str(image["ImageId"])
+
+    def _release_images(self, release_id: str) -> list[ImageTypeDef]:
+        """This account's AMIs tagged with the release (any state)."""
+        return self.conn.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
+        )["Images"]
 
     def image_tags(self, image_id: str) -> dict[str, str]:
         image = self.conn.describe_images(ImageIds=[image_id])["Images"][0]
@@ -209,16 +213,9 @@ class Ec2ReleaseHook(EC2Hook):
     def discard_release_images(self, release_id: str) -> list[tuple[str, list[str]]]:
         """Deregister every AMI of this account tagged with the release and delete its snapshots
         (a refused release keeps nothing). Returns ``[(image id, [snapshot ids])]``."""
-        images = self.conn.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
-        )["Images"]
         gone = []
-        for image in images:
-            snapshots = [
-                m["Ebs"]["SnapshotId"]
-                for m in image.get("BlockDeviceMappings", [])
-                if m.get("Ebs", {}).get("SnapshotId")
-            ]
+        for image in self._release_images(release_id):
+            snapshots = list(snapshot_ids(image))
             self.conn.deregister_image(ImageId=image["ImageId"])
             for snapshot in snapshots:
                 self.conn.delete_snapshot(SnapshotId=snapshot)

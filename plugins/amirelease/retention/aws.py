@@ -602,20 +602,17 @@ def collect(
     for u in resolution.unresolved:
         log.error("%s", u)
     found = resolution.group_instances
-    sample_found = {i: found[i] for _, i in sample if i in found}
-    probe = AccountView(
-        sample=sample, sample_found=sample_found, candidates=frozenset(candidates), candidate_usage=listed_usage
-    )
     view = AccountView(
         groups=groups,
         sample=sample,
-        sample_found=sample_found,
-        sample_left=left_their_groups(autoscaling, doubtful_sample(probe)) if not errors else frozenset(),
+        sample_found={i: found[i] for _, i in sample if i in found},
         candidates=frozenset(candidates),
         candidate_usage=listed_usage,
         listing_errors=tuple(errors),
         unresolved=tuple(resolution.unresolved),
     )
+    if not (view.listing_errors or view.unresolved):  # else the run stops whatever the sample says
+        view = replace(view, sample_left=left_their_groups(autoscaling, doubtful_sample(view)))
     return Collected(
         images=images,
         usage=Usage(

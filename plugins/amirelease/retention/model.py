@@ -55,15 +55,20 @@ def parse_creation_date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def image_from_api(item: Mapping[str, Any]) -> Image:
-    """Convert one ``DescribeImages`` item."""
-    snapshots = tuple(
+def snapshot_ids(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """The EBS snapshots of one ``DescribeImages`` item, each once, in mapping order."""
+    return tuple(
         dict.fromkeys(
             bdm["Ebs"]["SnapshotId"]
             for bdm in item.get("BlockDeviceMappings", []) or []
             if isinstance(bdm.get("Ebs"), Mapping) and bdm["Ebs"].get("SnapshotId")
         )
     )
+
+
+def image_from_api(item: Mapping[str, Any]) -> Image:
+    """Convert one ``DescribeImages`` item."""
+    snapshots = snapshot_ids(item)
     return Image(
         image_id=item["ImageId"],
         owner_id=str(item.get("OwnerId", "")),
