@@ -76,6 +76,13 @@ with DAG(
             description="Leave empty. A release that failed after it reached the fleet sets it to its own release id "
             "when its app opts in to automatic rollback: that release is marked rolled back and held.",
         ),
+        "emergency": Param(
+            False,
+            type="boolean",
+            title="Emergency: skip the later stages' gates",
+            description="Apps with stages: the re-release goes through every stage without waiting for approvals "
+            "(the reason above is recorded). Only release managers can trigger a rollback.",
+        ),
         "forensic_hold": Param(
             True,
             type="boolean",
@@ -102,4 +109,5 @@ with DAG(
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
         re_release=resolve.output,
         under_lock=mark,
+        emergency="{{ params.emergency }}",
     )

@@ -3,8 +3,9 @@
 Three roles:
 
 * ``Viewer`` (FAB's own): reads everything it can see, triggers nothing.
-* ``release-manager`` (ours): everything a Viewer has, plus triggering ``ami_release`` and
-  ``ami_rollback``. The trigger rights are DAG-level permissions declared on those DAGs
+* ``release-manager`` (ours): everything a Viewer has, plus triggering ``ami_release``,
+  ``ami_rollback`` and ``ami_promote``, and answering a stage's gate (approve or reject).
+  The trigger rights are DAG-level permissions declared on those DAGs
   (``access_control=RELEASE_MANAGERS_TRIGGER``) and synced by the DAG processor.
 * ``Admin`` (FAB's own): everything, including triggering ``ami_retention`` and editing
   connections.
@@ -31,6 +32,9 @@ ADMIN = "Admin"
 RELEASE_MANAGERS_TRIGGER: dict[str, dict[str, set[str]]] = {
     RELEASE_MANAGER: {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}},
 }
+# Beyond the Viewer's: answering a stage's gate (ami_promote's approve task). FAB asks for
+# "can_edit" on HITL Detail (a role permission) and on the DAG (access_control above).
+RELEASE_MANAGER_EXTRA: tuple[tuple[str, str], ...] = (("can_edit", "HITL Detail"),)
 # Read-only for release managers: only Admin (every DAG) may trigger or pause it.
 RELEASE_MANAGERS_READ: dict[str, dict[str, set[str]]] = {
     RELEASE_MANAGER: {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
@@ -48,6 +52,10 @@ def init_roles(appbuilder: Any) -> int:
     for perm in viewer.permissions:
         if (perm.action.name, perm.resource.name) not in have:
             sm.add_permission_to_role(role, perm)
+            added += 1
+    for action, resource in RELEASE_MANAGER_EXTRA:
+        if (action, resource) not in have:
+            sm.add_permission_to_role(role, sm.create_permission(action, resource))
             added += 1
     return added
 

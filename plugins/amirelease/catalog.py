@@ -59,6 +59,35 @@ class Target:
     launch_template: str
 
 
+DEFAULT_APPROVAL_MINUTES = 24 * 60  # a gate nobody answers within a day counts as a rejection
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of an app's release path (staging, production…): its own groups, Terraform
+    state (``terraform/<app>/<stage>/<region>/``) and variables over the module's. An app
+    without ``stages:`` has one implicit stage, named "", holding its ``targets:``."""
+
+    name: str
+    targets: tuple[Target, ...]
+    variables: dict[str, Any] = field(default_factory=dict)
+    approval_minutes: float = DEFAULT_APPROVAL_MINUTES  # the gate before it (stages after the first)
+    state: str | None = None  # its Terraform state's folder; None: its name, "": the app's own (no stage)
+
+    @property
+    def state_folder(self) -> str:
+        """terraform/<app>/<this>/<region>/ ("": terraform/<app>/<region>/, the state of an app without stages)."""
+        return self.name if self.state is None else self.state
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted({t.region for t in self.targets})
+
+    @property
+    def label(self) -> str:
+        return self.name or "the app's targets"
+
+
 @dataclass(frozen=True)
 class SmokeCommand:
     name: str
@@ -121,6 +150,37 @@ class App:
     attributes: dict[str, Any] = field(default_factory=dict)  # Chef node attributes (chef.node_json)
     allow: dict[str, Any] = field(default_factory=dict)  # what its module may do beyond the defaults (contained.py)
     aws_role: str = ""  # the app-scoped role its Packer and Terraform run with ("": the workers' own)
+    stages: tuple[Stage, ...] = ()  # in order; () for an app without stages: one implicit stage
+
+    @property
+    def staged(self) -> bool:
+        return bool(self.stages)
+
+    @property
+    def path(self) -> tuple[Stage, ...]:
+        """The stages a release goes through, in order (one implicit stage without ``stages:``)."""
+        return self.stages or (Stage(name="", targets=self.targets),)
+
+    def stage(self, name: str) -> Stage:
+        """A stage by name; "" is the first one (the one ami_release releases to)."""
+        if not name:
+            return self.path[0]
+        for s in self.stages:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.stages) or "(none: the app has no stages)"
+        raise ConfigError(f"{self.name} has no stage '{name}'", fix=f"choose one of: {known}")
+
+    def next_stage(self, name: str) -> Stage | None:
+        """The stage after ``name`` ("" = the first), or None after the last."""
+        names = [s.name for s in self.path]
+        at = names.index(self.stage(name).name)
+        return self.path[at + 1] if at + 1 < len(self.path) else None
+
+    def previous_stage(self, name: str) -> Stage | None:
+        names = [s.name for s in self.path]
+        at = names.index(self.stage(name).name)
+        return self.path[at - 1] if at > 0 else None
 
     @property
     def run_list(self) -> list[str]:
@@ -241,6 +301,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
             f"{source}: infrastructure.secrets key(s) {', '.join(clash)} are also plain variables",
             fix="a Terraform variable comes either from Vault or from the catalog, not both",
         )
+    stages = _stages(data, infra, source)
     if root is not None:
         for cb in [BASE_COOKBOOK[data["platform"]], *data["cookbooks"]]:
             if not (root / "cookbooks" / cookbook_name(cb)).is_dir():
@@ -254,17 +315,19 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
                 f"{source}: infrastructure.module '{infra['module']}' is not a Terraform module folder under {root}",
                 fix="point it at a folder with the app's *.tf files (e.g. terraform/<app>)",
             )
-        _check_module_interface(source, infra, module_dir)
+        _check_module_interface(source, infra, module_dir, stages)
     refresh = dict(data.get("refresh", {}))
     cps = refresh.get("checkpoint_percentages")
     if cps and cps != sorted(set(cps)):
         raise ConfigError(f"{source}: refresh.checkpoint_percentages must be strictly increasing", fix=f"got {cps}")
+    all_targets = [t for st in stages for t in st["targets"]] if stages else list(data["targets"])
     seen = set()
-    for t in data["targets"]:
+    for t in all_targets:
         key = (t["region"], t["auto_scaling_group"])
         if key in seen:
             raise ConfigError(
-                f"{source}: targets: group {key[1]} in {key[0]} is listed twice", fix="list each group once"
+                f"{source}: targets: group {key[1]} in {key[0]} is listed twice",
+                fix="list each group once (a group belongs to one stage)",
             )
         seen.add(key)
     smoke = data["smoke_test"]
@@ -297,7 +360,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
             allow_destroy=tuple(infra.get("allow_destroy", [])),
             iam_actions=tuple(infra.get("iam_actions", [])),
         ),
-        targets=tuple(Target(**t) for t in data["targets"]),
+        targets=tuple(Target(**t) for t in all_targets),
         refresh=refresh,
         smoke_commands=tuple(SmokeCommand(**c) for c in smoke["commands"]),
         smoke_instance_type=smoke.get("instance_type", data.get("instance_type", "t3.micro")),
@@ -309,7 +372,49 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         attributes=dict(data.get("attributes", {})),
         allow=dict(data.get("allow", {})),
         aws_role=_aws_role(data),
+        stages=tuple(
+            Stage(
+                name=st["name"],
+                targets=tuple(Target(**t) for t in st["targets"]),
+                variables=dict(st.get("variables", {})),
+                approval_minutes=float((st.get("approval") or {}).get("timeout_minutes", DEFAULT_APPROVAL_MINUTES)),
+                state=st.get("state"),
+            )
+            for st in stages
+        ),
     )
+
+
+def _stages(data: dict[str, Any], infra: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The ``stages:`` documents, checked beyond the schema: exactly one of targets/stages, unique
+    names, no variable the pipeline sets or a secret provides."""
+    if ("targets" in data) == ("stages" in data):
+        raise ConfigError(
+            f"{source}: give either targets: (one stage) or stages: (each with its targets), "
+            + ("not both" if "targets" in data else "neither is there"),
+            fix="see docs/stages.md; an app released in one step lists targets:",
+        )
+    stages: list[dict[str, Any]] = list(data.get("stages") or [])
+    names = [st["name"] for st in stages]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{source}: stages: {', '.join(twice)} listed twice", fix="give each stage its own name")
+    secret_keys = {k for s in infra.get("secrets", []) for k in s["keys"]}
+    folders = [st.get("state", st["name"]) for st in stages]
+    shared = sorted({f or '""' for f in folders if folders.count(f) > 1})
+    if shared:
+        raise ConfigError(
+            f"{source}: stages share the Terraform state folder {', '.join(shared)}",
+            fix='give each stage its own state (the default is its name; "" is the app\'s state from before stages)',
+        )
+    for st in stages:
+        bad = sorted(set(st.get("variables", {})) & (set(PIPELINE_TF_VARIABLES) | secret_keys))
+        if bad:
+            raise ConfigError(
+                f"{source}: stages[{st['name']}].variables sets {', '.join(bad)}, which the pipeline or Vault provides",
+                fix="remove them from the stage; a stage sets only plain module variables",
+            )
+    return stages
 
 
 _BLOCK = re.compile(r'^[ \t]*(variable|output)[ \t]+"([^"]+)"', re.MULTILINE)
@@ -329,13 +434,17 @@ def module_interface(module_dir: Path) -> tuple[set[str], set[str]]:
     return variables, outputs
 
 
-def _check_module_interface(source: str, infra: dict[str, Any], module_dir: Path) -> None:
+def _check_module_interface(
+    source: str, infra: dict[str, Any], module_dir: Path, stages: list[dict[str, Any]] | None = None
+) -> None:
     """Every value the pipeline hands the module must have a variable to land in: Terraform ignores
     a TF_VAR_ with no variable silently, so a missing one would drop a secret (or the AMI) without
     a word. And the outputs roll_out reads must exist."""
     variables, outputs = module_interface(module_dir)
     needed = {"ami_id": "the pipeline's new AMI"}
     needed.update({k: "infrastructure.variables" for k in infra.get("variables", {})})
+    for stage in stages or []:
+        needed.update({k: f"stages[{stage['name']}].variables" for k in stage.get("variables", {})})
     secret_keys = [k for s in infra.get("secrets", []) for k in s["keys"]]
     needed.update({k: "infrastructure.secrets" for k in secret_keys})
     if secret_keys:
@@ -384,6 +493,7 @@ DEFINITION_KEYS = (
     "secrets",
     "infrastructure",
     "targets",
+    "stages",
     "refresh",
     "smoke_test",
     "verify",

@@ -53,6 +53,7 @@ FAILED_REFRESH_STATES: Final = ("Failed", "Cancelled", "RollbackSuccessful", "Ro
 class DagIds:
     RELEASE: Final = "ami_release"
     ROLLBACK: Final = "ami_rollback"
+    PROMOTE: Final = "ami_promote"  # a verified release to the app's next stage, behind a gate
     RETENTION: Final = "ami_retention"
     RETENTION_MANUAL: Final = "ami_retention_manual"
     DRIFT: Final = "ami_drift"
@@ -87,4 +88,6 @@ class TaskIds:
     WAIT: Final = "wait_for_refresh"
     VERIFY: Final = "verify"
     RECORD: Final = "record"
+    APPROVE: Final = "approve"  # ami_promote: the gate before a stage (operators/gate.py)
+    NEXT_STAGE: Final = "next_stage"  # starts ami_promote for the app's next stage (operators/promote.py)
     ROLL_FORWARD: Final = "roll_forward"  # ami_release only: the automatic rollback (roll_forward.py)

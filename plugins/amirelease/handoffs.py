@@ -164,14 +164,21 @@ class ReleasePlan(Handoff):
     source: dict[str, Any] | None = None  # git-sourced app: repository (no credentials), path, ref, commit
     rebuild_of: str | None = None  # a rebuild on purpose: the release id of the version's release it bakes again
     rebuild_reason: str | None = None
+    stage: str = ""  # the stage this run applies, refreshes and verifies ("": the first; catalog.Stage)
+    promoted_from: str | None = None  # an ami_promote run: the stage the release was verified in before
 
     @cached_property
     def app_spec(self) -> catalog.App:
         return catalog.parse_app(self.catalog_entry, f"{self.app}.yaml (bundle {self.bundle.sha256[:12]})")
 
     @property
+    def stage_spec(self) -> catalog.Stage:
+        return self.app_spec.stage(self.stage)
+
+    @property
     def targets(self) -> tuple[catalog.Target, ...]:
-        return self.app_spec.targets
+        """This run's stage's groups (an app without stages: all of them)."""
+        return self.stage_spec.targets
 
     @property
     def platform(self) -> str:
@@ -193,6 +200,12 @@ class ReleasePlan(Handoff):
 
     @property
     def regions(self) -> tuple[str, ...]:
+        """The regions this run's stage applies and refreshes in."""
+        return tuple(self.stage_spec.regions)
+
+    @property
+    def image_regions(self) -> tuple[str, ...]:
+        """Every region the bake leaves an AMI in: all stages' (the same AMI goes through them)."""
         return tuple(self.app_spec.regions)
 
     def network(self, region: str) -> RegionNetwork:

@@ -25,6 +25,7 @@ from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
 from amirelease.operators.lock import ReleaseLockSensor
 from amirelease.operators.preflight import ReleasePreflightOperator
+from amirelease.operators.promote import NextStageOperator, PromotePreflightOperator
 from amirelease.operators.record import RecordReleaseOperator
 from amirelease.operators.roll_forward import AutoRollForwardOperator
 from amirelease.operators.rollout import RollOutOperator, WaitForInstanceRefreshOperator
@@ -48,6 +49,8 @@ nothing it built is kept |
 | `roll_out` / `wait_for_refresh` | an instance refresh per group, followed without holding a worker |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
+| `next_stage` | an app with stages: once this stage verified, starts `ami_promote` for the next one (its \
+gate waits for a release manager); otherwise skipped, saying why |
 | `roll_forward` | `ami_release` only: a release that failed on the fleet (refresh or verify) starts `ami_rollback` \
 to the last good release when its app opts in (catalog `rollback: {automatic: true}`); otherwise skipped, saying why |
 """
@@ -110,6 +113,7 @@ def release_pipeline(
     rebuild_reason: str = "",
     under_lock: Any = None,
     roll_forward: bool = False,
+    emergency: str | bool = False,
 ) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
@@ -119,6 +123,7 @@ def release_pipeline(
     after ``release_lock``, while the app's lock is held, and before anything is built.
     ``roll_forward`` (ami_release only, never a rollback): after ``record``, start ``ami_rollback``
     when the release failed on the fleet and its app opts in (operators/roll_forward.py).
+    ``emergency`` (a rollback's): the later stages' gates pass without waiting (operators/gate.py).
     """
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
@@ -192,8 +197,88 @@ def release_pipeline(
     apply >> roll_out
     smoke >> roll_out
     verify >> record.as_teardown(setups=preflight)
-    if roll_forward:  # a teardown too: the run's state stays the release's, whatever this task does
+    return preflight, _after_record(preflight, record, roll_forward=roll_forward, emergency=emergency)
+
+
+def _after_record(preflight: Any, record: Any, *, roll_forward: bool, emergency: str | bool) -> Any:
+    """Teardowns after ``record`` (the run's state stays the release's, whatever they do):
+    the next stage's promotion, and (ami_release, ami_promote) the automatic rollback."""
+    nxt = NextStageOperator(task_id=TaskIds.NEXT_STAGE, emergency=emergency, **safe_to_repeat())
+    record >> nxt.as_teardown(setups=preflight)
+    if roll_forward:
         auto = AutoRollForwardOperator(task_id=TaskIds.ROLL_FORWARD, **safe_to_repeat())
         record >> auto.as_teardown(setups=preflight)
-        return preflight, auto
-    return preflight, record
+        return auto
+    return nxt
+
+
+PROMOTE_DOC = """
+| step | what it does |
+|---|---|
+| `preflight` | the release's ledger record: verified in the previous stage, not rolled back, no newer \
+release verified there since; its AMIs available. Changes nothing |
+| `check_infrastructure` | the stage's Terraform plan with the release's AMI (read-only), shown at the gate |
+| `approve` | the gate: a release manager approves or rejects in the Airflow UI (Required Actions); no answer \
+before the stage's timeout counts as a rejection. No worker slot, no lock held while it waits |
+| `release_lock` | the app's lock; the promotion is decided again under it |
+| `apply_infrastructure` | `terraform plan` + `apply` of the stage's state with the release's AMI |
+| `roll_out` / `wait_for_refresh` / `verify` | the stage's groups, as in a release |
+| `record` | the stage's entry in the release's ledger record (who approved, or who rejected and why) |
+| `roll_forward` / `next_stage` | a failure on the fleet starts `ami_rollback` (apps that opt in); a success \
+starts the next stage's promotion |
+"""
+
+
+def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str, emergency: str) -> tuple[Any, Any]:
+    """``ami_promote``'s tasks: one stage of a release verified before, behind a gate (operators/gate.py)."""
+    from amirelease.operators.gate import StageGateOperator  # the HITL operators: only this DAG needs them
+
+    preflight = PromotePreflightOperator(
+        task_id=TaskIds.PREFLIGHT,
+        on_failure_callback=remember_failure,
+        app=app,
+        release_id=release_id,
+        stage=stage,
+        triggered_by=triggered_by,
+    ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)
+    plan = preflight.output
+    bake = preflight.output["bake"]
+    check = CheckInfrastructureOperator(
+        task_id=TaskIds.CHECK_INFRA, plan=plan, bake=bake, execution_timeout=timedelta(minutes=30)
+    )
+    gate = StageGateOperator(task_id=TaskIds.APPROVE, emergency=emergency)
+    lock = ReleaseLockSensor(task_id=TaskIds.LOCK, app=app)
+    apply = ApplyInfrastructureOperator(
+        task_id=TaskIds.APPLY_INFRA,
+        plan=plan,
+        bake=bake,
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=2),
+    )
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake, infrastructure=apply.output)
+    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
+        refresh=roll_out.output
+    )
+    verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
+    record = RecordReleaseOperator(
+        task_id=TaskIds.RECORD,
+        on_success_callback=notify.release_outcome,
+        on_failure_callback=[remember_failure, notify.record_failed],
+        task_order=[
+            TaskIds.PREFLIGHT,
+            TaskIds.CHECK_INFRA,
+            TaskIds.APPROVE,
+            TaskIds.LOCK,
+            TaskIds.APPLY_INFRA,
+            TaskIds.ROLL_OUT,
+            TaskIds.WAIT,
+            TaskIds.VERIFY,
+        ],
+    )
+    for step in (preflight, check, verify, record):
+        for name, value in safe_to_repeat().items():
+            setattr(step, name, value)
+    preflight >> check >> gate >> lock >> apply >> roll_out
+    verify >> record.as_teardown(setups=preflight)
+    return preflight, _after_record(preflight, record, roll_forward=True, emergency=emergency)

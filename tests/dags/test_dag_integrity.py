@@ -126,6 +126,28 @@ def test_release_dag_shape_and_params():
     assert mark.upstream_task_ids == {"release_lock", "resolve_target", "check_infrastructure"}, mark.upstream_task_ids
     assert mark.downstream_task_ids == {"smoke_test", "apply_infrastructure"}
     assert rollback.get_task("bake").gates == ["check_infrastructure", "mark_rolled_back"]
+    # stages (issue 20): every release and rollback ends by offering the next stage (a teardown)
+    for d in (dag, rollback):
+        assert d.get_task("next_stage").is_teardown and "next_stage" in d.get_task("record").downstream_task_ids
+
+
+def test_promote_dag_waits_at_its_gate_before_the_lock():
+    """ami_promote: one stage of a verified release; the gate (Airflow's HITL ApprovalOperator)
+    comes before the app's lock, so a pending approval never holds up a rollback or a release."""
+    sys.path.insert(0, str(REPO / "dags"))
+    import ami_promote
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    dag = ami_promote.dag
+    assert "bake" not in dag.task_ids and "smoke_test" not in dag.task_ids  # one bake per release
+    gate = dag.get_task("approve")
+    assert isinstance(gate, ApprovalOperator) and gate.defaults == ["Reject"]  # no answer is a rejection
+    assert gate.upstream_task_ids == {"check_infrastructure"} and gate.downstream_task_ids == {"release_lock"}
+    assert dag.get_task("release_lock").downstream_task_ids == {"apply_infrastructure"}
+    assert dag.get_task("apply_infrastructure").after is None
+    assert dag.get_task("record").is_teardown and dag.get_task("preflight").is_setup
+    assert {"roll_forward", "next_stage"} <= dag.get_task("record").downstream_task_ids
+    assert set(dag.params) == {"app", "release_id", "stage", "emergency"}
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

@@ -30,7 +30,7 @@ provider "aws" {
 }
 
 locals {
-  name = var.app
+  name = "${var.app}${var.name_suffix}"
 }
 
 resource "aws_security_group" "web" {

@@ -36,6 +36,11 @@ variable "host_name" {
   type        = string
   description = "Host header the shared listener forwards to this app"
 }
+variable "name_suffix" {
+  type        = string
+  default     = ""
+  description = "Added to every resource name: a stage's own copy of the app (e.g. -staging)"
+}
 variable "listener_rule_priority" {
   type    = number
   default = 100

@@ -176,7 +176,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         self._stop_if_gate_failed(watch, plan, "before Packer started: nothing was built")
 
         existing = self._find_release_amis(plan)
-        if existing and set(existing) >= set(plan.regions):
+        if existing and set(existing) >= set(plan.image_regions):
             self.log.info("Reusing AMI(s) %s built for release %s by an earlier try of this run", existing, rid)
             self._cleanup(ec2, rid, "left by an earlier try")
             return self._result(plan, existing, reused=True)
@@ -210,7 +210,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
                 group_id = self._builder_security_group(ec2, plan, source)
                 variables = {
                     "region": region,
-                    "ami_regions": [r for r in plan.regions if r != region],
+                    "ami_regions": [r for r in plan.image_regions if r != region],
                     "ec2_endpoint": self.hook.conn_config.get_service_endpoint_url("ec2") or "",
                     "source_ami": plan.source_ami,
                     "ami_name": plan.ami_name,
@@ -341,7 +341,9 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     # -- helpers: the EC2 work is the hook's (hooks/ec2_release.py) -----------------------------
     def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:
         """The AMI per region an earlier try of this release built (a pending one waited for)."""
-        found = {region: self.clients.ec2_release(region).release_image(plan.release_id) for region in plan.regions}
+        found = {
+            region: self.clients.ec2_release(region).release_image(plan.release_id) for region in plan.image_regions
+        }
         return {region: ami for region, ami in found.items() if ami}
 
     def _builder_security_group(self, ec2: Ec2ReleaseHook, plan: ReleasePlan, source: str) -> str:

@@ -48,8 +48,10 @@ def state_bucket() -> str:
     return conf.get("ami_release", "terraform_state_bucket", fallback="").strip() or ledger_bucket()
 
 
-def state_key(app: str, region: str) -> str:
-    return f"terraform/{app}/{region}/terraform.tfstate"
+def state_key(app: str, region: str, stage: str = "") -> str:
+    """The Terraform state of one app (and stage) in one region; an app without stages keeps its
+    key from before stages existed."""
+    return f"terraform/{app}/{stage + '/' if stage else ''}{region}/terraform.tfstate"
 
 
 def variables_for(plan: ReleasePlan, region: str, ami_id: str, secrets: Secrets) -> dict[str, Any]:
@@ -58,6 +60,7 @@ def variables_for(plan: ReleasePlan, region: str, ami_id: str, secrets: Secrets)
     net = plan.network(region)
     out: dict[str, Any] = {
         **infra.variables,
+        **plan.stage_spec.variables,
         "app": plan.app,
         "region": region,
         "release_id": plan.release_id,
@@ -134,7 +137,7 @@ class _TerraformOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperat
     def _backend(self, plan: ReleasePlan, region: str) -> Backend:
         return Backend(
             bucket=state_bucket(),
-            key=state_key(plan.app, region),
+            key=state_key(plan.app, region, plan.stage_spec.state_folder),
             region=conf.get("ami_release", "terraform_state_region", fallback="").strip()
             or self.hook.conn_region_name
             or region,
@@ -203,11 +206,16 @@ class CheckInfrastructureOperator(_TerraformOperator):
     :param vault_conn_id: the Vault connection for the module's secrets (TF_VAR_*).
     """
 
-    template_fields: Sequence[str] = aws_template_fields("plan")
+    template_fields: Sequence[str] = aws_template_fields("plan", "bake")
     iam_actions = ("s3:GetObject", "sts:AssumeRole")  # Terraform runs as the app's role
+
+    def __init__(self, *, bake: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bake = bake  # ami_promote: the release's AMIs exist already, so the plan shows them
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)
+        amis = BakeResult.from_xcom(self.bake).amis if self.bake else {}
         self._terraform = TerraformHook()
         version = self._terraform.version()
         store = bundle.BundleStore(self.clients.s3(), ledger_bucket())
@@ -216,7 +224,8 @@ class CheckInfrastructureOperator(_TerraformOperator):
             regions = []
             try:
                 for region in plan.regions:
-                    with self._module(plan, root, region, plan.source_ami, secrets) as (module, env, var_file, backend):
+                    ami = amis.get(region, plan.source_ami)
+                    with self._module(plan, root, region, ami, secrets) as (module, env, var_file, backend):
                         self._validate(plan, region, module, env, version)
                         run = self._terraform.plan(module, var_file, env, self._say, lock=False)
                         fail_on_errors(run, "plan", plan, region)

@@ -102,7 +102,21 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         """A plain release of a version that another run released while this one waited, or a
         rebuild of a version that another run released or rebuilt meanwhile (a double click),
         is refused here; the lock is released by ``record``. A rollback's re-release is checked
-        by its own ``mark_rolled_back``."""
+        by its own ``mark_rolled_back``. A promotion (``ami_promote``) is decided again here:
+        still verified in the previous stage, not rolled back, no newer release verified there."""
+        if plan.promoted_from is not None:
+            from amirelease.operators.promote import promotion_refusal, refusal_fix
+
+            history = ledger.history(plan.app)
+            record = next((r for r in history if r.get("release_id") == plan.release_id), None)
+            why = promotion_refusal(history, record, plan.stage, plan.promoted_from)
+            if why:
+                raise PreflightError(
+                    f"{plan.app} cannot be promoted to {plan.stage} (decided under the lock, after the gate): {why}",
+                    fix=refusal_fix(plan.stage),
+                )
+            self.log.info("Under the lock: %s %s may still go to %s; going on", plan.app, plan.version, plan.stage)
+            return
         if plan.re_release_of:
             return
         existing = already_released(ledger.history(plan.app), plan.version, besides=plan.release_id)

@@ -347,7 +347,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             packed.sha256[:16],
             len(packed.files),
             plan.source_ami,
-            ", ".join(plan.regions),
+            ", ".join(plan.image_regions),
         )
         return plan.to_xcom()
 

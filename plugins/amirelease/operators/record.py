@@ -120,7 +120,7 @@ def build_record(
         ),
         "git_ref": plan.git_ref,
         "source": plan.source,
-        "targets": [t.__dict__ for t in plan.targets],
+        "targets": [t.__dict__ for t in app.targets],  # every stage's groups
         "infrastructure": {
             "module": app.infrastructure.module,
             "check": check.to_xcom() if check else None,
@@ -149,6 +149,64 @@ def build_record(
         "finished_at": utcnow(),
         "forensic_hold": None,
         "rolled_back": None,
+        **(
+            {  # a staged app: ami_promote runs the later stages from the same plan and AMIs
+                "plan": plan.to_xcom(),
+                "bake": bake.to_xcom() if bake else None,
+                "stages": {
+                    plan.stage_spec.name: stage_record(
+                        dag_id=dag_id,
+                        run_id=run_id,
+                        plan=plan,
+                        infrastructure=infrastructure,
+                        rollout=rollout,
+                        verify=verify,
+                        outcome=outcome,
+                        failed_task=failed_task,
+                        reason=reason,
+                        started_at=started_at,
+                    )
+                },
+            }
+            if app.staged
+            else {}
+        ),
+    }
+
+
+def stage_record(
+    *,
+    dag_id: str,
+    run_id: str,
+    plan: ReleasePlan,
+    infrastructure: InfrastructureResult | None,
+    rollout: list[RefreshHandle],
+    verify: VerifySummary | None,
+    outcome: str,
+    failed_task: str | None,
+    reason: str | None,
+    started_at: str | None,
+    gate: dict[str, Any] | None = None,
+) -> Record:
+    """(pure) A staged release's entry for one stage: what ran there, how it ended, who let it in."""
+    return {
+        "stage": plan.stage_spec.name,
+        "outcome": outcome,
+        "failed_task": failed_task,
+        "failure_reason": reason,
+        "targets": [t.__dict__ for t in plan.targets],
+        "applied": infrastructure.to_xcom()["regions"] if infrastructure else [],
+        "refreshes": [
+            {"region": r.region, "auto_scaling_group": r.auto_scaling_group, "refresh_id": r.refresh_id}
+            for r in rollout
+        ],
+        "verification": verify.to_xcom() if verify else None,
+        "gate": gate,
+        "triggered_by": plan.triggered_by,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "started_at": started_at,
+        "finished_at": utcnow(),
     }
 
 
@@ -204,6 +262,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         reason = ti.xcom_pull(task_ids=failed_task, key="failure") if failed_task else None
         if isinstance(reason, list):
             reason = next((r for r in reason if r), None)
+        if plan.promoted_from is not None:  # ami_promote: one stage of a release recorded before
+            return self._record_stage(context, plan, outcome, failed_task, reason)
         if refused(failed_task, reason, self.refusal_task_ids):
             try:
                 self._discard_refused(plan)
@@ -267,6 +327,82 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             )
         return record
 
+    def _record_stage(
+        self, context: Context, plan: ReleasePlan, outcome: str, failed_task: str | None, reason: object
+    ) -> dict[str, Any] | None:
+        """A promotion: the stage's entry in the release's record (never the release's AMIs or its
+        other stages: the release stands as verified before). A refusal writes nothing."""
+        from amirelease.operators.promote import gate_answer
+
+        ti = context["ti"]
+        if refused(failed_task, reason, self.refusal_task_ids):
+            self._release_lock(plan.app, ti)
+            self._tell(ti, plan, outcome, failed_task, reason, refused=True)
+            self.log.info(
+                "Promotion of %s %s to %s refused at '%s'; nothing was changed there: %s",
+                plan.app,
+                plan.version,
+                plan.stage,
+                failed_task,
+                reason or "see that task's log",
+            )
+            return None
+        answer, who, why = gate_answer(ti.xcom_pull(task_ids=TaskIds.APPROVE))
+        if outcome == "succeeded" and answer != "approved":
+            outcome = "rejected" if answer == "rejected" else "timed out" if answer == "timed out" else "not approved"
+            reason = f"{outcome} at the gate" + (f" by {who}" if who else "") + (f": {why}" if why else "")
+        raw_infra = ti.xcom_pull(task_ids=TaskIds.APPLY_INFRA)
+        raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
+        start = getattr(context["dag_run"], "start_date", None)
+        entry = stage_record(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            plan=plan,
+            infrastructure=InfrastructureResult.from_xcom(raw_infra) if raw_infra else None,
+            rollout=from_xcom_list(RefreshHandle, ti.xcom_pull(task_ids=TaskIds.ROLL_OUT)),
+            verify=VerifySummary.from_xcom(raw_verify) if raw_verify else None,
+            outcome=outcome,
+            failed_task=failed_task,
+            reason=str(reason) if reason else None,
+            started_at=start.strftime("%Y-%m-%dT%H:%M:%SZ") if start is not None else None,
+            gate={"answer": answer, "by": who, "reason": why},
+        )
+        try:
+            ledger = Ledger(self.clients.s3(), ledger_bucket())
+            record = ledger.get(plan.app, plan.release_id) or {}
+            ledger.update(plan.app, plan.release_id, stages={**(record.get("stages") or {}), plan.stage: entry})
+            self.log.info("Ledger record of %s: stage %s %s", plan.release_id, plan.stage, outcome)
+            if outcome == "succeeded":
+                self._protect_rollback_targets(plan.app)
+        finally:
+            self._release_lock(plan.app, ti)
+        self._tell(ti, plan, outcome, failed_task, reason, amis={})
+        if outcome == "succeeded":
+            self.log.info("%s %s is now in %s: verified", plan.app, plan.version, plan.stage)
+        elif outcome in ("rejected", "timed out", "not approved"):
+            self.log.warning(
+                "%s %s was NOT promoted to %s: %s. Nothing was changed there; earlier stages keep running it. To "
+                "take it out of those too, trigger ami_rollback for %s; to promote it after all, trigger ami_promote "
+                "again with release id %s and stage %s.",
+                plan.app,
+                plan.version,
+                plan.stage,
+                reason,
+                plan.app,
+                plan.release_id,
+                plan.stage,
+            )
+        else:
+            self.log.error(
+                "Promotion of %s %s to %s FAILED at '%s': %s. Recorded in the ledger.",
+                plan.app,
+                plan.version,
+                plan.stage,
+                failed_task,
+                reason or "see that task's log",
+            )
+        return entry
+
     @staticmethod
     def _tell(
         ti: Any,
@@ -280,7 +416,15 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     ) -> None:
         """The outcome for the notifications (XCom 'outcome', read by notify.release_outcome, the
         on_success_callback pipeline.py gives this task): no secret, the reason is redacted."""
-        kind = "rollback" if plan.re_release_of else "rebuild" if plan.rebuild_of else "release"
+        kind = (
+            "promotion"
+            if plan.promoted_from is not None
+            else "rollback"
+            if plan.re_release_of
+            else "rebuild"
+            if plan.rebuild_of
+            else "release"
+        )
         ti.xcom_push(
             key="outcome",
             value={
@@ -293,13 +437,15 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 "reason": str(reason) if reason else None,
                 "refused": refused,
                 "amis": amis or {},
+                "stage": plan.stage_spec.name,
+                "re_release_of": plan.re_release_of,
             },
         )
 
     def _discard_refused(self, plan: ReleasePlan) -> None:
         """A refused release keeps nothing: the AMI a bake beside the check may have finished
         (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
-        for region in plan.regions:
+        for region in plan.image_regions:
             for image_id, snapshots in self.clients.ec2_release(region).discard_release_images(plan.release_id):
                 self.log.warning(
                     "Refused release: AMI %s (%s) deregistered and its snapshot(s) %s deleted",

@@ -40,8 +40,10 @@ def decision(outcome: dict[str, Any] | None, document: dict[str, Any] | None) ->
         return "the release recorded no outcome"
     if outcome.get("outcome") == "succeeded":
         return "the release succeeded"
-    if outcome.get("kind") == "rollback":
-        return "this run is itself a rollback: an automatic rollback never starts another"
+    if outcome.get("kind") == "rollback" or outcome.get("re_release_of"):
+        return "this run is itself a rollback (or a stage of one): an automatic rollback never starts another"
+    if outcome.get("outcome") in ("rejected", "timed out", "not approved"):
+        return f"the promotion was {outcome['outcome']} at its gate: nothing was changed in that stage"
     failed = str(outcome.get("failed_task") or "").split("[")[0]
     if failed not in REACHED_FLEET:
         return f"the release failed at '{failed}', before it reached the fleet: there is nothing to roll back"
