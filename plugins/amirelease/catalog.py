@@ -73,6 +73,7 @@ class Stage:
     variables: dict[str, Any] = field(default_factory=dict)
     approval_minutes: float = DEFAULT_APPROVAL_MINUTES  # the gate before it (stages after the first)
     state: str | None = None  # its Terraform state's folder; None: its name, "": the app's own (no stage)
+    verify: dict[str, Any] = field(default_factory=dict)  # over the app's verify: (e.g. its own alarms)
 
     @property
     def state_folder(self) -> str:
@@ -379,6 +380,7 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
                 variables=dict(st.get("variables", {})),
                 approval_minutes=float((st.get("approval") or {}).get("timeout_minutes", DEFAULT_APPROVAL_MINUTES)),
                 state=st.get("state"),
+                verify=dict(st.get("verify", {})),
             )
             for st in stages
         ),

@@ -204,6 +204,11 @@ class ReleasePlan(Handoff):
         return tuple(self.stage_spec.regions)
 
     @property
+    def verify_rules(self) -> dict[str, Any]:
+        """How this run's stage is verified: the app's ``verify:``, with the stage's own over it."""
+        return {**self.app_spec.verify, **self.stage_spec.verify}
+
+    @property
     def image_regions(self) -> tuple[str, ...]:
         """Every region the bake leaves an AMI in: all stages' (the same AMI goes through them)."""
         return tuple(self.app_spec.regions)

@@ -246,7 +246,7 @@ def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str
     check = CheckInfrastructureOperator(
         task_id=TaskIds.CHECK_INFRA, plan=plan, bake=bake, execution_timeout=timedelta(minutes=30)
     )
-    gate = StageGateOperator(task_id=TaskIds.APPROVE, emergency=emergency)
+    gate = StageGateOperator(task_id=TaskIds.APPROVE)  # an emergency: read from the run's conf
     lock = ReleaseLockSensor(task_id=TaskIds.LOCK, app=app)
     apply = ApplyInfrastructureOperator(
         task_id=TaskIds.APPLY_INFRA,

@@ -9,14 +9,26 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param
+from airflow.sdk.definitions.param import ParamsDict
 
-from amirelease.constants import TaskIds
+from amirelease.constants import MAX_NOTES, TaskIds
 from amirelease.handoffs import ReleasePlan
 from amirelease.operators.preflight import flag
 from amirelease.operators.promote import plan_text
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+ANSWER_KEY = "answer"  # XCom of the gate: what was answered, by whom, why (record.py reads it)
+REASON = Param(
+    "",
+    type="string",
+    maxLength=MAX_NOTES,
+    title="Reason",
+    description="Why you approve or reject (kept in the release's ledger record)",
+    source="task",
+)
 
 
 class StageGateOperator(ApprovalOperator):
@@ -31,11 +43,12 @@ class StageGateOperator(ApprovalOperator):
     gate without waiting and says so.
     """
 
-    def __init__(self, *, emergency: str | bool = False, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("subject", "Promote?")
         super().__init__(defaults=ApprovalOperator.REJECT, ignore_downstream_trigger_rules=True, **kwargs)
-        self.emergency = emergency
-        self.template_fields = (*self.template_fields, "emergency")
+        # the form the approver fills in: only this (inside a DAG with params, Airflow's merge drops
+        # a task-level Param's source, and the HITL operator keeps task-level params only)
+        self.params = ParamsDict({"reason": REASON})
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
@@ -43,7 +56,7 @@ class StageGateOperator(ApprovalOperator):
         gate = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT, key="gate") or {}
         self.subject = str(gate.get("subject") or f"Promote {plan.app} {plan.version} to {plan.stage}?")
         self.body = str(gate.get("body") or "") + plan_text(ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA), plan.stage)
-        if flag("emergency", self.emergency):
+        if flag("emergency", (context["dag_run"].conf or {}).get("emergency", False)):
             self.log.warning(
                 "EMERGENCY: %s %s goes to %s without waiting for an approval (asked by %s, who may trigger "
                 "ami_rollback)",
@@ -52,7 +65,14 @@ class StageGateOperator(ApprovalOperator):
                 plan.stage,
                 plan.triggered_by or "the run's trigger",
             )
-            return {"chosen_options": [self.APPROVE], "params_input": {}, "responded_by_user": None, "emergency": True}
+            answer: dict[str, Any] = {
+                "chosen_options": [self.APPROVE],
+                "params_input": {},
+                "responded_by_user": None,
+                "emergency": True,
+            }
+            ti.xcom_push(key=ANSWER_KEY, value=answer)
+            return answer
         self.response_timeout = timedelta(minutes=plan.stage_spec.approval_minutes)
         self.log.info(
             "Waiting up to %s for a release manager to approve %s %s for %s (Airflow UI: Required Actions, or "
@@ -63,3 +83,19 @@ class StageGateOperator(ApprovalOperator):
             plan.stage,
         )
         return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """The answer for ``record`` under its own XCom key, before Airflow's ApprovalOperator acts on
+        it: a rejection skips the tasks after the gate by raising, so no return value is kept."""
+        if "error" not in event:
+            user = event.get("responded_by_user")
+            context["ti"].xcom_push(
+                key=ANSWER_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "params_input": dict(event.get("params_input") or {}),
+                    "responded_by_user": dict(user) if user else None,
+                    "timedout": bool(event.get("timedout")),
+                },
+            )
+        return super().execute_complete(context, event)

@@ -218,7 +218,9 @@ def gate_answer(raw: Any) -> tuple[str, str | None, str]:
     if chosen == [APPROVE]:
         return "approved", who, why
     if chosen == [REJECT]:
-        return ("rejected", who, why) if who else ("timed out", None, "no answer before the gate's timeout")
+        if raw.get("timedout") or not who:
+            return "timed out", None, "no answer before the gate's timeout"
+        return "rejected", who, why
     return "unanswered", None, ""
 
 

@@ -347,7 +347,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 reason or "see that task's log",
             )
             return None
-        answer, who, why = gate_answer(ti.xcom_pull(task_ids=TaskIds.APPROVE))
+        answer, who, why = gate_answer(ti.xcom_pull(task_ids=TaskIds.APPROVE, key="answer"))
         if outcome == "succeeded" and answer != "approved":
             outcome = "rejected" if answer == "rejected" else "timed out" if answer == "timed out" else "not approved"
             reason = f"{outcome} at the gate" + (f" by {who}" if who else "") + (f": {why}" if why else "")

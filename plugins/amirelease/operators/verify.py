@@ -92,10 +92,10 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
 
     def execute(self, context: Context) -> dict[str, Any]:
         plan = ReleasePlan.from_xcom(self.plan)
-        app = plan.app_spec
-        want_tg = app.verify.get("target_group_health", True)
-        min_pct = int(app.verify.get("min_healthy_percent", 100))
-        alarm_names = list(app.verify.get("alarms", []))
+        rules = plan.verify_rules  # the app's verify:, with the stage's own over it
+        want_tg = rules.get("target_group_health", True)
+        min_pct = int(rules.get("min_healthy_percent", 100))
+        alarm_names = list(rules.get("alarms", []))
         checks: list[GroupCheck] = []
         problems: list[str] = []
         warnings: list[str] = []

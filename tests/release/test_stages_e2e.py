@@ -1,0 +1,237 @@
+"""Stages end to end (issue 20 items 1-2): demo-web released through staging, then promoted to
+production behind Airflow's HITL gate, answered through a real API server's REST API.
+
+One bake: ami_release bakes, smoke-tests and releases to staging; its next_stage task queues
+ami_promote for production, which waits at `approve` (state awaiting_input: no process, no
+worker slot, no lock). The gate is left to time out once (the scheduler's own timeout sweep
+resolves it as a rejection), rejected once by a user with a reason (a viewer may not answer),
+then approved: production refreshes with the same AMI. Every answer is in the ledger."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stages")]
+
+VERSION = "7.1.0"
+STAGING_GROUP = "demo-web-staging-asg"
+PROD_GROUP = "demo-web-asg"
+TIMEOUT_MINUTES = 0.5  # production's gate: long enough to answer, short enough to let it time out once
+
+
+@pytest.fixture
+def staged_include(tmp_path, monkeypatch):
+    """include/ with demo-web's definition in two stages: staging (its own copy of the app:
+    name suffix, listener rule, one instance, its own state) and production (the groups and
+    state demo-web had before it had stages)."""
+    root = tmp_path / "include"
+    shutil.copytree(REPO / "include", root)
+    entry = root / "apps" / "demo-web.yaml"
+    doc = yaml.safe_load(entry.read_text())
+    production = doc.pop("targets")
+    doc["stages"] = [
+        {
+            "name": "staging",
+            "targets": [
+                {"region": "us-east-1", "auto_scaling_group": STAGING_GROUP, "launch_template": "demo-web-staging"}
+            ],
+            "variables": {
+                "name_suffix": "-staging",
+                "listener_rule_priority": 110,
+                "host_name": "demo-web-staging.internal",
+                "min_size": 1,
+                "desired_capacity": 1,
+            },
+            "verify": {"alarms": ["demo-web-staging-5xx", "demo-web-staging-latency"]},
+        },
+        {"name": "production", "targets": production, "state": "", "approval": {"timeout_minutes": TIMEOUT_MINUTES}},
+    ]
+    entry.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def api(release_env, tmp_path):
+    """A real `airflow api-server` on the tests' metadata DB (simple auth: admin, viewer)."""
+    from tests.ui.server import ApiServer
+
+    server = ApiServer(tmp_path).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _awaiting(dag_id: str = "ami_promote") -> Any:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter(
+                TaskInstance.dag_id == dag_id, TaskInstance.task_id == "approve", TaskInstance.state == "awaiting_input"
+            )
+            .one_or_none()
+        )
+        return (ti.run_id, ti.trigger_timeout) if ti is not None else None
+
+
+def _answer(api, user: str, run_id: str, option: str, reason: str) -> tuple[int, str]:
+    url = f"{api.base}/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+    body = json.dumps({"chosen_options": [option], "params_input": {"reason": reason}}).encode()
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="PATCH",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api.token(user)}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+class Approver(threading.Thread):
+    """Answers the gate from outside the run, as a person in the UI would: waits until the
+    `approve` task is awaiting input, then does ``act`` (its result kept in ``seen``)."""
+
+    def __init__(self, act) -> None:
+        super().__init__(daemon=True)
+        self.act, self.seen, self.error = act, {}, None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 600
+            while (found := _awaiting()) is None:
+                assert time.monotonic() < deadline, "the gate never waited for input"
+                time.sleep(0.5)
+            self.seen = self.act(*found) or {}
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def _sweep_timeouts() -> None:
+    """The scheduler's own sweep of awaiting-input tasks past their deadline (dag.test() runs
+    no scheduler): Airflow's SchedulerJobRunner.check_awaiting_input_timeouts, unchanged."""
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
+
+
+def _record(sb, release_id: str) -> dict:
+    return next(r for r in ledger_records(sb) if r["release_id"] == release_id)
+
+
+def _promote(conf: dict, act) -> tuple[Any, Approver]:
+    approver = Approver(act)
+    approver.start()
+    dr = load_dag("ami_promote").test(run_conf=conf)
+    approver.join(timeout=60)
+    assert approver.error is None, approver.error
+    return dr, approver
+
+
+def test_a_release_goes_through_staging_and_reaches_production_only_once_approved(release_env, staged_include, api):
+    from airflow.models import DagRun
+
+    sb = release_env
+    _, asg, _ = clients(sb)
+    dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": VERSION})
+    states = task_states(dr)
+    assert dr.state == "success" and states["next_stage"] == "success", states
+    [ami] = run_images(sb, dr.run_id)
+    [record] = [r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id]
+    rid = record["release_id"]
+    assert record["stages"]["staging"]["outcome"] == "succeeded" and set(record["stages"]) == {"staging"}
+    assert group_images(sb, STAGING_GROUP) == {ami["ImageId"]}
+    # production is untouched: nothing was applied there (its group does not exist yet in this account)
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
+    [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{rid}__production")
+    conf = queued.conf
+    assert conf == {"app": "demo-web", "release_id": rid, "stage": "production", "emergency": False}
+
+    # 1. nobody answers: the gate times out and that is a rejection
+    def let_it_time_out(run_id, deadline):
+        while (deadline - _utcnow()).total_seconds() > -1:
+            time.sleep(1)
+        _sweep_timeouts()
+
+    timed_out, _ = _promote(conf, let_it_time_out)
+    states = task_states(timed_out)
+    assert states["approve"] == "success" and states["apply_infrastructure"] == "skipped", states
+    assert states["record"] == "success", states
+    entry = _record(sb, rid)["stages"]["production"]
+    assert entry["outcome"] == "timed out" and entry["gate"]["by"] is None, entry
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
+
+    # 2. a viewer may not answer; a user rejects, saying why
+    def reject(run_id, _deadline):
+        return {
+            "viewer": _answer(api, "viewer", run_id, "Approve", "me too"),
+            "admin": _answer(api, "admin", run_id, "Reject", "CAB-42: not during the freeze"),
+        }
+
+    rejected, approver = _promote(conf, reject)
+    assert approver.seen["viewer"][0] == 403, approver.seen
+    assert approver.seen["admin"][0] == 200, approver.seen
+    assert task_states(rejected)["apply_infrastructure"] == "skipped"
+    entry = _record(sb, rid)["stages"]["production"]
+    assert entry["outcome"] == "rejected" and entry["gate"] == {
+        "answer": "rejected",
+        "by": "admin",
+        "reason": "CAB-42: not during the freeze",
+    }, entry
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
+
+    # 3. approved: production runs the same AMI, verified; the gate showed staging's verification and the plan
+    def approve(run_id, _deadline):
+        from airflow.models.hitl import HITLDetail
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            detail = session.query(HITLDetail).filter(HITLDetail.ti_id.isnot(None)).all()
+            shown = [(d.subject, d.body) for d in detail if d.response_received is False]
+        return {"shown": shown, "admin": _answer(api, "admin", run_id, "Approve", "CAB-43 approved")}
+
+    approved, approver = _promote(conf, approve)
+    states = task_states(approved)
+    assert approved.state == "success" and states["verify"] == "success", states
+    assert states["next_stage"] == "skipped", states  # production is the last stage
+    [(subject, body)] = approver.seen["shown"]
+    assert subject == f"Promote demo-web {VERSION} to production?", subject
+    assert f"{STAGING_GROUP} (us-east-1): 1/1 in service on {ami['ImageId']}, targets healthy" in body, body
+    assert "### Terraform plan for production" in body and "to add" in body, body
+    assert group_images(sb, PROD_GROUP) == {ami["ImageId"]}
+    assert group_images(sb, STAGING_GROUP) == {ami["ImageId"]}
+    assert len(run_images(sb, dr.run_id)) == 1 and not run_images(sb, approved.run_id)  # one bake
+    record = _record(sb, rid)
+    entry = record["stages"]["production"]
+    assert entry["outcome"] == "succeeded" and entry["gate"]["by"] == "admin", entry
+    assert entry["verification"]["verified"] and entry["run_id"] == approved.run_id
+    assert record["stages"]["staging"]["outcome"] == "succeeded"
+    # the same release cannot be promoted to production twice
+    again = load_dag("ami_promote").test(run_conf=conf)
+    assert again.state == "failed" and task_states(again)["preflight"] == "failed"
+
+
+def _utcnow():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
