@@ -86,6 +86,7 @@ def grants() -> list[Grant]:
     from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
     from amirelease.operators.lock import ReleaseLockSensor
     from amirelease.operators.preflight import ReleasePreflightOperator
+    from amirelease.operators.promote import PromotePreflightOperator
     from amirelease.operators.record import RecordReleaseOperator
     from amirelease.operators.retention import AmiRetentionOperator
     from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
@@ -98,7 +99,7 @@ def grants() -> list[Grant]:
         ReleasePreflightOperator, CheckInfrastructureOperator, ReleaseLockSensor, BakeAmiOperator,
         SmokeTestOperator, ApplyInfrastructureOperator, RollOutOperator, WaitForInstanceRefreshOperator,
         VerifyReleaseOperator, RecordReleaseOperator, ResolveRollbackTargetOperator, MarkRolledBackOperator,
-        AmiRetentionOperator,
+        AmiRetentionOperator, PromotePreflightOperator,  # ami_promote (the rest are the release's)
         DriftTargetsOperator, DriftPlanOperator, DriftReportOperator,  # ami_drift (drift/)
     ]  # fmt: skip
     out = [

@@ -143,8 +143,28 @@ def test_the_live_release_of_a_region_is_the_newest_succeeded_one_that_applied_t
         rec("c", "failed", "2026-01-04T00:00:00Z", ["us-east-1"]),  # a failed release is not what runs
     ]
     live = live_releases(history)
-    assert {r: v["release_id"] for r, v in live.items()} == {"us-east-1": "b", "eu-west-1": "a"}
+    assert {r: v["release_id"] for r, v in live.items()} == {("", "us-east-1"): "b", ("", "eu-west-1"): "a"}
     assert live_releases([rec("c", "failed", "2026-01-04T00:00:00Z", ["us-east-1"])]) == {}
+
+
+def test_with_stages_each_stage_runs_the_newest_release_verified_there():
+    def staged(rid, **stages):
+        return {
+            "release_id": rid,
+            "outcome": "succeeded",
+            "finished_at": "2026-01-01T00:00:00Z",
+            "stages": {
+                name: {"outcome": outcome, "finished_at": at, "applied": [{"region": "us-east-1"}]}
+                for name, (outcome, at) in stages.items()
+            },
+        }
+
+    history = [
+        staged("a", staging=("succeeded", "2026-01-01T00:00:00Z"), production=("succeeded", "2026-01-02T00:00:00Z")),
+        staged("b", staging=("succeeded", "2026-01-03T00:00:00Z"), production=("rejected", "2026-01-04T00:00:00Z")),
+    ]
+    live = {k: v["release_id"] for k, v in live_releases(history).items()}
+    assert live == {("staging", "us-east-1"): "b", ("production", "us-east-1"): "a"}
 
 
 def test_the_drift_plan_gets_the_variables_the_release_applied(release_plan):

@@ -35,26 +35,43 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def live_releases(history: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """region -> the release that runs there now: the newest succeeded record (by finish) whose
-    apply reached that region (pure). A release recorded before bundles existed cannot be planned."""
-    out: dict[str, dict[str, Any]] = {}
-    for record in sorted(history, key=lambda r: str(r.get("finished_at") or r.get("started_at") or "")):
-        if record.get("outcome") != "succeeded":
-            continue
-        for applied in (record.get("infrastructure") or {}).get("applied") or []:
-            out[str(applied.get("region"))] = record
+def live_releases(history: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(stage, region) -> the release that runs there now: the newest succeeded release (by when it
+    finished there) whose apply reached that region; stage "" for an app without stages (pure). A
+    staged release counts in each stage it succeeded in (its ``stages`` entries, ami_promote's)."""
+    seen: list[tuple[str, str, str, dict[str, Any]]] = []
+    for record in history:
+        stages = record.get("stages")
+        if stages:
+            for name, entry in stages.items():
+                if (entry or {}).get("outcome") == "succeeded":
+                    for applied in entry.get("applied") or []:
+                        seen.append((str(entry.get("finished_at") or ""), name, str(applied.get("region")), record))
+        elif record.get("outcome") == "succeeded":
+            when = str(record.get("finished_at") or record.get("started_at") or "")
+            for applied in (record.get("infrastructure") or {}).get("applied") or []:
+                seen.append((when, "", str(applied.get("region")), record))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, stage, region, record in sorted(seen, key=lambda s: s[0]):
+        out[(stage, region)] = record
     return out
 
 
 def drift_variables(
-    app: catalog.App, network: Any, region: str, release_id: str, ami_id: str, versions: dict[str, Any]
+    app: catalog.App,
+    network: Any,
+    region: str,
+    release_id: str,
+    ami_id: str,
+    versions: dict[str, Any],
+    stage: str = "",
 ) -> dict[str, Any]:
     """The live release's Terraform variables, as the release applied them (pure; the same as
     operators/infrastructure.variables_for, tests/drift/test_drift_pure.py holds them in step)."""
     infra = app.infrastructure
     out: dict[str, Any] = {
         **infra.variables,
+        **app.stage(stage).variables,
         "app": app.name,
         "region": region,
         "release_id": release_id,
@@ -116,7 +133,7 @@ class DriftTargetsOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
                     holder.get("run_id"),
                 )
                 continue
-            for region, record in sorted(live.items()):
+            for (stage, region), record in sorted(live.items()):
                 missing = [k for k in ("bundle", "release_id") if not record.get(k)]
                 if missing or not (record.get("amis") or {}).get(region):
                     self.log.warning(
@@ -131,6 +148,7 @@ class DriftTargetsOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
                     {
                         "app": name,
                         "region": region,
+                        "stage": stage,
                         "release_id": record["release_id"],
                         "version": record.get("version"),
                         "bundle": record["bundle"],
@@ -169,7 +187,7 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
 
     def execute(self, context: Context) -> dict[str, Any]:
         t = dict(self.target)
-        app_name, region = str(t["app"]), str(t["region"])
+        app_name, region, stage = str(t["app"]), str(t["region"]), str(t.get("stage") or "")
         s3 = self.clients.s3()
         holder = ReleaseLock(s3, ledger_bucket(), app_name).holder()
         if holder:
@@ -190,7 +208,7 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
                 endpoint: str | None = self.hook.conn_config.endpoint_url
                 backend = Backend(
                     bucket=state_bucket(),
-                    key=state_key(app.name, region),
+                    key=state_key(app.name, region, app.stage(stage).state_folder),
                     region=conf.get("ami_release", "terraform_state_region", fallback="").strip()
                     or self.hook.conn_region_name
                     or region,
@@ -204,7 +222,9 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
                     )
                     env = self._terraform.environment(ws.path, aws_env, secrets.values)
                     var_file = own / "drift.tfvars.json"
-                    variables = drift_variables(app, network, region, t["release_id"], t["ami"], secrets.versions)
+                    variables = drift_variables(
+                        app, network, region, t["release_id"], t["ami"], secrets.versions, stage
+                    )
                     var_file.write_text(json.dumps(variables, indent=2))
                     self.log.info(
                         "%s in %s: comparing the live resources with release %s (%s), state s3://%s/%s "
@@ -315,11 +335,11 @@ class DriftReportOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
             for result in group or []:
                 if not result or result.get("skipped"):
                     continue
-                app, region = result["app"], result["region"]
+                app, region, stage = result["app"], result["region"], result.get("stage") or None
                 from amirelease.drift.report import DriftedResource
 
                 drifted = tuple(DriftedResource.from_dict(d) for d in result.get("drifted", []))
-                previous = store.get(app, region)
+                previous = store.get(app, region, stage)
                 record = next_record(
                     previous,
                     app=app,
@@ -328,10 +348,11 @@ class DriftReportOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
                     drifted=drifted,
                     now=result.get("checked_at") or at,
                     run={"dag_id": ti.dag_id, "run_id": ti.run_id},
+                    stage=stage,
                 )
                 if record is None:
                     if previous is not None:
-                        store.clear(app, region)
+                        store.clear(app, region, stage)
                         self.log.info(
                             "%s in %s: drift cleared (first seen %s)", app, region, previous.get("first_seen")
                         )

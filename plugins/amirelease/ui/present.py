@@ -188,6 +188,41 @@ class LiveGroup:
     in_service: int
     amis: list[LiveAmi] = field(default_factory=list)
     refresh: RefreshView | None = None
+    stage: str = ""  # an app with stages: the stage this group belongs to
+
+
+def group_stages(history: list[dict[str, Any]], document: dict[str, Any] | None = None) -> dict[tuple[str, str], str]:
+    """(region, group) -> stage name, from the app's stages (the catalog entry, else the newest
+    release that recorded its plan: a git-sourced app's stages live in its repository). Pure."""
+    doc = document if (document or {}).get("stages") else None
+    if doc is None:
+        for record in reversed(history):
+            entry = ((record.get("plan") or {}).get("catalog_entry")) or {}
+            if entry.get("stages"):
+                doc = entry
+                break
+    out: dict[tuple[str, str], str] = {}
+    for stage in (doc or {}).get("stages") or []:
+        for t in stage.get("targets") or []:
+            out[(str(t.get("region")), str(t.get("auto_scaling_group")))] = str(stage.get("name"))
+    return out
+
+
+def stages_text(record: dict[str, Any]) -> str:
+    """(pure) A staged release's path: 'staging: succeeded · production: rejected by ann (why)'."""
+    parts = []
+    for name, entry in (record.get("stages") or {}).items():
+        gate = entry.get("gate") or {}
+        text = f"{name}: {entry.get('outcome')}"
+        if entry.get("outcome") in ("rejected", "timed out") or gate.get("answer") == "approved":
+            text += f" ({'approved' if gate.get('answer') == 'approved' else gate.get('answer')}"
+            text += f" by {gate.get('by')}" if gate.get("by") else ""
+            text += f": {gate.get('reason')}" if gate.get("reason") else ""
+            text += ")"
+        if entry.get("outcome") == "failed" and entry.get("failed_task"):
+            text += f" at {entry.get('failed_task')}"
+        parts.append(text)
+    return " · ".join(parts)
 
 
 def _refresh_view(r: Mapping[str, Any], now: datetime) -> RefreshView:
@@ -217,6 +252,7 @@ def live_groups(snap: AppSnapshot, root: str) -> list[LiveGroup]:
     now = snap.read_at
     records = _by_release_id(snap.history)
     by_ami = _by_ami(snap.history)
+    stage_of = group_stages(snap.history, snap.entry.document if snap.entry else None)
     out = []
     for g in snap.groups:
         spec = g.launch_template_spec
@@ -228,6 +264,7 @@ def live_groups(snap: AppSnapshot, root: str) -> list[LiveGroup]:
             launch_template=f"{lt} ({spec.get('Version') or '$Default'})" if g.found else g.launch_template,
             desired=g.desired_capacity,
             in_service=sum(1 for i in g.instances if i.get("LifecycleState") == "InService"),
+            stage=stage_of.get((g.region, g.name), ""),
         )
         refresh = next((r for r in g.refreshes if r.get("Status") in ACTIVE_REFRESH_STATES), None)
         if refresh is None and g.refreshes and g.refreshes[0].get("Status") in FAILED_REFRESH_STATES:
@@ -321,6 +358,7 @@ class TimelineRow:
     hold_class: str
     infrastructure: str
     source: str = ""  # git-sourced apps: "v1.2.0 = 3f9c2ab41d0e of https://git.example.com/web/app.git"
+    stages: str = ""  # an app with stages: how far the release went, and who let it in (stages_text)
 
 
 def source_text(record: dict[str, Any]) -> str:
@@ -446,6 +484,7 @@ def timeline(snap: AppSnapshot, root: str) -> list[TimelineRow]:
                 hold_class=held_class,
                 infrastructure=infra,
                 source=source_text(r),
+                stages=stages_text(r),
             )
         )
     return rows
