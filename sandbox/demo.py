@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sandbox.runtime import REPO, SandboxRuntime
 
@@ -200,8 +201,9 @@ def run_demo(
     t0 = time.monotonic()
     overrides, refs = _git_source(app, first_version, version)
     with sandbox_with_airflow(api_port, refresh_batch_seconds, overrides) as (rt, af):
-        af.wait_for_dag("ami_release")
-        af.api("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})
+        for dag_id in ("ami_release", "ami_promote"):  # ami_promote: the staged second release's production
+            af.wait_for_dag(dag_id)
+            af.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         ok = True
         for n, (ver, what) in enumerate(
             (
@@ -222,6 +224,8 @@ def run_demo(
             _summary(rt, af, run_id, ok)
             if not ok:
                 break
+            if n == 2 and app in STAGED:
+                ok = _promote(rt, af, app, ver, run_id)
         print(
             f"== release {'SUCCEEDED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (wall time, both releases "
             "and Airflow's start-up)"
@@ -251,35 +255,129 @@ def _git_source(app: str, first_version: str, version: str) -> tuple[dict[str, s
     repo.tag(f"v{first_version}")
     definition = repo.definition()
     definition.setdefault("attributes", {}).setdefault("demo_web", {})["banner"] = f"demo-web {version}"
+    production = definition.pop("targets")
+    region = production[0]["region"]
+    definition["stages"] = [  # from this tag on, releases go to staging first, then production behind a gate
+        {
+            "name": "staging",
+            "targets": [
+                {"region": region, "auto_scaling_group": f"{app}-staging-asg", "launch_template": f"{app}-staging"}
+            ],
+            "variables": {
+                "name_suffix": "-staging",
+                "listener_rule_priority": 110,
+                "host_name": f"{app}-staging.internal",
+                "min_size": 1,
+                "desired_capacity": 1,
+            },
+            "verify": {"alarms": [f"{app}-staging-5xx", f"{app}-staging-latency"]},
+        },
+        {"name": "production", "targets": production, "state": ""},  # keeps the state 1.0.0 made
+    ]
     repo.write_definition(definition)
-    repo.commit(f"{app} {version}: a banner")
+    repo.commit(f"{app} {version}: a banner; released through staging, then production")
     repo.tag(f"v{version}")
     print(f"== {app}'s AMI project is in the git repository {repo.url} (deploy/ami), tags v{first_version}, v{version}")
+    print(f"   from v{version} on, its definition lists stages: staging, then production behind an approval")
     return {"AMI_RELEASE_APPS_DIR": str(catalog_dir)}, {first_version: f"v{first_version}", version: f"v{version}"}
 
 
-def _follow(af: Airflow, run_id: str, timeout: float = 1800) -> str:
+STAGED = ("demo-web",)  # apps whose second demo release goes through stages (_git_source)
+
+
+def _promote(rt: SandboxRuntime, af: Airflow, app: str, version: str, release_run: str) -> bool:
+    """The staged release's production: the ami_promote run its next_stage task started waits at
+    its gate; the demo answers it through the REST API, as a release manager would in the UI."""
+    plan = _xcom(af, release_run, "preflight") or {}
+    run_id = f"promote_{app}__{plan.get('release_id')}__production"
+    print(f"\n== 3/3 promotion to production: ami_promote {app} {version}  run {run_id}")
+    print(f"   watch it: {af.base}/dags/ami_promote/runs/{run_id}")
+    deadline = time.monotonic() + 600
+    state = None
+    while state != "awaiting_input":
+        if time.monotonic() > deadline:
+            print(f"   the approval gate never waited for input (approve: {state})")
+            return False
+        try:
+            state = af.api("GET", f"/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances/approve").get("state")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # the run is made by next_stage a moment after the release ends
+                raise
+        time.sleep(2)
+    print(
+        "   approve waits for input (no worker slot, no lock held). The demo approves it through the REST API as "
+        "admin; in real use a release manager answers it in the Airflow UI (Required Actions)"
+    )
+    af.api(
+        "PATCH",
+        f"/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+        {"chosen_options": ["Approve"], "params_input": {"reason": "make demo: approved through the API"}},
+    )
+    ok = _follow(af, run_id, dag_id="ami_promote") == "success"
+    entry = _xcom(af, run_id, "record", dag_id="ami_promote") or {}
+    bake = _xcom(af, release_run, "bake") or {}
+    print("\n== summary (production)")
+    gate = entry.get("gate") or {}
+    print(f"   gate           {gate.get('answer')} by {gate.get('by')}: {gate.get('reason')}")
+    for applied in entry.get("applied") or []:
+        p = applied["plan"]
+        changed = ", ".join(f"{c['address']} ({c['action']})" for c in p["changes"] if c["action"] != "noop")
+        print(
+            f"   terraform      {applied['region']}: {p['add']} to add, {p['change']} to change, {p['destroy']} to "
+            f"destroy: {changed or 'no changes'}"
+        )
+    _groups(rt, entry.get("targets") or [], bake)
+    ver = entry.get("verification") or {}
+    print(f"   verification   {'passed' if ver.get('verified') else 'FAILED'} (the same AMI as staging: one bake)")
+    print(f"   ledger         {entry.get('outcome')}: stage production of {plan.get('release_id')}")
+    return ok and entry.get("outcome") == "succeeded"
+
+
+def _groups(rt: SandboxRuntime, targets: list[dict[str, Any]], bake: dict[str, Any]) -> None:
+    import boto3
+
+    kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
+    for t in targets:
+        asg = boto3.client("autoscaling", region_name=t["region"], **kw)
+        ec2 = boto3.client("ec2", region_name=t["region"], **kw)
+        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"]
+        if not groups:
+            print(f"   group          {t['region']}/{t['auto_scaling_group']}: does not exist")
+            continue
+        ids = [i["InstanceId"] for i in groups[0]["Instances"] if i["LifecycleState"] == "InService"]
+        reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"] if ids else []
+        images = [i["ImageId"] for r in reservations for i in r["Instances"]]
+        on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
+        print(
+            f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on "
+            "the new AMI"
+        )
+
+
+def _follow(af: Airflow, run_id: str, timeout: float = 1800, dag_id: str = "ami_release") -> str:
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tis = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances")["task_instances"]
+        tis = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         for ti in sorted(tis, key=lambda t: (t.get("start_date") or "9", t["task_id"])):
             key = f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]
             if ti.get("state") and seen.get(key) != ti["state"]:
                 seen[key] = ti["state"]
                 print(f"   {time.strftime('%H:%M:%S')}  {key:<32} {ti['state']}")
-        state = af.api("GET", f"/api/v2/dags/ami_release/dagRuns/{run_id}")["state"]
+        state = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
         if state in ("success", "failed"):
             return state
         time.sleep(2)
     return "timeout"
 
 
-def _xcom(af: Airflow, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"):
+def _xcom(
+    af: Airflow, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value", dag_id: str = "ami_release"
+):
     try:
         return af.api(
             "GET",
-            f"/api/v2/dags/ami_release/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?map_index={map_index}&deserialize=true",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?map_index={map_index}&deserialize=true",
         )["value"]
     except urllib.error.HTTPError:
         return None
@@ -304,8 +402,6 @@ def _chef_run(rt: SandboxRuntime, release_id: str) -> str:
 
 
 def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
-    import boto3
-
     record = _xcom(af, run_id, "record") or {}
     plan = _xcom(af, run_id, "preflight") or {}
     bake = _xcom(af, run_id, "bake") or {}
@@ -339,22 +435,8 @@ def _summary(rt: SandboxRuntime, af: Airflow, run_id: str, ok: bool) -> None:
     print(
         f"   ledger         {record.get('outcome')}: s3://{bucket}/releases/{plan.get('app')}/{plan.get('release_id')}.json"
     )
-    kw = dict(endpoint_url=rt.aws.endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing")
-    for t in record.get("targets") or []:
-        asg = boto3.client("autoscaling", region_name=t["region"], **kw)
-        ec2 = boto3.client("ec2", region_name=t["region"], **kw)
-        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[t["auto_scaling_group"]])["AutoScalingGroups"]
-        if not groups:
-            print(f"   group          {t['region']}/{t['auto_scaling_group']}: does not exist")
-            continue
-        ids = [i["InstanceId"] for i in groups[0]["Instances"] if i["LifecycleState"] == "InService"]
-        reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"] if ids else []
-        images = [i["ImageId"] for r in reservations for i in r["Instances"]]
-        on_new = sum(1 for im in images if im == (bake.get("amis") or {}).get(t["region"]))
-        print(
-            f"   group          {t['region']}/{t['auto_scaling_group']}: {on_new}/{len(ids)} in-service instances on "
-            "the new AMI"
-        )
+    stage = next(iter(record.get("stages") or {}), None)  # a staged release: its first stage's groups only
+    _groups(rt, ((record.get("stages") or {}).get(stage) or {}).get("targets") or record.get("targets") or [], bake)
     versions = {v["auto_scaling_group"]: v for v in record.get("launch_template_versions") or []}
     for r in record.get("refreshes") or []:
         lt = versions.get(r["auto_scaling_group"], {})

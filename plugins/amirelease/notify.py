@@ -35,6 +35,7 @@ class Events:
     # emitted by the stages work (issue 20, items 1-3), named now so catalogs can subscribe
     WAITING_FOR_APPROVAL = "waiting_for_approval"
     ROLLBACK_STARTED = "automatic_rollback_started"
+    NOT_PROMOTED = "promotion_not_approved"  # a stage's gate was rejected or timed out
 
     ALL = (
         RELEASE_STARTED,
@@ -43,6 +44,7 @@ class Events:
         DRIFT_FOUND,
         WAITING_FOR_APPROVAL,
         ROLLBACK_STARTED,
+        NOT_PROMOTED,
     )
 
 
@@ -73,6 +75,7 @@ class Notice:
             Events.DRIFT_FOUND: "drift found",
             Events.WAITING_FOR_APPROVAL: "waits for approval",
             Events.ROLLBACK_STARTED: "automatic rollback started",
+            Events.NOT_PROMOTED: "not promoted",
         }.get(self.event, self.event)
         noun = "Drift" if self.event == Events.DRIFT_FOUND else self.kind.capitalize()
         text = f"{noun} {self.app} {self.version}".strip() + (f" [{self.stage}]" if self.stage else "") + f": {what}"
@@ -282,7 +285,16 @@ def outcome_notice(outcome: dict[str, Any], dag_id: str, run_id: str) -> Notice:
     """The notice for what ``record`` recorded (pure; ``outcome``: record's 'outcome' XCom)."""
     succeeded = outcome.get("outcome") == "succeeded"
     failed_task = outcome.get("failed_task")
-    if succeeded:
+    stage = str(outcome.get("stage") or "") or None
+    event = Events.RELEASE_SUCCEEDED if succeeded else Events.RELEASE_FAILED
+    if outcome.get("outcome") in ("rejected", "timed out", "not approved"):
+        event = Events.NOT_PROMOTED
+        status = f"{outcome['outcome']} at the gate before {stage}: nothing was changed there"
+        action = (
+            "nothing, if that was meant; the earlier stages keep running this release. To promote it after all, "
+            f"trigger ami_promote with release id {outcome.get('release_id')} and stage {stage}"
+        )
+    elif succeeded:
         status = "succeeded: every instance runs the new AMI and is healthy"
         action = "nothing; watch the app's dashboards"
     elif outcome.get("refused"):
@@ -300,10 +312,11 @@ def outcome_notice(outcome: dict[str, Any], dag_id: str, run_id: str) -> Notice:
     for region, ami in sorted((outcome.get("amis") or {}).items()):
         details.append(f"AMI ({region}): {ami}")
     return Notice(
-        event=Events.RELEASE_SUCCEEDED if succeeded else Events.RELEASE_FAILED,
+        event=event,
         app=str(outcome.get("app") or ""),
         version=str(outcome.get("version") or ""),
         kind=str(outcome.get("kind") or "release"),
+        stage=stage,
         outcome=status,
         reason="" if succeeded else str(outcome.get("reason") or "see the failed task's log"),
         run_url=run_url(dag_id, run_id),

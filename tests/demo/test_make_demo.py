@@ -59,6 +59,17 @@ def test_demo_releases_through_a_real_scheduler_and_triggerer():
     assert re.search(
         r"terraform\s+us-east-1: 0 to add, [1-9]\d* to change, 0 to destroy: .*aws_launch_template\.web", text
     )
+    # the second release went through stages (issue 20): staging first, then production behind the gate,
+    # which the demo answered through the REST API; production got the same AMI, applied by its own plan
+    staging = re.search(r"demo-web-staging-asg: 1/1 in-service instances on the new AMI", text)
+    assert staging and "approve waits for input (no worker slot, no lock held)" in text, text[-4000:]
+    production = text[text.index("== summary (production)") :]
+    assert "gate           approved by admin: make demo: approved through the API" in production, production
+    assert re.search(r"demo-web-asg: 3/3 in-service instances on the new AMI", production), production
+    assert re.search(
+        r"terraform\s+us-east-1: 0 to add, [1-9]\d* to change, 0 to destroy: .*aws_launch_template\.web", production
+    )
+    assert "verification   passed (the same AMI as staging: one bake)" in production
     # nothing the demo started is left: not Airflow's process group, not OpenBao
     m = re.search(r"processes: airflow standalone group (\d+), openbao (\d+)", text)
     assert m, "the demo did not say which processes it started"

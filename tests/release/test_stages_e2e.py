@@ -151,8 +151,11 @@ def _promote(conf: dict, act) -> tuple[Any, Approver]:
 def test_a_release_goes_through_staging_and_reaches_production_only_once_approved(release_env, staged_include, api):
     from airflow.models import DagRun
 
+    from tests.notify.sns import Inbox
+
     sb = release_env
     _, asg, _ = clients(sb)
+    inbox = Inbox(sb)
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": VERSION})
     states = task_states(dr)
     assert dr.state == "success" and states["next_stage"] == "success", states
@@ -166,6 +169,8 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{rid}__production")
     conf = queued.conf
     assert conf == {"app": "demo-web", "release_id": rid, "stage": "production", "emergency": False}
+    told = [m["Subject"] for m in inbox.drain()]
+    assert told == [f"Release demo-web {VERSION}: started", f"Release demo-web {VERSION} [staging]: SUCCEEDED"], told
 
     # 1. nobody answers: the gate times out and that is a rejection
     def let_it_time_out(run_id, deadline):
@@ -179,6 +184,11 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     assert states["record"] == "success", states
     entry = _record(sb, rid)["stages"]["production"]
     assert entry["outcome"] == "timed out" and entry["gate"]["by"] is None, entry
+    told = inbox.drain()
+    promotion = f"Promotion demo-web {VERSION} [production]"
+    assert [m["Subject"] for m in told] == [f"{promotion}: waits for approval", f"{promotion}: not promoted"], told
+    assert "Asked to act: web-team on-call (#web-oncall) - a release manager: approve or reject" in told[0]["Message"]
+    assert "timed out at the gate before production: nothing was changed there" in told[1]["Message"]
     assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
 
     # 2. a viewer may not answer; a user rejects, saying why
@@ -200,7 +210,8 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     }, entry
     assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
 
-    # 3. approved: production runs the same AMI, verified; the gate showed staging's verification and the plan
+    # 3. approved in the Airflow UI, in a real browser: production runs the same AMI, verified; the gate
+    #    showed staging's verification and the plan
     def approve(run_id, _deadline):
         from airflow.models.hitl import HITLDetail
         from airflow.utils.session import create_session
@@ -208,12 +219,15 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
         with create_session() as session:
             detail = session.query(HITLDetail).filter(HITLDetail.ti_id.isnot(None)).all()
             shown = [(d.subject, d.body) for d in detail if d.response_received is False]
-        return {"shown": shown, "admin": _answer(api, "admin", run_id, "Approve", "CAB-43 approved")}
+        return {"shown": shown, "page": _approve_in_the_browser(api, run_id, "CAB-43 approved")}
 
     approved, approver = _promote(conf, approve)
     states = task_states(approved)
     assert approved.state == "success" and states["verify"] == "success", states
     assert states["next_stage"] == "skipped", states  # production is the last stage
+    told = [m["Subject"] for m in inbox.drain()]
+    assert told[-2:] == [f"{promotion}: waits for approval", f"{promotion}: SUCCEEDED"], told
+    assert "response successful" in approver.seen["page"]
     [(subject, body)] = approver.seen["shown"]
     assert subject == f"Promote demo-web {VERSION} to production?", subject
     assert f"{STAGING_GROUP} (us-east-1): 1/1 in service on {ami['ImageId']}, targets healthy" in body, body
@@ -223,12 +237,41 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     assert len(run_images(sb, dr.run_id)) == 1 and not run_images(sb, approved.run_id)  # one bake
     record = _record(sb, rid)
     entry = record["stages"]["production"]
-    assert entry["outcome"] == "succeeded" and entry["gate"]["by"] == "admin", entry
+    assert entry["outcome"] == "succeeded" and entry["gate"] == {
+        "answer": "approved",
+        "by": "admin",
+        "reason": "CAB-43 approved",
+    }, entry
     assert entry["verification"]["verified"] and entry["run_id"] == approved.run_id
     assert record["stages"]["staging"]["outcome"] == "succeeded"
     # the same release cannot be promoted to production twice
     again = load_dag("ami_promote").test(run_conf=conf)
     assert again.state == "failed" and task_states(again)["preflight"] == "failed"
+
+
+def _approve_in_the_browser(api, run_id: str, reason: str) -> str:
+    """Log in to the Airflow UI as admin (Chromium, as the Releases page tests), open the gate's
+    Required Action page, give a reason and press Approve. Playwright's sync API lives in the
+    thread that starts it: this runs whole inside the Approver thread."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, login
+
+    land = f"/dags/ami_promote/runs/{run_id}/tasks/approve/required_actions"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            context = login(browser, api, "admin", land=land)
+            page = context.pages[0]
+            page.get_by_text("Promote demo-web").first.wait_for(timeout=60_000)
+            page.get_by_label("Reason").fill(reason)
+            (ARTIFACTS / "stages").mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "stages" / "gate.png"), full_page=True)
+            page.get_by_role("button", name="Approve").click()
+            page.get_by_text("response successful").first.wait_for(timeout=60_000)
+            return page.content()
+        finally:
+            browser.close()
 
 
 def _utcnow():

@@ -74,6 +74,7 @@ class StageGateOperator(ApprovalOperator):
             ti.xcom_push(key=ANSWER_KEY, value=answer)
             return answer
         self.response_timeout = timedelta(minutes=plan.stage_spec.approval_minutes)
+        self._tell(context, plan)
         self.log.info(
             "Waiting up to %s for a release manager to approve %s %s for %s (Airflow UI: Required Actions, or "
             "this task's page); no answer counts as a rejection",
@@ -83,6 +84,32 @@ class StageGateOperator(ApprovalOperator):
             plan.stage,
         )
         return super().execute(context)
+
+    def _tell(self, context: Context, plan: ReleasePlan) -> None:
+        """The "waits for approval" notification (the app's notify: channels); never fails the gate."""
+        from amirelease import notify
+
+        ti = context["ti"]
+        try:
+            notify._emit(
+                context,
+                notify.Notice(
+                    event=notify.Events.WAITING_FOR_APPROVAL,
+                    app=plan.app,
+                    version=plan.version,
+                    kind="promotion",
+                    stage=plan.stage,
+                    outcome=f"verified in {plan.promoted_from}; waits for approval to go to {plan.stage}",
+                    run_url=notify.run_url(ti.dag_id, ti.run_id),
+                    action=(
+                        f"a release manager: approve or reject it in the Airflow UI (Required Actions, or the run's "
+                        f"'approve' task) within {self.response_timeout}; no answer counts as a rejection"
+                    ),
+                    details=(f"Release id: {plan.release_id}",),
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the gate
+            self.log.warning("Waiting-for-approval notification not sent: %s", exc)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """The answer for ``record`` under its own XCom key, before Airflow's ApprovalOperator acts on
