@@ -164,28 +164,14 @@ def release_pipeline(
         priority_weight=10,  # before the apply when both are ready: the apply waits for its verdict
         execution_timeout=timedelta(minutes=45),
     )
-    apply = ApplyInfrastructureOperator(  # plans while the smoke test runs; applies after it passed
-        task_id=TaskIds.APPLY_INFRA,
-        plan=plan,
-        bake=bake.output,
+    # the apply plans while the smoke test runs and applies after it passed
+    apply, roll_out, record = _to_the_fleet(
+        preflight,
+        bake.output,
         after=TaskIds.SMOKE,
-        retries=1,
-        retry_delay=timedelta(seconds=10),
-        execution_timeout=timedelta(hours=2),
-    )
-    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake.output, infrastructure=apply.output)
-    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
-        refresh=roll_out.output
-    )
-    verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
-    record = RecordReleaseOperator(
-        task_id=TaskIds.RECORD,
-        on_success_callback=notify.release_outcome,  # tells what record recorded (its XCom 'outcome')
-        on_failure_callback=[remember_failure, notify.record_failed],
         task_order=task_order([under_lock.task_id] if under_lock is not None else None),
     )
-
-    for step in (preflight, check, smoke, verify, record):
+    for step in (check, smoke):
         for name, value in safe_to_repeat().items():
             setattr(step, name, value)
 
@@ -194,10 +180,41 @@ def release_pipeline(
         [lock, check] >> under_lock  # a rollback marks what it replaces only once the check passed
     [bake, *gates] >> smoke
     [bake, *gates] >> apply
-    apply >> roll_out
     smoke >> roll_out
-    verify >> record.as_teardown(setups=preflight)
     return preflight, _after_record(preflight, record, roll_forward=roll_forward, emergency=emergency)
+
+
+def _to_the_fleet(preflight: Any, bake: Any, *, after: str | None, task_order: list[str]) -> tuple[Any, Any, Any]:
+    """The stage's segment, the same in a release and a promotion: ``apply_infrastructure`` →
+    ``roll_out`` → ``wait_for_refresh`` (mapped, deferred) → ``verify`` → ``record`` (the
+    teardown of ``preflight``). Returns (apply, roll_out, record) for the caller's edges."""
+    plan = preflight.output
+    apply = ApplyInfrastructureOperator(
+        task_id=TaskIds.APPLY_INFRA,
+        plan=plan,
+        bake=bake,
+        after=after,
+        retries=1,
+        retry_delay=timedelta(seconds=10),
+        execution_timeout=timedelta(hours=2),
+    )
+    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake, infrastructure=apply.output)
+    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
+        refresh=roll_out.output
+    )
+    verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
+    record = RecordReleaseOperator(
+        task_id=TaskIds.RECORD,
+        on_success_callback=notify.release_outcome,  # tells what record recorded (its XCom 'outcome')
+        on_failure_callback=[remember_failure, notify.record_failed],
+        task_order=task_order,
+    )
+    for step in (preflight, verify, record):
+        for name, value in safe_to_repeat().items():
+            setattr(step, name, value)
+    apply >> roll_out
+    verify >> record.as_teardown(setups=preflight)
+    return apply, roll_out, record
 
 
 def _after_record(preflight: Any, record: Any, *, roll_forward: bool, emergency: str | bool) -> Any:
@@ -248,23 +265,10 @@ def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str
     )
     gate = StageGateOperator(task_id=TaskIds.APPROVE)  # an emergency: read from the run's conf
     lock = ReleaseLockSensor(task_id=TaskIds.LOCK, app=app)
-    apply = ApplyInfrastructureOperator(
-        task_id=TaskIds.APPLY_INFRA,
-        plan=plan,
-        bake=bake,
-        retries=1,
-        retry_delay=timedelta(seconds=10),
-        execution_timeout=timedelta(hours=2),
-    )
-    roll_out = RollOutOperator(task_id=TaskIds.ROLL_OUT, plan=plan, bake=bake, infrastructure=apply.output)
-    waits = WaitForInstanceRefreshOperator.partial(task_id=TaskIds.WAIT, **safe_to_repeat()).expand(
-        refresh=roll_out.output
-    )
-    verify = VerifyReleaseOperator(task_id=TaskIds.VERIFY, plan=plan, refreshes=waits.output)
-    record = RecordReleaseOperator(
-        task_id=TaskIds.RECORD,
-        on_success_callback=notify.release_outcome,
-        on_failure_callback=[remember_failure, notify.record_failed],
+    apply, _, record = _to_the_fleet(
+        preflight,
+        bake,
+        after=None,  # the gate and the lock come before it: nothing to wait for
         task_order=[
             TaskIds.PREFLIGHT,
             TaskIds.CHECK_INFRA,
@@ -276,9 +280,7 @@ def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str
             TaskIds.VERIFY,
         ],
     )
-    for step in (preflight, check, verify, record):
-        for name, value in safe_to_repeat().items():
-            setattr(step, name, value)
-    preflight >> check >> gate >> lock >> apply >> roll_out
-    verify >> record.as_teardown(setups=preflight)
+    for name, value in safe_to_repeat().items():
+        setattr(check, name, value)
+    preflight >> check >> gate >> lock >> apply
     return preflight, _after_record(preflight, record, roll_forward=True, emergency=emergency)

@@ -251,7 +251,14 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         # -- who may do what -------------------------------------------------------------------
         assert anonymous.call("GET", "/api/v2/dags")[0] == 401
         assert anonymous.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None})[0] == 401
-        for dag_id in ("ami_release", "ami_rollback", "ami_retention", "ami_retention_manual", "ami_drift"):
+        for dag_id in (
+            "ami_release",
+            "ami_rollback",
+            "ami_retention",
+            "ami_retention_manual",
+            "ami_drift",
+            "ami_promote",
+        ):
             deadline = time.monotonic() + 180
             while admin.call("GET", f"/api/v2/dags/{dag_id}")[0] != 200:
                 assert time.monotonic() < deadline, f"{dag_id} not parsed; see {cl.log_of('dag-processor')}"
@@ -277,6 +284,15 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
         assert _trigger(viewer, "ami_release", {"app": APP, "version": "9.9.9"})[0] == 403
         assert _trigger(rm, "ami_retention_manual", {"mode": "dry_run"})[0] == 403  # retention: admin only
         assert _trigger(admin, "ami_retention", {})[0] == 400  # the scheduled DAG takes no manual runs
+        # a stage's gate (ami_promote's approve, issue 20): a release manager may answer it, a viewer may not.
+        # No run waits here, so the release manager passes the permission check and finds nothing (404)
+        gate = "/api/v2/dags/ami_promote/dagRuns/no-such-run/taskInstances/approve/-1/hitlDetails"
+        answer = {"chosen_options": ["Approve"], "params_input": {}}
+        assert viewer.call("PATCH", gate, answer)[0] == 403
+        deadline = time.monotonic() + 120  # ami_promote's DAG-level permissions: synced by the DAG processor
+        while (status := rm.call("PATCH", gate, answer)[0]) == 403 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert status == 404, status
         assert viewer.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 403
         assert rm.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 403
         assert admin.call("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"})[0] == 201

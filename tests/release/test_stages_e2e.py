@@ -91,6 +91,19 @@ def _awaiting(dag_id: str = "ami_promote") -> Any:
         return (ti.run_id, ti.trigger_timeout) if ti is not None else None
 
 
+def _end_leftover_gates() -> None:
+    """Gates of ami_promote runs an interrupted earlier session left waiting in the shared
+    metadata DB (dag.test() runs stop with their process, their task rows do not): failed, as a
+    scheduler would have ended them, so the approver answers only this test's gate."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(TaskInstance).filter(
+            TaskInstance.dag_id == "ami_promote", TaskInstance.state == "awaiting_input"
+        ).update({TaskInstance.state: "failed"}, synchronize_session=False)
+
+
 def _answer(api, user: str, run_id: str, option: str, reason: str) -> tuple[int, str]:
     url = f"{api.base}/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
     body = json.dumps({"chosen_options": [option], "params_input": {"reason": reason}}).encode()
@@ -111,11 +124,12 @@ class Approver(threading.Thread):
     """Answers the gate from outside the run, as a person in the UI would: waits until the
     `approve` task is awaiting input, then does ``act`` (its result kept in ``seen``)."""
 
-    def __init__(self, act) -> None:
+    def __init__(self, act, api) -> None:
         super().__init__(daemon=True)
-        self.act, self.seen, self.error = act, {}, None
+        self.act, self.api, self.seen, self.error = act, api, {}, None
 
     def run(self) -> None:
+        found = None
         try:
             deadline = time.monotonic() + 600
             while (found := _awaiting()) is None:
@@ -124,6 +138,8 @@ class Approver(threading.Thread):
             self.seen = self.act(*found) or {}
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+            if found is not None:  # end the waiting run, so the test reports this error instead of hanging
+                _answer(self.api, "admin", found[0], "Reject", f"the test's approver failed: {exc}"[:400])
 
 
 def _sweep_timeouts() -> None:
@@ -139,8 +155,8 @@ def _record(sb, release_id: str) -> dict:
     return next(r for r in ledger_records(sb) if r["release_id"] == release_id)
 
 
-def _promote(conf: dict, act) -> tuple[Any, Approver]:
-    approver = Approver(act)
+def _promote(api, conf: dict, act) -> tuple[Any, Approver]:
+    approver = Approver(act, api)
     approver.start()
     dr = load_dag("ami_promote").test(run_conf=conf)
     approver.join(timeout=60)
@@ -154,6 +170,7 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     from tests.notify.sns import Inbox
 
     sb = release_env
+    _end_leftover_gates()
     _, asg, _ = clients(sb)
     inbox = Inbox(sb)
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": VERSION})
@@ -178,7 +195,7 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
             time.sleep(1)
         _sweep_timeouts()
 
-    timed_out, _ = _promote(conf, let_it_time_out)
+    timed_out, _ = _promote(api, conf, let_it_time_out)
     states = task_states(timed_out)
     assert states["approve"] == "success" and states["apply_infrastructure"] == "skipped", states
     assert states["record"] == "success", states
@@ -198,7 +215,7 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
             "admin": _answer(api, "admin", run_id, "Reject", "CAB-42: not during the freeze"),
         }
 
-    rejected, approver = _promote(conf, reject)
+    rejected, approver = _promote(api, conf, reject)
     assert approver.seen["viewer"][0] == 403, approver.seen
     assert approver.seen["admin"][0] == 200, approver.seen
     assert task_states(rejected)["apply_infrastructure"] == "skipped"
@@ -214,14 +231,15 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     #    showed staging's verification and the plan
     def approve(run_id, _deadline):
         from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            detail = session.query(HITLDetail).filter(HITLDetail.ti_id.isnot(None)).all()
-            shown = [(d.subject, d.body) for d in detail if d.response_received is False]
+            ti = session.query(TaskInstance).filter_by(dag_id="ami_promote", run_id=run_id, task_id="approve").one()
+            shown = [(d.subject, d.body) for d in session.query(HITLDetail).filter(HITLDetail.ti_id == ti.id)]
         return {"shown": shown, "page": _approve_in_the_browser(api, run_id, "CAB-43 approved")}
 
-    approved, approver = _promote(conf, approve)
+    approved, approver = _promote(api, conf, approve)
     states = task_states(approved)
     assert approved.state == "success" and states["verify"] == "success", states
     assert states["next_stage"] == "skipped", states  # production is the last stage
@@ -253,23 +271,35 @@ def _approve_in_the_browser(api, run_id: str, reason: str) -> str:
     """Log in to the Airflow UI as admin (Chromium, as the Releases page tests), open the gate's
     Required Action page, give a reason and press Approve. Playwright's sync API lives in the
     thread that starts it: this runs whole inside the Approver thread."""
+    from urllib.parse import quote
+
     from playwright.sync_api import sync_playwright
 
-    from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, login
+    from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 
-    land = f"/dags/ami_promote/runs/{run_id}/tasks/approve/required_actions"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            context = login(browser, api, "admin", land=land)
-            page = context.pages[0]
-            page.get_by_text("Promote demo-web").first.wait_for(timeout=60_000)
-            page.get_by_label("Reason").fill(reason)
-            (ARTIFACTS / "stages").mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "stages" / "gate.png"), full_page=True)
-            page.get_by_role("button", name="Approve").click()
-            page.get_by_text("response successful").first.wait_for(timeout=60_000)
-            return page.content()
+            # Airflow's own login form, then straight to the gate's page (the run id, encoded, in next=)
+            gate = f"{api.base}/dags/ami_promote/runs/{quote(run_id, safe='')}/tasks/approve/required_actions"
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{api.base}/auth/login?next={quote(gate, safe='')}")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(api.passwords["admin"])
+            page.get_by_role("button", name="Sign in").click()
+            shots = ARTIFACTS / "stages"
+            shots.mkdir(parents=True, exist_ok=True)
+            try:
+                page.get_by_text("Promote demo-web").first.wait_for(timeout=60_000)
+                page.locator("#element_reason").fill(reason)  # Airflow's form field for the gate's "reason" param
+                page.screenshot(path=str(shots / "gate.png"), full_page=True)
+                page.get_by_role("button", name="Approve").click()
+                page.get_by_text("response successful").first.wait_for(timeout=60_000)
+                return page.content()
+            except Exception:
+                page.screenshot(path=str(shots / "gate-failed.png"), full_page=True)
+                (shots / "gate-failed.txt").write_text(page.inner_text("body"))
+                raise
         finally:
             browser.close()
 
