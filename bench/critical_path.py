@@ -12,7 +12,11 @@ back from ``record``) and its task time; worker-slot seconds (sampled time in st
 ``running``); Packer's time (the bake's own log line); Terraform's command time, in all and on
 the critical path (the ``(terraform <cmd>: N s`` log lines); the refresh's time in AWS; the
 number of task instances and of task starts (tries + reschedules); and *overhead* = wall −
-(Packer + Terraform on the critical path + refresh). Then the DAG files' parse time beyond
+(Packer + Terraform on the critical path + refresh), and *overhead_cp*, the same with Packer
+subtracted only when the bake is on the critical path; in the JSON per run, ``critical_steps``
+(per task on the critical path: the gap since the task before it ended, and its run time) and
+``refresh_end_to_wait_end`` (AWS's end of the refresh -> the wait task's end: the poll and the
+resume). Then the DAG files' parse time beyond
 Airflow's own import (every file in dags/, min of 5 fresh processes), and the ratios of the last
 tree to the first. ``--parse-only`` prints only the parse times (seconds, no Airflow run).
 
@@ -116,6 +120,17 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
     ref = asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"][0]
     refresh = (ref["EndTime"] - ref["StartTime"]).total_seconds() if ref.get("EndTime") else 0.0
     wall = _ts(run["end_date"]) - _ts(run["start_date"])
+    # Where the critical path's seconds go: per task, the gap since the task before it on the path
+    # ended (or the run started) -> scheduling, queueing, worker start-up before the task's start
+    # date; and start -> end (for a deferred task that includes its time in the triggerer).
+    steps, prev_end = [], _ts(run["start_date"])
+    for c in chain:
+        s, e = spans[c]
+        steps.append({"task": c, "gap": round(s - prev_end, 1), "run": round(e - s, 1)})
+        prev_end = e
+    refresh_end_to_wait_end = None
+    if ref.get("EndTime") and "wait_for_refresh" in spans:
+        refresh_end_to_wait_end = round(spans["wait_for_refresh"][1] - ref["EndTime"].timestamp(), 1)
     return {
         "dag": dag_id,
         "state": run["state"],
@@ -132,6 +147,11 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         "task_instances_all": len(tis),
         "task_starts": starts,
         "overhead": wall - (packer + terraform_crit + refresh),
+        # the same with Packer subtracted only when the bake is on the critical path (since the
+        # check runs beside the bake, it usually is not: then Packer's time is not the wall's)
+        "overhead_cp": wall - ((packer if "bake" in chain else 0.0) + terraform_crit + refresh),
+        "critical_steps": steps,
+        "refresh_end_to_wait_end": refresh_end_to_wait_end,
     }
 
 
@@ -182,7 +202,17 @@ def parse_times(tree: Path, runs: int = 5) -> dict[str, float]:
 
 
 # -- the parent: alternate the trees, print the table ------------------------------------------------
-ROW = ("wall", "critical_task_s", "slot", "packer", "terraform", "terraform_critical", "refresh", "overhead")
+ROW = (
+    "wall",
+    "critical_task_s",
+    "slot",
+    "packer",
+    "terraform",
+    "terraform_critical",
+    "refresh",
+    "overhead",
+    "overhead_cp",
+)
 
 
 def main() -> int:
