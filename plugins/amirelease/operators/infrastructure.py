@@ -27,12 +27,7 @@ from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from amirelease.handoffs import (
-        BakeResult,
-        PlanSummary,
-        RegionInfrastructure,
-        ReleasePlan,
-    )
+    from amirelease.handoffs import BakeResult, PlanSummary, RegionInfrastructure, ReleasePlan
     from amirelease.hooks.terraform import Backend, TerraformRun
     from amirelease.hooks.vault import Secrets
 
