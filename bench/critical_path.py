@@ -90,6 +90,11 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         ups = [u for u in upstream.get(cur, ()) if u in spans]
         cur = max(ups, key=lambda u: spans[u][1]) if ups else ""
     chain.reverse()
+    log_dir = os.environ.get("CRITICAL_PATH_LOG_DIR")  # --log-dir: the path's task logs, to read the seconds in them
+    if log_dir:
+        for t in tis:
+            if t["task_id"] in chain and t.get("map_index", -1) == -1:
+                Path(log_dir, f"{dag_id}.{t['task_id']}.log").write_text(_logs(af, dag_id, run_id, t))
     terraform: dict[str, float] = {}
     terraform_crit = 0.0
     packer = 0.0
@@ -222,12 +227,16 @@ def main() -> int:
     p.add_argument("--batch-seconds", type=float, default=20.0)
     p.add_argument("--port", type=int, default=8089)
     p.add_argument("--parse-only", action="store_true", help="only the DAG files' parse times (no Airflow run)")
+    p.add_argument("--log-dir", help="write the critical path's task logs here (per DAG; the last run of each wins)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(Path(args.child).resolve(), args.batch_seconds, args.port)), flush=True)
         return 0
     trees = [Path(t).resolve() for t in args.trees.split(",")]
+    if args.log_dir:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        os.environ["CRITICAL_PATH_LOG_DIR"] = str(Path(args.log_dir).resolve())  # the children inherit it
     if args.parse_only:
         for tree in trees:
             ms = {k: round(v) for k, v in parse_times(tree).items()}
