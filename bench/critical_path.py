@@ -12,10 +12,16 @@ back from ``record``) and its task time; worker-slot seconds (sampled time in st
 ``running``); Packer's time (the bake's own log line); Terraform's command time, in all and on
 the critical path (the ``(terraform <cmd>: N s`` log lines); the refresh's time in AWS; the
 number of task instances and of task starts (tries + reschedules); and *overhead* = wall −
-(Packer + Terraform on the critical path + refresh). Then the DAG files' parse time beyond
-Airflow's own import (min of 5 fresh processes), and the ratios of the last tree to the first.
+(Packer + Terraform on the critical path + refresh), and *overhead_cp*, the same with Packer
+subtracted only when the bake is on the critical path; in the JSON per run, ``critical_steps``
+(per task on the critical path: the gap since the task before it ended, and its run time) and
+``refresh_end_to_wait_end`` (AWS's end of the refresh -> the wait task's end: the poll and the
+resume). Then the DAG files' parse time beyond
+Airflow's own import (every file in dags/, min of 5 fresh processes), and the ratios of the last
+tree to the first. ``--parse-only`` prints only the parse times (seconds, no Airflow run).
 
     .venv/bin/python bench/critical_path.py --trees /tmp/base,. [--rounds 1] [--batch-seconds 20]
+    .venv/bin/python bench/critical_path.py --trees /tmp/base,. --parse-only
 Not part of the test suite.
 """
 
@@ -84,6 +90,11 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         ups = [u for u in upstream.get(cur, ()) if u in spans]
         cur = max(ups, key=lambda u: spans[u][1]) if ups else ""
     chain.reverse()
+    log_dir = os.environ.get("CRITICAL_PATH_LOG_DIR")  # --log-dir: the path's task logs, to read the seconds in them
+    if log_dir:
+        for t in tis:
+            if t["task_id"] in chain and t.get("map_index", -1) == -1:
+                Path(log_dir, f"{dag_id}.{t['task_id']}.log").write_text(_logs(af, dag_id, run_id, t))
     terraform: dict[str, float] = {}
     terraform_crit = 0.0
     packer = 0.0
@@ -114,6 +125,17 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
     ref = asg.describe_instance_refreshes(AutoScalingGroupName="demo-web-asg")["InstanceRefreshes"][0]
     refresh = (ref["EndTime"] - ref["StartTime"]).total_seconds() if ref.get("EndTime") else 0.0
     wall = _ts(run["end_date"]) - _ts(run["start_date"])
+    # Where the critical path's seconds go: per task, the gap since the task before it on the path
+    # ended (or the run started) -> scheduling, queueing, worker start-up before the task's start
+    # date; and start -> end (for a deferred task that includes its time in the triggerer).
+    steps, prev_end = [], _ts(run["start_date"])
+    for c in chain:
+        s, e = spans[c]
+        steps.append({"task": c, "gap": round(s - prev_end, 1), "run": round(e - s, 1)})
+        prev_end = e
+    refresh_end_to_wait_end = None
+    if ref.get("EndTime") and "wait_for_refresh" in spans:
+        refresh_end_to_wait_end = round(spans["wait_for_refresh"][1] - ref["EndTime"].timestamp(), 1)
     return {
         "dag": dag_id,
         "state": run["state"],
@@ -130,6 +152,11 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         "task_instances_all": len(tis),
         "task_starts": starts,
         "overhead": wall - (packer + terraform_crit + refresh),
+        # the same with Packer subtracted only when the bake is on the critical path (since the
+        # check runs beside the bake, it usually is not: then Packer's time is not the wall's)
+        "overhead_cp": wall - ((packer if "bake" in chain else 0.0) + terraform_crit + refresh),
+        "critical_steps": steps,
+        "refresh_end_to_wait_end": refresh_end_to_wait_end,
     }
 
 
@@ -167,7 +194,7 @@ def parse_times(tree: Path, runs: int = 5) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-m", "compileall", "-q", "plugins", "dags"], cwd=tree, env=env, check=False)
     out = {}
-    for dag in ("ami_release", "ami_rollback"):
+    for dag in sorted(f.stem for f in (tree / "dags").glob("*.py") if not f.name.startswith("_")):
         samples = []
         for _ in range(runs):
             r = subprocess.run(
@@ -180,7 +207,17 @@ def parse_times(tree: Path, runs: int = 5) -> dict[str, float]:
 
 
 # -- the parent: alternate the trees, print the table ------------------------------------------------
-ROW = ("wall", "critical_task_s", "slot", "packer", "terraform", "terraform_critical", "refresh", "overhead")
+ROW = (
+    "wall",
+    "critical_task_s",
+    "slot",
+    "packer",
+    "terraform",
+    "terraform_critical",
+    "refresh",
+    "overhead",
+    "overhead_cp",
+)
 
 
 def main() -> int:
@@ -189,12 +226,22 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--batch-seconds", type=float, default=20.0)
     p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--parse-only", action="store_true", help="only the DAG files' parse times (no Airflow run)")
+    p.add_argument("--log-dir", help="write the critical path's task logs here (per DAG; the last run of each wins)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(Path(args.child).resolve(), args.batch_seconds, args.port)), flush=True)
         return 0
     trees = [Path(t).resolve() for t in args.trees.split(",")]
+    if args.log_dir:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        os.environ["CRITICAL_PATH_LOG_DIR"] = str(Path(args.log_dir).resolve())  # the children inherit it
+    if args.parse_only:
+        for tree in trees:
+            ms = {k: round(v) for k, v in parse_times(tree).items()}
+            print(f"parse ms beyond Airflow's import, {tree.name}: {json.dumps(ms)}")
+        return 0
     results: dict[Path, list[dict]] = {t: [] for t in trees}
     for n in range(args.rounds):
         for tree in trees:

@@ -28,7 +28,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
-from amirelease.catalog import VERSION_PATTERN
+from amirelease.catalog_index import VERSION_PATTERN
 from amirelease.constants import GIT_REF_PATTERN, MAX_NOTES, DagIds
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
 

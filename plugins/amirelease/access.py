@@ -18,10 +18,12 @@ creates the first admin user. Other users: ``airflow users create --role <role> 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse  # imported by main(), not when a DAG file imports the permissions
 
 RELEASE_MANAGER = "release-manager"
 VIEWER = "Viewer"
@@ -87,6 +89,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     p = argparse.ArgumentParser(prog="python -m amirelease.access", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     init = sub.add_parser("init", help="create the roles (and the first admin from AIRFLOW_ADMIN_PASSWORD)")

@@ -13,7 +13,6 @@ repeats, not whatever the worker has checked out today.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,18 +22,18 @@ from typing import Any
 import jsonschema
 import yaml
 
+from amirelease.catalog_index import REPO_ROOT as REPO_ROOT
+from amirelease.catalog_index import VERSION_PATTERN as VERSION_PATTERN
+from amirelease.catalog_index import app_names as app_names
+from amirelease.catalog_index import apps_dir as apps_dir
+from amirelease.catalog_index import include_dir as include_dir
+from amirelease.catalog_index import toolchains as toolchains
 from amirelease.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "app.schema.json"
 
 BASE_COOKBOOK = {"linux": "linux-base", "windows": "windows-base"}
 
-# Exactly ASCII semantic versions. Written for both Python's `re` (jsonschema, the REST API)
-# and the browser's RegExp (the trigger form): [0-9] not \d (which matches any Unicode digit
-# in Python), and `(?![\s\S])` (end of input) instead of `$`, which in Python also matches
-# before a trailing newline.
-VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z]+(\.[0-9A-Za-z]+)*)?(?![\s\S])"
 VERSION_RE = re.compile(VERSION_PATTERN, re.ASCII)
 VERSION_EXAMPLE = "1.4.2 or 2.0.0-rc.1"
 
@@ -45,11 +44,6 @@ DEFAULT_TF_OUTPUTS = {
     "launch_template_version": "launch_template_version",
     "auto_scaling_groups": "auto_scaling_groups",
 }
-
-
-def include_dir() -> Path:
-    """The folder with apps/, cookbooks/, packer/, terraform/ (AMI_RELEASE_INCLUDE_DIR or include/)."""
-    return Path(os.environ.get("AMI_RELEASE_INCLUDE_DIR") or REPO_ROOT / "include")
 
 
 @dataclass(frozen=True)
@@ -705,10 +699,6 @@ def known_app(name: str, directory: Path | None = None) -> Entry:
     return entries[name]
 
 
-def apps_dir() -> Path:
-    return Path(os.environ.get("AMI_RELEASE_APPS_DIR") or include_dir() / "apps")
-
-
 def read_entry(path: Path) -> Any:
     """One catalog file's document (YAML), or a ConfigError naming the file."""
     try:
@@ -741,12 +731,6 @@ def app_file(name: str, directory: Path | None = None) -> Path:
     raise ConfigError(f"no catalog file for app '{name}' in {directory}", fix=f"add {directory}/{name}.yaml")
 
 
-def app_names(directory: Path | None = None) -> list[str]:
-    """Names for the trigger form's dropdown: file names only, cheap and safe at parse time."""
-    directory = directory or apps_dir()
-    return sorted(p.stem for p in directory.glob("*.y*ml"))
-
-
 def get_app(name: str, directory: Path | None = None) -> App:
     """An embedded app's whole definition (a git-sourced app's is read from git by preflight)."""
     catalog = load_catalog(directory)
@@ -764,24 +748,6 @@ def get_app(name: str, directory: Path | None = None) -> App:
             fix=f"choose one of: {known}; or add include/apps/{name}.yaml",
         )
     return catalog[name]
-
-
-def toolchains(directory: Path | None = None) -> list[str]:
-    """Distinct toolchain queues named by catalog files, for routing the bake and Terraform tasks.
-
-    Tolerant on purpose (used at DAG parse time): an unreadable file is skipped here and
-    reported by preflight, so one broken file cannot take the release DAG down for every app.
-    """
-    directory = directory or apps_dir()
-    found = set()
-    for path in directory.glob("*.y*ml"):
-        try:
-            value = (yaml.safe_load(path.read_text()) or {}).get("toolchain")
-        except (yaml.YAMLError, OSError, AttributeError):
-            continue
-        if isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
-            found.add(value)
-    return sorted(found)
 
 
 def cookbook_versions(run_list: list[str], cookbooks_dir: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from airflow.sdk import Param
 
 from amirelease import notify
 from amirelease.callbacks import remember_failure
-from amirelease.catalog import app_names
+from amirelease.catalog_index import app_names
 from amirelease.constants import DEFAULT_AWS_CONN_ID, TaskIds
 from amirelease.operators.bake import BakeAmiOperator
 from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator

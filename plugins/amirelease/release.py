@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from amirelease.constants import (
     BUILT_BY,
@@ -29,7 +29,9 @@ from amirelease.constants import (
     TAG_TEMPLATE_DIGEST,
     TAG_VERSION,
 )
-from amirelease.handoffs import ReleasePlan
+
+if TYPE_CHECKING:
+    from amirelease.handoffs import ReleasePlan
 
 ImageT = TypeVar("ImageT", bound=Mapping[str, Any])  # a DescribeImages item, typed or not
 

@@ -14,21 +14,15 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 
-from amirelease import bundle, catalog, contained, notify
-from amirelease.aws import tool_environment
-from amirelease.drift.report import PlanReading, is_news, next_record, read_plan, record_words
 from amirelease.drift.store import DriftStore, drift_key
 from amirelease.errors import InfrastructureError
-from amirelease.hooks.terraform import Backend, TerraformHook, workspace_key
-from amirelease.hooks.tool import workdir
-from amirelease.hooks.vault import PipelineSecrets
-from amirelease.ledger import Ledger, ReleaseLock, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
-from amirelease.operators.infrastructure import state_bucket, state_key
-from amirelease.operators.preflight import resolve_network
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease import catalog
+    from amirelease.drift.report import PlanReading
 
 
 def now() -> str:
@@ -109,6 +103,9 @@ class DriftTargetsOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         self.toolchain = toolchain
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from amirelease import catalog
+        from amirelease.ledger import Ledger, ReleaseLock, ledger_bucket
+
         s3 = self.clients.s3()
         bucket = ledger_bucket()
         ledger = Ledger(s3, bucket)
@@ -186,6 +183,16 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
         self.target = target
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease import bundle, contained
+        from amirelease.aws import tool_environment
+        from amirelease.drift.report import PlanReading
+        from amirelease.hooks.terraform import Backend, TerraformHook, workspace_key
+        from amirelease.hooks.tool import workdir
+        from amirelease.hooks.vault import PipelineSecrets
+        from amirelease.ledger import ReleaseLock, ledger_bucket
+        from amirelease.operators.infrastructure import state_bucket, state_key
+        from amirelease.operators.preflight import resolve_network
+
         t = dict(self.target)
         app_name, region, stage = str(t["app"]), str(t["region"]), str(t.get("stage") or "")
         s3 = self.clients.s3()
@@ -276,6 +283,8 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
         }
 
     def _check(self, run: Any, what: str, app: str, region: str, ok: tuple[int, ...] = (0,)) -> None:
+        from amirelease.operators.infrastructure import state_key
+
         if run.returncode in ok and not run.errors:
             return
         errors = "; ".join(str(e) for e in run.errors[:5]) or f"exit code {run.returncode}"
@@ -288,6 +297,8 @@ class DriftPlanOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperato
 
     def _show(self, plan_file: Any, cwd: Any, env: dict[str, str], app: str, region: str) -> PlanReading:
         """``terraform show -json`` of the saved plan (a local file: no AWS call)."""
+        from amirelease.drift.report import read_plan
+
         assert self._terraform is not None
         out = subprocess.run(
             [self._terraform.binary(), "show", "-json", str(plan_file)],
@@ -326,6 +337,9 @@ class DriftReportOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         self.results = results
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from amirelease.drift.report import is_news, next_record
+        from amirelease.ledger import ledger_bucket
+
         ti = context["ti"]
         store = DriftStore(self.clients.s3(), ledger_bucket())
         at = now()
@@ -370,6 +384,9 @@ class DriftReportOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         return summary
 
     def _tell(self, app: str, records: list[dict[str, Any]], ti: Any) -> None:
+        from amirelease import notify
+        from amirelease.drift.report import record_words
+
         settings = notify.settings_for_app(app)
         if settings is None or not settings.channels:
             return

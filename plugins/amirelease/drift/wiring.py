@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk.configuration import conf
 
 from amirelease.callbacks import remember_failure
-from amirelease.catalog import toolchains
+from amirelease.catalog_index import toolchains
 from amirelease.drift.operators import DriftPlanOperator, DriftReportOperator, DriftTargetsOperator, task_id_for
 
 DEFAULT_SCHEDULE = "@hourly"

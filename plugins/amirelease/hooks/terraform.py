@@ -40,15 +40,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.configuration import conf
 
 from amirelease.errors import InfrastructureError
-from amirelease.handoffs import PlanSummary, ResourceChange
 from amirelease.hooks.tool import ToolProcess, base_environment
 from amirelease.retry import policy
+
+if TYPE_CHECKING:
+    from amirelease.handoffs import PlanSummary, ResourceChange
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,8 @@ class TerraformRun:
         return [d for d in self.diagnostics if d.severity == "error"]
 
     def plan_summary(self) -> PlanSummary:
+        from amirelease.handoffs import PlanSummary
+
         s = self.summary or {}
         return PlanSummary(
             add=int(s.get("add", 0)),
@@ -461,6 +465,8 @@ class TerraformHook(BaseHook):
 
     # -- output parsing ---------------------------------------------------------------------------
     def _handle(self, line: str, result: TerraformRun, on_line: Callable[[str], None]) -> None:
+        from amirelease.handoffs import ResourceChange
+
         try:
             msg = json.loads(line)
         except ValueError:

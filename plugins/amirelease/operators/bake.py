@@ -13,8 +13,6 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, chef
-from amirelease.aws import tool_environment
 from amirelease.constants import (
     PURPOSE_BUILDER,
     TAG_APP,
@@ -24,17 +22,14 @@ from amirelease.constants import (
     TAG_RELEASE_ID,
 )
 from amirelease.errors import BakeError, aws_error_code
-from amirelease.handoffs import BakeResult, ReleasePlan
-from amirelease.hooks.ec2_release import Ec2ReleaseHook
-from amirelease.hooks.packer import PackerHook, PackerResult, sysprep_problem
-from amirelease.hooks.vault import PipelineSecrets
-from amirelease.ledger import ledger_bucket
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin
-from amirelease.release import build_ami_tags
-from amirelease.retry import tool_pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import ReleasePlan
+    from amirelease.hooks.ec2_release import Ec2ReleaseHook
+    from amirelease.hooks.packer import PackerHook, PackerResult
 
 COMMUNICATOR_PORT = {"linux": 22, "windows": 22}  # both templates use SSH (include/packer/windows.pkr.hcl says why)
 GATE_FAILED_STATES = ("failed", "upstream_failed")
@@ -167,6 +162,15 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         self._packer: PackerHook | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease import bundle, chef
+        from amirelease.aws import tool_environment
+        from amirelease.handoffs import ReleasePlan
+        from amirelease.hooks.packer import PackerHook, sysprep_problem
+        from amirelease.hooks.vault import PipelineSecrets
+        from amirelease.ledger import ledger_bucket
+        from amirelease.release import build_ami_tags
+        from amirelease.retry import tool_pushback_error
+
         plan = ReleasePlan.from_xcom(self.plan)
         app = plan.app_spec
         region = plan.home_region
@@ -406,6 +410,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             )
 
     def _result(self, plan: ReleasePlan, artifacts: dict[str, str], reused: bool) -> dict[str, Any]:
+        from amirelease.handoffs import BakeResult
+
         return BakeResult(
             release_id=plan.release_id,
             ami_id=artifacts[plan.home_region],

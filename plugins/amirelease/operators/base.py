@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from amirelease.aws import AwsClients, retry_config
-from amirelease.retry import pushback_error
-
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagTypeDef
 
+    from amirelease.aws import AwsClients
     from amirelease.hooks.terraform import TerraformHook
 
 NOTHING_CHANGED = "Nothing was changed in AWS by this step."
@@ -28,6 +26,8 @@ def _in_words(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except ClientError as exc:
+            from amirelease.retry import pushback_error  # here, not at DAG parse
+
             error = pushback_error(
                 exc,
                 step=getattr(self, "task_id", type(self).__name__),
@@ -74,6 +74,8 @@ class ReleaseOperatorMixin:
 
     @property
     def clients(self) -> AwsClients:
+        from amirelease.aws import AwsClients
+
         return AwsClients(
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
@@ -85,6 +87,8 @@ class ReleaseOperatorMixin:
     def _hook_parameters(self) -> dict[str, Any]:
         """AwsBaseOperator's hook parameters, its botocore config with the deployment's retry
         policy merged in (the hook itself is the provider's, final)."""
+        from amirelease.aws import retry_config
+
         params: dict[str, Any] = {**super()._hook_parameters}  # type: ignore[misc]
         params["config"] = retry_config(self.aws_conn_id, self.botocore_config)
         return params

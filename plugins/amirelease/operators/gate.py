@@ -13,12 +13,11 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
 from amirelease.constants import MAX_NOTES, TaskIds
-from amirelease.handoffs import ReleasePlan
-from amirelease.operators.preflight import flag
-from amirelease.operators.promote import plan_text
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import ReleasePlan
 
 ANSWER_KEY = "answer"  # XCom of the gate: what was answered, by whom, why (record.py reads it)
 REASON = Param(
@@ -51,6 +50,10 @@ class StageGateOperator(ApprovalOperator):
         self.params = ParamsDict({"reason": REASON})
 
     def execute(self, context: Context) -> Any:
+        from amirelease.handoffs import ReleasePlan
+        from amirelease.operators.preflight import flag
+        from amirelease.operators.promote import plan_text
+
         ti = context["ti"]
         plan = ReleasePlan.from_xcom(ti.xcom_pull(task_ids=TaskIds.PREFLIGHT))
         gate = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT, key="gate") or {}

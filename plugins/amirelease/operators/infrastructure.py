@@ -21,30 +21,20 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 from botocore.exceptions import ClientError
 
-from amirelease import bundle, contained
-from amirelease.aws import tool_environment
 from amirelease.errors import AwsErrorFamily, InfrastructureError, aws_error_family
-from amirelease.handoffs import (
-    BakeResult,
-    InfrastructureCheck,
-    InfrastructureResult,
-    PlanSummary,
-    RegionInfrastructure,
-    RegionPlan,
-    ReleasePlan,
-)
-from amirelease.hooks.terraform import Backend, TerraformHook, TerraformRun, destroys, workspace_key
-from amirelease.hooks.tool import workdir
-from amirelease.hooks.vault import PipelineSecrets, Secrets
-from amirelease.ledger import ReleaseLock, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
-from amirelease.retry import tool_pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from amirelease.handoffs import BakeResult, PlanSummary, RegionInfrastructure, ReleasePlan
+    from amirelease.hooks.terraform import Backend, TerraformRun
+    from amirelease.hooks.vault import Secrets
+
 
 def state_bucket() -> str:
+    from amirelease.ledger import ledger_bucket
+
     return conf.get("ami_release", "terraform_state_bucket", fallback="").strip() or ledger_bucket()
 
 
@@ -75,6 +65,8 @@ def variables_for(plan: ReleasePlan, region: str, ami_id: str, secrets: Secrets)
 
 
 def refuse_destroys(plan: ReleasePlan, region: str, summary: PlanSummary) -> None:
+    from amirelease.hooks.terraform import destroys
+
     infra = plan.app_spec.infrastructure
     bad = destroys(summary, infra.allow_destroy)
     if bad:
@@ -95,6 +87,8 @@ APPLY_CHANGED = (
 
 
 def fail_on_errors(run: TerraformRun, what: str, plan: ReleasePlan, region: str) -> None:
+    from amirelease.retry import tool_pushback_error
+
     if run.returncode == 0 and not run.errors:
         return
     errors = "; ".join(str(e) for e in run.errors[:5]) or f"exit code {run.returncode}"
@@ -135,6 +129,8 @@ class _TerraformOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperat
         return url
 
     def _backend(self, plan: ReleasePlan, region: str) -> Backend:
+        from amirelease.hooks.terraform import Backend
+
         return Backend(
             bucket=state_bucket(),
             key=state_key(plan.app, region, plan.stage_spec.state_folder),
@@ -153,6 +149,11 @@ class _TerraformOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperat
 
         The folder is this worker's for the app, region and bundle digest: a second Terraform
         task of the release here (the apply after the check) finds it initialised."""
+        from amirelease import contained
+        from amirelease.aws import tool_environment
+        from amirelease.hooks.terraform import workspace_key
+        from amirelease.hooks.tool import workdir
+
         assert self._terraform is not None
         infra = plan.app_spec.infrastructure
         backend = self._backend(plan, region)
@@ -183,12 +184,16 @@ class _TerraformOperator(TerraformTaskMixin, ReleaseOperatorMixin, AwsBaseOperat
 
     def _done_with_workspaces(self, plan: ReleasePlan) -> None:
         """The release needs no more Terraform on this worker: remove its folders here."""
+        from amirelease.hooks.terraform import TerraformHook, workspace_key
+
         for region in plan.regions:
             TerraformHook.remove_workspace(
                 workspace_key(plan.app, region, plan.bundle.sha256, self._backend(plan, region))
             )
 
     def _secrets(self, plan: ReleasePlan) -> Secrets:
+        from amirelease.hooks.vault import PipelineSecrets
+
         return PipelineSecrets(self.vault_conn_id).read(plan.app, plan.app_spec.infrastructure.secrets)
 
 
@@ -214,6 +219,11 @@ class CheckInfrastructureOperator(_TerraformOperator):
         self.bake = bake  # ami_promote: the release's AMIs exist already, so the plan shows them
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease import bundle
+        from amirelease.handoffs import InfrastructureCheck, RegionPlan, ReleasePlan
+        from amirelease.hooks.terraform import TerraformHook
+        from amirelease.ledger import ledger_bucket
+
         plan = ReleasePlan.from_xcom(self.plan)
         amis = BakeResult.from_xcom(self.bake).amis if self.bake else {}
         self._terraform = TerraformHook()
@@ -302,6 +312,11 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         self.poke_interval = poke_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease import bundle
+        from amirelease.handoffs import BakeResult, InfrastructureResult, ReleasePlan
+        from amirelease.hooks.terraform import TerraformHook
+        from amirelease.ledger import ledger_bucket
+
         plan = ReleasePlan.from_xcom(self.plan)
         baked = BakeResult.from_xcom(self.bake)
         ti = context["ti"]
@@ -387,6 +402,8 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         baked: BakeResult,
     ) -> PlanSummary:
         """``plan -out`` with the new AMI, or the plan this try saved here before a reschedule."""
+        from amirelease.handoffs import PlanSummary
+
         assert self._terraform is not None
         plan_file = var_file.parent / "release.tfplan"
         saved_file = module.parent / "release.tfplan"  # kept in the worker's folder across a reschedule
@@ -425,6 +442,8 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         backend: Backend,
         summary: PlanSummary,
     ) -> RegionInfrastructure:
+        from amirelease.handoffs import RegionInfrastructure
+
         assert self._terraform is not None
         plan_file = own / "release.tfplan"
         shutil.copyfile(module.parent / "release.tfplan", plan_file)
@@ -450,6 +469,8 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         )
 
     def _outputs(self, plan: ReleasePlan, region: str, outputs: dict[str, Any]) -> RegionInfrastructure:
+        from amirelease.handoffs import PlanSummary, RegionInfrastructure
+
         names = plan.app_spec.infrastructure.outputs
         missing = [
             names[k]
@@ -485,6 +506,8 @@ class ApplyInfrastructureOperator(_TerraformOperator):
     ) -> None:
         """A Terraform state lock taken after this run took the app's release lock can only be
         this run's own, left by an earlier try that was killed: release it."""
+        from amirelease.ledger import ReleaseLock, ledger_bucket
+
         assert self._terraform is not None
         s3 = self.clients.s3()
         try:

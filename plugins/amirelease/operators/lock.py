@@ -12,11 +12,12 @@ from airflow.sdk.configuration import conf
 
 from amirelease.constants import TaskIds
 from amirelease.errors import PreflightError
-from amirelease.handoffs import ReleasePlan
-from amirelease.ledger import Ledger, ReleaseLock, already_released, ledger_bucket, released_words, utcnow, ways_on
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import ReleasePlan
+    from amirelease.ledger import Ledger
 
 FINISHED = ("success", "failed")
 
@@ -49,6 +50,9 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         self.app = app
 
     def poke(self, context: Context) -> bool:
+        from amirelease.handoffs import ReleasePlan
+        from amirelease.ledger import ReleaseLock, ledger_bucket, utcnow
+
         ti = context["ti"]
         app = self.app
         lock = ReleaseLock(self.hook.conn, ledger_bucket(), app)
@@ -94,6 +98,8 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
 
     def _held(self, plan: ReleasePlan | None) -> bool:
         """Called once the lock is ours: re-check, under the lock, what preflight decided."""
+        from amirelease.ledger import Ledger, ledger_bucket
+
         if plan is not None:
             self.recheck(Ledger(self.hook.conn, ledger_bucket()), plan)
         return True
@@ -104,6 +110,8 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         is refused here; the lock is released by ``record``. A rollback's re-release is checked
         by its own ``mark_rolled_back``. A promotion (``ami_promote``) is decided again here:
         still verified in the previous stage, not rolled back, no newer release verified there."""
+        from amirelease.ledger import already_released, released_words, ways_on
+
         if plan.promoted_from is not None:
             from amirelease.operators.promote import promotion_refusal, refusal_fix
 

@@ -12,37 +12,28 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import BotoCoreError, ClientError
 
-from amirelease import bundle, catalog, contained, sources
-from amirelease.aws import assume_app_role
 from amirelease.constants import GIT_REF_RE, MAX_NOTES, MIN_REASON
 from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError, aws_error_code
-from amirelease.handoffs import BundleRef, RegionNetwork, ReleasePlan, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.hooks.vault import PipelineSecrets
-from amirelease.ledger import (
-    Ledger,
-    ReleaseLock,
-    already_released,
-    failed_before_building,
-    ledger_bucket,
-    released_words,
-    ways_on,
-)
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
 from amirelease.operators.lock import FINISHED
-from amirelease.release import ami_name, files_digest, newest_image, release_id
-from amirelease.retry import pushback_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import ImageTypeDef
 
+    from amirelease import bundle, catalog
+    from amirelease.handoffs import BundleRef, RegionNetwork, RollbackTarget
+    from amirelease.ledger import Ledger
+
 
 def resolve_base_image(
     ec2: EC2Client, owners: Sequence[str], name_pattern: str, architecture: str, own_account: str
 ) -> ImageTypeDef:
     """Newest available vendor image matching the catalog; never one of our own AMIs."""
+    from amirelease.release import newest_image
+
     if own_account in owners:
         raise ConfigError(
             f"base_image.owners includes this account ({own_account})",
@@ -107,6 +98,8 @@ def check_git_ref(value: str) -> str | None:
 
 def resolve_network(ec2: EC2Client, net: catalog.Network, region: str) -> RegionNetwork:
     """The VPC and subnets named in the catalog (Name tags), in one region."""
+    from amirelease.handoffs import RegionNetwork
+
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [net.vpc]}])["Vpcs"]
     if len(vpcs) != 1:
         raise PreflightError(
@@ -214,6 +207,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self.vault_conn_id = vault_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease.retry import pushback_error
+
         try:
             return self._preflight(context)
         except ClientError as exc:
@@ -227,6 +222,11 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         """AWS outlasted every retry of this release before anything was built: on the last try,
         put the attempt in the ledger (outcome failed, the reason in words) so that the Releases
         page shows it. Only for a known app and a valid version (nothing is written for bad input)."""
+        from amirelease import catalog
+        from amirelease.handoffs import RollbackTarget
+        from amirelease.ledger import Ledger, failed_before_building, ledger_bucket
+        from amirelease.release import release_id
+
         ti = context["ti"]
         if ti.try_number <= (self.retries or 0):
             self.log.warning(
@@ -261,6 +261,12 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self.log.info("The failed attempt is in the ledger: s3://%s/%s (nothing was built)", ledger_bucket(), key)
 
     def _preflight(self, context: Context) -> dict[str, Any]:
+        from amirelease import bundle, catalog, contained
+        from amirelease.aws import assume_app_role
+        from amirelease.handoffs import BundleRef, ReleasePlan, RollbackTarget
+        from amirelease.ledger import Ledger, ledger_bucket
+        from amirelease.release import ami_name, files_digest, release_id
+
         app_name = text_param("app", self.app, example="demo-web")
         notes = text_param("notes", self.notes, example="INC-123: fixes the login page")
         if len(notes) > MAX_NOTES:
@@ -354,6 +360,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     def _plan_release(self, app_name: str, version: str, git_ref: str | None, tmp: Path) -> Sources:
         """A new release: the app's sources from its repository at the ref (or the central
         catalog), packed into the bundle every later task reads."""
+        from amirelease import bundle, catalog
+
         central = catalog.known_app(app_name)
         if central.source is not None:
             app, root, packed, source = self._from_git(central, git_ref, tmp)
@@ -381,6 +389,9 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     def _plan_re_release(self, target: RollbackTarget, app_name: str, version: str, tmp: Path) -> Sources:
         """A re-release: exactly the recorded release's bundle (entry, cookbooks, Packer files,
         module), checked to repack to the same digest; no git ref is resolved again."""
+        from amirelease import bundle
+        from amirelease.ledger import ledger_bucket
+
         if target.app != app_name:
             raise PreflightError(f"rollback target is an app '{target.app}', not '{app_name}'", fix="retrigger")
         bundle.unpack(
@@ -425,6 +436,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     def _check_secrets(self, app: catalog.App) -> None:
         """Every bake and Terraform secret key the app names is in Vault (the values are read,
         counted and dropped: they reach the tools at deploy time, never the plan)."""
+        from amirelease.hooks.vault import PipelineSecrets
+
         vault = PipelineSecrets(self.vault_conn_id)
         for label, refs in (("bake", app.secrets), ("Terraform", app.infrastructure.secrets)):
             found = vault.read(app.name, refs)
@@ -447,6 +460,9 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         A version whose releases all failed may be released again. Two runs of one version that
         both pass here before either holds the lock are told apart under the lock
         (ReleaseLockSensor re-checks the ledger once it holds it)."""
+        from amirelease import catalog
+        from amirelease.ledger import ReleaseLock, already_released, released_words, ways_on
+
         app = catalog.known_app(app_name).name
         rebuild = flag("rebuild", self.rebuild)
         reason = text_param("rebuild_reason", self.rebuild_reason, example="CVE-2026-1234: today's base image").strip()
@@ -498,6 +514,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self, central: catalog.Entry, git_ref: str | None, tmp: Path
     ) -> tuple[catalog.App, Path, bundle.Bundle, dict[str, Any]]:
         """Resolve the ref to one commit, then build the bundle from exactly that commit."""
+        from amirelease import sources
+
         source = sources.resolve(central, git_ref)
         self.log.info(
             "Source: %s %s '%s' is commit %s (folder %s)",

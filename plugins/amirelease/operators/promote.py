@@ -29,13 +29,13 @@ from airflow.sdk import BaseOperator
 
 from amirelease.constants import DagIds, TaskIds
 from amirelease.errors import PreflightError
-from amirelease.handoffs import BakeResult, ReleasePlan
-from amirelease.ledger import Ledger, Record, ledger_bucket
 from amirelease.operators.base import ReleaseOperatorMixin
-from amirelease.operators.preflight import flag, text_param
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import ReleasePlan
+    from amirelease.ledger import Record
 
 SUCCEEDED = "succeeded"
 APPROVE, REJECT = "Approve", "Reject"  # ApprovalOperator's options (gate.py)
@@ -148,6 +148,10 @@ class PromotePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         self.app, self.release_id, self.stage, self.triggered_by = app, release_id, stage, triggered_by
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease.handoffs import BakeResult, ReleasePlan
+        from amirelease.ledger import Ledger, ledger_bucket
+        from amirelease.operators.preflight import text_param
+
         app = text_param("app", self.app, example="demo-web")
         release_id = text_param("release_id", self.release_id, example="demo-web-1.4.2-20261205t101500z").strip()
         stage = text_param("stage", self.stage, example="production").strip()
@@ -247,6 +251,9 @@ class NextStageOperator(BaseOperator):
     def execute(self, context: Context) -> None:
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
         from airflow.sdk.exceptions import AirflowSkipException
+
+        from amirelease.handoffs import ReleasePlan
+        from amirelease.operators.preflight import flag
 
         ti = context["ti"]
         outcome = ti.xcom_pull(task_ids=TaskIds.RECORD, key="outcome") or {}

@@ -13,22 +13,21 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
-from amirelease.handoffs import (
-    BakeResult,
-    InfrastructureCheck,
-    InfrastructureResult,
-    RefreshHandle,
-    ReleasePlan,
-    SmokeResult,
-    VerifySummary,
-    from_xcom_list,
-)
-from amirelease.ledger import Ledger, Record, ReleaseLock, ledger_bucket, utcnow
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list
-from amirelease.release import tag_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import (
+        BakeResult,
+        InfrastructureCheck,
+        InfrastructureResult,
+        RefreshHandle,
+        ReleasePlan,
+        SmokeResult,
+        VerifySummary,
+    )
+    from amirelease.ledger import Record
 
 FAILED_STATES = ("failed", "upstream_failed")
 # tasks after the lock that re-check what was decided before it: a refusal there (a typed
@@ -94,6 +93,8 @@ def build_record(
     started_at: str | None,
 ) -> Record:
     """The ledger document (pure). Only non-secret inputs: plan, AWS ids, results."""
+    from amirelease.ledger import utcnow
+
     app = plan.app_spec
     return {
         "app": plan.app,
@@ -189,6 +190,8 @@ def stage_record(
     gate: dict[str, Any] | None = None,
 ) -> Record:
     """(pure) A staged release's entry for one stage: what ran there, how it ended, who let it in."""
+    from amirelease.ledger import utcnow
+
     return {
         "stage": plan.stage_spec.name,
         "outcome": outcome,
@@ -251,6 +254,18 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.CHECK_INFRA}
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        from amirelease.handoffs import (
+            BakeResult,
+            InfrastructureCheck,
+            InfrastructureResult,
+            RefreshHandle,
+            ReleasePlan,
+            SmokeResult,
+            VerifySummary,
+            from_xcom_list,
+        )
+        from amirelease.ledger import Ledger, ledger_bucket
+
         ti = context["ti"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
         outcome, failed_task = outcome_of(states, self.task_order)
@@ -332,6 +347,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     ) -> dict[str, Any] | None:
         """A promotion: the stage's entry in the release's record (never the release's AMIs or its
         other stages: the release stands as verified before). A refusal writes nothing."""
+        from amirelease.handoffs import InfrastructureResult, RefreshHandle, VerifySummary, from_xcom_list
+        from amirelease.ledger import Ledger, ledger_bucket
         from amirelease.operators.promote import gate_answer
 
         ti = context["ti"]
@@ -445,6 +462,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
     def _discard_refused(self, plan: ReleasePlan) -> None:
         """A refused release keeps nothing: the AMI a bake beside the check may have finished
         (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
+        from amirelease.ledger import ledger_bucket
+
         for region in plan.image_regions:
             for image_id, snapshots in self.clients.ec2_release(region).discard_release_images(plan.release_id):
                 self.log.warning(
@@ -456,6 +475,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         self.clients.s3().delete_object(Bucket=ledger_bucket(), Key=plan.bundle.key)
 
     def _tag(self, bake: BakeResult | None, outcome: str, failed_task: str | None, at: str) -> None:
+        from amirelease.release import tag_value
+
         if not bake:
             return
         tags = {TAG_STATUS: "released" if outcome == "succeeded" else "failed", TAG_OUTCOME_AT: at}
@@ -470,6 +491,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         release's AMIs, the rollback targets' and held ones; lifted from what fell out. Under the
         lock; a failure is logged, never fails the record (the release has happened)."""
         from amirelease import protection
+        from amirelease.ledger import Ledger, ledger_bucket
 
         try:
             done = protection.sync(
@@ -482,6 +504,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             self.log.warning("Deregistration protection: %s", "; ".join(done.errors))
 
     def _release_lock(self, app: str, ti: Any) -> None:
+        from amirelease.ledger import ReleaseLock, ledger_bucket
+
         try:
             lock = ReleaseLock(self.clients.s3(), ledger_bucket(), app)
             if lock.release(ti.dag_id, ti.run_id):

@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
@@ -18,6 +17,7 @@ from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import Ec2ClientHookMixin
 
 if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import Context
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_rbin import RecycleBinClient
@@ -181,6 +181,8 @@ class AmiRetentionOperator(Ec2ClientHookMixin, AwsBaseOperator[EC2Hook]):
 
     @cached_property
     def s3_hook(self) -> S3Hook:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
         return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify, config=self.botocore_config)
 
     def _aws_opinion(self, ec2: EC2Client, plan: Any, policy: Any, undo: dict[str, Any]) -> Any:

@@ -32,7 +32,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from amirelease.errors import ConfigError, RetentionError, aws_error
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.retention import AmiRetentionOperator
-from amirelease.retention.aws import IAM_ACTIONS as RETENTION_AWS_IAM_ACTIONS
+from amirelease.retention.iam_actions import IAM_ACTIONS as RETENTION_AWS_IAM_ACTIONS
 
 if TYPE_CHECKING:
     import boto3

@@ -9,29 +9,19 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease import catalog
 from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, MIN_REASON, TAG_RELEASE_ID, TAG_VERSION
 from amirelease.errors import PreflightError
-from amirelease.handoffs import BundleRef, RollbackTarget
 from amirelease.hooks.autoscaling import AutoScalingHook
-from amirelease.ledger import (
-    Ledger,
-    Record,
-    choice_words,
-    fleet_targets,
-    ledger_bucket,
-    pick_rollback_target,
-    rolled_back_entry,
-    utcnow,
-)
 from amirelease.operators.base import ReleaseOperatorMixin, tag_list, tags_dict
 from amirelease.operators.preflight import flag, text_param
-from amirelease.release import release_id, tag_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from amirelease import catalog
     from amirelease.aws import AwsClients
+    from amirelease.handoffs import RollbackTarget
+    from amirelease.ledger import Record
 
 
 def live_release(clients: AwsClients, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:
@@ -125,6 +115,10 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         self.replaces = replaces
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease import catalog
+        from amirelease.handoffs import BundleRef, RollbackTarget
+        from amirelease.ledger import Ledger, choice_words, fleet_targets, ledger_bucket, pick_rollback_target
+
         app = catalog.known_app(text_param("app", self.app, example="demo-web"))
         reason = text_param("reason", self.reason, example="INC-123: 5xx since 1.2.0").strip()
         wanted = text_param("target", self.target, example="1.1.0").strip() or None
@@ -241,6 +235,8 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         self.hold = hold
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        from amirelease.handoffs import RollbackTarget
+
         r = RollbackTarget.from_xcom(self.resolved)
         self.recheck(r)
         return self.mark(r, context)
@@ -249,6 +245,9 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         """Mark the release this rollback replaces (``r.replaced``: what the fleet ran when it was
         asked, or the failed release an automatic roll-forward names) rolled back by this run and
         hold its AMI(s) (after the re-check)."""
+        from amirelease.ledger import Ledger, ledger_bucket, rolled_back_entry, utcnow
+        from amirelease.release import release_id, tag_value
+
         ti = context["ti"]
         now = utcnow()
         replaced_id, replaced_version, replaced_amis = r.replaced
@@ -297,6 +296,9 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
 
     def recheck(self, asked: RollbackTarget) -> None:
         """Under the lock: what runs now must be what resolve_target saw, or the rollback stops."""
+        from amirelease import catalog
+        from amirelease.ledger import Ledger, fleet_targets, ledger_bucket
+
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         history = ledger.history(asked.app)
         live = live_release(self.clients, fleet_targets(catalog.known_app(asked.app), history), self.log)

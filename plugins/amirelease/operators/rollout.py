@@ -16,13 +16,14 @@ from botocore.exceptions import ClientError
 
 from amirelease.constants import ACTIVE_REFRESH_STATES
 from amirelease.errors import RolloutError, aws_error, aws_error_code
-from amirelease.handoffs import BakeResult, InfrastructureResult, RefreshHandle, ReleasePlan
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mypy_boto3_autoscaling.type_defs import InstanceRefreshTypeDef, RefreshPreferencesTypeDef
+
+    from amirelease.handoffs import InfrastructureResult, RefreshHandle, ReleasePlan
 
 PREFERENCE_KEYS = {
     "min_healthy_percentage": "MinHealthyPercentage",
@@ -74,6 +75,8 @@ class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
         self.infrastructure = infrastructure
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from amirelease.handoffs import BakeResult, InfrastructureResult, ReleasePlan
+
         plan = ReleasePlan.from_xcom(self.plan)
         baked = BakeResult.from_xcom(self.bake)
         infra = InfrastructureResult.from_xcom(self.infrastructure)
@@ -95,6 +98,8 @@ class RollOutOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
         prefs: RefreshPreferencesTypeDef,
         timeout: int,
     ) -> RefreshHandle:
+        from amirelease.handoffs import RefreshHandle
+
         applied = infra.region(region)
         lt_id, version = applied.launch_template_id, str(applied.launch_template_version)
         asg = self.clients.autoscaling(region)
@@ -195,6 +200,7 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         # the trigger module (Airflow's trigger base) loads when a task waits, not when a DAG file is parsed
+        from amirelease.handoffs import RefreshHandle
         from amirelease.triggers.instance_refresh import InstanceRefreshCompleteTrigger, wait_blocking
 
         r = RefreshHandle.from_xcom(self.refresh)
@@ -238,6 +244,8 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
         return self._summary(hook, r)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from amirelease.handoffs import RefreshHandle
+
         event = validate_execute_complete_event(event)
         r = RefreshHandle.from_xcom(self.refresh)
         if event.get("status") != "success":
@@ -249,6 +257,7 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
     ) -> dict[str, Any]:
         """The handle with the refresh's end state; fails on anything but Successful.
         ``found``: the DescribeInstanceRefreshes answer the caller already has (else asked here)."""
+        from amirelease.handoffs import RefreshHandle
         from amirelease.triggers.instance_refresh import refresh_line
 
         if found is None:

@@ -13,7 +13,6 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.configuration import conf
 from botocore.exceptions import ClientError, WaiterError
 
-from amirelease import catalog, chef
 from amirelease.constants import (
     PURPOSE_SMOKE,
     TAG_APP,
@@ -22,12 +21,14 @@ from amirelease.constants import (
     TAG_RELEASE_ID,
 )
 from amirelease.errors import SmokeTestError, aws_error, aws_error_code
-from amirelease.handoffs import BakeResult, ReleasePlan, SmokeCommandResult, SmokeResult
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mypy_boto3_ssm import SSMClient
+
+    from amirelease import catalog
+    from amirelease.handoffs import SmokeCommandResult
 
 SMOKE_INSTANCES = "smoke-test instance(s)"
 DOCUMENT = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
@@ -46,6 +47,8 @@ def check_invocation(cmd: catalog.SmokeCommand, status: str, exit_code: int | No
 
 def smoke_commands(app: catalog.App, release_id: str, provisioned: bool) -> list[catalog.SmokeCommand]:
     """The app's smoke commands; first, when Chef ran, that the image says it is this release."""
+    from amirelease import catalog, chef
+
     if not provisioned:
         return list(app.smoke_commands)
     run, expect = chef.identity_check_command(app.platform, release_id)
@@ -96,6 +99,8 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         self._instance: tuple[str, str] | None = None  # (region, instance id) while one is up
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease.handoffs import BakeResult, ReleasePlan, SmokeResult
+
         plan = ReleasePlan.from_xcom(self.plan)
         baked = BakeResult.from_xcom(self.bake)
         poll = self.poll_interval or conf.getfloat("ami_release", "smoke_poll_seconds", fallback=5.0)
@@ -171,6 +176,8 @@ class SmokeTestOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperato
         poll: float,
         register_timeout: float = 300,
     ) -> SmokeCommandResult:
+        from amirelease.handoffs import SmokeCommandResult
+
         deadline = time.monotonic() + register_timeout
         while True:
             try:

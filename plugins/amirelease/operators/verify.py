@@ -9,12 +9,13 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from amirelease.errors import VerificationError
-from amirelease.handoffs import GroupCheck, RefreshHandle, ReleasePlan, VerifySummary, from_xcom_list
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from amirelease.handoffs import GroupCheck
 
 
 def _tg_name(arn: str) -> str:
@@ -91,6 +92,8 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
         self.refreshes = refreshes
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from amirelease.handoffs import GroupCheck, RefreshHandle, ReleasePlan, VerifySummary, from_xcom_list
+
         plan = ReleasePlan.from_xcom(self.plan)
         rules = plan.verify_rules  # the app's verify:, with the stage's own over it
         want_tg = rules.get("target_group_health", True)

@@ -53,6 +53,7 @@ from amirelease.retention.consistency import (
     select_sample,
 )
 from amirelease.retention.decide import Action, Decision, Plan, decide, needs_usage
+from amirelease.retention.iam_actions import IAM_ACTIONS as IAM_ACTIONS  # calls beyond the operator's (iam.py)
 from amirelease.retention.model import Image, Usage, image_from_api
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.references import (
@@ -91,10 +92,6 @@ IMAGE_ID_BATCH = MAX_FILTER_VALUES - len(LIVE_STATES)  # image ids per call next
 TAG_BATCH = 500  # CreateTags/DeleteTags resource ids per call (up to 1000; AWS advises smaller batches)
 
 T = TypeVar("T")
-
-# Calls this module makes beyond AmiRetentionOperator.iam_actions (iam.py adds them to the
-# retention roles): the exact $Latest/$Default numbers of the templates groups use.
-IAM_ACTIONS: tuple[str, ...] = ("ec2:DescribeLaunchTemplates",)
 
 
 class ListingFailed(Exception):
