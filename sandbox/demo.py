@@ -300,6 +300,13 @@ def _promote(rt: SandboxRuntime, af: Airflow, app: str, version: str, release_ru
             return False
         try:
             state = af.api("GET", f"/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances/approve").get("state")
+            if af.api("GET", f"/api/v2/dags/ami_promote/dagRuns/{run_id}")["state"] in ("success", "failed"):
+                _follow(af, run_id, dag_id="ami_promote")  # ended before its gate: print its tasks
+                tis = af.api("GET", f"/api/v2/dags/ami_promote/dagRuns/{run_id}/taskInstances")["task_instances"]
+                failed = [t["task_id"] for t in tis if t["state"] == "failed"]
+                reason = _xcom(af, run_id, failed[0], key="failure", dag_id="ami_promote") if failed else None
+                print(f"   the promotion ended before its gate, at {failed}: {reason or 'see its task logs'}")
+                return False
         except urllib.error.HTTPError as exc:
             if exc.code != 404:  # the run is made by next_stage a moment after the release ends
                 raise

@@ -220,7 +220,7 @@ class CheckInfrastructureOperator(_TerraformOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease import bundle
-        from amirelease.handoffs import InfrastructureCheck, RegionPlan, ReleasePlan
+        from amirelease.handoffs import BakeResult, InfrastructureCheck, RegionPlan, ReleasePlan
         from amirelease.hooks.terraform import TerraformHook
         from amirelease.ledger import ledger_bucket
 
