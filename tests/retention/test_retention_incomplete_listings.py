@@ -169,3 +169,31 @@ def test_the_recheck_before_deregistering_resolves_the_groups_again(sandbox):
     kept = next(d for d in again.decisions if d.image_id == image)
     assert kept.action is Action.KEEP
     assert f"referenced by launch template {late} v1 (ASG zz-late)" in "; ".join(kept.protections)
+
+
+def test_a_cut_listing_of_live_instances_stops_the_run_before_an_image_in_use_looks_unused(sandbox):
+    """The run lists every live instance once (paged) instead of asking per image. Cut short (a
+    first page without its NextToken, one instance kept), it lacks the one instance that runs an
+    old image outside every group: that image would look unused and be marked. The group
+    instances it lacks too, found live by id, show the listing is incomplete: the run stops,
+    changing nothing. Whole again, the next run keeps the image (in use)."""
+    from moto.ec2.models import ec2_backends
+
+    from sandbox.aws.state import LOCK
+    from tests.retention.conftest import make_group
+
+    fleet = sandbox.create_image("cut-fleet", age_days=3)
+    make_group(sandbox, "cut-fleet", fleet, desired=3)
+    lone = sandbox.create_image("cut-lone", age_days=100, in_use=True)  # launched after the group's
+    with LOCK:  # its launch was long ago: AWS's lastLaunchedTime would keep it otherwise
+        ec2_backends[sandbox.account_id][sandbox.region].amis[lone].__dict__["_sb_last_launched"] = None
+    # the listing of live instances only (a lookup by id names no state filter)
+    sandbox.faults.truncate("ec2:DescribeInstances", times=FOREVER, keep=1, match="instance-state-name")
+    text = _stopped_unchanged(sandbox, "the listing of live instances is incomplete")
+    assert "lists as InService and EC2 returns as live when asked by id" in text
+    assert MARK not in _tags_by_id(sandbox)[lone]
+    sandbox.faults.clear()
+    summary = run_retention(sandbox)
+    assert summary["stopped"] is None
+    row = next(i for i in summary["items"] if i["image_id"] == lone)
+    assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row

@@ -167,6 +167,29 @@ def list_instance_usage(ec2: EC2Client, image_ids: Sequence[str]) -> dict[str, l
     return dict(usage)
 
 
+def list_live_instances(ec2: EC2Client) -> dict[str, tuple[str, str]]:
+    """``instance id -> (state, image id)`` of every live (non-terminated) instance of the account:
+    one paged ``DescribeInstances`` filtered by state only, 1,000 per page. It replaces one
+    filtered call per 195 candidate images and one per 200 group instances: on AWS a filtered call
+    costs a round trip like a page, and the account's instances are read once instead of in ~64
+    pieces. Its completeness is cross-checked against the groups (``resolve_groups``)."""
+    found: dict[str, tuple[str, str]] = {}
+    reservations = _collect(
+        ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": list(LIVE_STATES)}],
+            PaginationConfig={"PageSize": INSTANCE_PAGE},
+        ),
+        "Reservations",
+        "DescribeInstances (every live instance)",
+    )
+    for reservation in reservations:
+        for instance in reservation.get("Instances", []):
+            state = str(instance.get("State", {}).get("Name", ""))
+            if state in LIVE_STATES and instance.get("InstanceId"):
+                found[str(instance["InstanceId"])] = (state, str(instance.get("ImageId", "")))
+    return found
+
+
 def describe_instances_by_id(ec2: EC2Client, instance_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """``instance id -> (state, image id)`` as EC2 lists them (terminated included; unknown absent)."""
     found: dict[str, tuple[str, str]] = {}
@@ -420,6 +443,9 @@ class Resolution:
     unresolved: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     versions: dict[VersionKey, str] = field(default_factory=dict)  # every template version seen: image id
+    by_id: dict[str, tuple[str, str]] = field(default_factory=dict)  # group instances EC2 returned asked by id
+    live: dict[str, tuple[str, str]] = field(default_factory=dict)  # the listing of every live instance, if read
+    listing_lacked: list[str] = field(default_factory=list)  # InService group instances live by id, not listed
 
     def instance_usage(self) -> dict[str, list[str]]:
         """``image id -> [live group instance ids]``."""
@@ -450,6 +476,8 @@ def resolve_groups(
     *,
     known: Mapping[VersionKey, str] | None = None,
     known_instances: Mapping[str, tuple[str, str]] | None = None,
+    live: Future[dict[str, tuple[str, str]]] | None = None,
+    sample_ids: Sequence[str] = (),
 ) -> Resolution:
     """Resolve every launch template version, launch configuration and instance the groups name.
 
@@ -464,6 +492,13 @@ def resolve_groups(
     *unresolved*: the caller must stop, changing nothing. ``known_instances``: group instances an
     earlier resolution of this run found (an instance's image never changes and a terminated one
     never comes back): only instances not among them are looked up again.
+
+    ``live``: the listing of every live instance (:func:`list_live_instances`, started after the
+    groups were read). Then only ``sample_ids`` (the stop conditions' sample: a second view,
+    independent of the listing) are looked up by id at once, and after the listing every group
+    instance it lacks (cut short, or not live): each group instance is resolved by one view or the
+    other. ``listing_lacked``: the InService group instances EC2 returns live by id that the
+    listing lacked - evidence the listing is incomplete (``consistency.stop_reasons``).
     """
     out = Resolution()
 
@@ -476,7 +511,11 @@ def resolve_groups(
     f_numbers = pool.submit(describe_templates, ec2, sorted(used)) if used else None
     f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_users)) if lc_users else None
     seen_instances = {i: v for i, v in (known_instances or {}).items()}
-    ids = [i for i in group_instance_ids(groups) if i not in seen_instances]
+    group_ids = group_instance_ids(groups)
+    if live is None:
+        ids = [i for i in group_ids if i not in seen_instances]
+    else:
+        ids = sorted(set(sample_ids))
     f_inst = pool.submit(describe_instances_by_id, ec2, ids) if ids else None
 
     listed: list[dict[str, Any]] = result(f_alias, [])
@@ -535,8 +574,29 @@ def resolve_groups(
             ]
     lc_refs = launch_configuration_references(configurations, groups)
     out.references = merge(lt_refs, lc_refs)
-    listed_now = set(group_instance_ids(groups))
-    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | result(f_inst, {})
+    listed_now = set(group_ids)
+    by_id: dict[str, tuple[str, str]] = result(f_inst, {})
+    from_listing: dict[str, tuple[str, str]] = {}
+    if live is not None:
+        failed = len(out.errors)
+        out.live = result(live, {})
+        if len(out.errors) == failed:  # else the run stops: nothing more to resolve
+            lacking = [i for i in group_ids if i not in out.live and i not in by_id and i not in seen_instances]
+            if lacking:
+                log.info("Looking up by id %d group instance(s) the listing of live instances lacked.", len(lacking))
+                by_id |= result(pool.submit(describe_instances_by_id, ec2, lacking), {})
+            in_service = {
+                str(i["InstanceId"])
+                for g in groups
+                for i in g.get("Instances") or []
+                if i.get("InstanceId") and i.get("LifecycleState") == "InService"
+            }
+            out.listing_lacked = sorted(
+                i for i, (state, _) in by_id.items() if state in LIVE_STATES and i in in_service and i not in out.live
+            )
+            from_listing = {i: out.live[i] for i in group_ids if i in out.live}
+    out.by_id = by_id
+    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | from_listing | by_id
     return out
 
 
@@ -575,33 +635,36 @@ def collect(
         f_groups = pool.submit(list_groups, autoscaling)
 
         groups: list[dict[str, Any]] = result(f_groups, [])
-        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool)
+        # Every live instance, listed once the groups are read: an instance they list InService
+        # existed before this listing began, so a whole listing holds it (the cross-check).
+        f_live = pool.submit(list_live_instances, ec2)
+        sample = select_sample(groups, policy.group_instance_sample)
+        resolution = resolve_groups(
+            ec2, autoscaling, groups, policy, pool, live=f_live, sample_ids=[i for _, i in sample]
+        )
         errors += resolution.errors
         references = resolution.references
-        sample = select_sample(groups, policy.group_instance_sample)
 
         images: list[Image] = result(f_images, [])
         owner: str | None = result(f_account, "") or None
-        # Candidates: images whose decision depends on their instances. An image a group's
-        # template or configuration names is protected whatever runs it: not asked about.
-        # (An image a group's instance runs stays a candidate: its listing is cross-checked.)
-        candidates = [
-            i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
-        ]
-        # one batch per task, so the batches run side by side
-        f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
-
-        listed_usage: dict[str, list[str]] = {}
-        for fut in f_usage:
-            for image_id, ids in result(fut, {}).items():
-                listed_usage.setdefault(image_id, []).extend(ids)
+    # Candidates: images whose decision depends on their instances. An image a group's
+    # template or configuration names is protected whatever runs it: not asked about.
+    # (An image a group's instance runs stays a candidate: its listing is cross-checked.)
+    candidates = [
+        i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
+    ]
+    wanted = set(candidates)
+    listed_usage: dict[str, list[str]] = {}
+    for instance_id, (_, image_id) in sorted(resolution.live.items()):
+        if image_id in wanted:
+            listed_usage.setdefault(image_id, []).append(instance_id)
 
     warnings = resolution.warnings
     for w in warnings:
         log.warning("%s", w)
     for u in resolution.unresolved:
         log.error("%s", u)
-    found = resolution.group_instances
+    found = resolution.by_id  # the sample as EC2 returns it by id, not from the listing
     view = AccountView(
         groups=groups,
         sample=sample,
@@ -610,6 +673,7 @@ def collect(
         candidate_usage=listed_usage,
         listing_errors=tuple(errors),
         unresolved=tuple(resolution.unresolved),
+        listing_lacked=tuple(resolution.listing_lacked),
     )
     if not (view.listing_errors or view.unresolved):  # else the run stops whatever the sample says
         view = replace(view, sample_left=left_their_groups(autoscaling, doubtful_sample(view)))
