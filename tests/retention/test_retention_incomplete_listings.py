@@ -177,6 +177,7 @@ def test_a_cut_listing_of_live_instances_stops_the_run_before_an_image_in_use_lo
     old image outside every group: that image would look unused and be marked. The group
     instances it lacks too, found live by id, show the listing is incomplete: the run stops,
     changing nothing. Whole again, the next run keeps the image (in use)."""
+    from moto.core.utils import utcnow
     from moto.ec2.models import ec2_backends
 
     from sandbox.aws.state import LOCK
@@ -185,8 +186,15 @@ def test_a_cut_listing_of_live_instances_stops_the_run_before_an_image_in_use_lo
     fleet = sandbox.create_image("cut-fleet", age_days=3)
     make_group(sandbox, "cut-fleet", fleet, desired=3)
     lone = sandbox.create_image("cut-lone", age_days=100, in_use=True)  # launched after the group's
-    with LOCK:  # its launch was long ago: AWS's lastLaunchedTime would keep it otherwise
-        ec2_backends[sandbox.account_id][sandbox.region].amis[lone].__dict__["_sb_last_launched"] = None
+    with LOCK:
+        backend = ec2_backends[sandbox.account_id][sandbox.region]
+        # its launch was long ago: AWS's lastLaunchedTime would keep it otherwise
+        backend.amis[lone].__dict__["_sb_last_launched"] = None
+        # the group's instances were launched an hour ago, not while the listing ran
+        # (aws.LISTING_RACE_MARGIN: one launched then is no evidence of a cut listing)
+        for reservation in backend.reservations.values():
+            for instance in reservation.instances:
+                instance.launch_time = utcnow() - timedelta(hours=1)
     # the listing of live instances only (a lookup by id names no state filter)
     sandbox.faults.truncate("ec2:DescribeInstances", times=FOREVER, keep=1, match="instance-state-name")
     text = _stopped_unchanged(sandbox, "the listing of live instances is incomplete")
@@ -197,3 +205,13 @@ def test_a_cut_listing_of_live_instances_stops_the_run_before_an_image_in_use_lo
     assert summary["stopped"] is None
     row = next(i for i in summary["items"] if i["image_id"] == lone)
     assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row
+
+
+def test_an_instance_launched_while_the_listing_ran_is_no_evidence_of_a_cut_listing():
+    from amirelease.retention.aws import LISTING_RACE_MARGIN, _launched_during
+
+    began = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
+    assert _launched_during(began + timedelta(seconds=2), began)  # after it began
+    assert _launched_during((began - LISTING_RACE_MARGIN).replace(tzinfo=None), began)  # EC2's clock, to the second
+    assert not _launched_during(began - LISTING_RACE_MARGIN - timedelta(seconds=1), began)
+    assert not _launched_during(None, began) and not _launched_during(began, None)  # unknown: it counts

@@ -21,9 +21,10 @@ reason) when they disagree:
    answered; an instance its group no longer lists as ``InService`` left it in the meantime and
    is set aside (neither missing nor live). One it still lists counts.
 3. **The listing of live instances lacks group instances**: the run lists every live instance
-   once (paged, after reading the groups) and looks up by id the group instances it lacks
+   once (paged, side by side with the groups) and looks up by id the group instances it lacks
    (``aws.resolve_groups``). An instance Auto Scaling lists ``InService`` that EC2 returns live
-   by id but the listing lacked shows the listing is incomplete - and it may lack the
+   by id but the listing lacked, launched before the listing began (``aws.LISTING_RACE_MARGIN``),
+   shows the listing is incomplete - and it may lack the
    instances of an image outside every group too, which no other view would find. More than
    ``max_missing_group_instances`` such instances stop the run.
 4. **Far fewer live instances than the groups want**: the instances Auto Scaling lists in
