@@ -28,7 +28,15 @@ from amirelease.errors import AwsErrorFamily, RetentionError, aws_error_family
 from amirelease.errors import aws_error_code as _code
 from amirelease.retention.decide import Decision
 from amirelease.retention.policy import RetentionPolicy
-from amirelease.retention.recycle import RESOURCE_TYPES, Coverage, bin_tag, coverage, rule_requests, unreadable
+from amirelease.retention.recycle import (
+    RESOURCE_TYPES,
+    Coverage,
+    ResourceType,
+    bin_tag,
+    coverage,
+    rule_requests,
+    unreadable,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -42,7 +50,7 @@ RECORD_PREFIX = "retention/recycle-bin"
 RECORD_WORKERS = 10  # PutObject of the records side by side (botocore's pool holds 10 connections)
 
 
-def _rules_of(rbin: RecycleBinClient, rtype: str) -> list[dict[str, Any]]:
+def _rules_of(rbin: RecycleBinClient, rtype: ResourceType) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for page in rbin.get_paginator("list_rules").paginate(ResourceType=rtype):
         for summary in page.get("Rules", []):
