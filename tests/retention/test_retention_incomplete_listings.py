@@ -215,3 +215,34 @@ def test_an_instance_launched_while_the_listing_ran_is_no_evidence_of_a_cut_list
     assert _launched_during((began - LISTING_RACE_MARGIN).replace(tzinfo=None), began)  # EC2's clock, to the second
     assert not _launched_during(began - LISTING_RACE_MARGIN - timedelta(seconds=1), began)
     assert not _launched_during(None, began) and not _launched_during(began, None)  # unknown: it counts
+
+
+def test_group_instances_the_live_listing_lacks_are_looked_up_by_id_and_keep_their_image(sandbox, tmp_path):
+    """The listing of live instances comes back empty (no NextToken, no items), and the stop
+    conditions are set aside on purpose (no sample, any number missing tolerated): the group's
+    instances, which run an old image the group's template no longer names, are still looked up
+    by id, so that image is kept (in use), not marked."""
+    import yaml
+
+    from amirelease.retention.policy import DEFAULT_POLICY_PATH
+    from tests.retention.conftest import make_group
+
+    old = sandbox.create_image("lacked-old", age_days=120)
+    new = sandbox.create_image("lacked-new", age_days=3)
+    fleet = make_group(sandbox, "lacked-fleet", old, desired=2, version="$Latest")
+    sandbox.client("ec2", internal=True).create_launch_template_version(
+        LaunchTemplateId=fleet["template_id"], LaunchTemplateData={"ImageId": new, "InstanceType": "t3.micro"}
+    )
+    data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    data.setdefault("consistency", {}).update(
+        {"group_instance_sample": 0, "max_missing_group_instances": 10**6, "min_live_vs_desired": 0}
+    )
+    data.setdefault("protections", {})["recently_launched_days"] = 0  # AWS's lastLaunchedTime aside too
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(data))
+    sandbox.faults.truncate("ec2:DescribeInstances", times=FOREVER, empty=True, match="instance-state-name")
+    summary = run_retention(sandbox, policy_path=str(policy))
+    sandbox.faults.clear()
+    assert summary["stopped"] is None
+    row = next(i for i in summary["items"] if i["image_id"] == old)
+    assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row
