@@ -10,6 +10,8 @@ mode imports nothing from this project (it runs in Custodian's own virtualenv).
 
 ``RETENTION_BENCH_PROFILE=<file>`` in the environment: ours runs under cProfile, its stats
 written to that file (to see where a run's time goes: waiting on the server or working).
+``RETENTION_BENCH_TIMELINE=<file>``: every AWS call of ours (thread, operation, start and end,
+seconds from the run's start) as JSON lines in that file (to see which calls are on the critical path).
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ def ours(policy_path: str, out: str) -> None:
     op = AmiRetentionOperator(task_id="retention", region_name="us-east-1", policy_path=policy_path)
     # as the task does it (retention_pipeline.py's on_execute_callback): paced unless retention_api_share = off
     pace_retention({"task": op})
+    timeline = os.environ.get("RETENTION_BENCH_TIMELINE")
+    calls: list[tuple[str, str, float, float]] = []
+    if timeline:
+        import threading
+
+        from botocore.client import BaseClient
+
+        original = BaseClient._make_api_call
+
+        def timed(self: BaseClient, operation: str, params: dict[str, object]) -> object:
+            began = time.perf_counter()
+            try:
+                return original(self, operation, params)
+            finally:
+                calls.append((threading.current_thread().name, operation, began, time.perf_counter()))
+
+        BaseClient._make_api_call = timed  # type: ignore[method-assign]
     now = datetime.now(UTC)
     context = {"data_interval_end": now, "logical_date": now, "run_id": f"bench__{now:%Y%m%dT%H%M%S%f}"}
     start = time.perf_counter()
@@ -54,6 +73,11 @@ def ours(policy_path: str, out: str) -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile_to)
+    if timeline:
+        with open(timeline, "w") as lines:
+            for thread, operation, began, ended in calls:
+                row = {"thread": thread, "op": operation, "start": began - start, "end": ended - start}
+                lines.write(json.dumps(row) + "\n")
     pacer = getattr(op, "retention_pacer", None)
     pacing = pacer.summary() if pacer is not None else None
     Path(out).write_text(

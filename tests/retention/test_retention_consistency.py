@@ -3,6 +3,7 @@ whose view of the account fails a check deregisters nothing (and marks nothing).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -62,6 +63,19 @@ def test_listing_errors_always_stop():
     v = view([], {}, errors=["DescribeInstances for 195 image(s) (RequestLimitExceeded): slow down"])
     (reason,) = stop_reasons(v, RetentionPolicy(max_missing_group_instances=10**6, min_live_vs_desired=0))
     assert reason.startswith("a listing failed or was cut short: DescribeInstances")
+
+
+def test_group_instances_the_live_listing_lacked_stop_the_run():
+    """Live by id, InService in their group, absent from the listing of every live instance: the
+    listing is incomplete (it may lack an instance outside every group too)."""
+    groups = [group("web", ["i-1", "i-2", "i-3"])]
+    found = {i: ("running", "ami-x") for i in ("i-1", "i-2", "i-3")}
+    lacking = replace(view(groups, found), listing_lacked=("i-2", "i-3"))
+    (reason,) = stop_reasons(lacking, RetentionPolicy(min_live_vs_desired=0))
+    assert reason.startswith("the listing of live instances is incomplete: it lacked 2 instance(s)")
+    assert "i-2, i-3" in reason
+    assert stop_reasons(lacking, RetentionPolicy(max_missing_group_instances=2, min_live_vs_desired=0)) == []
+    assert stop_reasons(view(groups, found), RetentionPolicy(min_live_vs_desired=0)) == []
 
 
 def test_group_instances_missing_or_terminated_in_ec2():

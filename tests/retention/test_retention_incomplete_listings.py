@@ -169,3 +169,80 @@ def test_the_recheck_before_deregistering_resolves_the_groups_again(sandbox):
     kept = next(d for d in again.decisions if d.image_id == image)
     assert kept.action is Action.KEEP
     assert f"referenced by launch template {late} v1 (ASG zz-late)" in "; ".join(kept.protections)
+
+
+def test_a_cut_listing_of_live_instances_stops_the_run_before_an_image_in_use_looks_unused(sandbox):
+    """The run lists every live instance once (paged) instead of asking per image. Cut short (a
+    first page without its NextToken, one instance kept), it lacks the one instance that runs an
+    old image outside every group: that image would look unused and be marked. The group
+    instances it lacks too, found live by id, show the listing is incomplete: the run stops,
+    changing nothing. Whole again, the next run keeps the image (in use)."""
+    from moto.core.utils import utcnow
+    from moto.ec2.models import ec2_backends
+
+    from sandbox.aws.state import LOCK
+    from tests.retention.conftest import make_group
+
+    fleet = sandbox.create_image("cut-fleet", age_days=3)
+    make_group(sandbox, "cut-fleet", fleet, desired=3)
+    lone = sandbox.create_image("cut-lone", age_days=100, in_use=True)  # launched after the group's
+    with LOCK:
+        backend = ec2_backends[sandbox.account_id][sandbox.region]
+        # its launch was long ago: AWS's lastLaunchedTime would keep it otherwise
+        backend.amis[lone].__dict__["_sb_last_launched"] = None
+        # the group's instances were launched an hour ago, not while the listing ran
+        # (aws.LISTING_RACE_MARGIN: one launched then is no evidence of a cut listing)
+        for reservation in backend.reservations.values():
+            for instance in reservation.instances:
+                instance.launch_time = utcnow() - timedelta(hours=1)
+    # the listing of live instances only (a lookup by id names no state filter)
+    sandbox.faults.truncate("ec2:DescribeInstances", times=FOREVER, keep=1, match="instance-state-name")
+    text = _stopped_unchanged(sandbox, "the listing of live instances is incomplete")
+    assert "lists as InService and EC2 returns as live when asked by id" in text
+    assert MARK not in _tags_by_id(sandbox)[lone]
+    sandbox.faults.clear()
+    summary = run_retention(sandbox)
+    assert summary["stopped"] is None
+    row = next(i for i in summary["items"] if i["image_id"] == lone)
+    assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row
+
+
+def test_an_instance_launched_while_the_listing_ran_is_no_evidence_of_a_cut_listing():
+    from amirelease.retention.aws import LISTING_RACE_MARGIN, _launched_during
+
+    began = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
+    assert _launched_during(began + timedelta(seconds=2), began)  # after it began
+    assert _launched_during((began - LISTING_RACE_MARGIN).replace(tzinfo=None), began)  # EC2's clock, to the second
+    assert not _launched_during(began - LISTING_RACE_MARGIN - timedelta(seconds=1), began)
+    assert not _launched_during(None, began) and not _launched_during(began, None)  # unknown: it counts
+
+
+def test_group_instances_the_live_listing_lacks_are_looked_up_by_id_and_keep_their_image(sandbox, tmp_path):
+    """The listing of live instances comes back empty (no NextToken, no items), and the stop
+    conditions are set aside on purpose (no sample, any number missing tolerated): the group's
+    instances, which run an old image the group's template no longer names, are still looked up
+    by id, so that image is kept (in use), not marked."""
+    import yaml
+
+    from amirelease.retention.policy import DEFAULT_POLICY_PATH
+    from tests.retention.conftest import make_group
+
+    old = sandbox.create_image("lacked-old", age_days=120)
+    new = sandbox.create_image("lacked-new", age_days=3)
+    fleet = make_group(sandbox, "lacked-fleet", old, desired=2, version="$Latest")
+    sandbox.client("ec2", internal=True).create_launch_template_version(
+        LaunchTemplateId=fleet["template_id"], LaunchTemplateData={"ImageId": new, "InstanceType": "t3.micro"}
+    )
+    data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    data.setdefault("consistency", {}).update(
+        {"group_instance_sample": 0, "max_missing_group_instances": 10**6, "min_live_vs_desired": 0}
+    )
+    data.setdefault("protections", {})["recently_launched_days"] = 0  # AWS's lastLaunchedTime aside too
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(data))
+    sandbox.faults.truncate("ec2:DescribeInstances", times=FOREVER, empty=True, match="instance-state-name")
+    summary = run_retention(sandbox, policy_path=str(policy))
+    sandbox.faults.clear()
+    assert summary["stopped"] is None
+    row = next(i for i in summary["items"] if i["image_id"] == old)
+    assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row

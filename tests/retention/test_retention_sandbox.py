@@ -211,8 +211,10 @@ def test_launch_template_and_configuration_references_protect(sandbox):
     assert counts["autoscaling:DescribeLaunchConfigurations"] == 1 * 2
 
 
-def test_only_candidates_are_asked_about(sandbox):
-    """Instances are listed for own, old, unprotected images only: 195 image ids per call."""
+def test_instances_are_listed_once_and_usage_is_kept_for_candidates_only(sandbox):
+    """Every live instance in one paged listing (1,000 a page) instead of one filtered call per 195
+    candidate images, the sampled group instances by id (the stop conditions' second view); the
+    instances are kept as usage for own, old, unprotected images only."""
     from amirelease.retention import aws
     from amirelease.retention.policy import RetentionPolicy
 
@@ -220,17 +222,24 @@ def test_only_candidates_are_asked_about(sandbox):
     old = [sb.create_image(f"old-{i}", age_days=70) for i in range(400)]
     young_in_use = sb.create_image("young", age_days=5, in_use=True)
     protected = sb.create_image("kept", age_days=200, tags={"RetainIndefinitely": "true"}, in_use=True)
+    old_in_use = sb.create_image("old-in-use", age_days=100, in_use=True)
     ec2, asg = sb.client("ec2"), sb.client("autoscaling")
     groups = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
     sampled = any(i["LifecycleState"] == "InService" for g in groups for i in g.get("Instances", []))
+    reservations = sb.client("ec2", internal=True).describe_instances(
+        Filters=[
+            {"Name": "instance-state-name", "Values": ["pending", "running", "shutting-down", "stopping", "stopped"]}
+        ]
+    )["Reservations"]
+    live = sum(len(r["Instances"]) for r in reservations)
     sb.reset_request_counts()
     got = aws.collect(ec2, asg, RetentionPolicy(), datetime.now(UTC), account_id=lambda: sb.account_id)
-    assert got.view.listing_errors == ()  # e.g. no FilterLimitExceeded: 195 ids + 5 states per call
+    assert got.view.listing_errors == () and got.view.listing_lacked == ()
     assert set(old) <= got.view.candidates
     assert young_in_use not in got.view.candidates and protected not in got.view.candidates
-    assert young_in_use not in got.usage.instances  # never asked about
-    candidates = len(got.view.candidates)
-    assert sb.request_counts()["ec2:DescribeInstances"] == math.ceil(candidates / 195) + int(sampled)
+    assert young_in_use not in got.usage.instances and protected not in got.usage.instances
+    assert len(got.usage.instances[old_in_use]) == 1  # found in the listing
+    assert sb.request_counts()["ec2:DescribeInstances"] == max(1, math.ceil(live / 1000)) + int(sampled)
 
 
 def test_dry_run_changes_nothing(sandbox):

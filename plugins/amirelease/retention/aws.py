@@ -18,13 +18,14 @@ sandbox can drive them. What one run asks, and why:
   versions the run has not read yet (a version never changes once made), not the listing.
 * ``DescribeLaunchConfigurations(LaunchConfigurationNames=…)``, 50 names per call (the API's
   maximum): only configurations groups use; none when no group uses one.
-* ``DescribeInstances`` with an ``image-id`` filter, only for *candidates* (own, old enough,
-  not protected or held by a tag: see ``decide.needs_usage``; and not named by a template
-  version or configuration a group uses, which protects it anyway), 195 image ids + the 5
-  live states per call (EC2 allows 200 filter values per call in all), 1,000 per page. A
-  steady account reads a few small pages instead of every instance.
-* ``DescribeInstances`` with an ``instance-id`` filter for the sampled group instances
-  (200 per call), for the stop conditions.
+* ``DescribeInstances`` of every live instance (a state filter only), 1,000 per page, once, side
+  by side with the groups' listing: the usage of the *candidates* (own, old enough, not
+  protected or held by a tag: see ``decide.needs_usage``; and not named by a template version or
+  configuration a group uses, which protects it anyway) and the images group instances run.
+* ``DescribeInstances`` with an ``instance-id`` filter (200 per call) for the sampled group
+  instances (the stop conditions' second view, whatever the listing says) and for every group
+  instance the listing lacked; one EC2 returns live by id that the listing lacked shows the
+  listing is cut (``consistency``: the run stops).
 
 The independent listings run on a small bounded thread pool (``POOL_WORKERS``), so on AWS
 the wall time is about the slowest listing, not the sum. Any listing error is recorded and
@@ -38,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -164,8 +165,34 @@ def list_instance_usage(ec2: EC2Client, image_ids: Sequence[str]) -> dict[str, l
     return dict(usage)
 
 
-def describe_instances_by_id(ec2: EC2Client, instance_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """``instance id -> (state, image id)`` as EC2 lists them (terminated included; unknown absent)."""
+def list_live_instances(ec2: EC2Client) -> dict[str, tuple[str, str]]:
+    """``instance id -> (state, image id)`` of every live (non-terminated) instance of the account:
+    one paged ``DescribeInstances`` filtered by state only, 1,000 per page. It replaces one
+    filtered call per 195 candidate images and one per 200 group instances: on AWS a filtered call
+    costs a round trip like a page, and the account's instances are read once instead of in ~64
+    pieces. Its completeness is cross-checked against the groups (``resolve_groups``)."""
+    found: dict[str, tuple[str, str]] = {}
+    reservations = _collect(
+        ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": list(LIVE_STATES)}],
+            PaginationConfig={"PageSize": INSTANCE_PAGE},
+        ),
+        "Reservations",
+        "DescribeInstances (every live instance)",
+    )
+    for reservation in reservations:
+        for instance in reservation.get("Instances", []):
+            state = str(instance.get("State", {}).get("Name", ""))
+            if state in LIVE_STATES and instance.get("InstanceId"):
+                found[str(instance["InstanceId"])] = (state, str(instance.get("ImageId", "")))
+    return found
+
+
+def describe_instances_by_id(
+    ec2: EC2Client, instance_ids: Sequence[str], launched: dict[str, datetime] | None = None
+) -> dict[str, tuple[str, str]]:
+    """``instance id -> (state, image id)`` as EC2 lists them (terminated included; unknown absent);
+    their ``LaunchTime`` into ``launched`` when given."""
     found: dict[str, tuple[str, str]] = {}
     for batch in _chunks(list(instance_ids), MAX_FILTER_VALUES):
         reservations = _collect(
@@ -181,6 +208,8 @@ def describe_instances_by_id(ec2: EC2Client, instance_ids: Sequence[str]) -> dic
                     str(instance.get("State", {}).get("Name", "")),
                     str(instance.get("ImageId", "")),
                 )
+                if launched is not None and isinstance(instance.get("LaunchTime"), datetime):
+                    launched[instance["InstanceId"]] = instance["LaunchTime"]
     return found
 
 
@@ -417,6 +446,9 @@ class Resolution:
     unresolved: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     versions: dict[VersionKey, str] = field(default_factory=dict)  # every template version seen: image id
+    by_id: dict[str, tuple[str, str]] = field(default_factory=dict)  # group instances EC2 returned asked by id
+    live: dict[str, tuple[str, str]] = field(default_factory=dict)  # the listing of every live instance, if read
+    listing_lacked: list[str] = field(default_factory=list)  # InService group instances live by id, not listed
 
     def instance_usage(self) -> dict[str, list[str]]:
         """``image id -> [live group instance ids]``."""
@@ -425,6 +457,20 @@ class Resolution:
             if state in LIVE_STATES and image_id:
                 usage[image_id].append(instance_id)
         return dict(usage)
+
+
+LISTING_RACE_MARGIN = timedelta(seconds=5)  # an instance launched this close to the listing's start may miss it
+
+
+def _launched_during(launch_time: datetime | None, began: datetime | None) -> bool:
+    """Whether an instance may have been launched after the listing of live instances began (so a
+    whole listing may lack it): its ``LaunchTime`` at most ``LISTING_RACE_MARGIN`` before (EC2
+    gives it to the second, and EC2's clock is not ours). Unknown launch time: no."""
+    if launch_time is None or began is None:
+        return False
+    if launch_time.tzinfo is None:
+        launch_time = launch_time.replace(tzinfo=UTC)
+    return launch_time >= began - LISTING_RACE_MARGIN
 
 
 def _settled(fut: Future[T] | None, default: T, errors: list[str]) -> T:
@@ -447,6 +493,9 @@ def resolve_groups(
     *,
     known: Mapping[VersionKey, str] | None = None,
     known_instances: Mapping[str, tuple[str, str]] | None = None,
+    live: Future[dict[str, tuple[str, str]]] | None = None,
+    live_began: datetime | None = None,
+    sample_ids: Sequence[str] = (),
 ) -> Resolution:
     """Resolve every launch template version, launch configuration and instance the groups name.
 
@@ -461,6 +510,16 @@ def resolve_groups(
     *unresolved*: the caller must stop, changing nothing. ``known_instances``: group instances an
     earlier resolution of this run found (an instance's image never changes and a terminated one
     never comes back): only instances not among them are looked up again.
+
+    ``live``: the listing of every live instance (:func:`list_live_instances`, begun at
+    ``live_began``, side by side with the listing of the groups). Then only ``sample_ids`` (the
+    stop conditions' sample: a second view, independent of the listing) are looked up by id at
+    once, and after the listing every group instance it lacks (cut short, or not live): each group
+    instance is resolved by one view or the other. ``listing_lacked``: the InService group
+    instances EC2 returns live by id that the listing lacked although they were launched before
+    it began (``LISTING_RACE_MARGIN``) - evidence the listing is incomplete
+    (``consistency.stop_reasons``). One launched while the listing ran is not evidence (but it
+    is resolved by id like the others, so its image is protected all the same).
     """
     out = Resolution()
 
@@ -473,8 +532,13 @@ def resolve_groups(
     f_numbers = pool.submit(describe_templates, ec2, sorted(used)) if used else None
     f_lcs = pool.submit(list_launch_configurations, autoscaling, sorted(lc_users)) if lc_users else None
     seen_instances = {i: v for i, v in (known_instances or {}).items()}
-    ids = [i for i in group_instance_ids(groups) if i not in seen_instances]
-    f_inst = pool.submit(describe_instances_by_id, ec2, ids) if ids else None
+    group_ids = group_instance_ids(groups)
+    if live is None:
+        ids = [i for i in group_ids if i not in seen_instances]
+    else:
+        ids = sorted(set(sample_ids))
+    launched: dict[str, datetime] = {}
+    f_inst = pool.submit(describe_instances_by_id, ec2, ids, launched) if ids else None
 
     listed: list[dict[str, Any]] = result(f_alias, [])
     numbers: dict[TemplateKey, Numbers] = result(f_numbers, {})
@@ -532,8 +596,34 @@ def resolve_groups(
             ]
     lc_refs = launch_configuration_references(configurations, groups)
     out.references = merge(lt_refs, lc_refs)
-    listed_now = set(group_instance_ids(groups))
-    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | result(f_inst, {})
+    listed_now = set(group_ids)
+    by_id: dict[str, tuple[str, str]] = result(f_inst, {})
+    from_listing: dict[str, tuple[str, str]] = {}
+    if live is not None:
+        failed = len(out.errors)
+        out.live = result(live, {})
+        if len(out.errors) == failed:  # else the run stops: nothing more to resolve
+            lacking = [i for i in group_ids if i not in out.live and i not in by_id and i not in seen_instances]
+            if lacking:
+                log.info("Looking up by id %d group instance(s) the listing of live instances lacked.", len(lacking))
+                by_id |= result(pool.submit(describe_instances_by_id, ec2, lacking, launched), {})
+            in_service = {
+                str(i["InstanceId"])
+                for g in groups
+                for i in g.get("Instances") or []
+                if i.get("InstanceId") and i.get("LifecycleState") == "InService"
+            }
+            out.listing_lacked = sorted(
+                i
+                for i, (state, _) in by_id.items()
+                if state in LIVE_STATES
+                and i in in_service
+                and i not in out.live
+                and not _launched_during(launched.get(i), live_began)
+            )
+            from_listing = {i: out.live[i] for i in group_ids if i in out.live}
+    out.by_id = by_id
+    out.group_instances = {i: v for i, v in seen_instances.items() if i in listed_now} | from_listing | by_id
     return out
 
 
@@ -570,35 +660,46 @@ def collect(
         f_images = pool.submit(list_images, ec2)
         f_account = pool.submit(_account, account_id) if account_id is not None else None
         f_groups = pool.submit(list_groups, autoscaling)
+        # Every live instance, side by side with the groups; cross-checked against them
+        # (resolve_groups: the group instances it lacks are looked up by id).
+        live_began = datetime.now(UTC)
+        f_live = pool.submit(list_live_instances, ec2)
 
         groups: list[dict[str, Any]] = result(f_groups, [])
-        resolution = resolve_groups(ec2, autoscaling, groups, policy, pool)
+        sample = select_sample(groups, policy.group_instance_sample)
+        resolution = resolve_groups(
+            ec2,
+            autoscaling,
+            groups,
+            policy,
+            pool,
+            live=f_live,
+            live_began=live_began,
+            sample_ids=[i for _, i in sample],
+        )
         errors += resolution.errors
         references = resolution.references
-        sample = select_sample(groups, policy.group_instance_sample)
 
         images: list[Image] = result(f_images, [])
         owner: str | None = result(f_account, "") or None
-        # Candidates: images whose decision depends on their instances. An image a group's
-        # template or configuration names is protected whatever runs it: not asked about.
-        # (An image a group's instance runs stays a candidate: its listing is cross-checked.)
-        candidates = [
-            i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
-        ]
-        # one batch per task, so the batches run side by side
-        f_usage = [pool.submit(list_instance_usage, ec2, batch) for batch in _chunks(candidates, IMAGE_ID_BATCH)]
-
-        listed_usage: dict[str, list[str]] = {}
-        for fut in f_usage:
-            for image_id, ids in result(fut, {}).items():
-                listed_usage.setdefault(image_id, []).extend(ids)
+    # Candidates: images whose decision depends on their instances. An image a group's
+    # template or configuration names is protected whatever runs it: not asked about.
+    # (An image a group's instance runs stays a candidate: its listing is cross-checked.)
+    candidates = [
+        i.image_id for i in images if needs_usage(i, now, policy, account_id=owner) and i.image_id not in references
+    ]
+    wanted = set(candidates)
+    listed_usage: dict[str, list[str]] = {}
+    for instance_id, (_, image_id) in sorted(resolution.live.items()):
+        if image_id in wanted:
+            listed_usage.setdefault(image_id, []).append(instance_id)
 
     warnings = resolution.warnings
     for w in warnings:
         log.warning("%s", w)
     for u in resolution.unresolved:
         log.error("%s", u)
-    found = resolution.group_instances
+    found = resolution.by_id  # the sample as EC2 returns it by id, not from the listing
     view = AccountView(
         groups=groups,
         sample=sample,
@@ -607,6 +708,7 @@ def collect(
         candidate_usage=listed_usage,
         listing_errors=tuple(errors),
         unresolved=tuple(resolution.unresolved),
+        listing_lacked=tuple(resolution.listing_lacked),
     )
     if not (view.listing_errors or view.unresolved):  # else the run stops whatever the sample says
         view = replace(view, sample_left=left_their_groups(autoscaling, doubtful_sample(view)))
@@ -802,30 +904,51 @@ def apply_plan(
     if leaving and before_deregister is not None:
         before_deregister(leaving)
     if leaving:
+
+        def sole_user(snap: str, image_id: str) -> bool:
+            return set(plan.snapshot_users.get(snap, ())) <= {image_id}
+
+        def deregister_then_delete(d: Decision) -> tuple[str, str | None, list[tuple[str, str]]]:
+            # the snapshots only this image uses go right after it (no wait for the other
+            # deregistrations); a shared one waits until every user of it is gone (below)
+            image_id, error = _deregister(ec2, d)
+            if error:
+                return image_id, error, []
+            mine = [s for s in d.snapshot_ids if sole_user(s, image_id)]
+            return image_id, None, [(s, _delete_snapshot(ec2, s, image_id)) for s in mine]
+
+        outcomes: list[tuple[str, str]] = []
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="retention-apply") as pool:
-            for image_id, error in pool.map(lambda d: _deregister(ec2, d), leaving):
+            for image_id, error, deleted in pool.map(deregister_then_delete, leaving):
                 if error:
                     errors.append(error)
                 else:
                     gone.add(image_id)
+                    outcomes += deleted
             jobs = []
             for d in leaving:
                 if d.image_id not in gone:
                     continue
                 for snap in d.snapshot_ids:
+                    if sole_user(snap, d.image_id):
+                        continue  # done with its image
                     if not set(plan.snapshot_users.get(snap, ())) <= gone:
                         applied["snapshots_kept"] += 1  # another user of it failed to go: keep
                         continue
                     jobs.append((snap, d.image_id))
-            for job, outcome in zip(jobs, pool.map(lambda job: _delete_snapshot(ec2, *job), jobs), strict=True):
-                if outcome == "deleted":
-                    applied["snapshots_deleted"] += 1
-                    if deleted_snapshots is not None:
-                        deleted_snapshots.append(job[0])
-                elif outcome == "kept":
-                    applied["snapshots_kept"] += 1
-                elif outcome != "gone":
-                    errors.append(outcome)
+            outcomes += [
+                (job[0], outcome)
+                for job, outcome in zip(jobs, pool.map(lambda job: _delete_snapshot(ec2, *job), jobs), strict=True)
+            ]
+        for snap, outcome in outcomes:
+            if outcome == "deleted":
+                applied["snapshots_deleted"] += 1
+                if deleted_snapshots is not None:
+                    deleted_snapshots.append(snap)
+            elif outcome == "kept":
+                applied["snapshots_kept"] += 1
+            elif outcome != "gone":
+                errors.append(outcome)
     applied["deregistered"] = len(gone)
     applied["errors"] = errors
     return applied

@@ -20,7 +20,14 @@ reason) when they disagree:
    looks the same. So the groups of the doubtful instances are read once more, after EC2
    answered; an instance its group no longer lists as ``InService`` left it in the meantime and
    is set aside (neither missing nor live). One it still lists counts.
-3. **Far fewer live instances than the groups want**: the instances Auto Scaling lists in
+3. **The listing of live instances lacks group instances**: the run lists every live instance
+   once (paged, side by side with the groups) and looks up by id the group instances it lacks
+   (``aws.resolve_groups``). An instance Auto Scaling lists ``InService`` that EC2 returns live
+   by id but the listing lacked, launched before the listing began (``aws.LISTING_RACE_MARGIN``),
+   shows the listing is incomplete - and it may lack the
+   instances of an image outside every group too, which no other view would find. More than
+   ``max_missing_group_instances`` such instances stop the run.
+4. **Far fewer live instances than the groups want**: the instances Auto Scaling lists in
    its groups, times the share of the sample EC2 confirmed live, must add up to at least
    ``min_live_vs_desired`` of the groups' desired capacities.
 """
@@ -51,6 +58,7 @@ class AccountView:
     listing_errors: Sequence[str] = ()
     unresolved: Sequence[str] = ()  # references groups make that AWS did not return (aws.resolve_groups)
     sample_left: frozenset[str] = frozenset()  # sampled instances their group, read again, no longer has InService
+    listing_lacked: Sequence[str] = ()  # InService group instances live by id that the live listing lacked
 
 
 def _judged(view: AccountView) -> list[tuple[str, str, str, str]]:
@@ -148,6 +156,15 @@ def stop_reasons(view: AccountView, policy: RetentionPolicy) -> list[str]:
             "the instance listing disagrees with Auto Scaling: "
             + "; ".join(parts)
             + f" (at most {policy.max_missing_group_instances} allowed)"
+        )
+
+    lacked = list(view.listing_lacked)
+    if len(lacked) > policy.max_missing_group_instances:
+        reasons.append(
+            f"the listing of live instances is incomplete: it lacked {len(lacked)} instance(s) that Auto Scaling "
+            f"lists as InService and EC2 returns as live when asked by id: {_examples(lacked)} (at most "
+            f"{policy.max_missing_group_instances} allowed); an instance outside every group could be missing "
+            "from it too, so an image in use would look unused"
         )
 
     desired = _desired(view.groups)

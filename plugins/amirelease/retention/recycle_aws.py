@@ -28,7 +28,15 @@ from amirelease.errors import AwsErrorFamily, RetentionError, aws_error_family
 from amirelease.errors import aws_error_code as _code
 from amirelease.retention.decide import Decision
 from amirelease.retention.policy import RetentionPolicy
-from amirelease.retention.recycle import RESOURCE_TYPES, Coverage, bin_tag, coverage, rule_requests, unreadable
+from amirelease.retention.recycle import (
+    RESOURCE_TYPES,
+    Coverage,
+    ResourceType,
+    bin_tag,
+    coverage,
+    rule_requests,
+    unreadable,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -42,17 +50,21 @@ RECORD_PREFIX = "retention/recycle-bin"
 RECORD_WORKERS = 10  # PutObject of the records side by side (botocore's pool holds 10 connections)
 
 
+def _rules_of(rbin: RecycleBinClient, rtype: ResourceType) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for page in rbin.get_paginator("list_rules").paginate(ResourceType=rtype):
+        for summary in page.get("Rules", []):
+            rule = rbin.get_rule(Identifier=summary["Identifier"])
+            rules.append({k: v for k, v in rule.items() if k != "ResponseMetadata"})
+    return rules
+
+
 def read_rules(rbin: RecycleBinClient) -> dict[str, list[dict[str, Any]]]:
-    """resource type -> full rules (``GetRule``) of the region. Raises ClientError/BotoCoreError."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for rtype in RESOURCE_TYPES:
-        rules: list[dict[str, Any]] = []
-        for page in rbin.get_paginator("list_rules").paginate(ResourceType=rtype):
-            for summary in page.get("Rules", []):
-                rule = rbin.get_rule(Identifier=summary["Identifier"])
-                rules.append({k: v for k, v in rule.items() if k != "ResponseMetadata"})
-        out[rtype] = rules
-    return out
+    """resource type -> full rules (``GetRule``) of the region, the two types side by side.
+    Raises ClientError/BotoCoreError."""
+    with ThreadPoolExecutor(max_workers=len(RESOURCE_TYPES), thread_name_prefix="retention-rbin") as pool:
+        futures = {rtype: pool.submit(_rules_of, rbin, rtype) for rtype in RESOURCE_TYPES}
+        return {rtype: fut.result() for rtype, fut in futures.items()}
 
 
 def check(rbin: RecycleBinClient, policy: RetentionPolicy) -> Coverage:
