@@ -22,7 +22,7 @@ from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.constants import DagIds
-from amirelease.pipeline import DEFAULT_ARGS, PROMOTE_DOC, app_param, promote_pipeline
+from amirelease.pipeline import DEFAULT_ARGS, PROMOTE_DOC, STAGE_PATTERN, app_param, promote_pipeline, until_stage_param
 
 with DAG(
     dag_id=DagIds.PROMOTE,
@@ -46,10 +46,11 @@ with DAG(
         "stage": Param(
             "",
             type="string",
-            pattern=r"^[a-z][a-z0-9-]{0,30}$",
+            pattern=STAGE_PATTERN,
             title="Stage",
             description="The stage to promote it to, e.g. production (the one after where it was verified)",
         ),
+        "until_stage": until_stage_param(),
         "emergency": Param(
             False,
             type="boolean",
@@ -64,5 +65,4 @@ with DAG(
         release_id="{{ params.release_id }}",
         stage="{{ params.stage }}",
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
-        emergency="{{ params.emergency }}",
     )

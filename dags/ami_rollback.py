@@ -27,7 +27,7 @@ from airflow.sdk import DAG, Param
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.constants import MAX_NOTES, MIN_REASON, RELEASE_REF_PATTERN, DagIds, TaskIds
 from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
-from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline
+from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline, until_stage_param
 
 STEPS = (
     "\n### Steps\n`resolve_target` → the release steps, with `mark_rolled_back` after `release_lock` and "
@@ -76,6 +76,7 @@ with DAG(
             description="Leave empty. A release that failed after it reached the fleet sets it to its own release id "
             "when its app opts in to automatic rollback: that release is marked rolled back and held.",
         ),
+        "until_stage": until_stage_param(),
         "emergency": Param(
             False,
             type="boolean",
@@ -109,5 +110,4 @@ with DAG(
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
         re_release=resolve.output,
         under_lock=mark,
-        emergency="{{ params.emergency }}",
     )

@@ -83,6 +83,21 @@ def app_param() -> Param:
     )
 
 
+STAGE_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"  # a stage's name (the catalog schema's stages[].name)
+
+
+def until_stage_param() -> Param:
+    """ami_rollback's and ami_promote's: how far a re-release goes through the stages."""
+    return Param(
+        None,
+        type=["null", "string"],
+        pattern=STAGE_PATTERN,
+        title="Last stage (set by the automatic roll-forward)",
+        description="Leave empty: every stage. A release that failed in a stage sets it to that stage, so its "
+        "rollback re-releases up to there and no further.",
+    )
+
+
 def task_order(under_lock: list[str] | None = None) -> list[str]:
     """The pipeline's task ids in the order a failure is reported (record.py names the first
     failed one): the check and a rollback's decision before the bake that runs beside them, so
@@ -113,7 +128,6 @@ def release_pipeline(
     rebuild_reason: str = "",
     under_lock: Any = None,
     roll_forward: bool = False,
-    emergency: str | bool = False,
 ) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
@@ -123,7 +137,6 @@ def release_pipeline(
     after ``release_lock``, while the app's lock is held, and before anything is built.
     ``roll_forward`` (ami_release only, never a rollback): after ``record``, start ``ami_rollback``
     when the release failed on the fleet and its app opts in (operators/roll_forward.py).
-    ``emergency`` (a rollback's): the later stages' gates pass without waiting (operators/gate.py).
     """
     preflight = ReleasePreflightOperator(
         task_id=TaskIds.PREFLIGHT,
@@ -181,7 +194,7 @@ def release_pipeline(
     [bake, *gates] >> smoke
     [bake, *gates] >> apply
     smoke >> roll_out
-    return preflight, _after_record(preflight, record, roll_forward=roll_forward, emergency=emergency)
+    return preflight, _after_record(preflight, record, roll_forward=roll_forward)
 
 
 def _to_the_fleet(preflight: Any, bake: Any, *, after: str | None, task_order: list[str]) -> tuple[Any, Any, Any]:
@@ -217,10 +230,11 @@ def _to_the_fleet(preflight: Any, bake: Any, *, after: str | None, task_order: l
     return apply, roll_out, record
 
 
-def _after_record(preflight: Any, record: Any, *, roll_forward: bool, emergency: str | bool) -> Any:
+def _after_record(preflight: Any, record: Any, *, roll_forward: bool) -> Any:
     """Teardowns after ``record`` (the run's state stays the release's, whatever they do):
-    the next stage's promotion, and (ami_release, ami_promote) the automatic rollback."""
-    nxt = NextStageOperator(task_id=TaskIds.NEXT_STAGE, emergency=emergency, **safe_to_repeat())
+    the next stage's promotion (with the run's ``emergency`` and ``until_stage`` params, where it
+    has them), and (ami_release, ami_promote) the automatic rollback."""
+    nxt = NextStageOperator(task_id=TaskIds.NEXT_STAGE, **safe_to_repeat())
     record >> nxt.as_teardown(setups=preflight)
     if roll_forward:
         auto = AutoRollForwardOperator(task_id=TaskIds.ROLL_FORWARD, **safe_to_repeat())
@@ -246,7 +260,7 @@ starts the next stage's promotion |
 """
 
 
-def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str, emergency: str) -> tuple[Any, Any]:
+def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str) -> tuple[Any, Any]:
     """``ami_promote``'s tasks: one stage of a release verified before, behind a gate (operators/gate.py)."""
     from amirelease.operators.gate import StageGateOperator  # the HITL operators: only this DAG needs them
 
@@ -283,4 +297,4 @@ def promote_pipeline(*, app: str, release_id: str, stage: str, triggered_by: str
     for name, value in safe_to_repeat().items():
         setattr(check, name, value)
     preflight >> check >> gate >> lock >> apply
-    return preflight, _after_record(preflight, record, roll_forward=True, emergency=emergency)
+    return preflight, _after_record(preflight, record, roll_forward=True)

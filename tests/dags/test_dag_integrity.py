@@ -147,7 +147,7 @@ def test_promote_dag_waits_at_its_gate_before_the_lock():
     assert dag.get_task("apply_infrastructure").after is None
     assert dag.get_task("record").is_teardown and dag.get_task("preflight").is_setup
     assert {"roll_forward", "next_stage"} <= dag.get_task("record").downstream_task_ids
-    assert set(dag.params) == {"app", "release_id", "stage", "emergency"}
+    assert set(dag.params) == {"app", "release_id", "stage", "until_stage", "emergency"}
 
 
 def test_the_probe_catches_network_at_parse_time(tmp_path):

@@ -265,6 +265,52 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     # the same release cannot be promoted to production twice
     again = load_dag("ami_promote").test(run_conf=conf)
     assert again.state == "failed" and task_states(again)["preflight"] == "failed"
+    _a_failed_production_rolls_forward_once(sb, api, inbox, good=record, good_ami=ami["ImageId"])
+
+
+def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami: str) -> None:
+    """7.2.0 passes staging and is approved, but production's instance refresh fails: its
+    roll_forward starts exactly one ami_rollback, up to production and without waiting at the
+    gate (the app opted in); the rollback re-releases 7.1.0 through staging, then production."""
+    from airflow.models import DagRun
+
+    release = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "7.2.0"})
+    assert release.state == "success", task_states(release)
+    [bad] = [r for r in ledger_records(sb) if r["pipeline_run"] == release.run_id]
+    [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{bad['release_id']}__production")
+    sb.faults.fail_refresh_at(PROD_GROUP, 50, reason="Instance i-0bad failed ELB health checks (injected)")
+    inbox.drain()
+    failed, _ = _promote(
+        api, queued.conf, lambda run_id, _d: {"admin": _answer(api, "admin", run_id, "Approve", "CAB-44")}
+    )
+    states = task_states(failed)
+    assert failed.state == "failed" and states["roll_forward"] == "success", states
+    entry = _record(sb, bad["release_id"])["stages"]["production"]
+    assert entry["outcome"] == "failed" and entry["failed_task"].startswith("wait_for_refresh"), entry
+    # the metadata DB outlives a session: this release's are the runs that replace it
+    autos = [r for r in DagRun.find(dag_id="ami_rollback") if (r.conf or {}).get("replaces") == bad["release_id"]]
+    assert [r.run_id for r in autos] == [f"rollback_demo-web__auto_{bad['release_id']}"], autos
+    conf = autos[0].conf
+    assert conf["replaces"] == bad["release_id"] and conf["until_stage"] == "production" and conf["emergency"]
+    assert "automatic rollback started" in " ".join(m["Subject"] for m in inbox.drain())
+
+    rollback = load_dag("ami_rollback").test(run_conf=conf)
+    assert rollback.state == "success", task_states(rollback)
+    [re_release] = [r for r in ledger_records(sb) if r["pipeline_run"] == rollback.run_id]
+    assert re_release["re_release_of"] == good["release_id"] and re_release["stages"]["staging"]["outcome"] == (
+        "succeeded"
+    )
+    [then] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{re_release['release_id']}__production")
+    assert then.conf["emergency"] and then.conf["until_stage"] == "production", then.conf
+    emergency = load_dag("ami_promote").test(run_conf=then.conf)  # nobody answers: the gate does not wait
+    states = task_states(emergency)
+    assert emergency.state == "success" and states["next_stage"] == "skipped", states
+    entry = _record(sb, re_release["release_id"])["stages"]["production"]
+    assert entry["outcome"] == "succeeded" and entry["gate"]["by"] == "emergency (no gate)", entry
+    new_ami = re_release["amis"]["us-east-1"]
+    assert new_ami != good_ami and group_images(sb, PROD_GROUP) == group_images(sb, STAGING_GROUP) == {new_ami}
+    marked = _record(sb, bad["release_id"])
+    assert marked["rolled_back"]["by_release_id"] == re_release["release_id"] and marked["forensic_hold"]
 
 
 def _approve_in_the_browser(api, run_id: str, reason: str) -> str:

@@ -223,6 +223,18 @@ def test_the_next_stage_of_a_verified_stage_and_none_after_the_last():
     }
     assert next_stage_conf(_plan("production"), True) is None
     assert next_stage_conf(_plan("", DEMO), False) is None  # no stages
+    # an automatic rollback goes up to the stage that failed and no further
+    assert next_stage_conf(_plan(""), True, until="staging") is None
+    assert next_stage_conf(_plan(""), True, until="production")["until_stage"] == "production"
+
+
+def test_an_automatic_rollback_of_a_failed_stage_goes_up_to_that_stage_without_waiting():
+    from amirelease.operators.roll_forward import rollback_conf
+
+    failed = {"app": "demo-web", "release_id": "r", "version": "1.2.0", "failed_task": "wait_for_refresh"}
+    conf = rollback_conf({**failed, "stage": "production"}, "ami_promote", "run")
+    assert conf["until_stage"] == "production" and conf["emergency"] is True and conf["replaces"] == "r"
+    assert "until_stage" not in rollback_conf({**failed, "stage": ""}, "ami_release", "run")  # no stages
 
 
 def test_a_rejected_promotion_or_a_stage_of_a_rollback_never_starts_a_rollback():

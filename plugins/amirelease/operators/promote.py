@@ -228,12 +228,18 @@ def gate_answer(raw: Any) -> tuple[str, str | None, str]:
     return "unanswered", None, ""
 
 
-def next_stage_conf(plan: ReleasePlan, emergency: bool) -> dict[str, Any] | None:
-    """(pure) The ami_promote conf for the stage after ``plan``'s, or None after the last one."""
+def next_stage_conf(plan: ReleasePlan, emergency: bool, until: str = "") -> dict[str, Any] | None:
+    """(pure) The ami_promote conf for the stage after ``plan``'s, or None after the last one or
+    after ``until`` (an automatic rollback re-releases up to the stage that failed, no further)."""
+    if until and plan.stage_spec.name == until:
+        return None
     nxt = plan.app_spec.next_stage(plan.stage)
     if nxt is None:
         return None
-    return {"app": plan.app, "release_id": plan.release_id, "stage": nxt.name, "emergency": emergency}
+    conf: dict[str, Any] = {"app": plan.app, "release_id": plan.release_id, "stage": nxt.name, "emergency": emergency}
+    if until:
+        conf["until_stage"] = until
+    return conf
 
 
 class NextStageOperator(BaseOperator):
@@ -242,11 +248,6 @@ class NextStageOperator(BaseOperator):
     The run id is derived from the release and the stage, so a retry never starts a second one."""
 
     ui_color = "#e8f4fd"
-    template_fields: Sequence[str] = ("emergency",)
-
-    def __init__(self, *, emergency: str | bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.emergency = emergency
 
     def execute(self, context: Context) -> None:
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -268,9 +269,12 @@ class NextStageOperator(BaseOperator):
                 f"No next stage: {plan.app} {plan.version} did not succeed in {plan.stage_spec.name} "
                 f"({outcome.get('outcome') or 'no outcome recorded'})"
             )
-        conf = next_stage_conf(plan, flag("emergency", self.emergency))
+        params = context["params"]  # ami_rollback's and ami_promote's; ami_release has neither
+        until = str(params.get("until_stage") or "")
+        conf = next_stage_conf(plan, flag("emergency", params.get("emergency", False)), until)
         if conf is None:
-            raise AirflowSkipException(f"No next stage: {plan.stage_spec.name} is {plan.app}'s last stage")
+            last = f"the stage this run was asked to go up to ({until})" if until else f"{plan.app}'s last stage"
+            raise AirflowSkipException(f"No next stage: {plan.stage_spec.name} is {last}")
         run_id = f"promote_{plan.app}__{plan.release_id}__{conf['stage']}"
         self.log.info(
             "%s %s verified in %s: starting %s %s (its gate waits for an approval%s)",

@@ -68,6 +68,9 @@ def rollback_conf(outcome: dict[str, Any], dag_id: str, run_id: str) -> dict[str
         )[:480],
         "forensic_hold": True,
         "confirm_rolled_back": False,
+        # an app with stages: up to the stage that failed, without waiting at the gates on the way
+        # (the app opted in to rolling back on its own; a broken stage does not wait for a person)
+        **({"until_stage": outcome["stage"], "emergency": True} if outcome.get("stage") else {}),
     }
 
 
