@@ -78,10 +78,6 @@ class Stage:
     def regions(self) -> list[str]:
         return sorted({t.region for t in self.targets})
 
-    @property
-    def label(self) -> str:
-        return self.name or "the app's targets"
-
 
 @dataclass(frozen=True)
 class SmokeCommand:
@@ -168,14 +164,15 @@ class App:
 
     def next_stage(self, name: str) -> Stage | None:
         """The stage after ``name`` ("" = the first), or None after the last."""
-        names = [s.name for s in self.path]
-        at = names.index(self.stage(name).name)
-        return self.path[at + 1] if at + 1 < len(self.path) else None
+        return self._beside(name, 1)
 
     def previous_stage(self, name: str) -> Stage | None:
-        names = [s.name for s in self.path]
-        at = names.index(self.stage(name).name)
-        return self.path[at - 1] if at > 0 else None
+        """The stage before ``name``, or None before the first."""
+        return self._beside(name, -1)
+
+    def _beside(self, name: str, step: int) -> Stage | None:
+        at = [s.name for s in self.path].index(self.stage(name).name) + step
+        return self.path[at] if 0 <= at < len(self.path) else None
 
     @property
     def run_list(self) -> list[str]:

@@ -50,6 +50,11 @@ FAILED_REFRESH_STATES: Final = ("Failed", "Cancelled", "RollbackSuccessful", "Ro
 
 
 # --- The DAGs ------------------------------------------------------------------------------
+# How a promotion ends when its gate was not passed (record.py); the roll-forward and the
+# notifications treat these as "nothing changed in that stage"
+NOT_PROMOTED: Final = ("rejected", "timed out", "not approved")
+
+
 class DagIds:
     RELEASE: Final = "ami_release"
     ROLLBACK: Final = "ami_rollback"

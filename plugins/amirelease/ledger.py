@@ -245,6 +245,11 @@ def fleet_targets(entry: catalog.Entry, history: Iterable[Record]) -> tuple[cata
     return ()
 
 
+def record_of(history: Iterable[Record], release_id: str | None) -> Record | None:
+    """(pure) The record of ``release_id`` in an app's history, or None."""
+    return next((r for r in history if r.get("release_id") == release_id), None)
+
+
 def missing_inputs(record: Record) -> list[str]:
     """What a re-release needs that a record lacks (pure): its identity and its bundle."""
     missing = [k for k in ("app", "version", "release_id") if not record.get(k)]

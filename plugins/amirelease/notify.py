@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from amirelease.constants import DEFAULT_AWS_CONN_ID, DagIds
+from amirelease.constants import DEFAULT_AWS_CONN_ID, NOT_PROMOTED, DagIds
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def outcome_notice(outcome: dict[str, Any], dag_id: str, run_id: str) -> Notice:
     failed_task = outcome.get("failed_task")
     stage = str(outcome.get("stage") or "") or None
     event = Events.RELEASE_SUCCEEDED if succeeded else Events.RELEASE_FAILED
-    if outcome.get("outcome") in ("rejected", "timed out", "not approved"):
+    if outcome.get("outcome") in NOT_PROMOTED:
         event = Events.NOT_PROMOTED
         status = f"{outcome['outcome']} at the gate before {stage}: nothing was changed there"
         action = (

@@ -113,11 +113,11 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         from amirelease.ledger import already_released, released_words, ways_on
 
         if plan.promoted_from is not None:
+            from amirelease.ledger import record_of
             from amirelease.operators.promote import promotion_refusal, refusal_fix
 
             history = ledger.history(plan.app)
-            record = next((r for r in history if r.get("release_id") == plan.release_id), None)
-            why = promotion_refusal(history, record, plan.stage, plan.promoted_from)
+            why = promotion_refusal(history, record_of(history, plan.release_id), plan.stage, plan.promoted_from)
             if why:
                 raise PreflightError(
                     f"{plan.app} cannot be promoted to {plan.stage} (decided under the lock, after the gate): {why}",

@@ -60,8 +60,9 @@ def promotion_refusal(history: list[Record], record: Record | None, stage: str, 
     before = stage_entry(record, previous)
     if before.get("outcome") != SUCCEEDED:
         return f"{name} was not verified in {previous} ({before.get('outcome') or 'it never ran there'})"
-    if stage_entry(record, stage).get("outcome") == SUCCEEDED:
-        return f"{name} was already promoted to {stage} (run {stage_entry(record, stage).get('run_id')})"
+    there = stage_entry(record, stage)
+    if there.get("outcome") == SUCCEEDED:
+        return f"{name} was already promoted to {stage} (run {there.get('run_id')})"
     verified_at = str(before.get("finished_at") or "")
     newer = [
         r
@@ -149,14 +150,14 @@ class PromotePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease.handoffs import BakeResult, ReleasePlan
-        from amirelease.ledger import Ledger, ledger_bucket
+        from amirelease.ledger import Ledger, ledger_bucket, record_of
         from amirelease.operators.preflight import text_param
 
         app = text_param("app", self.app, example="demo-web")
         release_id = text_param("release_id", self.release_id, example="demo-web-1.4.2-20261205t101500z").strip()
         stage = text_param("stage", self.stage, example="production").strip()
-        ledger = Ledger(self.clients.s3(), ledger_bucket())
-        record = ledger.get(app, release_id)
+        history = Ledger(self.clients.s3(), ledger_bucket()).history(app)  # read once: the record is in it
+        record = record_of(history, release_id)
         if record is None or not record.get("plan"):
             raise PreflightError(
                 f"{app} has no staged release {release_id or '(empty)'} in the ledger",
@@ -171,7 +172,7 @@ class PromotePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
                 f"{stage} is {app}'s first stage: a release reaches it through ami_release, not a promotion",
                 fix="promote to a later stage, or release the version with ami_release",
             )
-        why = promotion_refusal(ledger.history(app), record, target.name, previous.name)
+        why = promotion_refusal(history, record, target.name, previous.name)
         if why:
             raise PreflightError(f"{app} cannot be promoted to {target.name}: {why}", fix=refusal_fix(target.name))
         amis = dict(record.get("amis") or {})

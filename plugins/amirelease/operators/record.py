@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.constants import TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
+from amirelease.constants import NOT_PROMOTED, TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
 from amirelease.operators.base import Ec2ClientHookMixin, ReleaseOperatorMixin, tag_list
 
@@ -366,7 +366,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             return None
         answer, who, why = gate_answer(ti.xcom_pull(task_ids=TaskIds.APPROVE, key="answer"))
         if outcome == "succeeded" and answer != "approved":
-            outcome = "rejected" if answer == "rejected" else "timed out" if answer == "timed out" else "not approved"
+            outcome = answer if answer in NOT_PROMOTED else "not approved"
             reason = f"{outcome} at the gate" + (f" by {who}" if who else "") + (f": {why}" if why else "")
         raw_infra = ti.xcom_pull(task_ids=TaskIds.APPLY_INFRA)
         raw_verify = ti.xcom_pull(task_ids=TaskIds.VERIFY)
@@ -386,8 +386,9 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         )
         try:
             ledger = Ledger(self.clients.s3(), ledger_bucket())
-            record = ledger.get(plan.app, plan.release_id) or {}
-            ledger.update(plan.app, plan.release_id, stages={**(record.get("stages") or {}), plan.stage: entry})
+            record = ledger.get(plan.app, plan.release_id)  # read once: the other stages' entries stay
+            if record is not None:
+                ledger.put({**record, "stages": {**(record.get("stages") or {}), plan.stage: entry}})
             self.log.info("Ledger record of %s: stage %s %s", plan.release_id, plan.stage, outcome)
             if outcome == "succeeded":
                 self._protect_rollback_targets(plan.app)
@@ -396,7 +397,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         self._tell(ti, plan, outcome, failed_task, reason, amis={})
         if outcome == "succeeded":
             self.log.info("%s %s is now in %s: verified", plan.app, plan.version, plan.stage)
-        elif outcome in ("rejected", "timed out", "not approved"):
+        elif outcome in NOT_PROMOTED:
             self.log.warning(
                 "%s %s was NOT promoted to %s: %s. Nothing was changed there; earlier stages keep running it. To "
                 "take it out of those too, trigger ami_rollback for %s; to promote it after all, trigger ami_promote "

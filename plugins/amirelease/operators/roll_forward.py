@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from amirelease.constants import DagIds, TaskIds
+from amirelease.constants import NOT_PROMOTED, DagIds, TaskIds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,7 +42,7 @@ def decision(outcome: dict[str, Any] | None, document: dict[str, Any] | None) ->
         return "the release succeeded"
     if outcome.get("kind") == "rollback" or outcome.get("re_release_of"):
         return "this run is itself a rollback (or a stage of one): an automatic rollback never starts another"
-    if outcome.get("outcome") in ("rejected", "timed out", "not approved"):
+    if outcome.get("outcome") in NOT_PROMOTED:
         return f"the promotion was {outcome['outcome']} at its gate: nothing was changed in that stage"
     failed = str(outcome.get("failed_task") or "").split("[")[0]
     if failed not in REACHED_FLEET:

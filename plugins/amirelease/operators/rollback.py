@@ -52,7 +52,9 @@ def went_live_words(asked: RollbackTarget, live: dict[str, Any], history: list[R
         asked.current_release_id or live.get("amis") == asked.current_amis
     ):
         return None
-    record = next((r for r in history if r.get("release_id") == live.get("release_id")), None)
+    from amirelease.ledger import record_of
+
+    record = record_of(history, live.get("release_id"))
     now = (
         f"{live.get('version')} ({live['release_id']})"
         if live.get("release_id")
@@ -178,7 +180,9 @@ class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoSc
         wanted = text_param("replaces", self.replaces, example="demo-web-1.2.0-1b77d45f6b4e").strip()
         if not wanted:
             return None
-        record = next((r for r in history if r.get("release_id") == wanted), None)
+        from amirelease.ledger import record_of
+
+        record = record_of(history, wanted)
         if record is None:
             raise PreflightError(
                 f"'replaces' names {wanted}, which is not a release of {app} in the ledger",
