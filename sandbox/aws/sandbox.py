@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 from sandbox.builders import Builders
 
-from . import image_references, images, instances, patches, recycle_bin, refresh, ssm, sts, windows
+from . import alarm_history, image_references, images, instances, patches, recycle_bin, refresh, ssm, sts, windows
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -42,6 +42,7 @@ def install_extensions() -> None:
     ssm.install()
     instances.install()
     windows.install()
+    alarm_history.install()  # DescribeAlarmHistory (state changes of alarms)
     sts.install()  # AssumeRole only into roles that exist and trust the caller (member accounts)
 
 
@@ -186,6 +187,7 @@ class AwsSandbox:
             moto_api_backend.reset()
             refresh.reset()
             recycle_bin.reset()
+            alarm_history.reset()
             RUNTIME.faults.clear()
             RUNTIME.latency.clear()
             RUNTIME.token_buckets.clear()
