@@ -68,6 +68,9 @@ class Stage:
     approval_minutes: float = DEFAULT_APPROVAL_MINUTES  # the gate before it (stages after the first)
     state: str | None = None  # its Terraform state's folder; None: its name, "": the app's own (no stage)
     verify: dict[str, Any] = field(default_factory=dict)  # over the app's verify: (e.g. its own alarms)
+    approvers: tuple[str, ...] = ()  # Airflow user names: only they may answer the gate (none: every release manager)
+    soak_minutes: float = 0  # before the gate: the previous stage's alarms quiet this long
+    automatic: bool = False  # a quiet soak is the approval: nobody is asked
 
     @property
     def state_folder(self) -> str:
@@ -372,6 +375,9 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
                 approval_minutes=float((st.get("approval") or {}).get("timeout_minutes", DEFAULT_APPROVAL_MINUTES)),
                 state=st.get("state"),
                 verify=dict(st.get("verify", {})),
+                approvers=tuple((st.get("approval") or {}).get("approvers", ())),
+                soak_minutes=float((st.get("approval") or {}).get("soak_minutes", 0)),
+                automatic=bool((st.get("approval") or {}).get("automatic", False)),
             )
             for st in stages
         ),
@@ -400,7 +406,34 @@ def _stages(data: dict[str, Any], infra: dict[str, Any], source: str) -> list[di
             f"{source}: stages share the Terraform state folder {', '.join(shared)}",
             fix='give each stage its own state (the default is its name; "" is the app\'s state from before stages)',
         )
+    if stages and stages[0].get("approval"):
+        raise ConfigError(
+            f"{source}: stages[{stages[0]['name']}].approval: the first stage has no gate (it follows the bake and "
+            "the smoke test)",
+            fix="remove approval: from the first stage; a gate belongs to the stage it lets a release into",
+        )
     for st in stages:
+        gate = st.get("approval") or {}
+        if gate.get("automatic") and not gate.get("soak_minutes"):
+            raise ConfigError(
+                f"{source}: stages[{st['name']}].approval.automatic needs soak_minutes: an automatic gate is a soak "
+                "time with the previous stage's alarms quiet",
+                fix="add approval.soak_minutes (e.g. 30), or remove automatic: to have a person approve",
+            )
+        if gate.get("automatic") and gate.get("approvers"):
+            raise ConfigError(
+                f"{source}: stages[{st['name']}].approval names approvers and is automatic: nobody would be asked",
+                fix="remove automatic: (the approvers answer after the soak) or approvers: (the soak alone decides)",
+            )
+        at = stages.index(st)
+        if gate.get("soak_minutes") and at > 0:
+            before = stages[at - 1]
+            if not {**data.get("verify", {}), **before.get("verify", {})}.get("alarms"):
+                raise ConfigError(
+                    f"{source}: stages[{st['name']}].approval.soak_minutes watches {before['name']}'s alarms, and "
+                    f"{before['name']} has none",
+                    fix=f"name alarms in verify.alarms (the app's) or stages[{before['name']}].verify.alarms",
+                )
         bad = sorted(set(st.get("variables", {})) & (set(PIPELINE_TF_VARIABLES) | secret_keys))
         if bad:
             raise ConfigError(

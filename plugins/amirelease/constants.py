@@ -52,7 +52,8 @@ FAILED_REFRESH_STATES: Final = ("Failed", "Cancelled", "RollbackSuccessful", "Ro
 # --- The DAGs ------------------------------------------------------------------------------
 # How a promotion ends when its gate was not passed (record.py); the roll-forward and the
 # notifications treat these as "nothing changed in that stage"
-NOT_PROMOTED: Final = ("rejected", "timed out", "not approved")
+NOT_PROMOTED: Final = ("rejected", "timed out", "soak failed", "not approved")
+SOAK_BY: Final = "soak (automatic check)"  # who "answered" a gate whose soak decided
 
 
 class DagIds:

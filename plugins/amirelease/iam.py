@@ -83,6 +83,7 @@ def grants() -> list[Grant]:
     from amirelease.hooks.packer import PACKER_IAM_ACTIONS
     from amirelease.hooks.terraform import BACKEND_IAM_ACTIONS
     from amirelease.operators.bake import BakeAmiOperator
+    from amirelease.operators.gate import StageGateOperator
     from amirelease.operators.infrastructure import ApplyInfrastructureOperator, CheckInfrastructureOperator
     from amirelease.operators.lock import ReleaseLockSensor
     from amirelease.operators.preflight import ReleasePreflightOperator
@@ -99,7 +100,7 @@ def grants() -> list[Grant]:
         ReleasePreflightOperator, CheckInfrastructureOperator, ReleaseLockSensor, BakeAmiOperator,
         SmokeTestOperator, ApplyInfrastructureOperator, RollOutOperator, WaitForInstanceRefreshOperator,
         VerifyReleaseOperator, RecordReleaseOperator, ResolveRollbackTargetOperator, MarkRolledBackOperator,
-        AmiRetentionOperator, PromotePreflightOperator,  # ami_promote (the rest are the release's)
+        AmiRetentionOperator, PromotePreflightOperator, StageGateOperator,  # ami_promote (the rest: the release's)
         DriftTargetsOperator, DriftPlanOperator, DriftReportOperator,  # ami_drift (drift/)
     ]  # fmt: skip
     out = [

@@ -1,5 +1,6 @@
 """Stages end to end (issue 20 items 1-2): demo-web released through staging, then promoted to
-production behind Airflow's HITL gate, answered through a real API server's REST API.
+production behind Airflow's HITL gate, answered through a real API server (the deployment's auth
+manager: FAB's, amirelease.auth; its users in FAB's roles) by REST and in Chromium.
 
 One bake: ami_release bakes, smoke-tests and releases to staging; its next_stage task queues
 ami_promote for production, which waits at `approve` (state awaiting_input: no process, no
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +31,8 @@ VERSION = "7.1.0"
 STAGING_GROUP = "demo-web-staging-asg"
 PROD_GROUP = "demo-web-asg"
 TIMEOUT_MINUTES = 0.5  # production's gate: long enough to answer, short enough to let it time out once
+SOAK_MINUTES = 0.1  # before production's gate asks: staging's alarms quiet for the last 6 s
+AUTOMATIC_SOAK_MINUTES = 0.4  # 7.2.0's automatic gate: longer than preflight + check (~10 s), so the gate waits
 
 
 @pytest.fixture
@@ -56,7 +60,13 @@ def staged_include(tmp_path, monkeypatch):
             },
             "verify": {"alarms": ["demo-web-staging-5xx", "demo-web-staging-latency"]},
         },
-        {"name": "production", "targets": production, "state": "", "approval": {"timeout_minutes": TIMEOUT_MINUTES}},
+        {
+            "name": "production",
+            "targets": production,
+            "state": "",
+            # only rm may answer (ops, another release manager, may not); staging's alarms quiet first
+            "approval": {"timeout_minutes": TIMEOUT_MINUTES, "approvers": ["rm"], "soak_minutes": SOAK_MINUTES},
+        },
     ]
     entry.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("AMI_RELEASE_INCLUDE_DIR", str(root))
@@ -65,10 +75,11 @@ def staged_include(tmp_path, monkeypatch):
 
 @pytest.fixture
 def api(release_env, tmp_path):
-    """A real `airflow api-server` on the tests' metadata DB (simple auth: admin, viewer)."""
-    from tests.ui.server import ApiServer
+    """A real `airflow api-server` on the tests' metadata DB with the deployment's auth manager
+    (FAB's, amirelease.auth): admin (Admin), rm and ops (release-manager), viewer (Viewer)."""
+    from tests.ui.fab import FabApiServer
 
-    server = ApiServer(tmp_path).start()
+    server = FabApiServer(tmp_path).prepare().start()
     try:
         server.wait_ready()
         yield server
@@ -139,7 +150,47 @@ class Approver(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
             if found is not None:  # end the waiting run, so the test reports this error instead of hanging
-                _answer(self.api, "admin", found[0], "Reject", f"the test's approver failed: {exc}"[:400])
+                _answer(self.api, "rm", found[0], "Reject", f"the test's approver failed: {exc}"[:400])
+
+
+class StateSeconds:
+    """Seconds the `approve` task of one ami_promote run spent in each state, sampled every 0.5 s
+    from the metadata DB (a running task holds a worker slot; awaiting_input and deferred do not)."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id, self.seconds = run_id, {}
+
+    def sample(self) -> None:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            query = session.query(TaskInstance.state).filter_by(dag_id="ami_promote", task_id="approve")
+            state = query.filter_by(run_id=self.run_id).scalar() if self.run_id else None
+        if state is not None:
+            self.seconds[str(state)] = self.seconds.get(str(state), 0) + 0.5
+        time.sleep(0.5)
+
+
+class Sampler(threading.Thread):
+    """StateSeconds for the ami_promote run that starts after this thread (its run id found by
+    being new), until ``stop`` is set."""
+
+    def __init__(self) -> None:
+        from airflow.models import DagRun
+
+        super().__init__(daemon=True)
+        self.before = {r.run_id for r in DagRun.find(dag_id="ami_promote")}
+        self.stop, self.held = threading.Event(), StateSeconds()
+
+    def run(self) -> None:
+        from airflow.models import DagRun
+
+        while not self.stop.is_set():
+            if self.held.run_id is None:
+                new = [r.run_id for r in DagRun.find(dag_id="ami_promote") if r.run_id not in self.before]
+                self.held.run_id = new[0] if new else None
+            self.held.sample()
 
 
 def _sweep_timeouts() -> None:
@@ -189,13 +240,36 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     told = [m["Subject"] for m in inbox.drain()]
     assert told == [f"Release demo-web {VERSION}: started", f"Release demo-web {VERSION} [staging]: SUCCEEDED"], told
 
-    # 1. nobody answers: the gate times out and that is a rejection
-    def let_it_time_out(run_id, deadline):
-        while (deadline - _utcnow()).total_seconds() > -1:
-            time.sleep(1)
-        _sweep_timeouts()
+    # 0. staging's alarm is in ALARM: the soak fails the promotion before anyone is asked
+    staging_alarm = "demo-web-staging-5xx"
+    cw = sb.client("cloudwatch")
+    cw.set_alarm_state(AlarmName=staging_alarm, StateValue="ALARM", StateReason="5xx above threshold (test)")
+    try:
+        soured = load_dag("ami_promote").test(run_conf=conf)
+    finally:
+        cw.set_alarm_state(AlarmName=staging_alarm, StateValue="OK", StateReason="quiet again (test)")
+    states = task_states(soured)
+    assert states["approve"] == "success" and states["apply_infrastructure"] == "skipped", states
+    entry = _record(sb, rid)["stages"]["production"]
+    assert entry["outcome"] == "soak failed" and entry["gate"]["by"] == "soak (automatic check)", entry
+    assert f"alarm {staging_alarm} (us-east-1) is in ALARM" in entry["gate"]["reason"], entry
+    told = inbox.drain()
+    assert [m["Subject"] for m in told] == [f"Promotion demo-web {VERSION} [production]: not promoted"], told
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
 
-    timed_out, _ = _promote(api, conf, let_it_time_out)
+    # 1. nobody answers: the gate times out and that is a rejection. While it waits, its state is
+    #    sampled every 0.5 s (as docs/benchmarks.md measures the refresh wait's worker-slot seconds)
+    def let_it_time_out(run_id, deadline):
+        held = StateSeconds(run_id)
+        while (deadline - _utcnow()).total_seconds() > -1:
+            held.sample()
+        _sweep_timeouts()
+        return {"held": held.seconds}
+
+    timed_out, approver = _promote(api, conf, let_it_time_out)
+    held = approver.seen["held"]
+    print(f"gate wait, seconds per state of `approve` (0.5 s samples): {held}")
+    assert held.get("awaiting_input", 0) >= 15 and not held.get("running"), held  # no worker slot while it waits
     states = task_states(timed_out)
     assert states["approve"] == "success" and states["apply_infrastructure"] == "skipped", states
     assert states["record"] == "success", states
@@ -204,25 +278,30 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     told = inbox.drain()
     promotion = f"Promotion demo-web {VERSION} [production]"
     assert [m["Subject"] for m in told] == [f"{promotion}: waits for approval", f"{promotion}: not promoted"], told
-    assert "Asked to act: web-team on-call (#web-oncall) - a release manager: approve or reject" in told[0]["Message"]
+    assert "Asked to act: web-team on-call (#web-oncall) - one of rm (named by the app" in told[0]["Message"]
     assert "timed out at the gate before production: nothing was changed there" in told[1]["Message"]
     assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
 
-    # 2. a viewer may not answer; a user rejects, saying why
+    # 2. a viewer may not answer, nor ops (a release manager the app does not name), nor an admin;
+    #    rm (named) rejects, saying why
     def reject(run_id, _deadline):
         return {
             "viewer": _answer(api, "viewer", run_id, "Approve", "me too"),
-            "admin": _answer(api, "admin", run_id, "Reject", "CAB-42: not during the freeze"),
+            "ops": _answer(api, "ops", run_id, "Approve", "looks fine to me"),
+            "admin": _answer(api, "admin", run_id, "Approve", "I may do everything else"),
+            "rm": _answer(api, "rm", run_id, "Reject", "CAB-42: not during the freeze"),
         }
 
     rejected, approver = _promote(api, conf, reject)
-    assert approver.seen["viewer"][0] == 403, approver.seen
-    assert approver.seen["admin"][0] == 200, approver.seen
+    assert approver.seen["viewer"][0] == 403 and "not a respondent" not in approver.seen["viewer"][1], approver.seen
+    for refused in ("ops", "admin"):
+        assert approver.seen[refused][0] == 403 and "not a respondent" in approver.seen[refused][1], approver.seen
+    assert approver.seen["rm"][0] == 200, approver.seen
     assert task_states(rejected)["apply_infrastructure"] == "skipped"
     entry = _record(sb, rid)["stages"]["production"]
     assert entry["outcome"] == "rejected" and entry["gate"] == {
         "answer": "rejected",
-        "by": "admin",
+        "by": "rm",
         "reason": "CAB-42: not during the freeze",
     }, entry
     assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[PROD_GROUP])["AutoScalingGroups"]
@@ -248,6 +327,8 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     assert "response successful" in approver.seen["page"]
     [(subject, body)] = approver.seen["shown"]
     assert subject == f"Promote demo-web {VERSION} to production?", subject
+    soaked = "Soak passed: staging's alarms (demo-web-staging-5xx, demo-web-staging-latency) "
+    assert body.startswith(soaked), body[:300]
     assert f"{STAGING_GROUP} (us-east-1): 1/1 in service on {ami['ImageId']}, targets healthy" in body, body
     assert "### Terraform plan for production" in body and "to add" in body, body
     assert group_images(sb, PROD_GROUP) == {ami["ImageId"]}
@@ -257,7 +338,7 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     entry = record["stages"]["production"]
     assert entry["outcome"] == "succeeded" and entry["gate"] == {
         "answer": "approved",
-        "by": "admin",
+        "by": "rm",
         "reason": "CAB-43 approved",
     }, entry
     assert entry["verification"]["verified"] and entry["run_id"] == approved.run_id
@@ -265,26 +346,49 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
     # the same release cannot be promoted to production twice
     again = load_dag("ami_promote").test(run_conf=conf)
     assert again.state == "failed" and task_states(again)["preflight"] == "failed"
-    _a_failed_production_rolls_forward_once(sb, api, inbox, good=record, good_ami=ami["ImageId"])
+    _a_failed_production_rolls_forward_once(sb, api, inbox, good=record, good_ami=ami["ImageId"], entry=staged_include)
 
 
-def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami: str) -> None:
-    """7.2.0 passes staging and is approved, but production's instance refresh fails: its
-    roll_forward starts exactly one ami_rollback, up to production and without waiting at the
-    gate (the app opted in); the rollback re-releases 7.1.0 through staging, then production."""
+def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami: str, entry) -> None:
+    """7.2.0's definition makes production's gate automatic (a quiet soak is the approval): it
+    passes staging, waits out the soak with nobody asked and goes to production, whose instance
+    refresh fails: its roll_forward starts exactly one ami_rollback, up to production and without
+    waiting at the gate (the app opted in); the rollback re-releases 7.1.0 through staging, then
+    production."""
     from airflow.models import DagRun
 
+    doc = yaml.safe_load((entry / "apps" / "demo-web.yaml").read_text())
+    doc["stages"][1]["approval"] = {"soak_minutes": AUTOMATIC_SOAK_MINUTES, "automatic": True}
+    (entry / "apps" / "demo-web.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     release = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "7.2.0"})
     assert release.state == "success", task_states(release)
     [bad] = [r for r in ledger_records(sb) if r["pipeline_run"] == release.run_id]
     [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{bad['release_id']}__production")
     sb.faults.fail_refresh_at(PROD_GROUP, 50, reason="Instance i-0bad failed ELB health checks (injected)")
     inbox.drain()
-    failed, _ = _promote(
-        api, queued.conf, lambda run_id, _d: {"admin": _answer(api, "admin", run_id, "Approve", "CAB-44")}
-    )
+    sampler = Sampler()
+    sampler.start()
+    try:
+        failed = load_dag("ami_promote").test(run_conf=queued.conf)  # nobody answers: the soak decides
+    finally:
+        sampler.stop.set()
+        sampler.join(timeout=10)
+    print(f"automatic gate's soak, seconds per state of `approve` (0.5 s samples): {sampler.held.seconds}")
+    # the soak's wait (a trigger; dag.test runs it in line and shows the task queued meanwhile) did
+    # not run in the task: a sleeping execute would be `running` all along
+    held = sampler.held.seconds
+    waiting = sum(v for k, v in held.items() if k not in ("running", "success", "failed", "skipped"))
+    assert waiting >= 5 and held.get("running", 0) <= 2, held
     states = task_states(failed)
     assert failed.state == "failed" and states["roll_forward"] == "success", states
+    staged = _record(sb, bad["release_id"])["stages"]
+    gate = staged["production"]["gate"]
+    assert gate["answer"] == "approved" and gate["by"] == "soak (automatic check)", gate
+    assert f"watched for {AUTOMATIC_SOAK_MINUTES:g} min" in gate["reason"], gate
+    assert gate["reason"].endswith(": quiet"), gate
+    # the gate waited out the soak (it began before staging had run 7.2.0 that long), asking nobody
+    verified = _parse(staged["staging"]["finished_at"])
+    assert _gate_ended(failed.run_id) >= verified + timedelta(minutes=AUTOMATIC_SOAK_MINUTES), (verified, gate)
     entry = _record(sb, bad["release_id"])["stages"]["production"]
     assert entry["outcome"] == "failed" and entry["failed_task"].startswith("wait_for_refresh"), entry
     # the metadata DB outlives a session: this release's are the runs that replace it
@@ -292,7 +396,8 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
     assert [r.run_id for r in autos] == [f"rollback_demo-web__auto_{bad['release_id']}"], autos
     conf = autos[0].conf
     assert conf["replaces"] == bad["release_id"] and conf["until_stage"] == "production" and conf["emergency"]
-    assert "automatic rollback started" in " ".join(m["Subject"] for m in inbox.drain())
+    told = " ".join(m["Subject"] for m in inbox.drain())
+    assert "automatic rollback started" in told and "waits for approval" not in told, told  # nobody was asked
 
     rollback = load_dag("ami_rollback").test(run_conf=conf)
     assert rollback.state == "success", task_states(rollback)
@@ -314,7 +419,8 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
 
 
 def _approve_in_the_browser(api, run_id: str, reason: str) -> str:
-    """Log in to the Airflow UI as admin (Chromium, as the Releases page tests), open the gate's
+    """Log in to the Airflow UI as the release manager rm (FAB's sign-in form; Chromium, as the
+    Releases page tests), open the gate's
     Required Action page, give a reason and press Approve. Playwright's sync API lives in the
     thread that starts it: this runs whole inside the Approver thread."""
     from urllib.parse import quote
@@ -326,13 +432,15 @@ def _approve_in_the_browser(api, run_id: str, reason: str) -> str:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            # Airflow's own login form, then straight to the gate's page (the run id, encoded, in next=)
+            # FAB's sign-in form, then the gate's page (the run id, encoded)
             gate = f"{api.base}/dags/ami_promote/runs/{quote(run_id, safe='')}/tasks/approve/required_actions"
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.goto(f"{api.base}/auth/login?next={quote(gate, safe='')}")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(api.passwords["admin"])
-            page.get_by_role("button", name="Sign in").click()
+            page.goto(f"{api.base}/auth/login/")
+            page.locator("input[name=username]").fill("rm")
+            page.locator("input[name=password]").fill(api.passwords["rm"])
+            page.get_by_role("button", name="Sign In").click()
+            page.wait_for_load_state()
+            page.goto(gate)
             shots = ARTIFACTS / "stages"
             shots.mkdir(parents=True, exist_ok=True)
             try:
@@ -354,3 +462,18 @@ def _utcnow():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def _parse(stamp: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _gate_ended(run_id: str):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id="ami_promote", run_id=run_id, task_id="approve").one()
+        return ti.end_date

@@ -88,7 +88,8 @@ def test_paging_with_max_records_and_next_token(sandbox, cw):
         if not token:
             break
     assert pages == 3 and seen == [f"flap {n}" for n in reversed(range(7))]
-    paginated = cw.get_paginator("describe_alarm_history").paginate(AlarmName="flappy", PaginationConfig={"PageSize": 2})
+    pager = cw.get_paginator("describe_alarm_history")
+    paginated = pager.paginate(AlarmName="flappy", PaginationConfig={"PageSize": 2})
     assert sum(len(p["AlarmHistoryItems"]) for p in paginated) == 8  # 7 state changes and the creation
 
 

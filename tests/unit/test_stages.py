@@ -53,6 +53,12 @@ def test_stages_in_order_with_their_own_targets_state_and_variables():
     )
     # production keeps the state demo-web had before it had stages ("state: ''")
     assert app.stage("production").state_folder == "" and app.stage("production").approval_minutes == 30
+    prod = app.stage("production")
+    assert (prod.approvers, prod.soak_minutes, prod.automatic) == ((), 0, False)  # a person (any release manager)
+    gated = copy.deepcopy(staged())
+    gated["stages"][1]["approval"] = {"approvers": ["ann", "bob"], "soak_minutes": 30}
+    prod = catalog.parse_app(gated, "demo-web.yaml", REPO / "include").stage("production")
+    assert (prod.approvers, prod.soak_minutes, prod.automatic) == (("ann", "bob"), 30, False)
     with pytest.raises(ConfigError, match="has no stage 'qa'"):
         app.stage("qa")
 
@@ -75,6 +81,51 @@ def test_stages_in_order_with_their_own_targets_state_and_variables():
             "share the Terraform state folder",
         ),
         ({"stages": [{"name": "Prod", "targets": [PROD]}]}, "stages"),
+        (
+            {"stages": [{"name": "a", "targets": [PROD], "approval": {"timeout_minutes": 5}}]},
+            "the first stage has no gate",
+        ),
+        (
+            {
+                "stages": [
+                    {"name": "a", "targets": [STAGING]},
+                    {"name": "b", "targets": [PROD], "approval": {"automatic": True}},
+                ]
+            },
+            "automatic needs soak_minutes",
+        ),
+        (
+            {
+                "stages": [
+                    {"name": "a", "targets": [STAGING]},
+                    {
+                        "name": "b",
+                        "targets": [PROD],
+                        "approval": {"automatic": True, "soak_minutes": 5, "approvers": ["ann"]},
+                    },
+                ]
+            },
+            "names approvers and is automatic",
+        ),
+        (
+            {
+                "stages": [
+                    {"name": "a", "targets": [STAGING]},
+                    {"name": "b", "targets": [PROD], "approval": {"approvers": ["42"]}},
+                ]
+            },
+            "approvers",
+        ),
+        (
+            {
+                "verify": {},
+                "stages": [
+                    {"name": "a", "targets": [STAGING]},
+                    {"name": "b", "targets": [PROD], "approval": {"soak_minutes": 5}},
+                ],
+            },
+            "watches a's alarms, and a has none",
+        ),
     ],
 )
 def test_bad_stages_are_refused_with_words(change, words):
@@ -206,6 +257,14 @@ def test_the_gate_says_what_was_verified_where_and_shows_the_next_stage_plan():
         ),
         ({"chosen_options": ["Reject"], "responded_by_user": None}, ("timed out", None, "no answer")),
         ({"chosen_options": ["Approve"], "emergency": True}, ("approved", "emergency (no gate)", "")),
+        (
+            {"chosen_options": ["Reject"], "soak_failed": True, "params_input": {"reason": "alarm x went into ALARM"}},
+            ("soak failed", "soak (automatic check)", "alarm x went into ALARM"),
+        ),
+        (
+            {"chosen_options": ["Approve"], "automatic": True, "params_input": {"reason": "quiet"}},
+            ("approved", "soak (automatic check)", "quiet"),
+        ),
         (None, ("unanswered", None, "")),
     ],
 )
@@ -239,7 +298,7 @@ def test_an_automatic_rollback_of_a_failed_stage_goes_up_to_that_stage_without_w
 
 def test_a_rejected_promotion_or_a_stage_of_a_rollback_never_starts_a_rollback():
     out = {"app": "demo-web", "release_id": "r", "kind": "promotion", "failed_task": None}
-    assert "rejected at its gate" in decision({**out, "outcome": "rejected"}, {"rollback": {"automatic": True}})
+    assert "at its gate (rejected)" in decision({**out, "outcome": "rejected"}, {"rollback": {"automatic": True}})
     failed = {**out, "outcome": "failed", "failed_task": "verify", "re_release_of": "old"}
     assert "never starts another" in decision(failed, {"rollback": {"automatic": True}})
     assert decision({**failed, "re_release_of": None}, {"rollback": {"automatic": True}}) is None

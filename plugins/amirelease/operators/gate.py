@@ -5,14 +5,16 @@ gate, not by every DAG file that imports the promotion's other operators."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
-from amirelease.constants import MAX_NOTES, TaskIds
+from amirelease.constants import DEFAULT_AWS_CONN_ID, MAX_NOTES, TaskIds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,7 +42,19 @@ class StageGateOperator(ApprovalOperator):
     option). A rejection skips everything up to ``record``, which records who and why.
     ``emergency`` (a rollback's re-release a release manager marked as an emergency) passes the
     gate without waiting and says so.
+
+    ``approval.approvers`` (the app names who may answer) becomes the HITL request's
+    ``assigned_users``: Airflow's API then refuses anyone else (403), on top of the role check —
+    it narrows who may approve, never widens it. ``approval.soak_minutes`` first waits (deferred:
+    no worker slot) until the previous stage has run the release that long, then reads its alarms'
+    history: any alarm that went into ALARM (or is in ALARM, or is missing) ends the promotion as
+    "soak failed", like a rejection. ``approval.automatic``: a quiet soak is the approval.
     """
+
+    # read-only CloudWatch calls of the soak, with the workers' own AWS connection
+    iam_role: ClassVar[str] = "deploy"
+    iam_actions: ClassVar[tuple[str, ...]] = ("cloudwatch:DescribeAlarms", "cloudwatch:DescribeAlarmHistory")
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("subject", "Promote?")
@@ -52,13 +66,10 @@ class StageGateOperator(ApprovalOperator):
     def execute(self, context: Context) -> Any:
         from amirelease.handoffs import ReleasePlan
         from amirelease.operators.preflight import flag
-        from amirelease.operators.promote import plan_text
 
         ti = context["ti"]
         plan = ReleasePlan.from_xcom(ti.xcom_pull(task_ids=TaskIds.PREFLIGHT))
         gate = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT, key="gate") or {}
-        self.subject = str(gate.get("subject") or f"Promote {plan.app} {plan.version} to {plan.stage}?")
-        self.body = str(gate.get("body") or "") + plan_text(ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA), plan.stage)
         if flag("emergency", (context["dag_run"].conf or {}).get("emergency", False)):
             self.log.warning(
                 "EMERGENCY: %s %s goes to %s without waiting for an approval (asked by %s, who may trigger "
@@ -76,12 +87,113 @@ class StageGateOperator(ApprovalOperator):
             }
             ti.xcom_push(key=ANSWER_KEY, value=answer)
             return answer
-        self.response_timeout = timedelta(minutes=plan.stage_spec.approval_minutes)
+        stage = plan.stage_spec
+        if stage.soak_minutes:
+            # the last soak_minutes of the release in the previous stage: from its verification, or
+            # (a promotion asked again later) the minutes before now
+            soak = timedelta(minutes=stage.soak_minutes)
+            verified = _when(gate.get("verified_at")) or datetime.now(UTC)
+            until = max(verified + soak, datetime.now(UTC))
+            since = until - soak
+            if until > datetime.now(UTC):
+                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+                self.log.info(
+                    "Soak: %s has run %s %s since %s; waiting until %s (no worker slot) with its alarms watched",
+                    plan.promoted_from,
+                    plan.app,
+                    plan.version,
+                    since.isoformat(),
+                    until.isoformat(),
+                )
+                self.defer(
+                    trigger=DateTimeTrigger(moment=until),
+                    method_name="soak_complete",
+                    kwargs={"since": since.isoformat(), "until": until.isoformat()},
+                )
+            return self.soak_complete(context, None, since=since.isoformat(), until=until.isoformat())
+        return self._ask(context, plan, "")
+
+    def soak_complete(self, context: Context, event: Any = None, since: str = "", until: str = "") -> Any:
+        """The soak has lasted: its alarms decide, or a person is asked now."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from amirelease.aws import AwsClients
+        from amirelease.handoffs import ReleasePlan
+
+        ti = context["ti"]
+        plan = ReleasePlan.from_xcom(ti.xcom_pull(task_ids=TaskIds.PREFLIGHT))
+        stage, before = plan.stage_spec, plan.app_spec.previous_stage(plan.stage)
+        assert before is not None  # a gate stands before a later stage only (catalog.py)
+        alarms = list({**plan.app_spec.verify, **before.verify}.get("alarms") or [])
+        # the window: kwargs when called directly; after the deferral, the trigger's event is its
+        # moment (`until`; Airflow's dag.test drops a deferral's kwargs when there is an event)
+        now = datetime.now(UTC)
+        end = min(_when(until) or _moment(event) or now, now)
+        start = _when(since) or end - timedelta(minutes=stage.soak_minutes)
+        clients = AwsClients(aws_conn_id=self.aws_conn_id)
+        try:
+            problems = soak_problems(clients.cloudwatch, alarms, before.regions, start, end)
+        except (ClientError, BotoCoreError) as exc:  # what was not read is not quiet
+            problems = [f"the alarms could not be read ({exc}); promote again once CloudWatch answers"]
+        summary = (
+            f"{before.name}'s alarms ({', '.join(alarms)}) watched for {stage.soak_minutes:g} min from "
+            f"{start:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if problems:
+            self.log.error("Soak failed: %s: %s", summary, "; ".join(problems))
+            answer: dict[str, Any] = {
+                "chosen_options": [self.REJECT],
+                "params_input": {"reason": "; ".join(problems)[:MAX_NOTES]},
+                "responded_by_user": None,
+                "soak_failed": True,
+            }
+            ti.xcom_push(key=ANSWER_KEY, value=answer)
+            # Airflow's ApprovalOperator handles a rejection: every task after the gate is skipped
+            return ApprovalOperator.execute_complete(
+                self,
+                context,
+                {
+                    "chosen_options": [self.REJECT],
+                    "params_input": {},
+                    "responded_at": datetime.now(UTC),
+                    "responded_by_user": None,
+                },
+            )
+        self.log.info("Soak passed: %s: none went into ALARM", summary)
+        if stage.automatic:
+            answer = {
+                "chosen_options": [self.APPROVE],
+                "params_input": {"reason": f"{summary}: quiet"},
+                "responded_by_user": None,
+                "automatic": True,
+            }
+            self.log.info("Automatic gate: %s %s goes to %s without asking anyone", plan.app, plan.version, plan.stage)
+            ti.xcom_push(key=ANSWER_KEY, value=answer)
+            return answer
+        return self._ask(context, plan, f"Soak passed: {summary}; none went into ALARM.\n\n")
+
+    def _ask(self, context: Context, plan: ReleasePlan, soaked: str) -> Any:
+        """A person answers: Airflow's HITL request (the task waits in awaiting_input), with the words
+        preflight wrote (the previous stage's verification) and the stage's plan."""
+        from amirelease.operators.promote import plan_text
+
+        ti = context["ti"]
+        gate = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT, key="gate") or {}
+        stage = plan.stage_spec
+        self.subject = str(gate.get("subject") or f"Promote {plan.app} {plan.version} to {plan.stage}?")
+        self.body = (
+            soaked + str(gate.get("body") or "") + plan_text(ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA), plan.stage)
+        )
+        if stage.approvers:
+            self.assigned_users = [{"id": u, "name": u} for u in stage.approvers]
+        self.response_timeout = timedelta(minutes=stage.approval_minutes)
         self._tell(context, plan)
         self.log.info(
-            "Waiting up to %s for a release manager to approve %s %s for %s (Airflow UI: Required Actions, or "
+            "Waiting up to %s for %s to approve %s %s for %s (Airflow UI: Required Actions, or "
             "this task's page); no answer counts as a rejection",
             self.response_timeout,
+            who_may_answer(stage.approvers),
             plan.app,
             plan.version,
             plan.stage,
@@ -105,7 +217,8 @@ class StageGateOperator(ApprovalOperator):
                     outcome=f"verified in {plan.promoted_from}; waits for approval to go to {plan.stage}",
                     run_url=notify.run_url(ti.dag_id, ti.run_id),
                     action=(
-                        f"a release manager: approve or reject it in the Airflow UI (Required Actions, or the run's "
+                        f"{who_may_answer(plan.stage_spec.approvers)}: approve or reject it in the Airflow UI "
+                        "(Required Actions, or the run's "
                         f"'approve' task) within {self.response_timeout}; no answer counts as a rejection"
                     ),
                     details=(f"Release id: {plan.release_id}",),
@@ -129,3 +242,71 @@ class StageGateOperator(ApprovalOperator):
                 },
             )
         return super().execute_complete(context, event)
+
+
+def who_may_answer(approvers: tuple[str, ...]) -> str:
+    """(pure) Who the gate asks, in words."""
+    if approvers:
+        return f"one of {', '.join(approvers)} (named by the app; with the release-manager role)"
+    return "a release manager"
+
+
+def _when(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _moment(event: Any) -> datetime | None:
+    """The DateTimeTrigger's event (its moment), or None if it is not a time."""
+    try:
+        return _when(event) if isinstance(event, datetime | str) else None
+    except ValueError:
+        return None
+
+
+def soak_problems(
+    cloudwatch: Callable[[str], Any], alarms: list[str], regions: list[str], since: datetime, until: datetime
+) -> list[str]:
+    """What broke the soak, in words (none: it was quiet): for each alarm in each region, every
+    change into ALARM in [since, until] (DescribeAlarmHistory, every page), an alarm in ALARM now
+    (it may have gone there before the window) and an alarm that does not exist (nothing watched
+    is not quiet)."""
+    problems: list[str] = []
+    for region in regions:
+        cw = cloudwatch(region)
+        found: dict[str, str] = {}
+        for at in range(0, len(alarms), 100):  # DescribeAlarms takes up to 100 names
+            got = cw.describe_alarms(AlarmNames=alarms[at : at + 100], AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+            for a in [*got.get("MetricAlarms", []), *got.get("CompositeAlarms", [])]:
+                found[a["AlarmName"]] = a["StateValue"]
+        for name in alarms:
+            if name not in found:
+                problems.append(f"alarm {name} ({region}) does not exist: nothing to watch")
+                continue
+            if found[name] == "ALARM":
+                problems.append(f"alarm {name} ({region}) is in ALARM")
+            pages = cw.get_paginator("describe_alarm_history").paginate(
+                AlarmName=name,
+                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+                HistoryItemType="StateUpdate",
+                StartDate=since,
+                EndDate=until,
+            )
+            for page in pages:
+                for item in page.get("AlarmHistoryItems", []):
+                    if _into_alarm(item):
+                        problems.append(
+                            f"alarm {name} ({region}) went into ALARM at {_when(item['Timestamp']):%H:%M:%S} UTC"
+                        )
+    return problems
+
+
+def _into_alarm(item: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(item.get("HistoryData") or "{}")["newState"]["stateValue"] == "ALARM")
+    except (ValueError, KeyError, TypeError):  # no structured data: AWS's summary says it too
+        return str(item.get("HistorySummary", "")).endswith(" to ALARM")

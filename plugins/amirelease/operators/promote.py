@@ -27,7 +27,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import BaseOperator
 
-from amirelease.constants import DagIds, TaskIds
+from amirelease.constants import SOAK_BY, DagIds, TaskIds
 from amirelease.errors import PreflightError
 from amirelease.operators.base import ReleaseOperatorMixin
 
@@ -194,7 +194,8 @@ class PromotePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[S3Hook]):
         )
         context["ti"].xcom_push(key="bake", value=bake.to_xcom())
         subject, body = gate_text(record, previous.name, target.name, app)
-        context["ti"].xcom_push(key="gate", value={"subject": subject, "body": body})
+        verified_at = stage_entry(record, previous.name).get("finished_at")  # the soak counts from here
+        context["ti"].xcom_push(key="gate", value={"subject": subject, "body": body, "verified_at": verified_at})
         self.log.info(
             "Promotion of %s %s (%s) from %s to %s: verified there, AMIs %s available; the gate comes next",
             app,
@@ -220,6 +221,10 @@ def gate_answer(raw: Any) -> tuple[str, str | None, str]:
     why = str((raw.get("params_input") or {}).get("reason") or "")
     if raw.get("emergency"):
         return "approved", "emergency (no gate)", why
+    if raw.get("soak_failed"):
+        return "soak failed", SOAK_BY, why
+    if raw.get("automatic"):
+        return "approved", SOAK_BY, why
     if chosen == [APPROVE]:
         return "approved", who, why
     if chosen == [REJECT]:

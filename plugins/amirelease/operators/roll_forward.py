@@ -43,7 +43,7 @@ def decision(outcome: dict[str, Any] | None, document: dict[str, Any] | None) ->
     if outcome.get("kind") == "rollback" or outcome.get("re_release_of"):
         return "this run is itself a rollback (or a stage of one): an automatic rollback never starts another"
     if outcome.get("outcome") in NOT_PROMOTED:
-        return f"the promotion was {outcome['outcome']} at its gate: nothing was changed in that stage"
+        return f"the promotion ended at its gate ({outcome['outcome']}): nothing was changed in that stage"
     failed = str(outcome.get("failed_task") or "").split("[")[0]
     if failed not in REACHED_FLEET:
         return f"the release failed at '{failed}', before it reached the fleet: there is nothing to roll back"

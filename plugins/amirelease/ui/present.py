@@ -19,6 +19,7 @@ from amirelease.constants import (
     FAILED_REFRESH_STATES,
     HOLD_REASON_TAG,
     HOLD_TAG,
+    NOT_PROMOTED,
     TAG_PIPELINE_RUN,
     TAG_RE_RELEASE_OF,
     TAG_RELEASE_ID,
@@ -214,7 +215,7 @@ def stages_text(record: dict[str, Any]) -> str:
     for name, entry in (record.get("stages") or {}).items():
         gate = entry.get("gate") or {}
         text = f"{name}: {entry.get('outcome')}"
-        if entry.get("outcome") in ("rejected", "timed out") or gate.get("answer") == "approved":
+        if entry.get("outcome") in NOT_PROMOTED or gate.get("answer") == "approved":
             text += f" ({'approved' if gate.get('answer') == 'approved' else gate.get('answer')}"
             text += f" by {gate.get('by')}" if gate.get("by") else ""
             text += f": {gate.get('reason')}" if gate.get("reason") else ""
