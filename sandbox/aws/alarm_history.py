@@ -68,25 +68,26 @@ class Item:
 HISTORY: list[Item] = []  # every region's and account's, in the order things happened
 
 
-def _alarm_type(alarm: Any) -> str:
-    return "CompositeAlarm" if getattr(alarm, "rule", None) else "MetricAlarm"
+def _keep(backend: Any, alarm: Any, when: datetime, kind: str, summary: str, data: dict[str, Any]) -> None:
+    HISTORY.append(
+        Item(
+            account=backend.account_id,
+            region=backend.region_name,
+            alarm=alarm.name,
+            alarm_type="CompositeAlarm" if getattr(alarm, "rule", None) else "MetricAlarm",
+            timestamp=when,
+            kind=kind,
+            summary=summary,
+            data=json.dumps({"version": "1.0", **data}),
+        )
+    )
 
 
 def _put_metric_alarm(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
     existed = name in self.alarms
     alarm = _ORIGINAL["put_metric_alarm"](self, name, *args, **kwargs)
-    HISTORY.append(
-        Item(
-            account=self.account_id,
-            region=self.region_name,
-            alarm=name,
-            alarm_type=_alarm_type(alarm),
-            timestamp=utcnow(),
-            kind="ConfigurationUpdate",
-            summary=f'Alarm "{name}" {"updated" if existed else "created"}',
-            data=json.dumps({"version": "1.0", "type": "Update" if existed else "Create"}),
-        )
-    )
+    done, kind = ("updated", "Update") if existed else ("created", "Create")
+    _keep(self, alarm, utcnow(), "ConfigurationUpdate", f'Alarm "{name}" {done}', {"type": kind})
     return alarm
 
 
@@ -96,23 +97,17 @@ def _set_alarm_state(self: Any, alarm_name: str, reason: str, reason_data: str, 
     _ORIGINAL["set_alarm_state"](self, alarm_name, reason, reason_data, state_value)  # validates, raises
     if old_value == state_value:
         return
-    HISTORY.append(
-        Item(
-            account=self.account_id,
-            region=self.region_name,
-            alarm=alarm_name,
-            alarm_type=_alarm_type(alarm),
-            timestamp=self.alarms[alarm_name].state_updated_timestamp,
-            kind="StateUpdate",
-            summary=f"Alarm updated from {old_value} to {state_value}",
-            data=json.dumps(
-                {
-                    "version": "1.0",
-                    "oldState": {"stateValue": old_value, "stateReason": old_reason},
-                    "newState": {"stateValue": state_value, "stateReason": reason},
-                }
-            ),
-        )
+    alarm = self.alarms[alarm_name]
+    _keep(
+        self,
+        alarm,
+        alarm.state_updated_timestamp,
+        "StateUpdate",
+        f"Alarm updated from {old_value} to {state_value}",
+        {
+            "oldState": {"stateValue": old_value, "stateReason": old_reason},
+            "newState": {"stateValue": state_value, "stateReason": reason},
+        },
     )
 
 

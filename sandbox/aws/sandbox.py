@@ -527,6 +527,24 @@ class AwsSandbox:
         self.account = acct
 
     # -- a fleet for the sandbox's own tests ---------------------------------------------------
+
+    def put_alarm(self, name: str, metric: str = "HTTPCode_Target_5XX_Count", threshold: float = 10.0) -> str:
+        """A CloudWatch alarm on an ALB metric of the seeded account, in state OK; its name."""
+        cw = self.client("cloudwatch", internal=True)
+        cw.put_metric_alarm(
+            AlarmName=name,
+            Namespace="AWS/ApplicationELB",
+            MetricName=metric,
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=threshold,
+            ComparisonOperator="GreaterThanThreshold",
+            TreatMissingData="notBreaching",
+        )
+        cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="made by the sandbox")
+        return name
+
     def create_fleet(
         self,
         name: str = "sbx-web",
@@ -582,22 +600,8 @@ class AwsSandbox:
         )
         alarm_names = []
         if alarms:
-            cw = self.client("cloudwatch", internal=True)
             for suffix, metric in (("5xx", "HTTPCode_Target_5XX_Count"), ("latency", "TargetResponseTime")):
-                alarm = f"{name}-{suffix}"
-                cw.put_metric_alarm(
-                    AlarmName=alarm,
-                    Namespace="AWS/ApplicationELB",
-                    MetricName=metric,
-                    Statistic="Sum",
-                    Period=60,
-                    EvaluationPeriods=1,
-                    Threshold=10.0,
-                    ComparisonOperator="GreaterThanThreshold",
-                    TreatMissingData="notBreaching",
-                )
-                cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="made by the sandbox")
-                alarm_names.append(alarm)
+                alarm_names.append(self.put_alarm(f"{name}-{suffix}", metric))
         return {
             "launch_template": {"id": lt["LaunchTemplateId"], "name": name},
             "asg_name": group,

@@ -70,7 +70,9 @@ def test_every_role_shares_the_keys_logs_and_a_working_celery_backend():
         assert env["AIRFLOW__CORE__FERNET_KEY"].startswith("${AIRFLOW_FERNET_KEY:?"), role
         assert env["AIRFLOW__API__SECRET_KEY"].startswith("${AIRFLOW_API_SECRET_KEY:?"), role
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?"), role
-        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "amirelease.auth.ReleaseAuthManager", role
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "amirelease.auth.ReleaseFabAuthManager", role
+        # Airflow syncs DAG-level permissions only for an auth manager path containing this word
+        assert "FabAuthManager" in env["AIRFLOW__CORE__AUTH_MANAGER"], role
         # psycopg2 explicitly (db+postgresql:// alone means psycopg 3, not installed)
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://"), role
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), role

@@ -16,19 +16,9 @@ ALARMS = ["web-5xx", "web-latency"]
 
 @pytest.fixture
 def cw(sandbox):
-    client = no_retry_client(sandbox, "cloudwatch")
     for name in ALARMS:
-        client.put_metric_alarm(
-            AlarmName=name,
-            Namespace="AWS/ApplicationELB",
-            MetricName=name,
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=5,
-            ComparisonOperator="GreaterThanThreshold",
-        )
-    return client
+        sandbox.put_alarm(name)
+    return no_retry_client(sandbox, "cloudwatch")
 
 
 def _soak(cw, since, alarms=ALARMS):

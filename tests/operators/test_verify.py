@@ -27,18 +27,9 @@ def test_it_verifies_a_group_on_its_ami_and_names_what_is_not(release_env, relea
     sb = release_env
     ami = sb.account["vendor_images"]["amazon-linux"]
     make_group(sb, "verify-asg", ami, desired=2)
-    cloudwatch = sb.client("cloudwatch", internal=True)
     for name in ALARMS:
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            MetricName="HTTPCode_Target_5XX_Count",
-            Namespace="AWS/ApplicationELB",
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=1,
-            ComparisonOperator="GreaterThanOrEqualToThreshold",
-        )
+        sb.put_alarm(name)
+    cloudwatch = sb.client("cloudwatch", internal=True)
     sb.reset_request_counts()
 
     summary = VerifySummary.from_xcom(_verify(release_plan(), "verify-asg", ami))

@@ -351,8 +351,10 @@ def test_a_release_goes_through_staging_and_reaches_production_only_once_approve
 
 def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami: str, entry) -> None:
     """7.2.0's definition makes production's gate automatic (a quiet soak is the approval): it
-    passes staging, waits out the soak with nobody asked and goes to production, whose instance
-    refresh fails: its roll_forward starts exactly one ami_rollback, up to production and without
+    passes staging, waits out the soak with nobody asked and goes to production, whose
+    verification fails (production's alarm in ALARM: the instance refresh itself succeeds; a failed
+    refresh's roll-forward is tests/release/test_release_e2e.py's): its roll_forward starts exactly
+    one ami_rollback, up to production and without
     waiting at the gate (the app opted in); the rollback re-releases 7.1.0 through staging, then
     production."""
     from airflow.models import DagRun
@@ -364,13 +366,15 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
     assert release.state == "success", task_states(release)
     [bad] = [r for r in ledger_records(sb) if r["pipeline_run"] == release.run_id]
     [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{bad['release_id']}__production")
-    sb.faults.fail_refresh_at(PROD_GROUP, 50, reason="Instance i-0bad failed ELB health checks (injected)")
     inbox.drain()
     sampler = Sampler()
     sampler.start()
+    cw = sb.client("cloudwatch")  # production's alarm (7.2.0's apply leaves it as it is: only the AMI changes)
+    cw.set_alarm_state(AlarmName="demo-web-5xx", StateValue="ALARM", StateReason="5xx above threshold (test)")
     try:
         failed = load_dag("ami_promote").test(run_conf=queued.conf)  # nobody answers: the soak decides
     finally:
+        cw.set_alarm_state(AlarmName="demo-web-5xx", StateValue="OK", StateReason="quiet again (test)")
         sampler.stop.set()
         sampler.join(timeout=10)
     print(f"automatic gate's soak, seconds per state of `approve` (0.5 s samples): {sampler.held.seconds}")
@@ -390,7 +394,8 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
     verified = _parse(staged["staging"]["finished_at"])
     assert _gate_ended(failed.run_id) >= verified + timedelta(minutes=AUTOMATIC_SOAK_MINUTES), (verified, gate)
     entry = _record(sb, bad["release_id"])["stages"]["production"]
-    assert entry["outcome"] == "failed" and entry["failed_task"].startswith("wait_for_refresh"), entry
+    assert entry["outcome"] == "failed" and entry["failed_task"] == "verify", entry
+    assert "alarm demo-web-5xx is ALARM" in entry["failure_reason"], entry
     # the metadata DB outlives a session: this release's are the runs that replace it
     autos = [r for r in DagRun.find(dag_id="ami_rollback") if (r.conf or {}).get("replaces") == bad["release_id"]]
     assert [r.run_id for r in autos] == [f"rollback_demo-web__auto_{bad['release_id']}"], autos

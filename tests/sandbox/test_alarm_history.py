@@ -17,27 +17,14 @@ def cw(sandbox):
     return no_retry_client(sandbox, "cloudwatch")
 
 
-def _alarm(cw, name: str) -> None:
-    cw.put_metric_alarm(
-        AlarmName=name,
-        Namespace="AWS/ApplicationELB",
-        MetricName="HTTPCode_Target_5XX_Count",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=5,
-        ComparisonOperator="GreaterThanThreshold",
-    )
-
-
 def _states(cw, name: str, **kw) -> list[str]:
     items = cw.describe_alarm_history(AlarmName=name, HistoryItemType="StateUpdate", **kw)["AlarmHistoryItems"]
     return [i["HistorySummary"] for i in items]
 
 
 def test_state_changes_are_kept_newest_first_and_only_when_the_state_changes(sandbox, cw):
-    _alarm(cw, "web-5xx")
-    _alarm(cw, "other-5xx")
+    sandbox.put_alarm("web-5xx")
+    sandbox.put_alarm("other-5xx")
     cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="5xx above 5")
     cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="still")  # no change: not kept
     cw.set_alarm_state(AlarmName="web-5xx", StateValue="OK", StateReason="quiet again")
@@ -62,7 +49,7 @@ def test_state_changes_are_kept_newest_first_and_only_when_the_state_changes(san
 
 
 def test_the_time_window_is_inclusive_and_excludes_what_came_before(sandbox, cw):
-    _alarm(cw, "web-5xx")
+    sandbox.put_alarm("web-5xx")
     cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="before the window")
     time.sleep(1.1)
     start = datetime.now(UTC)
@@ -75,7 +62,7 @@ def test_the_time_window_is_inclusive_and_excludes_what_came_before(sandbox, cw)
 
 
 def test_paging_with_max_records_and_next_token(sandbox, cw):
-    _alarm(cw, "flappy")
+    sandbox.put_alarm("flappy")
     for n in range(7):
         cw.set_alarm_state(AlarmName="flappy", StateValue="ALARM" if n % 2 == 0 else "OK", StateReason=f"flap {n}")
     seen, token, pages = [], None, 0
@@ -94,7 +81,7 @@ def test_paging_with_max_records_and_next_token(sandbox, cw):
 
 
 def test_errors_as_aws_answers_them(sandbox, cw):
-    _alarm(cw, "web-5xx")
+    sandbox.put_alarm("web-5xx")
     assert code_of(lambda: cw.describe_alarm_history(NextToken="not-ours")) == "InvalidNextToken"
     assert code_of(lambda: cw.describe_alarm_history(MaxRecords=101)) == "InvalidParameterValue"
     # an alarm that never existed has no history (not an error)
@@ -102,7 +89,7 @@ def test_errors_as_aws_answers_them(sandbox, cw):
 
 
 def test_history_outlives_a_deleted_alarm_and_a_reset_forgets_it(sandbox, cw):
-    _alarm(cw, "web-5xx")
+    sandbox.put_alarm("web-5xx")
     cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="x")
     cw.delete_alarms(AlarmNames=["web-5xx"])
     assert _states(cw, "web-5xx") == ["Alarm updated from OK to ALARM"]

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 from tests.ui.server import ApiServer
 
 FAB_USERS = {"admin": "Admin", "rm": "release-manager", "ops": "release-manager", "viewer": "Viewer"}
-AUTH_MANAGER = "amirelease.auth.ReleaseAuthManager"  # docker-compose.yaml's
+AUTH_MANAGER = "amirelease.auth.ReleaseFabAuthManager"  # docker-compose.yaml's
 
 
 class FabApiServer(ApiServer):

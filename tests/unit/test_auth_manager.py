@@ -6,7 +6,7 @@ from __future__ import annotations
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
 from airflow.providers.fab.auth_manager.models import User
 
-from amirelease.auth import ReleaseAuthManager
+from amirelease.auth import ReleaseFabAuthManager
 
 
 def _user(uid: int, name: str) -> User:
@@ -18,9 +18,9 @@ def _user(uid: int, name: str) -> User:
 def test_a_named_approver_matches_by_user_name_where_stock_fab_refuses_them():
     ann, bob = _user(7, "ann"), _user(8, "bob")
     named = {"ann"}  # what the gate writes from approval.approvers
-    assert ReleaseAuthManager().is_authorized_hitl_task(assigned_users=named, user=ann)
-    assert not ReleaseAuthManager().is_authorized_hitl_task(assigned_users=named, user=bob)
+    assert ReleaseFabAuthManager().is_authorized_hitl_task(assigned_users=named, user=ann)
+    assert not ReleaseFabAuthManager().is_authorized_hitl_task(assigned_users=named, user=bob)
     # why the subclass exists: FAB compares its numeric ids, which the worker cannot know
     assert not FabAuthManager().is_authorized_hitl_task(assigned_users=named, user=ann)
     # ids still match as FAB's own (an assignment made by id elsewhere keeps working)
-    assert ReleaseAuthManager().is_authorized_hitl_task(assigned_users={"8"}, user=bob)
+    assert ReleaseFabAuthManager().is_authorized_hitl_task(assigned_users={"8"}, user=bob)
