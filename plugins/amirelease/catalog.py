@@ -46,6 +46,29 @@ DEFAULT_TF_OUTPUTS = {
 }
 
 
+def module_variables(
+    app: App, network: Any, region: str, release_id: str, ami_id: str, versions: dict[str, Any], stage: str = ""
+) -> dict[str, Any]:
+    """(pure) The non-secret Terraform variables of one region's apply of ``app``'s module: the
+    module's and the stage's variables, then what the pipeline sets (PIPELINE_TF_VARIABLES), and
+    the secrets' versions. The release applies these; drift plans the live release with them."""
+    infra = app.infrastructure
+    out: dict[str, Any] = {
+        **infra.variables,
+        **app.stage(stage).variables,
+        "app": app.name,
+        "region": region,
+        "release_id": release_id,
+        "ami_id": ami_id,
+        "vpc_id": network.vpc_id,
+        "vpc_cidr": network.vpc_cidr,
+        "subnet_ids": list(network.subnet_ids),
+    }
+    if infra.secrets:
+        out["secret_versions"] = dict(versions)
+    return out
+
+
 @dataclass(frozen=True)
 class Target:
     region: str

@@ -60,23 +60,11 @@ def drift_variables(
     versions: dict[str, Any],
     stage: str = "",
 ) -> dict[str, Any]:
-    """The live release's Terraform variables, as the release applied them (pure; the same as
-    operators/infrastructure.variables_for, tests/drift/test_drift_pure.py holds them in step)."""
-    infra = app.infrastructure
-    out: dict[str, Any] = {
-        **infra.variables,
-        **app.stage(stage).variables,
-        "app": app.name,
-        "region": region,
-        "release_id": release_id,
-        "ami_id": ami_id,
-        "vpc_id": network.vpc_id,
-        "vpc_cidr": network.vpc_cidr,
-        "subnet_ids": list(network.subnet_ids),
-    }
-    if infra.secrets:
-        out["secret_versions"] = dict(versions)
-    return out
+    """The live release's Terraform variables, as the release applied them (pure): the catalog's
+    one definition, which the release's apply uses too (catalog.module_variables)."""
+    from amirelease.catalog import module_variables
+
+    return module_variables(app, network, region, release_id, ami_id, versions, stage)
 
 
 def task_id_for(toolchain: str, step: str = "plan") -> str:

@@ -45,23 +45,12 @@ def state_key(app: str, region: str, stage: str = "") -> str:
 
 
 def variables_for(plan: ReleasePlan, region: str, ami_id: str, secrets: Secrets) -> dict[str, Any]:
-    """The non-secret Terraform variables of one region's apply (pure)."""
-    infra = plan.app_spec.infrastructure
-    net = plan.network(region)
-    out: dict[str, Any] = {
-        **infra.variables,
-        **plan.stage_spec.variables,
-        "app": plan.app,
-        "region": region,
-        "release_id": plan.release_id,
-        "ami_id": ami_id,
-        "vpc_id": net.vpc_id,
-        "vpc_cidr": net.vpc_cidr,
-        "subnet_ids": list(net.subnet_ids),
-    }
-    if infra.secrets:
-        out["secret_versions"] = dict(secrets.versions)
-    return out
+    """The non-secret Terraform variables of one region's apply (pure; catalog.module_variables)."""
+    from amirelease import catalog
+
+    return catalog.module_variables(
+        plan.app_spec, plan.network(region), region, plan.release_id, ami_id, dict(secrets.versions), plan.stage
+    )
 
 
 def refuse_destroys(plan: ReleasePlan, region: str, summary: PlanSummary) -> None:
