@@ -99,12 +99,15 @@ class StageGateOperator(ApprovalOperator):
                 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
                 self.log.info(
-                    "Soak: %s has run %s %s since %s; waiting until %s (no worker slot) with its alarms watched",
-                    plan.promoted_from,
+                    "Soak: %s %s was verified in %s at %s; waiting until %s (a trigger: no worker slot), then "
+                    "%s's alarms over the last %s decide",
                     plan.app,
                     plan.version,
-                    since.isoformat(),
+                    plan.promoted_from,
+                    verified.isoformat(),
                     until.isoformat(),
+                    plan.promoted_from,
+                    soak,
                 )
                 self.defer(
                     trigger=DateTimeTrigger(moment=until),
