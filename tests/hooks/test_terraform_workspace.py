@@ -71,3 +71,36 @@ def test_a_folder_prepared_again_keeps_no_saved_plan(module):
     with hook.workspace(module, key, backend.endpoint_url) as ws:
         assert not ws.reused
         assert not (ws.path / "release.tfplan").exists() and not _saved_plan_is(ws.path, "plan-1")
+
+
+def test_an_init_runs_alone_on_the_shared_provider_cache_and_other_commands_side_by_side(module, tmp_path):
+    """Terraform's plugin cache is not safe while an init fills it: one worker's inits wait for
+    every other command on its workspaces, and those wait for an init (one flock, shared/exclusive)."""
+    import fcntl
+    import threading
+
+    from amirelease.hooks.terraform import provider_cache_lock, workspace_root
+
+    root = workspace_root()
+    (root / "plugins").mkdir(parents=True)
+    env = {"TF_DATA_DIR": str(root / "demo-web-us-east-1-x" / "data")}
+    probe = open(root / "plugins.lock", "a")  # another process's view: its own open file
+    try:
+        with provider_cache_lock(env, exclusive=False):  # a plan: another plan gets in, an init does not
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with provider_cache_lock(env, exclusive=True), pytest.raises(BlockingIOError):  # an init: nobody else
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        # a real terraform command waits while an init holds the cache
+        fcntl.flock(probe, fcntl.LOCK_EX)
+        ran = threading.Thread(target=lambda: TerraformHook().run(["version"], cwd=module, env=env, on_line=print))
+        ran.start()
+        ran.join(timeout=3)
+        assert ran.is_alive(), "terraform ran while another process's init held the provider cache"
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        ran.join(timeout=60)
+        assert not ran.is_alive()
+    finally:
+        probe.close()

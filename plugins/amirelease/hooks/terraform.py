@@ -158,6 +158,24 @@ def _sweep_workspaces(root: Path, max_age: float) -> None:
             continue  # held by a running task, or already gone
 
 
+@contextmanager
+def provider_cache_lock(env: Mapping[str, str], *, exclusive: bool) -> Iterator[None]:
+    """Terraform's provider plugin cache is not safe while an ``init`` fills or links it
+    (Terraform's documentation: concurrent inits on one cache are undefined). The workspaces of
+    one worker share ``<workspace root>/plugins``, and a worker runs several tasks at once (Celery
+    concurrency; two test workers did it here: a plan failed reading a provider folder another
+    process's init was linking). So an ``init`` runs alone (an exclusive flock) and every other
+    command beside the others (shared). Workspaces are locked first, this second: no cycle."""
+    data = env.get("TF_DATA_DIR")
+    root = Path(data).parent.parent if data else None
+    if root is None or not (root / "plugins").is_dir():
+        yield
+        return
+    with open(root / "plugins.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 def hcl_quote(value: str) -> str:
     return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
 
@@ -398,9 +416,10 @@ class TerraformHook(BaseHook):
         cmd = [self.binary(), *args]
         on_line(f"$ terraform {' '.join(args)}")
         started = time.monotonic()
-        run = self._tool.run(
-            cmd, cwd=cwd, env=env, on_line=lambda line: self._handle(line, result, on_line), timeout=timeout
-        )
+        with provider_cache_lock(env, exclusive=args[0] == "init"):
+            run = self._tool.run(
+                cmd, cwd=cwd, env=env, on_line=lambda line: self._handle(line, result, on_line), timeout=timeout
+            )
         result.returncode, result.interrupted = run.returncode, run.interrupted
         result.seconds = time.monotonic() - started
         on_line(f"(terraform {args[0]}: {result.seconds:.1f} s, exit code {run.returncode})")
