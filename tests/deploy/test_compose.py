@@ -725,7 +725,9 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
             text[-3000:]
         )
         # the trigger's log file (beside the task's, in the shared logs volume) is named after the job
-        assert re.search(rf"/wait_for_refresh/map_index=0/attempt=\d+\.log\.trigger\.{job_id}\.log'", text), text[:3000]
+        assert re.search(rf"/task_id=wait_for_refresh/map_index=0/attempt=\d+\.log\.trigger\.{job_id}\.log'", text), (
+            text[:3000]
+        )
         t = lap("release 1.1.0", t)
         conf = {"app": APP, "reason": "1.1.0 breaks checkout (compose test)"}
         assert viewer.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})[0] == 403
