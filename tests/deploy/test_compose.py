@@ -229,7 +229,9 @@ def test_cluster_environment_is_compose_with_only_hosts_ports_and_paths_rewritte
 # Builds both images from the shipped Dockerfile (only BASE and the Terraform download mirror
 # changed: no registry, no releases.hashicorp.com here), then follows README "Running it for
 # real" with docker-compose, one override file (AWS = the sandbox), and drives the result through
-# the REST API. Figures are printed (docs/containers.md), not asserted.
+# the REST API: 1.1.0 with the scheduler and the bake's worker restarted mid-bake (it must still end
+# once) and its refresh wait on the triggerer container. Figures are printed (docs/containers.md),
+# not asserted.
 
 APP = "demo-web"
 GROUP = "demo-web-asg"  # its one Auto Scaling group (include/apps/demo-web.yaml)
