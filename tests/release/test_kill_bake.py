@@ -102,3 +102,42 @@ def test_the_builder_is_reachable_only_from_the_configured_network(fleet_env, re
     assert sorted(r["CidrIp"] for r in perm["IpRanges"]) == ["10.98.0.0/24", "10.99.0.0/24"]
     none = op._builder_security_group(hook, release_plan(networks=(net,), release_id="r-sg3"), "unprovisioned")
     assert ec2.describe_security_groups(GroupIds=[none])["SecurityGroups"][0]["IpPermissions"] == []
+
+
+def test_kill_9_after_packer_registered_the_ami_the_retry_adopts_it(fleet_env, tmp_path, monkeypatch):
+    """Packer tags the AMI only once it is available (on AWS it is pending for minutes): a bake
+    killed in between leaves an untagged AMI. The retry finds it by the release's AMI name and
+    adopts it (tags it, one AMI); before, it looked by tag only, found nothing, and Packer then
+    refused the name ("AMI Name ... is used by an existing AMI"): the release failed and the
+    untagged AMI stayed (found by the container test's fault check, docs/containers.md)."""
+    sb = fleet_env
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ec2, _, _ = clients(sb)
+    run_id = "manual__kill-9-untagged"
+    plan = ReleasePreflightOperator(
+        task_id="preflight", app="demo-web", version="8.8.9", region_name="us-east-1"
+    ).execute({"run_id": run_id})
+    rp = ReleasePlan.from_xcom(plan)
+    store = bundle.BundleStore(sb.client("s3"), ledger_bucket())
+    store.put(rp.bundle.key, bundle.pack_app(catalog.get_app("demo-web")))
+    # Packer's tagging of the new AMI held back: the task is killed with the AMI registered, untagged
+    sb.faults.delay("ec2:CreateTags", seconds=45, times=1, match="ResourceId.1=ami-")
+
+    def named() -> list[tuple[str, str | None]]:
+        images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [rp.ami_name]}])["Images"]
+        return [(i["ImageId"], {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("ReleaseId")) for i in images]
+
+    def bake() -> None:
+        BakeAmiOperator(task_id="bake", plan=plan, region_name="us-east-1").execute({"run_id": run_id})
+
+    kill_9_while_held(
+        sb, bake, (), call="ec2:CreateTags", tool="packer", never="Packer never tagged", reach_within=120, die_within=20
+    )
+    [(ami, tag)] = named()
+    assert tag is None, "the killed try's AMI is untagged"
+    result = BakeResult.from_xcom(
+        BakeAmiOperator(task_id="bake", plan=plan, region_name="us-east-1").execute({"run_id": run_id})
+    )  # the retry
+    assert result.reused and result.ami_id == ami, result
+    assert named() == [(ami, rp.release_id)] and [i["ImageId"] for i in run_images(sb, run_id)] == [ami]
+    assert running_instances(sb, "ami-bake-builder", rp.release_id) == []

@@ -126,3 +126,22 @@ def test_it_tells_what_instances_run_and_discards_a_releases_images(hook, sandbo
     assert not set(doomed) & left and set(snapshots(images["r-keep"])) <= left
     assert hook.discard_release_images("r-discard") == []
     hook.terminate_and_wait([builder], what="test instance(s)", why="cleanup")
+
+
+def test_an_untagged_image_of_a_killed_try_is_found_and_discarded_by_its_name(hook, sandbox):
+    """Packer tags the AMI only once it is available: a bake killed while the AMI was pending left
+    it untagged. The retry finds it by the release's AMI name (and adopts it), a refused release
+    discards it by that name; an image of another name is neither's."""
+    own = _own_client(sandbox)
+    builder = _launch(hook, sandbox, "r-untagged", PURPOSE_BUILDER)
+    untagged = own.create_image(InstanceId=builder, Name="demo-web-1.2.3-r-untagged")["ImageId"]
+    other = own.create_image(InstanceId=builder, Name="demo-web-1.2.4-r-other")["ImageId"]
+    assert hook.release_image("r-untagged") is None  # not by its tag: it has none
+    assert hook.release_image("r-untagged", name="demo-web-1.2.3-r-untagged") == untagged
+    assert hook.release_image("r-untagged", name="demo-web-9.9.9-r-none") is None
+    hook.tag(untagged, {TAG_RELEASE_ID: "r-untagged"})  # tagged as well: still one image, once
+    assert [i["ImageId"] for i in hook._release_images("r-untagged", "demo-web-1.2.3-r-untagged")] == [untagged]
+    assert [g for g, _ in hook.discard_release_images("r-untagged", name="demo-web-1.2.3-r-untagged")] == [untagged]
+    assert [i["ImageId"] for i in own.describe_images(Owners=["self"])["Images"] if i["ImageId"] == other] == [other]
+    own.deregister_image(ImageId=other)
+    hook.terminate_and_wait([builder], what="test instance(s)", why="cleanup")

@@ -117,10 +117,12 @@ class Ec2ReleaseHook(EC2Hook):
         )
 
     # -- images ----------------------------------------------------------------------------
-    def release_image(self, release_id: str) -> str | None:
+    def release_image(self, release_id: str, name: str | None = None) -> str | None:
         """The newest available (or pending: waited for) AMI of this account tagged with the
-        release, or None. How a retry of a bake finds what an earlier try built."""
-        images = [i for i in self._release_images(release_id) if i["State"] in LIVE_IMAGE_STATES]
+        release, or named ``name`` (the release's AMI name), or None. How a retry of a bake finds
+        what an earlier try built: Packer tags the AMI only once it is available, so a try killed
+        while the AMI was pending (minutes on AWS) left it untagged, found by its name only."""
+        images = [i for i in self._release_images(release_id, name) if i["State"] in LIVE_IMAGE_STATES]
         if not images:
             return None
         image = max(images, key=lambda i: i.get("CreationDate", ""))
@@ -129,11 +131,19 @@ class Ec2ReleaseHook(EC2Hook):
             self.conn.get_waiter("image_available").wait(ImageIds=[image["ImageId"]])
         return str(image["ImageId"])
 
-    def _release_images(self, release_id: str) -> list[ImageTypeDef]:
-        """This account's AMIs tagged with the release (any state)."""
-        return self.conn.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
-        )["Images"]
+    def _release_images(self, release_id: str, name: str | None = None) -> list[ImageTypeDef]:
+        """This account's AMIs tagged with the release, and (``name``) the one with the release's
+        AMI name, tagged or not (any state), each once."""
+        found = {
+            i["ImageId"]: i
+            for i in self.conn.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{TAG_RELEASE_ID}", "Values": [release_id]}]
+            )["Images"]
+        }
+        if name:
+            named = self.conn.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
+            found.update({i["ImageId"]: i for i in named["Images"] if i["ImageId"] not in found})
+        return list(found.values())
 
     def image_tags(self, image_id: str) -> dict[str, str]:
         image = self.conn.describe_images(ImageIds=[image_id])["Images"][0]
@@ -210,11 +220,12 @@ class Ec2ReleaseHook(EC2Hook):
         self.conn.delete_key_pair(KeyName=name)
         return True
 
-    def discard_release_images(self, release_id: str) -> list[tuple[str, list[str]]]:
-        """Deregister every AMI of this account tagged with the release and delete its snapshots
-        (a refused release keeps nothing). Returns ``[(image id, [snapshot ids])]``."""
+    def discard_release_images(self, release_id: str, name: str | None = None) -> list[tuple[str, list[str]]]:
+        """Deregister every AMI of this account tagged with the release (or named ``name``, the
+        release's AMI name: an untagged one of a killed try) and delete its snapshots (a refused
+        release keeps nothing). Returns ``[(image id, [snapshot ids])]``."""
         gone = []
-        for image in self._release_images(release_id):
+        for image in self._release_images(release_id, name):
             snapshots = list(snapshot_ids(image))
             self.conn.deregister_image(ImageId=image["ImageId"])
             for snapshot in snapshots:

@@ -183,6 +183,7 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         if existing and set(existing) >= set(plan.image_regions):
             self.log.info("Reusing AMI(s) %s built for release %s by an earlier try of this run", existing, rid)
             self._cleanup(ec2, rid, "left by an earlier try")
+            self._ensure_tags(existing, build_ami_tags(plan))  # a try killed before Packer tagged it
             return self._result(plan, existing, reused=True)
 
         self._cleanup(ec2, rid, "left by an earlier try")
@@ -346,7 +347,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
     def _find_release_amis(self, plan: ReleasePlan) -> dict[str, str]:
         """The AMI per region an earlier try of this release built (a pending one waited for)."""
         found = {
-            region: self.clients.ec2_release(region).release_image(plan.release_id) for region in plan.image_regions
+            region: self.clients.ec2_release(region).release_image(plan.release_id, name=plan.ami_name)
+            for region in plan.image_regions
         }
         return {region: ami for region, ami in found.items() if ami}
 

@@ -462,11 +462,13 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
 
     def _discard_refused(self, plan: ReleasePlan) -> None:
         """A refused release keeps nothing: the AMI a bake beside the check may have finished
-        (found by its ReleaseId tag, with its snapshots) and the bundle preflight stored."""
+        (found by its ReleaseId tag or its name, with its snapshots) and the bundle preflight stored."""
         from amirelease.ledger import ledger_bucket
 
         for region in plan.image_regions:
-            for image_id, snapshots in self.clients.ec2_release(region).discard_release_images(plan.release_id):
+            for image_id, snapshots in self.clients.ec2_release(region).discard_release_images(
+                plan.release_id, name=plan.ami_name
+            ):
                 self.log.warning(
                     "Refused release: AMI %s (%s) deregistered and its snapshot(s) %s deleted",
                     image_id,
