@@ -390,20 +390,23 @@ def parse_app(data: Any, source: str, root: Path | None = None) -> App:
         attributes=dict(data.get("attributes", {})),
         allow=dict(data.get("allow", {})),
         aws_role=_aws_role(data),
-        stages=tuple(
-            Stage(
-                name=st["name"],
-                targets=tuple(Target(**t) for t in st["targets"]),
-                variables=dict(st.get("variables", {})),
-                approval_minutes=float((st.get("approval") or {}).get("timeout_minutes", DEFAULT_APPROVAL_MINUTES)),
-                state=st.get("state"),
-                verify=dict(st.get("verify", {})),
-                approvers=tuple((st.get("approval") or {}).get("approvers", ())),
-                soak_minutes=float((st.get("approval") or {}).get("soak_minutes", 0)),
-                automatic=bool((st.get("approval") or {}).get("automatic", False)),
-            )
-            for st in stages
-        ),
+        stages=tuple(_stage(st) for st in stages),
+    )
+
+
+def _stage(st: dict[str, Any]) -> Stage:
+    """One checked ``stages:`` document (_stages) as a Stage."""
+    gate = st.get("approval") or {}
+    return Stage(
+        name=st["name"],
+        targets=tuple(Target(**t) for t in st["targets"]),
+        variables=dict(st.get("variables", {})),
+        approval_minutes=float(gate.get("timeout_minutes", DEFAULT_APPROVAL_MINUTES)),
+        state=st.get("state"),
+        verify=dict(st.get("verify", {})),
+        approvers=tuple(gate.get("approvers", ())),
+        soak_minutes=float(gate.get("soak_minutes", 0)),
+        automatic=bool(gate.get("automatic", False)),
     )
 
 
@@ -435,7 +438,7 @@ def _stages(data: dict[str, Any], infra: dict[str, Any], source: str) -> list[di
             "the smoke test)",
             fix="remove approval: from the first stage; a gate belongs to the stage it lets a release into",
         )
-    for st in stages:
+    for at, st in enumerate(stages):
         gate = st.get("approval") or {}
         if gate.get("automatic") and not gate.get("soak_minutes"):
             raise ConfigError(
@@ -448,7 +451,6 @@ def _stages(data: dict[str, Any], infra: dict[str, Any], source: str) -> list[di
                 f"{source}: stages[{st['name']}].approval names approvers and is automatic: nobody would be asked",
                 fix="remove automatic: (the approvers answer after the soak) or approvers: (the soak alone decides)",
             )
-        at = stages.index(st)
         if gate.get("soak_minutes") and at > 0:
             before = stages[at - 1]
             if not {**data.get("verify", {}), **before.get("verify", {})}.get("alarms"):

@@ -158,6 +158,11 @@ def _sweep_workspaces(root: Path, max_age: float) -> None:
             continue  # held by a running task, or already gone
 
 
+def plugin_cache(workdir: Path) -> Path:
+    """The provider plugin cache the working folders of one workspace root share (TerraformHook.workspace)."""
+    return workdir.parent / "plugins"
+
+
 @contextmanager
 def provider_cache_lock(env: Mapping[str, str], *, exclusive: bool) -> Iterator[None]:
     """Terraform's provider plugin cache is not safe while an ``init`` fills or links it
@@ -167,11 +172,11 @@ def provider_cache_lock(env: Mapping[str, str], *, exclusive: bool) -> Iterator[
     process's init was linking). So an ``init`` runs alone (an exclusive flock) and every other
     command beside the others (shared). Workspaces are locked first, this second: no cycle."""
     data = env.get("TF_DATA_DIR")
-    root = Path(data).parent.parent if data else None
-    if root is None or not (root / "plugins").is_dir():
+    cache = plugin_cache(Path(data).parent) if data else None
+    if cache is None or not cache.is_dir():
         yield
         return
-    with open(root / "plugins.lock", "a") as fh:
+    with open(cache.with_name("plugins.lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
 
@@ -324,7 +329,7 @@ class TerraformHook(BaseHook):
         (wd / OVERRIDE_FILE).write_text(override_file(endpoint_url))
         mirror = plugin_dir()
         cli = workdir / "terraform.tfrc"
-        cache = workdir.parent / "plugins"  # shared by the folders of workspace(): one copy of each provider
+        cache = plugin_cache(workdir)  # shared by the folders of workspace(): one copy of each provider
         text = f"plugin_cache_dir = {hcl_quote(str(cache))}\n" if cache.is_dir() else ""
         if mirror is not None:
             text += f"provider_installation {{\n  filesystem_mirror {{\n    path = {hcl_quote(str(mirror))}\n  }}\n}}\n"

@@ -91,11 +91,11 @@ class StageGateOperator(ApprovalOperator):
         if stage.soak_minutes:
             # the last soak_minutes of the release in the previous stage: from its verification, or
             # (a promotion asked again later) the minutes before now
-            soak = timedelta(minutes=stage.soak_minutes)
-            verified = _when(gate.get("verified_at")) or datetime.now(UTC)
-            until = max(verified + soak, datetime.now(UTC))
+            soak, now = timedelta(minutes=stage.soak_minutes), datetime.now(UTC)
+            verified = _when(gate.get("verified_at")) or now
+            until = max(verified + soak, now)
             since = until - soak
-            if until > datetime.now(UTC):
+            if until > now:
                 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
                 self.log.info(
