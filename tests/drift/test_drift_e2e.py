@@ -14,7 +14,7 @@ import pytest
 
 from amirelease.drift.store import drift_key
 from tests.notify.sns import Inbox
-from tests.release.conftest import LEDGER_BUCKET, clients, load_dag, mutations, task_states
+from tests.release.conftest import LEDGER_BUCKET, clients, load_dag, mutations, outcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
@@ -42,7 +42,7 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
 
     # 0. the fleet as released: no drift, no record, nobody told
     clean = drift.test()
-    assert clean.state == "success", task_states(clean)
+    assert clean.state == "success", outcome(clean)
     assert _drift_record(s3) is None
     assert [m["Subject"] for m in inbox.drain()] == []
 
@@ -61,7 +61,7 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
 
     # 2. one run reports both, in words: the record, the log, one message
     found = drift.test()
-    assert found.state == "success", task_states(found)
+    assert found.state == "success", outcome(found)
     log = capfd.readouterr().out
     record = _drift_record(s3)
     assert record is not None, "no drift record written"
@@ -91,7 +91,7 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
 
     # 3. the next run: the same drift, first seen kept, nobody told again
     again = drift.test()
-    assert again.state == "success", task_states(again)
+    assert again.state == "success", outcome(again)
     later = _drift_record(s3)
     assert later["first_seen"] == record["first_seen"] and later["last_seen"] >= record["last_seen"], later
     assert inbox.drain() == []
@@ -102,7 +102,7 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="amirelease.notify"):
         released = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "8.1.0", "notes": "drift"})
-    assert released.state == "success", task_states(released)
+    assert released.state == "success", outcome(released)
     warned = [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "not sent to sns" in r.getMessage()
     ]
@@ -110,7 +110,7 @@ def test_drift_made_by_hand_is_reported_and_a_release_clears_it(fleet_env, capfd
     assert any("release_succeeded" in m and "NotFound" in m for m in warned), warned
     inbox = Inbox(sb)
     cleared = drift.test()
-    assert cleared.state == "success", task_states(cleared)
+    assert cleared.state == "success", outcome(cleared)
     assert _drift_record(s3) is None
     g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"][0]
     assert g["MaxSize"] == 6

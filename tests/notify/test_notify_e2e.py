@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.notify.sns import Inbox
-from tests.release.conftest import load_dag, task_states
+from tests.release.conftest import load_dag, outcome, task_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
@@ -28,7 +28,7 @@ def test_a_succeeded_and_a_failed_release_are_told_in_words(fleet_env, vault_san
     release = load_dag("ami_release")
 
     ok = release.test(run_conf={"app": "demo-web", "version": "8.3.0", "notes": "notifications"})
-    assert ok.state == "success", task_states(ok)
+    assert ok.state == "success", outcome(ok)
     messages = inbox.drain()
     assert [m["Subject"] for m in messages] == ["Release demo-web 8.3.0: started", "Release demo-web 8.3.0: SUCCEEDED"]
     assert [m["MessageAttributes"]["event"]["Value"] for m in messages] == ["release_started", "release_succeeded"]

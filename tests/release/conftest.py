@@ -204,6 +204,27 @@ def task_states(dr) -> dict[str, str]:
         return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state for ti in tis}
 
 
+def failure(dr, task_id: str) -> str:
+    """The error a failed task left (XCom 'failure', callbacks.remember_failure)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
+
+
+def outcome(dr) -> dict[str, object]:
+    """The tasks' states and every error a task left, for an assertion's message: a run that
+    failed on a busy machine says why in the test's report, not only which task."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, key="failure").all()
+        errors = {f"{r.task_id}[{r.map_index}]" if r.map_index >= 0 else r.task_id: r.value for r in rows}
+    return {"states": task_states(dr), "errors": errors}
+
+
 @pytest.fixture
 def release_dag():
     """The release DAG (the test also asks for the account it needs: release_env or fleet_env)."""

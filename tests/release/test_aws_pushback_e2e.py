@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from amirelease.ledger import utcnow
 from tests.release.conftest import (
+    failure,
     ledger_records,
     mutations,
     run_images,
@@ -18,7 +19,6 @@ from tests.release.conftest import (
     task_states,
 )
 from tests.release.invariant import ledger_tells_the_truth
-from tests.release.test_rollback_e2e import _failure
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -97,7 +97,7 @@ def test_a_storm_longer_than_every_retry_fails_in_words_changes_nothing_and_is_r
     assert dr.state == "failed" and states["preflight"] == "failed", states
     assert {ti.task_id: ti.try_number for ti in dr.get_task_instances()}["preflight"] == 3  # 1 + 2 retries
     assert sb.request_counts()["ec2:DescribeVpcs"] == 3 * 3  # every try made every attempt
-    words = _failure(dr, "preflight")
+    words = failure(dr, "preflight")
     assert words.startswith(
         "AwsPushbackError: AWS is throttling this account: DescribeVpcs in us-east-1 was refused "
         "(RequestLimitExceeded) in step 'preflight', after 3 attempts with backoff. Nothing was changed in AWS: "

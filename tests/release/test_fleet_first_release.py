@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+from tests.release.conftest import clients, group_images, ledger_records, load_dag, outcome, run_images
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -20,7 +20,7 @@ def test_first_release_creates_the_fleet(release_env):
     _, asg, s3 = clients(sb)
     assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"] == []
     first = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "the fleet"})
-    assert first.state == "success", task_states(first)
+    assert first.state == "success", outcome(first)
     [plan1] = _record(sb, first)["infrastructure"]["applied"]
     assert plan1["plan"]["add"] >= 8 and plan1["plan"]["destroy"] == 0  # the whole fleet
     created = {c["resource_type"] for c in plan1["plan"]["changes"] if c["action"] == "create"}

@@ -19,11 +19,13 @@ from amirelease.release import release_id
 from tests.conftest import REPO
 from tests.release.conftest import (
     clients,
+    failure,
     group_images,
     kill_9_while_held,
     ledger_records,
     load_dag,
     mutations,
+    outcome,
     run_images,
     task_states,
 )
@@ -37,14 +39,6 @@ STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"
 
 def _record(sb, dr):
     return next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)
-
-
-def _failure(dr, task_id: str) -> str:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
 
 
 # calls that change an app's fleet (what a refused release must never make)
@@ -82,7 +76,7 @@ def test_a_module_change_ships_with_the_new_ami_in_one_release(fleet_env, includ
     entry = include / "apps" / "demo-web.yaml"
     entry.write_text(entry.read_text().replace("    instance_type: t3.micro\n", "    instance_type: t3.small\n", 1))
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.0.0"})
-    assert dr.state == "success", task_states(dr)
+    assert dr.state == "success", outcome(dr)
     ec2, _, _ = clients(sb)
     [ami] = run_images(sb, dr.run_id)
     latest = ec2.describe_launch_template_versions(LaunchTemplateName="demo-web", Versions=["$Latest"])[
@@ -124,7 +118,7 @@ def test_a_plan_that_would_destroy_the_group_is_refused_before_anything_changes(
     assert dr.state == "failed" and states["check_infrastructure"] == "failed", states
     # the bake ran beside the check (dag.test runs one task at a time: before it, or after it and stopped)
     assert states["smoke_test"] == states["apply_infrastructure"] == "upstream_failed", states
-    msg = _failure(dr, "check_infrastructure")
+    msg = failure(dr, "check_infrastructure")
     assert "would destroy 1 resource(s): aws_autoscaling_group.web (delete)" in msg, msg
     assert "allow_destroy" in msg and "Fix:" in msg and "moved" in msg
     _refused_left_nothing(sb, dr, "2.1.0")
@@ -139,7 +133,7 @@ def test_an_invalid_module_fails_the_check_with_terraform_s_file_and_line(fleet_
     line = text.splitlines().index("  imge_id                = var.ami_id") + 1
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "2.2.0"})
     assert dr.state == "failed" and task_states(dr)["check_infrastructure"] == "failed"
-    msg = _failure(dr, "check_infrastructure")
+    msg = failure(dr, "check_infrastructure")
     assert "terraform validate failed" in msg and f"main.tf:{line}" in msg and "imge_id" in msg, msg
     _refused_left_nothing(sb, dr, "2.2.0")
 

@@ -14,6 +14,7 @@ from amirelease.operators.lock import ReleaseLockSensor
 from tests.release.conftest import (
     ReleaseHoldingTheLock,
     clients,
+    failure,
     ledger_records,
     load_dag,
     mutations,
@@ -21,7 +22,7 @@ from tests.release.conftest import (
     task_states,
 )
 from tests.release.invariant import ledger_tells_the_truth
-from tests.release.test_rollback_e2e import _failure, _tags
+from tests.release.test_rollback_e2e import _tags
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -47,13 +48,13 @@ def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_en
     again = release.test(run_conf={"app": "demo-web", "version": "1.0.0", "notes": "again"})
     states = task_states(again)
     assert again.state == "failed" and states["preflight"] == "failed", states
-    words = _failure(again, "preflight")
+    words = failure(again, "preflight")
     assert f"demo-web 1.0.0 was already released: {existing['kind']} {existing['release_id']}" in words, words
     assert existing["finished_at"] in words and next(iter(existing["amis"].values())) in words, words
     assert "ami_rollback with target 1.0.0" in words and "'rebuild' ticked" in words, words
     # a rebuild without a reason is refused too
     short = release.test(run_conf={"app": "demo-web", "version": "1.0.0", "rebuild": True, "rebuild_reason": "cve"})
-    assert short.state == "failed" and "needs a reason of at least 10" in _failure(short, "preflight")
+    assert short.state == "failed" and "needs a reason of at least 10" in failure(short, "preflight")
     assert mutations(sb) == {} and len(ledger_records(sb)) == before
 
     # 2. a rebuild on purpose (run A, in its own process) is accepted; the same rebuild pressed
@@ -66,7 +67,7 @@ def test_a_released_version_is_refused_and_a_rebuild_is_recorded_as_one(fleet_en
     a_run = a.result[0]
     states = task_states(b)
     assert b.state == "failed" and states["preflight"] == "failed", states
-    assert f"is being released right now by run ami_release/{a_run}" in _failure(b, "preflight")
+    assert f"is being released right now by run ami_release/{a_run}" in failure(b, "preflight")
     assert run_images(sb, b.run_id) == []
 
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}

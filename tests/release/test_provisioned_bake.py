@@ -20,6 +20,7 @@ from tests.release.conftest import (
     clients,
     ledger_records,
     load_dag,
+    outcome,
     run_images,
     task_states,
 )
@@ -33,7 +34,7 @@ def test_a_release_bakes_through_ssh_and_chef_gets_the_release(release_env, vaul
     sb = release_env
     provisioned_settings(monkeypatch, sb)
     dr = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "6.1.0", "notes": "provisioned"})
-    assert dr.state == "success", task_states(dr)
+    assert dr.state == "success", outcome(dr)
     logs = "".join(capfd.readouterr()) + caplog.text
     record = next(r for r in ledger_records(sb) if r["pipeline_run"] == dr.run_id)
     rid = record["release_id"]

@@ -9,9 +9,11 @@ import pytest
 
 from tests.release.conftest import (
     clients,
+    failure,
     group_images,
     ledger_records,
     mutations,
+    outcome,
     run_images,
     running_instances,
     task_states,
@@ -48,7 +50,7 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     )
     keys_before = sb.access_keys()
     dr = release_dag.test(run_conf={"app": "demo-web", "version": "1.2.0", "git_ref": "1.10", "notes": "0"})
-    assert dr.state == "success", task_states(dr)
+    assert dr.state == "success", outcome(dr)
     out, err = capfd.readouterr()
 
     # Packer and Terraform ran as demo-web's own role (catalog aws.role_arn), assumed with the
@@ -212,7 +214,6 @@ def _rolls_forward_to_the_last_good_release(sb, failed):
     from amirelease.ledger import pick_rollback_target, utcnow
     from tests.release.conftest import load_dag
     from tests.release.invariant import ledger_tells_the_truth
-    from tests.release.test_rollback_e2e import _failure
 
     good = pick_rollback_target(ledger_records(sb), failed["release_id"])
     [queued] = DagRun.find(dag_id="ami_rollback", run_id=failed["automatic_rollback"]["run_id"])
@@ -227,12 +228,12 @@ def _rolls_forward_to_the_last_good_release(sb, failed):
     # 'replaces' must name the app's newest release: anything older is refused before anything is built
     stale = rollback.test(run_conf={**conf, "replaces": good["release_id"]})
     assert stale.state == "failed" and task_states(stale)["resolve_target"] == "failed"
-    assert f"started after {good['release_id']}, which this rollback was asked to replace" in _failure(
+    assert f"started after {good['release_id']}, which this rollback was asked to replace" in failure(
         stale, "resolve_target"
     )
     assert not [r for r in ledger_records(sb) if r["pipeline_run"] == stale.run_id and not r.get("nothing_built")]
     dr = rollback.test(run_conf=conf)
-    assert dr.state == "success", task_states(dr)
+    assert dr.state == "success", outcome(dr)
     after = ledger_records(sb)
     [re_release] = [r for r in after if r["pipeline_run"] == dr.run_id]
     assert re_release["re_release_of"] == good["release_id"] and re_release["version"] == good["version"]

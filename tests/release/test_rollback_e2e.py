@@ -15,10 +15,12 @@ from tests.conftest import REPO, provisioned_settings
 from tests.release.conftest import (
     chef_run,
     clients,
+    failure,
     group_images,
     ledger_records,
     load_dag,
     mutations,
+    outcome,
     run_images,
     task_states,
 )
@@ -30,14 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
 
 def _tags(image: dict) -> dict:
     return {t["Key"]: t["Value"] for t in image.get("Tags", [])}
-
-
-def _failure(dr, task_id: str) -> str:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="failure").one().value
 
 
 def _instance_types(sb) -> set[str]:
@@ -67,7 +61,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     commit_a = repo.git("rev-parse", "v3.0.0^{commit}")
     release = load_dag("ami_release")
     r1 = release.test(run_conf={"app": "demo-web", "version": "3.0.0", "git_ref": "v3.0.0", "notes": "A"})
-    assert r1.state == "success", task_states(r1)
+    assert r1.state == "success", outcome(r1)
     assert _instance_types(sb) == {"t3.micro"}
 
     # B: the module's instance type and a cookbook both change in the app's repository
@@ -79,7 +73,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     commit_b = repo.commit("B: bigger instances")
     repo.tag("v3.1.0")
     r2 = release.test(run_conf={"app": "demo-web", "version": "3.1.0", "git_ref": "v3.1.0", "notes": "B"})
-    assert r2.state == "success", task_states(r2)
+    assert r2.state == "success", outcome(r2)
     ami1, ami2 = run_images(sb, r1.run_id)[0], run_images(sb, r2.run_id)[0]
     assert group_images(sb) == {ami2["ImageId"]} and _instance_types(sb) == {"t3.small"}
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
@@ -95,7 +89,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
 
     rollback = load_dag("ami_rollback")
     rb = rollback.test(run_conf={"app": "demo-web", "reason": "3.1.0 leaks memory under load (INC-4711)"})
-    assert rb.state == "success", task_states(rb)
+    assert rb.state == "success", outcome(rb)
 
     [ami3] = run_images(sb, rb.run_id)
     t3 = _tags(ami3)
@@ -147,7 +141,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     states = task_states(refused)
     assert refused.state == "failed" and states["resolve_target"] == "failed"
     assert states["record"] == "upstream_failed", states  # refused once, clearly: record does not run
-    assert "was rolled back" in _failure(refused, "resolve_target") and "confirm" in _failure(refused, "resolve_target")
+    assert "was rolled back" in failure(refused, "resolve_target") and "confirm" in failure(refused, "resolve_target")
 
     # Retention: once everything is 100 days old, the held AMI is kept, unused unheld ones are marked.
     from amirelease.operators.retention import AmiRetentionOperator
@@ -189,5 +183,5 @@ def test_rollback_targets_are_text_and_refused_when_unknown(fleet_env, target, n
     rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "0123456789", "target": target})
     states = task_states(rb)
     assert rb.state == "failed" and states["resolve_target"] == "failed", states
-    assert needle in _failure(rb, "resolve_target")
+    assert needle in failure(rb, "resolve_target")
     assert mutations(sb) == {}

@@ -17,14 +17,16 @@ from tests.release.conftest import (
     LEDGER_BUCKET,
     ReleaseHoldingTheLock,
     clients,
+    failure,
     group_images,
     ledger_records,
     load_dag,
+    outcome,
     run_images,
     task_states,
 )
 from tests.release.invariant import ledger_tells_the_truth
-from tests.release.test_rollback_e2e import _failure, _tags
+from tests.release.test_rollback_e2e import _tags
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
@@ -40,7 +42,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     _, _, s3 = clients(sb)
     if len({r["version"] for r in ledger_records(sb) if r["outcome"] == "succeeded"}) < 2:  # something to go back to
         first = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "9.0.0"})
-        assert first.state == "success", task_states(first)
+        assert first.state == "success", outcome(first)
     since = utcnow()
     before = {r["release_id"]: r for r in ledger_records(sb)}
     holds_before = {i["ImageId"] for i in _images(sb) if "ForensicHold" in _tags(i)}
@@ -65,7 +67,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     # stopped by the refusal, or its AMI deregistered by record — nothing it built is kept
     assert states["bake"] in ("success", "failed"), states
     assert states["smoke_test"] == states["apply_infrastructure"] == "upstream_failed", states
-    words = _failure(rb, "mark_rolled_back")
+    words = failure(rb, "mark_rolled_back")
     assert words == (
         f"PreflightError: 9.1.0 ({a_rec['release_id']}) went live at {a_rec['finished_at']}, after you asked to roll "
         f"back {asked.current_version} ({asked.current_release_id}); nothing was marked or held by this "

@@ -12,7 +12,7 @@ import pytest
 
 from amirelease.ledger import utcnow
 from tests.conftest import REPO
-from tests.release.conftest import clients, ledger_records, load_dag, task_states
+from tests.release.conftest import clients, ledger_records, load_dag, outcome
 from tests.release.invariant import ledger_tells_the_truth
 
 # one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
@@ -66,7 +66,7 @@ def test_second_release_of_same_app_waits_for_the_first(fleet_env, tmp_path):
     result = [line.split() for line in out.splitlines() if line.startswith("RESULT")]
     assert result and result[0][2] == "success", out[-2000:]
     assert holder["run_id"] == result[0][1] != b.run_id
-    assert b.state == "success", task_states(b)
+    assert b.state == "success", outcome(b)
 
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
     ra, rb = records[result[0][1]], records[b.run_id]

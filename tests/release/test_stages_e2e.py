@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.release.conftest import clients, group_images, ledger_records, load_dag, run_images, task_states
+from tests.release.conftest import clients, group_images, ledger_records, load_dag, outcome, run_images, task_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stages")]
 
@@ -363,7 +363,7 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
     doc["stages"][1]["approval"] = {"soak_minutes": AUTOMATIC_SOAK_MINUTES, "automatic": True}
     (entry / "apps" / "demo-web.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     release = load_dag("ami_release").test(run_conf={"app": "demo-web", "version": "7.2.0"})
-    assert release.state == "success", task_states(release)
+    assert release.state == "success", outcome(release)
     [bad] = [r for r in ledger_records(sb) if r["pipeline_run"] == release.run_id]
     [queued] = DagRun.find(dag_id="ami_promote", run_id=f"promote_demo-web__{bad['release_id']}__production")
     inbox.drain()
@@ -406,7 +406,7 @@ def _a_failed_production_rolls_forward_once(sb, api, inbox, good: dict, good_ami
     assert "automatic rollback started" in told and "waits for approval" not in told, told  # nobody was asked
 
     rollback = load_dag("ami_rollback").test(run_conf=conf)
-    assert rollback.state == "success", task_states(rollback)
+    assert rollback.state == "success", outcome(rollback)
     [re_release] = [r for r in ledger_records(sb) if r["pipeline_run"] == rollback.run_id]
     assert re_release["re_release_of"] == good["release_id"] and re_release["stages"]["staging"]["outcome"] == (
         "succeeded"

@@ -20,6 +20,7 @@ from tests.release.conftest import (
     clients,
     ledger_records,
     load_dag,
+    outcome,
     run_images,
     task_states,
 )
@@ -43,7 +44,7 @@ def test_demo_win_release_bakes_through_ssh_with_sysprep_last(release_env, vault
     sb = release_env
     provisioned_settings(monkeypatch, sb)
     dr, logs, rid = _release(sb, "1.2.0", capfd, caplog)
-    assert dr.state == "success", task_states(dr)
+    assert dr.state == "success", outcome(dr)
     record = next(r for r in ledger_records(sb, "demo-win") if r["pipeline_run"] == dr.run_id)
     [ami] = run_images(sb, dr.run_id)
     state = builders(sb)
