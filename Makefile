@@ -35,7 +35,7 @@ packer-check:
 # started by the package; the test starts its own on free ports).
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) $(shell command -v pg_ctl 2>/dev/null))
 cluster-servers-check:
-	@missing=""; command -v redis-server >/dev/null 2>&1 || missing="redis-server"; \
+	@missing=""; command -v redis-server >/dev/null 2>&1 || missing=" redis-server"; \
 	test -n "$(PG_CTL)" || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -57,7 +57,7 @@ cluster-servers-check:
 # root) the sandbox bakes the no-communicator source and says so; the suite's provisioned-bake
 # tests then fail and say why.
 builder-check:
-	@missing=""; test -x /usr/sbin/sshd || missing="openssh-server"; command -v sudo >/dev/null 2>&1 || missing="$$missing sudo"; \
+	@missing=""; test -x /usr/sbin/sshd || missing=" openssh-server"; command -v sudo >/dev/null 2>&1 || missing="$$missing sudo"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing$$missing (Debian packages, for the sandbox's SSH builders)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
@@ -72,7 +72,7 @@ builder-check:
 # and debootstrap (the base image: no registry needed). Installed where missing; no engine is
 # started here (the test starts its own under .cache/docker/ and stops it, or uses DOCKER_HOST's).
 docker-check:
-	@missing=""; command -v dockerd >/dev/null 2>&1 || missing="docker.io"; \
+	@missing=""; command -v dockerd >/dev/null 2>&1 || missing=" docker.io"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v debootstrap >/dev/null 2>&1 || test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \

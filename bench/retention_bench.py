@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python bench/retention_bench.py [--sizes 1000,5000,10000] [--groups 300]
         [--latency-ms 0,50,50-150] [--runs first,steady,later] [--pacing shipped|off]
-        [--token-buckets] [--release-probe 2]
+        [--token-buckets] [--release-probe 2] [--listing paged|stock|truncated]
 
 Latency (``--latency-ms``): each request to the sandbox is answered that many milliseconds late (a
 number, or ``low-high`` drawn per request), slept outside moto's lock (sandbox/aws/latency.py), so
@@ -31,6 +31,15 @@ the same account - for each contender, and each contender is timed on its own co
 * ours-nochecks, ours-uncapped-nochecks: the same two without AWS's own checks (issue 24: the
   Recycle Bin window, marks as deprecations, DescribeImageReferences, lastLaunchedTime), to
   price them: ``--contenders ours,ours-nochecks --sizes 1000``.
+
+``--listing``: how the sandbox answers the paged listings during the runs (issue 18 item 1):
+``paged`` as AWS pages them; ``stock`` as stock moto 5.2.5 answers DescribeLaunchTemplateVersions
+(cut at the page size, no NextToken); ``truncated``: the first answer of each listing a
+retention run relies on (DescribeLaunchTemplateVersions, DescribeInstances,
+DescribeAutoScalingGroups, DescribeImages) comes back as a first page without its NextToken.
+Whatever the mode, every run is judged against the account's truth read from the sandbox's own
+state, not through the API: "unsafe" counts the marks a run wrote and the images it deregistered
+that a group's launch template version or a live instance uses.
 
 "8 days later" is the account aged by 8 days (sandbox/aws/ageing.py): Custodian and our
 marks (due 7 days after marking; ours rounded up to midnight) are then due for both.
@@ -61,6 +70,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +242,63 @@ def populate(sb: Any, n: int, groups: int, seed: int = 7) -> Account:
     return acct
 
 
+LISTINGS = (
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "ec2:DescribeImages",
+)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The account as it is, read from moto's own state (never through the API, whose listings
+    a run may see cut): the images in use and each image's mark tag."""
+
+    in_use: frozenset[str]
+    marks: dict[str, str | None]
+
+    @classmethod
+    def read(cls, sb: Any) -> Truth:
+        from moto.autoscaling.models import autoscaling_backends
+        from moto.ec2.models import ec2_backends
+
+        from sandbox.aws.state import LOCK
+
+        with LOCK:
+            ec2 = ec2_backends[sb.account_id][sb.region]
+            groups = autoscaling_backends[sb.account_id][sb.region].autoscaling_groups.values()
+            in_use = {g.image_id for g in groups}  # the version the group's template names, resolved
+            in_use |= {i.image_id for i in ec2.all_instances() if i.state != "terminated"}
+            marks = {image: ec2.tags.get(image, {}).get("maid_status") for image in ec2.amis}
+        return cls(frozenset(in_use), marks)
+
+    def unsafe(self, after: Truth) -> tuple[int, int]:
+        """(marks written on images in use, images in use deregistered) between self and after."""
+        marked = {i for i in self.in_use if after.marks.get(i) and after.marks[i] != self.marks.get(i)}
+        gone = {i for i in self.in_use if i in self.marks and i not in after.marks}
+        return len(marked), len(gone)
+
+
+@contextmanager
+def listing(sb: Any, mode: str) -> Iterator[None]:
+    """The sandbox's paged listings as ``--listing`` asks, for one run."""
+    from sandbox.aws.describe_limits import stock_template_listing
+
+    if mode == "stock":
+        with stock_template_listing():
+            yield
+        return
+    if mode == "truncated":
+        for action in LISTINGS:
+            sb.faults.truncate(action, times=1)
+    try:
+        yield
+    finally:
+        if mode == "truncated":
+            sb.faults.clear()
+
+
 # ------------------------------------------------------------------ contenders
 
 
@@ -248,6 +316,8 @@ class Result:
     throttled: int = 0  # requests of the contender the sandbox's token buckets refused
     pacing: dict[str, Any] | None = None  # ours: the pacer's summary (calls, waited seconds)
     probe: dict[str, int] = field(default_factory=dict)  # the release probe's outcomes
+    unsafe_marks: int = 0  # marks written on images a group or a live instance uses (Truth)
+    unsafe_deregistrations: int = 0  # images in use that the run deregistered
 
 
 class ReleaseProbe:
@@ -368,6 +438,12 @@ def main() -> None:
     parser.add_argument("--pacing", choices=("shipped", "off"), default="shipped")
     parser.add_argument("--token-buckets", action="store_true", help="the sandbox throttles EC2 as AWS does")
     parser.add_argument("--release-probe", type=float, default=0.0, help="a release's read calls per second")
+    parser.add_argument(
+        "--listing",
+        choices=("paged", "stock", "truncated"),
+        default="paged",
+        help="the listings as AWS pages them, as stock moto answers templates, or each cut at its first page",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     contenders = args.contenders.split(",")
@@ -380,7 +456,8 @@ def main() -> None:
         parse_ms(latency)  # a bad value fails here, before any account is made
     print(
         f"load {os.getloadavg()}, latencies {latencies} ms, runs {runs}, pacing {args.pacing}, "
-        f"token buckets {'on' if args.token_buckets else 'off'}, release probe {args.release_probe}/s",
+        f"token buckets {'on' if args.token_buckets else 'off'}, release probe {args.release_probe}/s, "
+        f"listing {args.listing}",
         flush=True,
     )
     if "custodian" in contenders:
@@ -437,8 +514,9 @@ def main() -> None:
                     for label in runs:
                         if label == "8 days later":
                             age_account(sb, 8)
+                        before = Truth.read(sb)
                         sb.configure(latency_ms=latency, token_buckets=bool(args.token_buckets))
-                        with ReleaseProbe(sb, args.release_probe) as probe:
+                        with listing(sb, args.listing), ReleaseProbe(sb, args.release_probe) as probe:
                             if who == "custodian":
                                 text = CUSTODIAN_DEREGISTER if label == "8 days later" else CUSTODIAN_POLICY
                                 data, process, counts = run_custodian(sb, env, text)
@@ -447,6 +525,7 @@ def main() -> None:
                         counts = {k: v - probe.calls.get(k, 0) for k, v in counts.items() if v > probe.calls.get(k, 0)}
                         throttles = sb.token_buckets.as_dict()["throttled_by_caller"]
                         sb.configure(latency_ms=0, token_buckets=False)
+                        unsafe_marks, unsafe_gone = before.unsafe(Truth.read(sb))
                         r = Result(
                             n,
                             who,
@@ -460,12 +539,15 @@ def main() -> None:
                             throttled=sum(throttles.get("testing", {}).values()),
                             pacing=data.get("pacing"),
                             probe=dict(probe.outcomes),
+                            unsafe_marks=unsafe_marks,
+                            unsafe_deregistrations=unsafe_gone,
                         )
                         results.append(r)
                         paced = f"  paced, waited {r.pacing['waited_seconds']:.1f} s" if r.pacing else ""
                         print(
                             f"    {label:<13} {r.seconds:7.2f} s  {sum(counts.values()):5d} requests  "
                             f"{r.throttled} throttled{paced}  probe {r.probe or '-'}  load {r.load:.1f}  "
+                            f"unsafe: {r.unsafe_marks} marked, {r.unsafe_deregistrations} deregistered  "
                             f"{r.outcome}",
                             flush=True,
                         )
@@ -477,9 +559,9 @@ def main() -> None:
 def report(results: list[Result], accounts: dict[int, Account]) -> None:
     print(
         "\n| AMIs | latency ms | contender | run | run s | process s | load | requests | requests/s | throttled "
-        "| paced: waited s | release probe | by action | outcome |"
+        "| paced: waited s | release probe | unsafe marks | unsafe deregistrations | by action | outcome |"
     )
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
     for r in results:
         by_action = ", ".join(f"{a.split(':')[1]} {c}" for a, c in sorted(r.requests.items(), key=lambda kv: -kv[1]))
         total = sum(r.requests.values())
@@ -488,7 +570,7 @@ def report(results: list[Result], accounts: dict[int, Account]) -> None:
         print(
             f"| {r.size:,} | {r.latency} | {r.contender} | {r.run} | {r.seconds:.2f} | {r.process:.2f} | "
             f"{r.load:.1f} | {total} | {total / max(r.seconds, 1e-9):.1f} | {r.throttled} | {waited} | {probe} | "
-            f"{by_action} | {r.outcome} |"
+            f"{r.unsafe_marks} | {r.unsafe_deregistrations} | {by_action} | {r.outcome} |"
         )
     by = {(r.size, r.latency, r.contender, r.run): r for r in results}
     latencies = list(dict.fromkeys(r.latency for r in results))
