@@ -23,7 +23,19 @@ from werkzeug.serving import make_server
 
 from sandbox.builders import Builders
 
-from . import alarm_history, image_references, images, instances, patches, recycle_bin, refresh, ssm, sts, windows
+from . import (
+    alarm_history,
+    alarms,
+    image_references,
+    images,
+    instances,
+    patches,
+    recycle_bin,
+    refresh,
+    ssm,
+    sts,
+    windows,
+)
 from .faults import Faults
 from .middleware import INTERNAL_HEADER, QuietRequestHandler, SandboxMiddleware
 from .state import LOCK, RUNTIME
@@ -43,6 +55,7 @@ def install_extensions() -> None:
     instances.install()
     windows.install()
     alarm_history.install()  # DescribeAlarmHistory (state changes of alarms)
+    alarms.install()  # PutCompositeAlarm; DescribeAlarms with AlarmTypes and paging, as AWS answers it
     sts.install()  # AssumeRole only into roles that exist and trust the caller (member accounts)
 
 

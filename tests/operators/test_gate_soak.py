@@ -57,3 +57,14 @@ def test_every_page_of_the_history_is_read(cw):
         cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason=f"flap {n}")
         cw.set_alarm_state(AlarmName="web-5xx", StateValue="OK", StateReason=f"flap {n}")
     assert len(_soak(cw, since)) == 110
+
+
+def test_a_composite_alarm_is_watched_like_a_metric_alarm(sandbox, cw):
+    cw.put_composite_alarm(AlarmName="web-health", AlarmRule='ALARM("web-5xx") OR ALARM("web-latency")')
+    cw.set_alarm_state(AlarmName="web-health", StateValue="OK", StateReason="quiet")
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    assert _soak(cw, since, ["web-health"]) == []
+    cw.set_alarm_state(AlarmName="web-health", StateValue="ALARM", StateReason="both children")
+    cw.set_alarm_state(AlarmName="web-health", StateValue="OK", StateReason="back")
+    [problem] = _soak(cw, since, ["web-health"])
+    assert problem.startswith("alarm web-health (us-east-1) went into ALARM at "), problem

@@ -49,3 +49,22 @@ def test_it_verifies_a_group_on_its_ami_and_names_what_is_not(release_env, relea
     with pytest.raises(VerificationError, match="alarm demo-web-latency is MISSING"):
         _verify(release_plan(), "verify-asg", ami)
     assert mutations(sb) == {}  # verify only reads (the test's own calls are not counted as the product's)
+
+
+def test_a_composite_alarm_the_app_watches_is_read_not_missing(release_env, release_plan):
+    """DescribeAlarms lists only metric alarms unless asked for composite ones too (the sandbox
+    answers as AWS does): verify asks for both, so an app may watch one rule over several alarms."""
+    sb = release_env
+    ami = sb.account["vendor_images"]["amazon-linux"]
+    make_group(sb, "verify-asg", ami, desired=1)
+    sb.put_alarm("demo-web-5xx")
+    cloudwatch = sb.client("cloudwatch", internal=True)
+    cloudwatch.put_composite_alarm(AlarmName="demo-web-latency", AlarmRule='ALARM("demo-web-5xx")')
+    cloudwatch.set_alarm_state(AlarmName="demo-web-latency", StateValue="OK", StateReason="quiet")
+
+    [check] = VerifySummary.from_xcom(_verify(release_plan(), "verify-asg", ami)).groups
+    assert check.alarms == {"demo-web-5xx": "OK", "demo-web-latency": "OK"}, check.alarms
+
+    cloudwatch.set_alarm_state(AlarmName="demo-web-latency", StateValue="ALARM", StateReason="a child is in ALARM")
+    with pytest.raises(VerificationError, match="alarm demo-web-latency is ALARM"):
+        _verify(release_plan(), "verify-asg", ami)

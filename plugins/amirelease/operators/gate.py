@@ -14,6 +14,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
+from amirelease.alarms import ALARM_TYPES, alarm_states
 from amirelease.constants import DEFAULT_AWS_CONN_ID, MAX_NOTES, TaskIds
 
 if TYPE_CHECKING:
@@ -281,11 +282,7 @@ def soak_problems(
     problems: list[str] = []
     for region in regions:
         cw = cloudwatch(region)
-        found: dict[str, str] = {}
-        for at in range(0, len(alarms), 100):  # DescribeAlarms takes up to 100 names
-            got = cw.describe_alarms(AlarmNames=alarms[at : at + 100], AlarmTypes=["MetricAlarm", "CompositeAlarm"])
-            for a in [*got.get("MetricAlarms", []), *got.get("CompositeAlarms", [])]:
-                found[a["AlarmName"]] = a["StateValue"]
+        found = alarm_states(cw, alarms)
         for name in alarms:
             if name not in found:
                 problems.append(f"alarm {name} ({region}) does not exist: nothing to watch")
@@ -294,7 +291,7 @@ def soak_problems(
                 problems.append(f"alarm {name} ({region}) is in ALARM")
             pages = cw.get_paginator("describe_alarm_history").paginate(
                 AlarmName=name,
-                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+                AlarmTypes=ALARM_TYPES,
                 HistoryItemType="StateUpdate",
                 StartDate=since,
                 EndDate=until,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from amirelease.alarms import alarm_states
 from amirelease.errors import VerificationError
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin
@@ -121,10 +122,7 @@ class VerifyReleaseOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHoo
                     tg_health[arn] = [d["TargetHealth"]["State"] for d in desc]
             alarms: dict[str, str] = {}
             if alarm_names:
-                found = {
-                    a["AlarmName"]: a["StateValue"]
-                    for a in self.clients.cloudwatch(r.region).describe_alarms(AlarmNames=alarm_names)["MetricAlarms"]
-                }
+                found = alarm_states(self.clients.cloudwatch(r.region), alarm_names)
                 alarms = {n: found.get(n, "MISSING") for n in alarm_names}
             problems += evaluate_group(
                 group=r.auto_scaling_group,
