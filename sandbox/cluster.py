@@ -259,6 +259,7 @@ class Cluster:
     venv: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     pg_root: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # every role's, over compose's (a bench's settings)
 
     # -- layout ------------------------------------------------------------------------------
     @property
@@ -565,6 +566,7 @@ class Cluster:
         env.update({k: self.sandbox_env[k] for k in SANDBOX_KEYS})  # the sandbox is the AWS account
         env.update({k: v for k, v in self.sandbox_env.items() if k.startswith(BUILDER_KEY_PREFIXES)})
         env.update(FAST_POLLING)
+        env.update(self.extra_env)
         home = Path(env["AIRFLOW_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         pylib = self.root / "pylib"
