@@ -26,6 +26,7 @@ from sandbox.builders import Builders
 from . import (
     alarm_history,
     alarms,
+    fast,
     image_references,
     images,
     instances,
@@ -198,6 +199,7 @@ class AwsSandbox:
     def reset(self) -> None:
         with LOCK:
             moto_api_backend.reset()
+            fast.forget_positions()
             refresh.reset()
             recycle_bin.reset()
             alarm_history.reset()
