@@ -35,8 +35,8 @@ the same account - for each contender, and each contender is timed on its own co
 ``--listing``: how the sandbox answers the paged listings during the runs (issue 18 item 1):
 ``paged`` as AWS pages them; ``stock`` as stock moto 5.2.5 answers DescribeLaunchTemplateVersions
 (cut at the page size, no NextToken); ``truncated``: the first answer of each listing a
-retention run relies on (DescribeLaunchTemplateVersions, DescribeInstances,
-DescribeAutoScalingGroups, DescribeImages) comes back as a first page without its NextToken.
+retention run relies on (the templates' ``$Latest``/``$Default``, every live instance, every
+group, every own image) comes back as a first page without its NextToken.
 Whatever the mode, every run is judged against the account's truth read from the sandbox's own
 state, not through the API: "unsafe" counts the marks a run wrote and the images it deregistered
 that a group's launch template version or a live instance uses.
@@ -242,11 +242,13 @@ def populate(sb: Any, n: int, groups: int, seed: int = 7) -> Account:
     return acct
 
 
+# the listings a run relies on, and what only that listing's request holds (the first answer of
+# each is cut; a lookup by id, by number or by name is not a listing and is left whole)
 LISTINGS = (
-    "ec2:DescribeLaunchTemplateVersions",
-    "ec2:DescribeInstances",
-    "autoscaling:DescribeAutoScalingGroups",
-    "ec2:DescribeImages",
+    ("ec2:DescribeLaunchTemplateVersions", "$Default"),  # $Latest/$Default of every template
+    ("ec2:DescribeInstances", "instance-state-name"),  # every live instance
+    ("autoscaling:DescribeAutoScalingGroups", None),  # every group
+    ("ec2:DescribeImages", "Owner.1=self"),  # every own image
 )
 
 
@@ -290,8 +292,8 @@ def listing(sb: Any, mode: str) -> Iterator[None]:
             yield
         return
     if mode == "truncated":
-        for action in LISTINGS:
-            sb.faults.truncate(action, times=1)
+        for action, match in LISTINGS:
+            sb.faults.truncate(action, times=1, match=match)
     try:
         yield
     finally:
