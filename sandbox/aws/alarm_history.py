@@ -126,6 +126,25 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def page_asked(response: Any, *, default: int) -> tuple[int, int]:
+    """(offset, MaxRecords) of a CloudWatch listing request: MaxRecords 1-100 (else
+    InvalidParameterValue), a NextToken the sandbox made (else InvalidNextToken)."""
+    raw_max, token = response._get_param("MaxRecords"), response._get_param("NextToken")
+    max_records = default if raw_max in (None, "") else int(raw_max)
+    if not 1 <= max_records <= MAX_RECORDS:
+        raise InvalidParameterValue(f"The value {max_records} for parameter MaxRecords is not valid.")
+    if not token:
+        return 0, max_records
+    try:
+        return int(json.loads(base64.b64decode(token))["o"]), max_records
+    except (ValueError, KeyError, TypeError):
+        raise InvalidNextToken("The service returned an invalid next token.") from None
+
+
+def token_at(offset: int) -> str:
+    return base64.b64encode(json.dumps({"o": offset}).encode()).decode()
+
+
 def _describe_alarm_history(self: Any) -> ActionResult:
     backend = self.cloudwatch_backend
     name = self._get_param("AlarmName")
@@ -133,16 +152,7 @@ def _describe_alarm_history(self: Any) -> ActionResult:
     kind = self._get_param("HistoryItemType")
     start, end = _when(self._get_param("StartDate")), _when(self._get_param("EndDate"))
     ascending = self._get_param("ScanBy") == "TimestampAscending"
-    raw_max, token = self._get_param("MaxRecords"), self._get_param("NextToken")
-    max_records = MAX_RECORDS if raw_max in (None, "") else int(raw_max)
-    if not 1 <= max_records <= MAX_RECORDS:
-        raise InvalidParameterValue(f"The value {max_records} for parameter MaxRecords is not valid.")
-    offset = 0
-    if token:
-        try:
-            offset = int(json.loads(base64.b64decode(token))["o"])
-        except (ValueError, KeyError, TypeError):
-            raise InvalidNextToken("The service returned an invalid next token.") from None
+    offset, max_records = page_asked(self, default=MAX_RECORDS)
     items = [
         i
         for i in HISTORY
@@ -158,7 +168,7 @@ def _describe_alarm_history(self: Any) -> ActionResult:
     page = items[offset : offset + max_records]
     result: dict[str, Any] = {"AlarmHistoryItems": [i.shape() for i in page]}
     if offset + max_records < len(items):
-        result["NextToken"] = base64.b64encode(json.dumps({"o": offset + max_records}).encode()).decode()
+        result["NextToken"] = token_at(offset + max_records)
     return ActionResult(result)
 
 

@@ -17,18 +17,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
-from moto.cloudwatch.exceptions import InvalidParameterValue, ValidationError
+from moto.cloudwatch.exceptions import ValidationError
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult, EmptyResult
 
-from .alarm_history import InvalidNextToken
+from .alarm_history import page_asked, token_at
 
 _ORIGINAL: dict[str, Any] = {}
-MAX_RECORDS = 100
 DEFAULT_RECORDS = 50
 MAX_NAMES = 100
 MAX_ACTIONS = 5
@@ -77,16 +74,7 @@ def _describe_alarms(self: Any) -> ActionResult:
             f"Member must have length less than or equal to {MAX_NAMES}"
         )
     types = self._get_param("AlarmTypes", []) or ["MetricAlarm"]  # AWS: metric alarms unless asked
-    raw_max, token = self._get_param("MaxRecords"), self._get_param("NextToken")
-    max_records = DEFAULT_RECORDS if raw_max in (None, "") else int(raw_max)
-    if not 1 <= max_records <= MAX_RECORDS:
-        raise InvalidParameterValue(f"The value {max_records} for parameter MaxRecords is not valid.")
-    offset = 0
-    if token:
-        try:
-            offset = int(json.loads(base64.b64decode(token))["o"])
-        except (ValueError, KeyError, TypeError):
-            raise InvalidNextToken("The service returned an invalid next token.") from None
+    offset, max_records = page_asked(self, default=DEFAULT_RECORDS)
     everything = _ORIGINAL["describe_alarms"](self).result
     alarms = sorted(
         [
@@ -101,7 +89,7 @@ def _describe_alarms(self: Any) -> ActionResult:
         "CompositeAlarms": [a for a in page if a.rule is not None],
     }
     if offset + max_records < len(alarms):
-        result["NextToken"] = base64.b64encode(json.dumps({"o": offset + max_records}).encode()).decode()
+        result["NextToken"] = token_at(offset + max_records)
     return ActionResult(result)
 
 
