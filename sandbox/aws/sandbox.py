@@ -26,6 +26,7 @@ from sandbox.builders import Builders
 from . import (
     alarm_history,
     alarms,
+    autoscaling_limits,
     fast,
     image_references,
     images,
@@ -57,6 +58,7 @@ def install_extensions() -> None:
     windows.install()
     alarm_history.install()  # DescribeAlarmHistory (state changes of alarms)
     alarms.install()  # PutCompositeAlarm; DescribeAlarms with AlarmTypes and paging, as AWS answers it
+    autoscaling_limits.install()  # DescribeAccountLimits (how many groups the region has)
     sts.install()  # AssumeRole only into roles that exist and trust the caller (member accounts)
 
 

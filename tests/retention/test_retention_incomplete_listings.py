@@ -246,3 +246,23 @@ def test_group_instances_the_live_listing_lacks_are_looked_up_by_id_and_keep_the
     assert summary["stopped"] is None
     row = next(i for i in summary["items"] if i["image_id"] == old)
     assert row["action"] == "keep" and row["reason"].startswith("in use by i-"), row
+
+
+def test_a_cut_listing_of_the_groups_stops_the_run_before_a_template_only_image_looks_unused(sandbox):
+    """Groups on $Latest of templates whose latest version names a 100-day-old image, no instances:
+    only the group protects the image. The listing of the groups cut to its first group (a page
+    without its NextToken) would leave the others' images unprotected; Auto Scaling's count of
+    the region's groups (DescribeAccountLimits, asked just before) shows the listing is short:
+    the run stops, changing nothing. Whole again, the next run keeps every image."""
+    used = _groups_on_latest(sandbox, 3)
+    counted = sandbox.client("autoscaling", internal=True).describe_account_limits()["NumberOfAutoScalingGroups"]
+    sandbox.faults.truncate("autoscaling:DescribeAutoScalingGroups", times=FOREVER, keep=1)
+    message = _stopped_unchanged(sandbox, "a listing failed or was cut short")
+    assert f"DescribeAutoScalingGroups listed 1 group(s), but Auto Scaling counts {counted} in this region" in message
+    sandbox.faults.clear()
+    summary = run_retention(sandbox)
+    assert summary["stopped"] is None
+    rows = {r["image_id"]: r for r in latest(sandbox)["rows"]}
+    for image, group in used.items():
+        # in use: kept, and a mark it carried is taken off
+        assert rows[image]["action"] in ("keep", "unmark") and f"ASG {group}" in rows[image]["reason"], rows[image]

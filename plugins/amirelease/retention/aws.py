@@ -5,7 +5,10 @@ sandbox can drive them. What one run asks, and why:
 
 * ``DescribeImages(Owners=['self'])``, 1,000 per page: every own image (the decision is about them).
 * ``DescribeAutoScalingGroups``, 100 per page (the API's maximum): the groups, their launch
-  templates/configurations, desired capacities and instances (the stop conditions).
+  templates/configurations, desired capacities and instances (the stop conditions). Asked just
+  before it, ``DescribeAccountLimits``: how many groups Auto Scaling counts in the region. A
+  listing with fewer groups was cut short (a page or its NextToken lost), and a group it lacks
+  could protect an image through its template alone: the run stops, changing nothing.
 * ``DescribeLaunchTemplateVersions(Versions=['$Latest', '$Default'])`` without a template:
   the latest and default version of *every* template in the account, 200 per page (the
   API's maximum), instead of one call per template. Beside it ``DescribeLaunchTemplates``
@@ -213,12 +216,38 @@ def describe_instances_by_id(
     return found
 
 
+def count_groups(autoscaling: AutoScalingClient) -> int | None:
+    """How many groups Auto Scaling counts in the region (``DescribeAccountLimits``), or None when
+    it does not say (no permission, or an endpoint without the call: then logged, and the
+    listing goes unchecked as before; AWS's own reference check still guards deregistration)."""
+    try:
+        return int(autoscaling.describe_account_limits()["NumberOfAutoScalingGroups"])
+    except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
+        log.warning(
+            "Could not count the region's Auto Scaling groups (DescribeAccountLimits: %s); the listing of "
+            "the groups is not cross-checked this run (allow autoscaling:DescribeAccountLimits)",
+            exc,
+        )
+        return None
+
+
 def list_groups(autoscaling: AutoScalingClient) -> list[dict[str, Any]]:
-    return _collect(
+    """Every group, cross-checked against the region's count asked just before (a group made
+    meanwhile only lengthens the listing; one deleted meanwhile may stop a run, and the next
+    tries again): fewer groups than counted -> ListingFailed."""
+    counted = count_groups(autoscaling)
+    groups = _collect(
         autoscaling.get_paginator("describe_auto_scaling_groups").paginate(PaginationConfig={"PageSize": GROUP_PAGE}),
         "AutoScalingGroups",
         "DescribeAutoScalingGroups",
     )
+    if counted is not None and len(groups) < counted:
+        raise ListingFailed(
+            f"DescribeAutoScalingGroups listed {len(groups)} group(s), but Auto Scaling counts {counted} in this "
+            "region (DescribeAccountLimits): the listing was cut short, and a group it lacks may use an image "
+            "through its launch template alone"
+        )
+    return groups
 
 
 def describe_groups(autoscaling: AutoScalingClient, names: Sequence[str]) -> list[dict[str, Any]]:

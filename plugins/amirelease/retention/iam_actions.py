@@ -5,5 +5,6 @@ logic (retention/aws.py and what it imports): tests/unit/test_parse_imports.py."
 from __future__ import annotations
 
 # Calls retention/aws.py makes beyond AmiRetentionOperator.iam_actions (iam.py adds them to the
-# retention roles): the exact $Latest/$Default numbers of the templates groups use.
-IAM_ACTIONS: tuple[str, ...] = ("ec2:DescribeLaunchTemplates",)
+# retention roles): the exact $Latest/$Default numbers of the templates groups use; the count of
+# the region's groups the listing of the groups is checked against.
+IAM_ACTIONS: tuple[str, ...] = ("ec2:DescribeLaunchTemplates", "autoscaling:DescribeAccountLimits")
