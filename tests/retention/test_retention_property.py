@@ -5,7 +5,7 @@ Hypothesis generates small accounts (launch templates with a few versions and a 
 groups on ``$Latest``/``$Default``/a number by id or by name, launch configurations, an instance,
 ``RetainIndefinitely``; half the images carry a mark already due) and cuts the listings with the
 sandbox's ``truncate`` fault (no NextToken; a short or an empty page: templates, configurations,
-instances, images), with the template listing as the sandbox pages it or as stock moto 5.2.5
+instances, images, groups), with the template listing as the sandbox pages it or as stock moto 5.2.5
 answers it. The truth is read with
 the sandbox's internal clients, which faults do not touch. A run may stop (nothing changed) or
 act; either way no protected image loses out.
@@ -46,6 +46,7 @@ account = st.fixed_dictionaries(
         "lc_cut": st.one_of(st.none(), st.integers(0, 1)),
         "instances_cut": st.one_of(st.none(), st.integers(0, 2)),
         "images_cut": st.one_of(st.none(), st.integers(0, 4)),
+        "groups_cut": st.one_of(st.none(), st.integers(0, 2)),
         "stock_moto": st.booleans(),  # the template listing as stock moto 5.2.5 answers it
     }
 ).filter(
@@ -143,6 +144,8 @@ def _faults(sb, acc) -> None:
         sb.faults.truncate("ec2:DescribeInstances", times=forever, keep=acc["instances_cut"])
     if acc["images_cut"] is not None:
         sb.faults.truncate("ec2:DescribeImages", times=forever, keep=acc["images_cut"])
+    if acc["groups_cut"] is not None:
+        sb.faults.truncate("autoscaling:DescribeAutoScalingGroups", times=forever, keep=acc["groups_cut"])
 
 
 def _state(sb) -> dict[str, dict[str, str]]:
@@ -178,6 +181,27 @@ def _state(sb) -> dict[str, dict[str, str]]:
         "lc_cut": None,
         "instances_cut": None,
         "images_cut": None,
+        "groups_cut": None,
+        "stock_moto": False,
+    }
+)
+# Always tried: only the listing of the groups cut (one group kept), groups on templates alone (no
+# instance): nothing else shows the groups it lacks (the count of the region's groups does).
+@example(
+    acc={
+        "templates": [
+            {"versions": [0], "default": 1, "groups": [("$Latest", False)]},
+            {"versions": [1, 2], "default": 1, "groups": [("$Default", True)]},
+            {"versions": [3], "default": 1, "groups": [("$Latest", False)]},
+        ],
+        "configurations": [],
+        "instance": None,
+        "retain": None,
+        "lt_cut": None,
+        "lc_cut": None,
+        "instances_cut": None,
+        "images_cut": None,
+        "groups_cut": 1,
         "stock_moto": False,
     }
 )
