@@ -6,13 +6,16 @@ page someone once instead of five times) would otherwise see it as missing."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
-ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+
+ALARM_TYPES: list[Literal["MetricAlarm", "CompositeAlarm"]] = ["MetricAlarm", "CompositeAlarm"]
 NAMES_PER_CALL = 100  # DescribeAlarms takes up to 100 names
 
 
-def alarm_states(cloudwatch: Any, names: list[str]) -> dict[str, str]:
+def alarm_states(cloudwatch: CloudWatchClient, names: list[str]) -> dict[str, str]:
     """``name -> state`` (OK, ALARM, INSUFFICIENT_DATA) of each of these alarms that exists,
     metric or composite, every page read; an alarm that does not exist is absent."""
     found: dict[str, str] = {}

@@ -165,9 +165,10 @@ def test_restore_refuses_what_is_not_in_the_bin_and_a_blank_reason(sandbox):
 
 
 def test_a_group_hidden_from_retention_loses_its_image_and_restore_brings_it_back(sandbox):
-    """The run decides wrongly (the group listing is cut to nothing, the group uses a launch
-    configuration, which AWS's own reference check does not know): the image goes into the
-    Recycle Bin; the group cannot scale out; after `restore-ami` it can."""
+    """The run decides wrongly (the group listing is cut to nothing and the region's count of
+    groups, which would show it, cannot be read; the group uses a launch configuration, which
+    AWS's own reference check does not know): the image goes into the Recycle Bin; the group
+    cannot scale out; after `restore-ami` it can."""
     from amirelease.retention.restore import restore_ami
 
     image = sandbox.create_image("hidden-group-image", age_days=90)
@@ -178,6 +179,7 @@ def test_a_group_hidden_from_retention_loses_its_image_and_restore_brings_it_bac
         DesiredCapacity=0, VPCZoneIdentifier=",".join(sandbox.account["subnet_ids"]),
     )  # fmt: skip
     sandbox.faults.truncate("autoscaling:DescribeAutoScalingGroups", times=100, empty=True)
+    sandbox.faults.fail("autoscaling:DescribeAccountLimits", "AccessDenied", times=100, status=403)
     run_retention(sandbox)  # marks it
     age_account(sandbox, 8)
     run_retention(sandbox)  # deregisters it, into the bin
