@@ -36,7 +36,9 @@ the same account - for each contender, and each contender is timed on its own co
 ``paged`` as AWS pages them; ``stock`` as stock moto 5.2.5 answers DescribeLaunchTemplateVersions
 (cut at the page size, no NextToken); ``truncated``: the first answer of each listing a
 retention run relies on (the templates' ``$Latest``/``$Default``, every live instance, every
-group, every own image) comes back as a first page without its NextToken.
+group, every own image) comes back as a first page without its NextToken; ``cut-templates``,
+``cut-instances``, ``cut-groups``, ``cut-images``: only that one (the first cut a run notices
+stops it, which hides what it would have made of the others).
 Whatever the mode, every run is judged against the account's truth read from the sandbox's own
 state, not through the API: "unsafe" counts the marks a run wrote and the images it deregistered
 that a group's launch template version or a live instance uses.
@@ -252,6 +254,15 @@ LISTINGS = (
 )
 
 
+CUT_NAMES = {
+    "ec2:DescribeLaunchTemplateVersions": "templates",
+    "ec2:DescribeInstances": "instances",
+    "autoscaling:DescribeAutoScalingGroups": "groups",
+    "ec2:DescribeImages": "images",
+}
+LISTING_MODES = ("paged", "stock", "truncated", *(f"cut-{n}" for n in CUT_NAMES.values()))
+
+
 @dataclass(frozen=True)
 class Truth:
     """The account as it is, read from moto's own state (never through the API, whose listings
@@ -291,13 +302,13 @@ def listing(sb: Any, mode: str) -> Iterator[None]:
         with stock_template_listing():
             yield
         return
-    if mode == "truncated":
-        for action, match in LISTINGS:
-            sb.faults.truncate(action, times=1, match=match)
+    cut = [(a, m) for a, m in LISTINGS if mode == "truncated" or mode == f"cut-{CUT_NAMES[a]}"]
+    for action, match in cut:
+        sb.faults.truncate(action, times=1, match=match)
     try:
         yield
     finally:
-        if mode == "truncated":
+        if cut:
             sb.faults.clear()
 
 
@@ -442,9 +453,10 @@ def main() -> None:
     parser.add_argument("--release-probe", type=float, default=0.0, help="a release's read calls per second")
     parser.add_argument(
         "--listing",
-        choices=("paged", "stock", "truncated"),
+        choices=LISTING_MODES,
         default="paged",
-        help="the listings as AWS pages them, as stock moto answers templates, or each cut at its first page",
+        help="the listings as AWS pages them, as stock moto answers templates, each cut at its first page "
+        "(truncated), or one of them (cut-templates, cut-instances, cut-groups, cut-images)",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
