@@ -92,21 +92,9 @@ class HttpSandbox:
         return self._post("images", body)["image_id"]
 
     def client(self, service: str, region: str, internal: bool, account_id: str) -> object:
-        import boto3
+        from sandbox.aws.sandbox import sandbox_client
 
-        c = boto3.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-        def _account(request: object, **_: object) -> None:
-            request.headers["x-moto-account-id"] = account_id  # type: ignore[attr-defined]
-
-        c.meta.events.register("before-sign.*.*", _account)
-        return c
+        return sandbox_client(self.endpoint_url, service, region, internal=internal, account_id=account_id)
 
 
 def _seed(sb, account_id: str, regions: list[str], amis: int, rng: random.Random) -> None:

@@ -188,6 +188,11 @@ class App:
         known = ", ".join(s.name for s in self.stages) or "(none: the app has no stages)"
         raise ConfigError(f"{self.name} has no stage '{name}'", fix=f"choose one of: {known}")
 
+    def verify_rules(self, name: str) -> dict[str, Any]:
+        """How stage ``name`` ("" = the first) is verified: the app's ``verify:``, with the stage's
+        own over it (its alarms are also what a soak before the next stage watches)."""
+        return {**self.verify, **self.stage(name).verify}
+
     def next_stage(self, name: str) -> Stage | None:
         """The stage after ``name`` ("" = the first), or None after the last."""
         return self._beside(name, 1)

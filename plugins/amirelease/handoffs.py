@@ -206,7 +206,7 @@ class ReleasePlan(Handoff):
     @property
     def verify_rules(self) -> dict[str, Any]:
         """How this run's stage is verified: the app's ``verify:``, with the stage's own over it."""
-        return {**self.app_spec.verify, **self.stage_spec.verify}
+        return self.app_spec.verify_rules(self.stage)
 
     @property
     def image_regions(self) -> tuple[str, ...]:

@@ -62,6 +62,35 @@ def install_extensions() -> None:
     sts.install()  # AssumeRole only into roles that exist and trust the caller (member accounts)
 
 
+def sandbox_client(
+    endpoint_url: str, service: str, region: str, *, internal: bool = False, account_id: str | None = None
+) -> Any:
+    """A boto3 client of a sandbox server, in this process or another: ``internal`` (no retries,
+    not counted, not faulted: the tests' and benches' own calls), ``account_id`` (an account of
+    the server other than the seeded one: moto's ``x-moto-account-id`` header)."""
+    c = boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=BotoConfig(retries={"total_max_attempts": 1}) if internal else None,
+    )
+    if internal:
+
+        def _mark(request: Any, **_: Any) -> None:
+            request.headers[INTERNAL_HEADER] = "1"
+
+        c.meta.events.register("before-sign.*.*", _mark)
+    if account_id is not None:
+
+        def _account(request: Any, **_: Any) -> None:
+            request.headers["x-moto-account-id"] = account_id
+
+        c.meta.events.register("before-sign.*.*", _account)
+    return c
+
+
 class AwsSandbox:
     def __init__(
         self,
@@ -247,27 +276,8 @@ class AwsSandbox:
     ) -> Any:
         """A boto3 client of the seeded account, or (``account_id``) of another account of the
         same server (moto's ``x-moto-account-id`` header: for seeding member accounts)."""
-        c = boto3.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=region or self.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=BotoConfig(retries={"total_max_attempts": 1}) if internal else None,
-        )
-        if internal:
-
-            def _mark(request: Any, **_: Any) -> None:
-                request.headers[INTERNAL_HEADER] = "1"
-
-            c.meta.events.register("before-sign.*.*", _mark)
-        if account_id is not None and account_id != self.account_id:
-
-            def _account(request: Any, **_: Any) -> None:
-                request.headers["x-moto-account-id"] = account_id
-
-            c.meta.events.register("before-sign.*.*", _account)
-        return c
+        other = account_id if account_id is not None and account_id != self.account_id else None
+        return sandbox_client(self.endpoint_url, service, region or self.region, internal=internal, account_id=other)
 
     def add_member_account(
         self, account_id: str, *, role_name: str = "ami-retention", trusted_account: str | None = None

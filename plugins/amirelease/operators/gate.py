@@ -129,7 +129,7 @@ class StageGateOperator(ApprovalOperator):
         plan = ReleasePlan.from_xcom(ti.xcom_pull(task_ids=TaskIds.PREFLIGHT))
         stage, before = plan.stage_spec, plan.app_spec.previous_stage(plan.stage)
         assert before is not None  # a gate stands before a later stage only (catalog.py)
-        alarms = list({**plan.app_spec.verify, **before.verify}.get("alarms") or [])
+        alarms = list(plan.app_spec.verify_rules(before.name).get("alarms") or [])
         # the window: kwargs when called directly; after the deferral, the trigger's event is its
         # moment (`until`; Airflow's dag.test drops a deferral's kwargs when there is an event)
         now = datetime.now(UTC)
