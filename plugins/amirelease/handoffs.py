@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol, Self, TypeVar, cast
@@ -322,6 +322,12 @@ class RefreshHandle(Handoff):
     timeout_minutes: int
     status: str | None = None  # set by wait_for_refresh
     percentage_complete: int | None = None
+
+    def ended(self, refresh: Mapping[str, Any]) -> RefreshHandle:
+        """This handle with the end state of ``refresh`` (one DescribeInstanceRefreshes entry)."""
+        return RefreshHandle(
+            **{**self.to_xcom(), "status": refresh["Status"], "percentage_complete": refresh.get("PercentageComplete")}
+        )
 
 
 # --- verify -> record ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from airflow.exceptions import TaskDeferred
+from airflow.triggers.base import TaskSuccessEvent
 
 from amirelease.handoffs import RefreshHandle
 from amirelease.operators.rollout import WaitForInstanceRefreshOperator
@@ -16,7 +17,7 @@ from amirelease.triggers.instance_refresh import InstanceRefreshCompleteTrigger,
 from tests.sandbox.test_refresh import ASG, clients, new_version, wait_done
 
 
-def _start(sb, preferences):
+def _start(sb, preferences, delay=2):
     ec2, asg = clients(sb)
     ami, desired = new_version(sb, ec2)
     rid = asg.start_instance_refresh(AutoScalingGroupName=ASG, DesiredConfiguration=desired, Preferences=preferences)[
@@ -33,7 +34,7 @@ def _start(sb, preferences):
         timeout_minutes=5,
     )
     op = WaitForInstanceRefreshOperator(
-        task_id="wait_for_refresh", refresh=handle.to_xcom(), deferrable=True, waiter_delay=2
+        task_id="wait_for_refresh", refresh=handle.to_xcom(), deferrable=True, waiter_delay=delay
     )
     return asg, rid, op
 
@@ -100,7 +101,7 @@ def test_the_wait_polls_sooner_once_most_of_the_fleet_is_replaced(fleet, mode):
     """Both waits (the worker's and the triggerer's) follow next_poll against a real refresh: after
     AWS reports 66 % the next poll comes in about a third of the delay, not a whole delay later."""
     fleet.configure(refresh_batch_seconds=2.5)  # three batches of one instance: 0, 33, 66, 100 %
-    asg, rid, _ = _start(fleet, {"MinHealthyPercentage": 66})
+    asg, rid, op = _start(fleet, {"MinHealthyPercentage": 66}, delay=DELAY)
     lines: list[tuple[float, str]] = []
     if mode == "blocking":
         from amirelease.hooks.autoscaling import AutoScalingHook
@@ -109,9 +110,9 @@ def test_the_wait_polls_sooner_once_most_of_the_fleet_is_replaced(fleet, mode):
         last = wait_blocking(hook, ASG, rid, DELAY, 20, lambda line: lines.append((time.monotonic(), line)))
         assert last["InstanceRefreshes"][0]["Status"] == "Successful", last
     else:
-        trigger = InstanceRefreshCompleteTrigger(
-            auto_scaling_group=ASG, refresh_id=rid, waiter_delay=DELAY, waiter_max_attempts=20, region_name="us-east-1"
-        )
+        with pytest.raises(TaskDeferred) as deferred:  # the trigger as the operator hands it over
+            op.execute({})
+        trigger = deferred.value.trigger
 
         async def first_event():
             async for event in trigger.run():
@@ -119,7 +120,10 @@ def test_the_wait_polls_sooner_once_most_of_the_fleet_is_replaced(fleet, mode):
 
         trigger._log = _Lines(lines)  # the trigger's own log lines, with the moment each was written
         event = asyncio.run(first_event())
-        assert event.payload["status"] == "success", event.payload
+        # a success ends the task on the triggerer, with the summary the operator would return
+        assert isinstance(event, TaskSuccessEvent), event
+        summary = event.xcoms["return_value"]
+        assert summary == {**op.refresh, "status": "Successful", "percentage_complete": 100}, summary
     assert any(" 66 %" in line for _, line in lines), lines  # the wait saw the last batch under way
     assert lines[-1][1].startswith(f"{ASG} 100 %"), lines
     after_66 = _pauses_after(lines, " 66 %")

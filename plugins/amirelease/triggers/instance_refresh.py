@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
-from airflow.triggers.base import TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 from botocore.exceptions import WaiterError
+from pydantic import JsonValue
 
 from amirelease.constants import DEFAULT_AWS_CONN_ID
 from amirelease.hooks.autoscaling import AutoScalingHook
@@ -86,6 +87,11 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
     """Fires when the refresh ends: status "success" when Successful, "error" otherwise
     (Failed, Cancelled, RollbackSuccessful/Failed, gone, or out of attempts).
 
+    Given the task's ``handle``, a success ends the task right here (``TaskSuccessEvent``, the
+    handle with the refresh's end state as its XCom), without a resume on a worker: one task
+    start less between the refresh's end and the release's verification. A failure resumes the
+    task, which fails it in words.
+
     :param auto_scaling_group: the group being refreshed.
     :param refresh_id: the InstanceRefreshId that StartInstanceRefresh returned.
     :param waiter_delay: seconds between two DescribeInstanceRefreshes calls.
@@ -94,6 +100,7 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
     :param region_name: the group's region (default: the connection's).
     :param verify: TLS verification for the endpoint, as the provider's hooks take it.
     :param botocore_config: botocore Config settings, as the provider's hooks take them.
+    :param handle: the task's RefreshHandle (``to_xcom()``); None: a success resumes the task too.
     """
 
     aws_hook_class = AutoScalingHook
@@ -109,9 +116,10 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         region_name: str | None = None,
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,
+        handle: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            serialized_fields={"auto_scaling_group": auto_scaling_group, "refresh_id": refresh_id},
+            serialized_fields={"auto_scaling_group": auto_scaling_group, "refresh_id": refresh_id, "handle": handle},
             waiter_name=WAITER,
             waiter_args={"AutoScalingGroupName": auto_scaling_group, "InstanceRefreshIds": [refresh_id]},
             failure_message=f"Instance refresh {refresh_id} of {auto_scaling_group} did not succeed",
@@ -128,6 +136,7 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
         )
         self.auto_scaling_group = auto_scaling_group
         self.refresh_id = refresh_id
+        self.handle = handle
 
     def hook(self) -> Any:
         """The provider's way, with the deployment's retry policy (retry.py) on the hook."""
@@ -151,7 +160,7 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
                     await waiter.wait(**self.waiter_args, WaiterConfig={"MaxAttempts": 1})
                     response = await client.describe_instance_refreshes(**self.waiter_args)
                     self.log.info("%s", refresh_line(group, response))
-                    yield TriggerEvent({"status": "success", "refresh_id": self.refresh_id})
+                    yield self._success(response)
                     return
                 except WaiterError as err:
                     response = err.last_response or {}
@@ -169,3 +178,11 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
                 "refresh_id": self.refresh_id,
             }
         )
+
+    def _success(self, response: Mapping[str, Any]) -> TriggerEvent:
+        if self.handle is None:
+            return TriggerEvent({"status": "success", "refresh_id": self.refresh_id})
+        from amirelease.handoffs import RefreshHandle
+
+        ended = RefreshHandle.from_xcom(self.handle).ended(response["InstanceRefreshes"][0])
+        return TaskSuccessEvent(xcoms={"return_value": cast(JsonValue, ended.to_xcom())})
