@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
 import typing
 from collections.abc import Hashable, Mapping, Sequence
@@ -41,6 +42,14 @@ class Handoff:
         ``tuple[X, ...]`` from a list, ``X | None`` as X or None; anything else as it is."""
         if isinstance(data, cls):
             return data
+        if isinstance(data, str) and data.startswith("{"):
+            # An XCom that a trigger ends its task with (TaskSuccessEvent(xcoms=...): the refresh
+            # wait's) is stored JSON-encoded once more than a task's own (Airflow 3.3's
+            # XComModel.set json.dumps it into a JSON column), and the task SDK reads it as a string.
+            try:
+                data = json.loads(data)
+            except ValueError:
+                pass  # not JSON: _check says what was expected
         _check(cls, data)
         hints = _hints(cast(Hashable, cls))
         return cls(**{k: _decode(hints[k], v) for k, v in data.items()})

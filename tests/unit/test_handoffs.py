@@ -91,3 +91,23 @@ def test_every_handoff_is_decoded_by_its_field_types_with_no_override():
     assert back == smoke and isinstance(back.commands, tuple) and isinstance(back.commands[0], SmokeCommandResult)
     target = RollbackTarget("a", "1.0.0", "a-1", BundleRef("k", "s"), None, None, None)
     assert RollbackTarget.from_xcom(json.loads(json.dumps(target.to_xcom()))).bundle == BundleRef("k", "s")
+
+
+def test_a_handoff_a_trigger_ended_its_task_with_is_read_from_its_json_string():
+    """Airflow 3.3 stores the XComs of TaskSuccessEvent(xcoms=...) JSON-encoded once more than a
+    task's own: the refresh wait's summary reaches verify as a string of JSON."""
+    handle = RefreshHandle(
+        region="us-east-1",
+        auto_scaling_group="demo-web-asg",
+        refresh_id="r-1",
+        launch_template_id="lt-1",
+        launch_template_version=3,
+        ami_id="ami-1",
+        timeout_minutes=60,
+    ).ended({"Status": "Successful", "PercentageComplete": 100})
+    assert RefreshHandle.from_xcom(json.dumps(handle.to_xcom())) == handle
+    assert from_xcom_list(RefreshHandle, [json.dumps(handle.to_xcom())]) == [handle]
+    with pytest.raises(HandoffError, match="expected a mapping"):
+        RefreshHandle.from_xcom('{"not json')
+    with pytest.raises(HandoffError, match=r"RefreshHandle .* missing"):
+        RefreshHandle.from_xcom('{"region": "us-east-1"}')
