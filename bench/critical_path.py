@@ -16,7 +16,8 @@ number of task instances and of task starts (tries + reschedules); and *overhead
 subtracted only when the bake is on the critical path; in the JSON per run, ``critical_steps``
 (per task on the critical path: the gap since the task before it ended, and its run time) and
 ``refresh_end_to_wait_end`` (AWS's end of the refresh -> the wait task's end: the poll and the
-resume). Then the DAG files' parse time beyond
+resume), ``after_record`` (the teardowns that end the run after ``record``: gap and run time each) and
+``run_end_after_record``. Then the DAG files' parse time beyond
 Airflow's own import (every file in dags/, min of 5 fresh processes), and the ratios of the last
 tree to the first. ``--parse-only`` prints only the parse times (seconds, no Airflow run).
 
@@ -133,6 +134,15 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         s, e = spans[c]
         steps.append({"task": c, "gap": round(s - prev_end, 1), "run": round(e - s, 1)})
         prev_end = e
+    # after the path's last task: the teardowns that end the run (next_stage, roll_forward), each
+    # with its start after record's end and its run time; and record's end -> the run's end
+    rec_end = spans["record"][1] if "record" in spans else prev_end
+    after_record = [
+        {"task": t, "gap": round(s - rec_end, 1), "run": round(e - s, 1)}
+        for t, (s, e) in sorted(spans.items(), key=lambda kv: kv[1][0])
+        if s >= rec_end - 0.05 and t not in chain
+    ]
+    run_end_after_record = round(_ts(run["end_date"]) - rec_end, 1)
     refresh_end_to_wait_end = None
     if ref.get("EndTime") and "wait_for_refresh" in spans:
         refresh_end_to_wait_end = round(spans["wait_for_refresh"][1] - ref["EndTime"].timestamp(), 1)
@@ -157,6 +167,8 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         "overhead_cp": wall - ((packer if "bake" in chain else 0.0) + terraform_crit + refresh),
         "critical_steps": steps,
         "refresh_end_to_wait_end": refresh_end_to_wait_end,
+        "after_record": after_record,
+        "run_end_after_record": run_end_after_record,
     }
 
 
