@@ -136,7 +136,7 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
         prev_end = e
     # after the path's last task: the teardowns that end the run (next_stage, roll_forward), each
     # with its start after record's end and its run time; and record's end -> the run's end
-    rec_end = spans["record"][1] if "record" in spans else prev_end
+    rec_end = prev_end  # the end of the path's last task, record (the run's start if it never ran)
     after_record = [
         {"task": t, "gap": round(s - rec_end, 1), "run": round(e - s, 1)}
         for t, (s, e) in sorted(spans.items(), key=lambda kv: kv[1][0])

@@ -170,7 +170,8 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
     task with AWS's StatusReason.
 
     :param refresh: a RefreshHandle from roll_out (one element of its list: this task is mapped).
-    :param waiter_delay: seconds between polls (default ``[ami_release] refresh_poll_seconds``).
+    :param waiter_delay: the most seconds between polls, fewer near the refresh's end (default
+        ``[ami_release] refresh_poll_seconds``).
     :param deferrable: defer to the triggerer (default ``[operators] default_deferrable``).
     """
 
@@ -207,7 +208,8 @@ class WaitForInstanceRefreshOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoS
         delay = self._delay()
         attempts = max(1, int(r.timeout_minutes * 60 / delay))
         self.log.info(
-            "Waiting for %s to finish its instance refresh (%s, every %ss, up to %s min; refresh %s)",
+            "Waiting for %s to finish its instance refresh (%s, every %ss, sooner near its end, up to %s min; "
+            "refresh %s)",
             r.auto_scaling_group,
             "deferred" if self._deferrable() else "blocking",
             delay,

@@ -54,7 +54,8 @@ def next_poll(response: Mapping[str, Any], delay: float) -> float:
     if r.get("Status") != "InProgress" or "checkpoint" in (r.get("StatusReason") or "").lower():
         return delay
     left = 100 - min(100, max(0, int(r.get("PercentageComplete") or 0)))
-    return max(min(delay, max(1.0, delay / 5)), min(delay, delay * left / 100))
+    floor = min(delay, max(1.0, delay / 5))  # a fifth of the delay, not under 1 s nor over the delay
+    return max(floor, delay * left / 100)
 
 
 def wait_blocking(
@@ -94,8 +95,10 @@ class InstanceRefreshCompleteTrigger(AwsBaseWaiterTrigger):
 
     :param auto_scaling_group: the group being refreshed.
     :param refresh_id: the InstanceRefreshId that StartInstanceRefresh returned.
-    :param waiter_delay: seconds between two DescribeInstanceRefreshes calls.
-    :param waiter_max_attempts: how many calls before the trigger gives up ("error").
+    :param waiter_delay: the most seconds between two DescribeInstanceRefreshes calls (fewer near
+        the refresh's end: ``next_poll``).
+    :param waiter_max_attempts: with ``waiter_delay``, how long the trigger waits before it gives up
+        ("error"): ``waiter_delay × waiter_max_attempts`` seconds.
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: the group's region (default: the connection's).
     :param verify: TLS verification for the endpoint, as the provider's hooks take it.
