@@ -331,12 +331,31 @@ class RefreshHandle(Handoff):
     timeout_minutes: int
     status: str | None = None  # set by wait_for_refresh
     percentage_complete: int | None = None
+    started_at: str | None = None  # AWS's StartTime and EndTime of the refresh (the record's phases)
+    ended_at: str | None = None
 
     def ended(self, refresh: Mapping[str, Any]) -> RefreshHandle:
         """This handle with the end state of ``refresh`` (one DescribeInstanceRefreshes entry)."""
         return RefreshHandle(
-            **{**self.to_xcom(), "status": refresh["Status"], "percentage_complete": refresh.get("PercentageComplete")}
+            **{
+                **self.to_xcom(),
+                "status": refresh["Status"],
+                "percentage_complete": refresh.get("PercentageComplete"),
+                "started_at": _aws_time(refresh.get("StartTime")),
+                "ended_at": _aws_time(refresh.get("EndTime")),
+            }
         )
+
+
+def _aws_time(value: Any) -> str | None:
+    """A time from AWS (a datetime from boto3, or text) as the phases write it."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        from amirelease.phases import iso
+
+        return iso(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return str(value) if value else None
 
 
 # --- verify -> record ---------------------------------------------------------------------------------

@@ -50,9 +50,10 @@ nothing it built is kept |
 | `verify` | every in-service instance on the new AMI, targets healthy, alarms not in ALARM |
 | `record` | tags the AMI, writes the ledger record, releases the lock — whatever happened |
 | `next_stage` | an app with stages: once this stage verified, starts `ami_promote` for the next one (its \
-gate waits for a release manager); otherwise skipped, saying why |
+gate waits for a release manager); otherwise `record` skips it, saying why in its log |
 | `roll_forward` | `ami_release` only: a release that failed on the fleet (refresh or verify) starts `ami_rollback` \
-to the last good release when its app opts in (catalog `rollback: {automatic: true}`); otherwise skipped, saying why |
+to the last good release when its app opts in (catalog `rollback: {automatic: true}`); otherwise `record` skips it, \
+saying why in its log (no task start only to skip) |
 """
 
 

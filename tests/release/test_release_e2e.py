@@ -68,6 +68,8 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
         (r.get("Tags.member.1.Key"), r.get("Tags.member.1.Value")) == ("App", "demo-web") for r in asked
     )
     logs = out + err + caplog.text
+    assert "roll_forward skipped: No automatic rollback: the release succeeded" in logs
+    assert "next_stage skipped: No next stage: demo-web has no stages" in logs
 
     [ami] = run_images(sb, dr.run_id)  # the retry built nothing new
     tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
@@ -96,6 +98,14 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
         toolchain = {"check_infrastructure", "bake", "apply_infrastructure"}
         assert {queues[t] for t in toolchain} == {"packer-chef-linux"}, queues
         assert {q for t, q in queues.items() if t not in toolchain} == {"default"}, queues
+        # record decided for the teardowns after it: nothing to do, so skipped without a task start
+        after = session.query(TaskInstance).filter(
+            TaskInstance.run_id == dr.run_id, TaskInstance.task_id.in_(["next_stage", "roll_forward"])
+        )
+        assert sorted((t.task_id, t.state, t.try_number) for t in after) == [
+            ("next_stage", "skipped", 0),
+            ("roll_forward", "skipped", 0),
+        ]
     assert sb.request_counts().get("ec2:CreateImage") == 1
     # the builder security group of the first try was removed (by the first try or the retry)
     assert mutations(sb).get("ec2:CreateSecurityGroup") == mutations(sb).get("ec2:DeleteSecurityGroup") == 1
@@ -120,11 +130,32 @@ def test_good_release_applies_the_module_refreshes_and_records_it(fleet_env, rel
     assert "aws_launch_template.web" in changed and not [c for c in plan["changes"] if c["action"] == "create"]
     assert record["launch_template_versions"][0]["launch_template_version"] == latest["VersionNumber"]
     assert record["bundle"]["sha256"] and tags["BundleDigest"] == record["bundle"]["sha256"][:32]
-    _, _, s3 = clients(sb)
+    _, asg, s3 = clients(sb)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=LEDGER).get("Contents", [])]
     assert record["bundle"]["key"] in keys
     assert "locks/demo-web.json" not in keys  # the lock is released
     assert not [k for k in keys if k.endswith(".tflock")]  # and so is Terraform's
+
+    # how long each step took (phases.py): each step's own report, in the pipeline's order; the
+    # refresh from AWS's own times; the tools' seconds where the step ran them
+    phases = {p["step"]: p for p in record["phases"]}
+    assert [p["step"] for p in record["phases"]] == [
+        "preflight", "release_lock", "check_infrastructure", "bake", "smoke_test", "apply_infrastructure",
+        "roll_out", "wait_for_refresh", "verify", "record",
+    ]  # fmt: skip
+    assert "tools" not in phases["bake"]  # the phase is the last try's: the retry reused the AMI, no Packer
+    assert "terraform plan" in phases["check_infrastructure"]["tools"]
+    assert "terraform apply" in phases["apply_infrastructure"]["tools"]
+    # the apply planned beside the smoke test: its phase starts at its first poke, before the smoke test ended
+    assert phases["apply_infrastructure"]["started_at"] < phases["smoke_test"]["ended_at"]
+    [refresh] = asg.describe_instance_refreshes(
+        AutoScalingGroupName="demo-web-asg", InstanceRefreshIds=[record["refreshes"][0]["refresh_id"]]
+    )["InstanceRefreshes"]
+    aws_seconds = (refresh["EndTime"] - refresh["StartTime"]).total_seconds()
+    assert phases["wait_for_refresh"]["groups"][0]["auto_scaling_group"] == "demo-web-asg"
+    assert abs(phases["wait_for_refresh"]["seconds"] - aws_seconds) < 0.1, (phases["wait_for_refresh"], aws_seconds)
+    assert phases["preflight"]["ended_at"] <= phases["bake"]["started_at"] < phases["smoke_test"]["started_at"]
+    assert phases["verify"]["ended_at"] <= phases["record"]["started_at"] <= record["finished_at"].replace("Z", ".999Z")
 
     # The secrets: nowhere but in the tools' environments, and yet in AWS where the module puts one
     secret_values = [v for values in vault_sandbox.seeded.values() for v in values.values() if v.startswith("sandbox-")]
@@ -181,6 +212,11 @@ def test_failed_smoke_test_changes_nothing_downstream(fleet_env, release_dag):
     assert record["outcome"] == "failed" and record["failed_task"] == "smoke_test"
     assert "exit code 7, expected 0" in record["failure_reason"] and "bind() failed" in record["failure_reason"]
     assert record["infrastructure"]["applied"] == [] and record["infrastructure"]["check"]["regions"]
+    # a failed step reports its time too; a step that never ran has none
+    steps = [p["step"] for p in record["phases"]]
+    assert "smoke_test" in steps and "roll_out" not in steps and "wait_for_refresh" not in steps, steps
+    [bake] = [p for p in record["phases"] if p["step"] == "bake"]
+    assert 0 < bake["tools"]["packer"] <= bake["seconds"], bake
     tags = {t["Key"]: t["Value"] for t in run_images(sb, dr.run_id)[0]["Tags"]}
     assert tags["ReleaseStatus"] == "failed" and tags["FailedTask"] == "smoke_test"
 

@@ -40,6 +40,7 @@ from amirelease.handoffs import (
 )
 from amirelease.ledger import Ledger
 from amirelease.operators.record import build_record
+from amirelease.phases import phase, phases_of
 from amirelease.release import ami_name, build_ami_tags, release_id
 from tests.conftest import REPO
 from tests.ui.server import LEDGER_BUCKET
@@ -175,11 +176,28 @@ class StoryWriter:
             failed_task=failed_task,
             reason=failure,
             started_at=iso(started),
+            phases=self._phases(started, minutes, rollout, ran_refresh=failed_task is None),
         )
         record["finished_at"] = iso(started + timedelta(minutes=minutes))
         if write_record:  # a release still rolling out has no record yet: the record task runs last
             self.ledger.put(record)
         return Release(version, run_id, dag_id, rid, ami, record)
+
+    @staticmethod
+    def _phases(
+        started: datetime, minutes: float, rollout: list[RefreshHandle], *, ran_refresh: bool
+    ) -> list[dict[str, Any]]:
+        """What the steps report (phases.py): a 5-minute bake, a 2-minute smoke test, and the refresh
+        (AWS's times) from minute 9 to a minute before the end."""
+        at = lambda m: started + timedelta(minutes=m)
+        reported = {
+            "bake": phase(at(1), at(6), {"packer": 280.0}),
+            "smoke_test": phase(at(6), at(8)),
+        }
+        refreshes = [
+            {**r.to_xcom(), "started_at": iso(at(9)), "ended_at": iso(at(minutes - 1))} for r in rollout if ran_refresh
+        ]
+        return phases_of(["bake", "smoke_test", "wait_for_refresh"], reported, refreshes)
 
     def hold(self, rollback: Release, held: Release, reason: str, placed: datetime) -> None:
         """The rollback's mark_rolled_back task (the real operator) on the release it replaced."""

@@ -197,7 +197,9 @@ def test_timeline_tells_each_release_its_outcome_rollback_and_failure(
     text = rolled.inner_text()
     assert "rolled back" in text and background(rolled.locator(".status.rolledback")) == PURPLE
     assert f"rolled back by re-release of 1.2.0 ({story['rb2'].release_id})" in text
-    assert "reason: INC-4711 5xx after 1.3.1" in text and "\t20 min\t" in text and "dave" in text
+    assert "reason: INC-4711 5xx after 1.3.1" in text and "\t20 min\n" in text and "dave" in text
+    # how long each step took (the record's phases), under the duration
+    assert rolled.locator(".phases").inner_text() == "bake 5 min · smoke test 2 min · refresh 10 min"
     assert rolled.get_by_role("link", name="the rollback run").get_attribute("href") == (
         f"/dags/ami_rollback/runs/{quote(story['rb2'].run_id, safe='')}"
     )
@@ -206,7 +208,7 @@ def test_timeline_tells_each_release_its_outcome_rollback_and_failure(
     text = failed.inner_text()
     assert background(failed.locator(".status")) == RED and "failed" in text
     assert "at smoke_test: smoke test of the new AMI failed: health endpoint answers" in text
-    assert "\t9 min\t" in text
+    assert "\t9 min\n" in text and failed.locator(".phases").inner_text() == "bake 5 min · smoke test 2 min"
 
     rb1 = row_text(page, "timeline", "release", story["rb1"].release_id)
     assert "re-release of 1.0.0" in rb1 and "succeeded" in rb1 and "rollback: INC-1001" in rb1

@@ -12,7 +12,14 @@ from amirelease import catalog
 from amirelease.errors import ConfigError
 from amirelease.handoffs import BundleRef, ReleasePlan
 from amirelease.operators.infrastructure import state_key, variables_for
-from amirelease.operators.promote import gate_answer, gate_text, next_stage_conf, plan_text, promotion_refusal
+from amirelease.operators.promote import (
+    gate_answer,
+    gate_text,
+    next_stage_conf,
+    next_stage_decision,
+    plan_text,
+    promotion_refusal,
+)
 from amirelease.operators.roll_forward import decision
 from tests.conftest import REPO
 
@@ -285,6 +292,21 @@ def test_the_next_stage_of_a_verified_stage_and_none_after_the_last():
     # an automatic rollback goes up to the stage that failed and no further
     assert next_stage_conf(_plan(""), True, until="staging") is None
     assert next_stage_conf(_plan(""), True, until="production")["until_stage"] == "production"
+
+
+def test_whether_next_stage_has_anything_to_do_record_skips_it_when_not():
+    """next_stage_decision: what record asks before it skips next_stage, and what next_stage asks itself."""
+    ok = {"outcome": "succeeded"}
+    assert next_stage_decision(_plan(""), ok, {}) == (None, next_stage_conf(_plan(""), False))
+    assert next_stage_decision(_plan(""), ok, {"emergency": True})[1]["emergency"] is True
+    assert next_stage_decision(None, ok, {}) == ("preflight produced no plan", None)
+    assert next_stage_decision(_plan("", DEMO), ok, {}) == ("demo-web has no stages", None)
+    why, conf = next_stage_decision(_plan(""), {"outcome": "failed"}, {})
+    assert conf is None and why == "demo-web 1.4.0 did not succeed in staging (failed)"
+    assert "no outcome recorded" in str(next_stage_decision(_plan(""), None, {})[0])
+    assert next_stage_decision(_plan("production"), ok, {})[0] == "production is demo-web's last stage"
+    why, _ = next_stage_decision(_plan(""), ok, {"until_stage": "staging"})
+    assert why == "staging is the stage this run was asked to go up to (staging)"
 
 
 def test_an_automatic_rollback_of_a_failed_stage_goes_up_to_that_stage_without_waiting():

@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -294,6 +295,8 @@ class TerraformHook(BaseHook):
         super().__init__()
         self.terraform_bin = terraform_bin
         self._tool = ToolProcess(interrupt_grace=interrupt_grace, death_grace=10.0)
+        self.seconds: dict[str, float] = {}  # each command's time, summed over its runs (the step's phase)
+        self._seconds_lock = threading.Lock()  # the regions' runs may overlap
 
     # -- setup ------------------------------------------------------------------------------
     def binary(self) -> str:
@@ -427,6 +430,8 @@ class TerraformHook(BaseHook):
             )
         result.returncode, result.interrupted = run.returncode, run.interrupted
         result.seconds = time.monotonic() - started
+        with self._seconds_lock:
+            self.seconds[args[0]] = self.seconds.get(args[0], 0.0) + result.seconds
         on_line(f"(terraform {args[0]}: {result.seconds:.1f} s, exit code {run.returncode})")
         return result
 

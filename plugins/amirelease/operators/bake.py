@@ -160,6 +160,11 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
         self.gates = list(gates)
         self.gate_poll_seconds = gate_poll_seconds
         self._packer: PackerHook | None = None
+        self._packer_seconds: float | None = None
+
+    def tool_seconds(self) -> dict[str, float]:
+        """Packer's time in this step (with the bundle's unpacking), for the step's phase."""
+        return {} if self._packer_seconds is None else {"packer": self._packer_seconds}
 
     def execute(self, context: Context) -> dict[str, Any]:
         from amirelease import bundle, chef
@@ -276,7 +281,8 @@ class BakeAmiOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[
             # Packer removes its builder on success, error and SIGINT; this is the safety net for a
             # Packer that was killed, and it removes the security group and key pair of this release.
             self._cleanup(ec2, rid, "after the build")
-        self.log.info("packer finished in %.1fs with exit code %s", time.monotonic() - started, result.returncode)
+        self._packer_seconds = time.monotonic() - started
+        self.log.info("packer finished in %.1fs with exit code %s", self._packer_seconds, result.returncode)
         if stopped_by:
             self._refused(stopped_by, plan, "Packer was interrupted and its builder removed")
         self._stop_if_gate_failed(watch, plan, "after Packer: record deregisters the AMI")

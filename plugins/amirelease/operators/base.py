@@ -43,6 +43,42 @@ def _in_words(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def first_start(context: Any) -> Any:
+    """A rescheduled task's first start in this try (the apply waiting for the smoke test, the lock
+    waiting for another release): Airflow restarts ``start_date`` at each poke. None otherwise."""
+    try:
+        return context["ti"].get_first_reschedule_date(context)
+    except Exception:  # noqa: BLE001 - not rescheduled, or a context without a task instance
+        return None
+
+
+def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Report the step's time for its ledger record (phases.py): an XCom ``phase`` when
+    ``execute`` ends, successful or not; nothing at a deferral (the step has not ended). A
+    rescheduled step's phase starts at its first poke; its tools' seconds are the last poke's
+    (Airflow clears a task's XComs at each poke)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        from datetime import UTC, datetime
+
+        from airflow.sdk.exceptions import TaskDeferred
+
+        self._phase_started = first_start(context) or datetime.now(UTC)
+        ended = True
+        try:
+            return method(self, context, *args, **kwargs)
+        except TaskDeferred:
+            ended = False
+            raise
+        finally:
+            if ended:
+                self._report_phase(context)
+
+    wrapper._timed = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class ReleaseOperatorMixin:
     """What every operator of this package has besides AwsBaseOperator.
 
@@ -55,6 +91,7 @@ class ReleaseOperatorMixin:
 
     aws_conn_id: str | None
     verify: Any
+    log: Any
     botocore_config: dict[str, Any] | None
     region_name: str | None
 
@@ -70,7 +107,28 @@ class ReleaseOperatorMixin:
         for name in ("execute", "execute_complete"):
             method = cls.__dict__.get(name)
             if callable(method) and not getattr(method, "_in_words", False):
-                setattr(cls, name, _in_words(method))
+                setattr(cls, name, _in_words(_timed(method) if name == "execute" else method))
+
+    def tool_seconds(self) -> dict[str, float]:
+        """The seconds this step's tools took (Packer, each Terraform command), for its phase."""
+        return {}
+
+    def phase_so_far(self) -> dict[str, Any]:
+        """This step's phase from its start until now (phases.py)."""
+        from datetime import UTC, datetime
+
+        from amirelease.phases import phase
+
+        started = getattr(self, "_phase_started", None) or datetime.now(UTC)
+        return phase(started, datetime.now(UTC), self.tool_seconds())
+
+    def _report_phase(self, context: Any) -> None:
+        from amirelease.phases import PHASE_KEY
+
+        try:
+            context["ti"].xcom_push(key=PHASE_KEY, value=self.phase_so_far())
+        except Exception as exc:  # noqa: BLE001 - a missing time never changes the step's outcome
+            self.log.warning("This step's time was not reported for the ledger record: %s", exc)
 
     @property
     def clients(self) -> AwsClients:
@@ -109,6 +167,10 @@ class TerraformTaskMixin:
     def on_kill(self) -> None:
         if self._terraform is not None:
             self._terraform.interrupt()
+
+    def tool_seconds(self) -> dict[str, float]:
+        """Each Terraform command's seconds in this step (summed over its regions)."""
+        return {f"terraform {cmd}": s for cmd, s in (self._terraform.seconds if self._terraform else {}).items()}
 
     def _say(self, line: str) -> None:
         self.log.info("terraform | %s", line)

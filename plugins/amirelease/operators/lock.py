@@ -68,10 +68,10 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
         ok, holder = lock.try_acquire(me)
         if ok:
             self.log.info("Release lock for %s acquired by %s", app, ti.run_id)
-            return self._held(plan)
+            return self._held_from(context, plan)
         if holder is None:  # released between our attempt and our look: try once more
             ok, _ = lock.try_acquire(me)
-            return self._held(plan) if ok else False
+            return self._held_from(context, plan) if ok else False
         state = None
         try:
             state = ti.get_dagrun_state(dag_id=holder["dag_id"], run_id=holder["run_id"])
@@ -86,7 +86,7 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
             )
             lock.break_stale(holder)
             ok, _ = lock.try_acquire(me)
-            return self._held(plan) if ok else False
+            return self._held_from(context, plan) if ok else False
         self.log.info(
             "Another release of %s is running (%s %s since %s): waiting",
             app,
@@ -95,6 +95,23 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
             holder.get("acquired_at"),
         )
         return False
+
+    def _held_from(self, context: Context, plan: ReleasePlan | None) -> bool:
+        """``_held``, then this step's time for the record (phases.py): from its first poke (a wait
+        for another release's lock included) until the lock was ours and re-checked under it."""
+        from datetime import UTC, datetime
+
+        from amirelease.operators.base import first_start
+        from amirelease.phases import PHASE_KEY, phase
+
+        held = self._held(plan)
+        ti = context["ti"]
+        try:
+            started = first_start(context) or getattr(ti, "start_date", None) or datetime.now(UTC)
+            ti.xcom_push(key=PHASE_KEY, value=phase(started, datetime.now(UTC)))
+        except Exception as exc:  # noqa: BLE001 - a missing time never changes the step's outcome
+            self.log.warning("This step's time was not reported for the ledger record: %s", exc)
+        return held
 
     def _held(self, plan: ReleasePlan | None) -> bool:
         """Called once the lock is ours: re-check, under the lock, what preflight decided."""

@@ -19,7 +19,7 @@ previous stage meanwhile, or this one rolled back, refuses the promotion).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -248,6 +248,30 @@ def next_stage_conf(plan: ReleasePlan, emergency: bool, until: str = "") -> dict
     return conf
 
 
+def next_stage_decision(
+    plan: ReleasePlan | None, outcome: Mapping[str, Any] | None, params: Mapping[str, Any]
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(pure) (why no next stage is started, None), or (None, the next stage's ami_promote conf).
+    ``params``: the run's (ami_rollback's and ami_promote's have ``until_stage`` and ``emergency``)."""
+    from amirelease.operators.preflight import flag
+
+    if plan is None:
+        return "preflight produced no plan", None
+    if not plan.app_spec.staged:
+        return f"{plan.app} has no stages", None
+    result = (outcome or {}).get("outcome")
+    if result != SUCCEEDED:
+        return (
+            f"{plan.app} {plan.version} did not succeed in {plan.stage_spec.name} ({result or 'no outcome recorded'})"
+        ), None
+    until = str(params.get("until_stage") or "")
+    conf = next_stage_conf(plan, flag("emergency", params.get("emergency", False)), until)
+    if conf is None:
+        last = f"the stage this run was asked to go up to ({until})" if until else f"{plan.app}'s last stage"
+        return f"{plan.stage_spec.name} is {last}", None
+    return None, conf
+
+
 class NextStageOperator(BaseOperator):
     """After ``record``: a stage that succeeded starts the ``ami_promote`` run of the app's next
     stage (its gate waits there); otherwise, or after the last stage, it skips saying why.
@@ -260,27 +284,15 @@ class NextStageOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from amirelease.handoffs import ReleasePlan
-        from amirelease.operators.preflight import flag
 
         ti = context["ti"]
-        outcome = ti.xcom_pull(task_ids=TaskIds.RECORD, key="outcome") or {}
+        outcome = ti.xcom_pull(task_ids=TaskIds.RECORD, key="outcome")
         raw = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
-        if not raw:
-            raise AirflowSkipException("No next stage: preflight produced no plan")
-        plan = ReleasePlan.from_xcom(raw)
-        if not plan.app_spec.staged:
-            raise AirflowSkipException(f"No next stage: {plan.app} has no stages")
-        if outcome.get("outcome") != SUCCEEDED:
-            raise AirflowSkipException(
-                f"No next stage: {plan.app} {plan.version} did not succeed in {plan.stage_spec.name} "
-                f"({outcome.get('outcome') or 'no outcome recorded'})"
-            )
-        params = context["params"]  # ami_rollback's and ami_promote's; ami_release has neither
-        until = str(params.get("until_stage") or "")
-        conf = next_stage_conf(plan, flag("emergency", params.get("emergency", False)), until)
-        if conf is None:
-            last = f"the stage this run was asked to go up to ({until})" if until else f"{plan.app}'s last stage"
-            raise AirflowSkipException(f"No next stage: {plan.stage_spec.name} is {last}")
+        plan = ReleasePlan.from_xcom(raw) if raw else None
+        why_not, conf = next_stage_decision(plan, outcome, context["params"])
+        if why_not:
+            raise AirflowSkipException(f"No next stage: {why_not}")
+        assert plan is not None and conf is not None  # next_stage_decision said so
         run_id = f"promote_{plan.app}__{plan.release_id}__{conf['stage']}"
         self.log.info(
             "%s %s verified in %s: starting %s %s (its gate waits for an approval%s)",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk.bases.skipmixin import SkipMixin  # what Airflow's branch operators use (after the operator)
 
 from amirelease.constants import NOT_PROMOTED, TAG_FAILED_TASK, TAG_OUTCOME_AT, TAG_STATUS, TaskIds
 from amirelease.errors import ConfigError
@@ -91,6 +92,7 @@ def build_record(
     failed_task: str | None,
     reason: str | None,
     started_at: str | None,
+    phases: list[dict[str, Any]] | None = None,
 ) -> Record:
     """The ledger document (pure). Only non-secret inputs: plan, AWS ids, results."""
     from amirelease.ledger import utcnow
@@ -148,6 +150,7 @@ def build_record(
         "pipeline_run": run_id,
         "started_at": started_at,
         "finished_at": utcnow(),
+        "phases": phases or [],  # how long each step took (phases.py)
         "forensic_hold": None,
         "rolled_back": None,
         **(
@@ -166,6 +169,7 @@ def build_record(
                         failed_task=failed_task,
                         reason=reason,
                         started_at=started_at,
+                        phases=phases,
                     )
                 },
             }
@@ -188,6 +192,7 @@ def stage_record(
     reason: str | None,
     started_at: str | None,
     gate: dict[str, Any] | None = None,
+    phases: list[dict[str, Any]] | None = None,
 ) -> Record:
     """(pure) A staged release's entry for one stage: what ran there, how it ended, who let it in."""
     from amirelease.ledger import utcnow
@@ -210,10 +215,11 @@ def stage_record(
         "run_id": run_id,
         "started_at": started_at,
         "finished_at": utcnow(),
+        "phases": phases or [],
     }
 
 
-class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook]):
+class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOperator[EC2Hook], SkipMixin):
     """
     Record what happened: tag the AMI with the outcome (ReleaseStatus released/failed), write
     the ledger record (plan, bundle, Terraform plan summaries, AMIs, refreshes, smoke and
@@ -254,6 +260,47 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.CHECK_INFRA}
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        result = self._record(context)
+        self._skip_follow_ups(context, result)
+        return result
+
+    def _skip_follow_ups(self, context: Context, result: dict[str, Any] | None) -> None:
+        """The teardowns after this step (``next_stage``, ``roll_forward``) act on what it recorded.
+        Those with nothing to do are skipped here, saying why in this log: the run ends as soon as
+        the release is recorded, with no task started only to skip (and Airflow's task supervisor
+        writes a skipped state only once the task's process has exited, up to
+        ``[workers] min_heartbeat_interval`` later). Those with something to do run and decide
+        again themselves (their checks are the same pure functions)."""
+        from amirelease.handoffs import ReleasePlan
+        from amirelease.operators.promote import next_stage_decision
+        from amirelease.operators.roll_forward import decision
+
+        ti = context["ti"]
+        follow_ups = {t.task_id: t for t in self.downstream_list}
+        reasons: dict[str, str] = {}
+        try:
+            outcome = ti.xcom_pull(task_ids=self.task_id, key="outcome")
+            raw = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
+            if TaskIds.NEXT_STAGE in follow_ups:
+                why, _ = next_stage_decision(ReleasePlan.from_xcom(raw) if raw else None, outcome, context["params"])
+                if why:
+                    reasons[TaskIds.NEXT_STAGE] = f"No next stage: {why}"
+            if TaskIds.ROLL_FORWARD in follow_ups:
+                why = decision(outcome, (raw or {}).get("catalog_entry"))
+                if why:
+                    reasons[TaskIds.ROLL_FORWARD] = f"No automatic rollback: {why}"
+        except Exception as exc:  # noqa: BLE001 - then they decide for themselves, as they can
+            self.log.warning("Could not decide for the steps after this one, they decide themselves: %s", exc)
+            return
+        if not reasons:
+            return
+        for task_id, why in reasons.items():
+            self.log.info("%s skipped: %s", task_id, why)
+        if result is not None and self.do_xcom_push:
+            ti.xcom_push(key="return_value", value=result)  # skip() ends execute before Airflow pushes it
+        self.skip(ti, [follow_ups[t] for t in reasons])
+
+    def _record(self, context: Context) -> dict[str, Any] | None:
         from amirelease.handoffs import (
             BakeResult,
             InfrastructureCheck,
@@ -316,6 +363,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             failed_task=failed_task,
             reason=reason,
             started_at=started,
+            phases=self._phases(ti),
         )
         try:
             self._tag(bake, outcome, failed_task, record["finished_at"])
@@ -383,6 +431,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             reason=str(reason) if reason else None,
             started_at=start.strftime("%Y-%m-%dT%H:%M:%SZ") if start is not None else None,
             gate={"answer": answer, "by": who, "reason": why},
+            phases=self._phases(ti),
         )
         try:
             ledger = Ledger(self.clients.s3(), ledger_bucket())
@@ -420,6 +469,24 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
                 reason or "see that task's log",
             )
         return entry
+
+    def _phases(self, ti: Any) -> list[dict[str, Any]]:
+        """How long each step took: what each reported (XCom ``phase``), the refresh from AWS's times,
+        this step until now. A time that cannot be read is left out, never the record."""
+        from amirelease.handoffs import RefreshHandle, from_xcom_list
+        from amirelease.phases import PHASE_KEY, phases_of
+
+        order = [TaskIds.RESOLVE_TARGET, *self.task_order, TaskIds.RECORD]
+        reported: dict[str, Any] = {TaskIds.RECORD: self.phase_so_far()}
+        refreshes: list[dict[str, Any]] = []
+        try:
+            for step in order[:-1]:
+                if step != TaskIds.WAIT and step in ti.task.dag.task_ids:
+                    reported[step] = ti.xcom_pull(task_ids=step, key=PHASE_KEY)
+            refreshes = [h.to_xcom() for h in from_xcom_list(RefreshHandle, ti.xcom_pull(task_ids=TaskIds.WAIT))]
+        except Exception as exc:  # noqa: BLE001 - the record matters more than its times
+            self.log.warning("Some steps' times could not be read for the record: %s", exc)
+        return phases_of(order, reported, refreshes)
 
     @staticmethod
     def _tell(

@@ -28,6 +28,7 @@ from amirelease.constants import (
 )
 from amirelease.errors import PreflightError
 from amirelease.ledger import pick_rollback_target
+from amirelease.phases import summary as phase_summary
 from amirelease.retention.decide import near_miss_tag_warnings
 from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
@@ -360,6 +361,7 @@ class TimelineRow:
     infrastructure: str
     source: str = ""  # git-sourced apps: "v1.2.0 = 3f9c2ab41d0e of https://git.example.com/web/app.git"
     stages: str = ""  # an app with stages: how far the release went, and who let it in (stages_text)
+    phases: str = ""  # how long each step took: "bake 1 min 2 s · refresh 1 min 30 s · …" (phases.py)
 
 
 def source_text(record: dict[str, Any]) -> str:
@@ -486,6 +488,7 @@ def timeline(snap: AppSnapshot, root: str) -> list[TimelineRow]:
                 infrastructure=infra,
                 source=source_text(r),
                 stages=stages_text(r),
+                phases=phase_summary(r.get("phases")),
             )
         )
     return rows
