@@ -101,9 +101,13 @@ def _measure(af, rt, dag_id: str, conf: dict) -> dict:
     packer = 0.0
     starts = 0
     for t in tis:
-        if t["state"] in ("skipped", "removed", None) or not t.get("start_date"):
+        if t["state"] in ("removed", None) or not t.get("start_date"):
             continue
-        starts += int(t.get("try_number") or 1)
+        # a task that ran and then skipped was started; one skipped by an upstream task (record
+        # skips the teardowns with nothing to do) never was: its try_number stays 0
+        starts += int(t.get("try_number") or 0)
+        if t["state"] == "skipped":
+            continue
         if t["task_id"].split(".")[0] not in ("bake", "check_infrastructure", "apply_infrastructure"):
             continue
         log = _logs(af, dag_id, run_id, t)

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from amirelease.times import parse_iso
+
 PHASE_KEY = "phase"  # the XCom key each step reports its time under
 
 # the names a person reads on the Releases page (the task ids elsewhere)
@@ -40,18 +42,6 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def phase(started: datetime, ended: datetime, tools: Mapping[str, float] | None = None) -> dict[str, Any]:
     """One step's report: its start and end, its seconds, and its tools' seconds (where it ran any)."""
     entry: dict[str, Any] = {
@@ -69,7 +59,7 @@ def refresh_phase(refreshes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | No
     with each group's seconds. None when no refresh has both times (it never started or ended)."""
     groups = []
     for r in refreshes:
-        start, end = _time(r.get("started_at")), _time(r.get("ended_at"))
+        start, end = parse_iso(r.get("started_at")), parse_iso(r.get("ended_at"))
         if start is None or end is None:
             continue
         groups.append((r, start, end))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from amirelease.times import parse_iso
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,7 @@ class Usage:
 
 def parse_creation_date(value: Any) -> datetime | None:
     """EC2 gives ``2024-01-02T03:04:05.000Z``; None if absent or unreadable."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_iso(value)
 
 
 def snapshot_ids(item: Mapping[str, Any]) -> tuple[str, ...]:

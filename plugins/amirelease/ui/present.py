@@ -33,6 +33,7 @@ from amirelease.retention.decide import near_miss_tag_warnings
 from amirelease.retention.marks import parse_mark
 from amirelease.retention.policy import RetentionPolicy
 from amirelease.retention.scream import note as scream_note
+from amirelease.times import parse_iso
 from amirelease.ui.collect import AppSnapshot, GroupState
 
 ROLLBACK_DAG = DagIds.ROLLBACK
@@ -41,20 +42,14 @@ RELEASE_DAG = DagIds.RELEASE
 
 # -- small formatting helpers ---------------------------------------------------------------
 def parse_time(value: Any) -> datetime | None:
-    """ISO times as the ledger, AWS and the retention report write them; None if unreadable."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not value:
-        return None
-    text = str(value).strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+    """ISO times as the ledger, AWS and the retention report write them (a date alone too); None if unreadable."""
+    parsed = parse_iso(value if isinstance(value, datetime) else str(value or ""))
+    if parsed is None and value:
         try:
-            parsed = datetime.strptime(str(value)[:10], "%Y-%m-%d")
+            parsed = datetime.strptime(str(value)[:10], "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
             return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def ago(then: datetime, now: datetime) -> str:
