@@ -123,7 +123,16 @@ def test_the_wait_polls_sooner_once_most_of_the_fleet_is_replaced(fleet, mode):
         # a success ends the task on the triggerer, with the summary the operator would return
         assert isinstance(event, TaskSuccessEvent), event
         summary = event.xcoms["return_value"]
-        assert summary == {**op.refresh, "status": "Successful", "percentage_complete": 100}, summary
+        from amirelease.phases import iso
+
+        [ref] = asg.describe_instance_refreshes(AutoScalingGroupName=ASG, InstanceRefreshIds=[rid])["InstanceRefreshes"]
+        assert summary == {
+            **op.refresh,
+            "status": "Successful",
+            "percentage_complete": 100,
+            "started_at": iso(ref["StartTime"]),  # AWS's own times: the record's refresh phase
+            "ended_at": iso(ref["EndTime"]),
+        }, summary
     assert any(" 66 %" in line for _, line in lines), lines  # the wait saw the last batch under way
     assert lines[-1][1].startswith(f"{ASG} 100 %"), lines
     after_66 = _pauses_after(lines, " 66 %")
