@@ -52,6 +52,18 @@ def first_start(context: Any) -> Any:
         return None
 
 
+def report_phase(context: Any, started: Any, log: Any, tools: Mapping[str, float] | None = None) -> None:
+    """Push this step's phase (phases.py) from ``started`` until now; a failure only warns."""
+    from datetime import UTC, datetime
+
+    from amirelease.phases import PHASE_KEY, phase
+
+    try:
+        context["ti"].xcom_push(key=PHASE_KEY, value=phase(started or datetime.now(UTC), datetime.now(UTC), tools))
+    except Exception as exc:  # noqa: BLE001 - a missing time never changes the step's outcome
+        log.warning("This step's time was not reported for the ledger record: %s", exc)
+
+
 def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
     """Report the step's time for its ledger record (phases.py): an XCom ``phase`` when
     ``execute`` ends, successful or not; nothing at a deferral (the step has not ended). A
@@ -73,9 +85,8 @@ def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             if ended:
-                self._report_phase(context)
+                report_phase(context, self._phase_started, self.log, self.tool_seconds())
 
-    wrapper._timed = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -121,14 +132,6 @@ class ReleaseOperatorMixin:
 
         started = getattr(self, "_phase_started", None) or datetime.now(UTC)
         return phase(started, datetime.now(UTC), self.tool_seconds())
-
-    def _report_phase(self, context: Any) -> None:
-        from amirelease.phases import PHASE_KEY
-
-        try:
-            context["ti"].xcom_push(key=PHASE_KEY, value=self.phase_so_far())
-        except Exception as exc:  # noqa: BLE001 - a missing time never changes the step's outcome
-            self.log.warning("This step's time was not reported for the ledger record: %s", exc)
 
     @property
     def clients(self) -> AwsClients:

@@ -99,18 +99,10 @@ class ReleaseLockSensor(AwsBaseSensor[S3Hook]):
     def _held_from(self, context: Context, plan: ReleasePlan | None) -> bool:
         """``_held``, then this step's time for the record (phases.py): from its first poke (a wait
         for another release's lock included) until the lock was ours and re-checked under it."""
-        from datetime import UTC, datetime
-
-        from amirelease.operators.base import first_start
-        from amirelease.phases import PHASE_KEY, phase
+        from amirelease.operators.base import first_start, report_phase
 
         held = self._held(plan)
-        ti = context["ti"]
-        try:
-            started = first_start(context) or getattr(ti, "start_date", None) or datetime.now(UTC)
-            ti.xcom_push(key=PHASE_KEY, value=phase(started, datetime.now(UTC)))
-        except Exception as exc:  # noqa: BLE001 - a missing time never changes the step's outcome
-            self.log.warning("This step's time was not reported for the ledger record: %s", exc)
+        report_phase(context, first_start(context) or getattr(context["ti"], "start_date", None), self.log)
         return held
 
     def _held(self, plan: ReleasePlan | None) -> bool:
