@@ -12,7 +12,7 @@ number). Leave **target** empty for the newest good release that is not the one 
 and was never rolled back, or type a version (`1.4.2`) or a release id. Rolling back to a
 release that was itself rolled back needs the confirmation box.
 
-**Decided under the lock.** `resolve_target` proposes; once this run holds the app's release lock,
+**Decided under the lock.** `preflight` proposes the target; once this run holds the app's release lock,
 `mark_rolled_back` checks that what runs now is still what you asked to roll back. If a release
 went live in between, the rollback stops there — nothing marked or held, and nothing its bake
 built is kept — and says which release is live now: trigger again to roll that one back.
@@ -26,11 +26,12 @@ from airflow.sdk import DAG, Param
 
 from amirelease.access import RELEASE_MANAGERS_TRIGGER
 from amirelease.constants import MAX_NOTES, MIN_REASON, RELEASE_REF_PATTERN, DagIds, TaskIds
-from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
+from amirelease.operators.rollback import MarkRolledBackOperator
 from amirelease.pipeline import DEFAULT_ARGS, PIPELINE_DOC, app_param, release_pipeline, until_stage_param
 
 STEPS = (
-    "\n### Steps\n`resolve_target` → the release steps, with `mark_rolled_back` after `release_lock` and "
+    "\n### Steps\nThe release steps (`preflight` resolves the target first), with `mark_rolled_back` after "
+    "`release_lock` and "
     "`check_infrastructure`, beside the bake:\n"
 )
 
@@ -93,21 +94,17 @@ with DAG(
     },
     doc_md=__doc__ + STEPS + PIPELINE_DOC,
 ) as dag:
-    resolve = ResolveRollbackTargetOperator(
-        task_id=TaskIds.RESOLVE_TARGET,
-        app="{{ params.app }}",
-        target="{{ params.target or '' }}",
-        reason="{{ params.reason }}",
-        confirm_rolled_back="{{ params.confirm_rolled_back }}",
-        replaces="{{ params.replaces or '' }}",
-    )
-    mark = MarkRolledBackOperator(
-        task_id=TaskIds.MARK_ROLLED_BACK, resolved=resolve.output, hold="{{ params.forensic_hold }}"
-    )
+    # re-checks, under the app's lock, the target preflight resolved (its XCom rollback_target)
+    mark = MarkRolledBackOperator(task_id=TaskIds.MARK_ROLLED_BACK, hold="{{ params.forensic_hold }}")
     release_pipeline(  # mark_rolled_back decides under the app's lock: after release_lock, before bake
         app="{{ params.app }}",
         notes="rollback: {{ params.reason }}",
         triggered_by="{{ dag_run.triggering_user_name or dag_run.run_type }}",
-        re_release=resolve.output,
+        rollback={  # preflight resolves these into the release to bake again (rollback.resolve_target)
+            "target": "{{ params.target or '' }}",
+            "reason": "{{ params.reason }}",
+            "confirm_rolled_back": "{{ params.confirm_rolled_back }}",
+            "replaces": "{{ params.replaces or '' }}",
+        },
         under_lock=mark,
     )

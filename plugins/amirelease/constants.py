@@ -82,7 +82,6 @@ MIN_REASON: Final = 10  # a rollback's or a rebuild's reason
 
 # --- Task ids of the release pipeline (pipeline.py wires them, record.py reads them) ------
 class TaskIds:
-    RESOLVE_TARGET: Final = "resolve_target"
     MARK_ROLLED_BACK: Final = "mark_rolled_back"
     PREFLIGHT: Final = "preflight"
     CHECK_INFRA: Final = "check_infrastructure"  # on the app's toolchain queue (routing.py)
@@ -97,3 +96,8 @@ class TaskIds:
     APPROVE: Final = "approve"  # ami_promote: the gate before a stage (operators/gate.py)
     NEXT_STAGE: Final = "next_stage"  # starts ami_promote for the app's next stage (operators/promote.py)
     ROLL_FORWARD: Final = "roll_forward"  # ami_release only: the automatic rollback (roll_forward.py)
+
+
+# a rollback's preflight resolves its target (operators/rollback.py resolve_target) and pushes it
+# under this key beside the plan; mark_rolled_back re-checks it under the lock
+ROLLBACK_TARGET_KEY: Final = "rollback_target"

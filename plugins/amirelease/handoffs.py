@@ -380,7 +380,7 @@ class VerifySummary(Handoff):
     verified: bool
 
 
-# --- rollback: resolve_target -> forensic_hold -> preflight ------------------------------------------
+# --- rollback: preflight (resolve_target) -> mark_rolled_back -----------------------------------------
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def grants() -> list[Grant]:
     from amirelease.operators.promote import PromotePreflightOperator
     from amirelease.operators.record import RecordReleaseOperator
     from amirelease.operators.retention import AmiRetentionOperator
-    from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
+    from amirelease.operators.rollback import MarkRolledBackOperator
     from amirelease.operators.rollout import RollOutOperator, WaitForInstanceRefreshOperator
     from amirelease.operators.smoke import SmokeTestOperator
     from amirelease.operators.verify import VerifyReleaseOperator
@@ -99,7 +99,7 @@ def grants() -> list[Grant]:
     operators: list[Any] = [
         ReleasePreflightOperator, CheckInfrastructureOperator, ReleaseLockSensor, BakeAmiOperator,
         SmokeTestOperator, ApplyInfrastructureOperator, RollOutOperator, WaitForInstanceRefreshOperator,
-        VerifyReleaseOperator, RecordReleaseOperator, ResolveRollbackTargetOperator, MarkRolledBackOperator,
+        VerifyReleaseOperator, RecordReleaseOperator, MarkRolledBackOperator,
         AmiRetentionOperator, PromotePreflightOperator, StageGateOperator,  # ami_promote (the rest: the release's)
         DriftTargetsOperator, DriftPlanOperator, DriftReportOperator,  # ami_drift (drift/)
     ]  # fmt: skip

@@ -22,7 +22,6 @@ PHASE_KEY = "phase"  # the XCom key each step reports its time under
 
 # the names a person reads on the Releases page (the task ids elsewhere)
 LABELS = {
-    "resolve_target": "target",
     "preflight": "preflight",
     "release_lock": "lock",
     "check_infrastructure": "Terraform check",

@@ -124,7 +124,7 @@ def release_pipeline(
     git_ref: str = "",
     notes: str = "",
     triggered_by: str = "",
-    re_release: Any = None,
+    rollback: dict[str, Any] | None = None,
     rebuild: str | bool = False,
     rebuild_reason: str = "",
     under_lock: Any = None,
@@ -133,7 +133,8 @@ def release_pipeline(
     """Create the release tasks in the current DAG; return (first task, last task).
 
     Arguments are templates rendered at run time as text (params), or an upstream task's
-    output (``re_release``: resolve_target's RollbackTarget). ``under_lock``: a task that
+    output. ``rollback`` (ami_rollback): what its form asked (target, reason, confirm_rolled_back,
+    replaces), which ``preflight`` resolves into the release it re-releases. ``under_lock``: a task that
     decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
     after ``release_lock``, while the app's lock is held, and before anything is built.
     ``roll_forward`` (ami_release only, never a rollback): after ``record``, start ``ami_rollback``
@@ -148,7 +149,7 @@ def release_pipeline(
         git_ref=git_ref,
         notes=notes,
         triggered_by=triggered_by,
-        re_release=re_release,
+        rollback=rollback,
         rebuild=rebuild,
         rebuild_reason=rebuild_reason,
     ).as_setup()  # type: ignore[no-untyped-call]  # Airflow's method, untyped (the setup of record)

@@ -119,11 +119,11 @@ def test_release_dag_shape_and_params():
     assert not dag.render_template_as_native_obj  # text parameters stay text (1.10 is not 1.1)
     rollback = __import__("ami_rollback").dag
     assert not rollback.render_template_as_native_obj
-    assert {"resolve_target"} == rollback.get_task("preflight").upstream_task_ids
+    assert rollback.get_task("preflight").upstream_task_ids == set()  # it resolves the target itself: one start
     # a rollback decides under the app's lock (issue 26): mark_rolled_back after release_lock and the check;
     # the bake runs beside it and stops if it refuses; nothing is smoke-tested or applied before the mark
     mark = rollback.get_task("mark_rolled_back")
-    assert mark.upstream_task_ids == {"release_lock", "resolve_target", "check_infrastructure"}, mark.upstream_task_ids
+    assert mark.upstream_task_ids == {"release_lock", "check_infrastructure"}, mark.upstream_task_ids
     assert mark.downstream_task_ids == {"smoke_test", "apply_infrastructure"}
     assert rollback.get_task("bake").gates == ["check_infrastructure", "mark_rolled_back"]
     # stages (issue 20): every release and rollback ends by offering the next stage (a teardown)

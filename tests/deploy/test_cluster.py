@@ -380,19 +380,17 @@ def test_compose_shape_releases_rolls_back_and_enforces_roles():
             assert _ti(admin, "ami_release", r2x, BAKE)["state"] != "success"
             assert run_images(sb, r2x) == []
         r2_refresh = _ti(admin, "ami_release", r2, "wait_for_refresh[0]")
-        proposed = _ti(admin, "ami_rollback", rb, "resolve_target")
+        proposed = _ti(admin, "ami_rollback", rb, "preflight")  # resolves the target
         assert _when(proposed, "end_date") < _when(r2_refresh, "end_date"), (proposed, r2_refresh)  # asked mid-refresh
         decided = _ti(admin, "ami_rollback", rb, "mark_rolled_back")
         r2_record = _ti(admin, "ami_release", r2, "record")
         assert _when(decided, "start_date") >= _when(r2_record, "start_date"), (decided, r2_record)  # under the lock
         assert "1.1.0" in str(
-            admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/resolve_target/xcomEntries/return_value")
+            admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/preflight/xcomEntries/rollback_target")
         )
         run = admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}")
         assert run["triggering_user_name"] == "release-manager"
-        hold = admin.get(
-            f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/resolve_target/xcomEntries/return_value"
-        )
+        hold = admin.get(f"/api/v2/dags/ami_rollback/dagRuns/{rb}/taskInstances/preflight/xcomEntries/rollback_target")
         assert "1.0.0" in str(hold["value"]), hold
 
         assert f.wait("ami_retention_manual", ret, timeout=240) == "success", _failure_report(

@@ -741,7 +741,7 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
         rollback = body["dag_run_id"]
         by_task = finish("ami_rollback", rollback)
         target = admin.get(
-            f"/api/v2/dags/ami_rollback/dagRuns/{rollback}/taskInstances/resolve_target/xcomEntries/return_value"
+            f"/api/v2/dags/ami_rollback/dagRuns/{rollback}/taskInstances/preflight/xcomEntries/rollback_target"
         )
         assert "1.0.0" in str(target["value"]), target
         assert by_task["bake"]["hostname"] == hostnames["bake-worker-linux"], by_task["bake"]

@@ -186,14 +186,14 @@ def test_rollback_without_an_earlier_release_is_refused_and_changes_nothing(rele
     sb = release_env
     rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "nothing to go back to, on purpose"})
     states = task_states(rb)
-    assert rb.state == "failed" and states["resolve_target"] == "failed", states
-    assert states["record"] == "upstream_failed" and states["preflight"] == "upstream_failed"
+    assert rb.state == "failed" and states["preflight"] == "failed", states
+    assert states["record"] == "upstream_failed" and states["release_lock"] == "upstream_failed"
     assert mutations(sb) == {}
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="resolve_target", key="failure").one().value
+        msg = session.query(XComModel).filter_by(run_id=rb.run_id, task_id="preflight", key="failure").one().value
     assert "no earlier good release to roll back to" in msg and "release a fixed version" in msg
 
 

@@ -263,9 +263,9 @@ def _rolls_forward_to_the_last_good_release(sb, failed):
     assert "roll_forward" not in rollback.task_ids and "roll_forward" in load_dag("ami_release").task_ids
     # 'replaces' must name the app's newest release: anything older is refused before anything is built
     stale = rollback.test(run_conf={**conf, "replaces": good["release_id"]})
-    assert stale.state == "failed" and task_states(stale)["resolve_target"] == "failed"
+    assert stale.state == "failed" and task_states(stale)["preflight"] == "failed"
     assert f"started after {good['release_id']}, which this rollback was asked to replace" in failure(
-        stale, "resolve_target"
+        stale, "preflight"
     )
     assert not [r for r in ledger_records(sb) if r["pipeline_run"] == stale.run_id and not r.get("nothing_built")]
     dr = rollback.test(run_conf=conf)

@@ -3,16 +3,18 @@ baked again on today's base image and its Terraform module applied again."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
 
-from amirelease.handoffs import RollbackTarget
-from amirelease.ledger import utcnow
-from amirelease.operators.rollback import ResolveRollbackTargetOperator
+from amirelease.aws import AwsClients
+from amirelease.ledger import Ledger, utcnow
+from amirelease.operators.rollback import resolve_target
 from sandbox.gitsource import make_project_repo
 from tests.conftest import REPO, provisioned_settings
 from tests.release.conftest import (
+    LEDGER_BUCKET,
     chef_run,
     clients,
     failure,
@@ -100,7 +102,7 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     assert group_images(sb) == {ami3["ImageId"]}
     assert _instance_types(sb) == {"t3.micro"}  # A's Terraform definition was applied again
 
-    ec2, _, _ = clients(sb)
+    ec2, _, s3 = clients(sb)
     still = ec2.describe_images(ImageIds=[ami2["ImageId"]])["Images"][0]  # kept for forensics
     assert "ForensicHold" in _tags(still) and "INC-4711" in _tags(still)["ForensicHoldReason"]
 
@@ -124,14 +126,12 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
 
     # Roll back again with an empty target: never 3.1.0 (rolled back) and never 3.0.0 (its re-release
     # is what runs now and is being rolled back); the newest release before them instead.
-    resolved = RollbackTarget.from_xcom(
-        ResolveRollbackTargetOperator(
-            task_id="resolve_target",
-            app="demo-web",
-            target="",
-            reason="still 5xx after the rollback",
-            region_name="us-east-1",
-        ).execute({"run_id": "manual__second"})
+    resolved = resolve_target(
+        AwsClients(region_name="us-east-1"),
+        Ledger(s3, LEDGER_BUCKET),
+        "demo-web",
+        {"target": "", "reason": "still 5xx after the rollback"},
+        logging.getLogger("test"),
     )
     assert resolved.current_release_id == rec3["release_id"]
     assert resolved.version not in ("3.1.0", "3.0.0"), resolved
@@ -139,9 +139,9 @@ def test_rollback_re_applies_the_old_release_exactly_as_a_new_ami(fleet_env, tmp
     # naming the rolled-back release needs the confirmation
     refused = rollback.test(run_conf={"app": "demo-web", "reason": "1234567890 (numbers only)", "target": "3.1.0"})
     states = task_states(refused)
-    assert refused.state == "failed" and states["resolve_target"] == "failed"
+    assert refused.state == "failed" and states["preflight"] == "failed"
     assert states["record"] == "upstream_failed", states  # refused once, clearly: record does not run
-    assert "was rolled back" in failure(refused, "resolve_target") and "confirm" in failure(refused, "resolve_target")
+    assert "was rolled back" in failure(refused, "preflight") and "confirm" in failure(refused, "preflight")
 
     # Retention: once everything is 100 days old, the held AMI is kept, unused unheld ones are marked.
     from amirelease.operators.retention import AmiRetentionOperator
@@ -182,6 +182,6 @@ def test_rollback_targets_are_text_and_refused_when_unknown(fleet_env, target, n
     sb = fleet_env
     rb = load_dag("ami_rollback").test(run_conf={"app": "demo-web", "reason": "0123456789", "target": target})
     states = task_states(rb)
-    assert rb.state == "failed" and states["resolve_target"] == "failed", states
-    assert needle in failure(rb, "resolve_target")
+    assert rb.state == "failed" and states["preflight"] == "failed", states
+    assert needle in failure(rb, "preflight")
     assert mutations(sb) == {}

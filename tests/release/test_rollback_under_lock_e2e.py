@@ -7,12 +7,14 @@ what it was asked to roll back, and stops: nothing marked, nothing held, nothing
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
+from amirelease.aws import AwsClients
 from amirelease.handoffs import RollbackTarget
-from amirelease.ledger import utcnow
-from amirelease.operators.rollback import MarkRolledBackOperator, ResolveRollbackTargetOperator
+from amirelease.ledger import Ledger, utcnow
+from amirelease.operators.rollback import MarkRolledBackOperator, resolve_target
 from tests.release.conftest import (
     LEDGER_BUCKET,
     ReleaseHoldingTheLock,
@@ -57,7 +59,7 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     assert a.result and a.result[1] == "success", a.output[-3000:]
     records = {r["pipeline_run"]: r for r in ledger_records(sb)}
     a_rec = records[a.result[0]]
-    asked = RollbackTarget.from_xcom(_xcom(rb, "resolve_target"))
+    asked = RollbackTarget.from_xcom(_xcom(rb, "preflight", key="rollback_target"))  # what preflight proposed
     assert asked.current_release_id in before and set(asked.current_amis.values()) == live_when_asked  # asked before A
 
     states = task_states(rb)
@@ -102,20 +104,22 @@ def test_a_release_that_went_live_while_the_rollback_waited_stops_the_rollback(f
     assert ledger_tells_the_truth(sb, since) == []
 
     # asked again now, the rollback's re-check under the lock agrees with what runs
-    again = RollbackTarget.from_xcom(
-        ResolveRollbackTargetOperator(
-            task_id="resolve_target", app="demo-web", reason="INC-26: now roll back 9.1.0", region_name="us-east-1"
-        ).execute({"run_id": "manual__again"})
+    again = resolve_target(
+        AwsClients(region_name="us-east-1"),
+        Ledger(s3, LEDGER_BUCKET),
+        "demo-web",
+        {"reason": "INC-26: now roll back 9.1.0"},
+        logging.getLogger("test"),
     )
     assert again.current_release_id == a_rec["release_id"]
     MarkRolledBackOperator(task_id="mark_rolled_back", resolved=again.to_xcom(), region_name="us-east-1").recheck(again)
     assert s3.list_objects_v2(Bucket=LEDGER_BUCKET, Prefix="locks/").get("KeyCount", 0) == 0
 
 
-def _xcom(dr, task_id: str):
+def _xcom(dr, task_id: str, key: str = "return_value"):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        value = session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key="return_value").one().value
+        value = session.query(XComModel).filter_by(run_id=dr.run_id, task_id=task_id, key=key).one().value
     return json.loads(value) if isinstance(value, str) else value

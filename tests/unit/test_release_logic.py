@@ -214,9 +214,9 @@ def test_outcome_follows_pipeline_order_and_mapped_keys():
         "failed",
         "wait_for_refresh",
     )
-    assert outcome_of({"resolve_target": "failed", "preflight": "upstream_failed"}, order) == (
+    assert outcome_of({"mark_rolled_back": "failed", "preflight": "success"}, order) == (  # not in the order
         "failed",
-        "resolve_target",
+        "mark_rolled_back",
     )
 
 

@@ -76,8 +76,11 @@ def test_replaces_decides_the_target_even_when_aws_rolled_the_fleet_back_to_the_
     """The fleet runs the good release 1.2.0 again (AWS rolled the failed refresh back), but the
     launch template names the failed 1.3.0. A rollback asked with replaces=1.3.0 re-releases
     1.2.0; without it, it would pick 1.1.0 (1.2.0 being 'what runs now')."""
+    import logging
+
+    from amirelease.aws import AwsClients
     from amirelease.ledger import Ledger
-    from amirelease.operators.rollback import ResolveRollbackTargetOperator
+    from amirelease.operators.rollback import resolve_target
 
     monkeypatch.setenv("AIRFLOW__AMI_RELEASE__LEDGER_BUCKET", LEDGER_BUCKET)
     ledger = Ledger(sandbox.client("s3"), LEDGER_BUCKET)
@@ -93,9 +96,9 @@ def test_replaces_decides_the_target_even_when_aws_rolled_the_fleet_back_to_the_
         LaunchTemplate={"LaunchTemplateId": lt}, VPCZoneIdentifier=",".join(sandbox.account["subnet_ids"]),
     )  # fmt: skip
 
-    def resolve(**kw):
-        op = ResolveRollbackTargetOperator(task_id="resolve_target", app="demo-web", reason="automatic: 1.3.0", **kw)
-        return op.execute({})
+    def resolve(**ask):
+        clients, log = AwsClients(region_name="us-east-1"), logging.getLogger()
+        return resolve_target(clients, ledger, "demo-web", {"reason": "automatic: 1.3.0", **ask}, log).to_xcom()
 
     asked = resolve(replaces="demo-web-1.3.0-r3")
     assert asked["current_release_id"] == "demo-web-1.2.0-r2"  # what the fleet runs

@@ -12,7 +12,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import BotoCoreError, ClientError
 
-from amirelease.constants import GIT_REF_RE, MAX_NOTES, MIN_REASON
+from amirelease.constants import GIT_REF_RE, MAX_NOTES, MIN_REASON, ROLLBACK_TARGET_KEY
 from amirelease.errors import AwsPushbackError, ConfigError, PreflightError, ReleaseError, aws_error_code
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin, group_launch_template
@@ -145,6 +145,10 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     """
     Validate a release (or a rollback's re-release) and return its plan.
 
+    A rollback's preflight first resolves what it re-releases and what it replaces
+    (``rollback.resolve_target``) and pushes that as the XCom ``rollback_target``, which
+    ``mark_rolled_back`` re-checks under the lock: one task start, not two, before the lock.
+
     Checks the parameters, the app's catalog entry, the ledger bucket, the network, the
     target groups, the newest vendor base image and every Vault secret the bake and the
     Terraform module need. Nothing in AWS or Vault is changed here. The plan (plain data, no
@@ -156,7 +160,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     :param git_ref: optional commit, tag or branch the release was cut from.
     :param notes: optional release notes (kept in the ledger).
     :param triggered_by: who triggered the run (kept in the ledger).
-    :param re_release: for a rollback, the output of ``resolve_target`` (a RollbackTarget).
+    :param rollback: for a rollback, what its trigger form asked (rendered): ``target``,
+        ``reason``, ``confirm_rolled_back``, ``replaces`` (``rollback.resolve_target``).
     :param rebuild: bake a version that was already released again, on purpose (true/false).
     :param rebuild_reason: why the rebuild (at least 10 characters; kept in the ledger).
     :param vault_conn_id: the Vault connection (AppRole) the secrets are read with.
@@ -164,7 +169,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
 
     aws_hook_class = AutoScalingHook
     template_fields: Sequence[str] = aws_template_fields(
-        "app", "version", "git_ref", "notes", "triggered_by", "re_release", "rebuild", "rebuild_reason"
+        "app", "version", "git_ref", "notes", "triggered_by", "rollback", "rebuild", "rebuild_reason"
     )
     ui_color = "#e8f4fa"
     pushback_changed = "Nothing was changed in AWS: preflight only reads."
@@ -172,6 +177,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeInstanceRefreshes",
         "ec2:DescribeImages",
+        "ec2:DescribeInstances",  # a rollback: the images the groups' instances run (what it replaces)
         "ec2:DescribeLaunchTemplates",
         "ec2:DescribeSubnets",
         "ec2:DescribeVpcs",
@@ -189,7 +195,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         git_ref: str | None = None,
         notes: str | None = None,
         triggered_by: str | None = None,
-        re_release: Any = None,
+        rollback: dict[str, Any] | None = None,
         rebuild: bool | str = False,
         rebuild_reason: str | None = None,
         vault_conn_id: str = "vault_default",
@@ -201,7 +207,8 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         self.git_ref = git_ref
         self.notes = notes
         self.triggered_by = triggered_by
-        self.re_release = re_release
+        self.rollback = rollback
+        self._resolved: RollbackTarget | None = None  # a rollback's target, once resolved
         self.rebuild = rebuild
         self.rebuild_reason = rebuild_reason
         self.vault_conn_id = vault_conn_id
@@ -223,7 +230,6 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         put the attempt in the ledger (outcome failed, the reason in words) so that the Releases
         page shows it. Only for a known app and a valid version (nothing is written for bad input)."""
         from amirelease import catalog
-        from amirelease.handoffs import RollbackTarget
         from amirelease.ledger import Ledger, failed_before_building, ledger_bucket
         from amirelease.release import release_id
 
@@ -233,8 +239,10 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
                 "AWS pushed back (try %d of %d): this step is retried", ti.try_number, (self.retries or 0) + 1
             )
             return
+        target = self._resolved
+        if self.rollback is not None and target is None:
+            return  # a rollback that AWS stopped before its target was known: no version to record
         try:
-            target = RollbackTarget.from_xcom(self.re_release) if self.re_release else None
             app = catalog.known_app(text_param("app", self.app, example="demo-web")).name
             version = target.version if target else catalog.validate_version(str(self.version or ""))
         except ConfigError:
@@ -263,7 +271,7 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
     def _preflight(self, context: Context) -> dict[str, Any]:
         from amirelease import bundle, catalog, contained
         from amirelease.aws import assume_app_role
-        from amirelease.handoffs import BundleRef, ReleasePlan, RollbackTarget
+        from amirelease.handoffs import BundleRef, ReleasePlan
         from amirelease.ledger import Ledger, ledger_bucket
         from amirelease.release import ami_name, files_digest, release_id
 
@@ -271,14 +279,14 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         notes = text_param("notes", self.notes, example="INC-123: fixes the login page")
         if len(notes) > MAX_NOTES:
             raise ConfigError(f"notes are {len(notes)} characters long", fix=f"keep them under {MAX_NOTES}")
-        target = RollbackTarget.from_xcom(self.re_release) if self.re_release else None
-        if target is None:
+        if self.rollback is None:
             version = catalog.validate_version(text_param("version", self.version, example=catalog.VERSION_EXAMPLE))
             git_ref = check_git_ref(text_param("git_ref", self.git_ref, example="v1.4.2"))
-        else:
-            version, git_ref = target.version, target.git_ref
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
+        target = None if self.rollback is None else self._resolve_rollback(app_name, ledger, context)
+        if target is not None:
+            version, git_ref = target.version, target.git_ref
         run_id = context["run_id"]
         rebuild_of, rebuild_reason = (
             (None, None) if target else self._one_release_per_version(ledger, app_name, version, context)
@@ -356,6 +364,15 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
             ", ".join(plan.image_regions),
         )
         return plan.to_xcom()
+
+    def _resolve_rollback(self, app_name: str, ledger: Ledger, context: Context) -> RollbackTarget:
+        """A rollback: the release it re-releases and the one it replaces, proposed before the
+        lock and kept (XCom ``rollback_target``) for ``mark_rolled_back`` to re-check under it."""
+        from amirelease.operators.rollback import resolve_target
+
+        self._resolved = resolve_target(self.clients, ledger, app_name, self.rollback or {}, self.log)
+        context["ti"].xcom_push(key=ROLLBACK_TARGET_KEY, value=self._resolved.to_xcom())
+        return self._resolved
 
     def _plan_release(self, app_name: str, version: str, git_ref: str | None, tmp: Path) -> Sources:
         """A new release: the app's sources from its repository at the ref (or the central

@@ -260,6 +260,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         self.refusal_task_ids = {TaskIds.PREFLIGHT, TaskIds.CHECK_INFRA}
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        self._raw_plan: dict[str, Any] | None = None  # what _record read and told, for the follow-ups
+        self._told: dict[str, Any] | None = None
         result = self._record(context)
         self._skip_follow_ups(context, result)
         return result
@@ -279,8 +281,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         follow_ups = {t.task_id: t for t in self.downstream_list}
         reasons: dict[str, str] = {}
         try:
-            outcome = ti.xcom_pull(task_ids=self.task_id, key="outcome")
-            raw = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
+            outcome, raw = self._told, self._raw_plan
             if TaskIds.NEXT_STAGE in follow_ups:
                 why, _ = next_stage_decision(ReleasePlan.from_xcom(raw) if raw else None, outcome, context["params"])
                 if why:
@@ -316,7 +317,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         ti = context["ti"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
         outcome, failed_task = outcome_of(states, self.task_order)
-        raw_plan = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
+        raw_plan = self._raw_plan = ti.xcom_pull(task_ids=TaskIds.PREFLIGHT)
         if not raw_plan:
             self.log.info("Preflight produced no plan, so nothing was built or changed: no ledger record")
             return None
@@ -476,7 +477,7 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
         from amirelease.handoffs import RefreshHandle, from_xcom_list
         from amirelease.phases import PHASE_KEY, phases_of
 
-        order = [TaskIds.RESOLVE_TARGET, *self.task_order, TaskIds.RECORD]
+        order = [*self.task_order, TaskIds.RECORD]
         reported: dict[str, Any] = {TaskIds.RECORD: self.phase_so_far()}
         refreshes: list[dict[str, Any]] = []
         try:
@@ -488,8 +489,8 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             self.log.warning("Some steps' times could not be read for the record: %s", exc)
         return phases_of(order, reported, refreshes)
 
-    @staticmethod
     def _tell(
+        self,
         ti: Any,
         plan: ReleasePlan,
         outcome: str,
@@ -510,22 +511,20 @@ class RecordReleaseOperator(Ec2ClientHookMixin, ReleaseOperatorMixin, AwsBaseOpe
             if plan.rebuild_of
             else "release"
         )
-        ti.xcom_push(
-            key="outcome",
-            value={
-                "app": plan.app,
-                "version": plan.version,
-                "release_id": plan.release_id,
-                "kind": kind,
-                "outcome": outcome,
-                "failed_task": failed_task,
-                "reason": str(reason) if reason else None,
-                "refused": refused,
-                "amis": amis or {},
-                "stage": plan.stage_spec.name,
-                "re_release_of": plan.re_release_of,
-            },
-        )
+        self._told = {
+            "app": plan.app,
+            "version": plan.version,
+            "release_id": plan.release_id,
+            "kind": kind,
+            "outcome": outcome,
+            "failed_task": failed_task,
+            "reason": str(reason) if reason else None,
+            "refused": refused,
+            "amis": amis or {},
+            "stage": plan.stage_spec.name,
+            "re_release_of": plan.re_release_of,
+        }
+        ti.xcom_push(key="outcome", value=self._told)
 
     def _discard_refused(self, plan: ReleasePlan) -> None:
         """A refused release keeps nothing: the AMI a bake beside the check may have finished

@@ -3,13 +3,21 @@ rolled back, and hold that one's AMI for forensics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from amirelease.constants import HOLD_REASON_TAG, HOLD_TAG, MIN_REASON, TAG_RELEASE_ID, TAG_VERSION
+from amirelease.constants import (
+    HOLD_REASON_TAG,
+    HOLD_TAG,
+    MIN_REASON,
+    ROLLBACK_TARGET_KEY,
+    TAG_RELEASE_ID,
+    TAG_VERSION,
+    TaskIds,
+)
 from amirelease.errors import PreflightError
 from amirelease.hooks.autoscaling import AutoScalingHook
 from amirelease.operators.base import ReleaseOperatorMixin, tag_list, tags_dict
@@ -21,7 +29,7 @@ if TYPE_CHECKING:
     from amirelease import catalog
     from amirelease.aws import AwsClients
     from amirelease.handoffs import RollbackTarget
-    from amirelease.ledger import Record
+    from amirelease.ledger import Ledger, Record
 
 
 def live_release(clients: AwsClients, targets: tuple[catalog.Target, ...], log: Any) -> dict[str, Any]:
@@ -73,150 +81,125 @@ def went_live_words(asked: RollbackTarget, live: dict[str, Any], history: list[R
     )
 
 
-class ResolveRollbackTargetOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
+def resolve_target(
+    clients: AwsClients, ledger: Ledger, app_name: str, ask: Mapping[str, Any], log: Any
+) -> RollbackTarget:
     """
-    Find what the app's groups run now and the release to bake again.
+    A rollback's first decision, made by its ``preflight`` before the lock: what the app's groups
+    run now and the release to bake again. It only proposes (reads, changes nothing);
+    ``mark_rolled_back`` re-checks what runs now under the lock.
 
     Default target: the newest release that succeeded, is not the one running now, was never
     rolled back and is not a re-release of a rolled-back release. An explicit target (version
     or release id) that was rolled back needs ``confirm_rolled_back``. Refuses, before any
     change, when there is nothing to roll back to or the target has no release bundle.
 
-    :param app: the application.
-    :param target: empty, a version or a release id.
-    :param reason: why (at least 10 characters; kept in the ledger).
-    :param confirm_rolled_back: allow an explicit target that was rolled back.
+    ``ask`` is what the trigger form gave, rendered: ``target`` (empty, a version or a release
+    id), ``reason`` (at least 10 characters; kept in the ledger), ``confirm_rolled_back`` (allow
+    an explicit target that was rolled back) and ``replaces`` (set by the automatic roll-forward).
     """
+    from amirelease import catalog
+    from amirelease.handoffs import BundleRef, RollbackTarget
+    from amirelease.ledger import choice_words, fleet_targets, pick_rollback_target
 
-    aws_hook_class = AutoScalingHook
-    template_fields: Sequence[str] = aws_template_fields("app", "target", "reason", "confirm_rolled_back", "replaces")
-    ui_color = "#fde8e8"
-    iam_actions = (
-        "autoscaling:DescribeAutoScalingGroups",
-        "ec2:DescribeImages",
-        "ec2:DescribeInstances",
-        "s3:GetObject",
-        "s3:ListBucket",
+    app = catalog.known_app(app_name)
+    reason = text_param("reason", ask.get("reason"), example="INC-123: 5xx since 1.2.0").strip()
+    wanted = text_param("target", ask.get("target"), example="1.1.0").strip() or None
+    if len(reason) < MIN_REASON:
+        raise PreflightError(
+            f"a rollback needs a reason of at least {MIN_REASON} characters",
+            fix="say what is wrong with the current release (e.g. 'INC-123: 5xx since 1.2.0'); it goes in the ledger",
+        )
+    history = ledger.history(app.name)
+    current = live_release(clients, fleet_targets(app, history), log)
+    current_rid = current.get("release_id")
+    log.info(
+        "%s now runs %s (release %s)",
+        app.name,
+        current.get("amis") or "nothing",
+        current_rid or "unknown: not built by this pipeline",
+    )
+    failed = _replaces(app.name, history, text_param("replaces", ask.get("replaces"), example=_REPLACES_EXAMPLE), log)
+    target = pick_rollback_target(
+        history,
+        failed["release_id"] if failed else current_rid,
+        wanted,
+        allow_rolled_back=flag("confirm_rolled_back", ask.get("confirm_rolled_back", False)),
+    )
+    choice = choice_words(history, wanted, target)
+    if choice:
+        log.warning("Target %s: %s", wanted, choice)
+    log.info(
+        "Rolling %s forward to a re-release of %s (%s, finished %s, bundle %s…)",
+        app.name,
+        target["version"],
+        target["release_id"],
+        target.get("finished_at"),
+        target["bundle"]["sha256"][:16],
+    )
+    return RollbackTarget(
+        app=app.name,
+        version=str(target["version"]),
+        target_release_id=str(target["release_id"]),
+        bundle=BundleRef(key=target["bundle"]["key"], sha256=target["bundle"]["sha256"]),
+        git_ref=target.get("git_ref") or None,
+        current_release_id=current_rid,
+        current_version=current.get("version"),
+        current_amis=current.get("amis", {}),
+        reason=reason,
+        replaces_release_id=failed["release_id"] if failed else None,
+        replaces_version=str(failed["version"]) if failed else None,
+        replaces_amis=dict(failed.get("amis") or {}) if failed else {},
     )
 
-    def __init__(
-        self,
-        *,
-        app: str,
-        target: str | None = None,
-        reason: str = "",
-        confirm_rolled_back: bool | str = False,
-        replaces: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.app = app
-        self.target = target
-        self.reason = reason
-        self.confirm_rolled_back = confirm_rolled_back
-        self.replaces = replaces
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from amirelease import catalog
-        from amirelease.handoffs import BundleRef, RollbackTarget
-        from amirelease.ledger import Ledger, choice_words, fleet_targets, ledger_bucket, pick_rollback_target
+_REPLACES_EXAMPLE = "demo-web-1.2.0-1b77d45f6b4e"
 
-        app = catalog.known_app(text_param("app", self.app, example="demo-web"))
-        reason = text_param("reason", self.reason, example="INC-123: 5xx since 1.2.0").strip()
-        wanted = text_param("target", self.target, example="1.1.0").strip() or None
-        if len(reason) < MIN_REASON:
-            raise PreflightError(
-                f"a rollback needs a reason of at least {MIN_REASON} characters",
-                fix="say what is wrong with the current release (e.g. 'INC-123: 5xx since 1.2.0'); it goes in "
-                "the ledger",
-            )
-        ledger = Ledger(self.clients.s3(), ledger_bucket())
-        ledger.check()
-        history = ledger.history(app.name)
-        current = live_release(self.clients, fleet_targets(app, history), self.log)
-        current_rid = current.get("release_id")
-        self.log.info(
-            "%s now runs %s (release %s)",
-            app.name,
-            current.get("amis") or "nothing",
-            current_rid or "unknown: not built by this pipeline",
-        )
-        failed = self._replaces(app.name, history)
-        target = pick_rollback_target(
-            history,
-            failed["release_id"] if failed else current_rid,
-            wanted,
-            allow_rolled_back=flag("confirm_rolled_back", self.confirm_rolled_back),
-        )
-        choice = choice_words(history, wanted, target)
-        if choice:
-            self.log.warning("Target %s: %s", wanted, choice)
-        self.log.info(
-            "Rolling %s forward to a re-release of %s (%s, finished %s, bundle %s…)",
-            app.name,
-            target["version"],
-            target["release_id"],
-            target.get("finished_at"),
-            target["bundle"]["sha256"][:16],
-        )
-        return RollbackTarget(
-            app=app.name,
-            version=str(target["version"]),
-            target_release_id=str(target["release_id"]),
-            bundle=BundleRef(key=target["bundle"]["key"], sha256=target["bundle"]["sha256"]),
-            git_ref=target.get("git_ref") or None,
-            current_release_id=current_rid,
-            current_version=current.get("version"),
-            current_amis=current.get("amis", {}),
-            reason=reason,
-            replaces_release_id=failed["release_id"] if failed else None,
-            replaces_version=str(failed["version"]) if failed else None,
-            replaces_amis=dict(failed.get("amis") or {}) if failed else {},
-        ).to_xcom()
 
-    def _replaces(self, app: str, history: list[Record]) -> Record | None:
-        """``replaces`` (set by the automatic roll-forward): the failed release this rollback replaces.
-        It must be the app's newest release: if another one started since, that one decides."""
-        wanted = text_param("replaces", self.replaces, example="demo-web-1.2.0-1b77d45f6b4e").strip()
-        if not wanted:
-            return None
-        from amirelease.ledger import record_of
+def _replaces(app: str, history: list[Record], wanted: str, log: Any) -> Record | None:
+    """``replaces`` (set by the automatic roll-forward): the failed release this rollback replaces.
+    It must be the app's newest release: if another one started since, that one decides."""
+    wanted = wanted.strip()
+    if not wanted:
+        return None
+    from amirelease.ledger import record_of
 
-        record = record_of(history, wanted)
-        if record is None:
-            raise PreflightError(
-                f"'replaces' names {wanted}, which is not a release of {app} in the ledger",
-                fix="leave 'replaces' empty (the automatic roll-forward sets it), or give a release id of this app",
-            )
-        newest = max(history, key=lambda r: str(r.get("started_at") or ""))
-        if newest.get("release_id") != wanted:
-            raise PreflightError(
-                f"{app} {newest.get('version')} ({newest.get('release_id')}) started after {wanted}, which this "
-                "rollback was asked to replace; nothing was marked, held or built",
-                fix="look at what runs now (Releases page) and trigger ami_rollback by hand if it is still needed",
-            )
-        self.log.info(
-            "Replacing the failed release %s %s (%s): it is marked rolled back and its AMI held, whatever the "
-            "fleet runs now",
-            app,
-            record.get("version"),
-            wanted,
+    record = record_of(history, wanted)
+    if record is None:
+        raise PreflightError(
+            f"'replaces' names {wanted}, which is not a release of {app} in the ledger",
+            fix="leave 'replaces' empty (the automatic roll-forward sets it), or give a release id of this app",
         )
-        return record
+    newest = max(history, key=lambda r: str(r.get("started_at") or ""))
+    if newest.get("release_id") != wanted:
+        raise PreflightError(
+            f"{app} {newest.get('version')} ({newest.get('release_id')}) started after {wanted}, which this "
+            "rollback was asked to replace; nothing was marked, held or built",
+            fix="look at what runs now (Releases page) and trigger ami_rollback by hand if it is still needed",
+        )
+    log.info(
+        "Replacing the failed release %s %s (%s): it is marked rolled back and its AMI held, whatever the "
+        "fleet runs now",
+        app,
+        record.get("version"),
+        wanted,
+    )
+    return record
 
 
 class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHook]):
     """
     Runs right after ``release_lock``: first re-checks, under the app's lock, that what the
-    groups run is still what ``resolve_target`` saw (DESIGN.md, "decide under the lock"); if a
-    release went live in between, it refuses, before anything is marked or held (the bake beside it
-    stops, and record removes what it built). Then:
-    record the release being replaced as rolled back (by this rollback, when, why) in its
+    groups run is still what the rollback's ``preflight`` saw when it resolved the target
+    (DESIGN.md, "decide under the lock"); if a release went live in between, it refuses, before
+    anything is marked or held (the bake beside it stops, and record removes what it built).
+    Then: record the release being replaced as rolled back (by this rollback, when, why) in its
     ledger record, so no later rollback picks it by default; and, unless turned off, place a
     forensic hold on its AMI(s) (tags ForensicHold/ForensicHoldReason, which the retention DAG
     honours) and note the hold in the same record.
 
-    :param resolved: the RollbackTarget from resolve_target.
+    :param resolved: the RollbackTarget; by default the one ``preflight`` resolved (its XCom
+        ``rollback_target``).
     :param hold: place the forensic hold (true/false).
     """
 
@@ -233,7 +216,7 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         "s3:PutObject",
     )
 
-    def __init__(self, *, resolved: Any, hold: bool | str = True, **kwargs: Any) -> None:
+    def __init__(self, *, resolved: Any = None, hold: bool | str = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
         self.hold = hold
@@ -241,7 +224,10 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
     def execute(self, context: Context) -> dict[str, Any] | None:
         from amirelease.handoffs import RollbackTarget
 
-        r = RollbackTarget.from_xcom(self.resolved)
+        resolved = self.resolved
+        if resolved is None:
+            resolved = context["ti"].xcom_pull(task_ids=TaskIds.PREFLIGHT, key=ROLLBACK_TARGET_KEY)
+        r = RollbackTarget.from_xcom(resolved)
         self.recheck(r)
         return self.mark(r, context)
 
@@ -299,7 +285,7 @@ class MarkRolledBackOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScalingHo
         return hold
 
     def recheck(self, asked: RollbackTarget) -> None:
-        """Under the lock: what runs now must be what resolve_target saw, or the rollback stops."""
+        """Under the lock: what runs now must be what preflight saw, or the rollback stops."""
         from amirelease import catalog
         from amirelease.ledger import Ledger, fleet_targets, ledger_bucket
 

@@ -729,8 +729,9 @@ class Preview:
 
 
 def current_release(groups: list[GroupState]) -> tuple[str | None, dict[str, str]]:
-    """The release the groups' in-service instances run, as ami_rollback's resolve_target
-    decides it: the ReleaseId tag of their AMIs (the greatest, if several), and the AMI per region."""
+    """The release the groups' in-service instances run, as ami_rollback's preflight decides it
+    (rollback.live_release): the ReleaseId tag of their AMIs (the greatest, if several), and the
+    AMI per region."""
     amis: dict[str, str] = {}
     rids = set()
     for g in groups:
