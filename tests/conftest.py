@@ -171,7 +171,7 @@ def release_env(sandbox, vault_sandbox, airflow_db, monkeypatch):
 
 
 @pytest.fixture
-def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch):
+def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch, request):
     """An account where demo-web already runs: its fleet made by a real first release (1.0.0)
     and kept across tests (a release takes a minute; the tests that share it each release
     on top of what is there). Made again whenever another test reset the account."""
@@ -179,7 +179,9 @@ def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch):
     release_settings(monkeypatch)
     sb.configure(refresh_batch_seconds=_SANDBOX_TEST_BATCH_SECONDS, checkpoint_delay_scale=0.02)
     sb.faults.clear()
-    if not _demo_fleet_ready(sb):
+    missing = _demo_fleet_missing(sb)
+    if missing:
+        _fleet_build_noted(request.node.nodeid, missing)
         sb.reset()
         from tests.release.conftest import ledger_records, load_dag, task_states
 
@@ -193,12 +195,24 @@ def fleet_env(aws_sandbox, vault_sandbox, airflow_db, monkeypatch):
     return sb
 
 
-def _demo_fleet_ready(sb) -> bool:
+def _demo_fleet_missing(sb) -> str | None:
+    """None when demo-web's fleet is there to release on; else what is missing (a test before
+    this one reset the account, or left the lock)."""
     asg, s3 = sb.client("autoscaling"), sb.client("s3")
     if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-web-asg"])["AutoScalingGroups"]:
-        return False
+        return "no group demo-web-asg"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ami-release-ledger-123456789012").get("Contents", [])}
-    return "terraform/demo-web/us-east-1/terraform.tfstate" in keys and "locks/demo-web.json" not in keys
+    if "terraform/demo-web/us-east-1/terraform.tfstate" not in keys:
+        return "no Terraform state"
+    return "the lock locks/demo-web.json is held" if "locks/demo-web.json" in keys else None
+
+
+def _fleet_build_noted(nodeid: str, why: str) -> None:
+    """Each build of the shared fleet costs a release (~1-2 minutes): which test paid it and why,
+    in .artifacts/fleet-builds-<worker>.txt, to keep the fleet group's tests from undoing it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / f"fleet-builds-{WORKER or 'main'}.txt").open("a") as f:
+        f.write(f"{nodeid}: {why}\n")
 
 
 # --- a release plan for pure tests (no AWS) ------------------------------------------------

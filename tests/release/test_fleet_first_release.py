@@ -7,8 +7,9 @@ import pytest
 
 from tests.release.conftest import clients, group_images, ledger_records, load_dag, outcome, run_images
 
-# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+# not in the "fleet" group (tests/conftest.py fleet_env): this test resets its worker's account, so
+# amid that group it would take the fleet away from the next test, which would build it again
+pytestmark = [pytest.mark.e2e]
 
 
 def _record(sb, dr):
