@@ -119,11 +119,12 @@ lint: setup
 # tests that share the demo-web fleet run together on one), then the IAM check over all of them.
 PYTEST_WORKERS ?= 3
 test: setup lint
-	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt
+	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json
 	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py -m "not containers"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; \
 	$(VPY) -m pytest tests/test_zz_iam_policy.py; rc2=$$?; \
 	cat .artifacts/fleet-builds-*.txt 2>/dev/null | sed 's/^/demo-web fleet built for /'; \
+	ls .artifacts/aws-oddities-*.json 2>/dev/null | sed 's/^/the sandbox saw a lost answer or a moto failure: /'; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
 
 # The container test alone: the shipped Dockerfile built and docker-compose.yaml brought up in a

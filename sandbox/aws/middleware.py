@@ -7,9 +7,10 @@ import json
 import re
 import threading
 import time
+import traceback
 import urllib.parse
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,9 @@ INTERNAL_HEADER = "X-Sandbox-Internal"
 _CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/([^/]+)/")
 # signing name -> the IAM-style service prefix used in request counts and faults
 _SERVICE_ALIASES = {"monitoring": "cloudwatch"}
+# the SDKs' attempt header (botocore and the Go SDK): "attempt=2; max=10"
+_ATTEMPT = re.compile(r"attempt=(\d+)")
+_ANSWERED_KEPT = 20000  # invocation ids remembered to tell an SDK's retry of an answered call
 # the paging token of a query-protocol answer: EC2 says nextToken, Auto Scaling NextToken
 _NEXT_TOKEN = re.compile(rb"\s*<(nextToken|NextToken)(?:\s*/>|>[^<]*</\1>)")
 
@@ -189,6 +193,14 @@ class SandboxMiddleware:
         # access key id -> role ARN of every session AssumeRole handed out (kept across account
         # resets, which empty moto's own list)
         self.role_keys: dict[str, str] = {}
+        # What should never happen here, kept for the test run's artifacts (tests/conftest.py):
+        # an SDK sending again a call moto had already answered (its answer was lost on the way:
+        # the next attempt then meets the changed account, e.g. InvalidPermission.NotFound on a
+        # rule the first attempt removed), and moto raising instead of answering (a 500).
+        # Retries after a fault or a throttle the sandbox injected are not listed: those are meant.
+        self.answered: OrderedDict[str, tuple[str, int]] = OrderedDict()  # invocation id -> (call, status)
+        self.repeats: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
 
     def reset_counts(self) -> None:
         with self.counts_lock:
@@ -210,6 +222,44 @@ class SandboxMiddleware:
         with self.counts_lock:
             return list(self.assume_requests)
 
+    def snapshot_oddities(self) -> dict[str, list[dict[str, Any]]]:
+        with self.counts_lock:
+            return {"repeats": list(self.repeats), "errors": list(self.errors)}
+
+    def _note_attempt(self, environ: dict[str, Any], call: str) -> str | None:
+        """The call's SDK invocation id; a repeat of a call moto already answered is noted."""
+        invocation = environ.get("HTTP_AMZ_SDK_INVOCATION_ID")
+        match = _ATTEMPT.search(environ.get("HTTP_AMZ_SDK_REQUEST", ""))
+        if not invocation:
+            return None
+        if match and int(match.group(1)) > 1:
+            with self.counts_lock:
+                earlier = self.answered.get(invocation)
+                if earlier is not None:
+                    self.repeats.append(
+                        {
+                            "call": call,
+                            "sender": agent_of(environ),
+                            "attempt": int(match.group(1)),
+                            "earlier_status": earlier[1],
+                            "at": time.time(),
+                        }
+                    )
+        return invocation
+
+    def _note_answer(self, invocation: str | None, call: str, status: int) -> None:
+        if invocation is None:
+            return
+        with self.counts_lock:
+            self.answered[invocation] = (call, status)
+            self.answered.move_to_end(invocation)
+            while len(self.answered) > _ANSWERED_KEPT:
+                self.answered.popitem(last=False)
+
+    def _note_error(self, call: str, what: str) -> None:
+        with self.counts_lock:
+            self.errors.append({"call": call, "at": time.time(), "what": what})
+
     def snapshot_counts(self) -> dict[str, int]:
         with self.counts_lock:
             return dict(sorted(self.counts.items()))
@@ -223,7 +273,9 @@ class SandboxMiddleware:
         service, action, json_protocol = identify(environ, body)
         truncate, keep = False, None
         assume: dict[str, Any] | None = None  # an sts:AssumeRole request's parameters
+        invocation: str | None = None
         if action and not internal:
+            invocation = self._note_attempt(environ, f"{service}:{action}")
             RUNTIME.latency.wait()  # AWS's round trip, outside moto's lock (latency.py)
             with self.counts_lock:
                 self.counts[f"{service}:{action}"] += 1
@@ -257,13 +309,27 @@ class SandboxMiddleware:
         if service == "rbin":  # moto has no Recycle Bin: sandbox/aws/recycle_bin.py answers
             return self._recycle_bin(environ, body, start_response)
         if not truncate:
+            statuses: list[int] = []
+
+            def answer(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                statuses.append(int(status[:3]))
+                return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
             with LOCK:
-                result = self.app(environ, start_response)
                 try:
-                    chunks = b"".join(result)
-                finally:
-                    if hasattr(result, "close"):
-                        result.close()
+                    result = self.app(environ, answer)
+                    try:
+                        chunks = b"".join(result)
+                    finally:
+                        if hasattr(result, "close"):
+                            result.close()
+                except Exception:
+                    self._note_error(f"{service}:{action}", traceback.format_exc()[-3000:])
+                    raise
+            status = statuses[0] if statuses else 0
+            if action and not internal and status >= 500:
+                self._note_error(f"{service}:{action}", f"moto answered {status}: {chunks[:500]!r}")
+            self._note_answer(invocation, f"{service}:{action}", status)
             if assume is not None:
                 self._remember_session(assume, chunks)
             return [chunks]

@@ -266,6 +266,12 @@ class AwsSandbox:
         (recorded from the answers, so an account reset does not forget them)."""
         return self._middleware.snapshot_role_keys() if self._middleware else {}
 
+    def oddities(self) -> dict[str, list[dict[str, Any]]]:
+        """What should never happen in the sandbox, since start (middleware.py): ``repeats``, an
+        SDK sending again a call moto had already answered (the answer was lost), and ``errors``,
+        moto raising instead of answering. Both empty in a healthy run."""
+        return self._middleware.snapshot_oddities() if self._middleware else {"repeats": [], "errors": []}
+
     def reset_request_counts(self) -> None:
         if self._middleware:
             self._middleware.reset_counts()
