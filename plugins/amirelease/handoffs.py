@@ -267,6 +267,7 @@ class ResourceChange(Handoff):
     address: str
     resource_type: str
     action: str  # create | update | delete | replace | read | noop | move | import
+    reason: str = ""  # Terraform's reason for the action, e.g. "tainted" (a create that failed half-way)
 
 
 @dataclass(frozen=True)

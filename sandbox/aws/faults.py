@@ -1,5 +1,5 @@
-"""Fault injection: make chosen AWS calls fail, throttle, come back late or cut short (no
-NextToken), refreshes fail, SSM commands fail.
+"""Fault injection: make chosen AWS calls fail, throttle, come back late, cut short (no
+NextToken) or lose their answer (done, but answered 500), refreshes fail, SSM commands fail.
 
 Faults are consumed by the WSGI middleware (``middleware.py``) before the call
 reaches moto, and rendered in the protocol the client used, so botocore
@@ -38,6 +38,7 @@ class CallFault:
     delay: float = 0.0  # > 0: not an error, the call is answered this many seconds late
     truncate: bool = False  # not an error: the answer loses its NextToken (a listing cut short)
     keep: int | None = None  # with truncate: only the first ``keep`` listed items stay (0: an empty page)
+    lose: bool = False  # not before the call: moto does it, then its answer is replaced by a 500 InternalError
 
     def matches(self, service: str, action: str, request_text: str = "") -> bool:
         return (
@@ -144,6 +145,17 @@ class Faults:
                 )
             )
 
+    def lose_answer(self, action: str, times: int = 1, match: str | None = None, skip: int = 0) -> None:
+        """The next ``times`` calls of ``action`` are done, and then answered ``500 InternalError``
+        instead of their answer: AWS's documented "the request may have succeeded" (or a connection
+        lost on the way back). The SDKs send the call again, which meets the changed account: a
+        second ``RevokeSecurityGroupEgress`` finds the rule gone (``InvalidPermission.NotFound``)."""
+        service, _, name = action.rpartition(":")
+        with self._lock:
+            self.calls.append(
+                CallFault(name, service or None, "", None, int(times), 0, match=match, skip=int(skip), lose=True)
+            )
+
     def fail_refresh_at(
         self, asg_name: str, percent: int, reason: str = "Instance refresh failed (injected fault)."
     ) -> None:
@@ -176,6 +188,19 @@ class Faults:
                     return fault.delay
         return 0.0
 
+    def take_lose(self, service: str, action: str, request_text: str = "") -> bool:
+        """True: do this call, then lose its answer (a 500 instead)."""
+        with self._lock:
+            for fault in self.calls:
+                if fault.lose and fault.matches(service, action, request_text):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
+                    fault.times -= 1
+                    self.calls = [f for f in self.calls if f.times > 0]
+                    return True
+        return False
+
     def take_truncate(self, service: str, action: str, request_text: str = "") -> tuple[bool, int | None]:
         """(cut this answer: lose its NextToken, how many listed items to keep: None = all)."""
         with self._lock:
@@ -194,7 +219,12 @@ class Faults:
     ) -> tuple[str, str, int] | None:
         with self._lock:
             for fault in self.calls:
-                if fault.delay == 0 and not fault.truncate and fault.matches(service, action, request_text):
+                if (
+                    fault.delay == 0
+                    and not fault.truncate
+                    and not fault.lose
+                    and fault.matches(service, action, request_text)
+                ):
                     if fault.skip > 0:
                         fault.skip -= 1
                         continue
@@ -244,9 +274,11 @@ class Faults:
             self.delay(**spec)
         elif kind == "truncate":
             self.truncate(**spec)
+        elif kind == "lose":
+            self.lose_answer(**spec)
         elif kind == "refresh":
             self.fail_refresh_at(**spec)
         elif kind == "ssm":
             self.fail_ssm(**spec)
         else:
-            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, delay, truncate, refresh or ssm")
+            raise ValueError(f"unknown fault kind {kind!r}; use fail, throttle, delay, truncate, lose, refresh or ssm")

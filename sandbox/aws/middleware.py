@@ -306,6 +306,20 @@ class SandboxMiddleware:
                 start_response(_status_line(THROTTLE_STATUS), headers)
                 return [payload]
             truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
+            if not truncate and RUNTIME.faults.take_lose(service, action, request_text):
+                with LOCK:  # done, as asked ...
+                    result = self.app(environ, lambda status, headers, exc_info=None: None)
+                    try:
+                        b"".join(result)
+                    finally:
+                        if hasattr(result, "close"):
+                            result.close()
+                payload, headers = error_body(  # ... and the answer lost: AWS's "it may have succeeded"
+                    service, json_protocol, "InternalError", "An internal error has occurred. (injected: answer lost)"
+                )
+                headers.append(("Content-Length", str(len(payload))))
+                start_response(_status_line(500), headers)
+                return [payload]
         if service == "rbin":  # moto has no Recycle Bin: sandbox/aws/recycle_bin.py answers
             return self._recycle_bin(environ, body, start_response)
         if not truncate:

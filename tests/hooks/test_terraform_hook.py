@@ -257,3 +257,22 @@ def test_terraform_dies_with_its_task(sandbox, tmp_path):
 def _processes(marker: str) -> list[str]:
     out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line and "terraform" in line]
+
+
+def test_a_tainted_resource_this_release_created_may_be_replaced_nothing_else():
+    """Terraform replaces a resource it marked tainted (its create failed half-way). When this
+    release's check planned that address as new, the replacement destroys nothing that existed
+    before the release, and the apply's retry may go on; any other replacement is still refused."""
+    hook = TerraformHook()
+    run = TerraformRun(returncode=0, interrupted=False)
+    for addr in ("aws_security_group.web", "aws_autoscaling_group.web"):
+        resource = {"addr": addr, "resource_type": addr.split(".")[0]}
+        change = {"resource": resource, "action": "replace", "reason": "tainted"}
+        hook._handle(json.dumps({"type": "planned_change", "change": change}), run, [].append)
+    summary = run.plan_summary()
+    assert [c.reason for c in summary.changes] == ["tainted", "tainted"]
+    created = frozenset({"aws_security_group.web"})  # the check planned only the security group as new
+    assert [c.address for c in destroys(summary, (), created)] == ["aws_autoscaling_group.web"]
+    assert len(destroys(summary, ())) == 2  # without this release's creations, both are refused
+    requested = PlanSummary(0, 0, 1, (ResourceChange("aws_security_group.web", "aws_security_group", "replace"),))
+    assert len(destroys(requested, (), created)) == 1  # a replacement for another reason: refused

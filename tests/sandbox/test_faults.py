@@ -191,3 +191,25 @@ def test_truncate_empty_answers_a_listing_with_nothing_in_it(sandbox):
     sandbox.faults.truncate("DescribeLaunchTemplateVersions", keep=1)
     short = ec2.describe_launch_template_versions(Versions=["$Latest"], MaxResults=2)
     assert len(short["LaunchTemplateVersions"]) == 1 and "NextToken" not in short
+
+
+def test_a_lost_answer_is_done_and_the_sdks_retry_meets_the_changed_account(sandbox):
+    """lose_answer: moto does the call, the client gets 500 InternalError; botocore sends it again,
+    as Terraform's Go SDK does, and the retry finds the default egress rule already gone."""
+    ec2 = client(sandbox, "ec2")
+    group = ec2.create_security_group(GroupName="lost", Description="d", VpcId=sandbox.account["vpc_id"])["GroupId"]
+    everything = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    sandbox.faults.lose_answer("ec2:RevokeSecurityGroupEgress")
+    assert code_of(lambda: ec2.revoke_security_group_egress(GroupId=group, IpPermissions=everything)) == (
+        "InternalError",
+        500,
+    )
+    [sg] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert sg["IpPermissionsEgress"] == []  # it was done all the same
+    before = len(sandbox.oddities()["repeats"])
+    group2 = ec2.create_security_group(GroupName="lost2", Description="d", VpcId=sandbox.account["vpc_id"])["GroupId"]
+    sandbox.faults.lose_answer("RevokeSecurityGroupEgress")
+    with_retries = client(sandbox, "ec2", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    revoke = lambda: with_retries.revoke_security_group_egress(GroupId=group2, IpPermissions=everything)
+    assert code_of(revoke) == ("InvalidPermission.NotFound", 400)
+    assert sandbox.oddities()["repeats"][before:] == []  # an injected loss is meant, not an oddity

@@ -277,9 +277,22 @@ class TerraformRun:
         )
 
 
-def destroys(summary: PlanSummary, allowed_types: tuple[str, ...]) -> list[ResourceChange]:
-    """The changes that would destroy (or replace) a resource whose type is not allowed (pure)."""
-    return [c for c in summary.changes if c.action in _DESTROYING and c.resource_type not in allowed_types]
+def destroys(
+    summary: PlanSummary, allowed_types: tuple[str, ...], created: frozenset[str] = frozenset()
+) -> list[ResourceChange]:
+    """The changes that would destroy (or replace) a resource whose type is not allowed (pure).
+
+    ``created``: the addresses this release created (its check planned them as new). Terraform
+    replacing one of them because it is *tainted* (this release's apply created it and then
+    failed half-way, e.g. AWS answered an error to a call that had worked) destroys nothing that
+    existed before the release, so it is not refused: the apply's retry converges."""
+    return [
+        c
+        for c in summary.changes
+        if c.action in _DESTROYING
+        and c.resource_type not in allowed_types
+        and not (c.action == "replace" and c.reason == "tainted" and c.address in created)
+    ]
 
 
 class TerraformHook(BaseHook):
@@ -519,9 +532,11 @@ class TerraformHook(BaseHook):
                 address=str(res.get("addr", "?")),
                 resource_type=str(res.get("resource_type", "?")),
                 action=str(change.get("action", "?")),
+                reason=str(change.get("reason") or ""),
             )
             result.changes.append(rc)
-            on_line(f"  {_SYMBOL.get(rc.action, '?')} {rc.address} ({rc.action})")
+            why = f", {rc.reason}" if rc.reason else ""
+            on_line(f"  {_SYMBOL.get(rc.action, '?')} {rc.address} ({rc.action}{why})")
         elif kind == "change_summary":
             result.summary = msg.get("changes", {})
             on_line(str(msg.get("@message", "")))

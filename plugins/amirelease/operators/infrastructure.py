@@ -21,6 +21,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 from botocore.exceptions import ClientError
 
+from amirelease.constants import TaskIds
 from amirelease.errors import AwsErrorFamily, InfrastructureError, aws_error_family
 from amirelease.operators.base import ReleaseOperatorMixin, TerraformTaskMixin
 
@@ -53,13 +54,28 @@ def variables_for(plan: ReleasePlan, region: str, ami_id: str, secrets: Secrets)
     )
 
 
-def refuse_destroys(plan: ReleasePlan, region: str, summary: PlanSummary) -> None:
+def refuse_destroys(
+    plan: ReleasePlan, region: str, summary: PlanSummary, created: frozenset[str] = frozenset(), log: Any = None
+) -> None:
+    """Refuse a plan that destroys or replaces what the catalog does not allow; ``created``: the
+    addresses this release's check planned as new (their tainted replacement is this release's
+    own half-made resource, hooks/terraform.destroys)."""
     from amirelease.hooks.terraform import destroys
 
     infra = plan.app_spec.infrastructure
-    bad = destroys(summary, infra.allow_destroy)
+    bad = destroys(summary, infra.allow_destroy, created)
+    if log is not None:
+        for c in destroys(summary, infra.allow_destroy):
+            if c not in bad:
+                log.warning(
+                    "%s in %s: %s is replaced: this release's earlier apply created it and failed half-way "
+                    "(Terraform marked it tainted); it did not exist before this release",
+                    plan.app,
+                    region,
+                    c.address,
+                )
     if bad:
-        listed = "; ".join(f"{c.address} ({c.action})" for c in bad)
+        listed = "; ".join(f"{c.address} ({c.action}{', ' + c.reason if c.reason else ''})" for c in bad)
         types = ", ".join(sorted({c.resource_type for c in bad}))
         raise InfrastructureError(
             f"the Terraform plan of {plan.app} in {region} would destroy {len(bad)} resource(s): {listed}",
@@ -379,6 +395,25 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         raise AirflowSkipException(f"{self.after} did not succeed: {what}; nothing was applied to {plan.app}'s fleet")
 
     # -- plan, then apply exactly that plan -----------------------------------------------------------
+    @staticmethod
+    def _created_by_this_release(ti: Any, region: str) -> frozenset[str]:
+        """The addresses this release's check planned to create in ``region`` (under the lock, so
+        nothing else made them since): none for a promotion, which has no check."""
+        from amirelease.handoffs import InfrastructureCheck
+
+        if TaskIds.CHECK_INFRA not in ti.task.dag.task_ids:
+            return frozenset()
+        raw = ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA)
+        if not raw:
+            return frozenset()
+        return frozenset(
+            c.address
+            for r in InfrastructureCheck.from_xcom(raw).regions
+            if r.region == region
+            for c in r.plan.changes
+            if c.action == "create"
+        )
+
     def _plan(
         self,
         plan: ReleasePlan,
@@ -416,7 +451,7 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         fail_on_errors(run, "plan", plan, region)
         summary = run.plan_summary()
         self.log.info("%s in %s: %s", plan.app, region, summary.line())
-        refuse_destroys(plan, region, summary)
+        refuse_destroys(plan, region, summary, self._created_by_this_release(ti, region), self.log)
         shutil.copyfile(plan_file, saved_file)
         marker.write_text(json.dumps({"key": key, "summary": summary.to_xcom()}))
         return summary
