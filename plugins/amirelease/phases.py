@@ -22,6 +22,7 @@ PHASE_KEY = "phase"  # the XCom key each step reports its time under
 
 # the names a person reads on the Releases page (the task ids elsewhere)
 LABELS = {
+    "resolve_target": "target",  # a rollback's own step in records written before preflight resolved it
     "preflight": "preflight",
     "release_lock": "lock",
     "check_infrastructure": "Terraform check",
