@@ -75,7 +75,7 @@ def refuse_destroys(
                     c.address,
                 )
     if bad:
-        listed = "; ".join(f"{c.address} ({c.action}{', ' + c.reason if c.reason else ''})" for c in bad)
+        listed = "; ".join(f"{c.address} ({c.action}{', tainted' if c.reason == 'tainted' else ''})" for c in bad)
         types = ", ".join(sorted({c.resource_type for c in bad}))
         raise InfrastructureError(
             f"the Terraform plan of {plan.app} in {region} would destroy {len(bad)} resource(s): {listed}",
@@ -401,7 +401,8 @@ class ApplyInfrastructureOperator(_TerraformOperator):
         nothing else made them since): none for a promotion, which has no check."""
         from amirelease.handoffs import InfrastructureCheck
 
-        if TaskIds.CHECK_INFRA not in ti.task.dag.task_ids:
+        dag = getattr(getattr(ti, "task", None), "dag", None)
+        if dag is None or TaskIds.CHECK_INFRA not in dag.task_ids:
             return frozenset()
         raw = ti.xcom_pull(task_ids=TaskIds.CHECK_INFRA)
         if not raw:
