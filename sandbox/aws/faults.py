@@ -9,6 +9,7 @@ raises a ``ClientError`` with the chosen code.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -175,71 +176,46 @@ class Faults:
             self.ssm.clear()
 
     # -- used by the server --------------------------------------------------------
-    def take_delay(self, service: str, action: str, request_text: str = "") -> float:
-        """Seconds to hold this call back (0: none)."""
+    def _take(
+        self, wanted: Callable[[CallFault], bool], service: str, action: str, request_text: str
+    ) -> CallFault | None:
+        """The first fault of that kind matching this call, counted as used (``skip`` first lets
+        calls through); None when none applies."""
         with self._lock:
             for fault in self.calls:
-                if fault.delay > 0 and fault.matches(service, action, request_text):
+                if wanted(fault) and fault.matches(service, action, request_text):
                     if fault.skip > 0:
                         fault.skip -= 1
                         continue
                     fault.times -= 1
                     self.calls = [f for f in self.calls if f.times > 0]
-                    return fault.delay
-        return 0.0
+                    return fault
+        return None
+
+    def take_delay(self, service: str, action: str, request_text: str = "") -> float:
+        """Seconds to hold this call back (0: none)."""
+        fault = self._take(lambda f: f.delay > 0, service, action, request_text)
+        return fault.delay if fault else 0.0
 
     def take_lose(self, service: str, action: str, request_text: str = "") -> bool:
         """True: do this call, then lose its answer (a 500 instead)."""
-        with self._lock:
-            for fault in self.calls:
-                if fault.lose and fault.matches(service, action, request_text):
-                    if fault.skip > 0:
-                        fault.skip -= 1
-                        continue
-                    fault.times -= 1
-                    self.calls = [f for f in self.calls if f.times > 0]
-                    return True
-        return False
+        return self._take(lambda f: f.lose, service, action, request_text) is not None
 
     def take_truncate(self, service: str, action: str, request_text: str = "") -> tuple[bool, int | None]:
         """(cut this answer: lose its NextToken, how many listed items to keep: None = all)."""
-        with self._lock:
-            for fault in self.calls:
-                if fault.truncate and fault.matches(service, action, request_text):
-                    if fault.skip > 0:
-                        fault.skip -= 1
-                        continue
-                    fault.times -= 1
-                    self.calls = [f for f in self.calls if f.times > 0]
-                    return True, fault.keep
-        return False, None
+        fault = self._take(lambda f: f.truncate, service, action, request_text)
+        return (True, fault.keep) if fault else (False, None)
 
     def take_call_fault(
         self, service: str, action: str, json_protocol: bool, request_text: str = ""
     ) -> tuple[str, str, int] | None:
-        with self._lock:
-            for fault in self.calls:
-                if (
-                    fault.delay == 0
-                    and not fault.truncate
-                    and not fault.lose
-                    and fault.matches(service, action, request_text)
-                ):
-                    if fault.skip > 0:
-                        fault.skip -= 1
-                        continue
-                    fault.times -= 1
-                    if fault.throttle:
-                        code, status = (
-                            JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
-                        )
-                        message = "Rate exceeded"
-                    else:
-                        code, status = fault.code, fault.status
-                        message = fault.message or f"{action} failed (injected fault)."
-                    self.calls = [f for f in self.calls if f.times > 0]
-                    return code, message, status
-        return None
+        fault = self._take(lambda f: f.delay == 0 and not f.truncate and not f.lose, service, action, request_text)
+        if fault is None:
+            return None
+        if fault.throttle:
+            code, status = JSON_THROTTLE if json_protocol else THROTTLE_CODES.get(service, ("Throttling", 400))
+            return code, "Rate exceeded", status
+        return fault.code, fault.message or f"{action} failed (injected fault).", fault.status
 
     def take_refresh_fault(self, asg_name: str) -> RefreshFault | None:
         with self._lock:
