@@ -71,7 +71,8 @@ def aws_sandbox():
         (ARTIFACTS / f"aws-roles-{WORKER or 'main'}.json").write_text(_json.dumps(sorted(signed), indent=1))
         # what should never happen in the sandbox (a lost answer an SDK sent again, moto failing): the
         # clue to a flaky test, where Terraform's retry of a call that had worked met the changed account
-        odd = sb.oddities()
+        odd = sb.oddities()  # the product's SDKs only: a test's own client (sender "other") repeats on purpose
+        odd["repeats"] = [r for r in odd["repeats"] if r.get("sender") != "other"]
         if odd["repeats"] or odd["errors"]:
             (ARTIFACTS / f"aws-oddities-{WORKER or 'main'}.json").write_text(_json.dumps(odd, indent=1))
         sb.stop()
