@@ -116,7 +116,7 @@ lint: setup
 	$(VPY) -m mypy
 
 # The suite on 3 workers (most tests wait on servers and sandboxes more than they compute; the
-# tests that share the demo-web fleet run together on one), then the IAM check over all of them.
+# tests that share a demo-web fleet run in two groups, each on one worker), then the IAM check.
 PYTEST_WORKERS ?= 3
 test: setup lint
 	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json

@@ -16,7 +16,7 @@ from amirelease.drift.store import drift_key
 from tests.notify.sns import Inbox
 from tests.release.conftest import LEDGER_BUCKET, clients, load_dag, mutations, outcome
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 STATE = "terraform/demo-web/us-east-1/terraform.tfstate"
 

@@ -11,7 +11,7 @@ import pytest
 from tests.notify.sns import Inbox
 from tests.release.conftest import load_dag, outcome, task_states
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 
 def _no_secret(messages: list[dict], vault_sandbox) -> None:

@@ -20,7 +20,8 @@ from tests.release.conftest import (
 )
 from tests.release.invariant import ledger_tells_the_truth
 
-# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env);
+# the tests that release on a shared demo-web fleet run in two groups ("fleet", "fleet-b": each on one
+# worker, with its own fleet built once; tests/conftest.py fleet_env);
 # the baseline below resets its account, so it stays out of that group (it would make the next build the fleet)
 pytestmark = [pytest.mark.e2e]
 FLEET = pytest.mark.xdist_group("fleet")

@@ -21,7 +21,7 @@ from amirelease.operators.bake import BakeAmiOperator, key_pair_name
 from amirelease.operators.preflight import ReleasePreflightOperator
 from tests.release.conftest import clients, run_images, running_instances
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 RUN_ID = "manual__bake-beside-check"
 

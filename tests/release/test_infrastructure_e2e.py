@@ -30,8 +30,9 @@ from tests.release.conftest import (
     task_states,
 )
 
-# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+# the tests that release on a shared demo-web fleet run in two groups ("fleet", "fleet-b": each on one
+# worker, with its own fleet built once; tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 LEDGER = "ami-release-ledger-123456789012"
 STATE_KEY = "terraform/demo-web/us-east-1/terraform.tfstate"

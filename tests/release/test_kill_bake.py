@@ -15,8 +15,9 @@ from amirelease.operators.bake import BakeAmiOperator, key_pair_name
 from amirelease.operators.preflight import ReleasePreflightOperator
 from tests.release.conftest import clients, kill_9_while_held, run_images, running_instances
 
-# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+# the tests that release on a shared demo-web fleet run in two groups ("fleet", "fleet-b": each on one
+# worker, with its own fleet built once; tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 RUN_ID = "manual__kill-9-test"
 

@@ -15,8 +15,9 @@ from tests.conftest import REPO
 from tests.release.conftest import clients, ledger_records, load_dag, outcome
 from tests.release.invariant import ledger_tells_the_truth
 
-# one worker runs every test that releases on the shared demo-web fleet (tests/conftest.py fleet_env)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+# the tests that release on a shared demo-web fleet run in two groups ("fleet", "fleet-b": each on one
+# worker, with its own fleet built once; tests/conftest.py fleet_env)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 RUN_A = """
 import sys

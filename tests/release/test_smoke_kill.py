@@ -12,7 +12,7 @@ from amirelease.operators.preflight import ReleasePreflightOperator
 from amirelease.operators.smoke import SmokeTestOperator
 from tests.release.conftest import running_instances
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fleet-b")]
 
 
 def test_on_kill_terminates_the_smoke_instance(fleet_env, monkeypatch):
