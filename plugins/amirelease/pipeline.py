@@ -132,11 +132,11 @@ def release_pipeline(
 ) -> tuple[Any, Any]:
     """Create the release tasks in the current DAG; return (first task, last task).
 
-    Arguments are templates rendered at run time as text (params), or an upstream task's
-    output. ``rollback`` (ami_rollback): what its form asked (target, reason, confirm_rolled_back,
-    replaces), which ``preflight`` resolves into the release it re-releases. ``under_lock``: a task that
-    decides from the fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right
-    after ``release_lock``, while the app's lock is held, and before anything is built.
+    Arguments are templates rendered at run time as text (params). ``rollback`` (ami_rollback):
+    what its form asked (target, reason, confirm_rolled_back, replaces), which ``preflight``
+    resolves into the release it re-releases. ``under_lock``: a task that decides from the
+    fleet or the ledger (a rollback's ``mark_rolled_back``): it runs right after
+    ``release_lock``, while the app's lock is held, and before anything is built.
     ``roll_forward`` (ami_release only, never a rollback): after ``record``, start ``ami_rollback``
     when the release failed on the fleet and its app opts in (operators/roll_forward.py).
     """

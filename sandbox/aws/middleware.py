@@ -307,13 +307,7 @@ class SandboxMiddleware:
                 return [payload]
             truncate, keep = RUNTIME.faults.take_truncate(service, action, request_text)
             if not truncate and RUNTIME.faults.take_lose(service, action, request_text):
-                with LOCK:  # done, as asked ...
-                    result = self.app(environ, lambda status, headers, exc_info=None: None)
-                    try:
-                        b"".join(result)
-                    finally:
-                        if hasattr(result, "close"):
-                            result.close()
+                self._moto(environ, lambda status, headers, exc_info=None: None)  # done, as asked ...
                 payload, headers = error_body(  # ... and the answer lost: AWS's "it may have succeeded"
                     service, json_protocol, "InternalError", "An internal error has occurred. (injected: answer lost)"
                 )
@@ -329,17 +323,11 @@ class SandboxMiddleware:
                 statuses.append(int(status[:3]))
                 return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
-            with LOCK:
-                try:
-                    result = self.app(environ, answer)
-                    try:
-                        chunks = b"".join(result)
-                    finally:
-                        if hasattr(result, "close"):
-                            result.close()
-                except Exception:
-                    self._note_error(f"{service}:{action}", traceback.format_exc()[-3000:])
-                    raise
+            try:
+                chunks = self._moto(environ, answer)
+            except Exception:
+                self._note_error(f"{service}:{action}", traceback.format_exc()[-3000:])
+                raise
             status = statuses[0] if statuses else 0
             if action and not internal and status >= 500:
                 self._note_error(f"{service}:{action}", f"moto answered {status}: {chunks[:500]!r}")
@@ -349,13 +337,7 @@ class SandboxMiddleware:
             return [chunks]
         # a listing cut short: the same answer without its paging token (Content-Length redone)
         held: list[Any] = []
-        with LOCK:
-            result = self.app(environ, lambda status, headers, exc_info=None: held.append((status, headers)))
-            try:
-                chunks = b"".join(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
+        chunks = self._moto(environ, lambda status, headers, exc_info=None: held.append((status, headers)))
         chunks = _NEXT_TOKEN.sub(b"", chunks)
         if keep is not None:
             chunks = _first_items(chunks, keep)
@@ -363,6 +345,16 @@ class SandboxMiddleware:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         start_response(status_line, [*headers, ("Content-Length", str(len(chunks)))])
         return [chunks]
+
+    def _moto(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> bytes:
+        """moto's whole answer to this request, under its lock (moto's backends are not thread-safe)."""
+        with LOCK:
+            result = self.app(environ, start_response)
+            try:
+                return b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
 
     def _token(self, environ: dict[str, Any], service: str, action: str, body: bytes) -> bool:
         """EC2's token bucket for this request's account, Region and action (token_bucket.py)."""

@@ -279,13 +279,14 @@ class ReleasePreflightOperator(ReleaseOperatorMixin, AwsBaseOperator[AutoScaling
         notes = text_param("notes", self.notes, example="INC-123: fixes the login page")
         if len(notes) > MAX_NOTES:
             raise ConfigError(f"notes are {len(notes)} characters long", fix=f"keep them under {MAX_NOTES}")
+        target = None
         if self.rollback is None:
             version = catalog.validate_version(text_param("version", self.version, example=catalog.VERSION_EXAMPLE))
             git_ref = check_git_ref(text_param("git_ref", self.git_ref, example="v1.4.2"))
         ledger = Ledger(self.clients.s3(), ledger_bucket())
         ledger.check()
-        target = None if self.rollback is None else self._resolve_rollback(app_name, ledger, context)
-        if target is not None:
+        if self.rollback is not None:  # after the ledger check: the target is read from the ledger
+            target = self._resolve_rollback(app_name, ledger, context)
             version, git_ref = target.version, target.git_ref
         run_id = context["run_id"]
         rebuild_of, rebuild_reason = (
