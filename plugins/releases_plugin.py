@@ -1,7 +1,8 @@
 """Airflow plugin: the "Releases" page in the Airflow UI (issue 13).
 
 A FastAPI app mounted on the API server at /releases, and an entry in the UI's navigation
-that shows it inside Airflow (at /plugin/releases). The app checks Airflow's login and
+that shows it inside Airflow (at /plugin/releases; Airflow 3.3 then mirrors the frame's address
+after it, e.g. /plugin/releases/releases/apps/demo-web). The app checks Airflow's login and
 permissions itself: see amirelease/ui/webapp.py.
 """
 
