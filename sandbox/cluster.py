@@ -15,7 +15,9 @@ the sandbox standing in for AWS, per-role home/ports/host name, and the venv on 
 The roles run from a virtualenv built from the runtime lock (requirements.txt, what the image
 installs), cached under .cluster/ by the lock's hash.
 
-Used by tests/deploy/test_cluster.py and by ``make cluster`` (``python -m sandbox cluster``).
+Used by ``make cluster`` (``python -m sandbox cluster``) and bench/org_retention.py; its REST
+client (:class:`Api`) and the compose-file helpers also by tests/deploy/test_compose.py, which
+runs the same file in a Docker engine.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 
-# one worker runs the whole-system tests one after the other (see tests/deploy/test_cluster.py)
+# the whole-system demo has a worker of its own (group "system"), away from the container test
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("system"), pytest.mark.timeout(1200)]
 
 

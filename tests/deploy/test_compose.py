@@ -20,6 +20,7 @@ import yaml
 from amirelease.catalog import toolchains
 from sandbox.cluster import Cluster, airflow_services, dockerfile_env, free_port, interpolate, load_keys_module
 from tests.conftest import REPO
+from tests.deploy.scenarios import run_scenarios
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
@@ -231,13 +232,11 @@ def test_cluster_environment_is_compose_with_only_hosts_ports_and_paths_rewritte
 # Builds both images from the shipped Dockerfile (only BASE and the Terraform download mirror
 # changed: no registry, no releases.hashicorp.com here), then follows README "Running it for
 # real" with docker-compose, one override file (AWS = the sandbox), and drives the result through
-# the REST API: 1.1.0 with the scheduler and the bake's worker restarted mid-bake (it must still end
-# once) and its refresh wait on the triggerer container. Figures are printed (docs/containers.md),
-# not asserted.
+# the REST API (tests/deploy/scenarios.py): two apps at once, triggers sent twice, 1.1.0 with the
+# scheduler and the bake's worker restarted mid-bake (it must still end once), refresh waits on the
+# triggerer container, a rollback during a refresh, retention beside it all. Figures are printed
+# (docs/containers.md), not asserted.
 
-APP = "demo-web"
-GROUP = "demo-web-asg"  # its one Auto Scaling group (include/apps/demo-web.yaml)
-HOLD_SECONDS = 60  # the fault check: how long the sandbox holds Packer's StopInstances back
 PROJECT_FILES = ("Dockerfile", ".dockerignore", "docker-compose.yaml", "requirements.txt", "dags", "plugins", "include")
 STANDINS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "OPENBAO_IMAGE": "openbao"}
 
@@ -316,6 +315,20 @@ class _Compose:
             )
         return res
 
+    def popen(self, *argv: str) -> Any:
+        """A docker-compose command left running (its output read line by line)."""
+        import subprocess
+
+        return subprocess.Popen(
+            ["docker-compose", *argv],
+            cwd=self.project,
+            env=self.engine.env(**self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
     def containers(self, all_: bool = True) -> list[dict[str, Any]]:
         flt = f"label=com.docker.compose.project={self.name}"
         ids = self.engine.docker("ps", "-q", *(["-a"] if all_ else []), "--filter", flt).stdout.split()
@@ -352,14 +365,6 @@ def _redact(text: str) -> str:
     return re.sub(r"(?im)^(unseal key \d+|initial root token|root token|vault_secret_id)\b.*$", r"\1: <redacted>", text)
 
 
-def _ti_log(api: Any, dag_id: str, run_id: str, ti: dict[str, Any]) -> tuple[int, Any]:
-    return api.call(  # type: ignore[no-any-return]
-        "GET",
-        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
-        f"?map_index={ti['map_index']}&full_content=true",
-    )
-
-
 def _image_problems(engine: Any, image: str, bake: bool) -> list[str]:
     """What every role relies on in the image (the Dockerfile's user, home, logs, tools)."""
     script = (
@@ -384,37 +389,6 @@ def _image_problems(engine: Any, image: str, bake: bool) -> list[str]:
     return [f"Dockerfile ({image}): {p}. What the image said:\n{text[-1500:]}" for p in problems]
 
 
-def _account(sb: Any, group: str) -> dict[str, dict[str, Any]]:
-    """What the fault check counts in the sandbox account: every AMI it owns (with its ReleaseId),
-    the group's instance refreshes (DescribeInstanceRefreshes, every page) and every Packer builder
-    instance ever launched, terminated ones included (one per Packer build), with its ReleaseId."""
-    from amirelease.constants import PURPOSE_BUILDER, TAG_PURPOSE, TAG_RELEASE_ID
-    from tests.release.conftest import clients
-
-    ec2, asg, _ = clients(sb, region=sb.region)
-
-    def release_of(item: dict[str, Any]) -> str | None:
-        return next((t["Value"] for t in item.get("Tags") or [] if t["Key"] == TAG_RELEASE_ID), None)
-
-    refreshes: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page = asg.describe_instance_refreshes(AutoScalingGroupName=group, **({"NextToken": token} if token else {}))
-        refreshes += page["InstanceRefreshes"]
-        if not (token := page.get("NextToken")):
-            break
-    builders = ec2.describe_instances(Filters=[{"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE_BUILDER]}])
-    return {
-        "amis": {i["ImageId"]: release_of(i) for i in ec2.describe_images(Owners=["self"])["Images"]},
-        "refreshes": {r["InstanceRefreshId"]: r["Status"] for r in refreshes},
-        "builders": {i["InstanceId"]: release_of(i) for r in builders["Reservations"] for i in r["Instances"]},
-    }
-
-
-def _new(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in after.items() if k not in before}
-
-
 def _wait_healthy(compose: _Compose, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -429,8 +403,8 @@ def _wait_healthy(compose: _Compose, timeout: float) -> None:
         time.sleep(2)
 
 
-# Its own xdist group, not "system" (test_cluster, tests/demo): there it would add its whole
-# wall time to that worker's chain; see docs/containers.md, "What it costs".
+# Its own xdist group, not "system" (tests/demo): there it would add its whole wall time to that
+# worker's chain; see docs/containers.md, "What it costs".
 @pytest.mark.e2e
 @pytest.mark.containers
 @pytest.mark.xdist_group("containers")
@@ -442,8 +416,7 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
 
     from sandbox.aws import AwsSandbox
     from sandbox.cluster import FAST_POLLING, Api
-    from tests.release.conftest import LEDGER_BUCKET, ledger_records
-    from tests.release.invariant import leftovers
+    from tests.release.conftest import LEDGER_BUCKET
 
     engine = docker_engine
     timings: dict[str, float] = {}
@@ -486,6 +459,9 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
     t = lap("stand-in images (postgres, redis, openbao)", t)
     mirror = _Mirror(gateway, REPO / ".cache" / "terraform-mirror")
     sandbox = AwsSandbox(host=gateway, port=0, builders=False, refresh_batch_seconds=3).start()
+    # checkpoint delays at full length (demo-web pauses 30 s at 34 %): every refresh outlasts the
+    # wait's first poll, so each wait of 1.1.0 and the rollback surely defers to the triggerer
+    sandbox.configure(checkpoint_delay_scale=1.0)
     api_port = free_port()
     compose = _Compose(
         engine,
@@ -566,186 +542,15 @@ def test_shipped_dockerfile_and_compose_release_in_a_docker_engine(docker_engine
                 input=f"{passwords[user]}\n{passwords[user]}\n",
             )  # fmt: skip
         base_url = f"http://127.0.0.1:{api_port}"
-        anonymous, admin = Api(base_url, None, None), Api(base_url, "admin", env_values["AIRFLOW_ADMIN_PASSWORD"])
-        rm, viewer = Api(base_url, "alice", passwords["alice"]), Api(base_url, "bob", passwords["bob"])
+        apis = {
+            "anonymous": Api(base_url, None, None),
+            "admin": Api(base_url, "admin", env_values["AIRFLOW_ADMIN_PASSWORD"]),
+            "release-manager": Api(base_url, "alice", passwords["alice"]),
+            "viewer": Api(base_url, "bob", passwords["bob"]),
+        }
         del t_up
-
-        # -- through the REST API ------------------------------------------------------------------
-        assert anonymous.call("GET", "/api/v2/dags")[0] == 401
-        deadline = time.monotonic() + 180
-        while admin.call("GET", "/api/v2/dags/ami_release")[0] != 200:
-            assert time.monotonic() < deadline, (
-                "ami_release not parsed:\n" + compose("logs", "--tail", "40", "dag-processor").stdout
-            )
-            time.sleep(1)
-        assert admin.call("PATCH", "/api/v2/dags/ami_release", {"is_paused": False})[0] == 200
-        conf = {"app": APP, "version": "1.0.0", "notes": "compose test"}
-        status, body = viewer.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
-        assert status == 403, (status, body)
-        deadline = time.monotonic() + 120  # DAG permissions are synced by the DAG processor
-        while True:
-            status, body = rm.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
-            if status != 403 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert status == 200, (status, body)
-        run_id = body["dag_run_id"]
-        t = time.monotonic()
-
-        # every state each task instance was seen in, and the triggerers (host name, job id) seen
-        # holding a deferred task instance's trigger (the REST API's triggerer_job), by (task, map index)
-        seen: dict[tuple[str, int], set[str]] = {}
-        held_by: dict[tuple[str, int], set[tuple[str, int]]] = {}
-
-        def poll(dag_id: str, run: str) -> tuple[str, list[dict[str, Any]]]:
-            tis = admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?limit=100")["task_instances"]
-            for ti in tis:
-                key = (ti["task_id"], ti["map_index"])
-                seen.setdefault(key, set()).add(str(ti["state"]))
-                job = ti.get("triggerer_job") or {}
-                if ti["state"] == "deferred" and job.get("hostname"):
-                    held_by.setdefault(key, set()).add((job["hostname"], job["id"]))
-            return admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}")["state"], tis
-
-        def finish(dag_id: str, run: str, timeout: float = 900, follow: bool = False) -> dict[str, dict[str, Any]]:
-            """Waits for the run; its task instances by task (map index 0 for mapped ones). With
-            follow, every task instance's state is polled each second on the way (seen, held_by)."""
-            deadline = time.monotonic() + timeout
-            while (
-                state := poll(dag_id, run)[0] if follow else admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}")["state"]
-            ) not in ("success", "failed"):
-                assert time.monotonic() < deadline, (
-                    f"{dag_id} {run} still {state} after {timeout} s; seen {seen}\n{compose.diagnose()}"
-                )
-                time.sleep(1 if follow else 2)
-            tis = admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?limit=100")["task_instances"]
-            report = "".join(
-                f"\n--- {ti['task_id']}\n{str(_ti_log(admin, dag_id, run, ti)[1])[-3000:]}"
-                for ti in tis
-                if ti["state"] == "failed"
-            )
-            assert state == "success", f"{dag_id} {run} {state}:{report}"
-            return {ti["task_id"]: ti for ti in sorted(tis, key=lambda ti: -ti["map_index"])}
-
-        # a retention dry run by the admin, beside the release
-        assert admin.call("PATCH", "/api/v2/dags/ami_retention_manual", {"is_paused": False})[0] == 200
-        status, body = admin.call(
-            "POST", "/api/v2/dags/ami_retention_manual/dagRuns", {"logical_date": None, "conf": {"mode": "dry_run"}}
-        )
-        assert status == 200, (status, body)
-        retention = body["dag_run_id"]
-        by_task = finish("ami_release", run_id)
-        t = lap("release 1.0.0 (trigger to success)", t)
-        hostnames = {compose.service_of(c): c["Config"]["Hostname"] for c in compose.containers(all_=False)}
-        for task_id in ("check_infrastructure", "bake", "apply_infrastructure"):  # Packer, Terraform: the bake image
-            ti = by_task[task_id]
-            assert ti["queue"] == "packer-chef-linux" and ti["hostname"] == hostnames["bake-worker-linux"], (
-                ti,
-                hostnames,
-            )
-        assert by_task["record"]["hostname"] == hostnames["worker"], (by_task["record"], hostnames)
-        status, log = _ti_log(viewer, "ami_release", run_id, by_task["bake"])  # the viewer reads task logs
-        assert status == 200 and "packer" in str(log).lower(), (status, str(log)[-2000:])
-        report = finish("ami_retention_manual", retention, timeout=300)["retention"]
-        xcom = f"/api/v2/dags/ami_retention_manual/dagRuns/{retention}/taskInstances/retention/xcomEntries/return_value"
-        assert "'dry_run': True" in str(admin.get(f"{xcom}?map_index={report['map_index']}")["value"])
-        t = lap("retention dry run (beside the release)", t)
-
-        # 1.1.0 (an instance refresh of the fleet: its wait defers to the triggerer), with faults:
-        # the scheduler and the worker running the bake restarted while the bake runs; then a rollback
-        before = _account(sandbox, GROUP)
-        # Packer stops its builder before taking the image: that call is held back (a slow AWS), so
-        # the restart finds the bake mid-Packer, its builder, key pair and security group in place
-        sandbox.faults.delay("ec2:StopInstances", seconds=HOLD_SECONDS, times=1)
-        packer_calls = sandbox.callers()
-        conf = {"app": APP, "version": "1.1.0", "notes": "compose test 2"}
-        status, body = rm.call("POST", "/api/v2/dags/ami_release/dagRuns", {"logical_date": None, "conf": conf})
-        assert status == 200, (status, body)
-        r2 = body["dag_run_id"]
-        deadline = time.monotonic() + 600
-        while sandbox.callers().get(("packer", "ec2:StopInstances"), 0) == packer_calls.get(
-            ("packer", "ec2:StopInstances"), 0
-        ):
-            state, tis = poll("ami_release", r2)
-            assert state in ("queued", "running") and time.monotonic() < deadline, (
-                f"1.1.0's Packer never got to stopping its builder: {state}, {seen}"
-            )
-            time.sleep(1)
-        [bake] = [ti for ti in poll("ami_release", r2)[1] if ti["task_id"] == "bake"]
-        assert bake["state"] == "running" and bake["hostname"], bake
-        running = {c["Config"]["Hostname"]: c for c in compose.containers(all_=False)}
-        victims = {name: c for name, c in running.items() if compose.service_of(c) == "scheduler"}
-        victims[bake["hostname"]] = running[bake["hostname"]]  # the worker running the bake
-        started = {compose.service_of(c): c["State"]["StartedAt"] for c in victims.values()}
-        t_fault = time.monotonic()
-        engine.docker("restart", *(c["Id"] for c in victims.values()), timeout=300)
-        t_fault = lap(f"docker restart {' + '.join(sorted(started))} (1.1.0's bake running)", t_fault)
-        restarted = {compose.service_of(c): c["State"]["StartedAt"] for c in compose.containers(all_=False)}
-        assert all(restarted[svc] != at for svc, at in started.items()), (started, restarted)
-        # Postgres keeps the history: the earlier runs, as they ended, listed after the restart
-        listed = {
-            r["dag_run_id"]: r["state"] for r in admin.get("/api/v2/dags/ami_release/dagRuns?limit=100")["dag_runs"]
-        }
-        assert listed.get(run_id) == "success" and r2 in listed, listed
-        by_task = finish("ami_release", r2, timeout=1500, follow=True)
-        lap("release 1.1.0 after the restarts", t_fault)
-        after = _account(sandbox, GROUP)
-        new = {what: _new(after[what], before[what]) for what in after}
-        by_packer = {
-            call: sandbox.callers().get(("packer", call), 0) - packer_calls.get(("packer", call), 0)
-            for call in ("ec2:RunInstances", "ec2:StopInstances", "ec2:CreateImage")
-        }
-        print(
-            f"[compose test] 1.1.0 with restarts: bake try {by_task['bake']['try_number']}, states seen "
-            f"{sorted(seen[('bake', -1)])}; new AMIs {new['amis']}, new refreshes {new['refreshes']}, "
-            f"Packer builders launched {new['builders']}, Packer's calls {by_packer}",
-            flush=True,
-        )
-        # exactly once: one AMI (the release's, every AMI the account owns counted), one refresh of
-        # the group, one release record; nothing of a killed try left behind
-        new_amis = new["amis"]
-        [release_record] = [r for r in ledger_records(sandbox, APP) if r["version"] == "1.1.0"]
-        assert release_record["outcome"] == "succeeded" and release_record["pipeline_run"] == r2, release_record
-        assert new_amis == {release_record["amis"][sandbox.region]: release_record["release_id"]}, (
-            new_amis,
-            release_record,
-        )
-        assert by_packer["ec2:CreateImage"] == 1, by_packer  # one image registered by Packer: one bake
-        assert len(new["refreshes"]) == 1, after["refreshes"]
-        assert leftovers(sandbox) == {
-            "builder/smoke instances": [],
-            "Packer security groups": [],
-            "Packer key pairs": [],
-        }
-        # the refresh wait was deferred and its trigger held by the triggerer container, no other: the
-        # REST API's triggerer job (its host name) while deferred, and the trigger's own lines in the
-        # task's log, written by that job
-        assert "deferred" in seen[("wait_for_refresh", 0)], seen
-        [(holder, job_id)] = held_by.get(("wait_for_refresh", 0)) or [("nobody", 0)]
-        assert holder == hostnames["triggerer"], (held_by, hostnames)
-        text = str(_ti_log(admin, "ami_release", r2, by_task["wait_for_refresh"])[1])
-        assert "Pausing task as DEFERRED" in text, text[-2000:]
-        assert re.search(rf"trigger ami_release/{re.escape(r2)}/wait_for_refresh/0/\d+ \(ID \d+\) starting", text), (
-            text[-3000:]
-        )
-        # the trigger's log file (beside the task's, in the shared logs volume) is named after the job
-        assert re.search(rf"/task_id=wait_for_refresh/map_index=0/attempt=\d+\.log\.trigger\.{job_id}\.log'", text), (
-            text[:3000]
-        )
-        t = lap("release 1.1.0", t)
-        conf = {"app": APP, "reason": "1.1.0 breaks checkout (compose test)"}
-        assert viewer.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})[0] == 403
-        assert admin.call("PATCH", "/api/v2/dags/ami_rollback", {"is_paused": False})[0] == 200
-        status, body = rm.call("POST", "/api/v2/dags/ami_rollback/dagRuns", {"logical_date": None, "conf": conf})
-        assert status == 200, (status, body)
-        rollback = body["dag_run_id"]
-        by_task = finish("ami_rollback", rollback)
-        target = admin.get(
-            f"/api/v2/dags/ami_rollback/dagRuns/{rollback}/taskInstances/preflight/xcomEntries/rollback_target"
-        )
-        assert "1.0.0" in str(target["value"]), target
-        assert by_task["bake"]["hostname"] == hostnames["bake-worker-linux"], by_task["bake"]
-        t = lap("rollback to 1.0.0", t)
+        # -- through the REST API: releases, faults and triggers that meet (tests/deploy/scenarios.py)
+        run_scenarios(compose, engine, sandbox, apis, lap)
     finally:
         t = time.monotonic()
         down = compose("down", "-v", "--remove-orphans", timeout=300, check=False)
