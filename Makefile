@@ -126,12 +126,13 @@ lint: setup
 # tests that share a demo-web fleet run in two groups, each on one worker), then the IAM check.
 PYTEST_WORKERS ?= 3
 test: setup lint docker-check
-	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json
+	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json .artifacts/compose-timings.json
 	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; \
 	$(VPY) -m pytest tests/test_zz_iam_policy.py; rc2=$$?; \
 	cat .artifacts/fleet-builds-*.txt 2>/dev/null | sed 's/^/demo-web fleet built for /'; \
 	ls .artifacts/aws-oddities-*.json 2>/dev/null | sed 's/^/the sandbox saw a lost answer or a moto failure: /'; \
+	test -f .artifacts/compose-timings.json && echo "the container test's steps, in seconds: $$(tr -d '\n' < .artifacts/compose-timings.json)"; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
 
 # The container test alone (it is also part of `make test`): the shipped Dockerfile built and

@@ -5,7 +5,8 @@
 #     docker build --build-arg BASE="$(deploy/images/base.sh)" -t ami-release .
 # Prints the image's tag. Cached by (suite, the mirror's Release date, this script's digest):
 # a second run finds the image in the engine, or the root file system tarball in the cache
-# folder ($AMI_RELEASE_IMAGE_CACHE, default .cache/images), and pays nothing or `docker import`.
+# folder ($AMI_RELEASE_IMAGE_CACHE, default ~/.cache/ami-release/images: shared by every checkout
+# on the machine, as pip's cache is), and pays nothing or `docker import`.
 # The host's own CAs (EXTRA_CA_DIR, default /usr/local/share/ca-certificates: a site's TLS
 # proxy, as on our CI) are trusted in the image too, by the system bundle and by uv and
 # Python (SSL_CERT_FILE) and pip (PIP_CERT), so pip, uv and apt reach what the host reaches.
@@ -16,10 +17,9 @@
 # docs/containers.md.
 # Needs root (debootstrap) and the docker client; DEBIAN_MIRROR, DEBIAN_SUITE override.
 set -eu
-here=$(cd "$(dirname "$0")" && pwd)
 suite=${DEBIAN_SUITE:-bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-cache=${AMI_RELEASE_IMAGE_CACHE:-$here/../../.cache/images}
+cache=${AMI_RELEASE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ami-release/images}
 packages=python3,python3-pip,ca-certificates
 extra_ca=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 release_date=$(curl -fsS --max-time 30 "$mirror/dists/$suite/Release" | sed -n 's/^Date: //p')
