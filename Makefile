@@ -124,16 +124,24 @@ lint: setup
 
 # The suite on 3 workers (most tests wait on servers and sandboxes more than they compute; the
 # tests that share a demo-web fleet run in two groups, each on one worker), then the IAM check.
+# The container test (tests/deploy/test_compose.py) runs beside them in a pytest process of its
+# own: a sandbox's AWS state, faults and builders are per process (moto's backends are global), so
+# it must not share a worker with tests that use the worker's sandbox. Its output goes to
+# .artifacts/containers.log; the end of it is printed, all of it when it failed.
 PYTEST_WORKERS ?= 3
 test: setup lint docker-check
-	@rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json .artifacts/compose-timings.json
-	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py; rc=$$?; \
+	@mkdir -p .artifacts; rm -f .artifacts/aws-calls-*.json .artifacts/aws-roles-*.json .artifacts/collected-*.json .artifacts/fleet-builds-*.txt .artifacts/aws-oddities-*.json .artifacts/compose-timings.json .artifacts/containers.log
+	@$(VPY) -m pytest -n 0 -m containers tests/deploy/test_compose.py > .artifacts/containers.log 2>&1 & cpid=$$!; \
+	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/test_zz_iam_policy.py -m "not containers"; rc=$$?; \
+	wait $$cpid; rc3=$$?; \
+	echo "== the container test (a process of its own; its whole output: .artifacts/containers.log)"; \
+	if [ $$rc3 -eq 0 ]; then tail -n 2 .artifacts/containers.log; else tail -n 200 .artifacts/containers.log; fi; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; \
 	$(VPY) -m pytest tests/test_zz_iam_policy.py; rc2=$$?; \
 	cat .artifacts/fleet-builds-*.txt 2>/dev/null | sed 's/^/demo-web fleet built for /'; \
 	ls .artifacts/aws-oddities-*.json 2>/dev/null | sed 's/^/the sandbox saw a lost answer or a moto failure: /'; \
 	test -f .artifacts/compose-timings.json && echo "the container test's steps, in seconds: $$(tr -d '\n' < .artifacts/compose-timings.json)"; \
-	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; if [ $$rc3 -ne 0 ]; then echo "ERROR: the container test failed (above)"; exit $$rc3; fi; exit $$rc2
 
 # The container test alone (it is also part of `make test`): the shipped Dockerfile built and
 # docker-compose.yaml brought up in a real Docker engine (docs/containers.md).

@@ -403,8 +403,9 @@ def _wait_healthy(compose: _Compose, timeout: float) -> None:
         time.sleep(2)
 
 
-# Its own xdist group, not "system" (tests/demo): there it would add its whole wall time to that
-# worker's chain; see docs/containers.md, "What it costs".
+# make test runs it in a pytest process of its own, beside the xdist workers (Makefile): its sandbox
+# must not share a process with a worker's (moto's backends, the faults and the builders are per
+# process). The group keeps it on one worker should it ever run under xdist.
 @pytest.mark.e2e
 @pytest.mark.containers
 @pytest.mark.xdist_group("containers")
