@@ -424,7 +424,7 @@ def run_scenarios(
 
     # -- the retention runs and demo-win ------------------------------------------------------------------
     ret_ti = f.succeeds("ami_retention_manual", ret, timeout=300)
-    report = next(ti for k, ti in ret_ti.items() if ti["task_id"] == "retention")
+    report = next(ti for ti in ret_ti.values() if ti["task_id"] == "retention")
     xcom = f"/api/v2/dags/ami_retention_manual/dagRuns/{ret}/taskInstances/retention/xcomEntries/return_value"
     assert "'dry_run': True" in str(admin.get(f"{xcom}?map_index={report['map_index']}")["value"])
     for run_id in applied:
